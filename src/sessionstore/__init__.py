@@ -1,0 +1,30 @@
+"""sessionstore: a PostgreSQL session store for Python, sync and async.
+
+A port of Go's scs/pgxstore on psycopg 3 and psycopg_pool::
+
+    from sessionstore import Store
+    from psycopg_pool import ConnectionPool
+
+    pool = ConnectionPool(dsn, kwargs={"autocommit": True})
+    with Store(pool) as store:
+        store.commit(token, b"data", expiry)
+        store.find(token)
+"""
+
+from __future__ import annotations
+
+from ._core import DEFAULT_MAX_DATA_SIZE, MAX_TOKEN_LENGTH
+from .errors import DatabaseError, SessionStoreError
+from .store import Store
+from .store_async import AsyncStore
+
+__all__ = [
+    "DEFAULT_MAX_DATA_SIZE",
+    "MAX_TOKEN_LENGTH",
+    "AsyncStore",
+    "DatabaseError",
+    "SessionStoreError",
+    "Store",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,399 @@
+"""The sans-IO core shared by `Store` and `AsyncStore`.
+
+Everything that varies between operations lives here and is pure: SQL text (built
+once per store with `psycopg.sql`, so table and schema names are quoted identifiers),
+argument validation, and row decoding. Nothing in this module opens a connection or
+waits on a socket; the facades borrow a connection, execute what the core built, and
+hand the rows back.
+
+Multi-statement operations (creating the table, purging in batches) are written as
+generators in the style of psycopg's own ``generators.py``: the generator yields each
+`Statement` it needs run and receives its `Result`, so one description of the flow
+drives both the sync and the async facade.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import sql
+
+#: The longest token accepted, in characters. SCS tokens are 43 characters; the
+#: limit keeps every token (4 bytes per character at worst) well inside PostgreSQL's
+#: btree entry limit of about 2.7 KB, which would otherwise fail on commit only.
+MAX_TOKEN_LENGTH = 512
+
+#: The default `max_data_size`: the largest payload a store accepts, in bytes.
+DEFAULT_MAX_DATA_SIZE = 64 * 1024 * 1024
+
+#: PostgreSQL truncates identifiers longer than this many bytes (NAMEDATALEN - 1).
+MAX_IDENTIFIER_BYTES = 63
+
+DEFAULT_TABLE = "sessions"
+
+#: Rows returned by a statement, as psycopg gives them.
+Rows = list[tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One statement for a facade to execute.
+
+    Attributes:
+        query: The SQL text, rendered once (bytes, so psycopg does no composing).
+        params: The parameters for the query's placeholders.
+    """
+
+    query: bytes
+    params: Sequence[Any] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What a facade sends back into a generator after executing a `Statement`.
+
+    Attributes:
+        rows: The rows the statement returned (empty if it returns none).
+        rowcount: The number of rows affected, as the server reported it.
+    """
+
+    rows: Rows
+    rowcount: int
+
+
+#: A multi-statement operation: yields statements, receives results, returns T.
+Steps = Generator[Statement, Result, Any]
+
+
+def validate_identifier(name: object, what: str) -> str:
+    """Check a table or schema name.
+
+    Any text is accepted, since it is always quoted: capitals, spaces, quotes,
+    semicolons and dots name exactly that relation. What PostgreSQL can't store
+    as written is refused, instead of being silently changed.
+
+    Args:
+        name: The name to check.
+        what: ``"table"`` or ``"schema"``, for the error message.
+
+    Returns:
+        The name, unchanged.
+
+    Raises:
+        TypeError: If the name is not a str.
+        ValueError: If it is empty, contains NUL or lone surrogates, or is longer
+            than PostgreSQL's 63-byte identifier limit (it would be truncated).
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"{what} name must be a str, not {type(name).__name__}")
+    if not name:
+        raise ValueError(f"{what} name must not be empty")
+    if "\x00" in name:
+        raise ValueError(f"{what} name must not contain a NUL character")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} name must be valid Unicode (no lone surrogates)") from None
+    if size > MAX_IDENTIFIER_BYTES:
+        raise ValueError(
+            f"{what} name is {size} bytes long; PostgreSQL identifiers are at most "
+            f"{MAX_IDENTIFIER_BYTES} bytes"
+        )
+    return name
+
+
+def validate_token(token: object) -> str:
+    """Check a session token before it reaches any SQL.
+
+    Error messages never contain the token: it is a credential.
+
+    Args:
+        token: The session token.
+
+    Returns:
+        The token, unchanged.
+
+    Raises:
+        TypeError: If the token is not a str.
+        ValueError: If it is empty, longer than `MAX_TOKEN_LENGTH`, or contains
+            NUL or lone surrogates.
+    """
+    if not isinstance(token, str):
+        raise TypeError(f"token must be a str, not {type(token).__name__}")
+    if not token:
+        raise ValueError("token must not be empty")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise ValueError(
+            f"token is {len(token)} characters long; the maximum is {MAX_TOKEN_LENGTH}"
+        )
+    if not token.isascii():
+        try:
+            token.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("token must be valid Unicode (no lone surrogates)") from None
+    if "\x00" in token:
+        raise ValueError("token must not contain a NUL character")
+    return token
+
+
+def validate_data(data: object, max_size: int) -> bytes | bytearray | memoryview:
+    """Check a session payload.
+
+    Args:
+        data: The payload: bytes, bytearray or memoryview.
+        max_size: The largest payload accepted, in bytes.
+
+    Returns:
+        The payload, unchanged.
+
+    Raises:
+        TypeError: If the payload is not bytes-like.
+        ValueError: If it is larger than `max_size`.
+    """
+    if isinstance(data, bytes | bytearray):
+        size = len(data)
+    elif isinstance(data, memoryview):
+        size = data.nbytes
+    else:
+        raise TypeError(f"data must be bytes, bytearray or memoryview, not {type(data).__name__}")
+    if size > max_size:
+        raise ValueError(f"data is {size} bytes; this store accepts at most {max_size}")
+    return data
+
+
+def validate_expiry(expiry: object) -> dt.datetime:
+    """Check a session's expiry time.
+
+    Args:
+        expiry: A timezone-aware datetime.
+
+    Returns:
+        The expiry, unchanged.
+
+    Raises:
+        TypeError: If it is not a datetime.
+        ValueError: If it is naive: PostgreSQL would read it in the server's
+            TimeZone, which is hours off on most servers.
+    """
+    if not isinstance(expiry, dt.datetime):
+        raise TypeError(f"expiry must be a datetime, not {type(expiry).__name__}")
+    if expiry.tzinfo is None or expiry.utcoffset() is None:
+        raise ValueError(
+            "expiry must be timezone-aware, e.g. datetime.now(timezone.utc) + lifetime"
+        )
+    return expiry
+
+
+def validate_max_data_size(max_data_size: object) -> int:
+    """Check the `max_data_size` store option.
+
+    Args:
+        max_data_size: The largest payload a store should accept, in bytes.
+
+    Returns:
+        The value, unchanged.
+
+    Raises:
+        TypeError: If it is not an int.
+        ValueError: If it is below 0 or above PostgreSQL's 1 GB bytea limit.
+    """
+    if isinstance(max_data_size, bool) or not isinstance(max_data_size, int):
+        raise TypeError(f"max_data_size must be an int, not {type(max_data_size).__name__}")
+    if not 0 <= max_data_size < 1024**3:
+        raise ValueError("max_data_size must be between 0 and 1 GiB (PostgreSQL's limit)")
+    return max_data_size
+
+
+def _render(query: sql.Composable) -> bytes:
+    return query.as_bytes(None)
+
+
+def advisory_key(purpose: str, qualified_name: str) -> int:
+    """Derive a signed 64-bit PostgreSQL advisory lock key.
+
+    Args:
+        purpose: What the lock guards (``"create"``, ``"purge"``), so the locks of
+            different jobs on the same table never collide.
+        qualified_name: The table's quoted, schema-qualified name.
+
+    Returns:
+        A key for ``pg_advisory_lock(bigint)`` and friends.
+    """
+    digest = hashlib.sha256(f"sessionstore:{purpose}:{qualified_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def index_name(table: str) -> str:
+    """Name the expiry index of a table as SCS does (``sessions_expiry_idx``).
+
+    A name that would exceed PostgreSQL's identifier limit is shortened with a
+    hash suffix, so it stays unique and is never silently truncated.
+
+    Args:
+        table: The table's name.
+
+    Returns:
+        The index name.
+    """
+    name = f"{table}_expiry_idx"
+    if len(name.encode("utf-8")) <= MAX_IDENTIFIER_BYTES:
+        return name
+    suffix = "_" + hashlib.sha256(table.encode("utf-8")).hexdigest()[:8] + "_expiry_idx"
+    head = table.encode("utf-8")[: MAX_IDENTIFIER_BYTES - len(suffix)]
+    return head.decode("utf-8", errors="ignore") + suffix
+
+
+class SessionCore:
+    """Validation, SQL and decoding for one sessions table.
+
+    One instance is built per store; it holds the SQL rendered for that table, so
+    an operation costs no query composing.
+
+    Args:
+        table: The table's name (quoted, so any name works).
+        schema: The table's schema, or None to follow the search_path.
+        max_data_size: The largest payload accepted, in bytes.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If a name or size is out of range.
+    """
+
+    def __init__(
+        self,
+        table: str = DEFAULT_TABLE,
+        schema: str | None = None,
+        max_data_size: int = DEFAULT_MAX_DATA_SIZE,
+    ) -> None:
+        self.table = validate_identifier(table, "table")
+        self.schema = None if schema is None else validate_identifier(schema, "schema")
+        self.max_data_size = validate_max_data_size(max_data_size)
+        parts = (self.table,) if self.schema is None else (self.schema, self.table)
+        ident = sql.Identifier(*parts)
+        #: The quoted, schema-qualified table name (safe to show; not a secret).
+        self.qualified_name = ident.as_string(None)
+        self._find = _render(
+            sql.SQL("SELECT data FROM {} WHERE token = %s AND current_timestamp < expiry").format(
+                ident
+            )
+        )
+        self._commit = _render(
+            sql.SQL(
+                "INSERT INTO {} (token, data, expiry) VALUES (%s, %s, %s) "
+                "ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry"
+            ).format(ident)
+        )
+        self._delete = _render(sql.SQL("DELETE FROM {} WHERE token = %s").format(ident))
+        self._all = _render(
+            sql.SQL("SELECT token, data FROM {} WHERE current_timestamp < expiry").format(ident)
+        )
+        self._purge = _render(
+            sql.SQL("DELETE FROM {} WHERE expiry < current_timestamp").format(ident)
+        )
+
+    # Single statements. Each validates its arguments first, so bad input never
+    # reaches the database.
+
+    def find(self, token: str) -> Statement:
+        """Build the statement that reads a live session.
+
+        Args:
+            token: The session token.
+
+        Returns:
+            The statement; decode its rows with `decode_find`.
+
+        Raises:
+            TypeError: If the token is not a str.
+            ValueError: If the token is invalid (see `validate_token`).
+        """
+        return Statement(self._find, (validate_token(token),))
+
+    def commit(
+        self, token: str, data: bytes | bytearray | memoryview, expiry: dt.datetime
+    ) -> Statement:
+        """Build the upsert that saves a session.
+
+        Args:
+            token: The session token.
+            data: The payload.
+            expiry: When the session expires (timezone-aware).
+
+        Returns:
+            The statement.
+
+        Raises:
+            TypeError: If an argument has the wrong type.
+            ValueError: If an argument is invalid.
+        """
+        return Statement(
+            self._commit,
+            (
+                validate_token(token),
+                validate_data(data, self.max_data_size),
+                validate_expiry(expiry),
+            ),
+        )
+
+    def delete(self, token: str) -> Statement:
+        """Build the statement that deletes a session.
+
+        Args:
+            token: The session token.
+
+        Returns:
+            The statement.
+
+        Raises:
+            TypeError: If the token is not a str.
+            ValueError: If the token is invalid.
+        """
+        return Statement(self._delete, (validate_token(token),))
+
+    def all(self) -> Statement:
+        """Build the statement that reads every live session.
+
+        Returns:
+            The statement; decode its rows with `decode_all`.
+        """
+        return Statement(self._all)
+
+    def purge_expired(self) -> Statement:
+        """Build the statement that deletes every expired session.
+
+        Returns:
+            The statement; its rowcount is the number of sessions deleted.
+        """
+        return Statement(self._purge)
+
+    # Decoding.
+
+    @staticmethod
+    def decode_find(row: tuple[Any, ...] | None) -> bytes | None:
+        """Turn the row of a find into its result.
+
+        Args:
+            row: The row, or None when the session is missing or expired.
+
+        Returns:
+            The payload (``b""`` for an empty one), or None when not found.
+        """
+        if row is None:
+            return None
+        return bytes(row[0])
+
+    @staticmethod
+    def decode_all(rows: Rows) -> dict[str, bytes]:
+        """Turn the rows of `all` into a dict of token to payload.
+
+        Args:
+            rows: The rows.
+
+        Returns:
+            A new dict, empty when there are no live sessions.
+        """
+        return {token: bytes(data) for token, data in rows}

@@ -1,0 +1,185 @@
+"""What the cleanup strategies share: options, the schedule, and the record of runs.
+
+Strategies decide *when* to purge; stores decide *how*. Nothing here runs SQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+logger = logging.getLogger("sessionstore.cleanup")
+
+#: The default time between two purges: 5 minutes, as in SCS.
+DEFAULT_INTERVAL = 300.0
+
+#: How long `stop` waits for the worker to end before it logs and returns.
+DEFAULT_STOP_TIMEOUT = 1.0
+
+ErrorCallback = Callable[[BaseException], object]
+
+
+class SyncPurger(Protocol):
+    """What a sync strategy needs from its store."""
+
+    @property
+    def name(self) -> str:
+        """A name for the store's table, fit for logs and thread names."""
+
+    def purge_expired(self) -> int:
+        """Delete expired sessions; return how many were deleted."""
+
+
+class AsyncPurger(Protocol):
+    """What an async strategy needs from its store."""
+
+    @property
+    def name(self) -> str:
+        """A name for the store's table, fit for logs and task names."""
+
+    async def purge_expired(self) -> int:
+        """Delete expired sessions; return how many were deleted."""
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupStats:
+    """What a cleanup strategy has done so far.
+
+    Attributes:
+        runs: Purges attempted (successful or not).
+        rows_deleted: Expired sessions deleted, over all runs.
+        errors: Purges that failed.
+        last_run: When the last purge started (UTC), or None.
+        last_duration: How long the last purge took, in seconds, or None.
+        last_error: The exception of the last failed purge, or None if the last
+            purge succeeded.
+    """
+
+    runs: int = 0
+    rows_deleted: int = 0
+    errors: int = 0
+    last_run: dt.datetime | None = None
+    last_duration: float | None = None
+    last_error: BaseException | None = None
+
+
+def to_seconds(value: float | dt.timedelta, what: str) -> float:
+    """Convert an interval option to seconds.
+
+    Args:
+        value: Seconds, or a timedelta.
+        what: The option's name, for error messages.
+
+    Returns:
+        The value in seconds.
+
+    Raises:
+        TypeError: If it is neither a number nor a timedelta.
+    """
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be seconds or a timedelta, not {type(value).__name__}")
+    return float(value)
+
+
+class Schedule:
+    """The options and the record shared by `ThreadCleanup` and `TaskCleanup`.
+
+    Args:
+        interval: Time between purges, in seconds or as a timedelta.
+        jitter: Spread each wait at random by up to this fraction of the interval
+            (0 to 1), so a fleet started together does not sweep together.
+        run_on_start: Purge as soon as the strategy starts, then every interval.
+        on_error: Called with the exception of each failed purge (after logging).
+        stop_timeout: How long stopping waits for the worker, in seconds.
+
+    Raises:
+        TypeError: If an option has the wrong type.
+        ValueError: If the interval is not positive (use `NoCleanup` to disable
+            cleanup) or the jitter is outside 0..1.
+    """
+
+    def __init__(
+        self,
+        interval: float | dt.timedelta = DEFAULT_INTERVAL,
+        *,
+        jitter: float = 0.0,
+        run_on_start: bool = False,
+        on_error: ErrorCallback | None = None,
+        stop_timeout: float | dt.timedelta = DEFAULT_STOP_TIMEOUT,
+    ) -> None:
+        self.interval = to_seconds(interval, "interval")
+        if not self.interval > 0:
+            raise ValueError(
+                f"interval must be positive, got {self.interval}; "
+                "to disable cleanup pass cleanup=NoCleanup()"
+            )
+        if isinstance(jitter, bool) or not isinstance(jitter, int | float):
+            raise TypeError(f"jitter must be a number, not {type(jitter).__name__}")
+        if not 0 <= jitter <= 1:
+            raise ValueError(f"jitter must be between 0 and 1, got {jitter}")
+        self.jitter = float(jitter)
+        self.run_on_start = bool(run_on_start)
+        if on_error is not None and not callable(on_error):
+            raise TypeError("on_error must be callable")
+        self.on_error = on_error
+        self.stop_timeout = to_seconds(stop_timeout, "stop_timeout")
+        self._stats = CleanupStats()
+        self._stats_lock = threading.Lock()
+        self._attached = False
+        self._attach_lock = threading.Lock()
+
+    @property
+    def stats(self) -> CleanupStats:
+        """A snapshot of what this strategy has done."""
+        return self._stats
+
+    def _attach(self) -> None:
+        """Claim this strategy for one store; a second claim is a mistake."""
+        with self._attach_lock:
+            if self._attached:
+                raise RuntimeError(
+                    f"this {type(self).__name__} is already used by another store; "
+                    "create one cleanup strategy per store"
+                )
+            self._attached = True
+
+    def _next_delay(self) -> float:
+        if not self.jitter:
+            return self.interval
+        spread = self.interval * self.jitter
+        return max(0.0, self.interval + random.uniform(-spread, spread))
+
+    def _record(self, started: dt.datetime, duration: float, deleted: int) -> None:
+        with self._stats_lock:
+            s = self._stats
+            self._stats = CleanupStats(
+                s.runs + 1, s.rows_deleted + deleted, s.errors, started, duration, None
+            )
+
+    def _record_error(
+        self, store_name: str, started: dt.datetime, duration: float, exc: BaseException
+    ) -> None:
+        with self._stats_lock:
+            s = self._stats
+            self._stats = CleanupStats(
+                s.runs + 1, s.rows_deleted, s.errors + 1, started, duration, exc
+            )
+        # The store's exceptions never carry tokens or payloads, so the message is safe.
+        logger.error("purge of %s failed, retrying in %.0f s: %s", store_name, self.interval, exc)
+        if self.on_error is not None:
+            try:
+                self.on_error(exc)
+            except Exception:
+                logger.exception("on_error callback of the %s cleanup raised", store_name)
+
+    @staticmethod
+    def _clock() -> tuple[dt.datetime, float]:
+        return dt.datetime.now(dt.UTC), time.perf_counter()

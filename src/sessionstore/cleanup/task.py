@@ -1,0 +1,102 @@
+"""`TaskCleanup`: purge expired sessions from an asyncio task (for `AsyncStore`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import weakref
+
+from ._schedule import AsyncPurger, Schedule, logger
+
+
+class TaskCleanup(Schedule):
+    """Purge an `AsyncStore`'s expired sessions every `interval`, from an asyncio task.
+
+    The task starts when the store is opened (``async with store`` or
+    ``await store.open()``) on the running loop, and holds its store weakly: a
+    store dropped without closing lets the task end, with a warning in the log.
+    Stopping cancels the task, and with it any purge in flight (psycopg cancels
+    the statement on the server). A failed purge is logged, passed to `on_error`
+    and tried again at the next interval.
+
+    Args:
+        interval: Time between purges, in seconds or as a timedelta (default 5 min).
+        jitter: Spread each wait at random by up to this fraction of the interval.
+        run_on_start: Purge as soon as the store is opened.
+        on_error: Called with each purge's exception, from the task.
+        stop_timeout: How long `astop` waits for the task to end, in seconds.
+
+    Raises:
+        ValueError: If `interval` is not positive (use `NoCleanup` instead).
+    """
+
+    _task: asyncio.Task[None] | None = None
+
+    def start(self, store: AsyncPurger) -> None:
+        """Start the cleanup task for `store` on the running loop. The store calls this.
+
+        Args:
+            store: The store to purge.
+
+        Raises:
+            RuntimeError: If no event loop is running, or this strategy already
+                serves a store.
+        """
+        loop = asyncio.get_running_loop()
+        self._attach()
+        name = store.name
+        task = loop.create_task(
+            self._run(weakref.ref(store), name), name=f"sessionstore-cleanup {name}"
+        )
+        self._task = task
+        weakref.finalize(store, _store_dropped, loop, task, name)
+
+    async def astop(self) -> None:
+        """Cancel the task and wait for it to end, up to `stop_timeout` seconds.
+
+        Idempotent; safe to call from many tasks at once.
+        """
+        task = self._task
+        if task is None or task.done():
+            return
+        task.cancel()
+        if task is asyncio.current_task():
+            return  # called from a purge's on_error: the task ends when it next awaits
+        done, _ = await asyncio.wait({task}, timeout=self.stop_timeout)
+        if not done:
+            logger.warning(
+                "%s did not end within %.1f s; leaving it", task.get_name(), self.stop_timeout
+            )
+
+    @property
+    def running(self) -> bool:
+        """Whether the cleanup task is alive."""
+        return self._task is not None and not self._task.done()
+
+    async def _run(self, ref: weakref.ref[AsyncPurger], name: str) -> None:
+        delay = 0.0 if self.run_on_start else self._next_delay()
+        while True:
+            await asyncio.sleep(delay)
+            delay = self._next_delay()  # rescheduled first: a failure can't end the loop
+            store = ref()
+            if store is None:
+                return
+            started, t0 = self._clock()
+            try:
+                deleted = await store.purge_expired()
+            except Exception as exc:
+                self._record_error(name, started, time.perf_counter() - t0, exc)
+            else:
+                self._record(started, time.perf_counter() - t0, deleted)
+                if deleted:
+                    logger.info("purged %d expired sessions from %s", deleted, name)
+            del store
+
+
+def _store_dropped(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None], name: str) -> None:
+    if task.done():
+        return
+    logger.warning("store for %s was garbage-collected without close(); cleanup stopped", name)
+    with contextlib.suppress(RuntimeError):  # the loop is already closed: nothing to stop
+        loop.call_soon_threadsafe(task.cancel)

@@ -1,0 +1,100 @@
+"""`ThreadCleanup`: purge expired sessions from a daemon thread (for `Store`)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+
+from ._schedule import Schedule, SyncPurger, logger
+
+
+class ThreadCleanup(Schedule):
+    """Purge a `Store`'s expired sessions every `interval`, from a daemon thread.
+
+    The thread holds its store weakly: a store dropped without `Store.close`
+    lets the thread end (with a warning in the log) instead of keeping it alive.
+    A failed purge is logged on ``sessionstore.cleanup``, passed to `on_error`,
+    and tried again at the next interval; it never ends the loop.
+
+    Args:
+        interval: Time between purges, in seconds or as a timedelta (default 5 min).
+        jitter: Spread each wait at random by up to this fraction of the interval.
+        run_on_start: Purge as soon as the store is created.
+        on_error: Called with each purge's exception, from the cleanup thread.
+        stop_timeout: How long `stop` waits for the thread, in seconds.
+
+    Raises:
+        ValueError: If `interval` is not positive (use `NoCleanup` instead).
+    """
+
+    _thread: threading.Thread | None = None
+    _stopping: threading.Event
+
+    def start(self, store: SyncPurger) -> None:
+        """Start the cleanup thread for `store`. The store calls this.
+
+        Args:
+            store: The store to purge.
+
+        Raises:
+            RuntimeError: If this strategy already serves a store.
+        """
+        self._attach()
+        self._stopping = threading.Event()
+        ref = weakref.ref(store)
+        name = store.name
+        self._thread = threading.Thread(
+            target=self._run, args=(ref, name), name=f"sessionstore-cleanup {name}", daemon=True
+        )
+        weakref.finalize(store, _store_dropped, self._stopping, name)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and wait for it, up to `stop_timeout` seconds.
+
+        Idempotent, and safe to call from any thread, many at once. A purge that
+        is still running when the bound is hit is logged; its thread is a daemon.
+        """
+        thread = self._thread
+        if thread is None:
+            return
+        self._stopping.set()
+        if thread is threading.current_thread():
+            return
+        thread.join(self.stop_timeout)
+        if thread.is_alive():
+            logger.warning(
+                "%s did not end within %.1f s (a purge is still running); leaving it",
+                thread.name,
+                self.stop_timeout,
+            )
+
+    @property
+    def running(self) -> bool:
+        """Whether the cleanup thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self, ref: weakref.ref[SyncPurger], name: str) -> None:
+        delay = 0.0 if self.run_on_start else self._next_delay()
+        while not self._stopping.wait(delay):
+            delay = self._next_delay()  # rescheduled first: a failure can't end the loop
+            store = ref()
+            if store is None:
+                return
+            started, t0 = self._clock()
+            try:
+                deleted = store.purge_expired()
+            except Exception as exc:
+                self._record_error(name, started, time.perf_counter() - t0, exc)
+            else:
+                self._record(started, time.perf_counter() - t0, deleted)
+                if deleted:
+                    logger.info("purged %d expired sessions from %s", deleted, name)
+            del store
+
+
+def _store_dropped(stopping: threading.Event, name: str) -> None:
+    if not stopping.is_set():
+        stopping.set()
+        logger.warning("store for %s was garbage-collected without close(); cleanup stopped", name)

@@ -1,0 +1,131 @@
+"""The sessions table's DDL, and the steps that create it idempotently.
+
+By default the DDL is byte for byte the one from SCS's pgxstore README, so a table
+created for a Go SCS application works unchanged, and the reverse:
+
+    CREATE TABLE sessions (
+        token TEXT PRIMARY KEY,
+        data BYTEA NOT NULL,
+        expiry TIMESTAMPTZ NOT NULL
+    );
+    CREATE INDEX sessions_expiry_idx ON sessions (expiry);
+
+`create_table_steps` is sans-IO like the rest of the core: the stores drive it.
+It only needs DDL rights when something is missing, and serialises concurrent
+creators with a transaction-scoped advisory lock, because two plain
+``CREATE TABLE IF NOT EXISTS`` racing each other can raise UniqueViolation.
+"""
+
+from __future__ import annotations
+
+import re
+
+from psycopg import sql
+
+from ._core import (
+    DEFAULT_TABLE,
+    Result,
+    SessionCore,
+    Statement,
+    Steps,
+    advisory_key,
+    index_name,
+)
+
+__all__ = ["create_table_steps", "ddl"]
+
+# PostgreSQL's keywords that can't be a table or schema name unquoted (reserved, and
+# reserved-but-for-types-and-functions). Any other plain lowercase name is printed bare.
+_RESERVED = frozenset(
+    """
+    all analyse analyze and any array as asc asymmetric authorization binary both case
+    cast check collate collation column concurrently constraint create cross
+    current_catalog current_date current_role current_schema current_time
+    current_timestamp current_user default deferrable desc distinct do else end except
+    false fetch for foreign freeze from full grant group having ilike in initially inner
+    intersect into is isnull join lateral leading left like limit localtime
+    localtimestamp natural not notnull null offset on only or order outer overlaps
+    placing primary references returning right select session_user similar some
+    symmetric system_user table tablesample then to trailing true union unique user
+    using variadic verbose when where window with
+    """.split()
+)
+_PLAIN = re.compile(r"[a-z_][a-z0-9_]*\Z")
+
+
+def _name(name: str) -> str:
+    """Render an identifier bare when that means the same, else quoted."""
+    if _PLAIN.match(name) and name not in _RESERVED:
+        return name
+    return sql.Identifier(name).as_string(None)
+
+
+def _qualified(schema: str | None, name: str) -> str:
+    return _name(name) if schema is None else f"{_name(schema)}.{_name(name)}"
+
+
+def _statements(core: SessionCore, *, if_not_exists: bool) -> list[str]:
+    guard = " IF NOT EXISTS" if if_not_exists else ""
+    qualified = _qualified(core.schema, core.table)
+    statements = []
+    if core.schema is not None and if_not_exists:
+        statements.append(f"CREATE SCHEMA IF NOT EXISTS {_name(core.schema)};")
+    statements += [
+        f"CREATE TABLE{guard} {qualified} (\n"
+        "\ttoken TEXT PRIMARY KEY,\n"
+        "\tdata BYTEA NOT NULL,\n"
+        "\texpiry TIMESTAMPTZ NOT NULL\n"
+        ");",
+        f"CREATE INDEX{guard} {_name(index_name(core.table))} ON {qualified} (expiry);",
+    ]
+    return statements
+
+
+def ddl(
+    table: str = DEFAULT_TABLE, schema: str | None = None, *, if_not_exists: bool = False
+) -> str:
+    """Return the DDL for a sessions table and its expiry index.
+
+    Args:
+        table: The table's name; any text, quoted where needed.
+        schema: The schema, or None for the search_path.
+        if_not_exists: Add ``IF NOT EXISTS`` (and create the schema), for idempotent use.
+
+    Returns:
+        The SQL text, one statement per line (the table's spans several).
+
+    Raises:
+        TypeError: If a name is not a str.
+        ValueError: If a name is empty or not a valid PostgreSQL identifier.
+    """
+    return "\n".join(_statements(SessionCore(table, schema), if_not_exists=if_not_exists)) + "\n"
+
+
+def create_table_steps(core: SessionCore) -> Steps:
+    """Create the schema, table and index that are missing, safely under concurrency.
+
+    Run inside one transaction. On an existing table and index it only reads the
+    catalog, so it succeeds without DDL rights.
+
+    Args:
+        core: The store's core (names the table).
+
+    Yields:
+        The statements to execute, in order.
+
+    Returns:
+        True if anything was created, False if everything existed already.
+    """
+    index = sql.Identifier(*filter(None, (core.schema, index_name(core.table)))).as_string(None)
+    found: Result = yield Statement(
+        b"SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
+        (core.qualified_name, index),
+    )
+    if found.rows[0][0]:
+        return False
+    yield Statement(
+        b"SELECT pg_advisory_xact_lock(%s)", (advisory_key("create", core.qualified_name),)
+    )
+    for statement in _statements(core, if_not_exists=True):
+        yield Statement(statement.encode("utf-8"))
+    return True

@@ -1,0 +1,14 @@
+"""Throw-away PostgreSQL servers and the pytest plugin for testing with sessionstore.
+
+`ephemeral_postgres` starts a private server (or uses a DSN from the environment)
+for scripts, the CLI's ``check`` and test suites. The pytest plugin
+(`sessionstore.testing.plugin`, registered automatically) gives any test suite the
+``session_store`` and ``async_session_store`` fixtures; it needs the ``testing``
+extra: ``pip install "sessionstore[testing]"``.
+"""
+
+from __future__ import annotations
+
+from ._server import PostgresNotFoundError, PostgresServer, ephemeral_postgres, find_postgres_bindir
+
+__all__ = ["PostgresNotFoundError", "PostgresServer", "ephemeral_postgres", "find_postgres_bindir"]

@@ -1,0 +1,124 @@
+"""The real fixtures of the sessionstore pytest plugin (needs the ``testing`` extra).
+
+The server is started once per test session (once per worker under pytest-xdist);
+the sessions table is created once in a template database, which pytest-postgresql's
+`DatabaseJanitor` clones into a fresh database for every test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import pytest_asyncio
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from pytest_postgresql import factories
+from pytest_postgresql.executors import NoopExecutor
+from pytest_postgresql.factories.noprocess import xdistify_dbname
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from ..cleanup import NoCleanup
+from ..schema import ddl
+from ..store import Store
+from ..store_async import AsyncStore
+from ._server import PostgresServer, ephemeral_postgres
+
+#: The environment variable naming an existing server for the tests (its user
+#: needs CREATEDB); without it each test session starts its own server.
+TEST_DSN_ENV = "SESSIONSTORE_TEST_DSN"
+
+#: Pool sizes of the ready-made stores: small, since each test has its own database.
+_POOL_MAX = 4
+
+
+def create_sessions_table(
+    host: str, port: int, user: str, dbname: str, password: str | None, **_: Any
+) -> None:
+    """Create the sessions table in a database: a pytest-postgresql loader.
+
+    Args:
+        host: Server host.
+        port: Server port.
+        user: User to connect as.
+        dbname: Database to create the table in.
+        password: Password, or None.
+        **_: Other loader arguments (ignored).
+    """
+    with psycopg.connect(
+        host=host, port=port, user=user, dbname=dbname, password=password, autocommit=True
+    ) as conn:
+        conn.execute(ddl(if_not_exists=True).encode())
+
+
+@pytest.fixture(scope="session")
+def sessionstore_server() -> Iterator[PostgresServer]:
+    """The PostgreSQL server of this test session (``SESSIONSTORE_TEST_DSN`` or ephemeral)."""
+    with ephemeral_postgres(env_var=TEST_DSN_ENV) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def sessionstore_proc(sessionstore_server: PostgresServer) -> Iterator[NoopExecutor]:
+    """pytest-postgresql's executor for the server, with the template database loaded."""
+    server = sessionstore_server
+    executor = NoopExecutor(
+        host=server.host,
+        port=server.port,
+        user=server.user,
+        password=server.password,
+        options="",
+        dbname=xdistify_dbname(f"sessionstore_test_{os.getpid()}"),
+        maintenance_dbname=server.dbname,
+    )
+    janitor = DatabaseJanitor(
+        user=executor.user,
+        host=executor.host,
+        port=executor.port,
+        password=executor.password,
+        dbname=executor.template_dbname,
+        maintenance_dbname=executor.maintenance_dbname,
+        as_template=True,
+    )
+    with janitor:
+        janitor.load(create_sessions_table)
+        yield executor
+
+
+sessionstore_postgresql = factories.postgresql("sessionstore_proc")
+
+
+@pytest.fixture
+def sessionstore_dsn(sessionstore_postgresql: psycopg.Connection[Any]) -> str:
+    """The DSN of this test's fresh database (it holds an empty sessions table)."""
+    info = sessionstore_postgresql.info
+    params = info.get_parameters()
+    if info.password:
+        params["password"] = info.password
+    return psycopg.conninfo.make_conninfo(**params)
+
+
+@pytest.fixture
+def session_store(sessionstore_dsn: str) -> Iterator[Store]:
+    """A `Store` on this test's database, cleanup off; its pool is closed afterwards."""
+    with (
+        ConnectionPool(
+            sessionstore_dsn, min_size=1, max_size=_POOL_MAX, kwargs={"autocommit": True}
+        ) as pool,
+        Store(pool, cleanup=NoCleanup()) as store,
+    ):
+        yield store
+
+
+@pytest_asyncio.fixture
+async def async_session_store(sessionstore_dsn: str) -> AsyncIterator[AsyncStore]:
+    """An `AsyncStore` on this test's database, cleanup off; its pool is closed afterwards."""
+    async with (
+        AsyncConnectionPool(
+            sessionstore_dsn, min_size=1, max_size=_POOL_MAX, kwargs={"autocommit": True}
+        ) as pool,
+        AsyncStore(pool, cleanup=NoCleanup()) as store,
+    ):
+        yield store
