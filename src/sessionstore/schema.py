@@ -104,8 +104,8 @@ def ddl(
 def create_table_steps(core: SessionCore) -> Steps:
     """Create the schema, table and index that are missing, safely under concurrency.
 
-    Run inside one transaction. On an existing table and index it only reads the
-    catalog, so it succeeds without DDL rights.
+    Run inside one transaction. On an existing table and index it only takes an
+    advisory lock and reads the catalog, so it succeeds without DDL rights.
 
     Args:
         core: The store's core (names the table).
@@ -117,15 +117,17 @@ def create_table_steps(core: SessionCore) -> Steps:
         True if anything was created, False if everything existed already.
     """
     index = sql.Identifier(*filter(None, (core.schema, index_name(core.table)))).as_string(None)
+    # Lock first: a catalog lookup made before waiting could be answered from a
+    # cache that misses what the holder of the lock created meanwhile.
+    yield Statement(
+        b"SELECT pg_advisory_xact_lock(%s)", (advisory_key("create", core.qualified_name),)
+    )
     found: Result = yield Statement(
         b"SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
         (core.qualified_name, index),
     )
     if found.rows[0][0]:
         return False
-    yield Statement(
-        b"SELECT pg_advisory_xact_lock(%s)", (advisory_key("create", core.qualified_name),)
-    )
     for statement in _statements(core, if_not_exists=True):
         yield Statement(statement.encode("utf-8"))
     return True

@@ -178,7 +178,7 @@ class Store:
     def stop_cleanup(self) -> None:
         """Stop the cleanup worker and wait for it (within its bound).
 
-        Idempotent and safe from any thread; the store's other methods go on working.
+        Idempotent and safe from any thread or task; the store's other methods go on working.
         """
         self._cleanup.stop()
 

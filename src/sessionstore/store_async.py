@@ -193,7 +193,7 @@ class AsyncStore:
     async def stop_cleanup(self) -> None:
         """Stop the cleanup worker and wait for it (within its bound).
 
-        Idempotent and safe from any task; the store's other methods go on working.
+        Idempotent and safe from any thread or task; the store's other methods go on working.
         """
         await self._cleanup.astop()
 

@@ -1,0 +1,64 @@
+"""Helpers shared by the tests (imported as a plain module)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from sessionstore import AsyncStore, Store
+
+
+def new_token() -> str:
+    """A token like SCS's: 32 random bytes, url-safe base64."""
+    return secrets.token_urlsafe(32)
+
+
+def in_(seconds: float) -> dt.datetime:
+    """An aware expiry `seconds` from now (by this machine's clock)."""
+    return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
+
+
+def db_now(conn: psycopg.Connection[Any]) -> dt.datetime:
+    """The database's clock."""
+    row = conn.execute("SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    now: dt.datetime = row[0]
+    return now
+
+
+def table_rows(
+    conn: psycopg.Connection[Any], table: str = "sessions", schema: str | None = None
+) -> list[tuple[Any, ...]]:
+    """Every row of a table, expired ones included, in a stable order."""
+    name = sql.Identifier(table) if schema is None else sql.Identifier(schema, table)
+    query = sql.SQL("SELECT token, data, expiry FROM {} ORDER BY token").format(name)
+    return conn.execute(query).fetchall()
+
+
+class Both:
+    """One awaitable surface over `Store` or `AsyncStore`, for shared test bodies.
+
+    The sync store's methods run directly (blocking is fine in a test); nothing is
+    faked: both sides talk to the real database.
+    """
+
+    def __init__(self, store: Store | AsyncStore) -> None:
+        self.store = store
+        self.is_async = isinstance(store, AsyncStore)
+
+    def __repr__(self) -> str:
+        return f"Both({self.store!r})"
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        method = getattr(self.store, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            result = method(*args, **kwargs)
+            return await result if self.is_async else result
+
+        return call

@@ -1,0 +1,24 @@
+"""The suite's own fixtures; the database fixtures come from sessionstore's plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from _support import Both
+
+
+@pytest.fixture(params=["sync", "async"])
+def store(request: pytest.FixtureRequest) -> Both:
+    """The test's store, once as `Store` and once as `AsyncStore`."""
+    name = "session_store" if request.param == "sync" else "async_session_store"
+    return Both(request.getfixturevalue(name))
+
+
+@pytest.fixture
+def db(sessionstore_dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """A plain autocommit connection to the test's database, to look behind the store."""
+    with psycopg.connect(sessionstore_dsn, autocommit=True) as conn:
+        yield conn

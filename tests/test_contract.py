@@ -1,0 +1,208 @@
+"""The Go original's contract, row by row, on both facades (one body, sync and async).
+
+Mirrors scs/pgxstore's own test suite: find, find missing, save new, save updated,
+expiry, delete, and the semantics table in DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from typing import Any
+
+import psycopg
+import pytest
+from _support import Both, db_now, in_, new_token, table_rows
+
+from sessionstore import DatabaseError
+from sessionstore._core import SessionCore
+
+
+async def test_find_returns_the_committed_data(store: Both) -> None:
+    token = new_token()
+    await store.commit(token, b"encoded_data", in_(60))
+    assert await store.find(token) == b"encoded_data"
+
+
+async def test_find_missing_returns_none(store: Both) -> None:
+    assert await store.find("missing_session_token") is None
+
+
+async def test_find_empty_payload_is_empty_bytes_not_none(store: Both) -> None:
+    token = new_token()
+    await store.commit(token, b"", in_(60))
+    result = await store.find(token)
+    assert result == b""
+    assert result is not None
+
+
+async def test_commit_new_writes_the_row(store: Both, db: psycopg.Connection[Any]) -> None:
+    token = new_token()
+    expiry = in_(60).replace(microsecond=0)
+    await store.commit(token, b"encoded_data", expiry)
+    assert table_rows(db) == [(token, b"encoded_data", expiry)]
+
+
+async def test_commit_updated_replaces_data_and_expiry(
+    store: Both, db: psycopg.Connection[Any]
+) -> None:
+    token = new_token()
+    await store.commit(token, b"encoded_data", in_(60))
+    later = in_(3600).replace(microsecond=0)
+    await store.commit(token, b"new_encoded_data", later)
+    assert table_rows(db) == [(token, b"new_encoded_data", later)]
+    assert await store.find(token) == b"new_encoded_data"
+
+
+async def test_commit_accepts_bytearray_and_memoryview(store: Both) -> None:
+    a, b = new_token(), new_token()
+    await store.commit(a, bytearray(b"from bytearray"), in_(60))
+    await store.commit(b, memoryview(b"xx from memoryview")[3:], in_(60))
+    assert await store.find(a) == b"from bytearray"
+    assert await store.find(b) == b"from memoryview"
+
+
+async def test_expired_session_is_not_found_but_stays_until_purged(
+    store: Both, db: psycopg.Connection[Any]
+) -> None:
+    token = new_token()
+    await store.commit(token, b"encoded_data", in_(-1))
+    assert await store.find(token) is None
+    assert len(table_rows(db)) == 1  # find does not delete; cleanup does
+
+
+async def test_session_expires_by_the_database_clock(
+    store: Both, db: psycopg.Connection[Any]
+) -> None:
+    token = new_token()
+    await store.commit(token, b"encoded_data", db_now(db) + dt.timedelta(milliseconds=300))
+    assert await store.find(token) == b"encoded_data"
+    await asyncio.sleep(0.4)
+    assert await store.find(token) is None
+
+
+async def test_expiry_boundary_is_exclusive(store: Both, db: psycopg.Connection[Any]) -> None:
+    """Expiry equal to the database's current_timestamp is expired; a microsecond later is not.
+
+    current_timestamp is fixed for a transaction, so the store's own find statement
+    runs inside one to hit the boundary exactly.
+    """
+    at, after = new_token(), new_token()
+    core = SessionCore()
+    with db.transaction():
+        row = db.execute("SELECT current_timestamp").fetchone()
+        assert row is not None
+        now = row[0]
+        await store.commit(at, b"at", now)
+        await store.commit(after, b"after", now + dt.timedelta(microseconds=1))
+        found = {
+            token: db.execute(core.find(token).query, core.find(token).params).fetchone()
+            for token in (at, after)
+        }
+    assert found == {at: None, after: (b"after",)}
+    assert await store.find(at) is None
+
+
+async def test_delete_removes_the_session(store: Both, db: psycopg.Connection[Any]) -> None:
+    token = new_token()
+    await store.commit(token, b"encoded_data", in_(60))
+    await store.delete(token)
+    assert await store.find(token) is None
+    assert table_rows(db) == []
+
+
+async def test_delete_missing_is_a_no_op(store: Both) -> None:
+    other = new_token()
+    await store.commit(other, b"kept", in_(60))
+    await store.delete("missing_session_token")
+    assert await store.find(other) == b"kept"
+
+
+async def test_all_returns_live_sessions_only(store: Both) -> None:
+    live = {new_token(): b"one", new_token(): b"two", new_token(): b""}
+    for token, data in live.items():
+        await store.commit(token, data, in_(60))
+    await store.commit(new_token(), b"expired", in_(-1))
+    assert await store.all() == live
+
+
+async def test_all_on_empty_table_is_an_empty_dict(store: Both) -> None:
+    result = await store.all()
+    assert result == {}
+    assert isinstance(result, dict)
+
+
+async def test_purge_expired_deletes_only_expired_and_counts(
+    store: Both, db: psycopg.Connection[Any]
+) -> None:
+    live = new_token()
+    await store.commit(live, b"live", in_(60))
+    for _ in range(3):
+        await store.commit(new_token(), b"old", in_(-5))
+    assert await store.purge_expired() == 3
+    assert [row[0] for row in table_rows(db)] == [live]
+    assert await store.purge_expired() == 0
+
+
+@pytest.mark.parametrize("size", [0, 1_000_000, 16_000_000], ids=["0B", "1MB", "16MB"])
+async def test_payload_sizes_round_trip(store: Both, size: int) -> None:
+    token = new_token()
+    data = bytes(range(256)) * (size // 256) + b"\xff" * (size % 256)
+    await store.commit(token, data, in_(60))
+    assert await store.find(token) == data
+
+
+async def test_database_failure_raises_database_error_not_none(
+    store: Both, db: psycopg.Connection[Any]
+) -> None:
+    token = new_token()
+    await store.commit(token, b"x", in_(60))
+    db.execute("DROP TABLE sessions")
+    for call in (
+        store.find(token),
+        store.commit(token, b"x", in_(60)),
+        store.delete(token),
+        store.all(),
+        store.purge_expired(),
+    ):
+        with pytest.raises(DatabaseError) as info:
+            await call
+        assert isinstance(info.value.__cause__, psycopg.errors.UndefinedTable)
+        assert info.value.sqlstate == "42P01"
+        assert token not in str(info.value)
+
+
+def test_default_pool_without_autocommit_commits(sessionstore_dsn: str) -> None:
+    """A pool as most code builds it (no autocommit) still saves every write."""
+    from psycopg_pool import ConnectionPool
+
+    from sessionstore import Store
+    from sessionstore.cleanup import NoCleanup
+
+    token = new_token()
+    with ConnectionPool(sessionstore_dsn, min_size=1, max_size=2) as pool:
+        with Store(pool, cleanup=NoCleanup()) as store:
+            store.commit(token, b"saved", in_(60))
+            assert store.find(token) == b"saved"
+        with psycopg.connect(sessionstore_dsn) as other:
+            assert table_rows(other)[0][:2] == (token, b"saved")
+
+
+def test_unreachable_server_raises_database_error() -> None:
+    from psycopg_pool import ConnectionPool
+
+    from sessionstore import Store
+    from sessionstore.cleanup import NoCleanup
+
+    t0 = time.monotonic()
+    with (
+        ConnectionPool(
+            "host=127.0.0.1 port=1 connect_timeout=1", min_size=1, timeout=1, open=False
+        ) as pool,
+        Store(pool, cleanup=NoCleanup()) as store,
+        pytest.raises(DatabaseError) as info,
+    ):
+        store.find(new_token())
+    assert info.value.operation == "find"
+    assert time.monotonic() - t0 < 10
