@@ -1,0 +1,194 @@
+"""The command line: ``python -m sessionstore {schema,migrate,check,purge}``.
+
+- ``schema`` prints the DDL (the SCS table by default).
+- ``migrate`` creates the schema, table and index that are missing.
+- ``check`` runs a round trip (commit, find, expiry, all, purge, delete) and times
+  each step, so a server and its permissions can be verified before deploying. With
+  no ``--dsn`` and no ``SESSIONSTORE_DSN`` it starts a throw-away PostgreSQL.
+- ``purge`` deletes expired sessions once, for cron and serverless jobs.
+
+Every failure prints one line on stderr and exits non-zero: 1 for a failed
+operation, 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import TextIO, TypeVar
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from ._core import DEFAULT_TABLE, SessionCore
+from .cleanup import NoCleanup
+from .errors import SessionStoreError
+from .schema import ddl
+from .store import Store
+
+DSN_ENV = "SESSIONSTORE_DSN"
+CONNECT_TIMEOUT = 10
+
+T = TypeVar("T")
+
+
+class CheckFailed(Exception):
+    """A step of ``check`` saw a wrong answer."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sessionstore",
+        description="PostgreSQL session store: schema, migration, checks and cleanup.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help: str, *, dsn: str | None) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        if dsn is not None:
+            sub.add_argument(
+                "--dsn",
+                default=os.environ.get(DSN_ENV) or None,
+                required=dsn == "required" and not os.environ.get(DSN_ENV),
+                help=f"libpq connection string or URL (default: ${DSN_ENV}){dsn}",
+            )
+        sub.add_argument("--table", default=DEFAULT_TABLE, help="table name (default: sessions)")
+        sub.add_argument("--schema", default=None, help="schema name (default: the search_path)")
+        return sub
+
+    add("schema", "Print the DDL of the sessions table and its index.", dsn=None)
+    add("migrate", "Create the schema, table and index if missing.", dsn="required")
+    add(
+        "check",
+        "Run a round trip (commit, find, expiry, all, purge, delete) and time each step.",
+        dsn="; without one, a throw-away PostgreSQL is started",
+    )
+    add("purge", "Delete expired sessions once and print how many.", dsn="required")
+    for sub in commands.choices.values():
+        sub.epilog = "Exit status: 0 on success, 1 if an operation failed, 2 on a usage error."
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line.
+
+    Args:
+        argv: The arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status.
+    """
+    args = _parser().parse_args(argv)
+    try:
+        SessionCore(args.table, args.schema)  # refuse bad names before connecting
+        if args.command == "schema":
+            sys.stdout.write(ddl(args.table, args.schema))
+        elif args.command == "migrate":
+            with _store(args.dsn, args) as store:
+                created = store.create_table()
+            print(f"{'created' if created else 'already up to date'}: {store.name}")
+        elif args.command == "check":
+            return _check(args, sys.stdout)
+        elif args.command == "purge":
+            with _store(args.dsn, args) as store:
+                print(store.purge_expired())
+    except (SessionStoreError, psycopg.Error, ValueError, TypeError, RuntimeError) as exc:
+        print(f"sessionstore: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("sessionstore: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+@contextlib.contextmanager
+def _store(dsn: str, args: argparse.Namespace) -> Iterator[Store]:
+    """A store on a one-connection pool, after a direct connection proved the DSN works."""
+    try:
+        psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT).close()
+    except psycopg.Error as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RuntimeError(f"cannot connect: {first_line}") from exc
+    with (
+        ConnectionPool(
+            dsn, min_size=1, max_size=1, timeout=CONNECT_TIMEOUT, kwargs={"autocommit": True}
+        ) as pool,
+        Store(pool, table=args.table, schema=args.schema, cleanup=NoCleanup()) as store,
+    ):
+        yield store
+
+
+def _check(args: argparse.Namespace, out: TextIO) -> int:
+    with contextlib.ExitStack() as stack:
+        if args.dsn:
+            dsn, source, throwaway = args.dsn, "the server given by --dsn or $" + DSN_ENV, False
+        else:
+            from .testing import ephemeral_postgres
+
+            print("no --dsn and no $SESSIONSTORE_DSN: starting a throw-away PostgreSQL", file=out)
+            server = stack.enter_context(ephemeral_postgres(env_var=None))
+            dsn, source, throwaway = server.dsn, server.source, True
+        print(f"server: {source}", file=out)
+        store = stack.enter_context(_store(dsn, args))
+        print(f"table:  {store.name}", file=out)
+        failures = _run_steps(store, throwaway, out)
+    if failures:
+        print(f"check failed: {failures} step(s) failed", file=out)
+        return 1
+    print("check passed: the store works on this server", file=out)
+    return 0
+
+
+def _run_steps(store: Store, create: bool, out: TextIO) -> int:
+    live, expired = "check-" + secrets.token_urlsafe(32), "check-" + secrets.token_urlsafe(32)
+    payload = secrets.token_bytes(200)
+    now = dt.datetime.now(dt.UTC)
+    steps: list[tuple[str, Callable[[], object]]] = []
+    if create:
+        steps.append(("create_table", store.create_table))
+    steps += [
+        ("commit", lambda: store.commit(live, payload, now + dt.timedelta(minutes=5))),
+        ("find", lambda: _expect(store.find(live), payload, "find returned other data")),
+        ("expiry", lambda: _expiry(store, expired, now)),
+        ("all", lambda: _expect(live in store.all(), True, "all() misses the live session")),
+        ("purge_expired", lambda: _expect(store.purge_expired() >= 1, True, "nothing purged")),
+        ("delete", lambda: _deleted(store, live)),
+    ]
+    failures = 0
+    for name, step in steps:
+        t0 = time.perf_counter()
+        try:
+            step()
+        except (SessionStoreError, CheckFailed, psycopg.Error) as exc:
+            failures += 1
+            print(f"  {name:<14} FAILED  {exc}", file=out)
+            if isinstance(exc, SessionStoreError | psycopg.Error):
+                break  # the database refused: later steps would only repeat it
+        else:
+            ms = (time.perf_counter() - t0) * 1000
+            print(f"  {name:<14} ok  {ms:8.2f} ms", file=out)
+    with contextlib.suppress(SessionStoreError):
+        store.delete(live)
+        store.delete(expired)
+    return failures
+
+
+def _expect(got: T, want: T, message: str) -> None:
+    if got != want:
+        raise CheckFailed(message)
+
+
+def _expiry(store: Store, token: str, now: dt.datetime) -> None:
+    store.commit(token, b"expired", now - dt.timedelta(seconds=1))
+    _expect(store.find(token), None, "an expired session was found")
+
+
+def _deleted(store: Store, token: str) -> None:
+    store.delete(token)
+    _expect(store.find(token), None, "the deleted session was found")
