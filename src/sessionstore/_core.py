@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,12 @@ MAX_TOKEN_LENGTH = 512
 
 #: The default `max_data_size`: the largest payload a store accepts, in bytes.
 DEFAULT_MAX_DATA_SIZE = 64 * 1024 * 1024
+
+#: The default number of expired sessions one purge statement deletes.
+DEFAULT_PURGE_BATCH_SIZE = 5000
+
+#: Where a purge's walk along the expiry index starts.
+_BEGINNING_OF_TIME = dt.datetime.min.replace(tzinfo=dt.UTC)
 
 #: PostgreSQL truncates identifiers longer than this many bytes (NAMEDATALEN - 1).
 MAX_IDENTIFIER_BYTES = 63
@@ -208,6 +214,26 @@ def validate_max_data_size(max_data_size: object) -> int:
     return max_data_size
 
 
+def validate_batch_size(batch_size: object) -> int:
+    """Check a purge batch size.
+
+    Args:
+        batch_size: The most sessions one purge statement deletes.
+
+    Returns:
+        The value, unchanged.
+
+    Raises:
+        TypeError: If it is not an int.
+        ValueError: If it is not positive.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"batch_size must be an int, not {type(batch_size).__name__}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    return batch_size
+
+
 def _render(query: sql.Composable) -> bytes:
     return query.as_bytes(None)
 
@@ -257,6 +283,7 @@ class SessionCore:
         table: The table's name (quoted, so any name works).
         schema: The table's schema, or None to follow the search_path.
         max_data_size: The largest payload accepted, in bytes.
+        purge_batch_size: The most sessions one purge statement deletes.
 
     Raises:
         TypeError: If an argument has the wrong type.
@@ -268,7 +295,9 @@ class SessionCore:
         table: str = DEFAULT_TABLE,
         schema: str | None = None,
         max_data_size: int = DEFAULT_MAX_DATA_SIZE,
+        purge_batch_size: int = DEFAULT_PURGE_BATCH_SIZE,
     ) -> None:
+        self.purge_batch_size = validate_batch_size(purge_batch_size)
         self.table = validate_identifier(table, "table")
         self.schema = None if schema is None else validate_identifier(schema, "schema")
         self.max_data_size = validate_max_data_size(max_data_size)
@@ -291,9 +320,25 @@ class SessionCore:
         self._all = _render(
             sql.SQL("SELECT token, data FROM {} WHERE current_timestamp < expiry").format(ident)
         )
-        self._purge = _render(
-            sql.SQL("DELETE FROM {} WHERE expiry < current_timestamp").format(ident)
+        # One batch walks the expiry index from where the last one ended, so no
+        # batch re-reads live rows or what earlier batches deleted. The outer
+        # re-check of expiry means a session whose expiry a concurrent commit
+        # extended is never deleted; SKIP LOCKED means nobody waits on anybody.
+        self._purge_batch = _render(
+            sql.SQL(
+                "WITH batch AS ("
+                "SELECT token FROM {table} WHERE expiry >= %s AND expiry < current_timestamp "
+                "ORDER BY expiry LIMIT %s FOR UPDATE SKIP LOCKED"
+                "), deleted AS ("
+                "DELETE FROM {table} AS s USING batch "
+                "WHERE s.token = batch.token AND s.expiry < current_timestamp "
+                "RETURNING s.expiry"
+                ") SELECT count(*), max(expiry) FROM deleted"
+            ).format(table=ident)
         )
+        purge_key = advisory_key("purge", self.qualified_name)
+        self._purge_lock = Statement(b"SELECT pg_try_advisory_lock(%s)", (purge_key,))
+        self._purge_unlock = Statement(b"SELECT pg_advisory_unlock(%s)", (purge_key,))
 
     # Single statements. Each validates its arguments first, so bad input never
     # reaches the database.
@@ -362,13 +407,60 @@ class SessionCore:
         """
         return Statement(self._all)
 
-    def purge_expired(self) -> Statement:
-        """Build the statement that deletes every expired session.
+    def purge_lock(self) -> Statement:
+        """Build the statement that tries to take this table's purge lock.
+
+        A session-level advisory lock, taken with a try-lock so nobody waits:
+        of many stores purging the same table, one purges and the others skip.
 
         Returns:
-            The statement; its rowcount is the number of sessions deleted.
+            The statement; its one row holds True if the lock was taken.
         """
-        return Statement(self._purge)
+        return self._purge_lock
+
+    def purge_unlock(self) -> Statement:
+        """Build the statement that releases the purge lock.
+
+        Returns:
+            The statement.
+        """
+        return self._purge_unlock
+
+    def purge_steps(
+        self, batch_size: int | None = None, should_stop: Callable[[], bool] = lambda: False
+    ) -> Steps:
+        """Delete expired sessions in batches of at most `batch_size`.
+
+        Each statement is its own transaction, so none holds its locks or its WAL
+        for long. Run it while holding `purge_lock`.
+
+        Args:
+            batch_size: The most sessions one statement deletes (default:
+                the core's `purge_batch_size`).
+            should_stop: Asked before each batch; True ends the purge early.
+
+        Returns:
+            A generator that yields one statement per batch and returns how many
+            sessions were deleted.
+
+        Raises:
+            TypeError: If `batch_size` is not an int.
+            ValueError: If `batch_size` is not positive.
+        """
+        batch_size = self.purge_batch_size if batch_size is None else batch_size
+        # Validated here, not in the generator, so bad input fails before any SQL.
+        return self._purge_batches(validate_batch_size(batch_size), should_stop)
+
+    def _purge_batches(self, batch_size: int, should_stop: Callable[[], bool]) -> Steps:
+        deleted, since = 0, _BEGINNING_OF_TIME
+        while not should_stop():
+            result: Result = yield Statement(self._purge_batch, (since, batch_size))
+            count, newest = result.rows[0]
+            deleted += count
+            if count < batch_size:
+                break
+            since = newest
+        return deleted
 
     # Decoding.
 

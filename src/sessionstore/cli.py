@@ -26,7 +26,7 @@ from typing import TextIO, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from ._core import DEFAULT_TABLE, SessionCore
+from ._core import DEFAULT_PURGE_BATCH_SIZE, DEFAULT_TABLE, SessionCore
 from .cleanup import NoCleanup
 from .errors import SessionStoreError
 from .schema import ddl
@@ -69,7 +69,13 @@ def _parser() -> argparse.ArgumentParser:
         "Run a round trip (commit, find, expiry, all, purge, delete) and time each step.",
         dsn="; without one, a throw-away PostgreSQL is started",
     )
-    add("purge", "Delete expired sessions once and print how many.", dsn="required")
+    purge = add("purge", "Delete expired sessions once and print how many.", dsn="required")
+    purge.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_PURGE_BATCH_SIZE,
+        help=f"most sessions one DELETE removes (default: {DEFAULT_PURGE_BATCH_SIZE})",
+    )
     for sub in commands.choices.values():
         sub.epilog = "Exit status: 0 on success, 1 if an operation failed, 2 on a usage error."
     return parser
@@ -86,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     try:
-        SessionCore(args.table, args.schema)  # refuse bad names before connecting
+        # Refuse bad names and sizes before connecting.
+        SessionCore(args.table, args.schema, purge_batch_size=getattr(args, "batch_size", 1))
         if args.command == "schema":
             sys.stdout.write(ddl(args.table, args.schema))
         elif args.command == "migrate":
@@ -97,7 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args, sys.stdout)
         elif args.command == "purge":
             with _store(args.dsn, args) as store:
-                print(store.purge_expired())
+                deleted = store.try_purge_expired(batch_size=args.batch_size)
+            if deleted is None:
+                print("0 (skipped: another purge of this table is running)")
+            else:
+                print(deleted)
     except (SessionStoreError, psycopg.Error, ValueError, TypeError, RuntimeError) as exc:
         print(f"sessionstore: error: {exc}", file=sys.stderr)
         return 1

@@ -15,8 +15,16 @@ import psycopg
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from ._core import DEFAULT_MAX_DATA_SIZE, DEFAULT_TABLE, Result, SessionCore, Statement, Steps
-from .cleanup import CleanupStrategy, ThreadCleanup
+from ._core import (
+    DEFAULT_MAX_DATA_SIZE,
+    DEFAULT_PURGE_BATCH_SIZE,
+    DEFAULT_TABLE,
+    Result,
+    SessionCore,
+    Statement,
+    Steps,
+)
+from .cleanup import Cancellation, CleanupStrategy, ThreadCleanup, cancelling
 from .errors import DatabaseError
 from .schema import create_table_steps
 
@@ -37,6 +45,8 @@ class Store:
             minutes by default; pass `NoCleanup` to disable it.
         max_data_size: The largest payload `commit` accepts, in bytes
             (default 64 MiB; PostgreSQL's own limit is 1 GiB).
+        purge_batch_size: The most expired sessions one purge statement
+            deletes (default 5,000), so no statement holds locks for long.
 
     Raises:
         TypeError: If `pool` is not a `ConnectionPool`, or an option has the
@@ -52,6 +62,7 @@ class Store:
         schema: str | None = None,
         cleanup: CleanupStrategy | None = None,
         max_data_size: int = DEFAULT_MAX_DATA_SIZE,
+        purge_batch_size: int = DEFAULT_PURGE_BATCH_SIZE,
     ) -> None:
         if not isinstance(pool, ConnectionPool):
             hint = "; use AsyncStore" if isinstance(pool, AsyncConnectionPool) else ""
@@ -59,7 +70,7 @@ class Store:
                 f"pool must be a psycopg_pool.ConnectionPool, not {type(pool).__name__}{hint}"
             )
         self._pool = pool
-        self._core = SessionCore(table, schema, max_data_size)
+        self._core = SessionCore(table, schema, max_data_size, purge_batch_size)
         self._cleanup: CleanupStrategy = ThreadCleanup() if cleanup is None else cleanup
         self._cleanup.start(self)
 
@@ -149,16 +160,62 @@ class Store:
             raise DatabaseError("all", exc) from exc
         return self._core.decode_all(rows)
 
-    def purge_expired(self) -> int:
-        """Delete every expired session now.
+    def purge_expired(self, *, batch_size: int | None = None) -> int:
+        """Delete every expired session now, in batches.
+
+        If another store (in this or any process) is purging the same table at this
+        moment, this returns 0 at once: that purge deletes them.
+
+        Args:
+            batch_size: The most sessions one statement deletes (default: the
+                store's `purge_batch_size`).
 
         Returns:
             How many sessions were deleted.
 
         Raises:
+            TypeError: If `batch_size` is not an int.
+            ValueError: If `batch_size` is not positive.
             DatabaseError: If the database could not delete them.
         """
-        return self._execute("purge_expired", self._core.purge_expired())
+        return self.try_purge_expired(batch_size=batch_size) or 0
+
+    def try_purge_expired(
+        self, *, batch_size: int | None = None, cancel: Cancellation | None = None
+    ) -> int | None:
+        """Purge like `purge_expired`, unless another purge of the table is running.
+
+        This is what the cleanup strategies call. Only one store purges a table at
+        a time (a PostgreSQL advisory lock taken without waiting), and each batch is
+        its own short transaction that walks the expiry index.
+
+        Args:
+            batch_size: The most sessions one statement deletes (default: the
+                store's `purge_batch_size`).
+            cancel: If given, cancelling it stops the purge between batches and
+                cancels its running statement on the server.
+
+        Returns:
+            How many sessions were deleted, or None if another purge was running.
+
+        Raises:
+            TypeError: If `batch_size` is not an int.
+            ValueError: If `batch_size` is not positive.
+            DatabaseError: If the database failed, or the purge was cancelled
+                while a statement ran.
+        """
+        should_stop = (lambda: False) if cancel is None else (lambda: cancel.cancelled)
+        steps = self._core.purge_steps(batch_size, should_stop)
+        try:
+            with self._pool.connection() as conn, cancelling(cancel, conn.cancel):
+                if not self._fetch_flag(conn, self._core.purge_lock()):
+                    return None
+                try:
+                    return int(self._drive(conn, steps, commit_each=True))
+                finally:
+                    self._unlock(conn)
+        except psycopg.Error as exc:
+            raise DatabaseError("purge_expired", exc) from exc
 
     def create_table(self) -> bool:
         """Create the schema, table and index if missing; never called implicitly.
@@ -211,14 +268,37 @@ class Store:
         """Drive a multi-statement core generator inside one transaction."""
         try:
             with self._pool.connection() as conn, conn.transaction():
-                statement = next(steps)
-                while True:
-                    cursor = conn.cursor(row_factory=tuple_row)
-                    cursor.execute(statement.query, statement.params)
-                    rows = cursor.fetchall() if cursor.description else []
-                    try:
-                        statement = steps.send(Result(rows, cursor.rowcount))
-                    except StopIteration as done:
-                        return done.value
+                return self._drive(conn, steps, commit_each=False)
         except psycopg.Error as exc:
             raise DatabaseError(operation, exc) from exc
+
+    def _drive(self, conn: psycopg.Connection[Any], steps: Steps, *, commit_each: bool) -> Any:
+        """Execute what a core generator yields, send back the results, return its value."""
+        statement = next(steps)
+        while True:
+            cursor = conn.cursor(row_factory=tuple_row)
+            cursor.execute(statement.query, statement.params)
+            rows = cursor.fetchall() if cursor.description else []
+            if commit_each and not conn.autocommit:
+                conn.commit()
+            try:
+                statement = steps.send(Result(rows, cursor.rowcount))
+            except StopIteration as done:
+                return done.value
+
+    def _fetch_flag(self, conn: psycopg.Connection[Any], statement: Statement) -> bool:
+        cursor = conn.cursor(row_factory=tuple_row)
+        cursor.execute(statement.query, statement.params)
+        row = cursor.fetchone()
+        if not conn.autocommit:
+            conn.commit()
+        return bool(row and row[0])
+
+    def _unlock(self, conn: psycopg.Connection[Any]) -> None:
+        """Release the purge lock; if that fails, close the connection, which releases it."""
+        try:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.rollback()
+            self._fetch_flag(conn, self._core.purge_unlock())
+        except psycopg.Error:
+            conn.close()

@@ -15,8 +15,16 @@ import psycopg
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from ._core import DEFAULT_MAX_DATA_SIZE, DEFAULT_TABLE, Result, SessionCore, Statement, Steps
-from .cleanup import AsyncCleanupStrategy, TaskCleanup
+from ._core import (
+    DEFAULT_MAX_DATA_SIZE,
+    DEFAULT_PURGE_BATCH_SIZE,
+    DEFAULT_TABLE,
+    Result,
+    SessionCore,
+    Statement,
+    Steps,
+)
+from .cleanup import AsyncCleanupStrategy, Cancellation, TaskCleanup, cancelling
 from .errors import DatabaseError
 from .schema import create_table_steps
 
@@ -39,6 +47,8 @@ class AsyncStore:
             minutes by default; pass `NoCleanup` to disable it.
         max_data_size: The largest payload `commit` accepts, in bytes
             (default 64 MiB; PostgreSQL's own limit is 1 GiB).
+        purge_batch_size: The most expired sessions one purge statement
+            deletes (default 5,000), so no statement holds locks for long.
 
     Raises:
         TypeError: If `pool` is not an `AsyncConnectionPool`, or an option has
@@ -54,6 +64,7 @@ class AsyncStore:
         schema: str | None = None,
         cleanup: AsyncCleanupStrategy | None = None,
         max_data_size: int = DEFAULT_MAX_DATA_SIZE,
+        purge_batch_size: int = DEFAULT_PURGE_BATCH_SIZE,
     ) -> None:
         if not isinstance(pool, AsyncConnectionPool):
             hint = "; use Store" if isinstance(pool, ConnectionPool) else ""
@@ -61,7 +72,7 @@ class AsyncStore:
                 f"pool must be a psycopg_pool.AsyncConnectionPool, not {type(pool).__name__}{hint}"
             )
         self._pool = pool
-        self._core = SessionCore(table, schema, max_data_size)
+        self._core = SessionCore(table, schema, max_data_size, purge_batch_size)
         self._cleanup: AsyncCleanupStrategy = TaskCleanup() if cleanup is None else cleanup
         self._opened = False
 
@@ -164,16 +175,63 @@ class AsyncStore:
             raise DatabaseError("all", exc) from exc
         return self._core.decode_all(rows)
 
-    async def purge_expired(self) -> int:
-        """Delete every expired session now.
+    async def purge_expired(self, *, batch_size: int | None = None) -> int:
+        """Delete every expired session now, in batches.
+
+        If another store (in this or any process) is purging the same table at this
+        moment, this returns 0 at once: that purge deletes them.
+
+        Args:
+            batch_size: The most sessions one statement deletes (default: the
+                store's `purge_batch_size`).
 
         Returns:
             How many sessions were deleted.
 
         Raises:
+            TypeError: If `batch_size` is not an int.
+            ValueError: If `batch_size` is not positive.
             DatabaseError: If the database could not delete them.
         """
-        return await self._execute("purge_expired", self._core.purge_expired())
+        return await self.try_purge_expired(batch_size=batch_size) or 0
+
+    async def try_purge_expired(
+        self, *, batch_size: int | None = None, cancel: Cancellation | None = None
+    ) -> int | None:
+        """Purge like `purge_expired`, unless another purge of the table is running.
+
+        This is what the cleanup strategies call. Only one store purges a table at
+        a time (a PostgreSQL advisory lock taken without waiting), and each batch is
+        its own short transaction that walks the expiry index.
+
+        Args:
+            batch_size: The most sessions one statement deletes (default: the
+                store's `purge_batch_size`).
+            cancel: If given, cancelling it stops the purge between batches and
+                cancels its running statement on the server.
+
+        Returns:
+            How many sessions were deleted, or None if another purge was running.
+
+        Raises:
+            TypeError: If `batch_size` is not an int.
+            ValueError: If `batch_size` is not positive.
+            DatabaseError: If the database failed, or the purge was cancelled
+                while a statement ran.
+        """
+        should_stop = (lambda: False) if cancel is None else (lambda: cancel.cancelled)
+        steps = self._core.purge_steps(batch_size, should_stop)
+        try:
+            async with self._pool.connection() as conn:
+                with cancelling(cancel, conn.cancel):
+                    if not await self._fetch_flag(conn, self._core.purge_lock()):
+                        return None
+                    try:
+                        return int(await self._drive(conn, steps, commit_each=True))
+                    finally:
+                        await self._unlock(conn)
+        except psycopg.Error as exc:
+            raise DatabaseError("purge_expired", exc) from exc
 
     async def create_table(self) -> bool:
         """Create the schema, table and index if missing; never called implicitly.
@@ -227,14 +285,39 @@ class AsyncStore:
         """Drive a multi-statement core generator inside one transaction."""
         try:
             async with self._pool.connection() as conn, conn.transaction():
-                statement = next(steps)
-                while True:
-                    cursor = conn.cursor(row_factory=tuple_row)
-                    await cursor.execute(statement.query, statement.params)
-                    rows = await cursor.fetchall() if cursor.description else []
-                    try:
-                        statement = steps.send(Result(rows, cursor.rowcount))
-                    except StopIteration as done:
-                        return done.value
+                return await self._drive(conn, steps, commit_each=False)
         except psycopg.Error as exc:
             raise DatabaseError(operation, exc) from exc
+
+    async def _drive(
+        self, conn: psycopg.AsyncConnection[Any], steps: Steps, *, commit_each: bool
+    ) -> Any:
+        """Execute what a core generator yields, send back the results, return its value."""
+        statement = next(steps)
+        while True:
+            cursor = conn.cursor(row_factory=tuple_row)
+            await cursor.execute(statement.query, statement.params)
+            rows = await cursor.fetchall() if cursor.description else []
+            if commit_each and not conn.autocommit:
+                await conn.commit()
+            try:
+                statement = steps.send(Result(rows, cursor.rowcount))
+            except StopIteration as done:
+                return done.value
+
+    async def _fetch_flag(self, conn: psycopg.AsyncConnection[Any], statement: Statement) -> bool:
+        cursor = conn.cursor(row_factory=tuple_row)
+        await cursor.execute(statement.query, statement.params)
+        row = await cursor.fetchone()
+        if not conn.autocommit:
+            await conn.commit()
+        return bool(row and row[0])
+
+    async def _unlock(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Release the purge lock; if that fails, close the connection, which releases it."""
+        try:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                await conn.rollback()
+            await self._fetch_flag(conn, self._core.purge_unlock())
+        except psycopg.Error:
+            await conn.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ._cancel import Cancellation, cancelling
 from ._schedule import AsyncPurger, CleanupStats, SyncPurger
 from .none import NoCleanup
 from .task import TaskCleanup
@@ -22,12 +23,14 @@ from .thread import ThreadCleanup
 __all__ = [
     "AsyncCleanupStrategy",
     "AsyncPurger",
+    "Cancellation",
     "CleanupStats",
     "CleanupStrategy",
     "NoCleanup",
     "SyncPurger",
     "TaskCleanup",
     "ThreadCleanup",
+    "cancelling",
 ]
 
 

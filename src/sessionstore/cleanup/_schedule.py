@@ -5,6 +5,7 @@ Strategies decide *when* to purge; stores decide *how*. Nothing here runs SQL.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import random
@@ -13,6 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+from ._cancel import Cancellation
 
 logger = logging.getLogger("sessionstore.cleanup")
 
@@ -26,25 +29,29 @@ ErrorCallback = Callable[[BaseException], object]
 
 
 class SyncPurger(Protocol):
-    """What a sync strategy needs from its store."""
+    """What a sync strategy needs from its store (`Store` is one)."""
 
     @property
     def name(self) -> str:
         """A name for the store's table, fit for logs and thread names."""
 
-    def purge_expired(self) -> int:
-        """Delete expired sessions; return how many were deleted."""
+    def try_purge_expired(
+        self, *, batch_size: int | None = None, cancel: Cancellation | None = None
+    ) -> int | None:
+        """Delete expired sessions; how many, or None if another purge was running."""
 
 
 class AsyncPurger(Protocol):
-    """What an async strategy needs from its store."""
+    """What an async strategy needs from its store (`AsyncStore` is one)."""
 
     @property
     def name(self) -> str:
         """A name for the store's table, fit for logs and task names."""
 
-    async def purge_expired(self) -> int:
-        """Delete expired sessions; return how many were deleted."""
+    async def try_purge_expired(
+        self, *, batch_size: int | None = None, cancel: Cancellation | None = None
+    ) -> int | None:
+        """Delete expired sessions; how many, or None if another purge was running."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +59,9 @@ class CleanupStats:
     """What a cleanup strategy has done so far.
 
     Attributes:
-        runs: Purges attempted (successful or not).
+        runs: Purges attempted (successful, skipped or failed).
         rows_deleted: Expired sessions deleted, over all runs.
+        skipped: Runs that found another store purging the table, and left it to it.
         errors: Purges that failed.
         last_run: When the last purge started (UTC), or None.
         last_duration: How long the last purge took, in seconds, or None.
@@ -63,6 +71,7 @@ class CleanupStats:
 
     runs: int = 0
     rows_deleted: int = 0
+    skipped: int = 0
     errors: int = 0
     last_run: dt.datetime | None = None
     last_duration: float | None = None
@@ -157,11 +166,25 @@ class Schedule:
         spread = self.interval * self.jitter
         return max(0.0, self.interval + random.uniform(-spread, spread))
 
-    def _record(self, started: dt.datetime, duration: float, deleted: int) -> None:
+    def _record(
+        self, store_name: str, started: dt.datetime, duration: float, deleted: int | None
+    ) -> None:
         with self._stats_lock:
             s = self._stats
-            self._stats = CleanupStats(
-                s.runs + 1, s.rows_deleted + deleted, s.errors, started, duration, None
+            self._stats = dataclasses.replace(
+                s,
+                runs=s.runs + 1,
+                rows_deleted=s.rows_deleted + (deleted or 0),
+                skipped=s.skipped + (deleted is None),
+                last_run=started,
+                last_duration=duration,
+                last_error=None,
+            )
+        if deleted is None:
+            logger.debug("purge of %s skipped: another store is purging it", store_name)
+        elif deleted:
+            logger.info(
+                "purged %d expired sessions from %s in %.3f s", deleted, store_name, duration
             )
 
     def _record_error(
@@ -169,11 +192,16 @@ class Schedule:
     ) -> None:
         with self._stats_lock:
             s = self._stats
-            self._stats = CleanupStats(
-                s.runs + 1, s.rows_deleted, s.errors + 1, started, duration, exc
+            self._stats = dataclasses.replace(
+                s,
+                runs=s.runs + 1,
+                errors=s.errors + 1,
+                last_run=started,
+                last_duration=duration,
+                last_error=exc,
             )
         # The store's exceptions never carry tokens or payloads, so the message is safe.
-        logger.error("purge of %s failed, retrying in %.0f s: %s", store_name, self.interval, exc)
+        logger.error("purge of %s failed, retrying in %g s: %s", store_name, self.interval, exc)
         if self.on_error is not None:
             try:
                 self.on_error(exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 import weakref
 
@@ -55,19 +56,60 @@ class TaskCleanup(Schedule):
     async def astop(self) -> None:
         """Cancel the task and wait for it to end, up to `stop_timeout` seconds.
 
-        Idempotent; safe to call from many tasks at once.
+        Cancelling the task cancels a purge in progress, its running statement on
+        the server too. Idempotent, and safe from many tasks at once, and from a
+        task on another thread's event loop.
         """
         task = self._task
         if task is None or task.done():
+            return
+        if asyncio.get_running_loop() is not task.get_loop():
+            ended = self._cancel_threadsafe(task)
+            if not await asyncio.to_thread(ended.wait, self.stop_timeout):
+                self._warn_still_running(task)
             return
         task.cancel()
         if task is asyncio.current_task():
             return  # called from a purge's on_error: the task ends when it next awaits
         done, _ = await asyncio.wait({task}, timeout=self.stop_timeout)
         if not done:
-            logger.warning(
-                "%s did not end within %.1f s; leaving it", task.get_name(), self.stop_timeout
-            )
+            self._warn_still_running(task)
+
+    def stop(self) -> None:
+        """Cancel the task from a thread that is not running its loop; wait within the bound.
+
+        Called from the loop's own thread it only requests the cancellation
+        (waiting there would block the loop the task needs to end).
+        """
+        task = self._task
+        if task is None or task.done():
+            return
+        try:
+            in_loop = asyncio.get_running_loop() is task.get_loop()
+        except RuntimeError:
+            in_loop = False
+        if in_loop:
+            task.cancel()
+            return
+        if not self._cancel_threadsafe(task).wait(self.stop_timeout):
+            self._warn_still_running(task)
+
+    def _cancel_threadsafe(self, task: asyncio.Task[None]) -> threading.Event:
+        """Ask the task's loop to cancel it; the event is set once the task has ended."""
+        ended = threading.Event()
+
+        def cancel() -> None:
+            task.add_done_callback(lambda _: ended.set())
+            task.cancel()
+
+        try:
+            task.get_loop().call_soon_threadsafe(cancel)
+        except RuntimeError:  # the loop is closed: the task can never run again
+            ended.set()
+        return ended
+
+    def _warn_still_running(self, task: asyncio.Task[None]) -> None:
+        logger.warning("%s did not end within %g s; leaving it", task.get_name(), self.stop_timeout)
 
     @property
     def running(self) -> bool:
@@ -84,13 +126,11 @@ class TaskCleanup(Schedule):
                 return
             started, t0 = self._clock()
             try:
-                deleted = await store.purge_expired()
+                deleted = await store.try_purge_expired()
             except Exception as exc:
                 self._record_error(name, started, time.perf_counter() - t0, exc)
             else:
-                self._record(started, time.perf_counter() - t0, deleted)
-                if deleted:
-                    logger.info("purged %d expired sessions from %s", deleted, name)
+                self._record(name, started, time.perf_counter() - t0, deleted)
             del store
 
 

@@ -6,6 +6,7 @@ import threading
 import time
 import weakref
 
+from ._cancel import Cancellation
 from ._schedule import Schedule, SyncPurger, logger
 
 
@@ -29,7 +30,7 @@ class ThreadCleanup(Schedule):
     """
 
     _thread: threading.Thread | None = None
-    _stopping: threading.Event
+    _stopping: Cancellation
 
     def start(self, store: SyncPurger) -> None:
         """Start the cleanup thread for `store`. The store calls this.
@@ -41,7 +42,7 @@ class ThreadCleanup(Schedule):
             RuntimeError: If this strategy already serves a store.
         """
         self._attach()
-        self._stopping = threading.Event()
+        self._stopping = Cancellation()
         ref = weakref.ref(store)
         name = store.name
         self._thread = threading.Thread(
@@ -53,13 +54,15 @@ class ThreadCleanup(Schedule):
     def stop(self) -> None:
         """Stop the thread and wait for it, up to `stop_timeout` seconds.
 
-        Idempotent, and safe to call from any thread, many at once. A purge that
-        is still running when the bound is hit is logged; its thread is a daemon.
+        A purge in progress is cancelled, its running statement on the server too,
+        so this returns at once rather than after the purge. Idempotent, and safe
+        to call from any thread, many at once. A thread still alive at the bound
+        is logged (it is a daemon, and ends when its statement does).
         """
         thread = self._thread
         if thread is None:
             return
-        self._stopping.set()
+        self._stopping.cancel()
         if thread is threading.current_thread():
             return
         thread.join(self.stop_timeout)
@@ -84,17 +87,17 @@ class ThreadCleanup(Schedule):
                 return
             started, t0 = self._clock()
             try:
-                deleted = store.purge_expired()
+                deleted = store.try_purge_expired(cancel=self._stopping)
             except Exception as exc:
+                if self._stopping.cancelled:
+                    return  # the purge was cancelled by stop(): not a failure
                 self._record_error(name, started, time.perf_counter() - t0, exc)
             else:
-                self._record(started, time.perf_counter() - t0, deleted)
-                if deleted:
-                    logger.info("purged %d expired sessions from %s", deleted, name)
+                self._record(name, started, time.perf_counter() - t0, deleted)
             del store
 
 
-def _store_dropped(stopping: threading.Event, name: str) -> None:
-    if not stopping.is_set():
-        stopping.set()
+def _store_dropped(stopping: Cancellation, name: str) -> None:
+    if not stopping.cancelled:
+        stopping.cancel()
         logger.warning("store for %s was garbage-collected without close(); cleanup stopped", name)
