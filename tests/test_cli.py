@@ -47,7 +47,7 @@ def test_schema_with_names() -> None:
 
 def test_bad_name_is_a_one_line_error() -> None:
     result = run("schema", "--table", "")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr == "sessionstore: error: table name must not be empty\n"
 
 

@@ -48,26 +48,36 @@ def _parser() -> argparse.ArgumentParser:
         description="PostgreSQL session store: schema, migration, checks and cleanup.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    env_dsn = os.environ.get(DSN_ENV) or None
 
-    def add(name: str, help: str, *, dsn: str | None) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help)
+    def add(name: str, help: str, *, dsn: str | None = None) -> argparse.ArgumentParser:
+        """Add a command; `dsn` is "required", "optional", or None for no --dsn."""
+        sub = commands.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog="Exit status: 0 on success, 1 if an operation failed, 2 on a usage error.",
+        )
         if dsn is not None:
+            without = (
+                "; without one, a throw-away PostgreSQL is started" if dsn == "optional" else ""
+            )
             sub.add_argument(
                 "--dsn",
-                default=os.environ.get(DSN_ENV) or None,
-                required=dsn == "required" and not os.environ.get(DSN_ENV),
-                help=f"libpq connection string or URL (default: ${DSN_ENV}){dsn}",
+                default=env_dsn,
+                required=dsn == "required" and env_dsn is None,
+                help=f"libpq connection string or URL (default: ${DSN_ENV}){without}",
             )
         sub.add_argument("--table", default=DEFAULT_TABLE, help="table name (default: sessions)")
         sub.add_argument("--schema", default=None, help="schema name (default: the search_path)")
         return sub
 
-    add("schema", "Print the DDL of the sessions table and its index.", dsn=None)
+    add("schema", "Print the DDL of the sessions table and its index.")
     add("migrate", "Create the schema, table and index if missing.", dsn="required")
     add(
         "check",
         "Run a round trip (commit, find, expiry, all, purge, delete) and time each step.",
-        dsn="; without one, a throw-away PostgreSQL is started",
+        dsn="optional",
     )
     purge = add("purge", "Delete expired sessions once and print how many.", dsn="required")
     purge.add_argument(
@@ -76,8 +86,6 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_PURGE_BATCH_SIZE,
         help=f"most sessions one DELETE removes (default: {DEFAULT_PURGE_BATCH_SIZE})",
     )
-    for sub in commands.choices.values():
-        sub.epilog = "Exit status: 0 on success, 1 if an operation failed, 2 on a usage error."
     return parser
 
 
@@ -92,8 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     try:
-        # Refuse bad names and sizes before connecting.
+        # Refuse bad names and sizes before connecting: a usage error.
         SessionCore(args.table, args.schema, purge_batch_size=getattr(args, "batch_size", 1))
+    except (ValueError, TypeError) as exc:
+        print(f"sessionstore: error: {exc}", file=sys.stderr)
+        return 2
+    try:
         if args.command == "schema":
             sys.stdout.write(ddl(args.table, args.schema))
         elif args.command == "migrate":

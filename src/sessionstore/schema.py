@@ -64,11 +64,11 @@ def _qualified(schema: str | None, name: str) -> str:
     return _name(name) if schema is None else f"{_name(schema)}.{_name(name)}"
 
 
-def _statements(core: SessionCore, *, if_not_exists: bool) -> list[str]:
+def _statements(core: SessionCore, *, if_not_exists: bool, create_schema: bool = True) -> list[str]:
     guard = " IF NOT EXISTS" if if_not_exists else ""
     qualified = _qualified(core.schema, core.table)
     statements = []
-    if core.schema is not None and if_not_exists:
+    if core.schema is not None and if_not_exists and create_schema:
         statements.append(f"CREATE SCHEMA IF NOT EXISTS {_name(core.schema)};")
     statements += [
         f"CREATE TABLE{guard} {qualified} (\n"
@@ -111,10 +111,10 @@ def create_table_steps(core: SessionCore) -> Steps:
         core: The store's core (names the table).
 
     Yields:
-        The statements to execute, in order.
+        Statement: The statements to execute, in order.
 
     Returns:
-        True if anything was created, False if everything existed already.
+        bool: True if anything was created, False if everything existed already.
     """
     index = sql.Identifier(*filter(None, (core.schema, index_name(core.table)))).as_string(None)
     # Lock first: a catalog lookup made before waiting could be answered from a
@@ -122,12 +122,17 @@ def create_table_steps(core: SessionCore) -> Steps:
     yield Statement(
         b"SELECT pg_advisory_xact_lock(%s)", (advisory_key("create", core.qualified_name),)
     )
+    schema = None if core.schema is None else sql.Identifier(core.schema).as_string(None)
     found: Result = yield Statement(
-        b"SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
-        (core.qualified_name, index),
+        b"SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL, "
+        b"%s::text IS NULL OR to_regnamespace(%s) IS NOT NULL",
+        (core.qualified_name, index, schema, schema),
     )
-    if found.rows[0][0]:
+    table_and_index_exist, schema_exists = found.rows[0]
+    if table_and_index_exist:
         return False
-    for statement in _statements(core, if_not_exists=True):
+    # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the
+    # schema exists, so it only runs when the schema is missing.
+    for statement in _statements(core, if_not_exists=True, create_schema=not schema_exists):
         yield Statement(statement.encode("utf-8"))
     return True

@@ -94,8 +94,8 @@ class Store:
             token: The session token.
 
         Returns:
-            The session's data (``b""`` if empty), or None if the session is
-            missing or expired.
+            The session's data (``b""`` if empty), or None if the session
+                is missing or expired.
 
         Raises:
             TypeError: If the token is not a str.

@@ -106,8 +106,8 @@ class AsyncStore:
             token: The session token.
 
         Returns:
-            The session's data (``b""`` if empty), or None if the session is
-            missing or expired.
+            The session's data (``b""`` if empty), or None if the session
+                is missing or expired.
 
         Raises:
             TypeError: If the token is not a str.

