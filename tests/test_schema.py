@@ -158,3 +158,27 @@ def test_create_table_on_existing_table_needs_no_ddl_rights(
     finally:
         db.execute(sql.SQL("DROP OWNED BY app_user"))
         db.execute("DROP ROLE app_user")
+
+
+def test_create_table_in_an_existing_schema_needs_no_database_rights(
+    sessionstore_dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    """An owner of schema auth, without CREATE on the database, can create its table."""
+    db.execute("CREATE ROLE schema_owner LOGIN")
+    db.execute("CREATE SCHEMA auth AUTHORIZATION schema_owner")
+    db.execute(
+        sql.SQL("REVOKE CREATE ON DATABASE {} FROM PUBLIC").format(sql.Identifier(db.info.dbname))
+    )
+    dsn = psycopg.conninfo.make_conninfo(sessionstore_dsn, user="schema_owner")
+    try:
+        with (
+            ConnectionPool(dsn, min_size=1, kwargs={"autocommit": True}) as owner_pool,
+            Store(owner_pool, schema="auth", cleanup=NoCleanup()) as store,
+        ):
+            assert store.create_table() is True
+            assert store.create_table() is False
+        assert table_rows(db, "sessions", "auth") == []
+    finally:
+        db.execute("DROP SCHEMA auth CASCADE")
+        db.execute("DROP OWNED BY schema_owner")
+        db.execute("DROP ROLE schema_owner")
