@@ -62,3 +62,29 @@ class Both:
             return await result if self.is_async else result
 
         return call
+
+
+def purge_in_process(dsn: str, barrier: Any, batch_size: int) -> int | None:
+    """Run in a child process: wait for the others, then try to purge once."""
+    from psycopg_pool import ConnectionPool
+
+    from sessionstore.cleanup import NoCleanup
+
+    with (
+        ConnectionPool(dsn, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool,
+        Store(pool, cleanup=NoCleanup()) as store,
+    ):
+        pool.wait()
+        barrier.wait()
+        return store.try_purge_expired(batch_size=batch_size)
+
+
+def insert_expired(conn: psycopg.Connection[Any], count: int, table: str = "sessions") -> None:
+    """Bulk-insert `count` expired sessions (expiries spread over the past hour)."""
+    query = sql.SQL(
+        "INSERT INTO {} (token, data, expiry) "
+        "SELECT 'expired-' || md5(random()::text || i), '\\x00', "
+        "now() - (i %% 3600) * interval '1 s' - interval '1 s' "
+        "FROM generate_series(1, %s) AS i"
+    ).format(sql.Identifier(table))
+    conn.execute(query, (count,))
