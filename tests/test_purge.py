@@ -114,6 +114,35 @@ def test_purge_never_deletes_a_session_a_concurrent_commit_extends(
     assert deleted + len(revived) >= len(tokens) - count(db, "expiry < now()")
 
 
+def test_purge_spares_a_session_extended_while_the_purge_waits_for_it(
+    pool: ConnectionPool[Any], db: psycopg.Connection[Any], sessionstore_dsn: str
+) -> None:
+    """The exact race: the purge picked the row as expired, a commit extends it first."""
+    store = Store(pool, cleanup=NoCleanup())
+    insert_expired(db, 10)
+    db.execute("INSERT INTO sessions VALUES ('extend-me', 'kept', now() - interval '1 min')")
+    result: list[int] = []
+    with psycopg.connect(sessionstore_dsn) as committer:
+        committer.execute(
+            "UPDATE sessions SET expiry = now() + interval '1 hour' WHERE token = 'extend-me'"
+        )
+        purger = threading.Thread(target=lambda: result.append(store.purge_expired()))
+        purger.start()
+        wait_for(
+            lambda: (
+                db.execute(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND query LIKE 'WITH deleted AS%%'"
+                ).fetchone()
+                == (1,)
+            )
+        )
+        committer.commit()  # the purge, blocked on this row, now sees it extended
+    purger.join(10)
+    assert result == [10]
+    assert store.find("extend-me") == b"kept"
+
+
 def test_only_one_process_purges_per_round(
     sessionstore_dsn: str, db: psycopg.Connection[Any]
 ) -> None:
@@ -160,7 +189,7 @@ def slow_purges(db: psycopg.Connection[Any]) -> None:
 def running_deletes(db: psycopg.Connection[Any]) -> int:
     row = db.execute(
         "SELECT count(*) FROM pg_stat_activity "
-        "WHERE state = 'active' AND query LIKE 'WITH batch AS%%' AND pid <> pg_backend_pid()"
+        "WHERE state = 'active' AND query LIKE 'WITH deleted AS%%' AND pid <> pg_backend_pid()"
     ).fetchone()
     assert row is not None
     return int(row[0])

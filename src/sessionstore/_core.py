@@ -321,18 +321,18 @@ class SessionCore:
             sql.SQL("SELECT token, data FROM {} WHERE current_timestamp < expiry").format(ident)
         )
         # One batch walks the expiry index from where the last one ended, so no
-        # batch re-reads live rows or what earlier batches deleted. The outer
-        # re-check of expiry means a session whose expiry a concurrent commit
-        # extended is never deleted; SKIP LOCKED means nobody waits on anybody.
+        # batch re-reads live rows or what earlier batches deleted, and deletes by
+        # physical row address (no primary-key lookup per row). The outer re-check
+        # of expiry is evaluated again on the newest row version if a concurrent
+        # commit changed the row meanwhile (whose new version also has a new
+        # ctid), so a session a commit has just extended is never deleted.
         self._purge_batch = _render(
             sql.SQL(
-                "WITH batch AS ("
-                "SELECT token FROM {table} WHERE expiry >= %s AND expiry < current_timestamp "
-                "ORDER BY expiry LIMIT %s FOR UPDATE SKIP LOCKED"
-                "), deleted AS ("
-                "DELETE FROM {table} AS s USING batch "
-                "WHERE s.token = batch.token AND s.expiry < current_timestamp "
-                "RETURNING s.expiry"
+                "WITH deleted AS ("
+                "DELETE FROM {table} WHERE ctid = ANY(ARRAY("
+                "SELECT ctid FROM {table} WHERE expiry >= %s AND expiry < current_timestamp "
+                "ORDER BY expiry LIMIT %s"
+                ")) AND expiry < current_timestamp RETURNING expiry"
                 ") SELECT count(*), max(expiry) FROM deleted"
             ).format(table=ident)
         )
