@@ -7,13 +7,12 @@ import datetime as dt
 import gc
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from _support import in_, new_token, table_rows
+from _support import in_, new_token, table_rows, wait_until
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sessionstore import AsyncStore, DatabaseError, Store
@@ -40,13 +39,6 @@ def cleanup_threads() -> list[threading.Thread]:
 
 def cleanup_tasks() -> list[asyncio.Task[Any]]:
     return [t for t in asyncio.all_tasks() if t.get_name().startswith("sessionstore-cleanup")]
-
-
-def wait_until(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 @pytest.mark.parametrize("cls", [ThreadCleanup, TaskCleanup])

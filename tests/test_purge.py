@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from _support import Both, in_, insert_expired, new_token, purge_in_process, table_rows
+from _support import Both, in_, insert_expired, new_token, purge_in_process, table_rows, wait_until
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sessionstore import AsyncStore, DatabaseError, Store
@@ -128,7 +128,7 @@ def test_purge_spares_a_session_extended_while_the_purge_waits_for_it(
         )
         purger = threading.Thread(target=lambda: result.append(store.purge_expired()))
         purger.start()
-        wait_for(
+        wait_until(
             lambda: (
                 db.execute(
                     "SELECT count(*) FROM pg_stat_activity "
@@ -195,26 +195,19 @@ def running_deletes(db: psycopg.Connection[Any]) -> int:
     return int(row[0])
 
 
-def wait_for(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
-
-
 @pytest.mark.usefixtures("slow_purges")
 def test_stop_during_a_long_purge_returns_within_the_bound(
     pool: ConnectionPool[Any], db: psycopg.Connection[Any]
 ) -> None:
     cleanup = ThreadCleanup(interval=3600, run_on_start=True)
     store = Store(pool, cleanup=cleanup)
-    wait_for(lambda: running_deletes(db) == 1)
+    wait_until(lambda: running_deletes(db) == 1)
     t0 = time.monotonic()
     store.stop_cleanup()
     elapsed = time.monotonic() - t0
     assert elapsed < 1.5
     assert not cleanup.running
-    wait_for(lambda: running_deletes(db) == 0, timeout=2)  # cancelled on the server
+    wait_until(lambda: running_deletes(db) == 0, timeout=2)  # cancelled on the server
     assert cleanup.stats.errors == 0  # a cancelled purge is not a failure
     assert count(db) == 10  # nothing half-deleted: the statement was rolled back
     db.execute("DROP TRIGGER slow ON sessions")
@@ -279,7 +272,7 @@ def test_cleanup_survives_a_database_outage_and_does_not_spin(
             (dbname,),
         )
         t0 = time.monotonic()
-        wait_for(lambda: cleanup.stats.errors >= 3)
+        wait_until(lambda: cleanup.stats.errors >= 3)
         time.sleep(1)
         outage = time.monotonic() - t0
         runs_during_outage = cleanup.stats.runs
@@ -289,7 +282,7 @@ def test_cleanup_survives_a_database_outage_and_does_not_spin(
         admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
         with psycopg.connect(sessionstore_dsn, autocommit=True) as back:
             insert_expired(back, 3)
-        wait_for(lambda: cleanup.stats.rows_deleted == 3, timeout=20)
+        wait_until(lambda: cleanup.stats.rows_deleted == 3, timeout=20)
         assert cleanup.stats.last_error is None
     assert "purge of" in caplog.text  # the failures were logged
     assert "purged 3 expired sessions" in caplog.text
@@ -304,7 +297,7 @@ def test_sweep_log_lines_never_contain_tokens(
     with Store(pool, cleanup=cleanup) as store:
         for token in tokens:
             store.commit(token, b"payload-secret", in_(-1))
-        wait_for(lambda: cleanup.stats.rows_deleted == 5)
+        wait_until(lambda: cleanup.stats.rows_deleted == 5)
     assert "purged" in caplog.text
     assert not any(token in caplog.text for token in tokens)
     assert "payload-secret" not in caplog.text

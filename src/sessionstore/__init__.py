@@ -14,7 +14,7 @@ A port of Go's scs/pgxstore on psycopg 3 and psycopg_pool::
 from __future__ import annotations
 
 from ._core import DEFAULT_MAX_DATA_SIZE, MAX_TOKEN_LENGTH
-from .errors import DatabaseError, SessionStoreError
+from .errors import DatabaseError, ForkedProcessError, SessionStoreError
 from .store import Store
 from .store_async import AsyncStore
 
@@ -23,6 +23,7 @@ __all__ = [
     "MAX_TOKEN_LENGTH",
     "AsyncStore",
     "DatabaseError",
+    "ForkedProcessError",
     "SessionStoreError",
     "Store",
 ]

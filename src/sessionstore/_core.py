@@ -14,6 +14,7 @@ drives both the sync and the async facade.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Generator, Sequence
@@ -234,6 +235,26 @@ def validate_batch_size(batch_size: object) -> int:
     return batch_size
 
 
+def hash_token(token: str) -> str:
+    """The form a token is stored in with ``hash_tokens=True``, as SCS's HashTokenInStore.
+
+    Unpadded base64url of the SHA-256 digest of the token's UTF-8 bytes: 43
+    characters, so a table shared with a Go SCS application stays compatible.
+
+    Args:
+        token: The session token, as the client sends it.
+
+    Returns:
+        The stored key.
+    """
+    digest = hashlib.sha256(token.encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def _unchanged(token: str) -> str:
+    return token
+
+
 def _render(query: sql.Composable) -> bytes:
     return query.as_bytes(None)
 
@@ -284,6 +305,7 @@ class SessionCore:
         schema: The table's schema, or None to follow the search_path.
         max_data_size: The largest payload accepted, in bytes.
         purge_batch_size: The most sessions one purge statement deletes.
+        hash_tokens: Store `hash_token(token)` instead of the token itself.
 
     Raises:
         TypeError: If an argument has the wrong type.
@@ -296,8 +318,11 @@ class SessionCore:
         schema: str | None = None,
         max_data_size: int = DEFAULT_MAX_DATA_SIZE,
         purge_batch_size: int = DEFAULT_PURGE_BATCH_SIZE,
+        hash_tokens: bool = False,
     ) -> None:
         self.purge_batch_size = validate_batch_size(purge_batch_size)
+        self.hash_tokens = bool(hash_tokens)
+        self._key: Callable[[str], str] = hash_token if hash_tokens else _unchanged
         self.table = validate_identifier(table, "table")
         self.schema = None if schema is None else validate_identifier(schema, "schema")
         self.max_data_size = validate_max_data_size(max_data_size)
@@ -356,7 +381,7 @@ class SessionCore:
             TypeError: If the token is not a str.
             ValueError: If the token is invalid (see `validate_token`).
         """
-        return Statement(self._find, (validate_token(token),))
+        return Statement(self._find, (self._key(validate_token(token)),))
 
     def commit(
         self, token: str, data: bytes | bytearray | memoryview, expiry: dt.datetime
@@ -378,7 +403,7 @@ class SessionCore:
         return Statement(
             self._commit,
             (
-                validate_token(token),
+                self._key(validate_token(token)),
                 validate_data(data, self.max_data_size),
                 validate_expiry(expiry),
             ),
@@ -397,7 +422,7 @@ class SessionCore:
             TypeError: If the token is not a str.
             ValueError: If the token is invalid.
         """
-        return Statement(self._delete, (validate_token(token),))
+        return Statement(self._delete, (self._key(validate_token(token)),))
 
     def all(self) -> Statement:
         """Build the statement that reads every live session.

@@ -39,3 +39,10 @@ class DatabaseError(SessionStoreError):
         if hint:
             text = f"{text} ({hint})"
         super().__init__(text)
+
+
+class ForkedProcessError(SessionStoreError):
+    """A store created before `os.fork` was used in the child process.
+
+    Create a new pool and store in the child; the parent's keep working.
+    """

@@ -15,6 +15,7 @@ import psycopg
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from . import _fork
 from ._core import (
     DEFAULT_MAX_DATA_SIZE,
     DEFAULT_PURGE_BATCH_SIZE,
@@ -27,6 +28,12 @@ from ._core import (
 from .cleanup import Cancellation, CleanupStrategy, ThreadCleanup, cancelling
 from .errors import DatabaseError
 from .schema import create_table_steps
+
+#: Why create_table fails for an application role, and what to do instead.
+_CREATE_HINT = (
+    "creating the table needs DDL rights; run `python -m sessionstore migrate` as the "
+    "table's owner, and give the application only SELECT, INSERT, UPDATE, DELETE"
+)
 
 __all__ = ["Store"]
 
@@ -47,6 +54,9 @@ class Store:
             (default 64 MiB; PostgreSQL's own limit is 1 GiB).
         purge_batch_size: The most expired sessions one purge statement
             deletes (default 5,000), so no statement holds locks for long.
+        hash_tokens: Store only the SHA-256 of each token (as SCS's
+            ``HashTokenInStore``), so a leaked table or backup holds no usable
+            session; `all` then returns the hashes as keys.
 
     Raises:
         TypeError: If `pool` is not a `ConnectionPool`, or an option has the
@@ -63,6 +73,7 @@ class Store:
         cleanup: CleanupStrategy | None = None,
         max_data_size: int = DEFAULT_MAX_DATA_SIZE,
         purge_batch_size: int = DEFAULT_PURGE_BATCH_SIZE,
+        hash_tokens: bool = False,
     ) -> None:
         if not isinstance(pool, ConnectionPool):
             hint = "; use AsyncStore" if isinstance(pool, AsyncConnectionPool) else ""
@@ -70,7 +81,8 @@ class Store:
                 f"pool must be a psycopg_pool.ConnectionPool, not {type(pool).__name__}{hint}"
             )
         self._pool = pool
-        self._core = SessionCore(table, schema, max_data_size, purge_batch_size)
+        self._core = SessionCore(table, schema, max_data_size, purge_batch_size, hash_tokens)
+        _fork.track(self)
         self._cleanup: CleanupStrategy = ThreadCleanup() if cleanup is None else cleanup
         self._cleanup.start(self)
 
@@ -102,6 +114,7 @@ class Store:
             ValueError: If the token is empty, too long, or contains NUL or lone
                 surrogates.
             DatabaseError: If the database could not answer.
+            ForkedProcessError: If used in a child after `os.fork`.
         """
         statement = self._core.find(token)
         try:
@@ -146,7 +159,8 @@ class Store:
         """Return every live session.
 
         Returns:
-            A new dict of token to data; empty if there are none.
+            A new dict of token to data; empty if there are none. With
+                ``hash_tokens=True`` the keys are the stored hashes.
 
         Raises:
             DatabaseError: If the database could not answer.
@@ -230,7 +244,7 @@ class Store:
             DatabaseError: If the database refused (e.g. no CREATE rights while
                 something is missing).
         """
-        return bool(self._run("create_table", create_table_steps(self._core)))
+        return bool(self._run("create_table", create_table_steps(self._core), _CREATE_HINT))
 
     def stop_cleanup(self) -> None:
         """Stop the cleanup worker and wait for it (within its bound).
@@ -256,6 +270,10 @@ class Store:
 
     # Private: the only places that borrow connections.
 
+    def _after_fork_in_child(self, stand_in: Any) -> None:
+        """In a forked child, make every use raise `ForkedProcessError` (see `_fork`)."""
+        self._pool = stand_in
+
     def _execute(self, operation: str, statement: Statement) -> int:
         try:
             with self._pool.connection() as conn:
@@ -264,13 +282,13 @@ class Store:
         except psycopg.Error as exc:
             raise DatabaseError(operation, exc) from exc
 
-    def _run(self, operation: str, steps: Steps) -> Any:
+    def _run(self, operation: str, steps: Steps, hint: str = "") -> Any:
         """Drive a multi-statement core generator inside one transaction."""
         try:
             with self._pool.connection() as conn, conn.transaction():
                 return self._drive(conn, steps, commit_each=False)
         except psycopg.Error as exc:
-            raise DatabaseError(operation, exc) from exc
+            raise DatabaseError(operation, exc, hint) from exc
 
     def _drive(self, conn: psycopg.Connection[Any], steps: Steps, *, commit_each: bool) -> Any:
         """Execute what a core generator yields, send back the results, return its value."""

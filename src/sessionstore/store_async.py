@@ -15,6 +15,7 @@ import psycopg
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from . import _fork
 from ._core import (
     DEFAULT_MAX_DATA_SIZE,
     DEFAULT_PURGE_BATCH_SIZE,
@@ -27,6 +28,12 @@ from ._core import (
 from .cleanup import AsyncCleanupStrategy, Cancellation, TaskCleanup, cancelling
 from .errors import DatabaseError
 from .schema import create_table_steps
+
+#: Why create_table fails for an application role, and what to do instead.
+_CREATE_HINT = (
+    "creating the table needs DDL rights; run `python -m sessionstore migrate` as the "
+    "table's owner, and give the application only SELECT, INSERT, UPDATE, DELETE"
+)
 
 __all__ = ["AsyncStore"]
 
@@ -49,6 +56,9 @@ class AsyncStore:
             (default 64 MiB; PostgreSQL's own limit is 1 GiB).
         purge_batch_size: The most expired sessions one purge statement
             deletes (default 5,000), so no statement holds locks for long.
+        hash_tokens: Store only the SHA-256 of each token (as SCS's
+            ``HashTokenInStore``), so a leaked table or backup holds no usable
+            session; `all` then returns the hashes as keys.
 
     Raises:
         TypeError: If `pool` is not an `AsyncConnectionPool`, or an option has
@@ -65,6 +75,7 @@ class AsyncStore:
         cleanup: AsyncCleanupStrategy | None = None,
         max_data_size: int = DEFAULT_MAX_DATA_SIZE,
         purge_batch_size: int = DEFAULT_PURGE_BATCH_SIZE,
+        hash_tokens: bool = False,
     ) -> None:
         if not isinstance(pool, AsyncConnectionPool):
             hint = "; use Store" if isinstance(pool, ConnectionPool) else ""
@@ -72,7 +83,8 @@ class AsyncStore:
                 f"pool must be a psycopg_pool.AsyncConnectionPool, not {type(pool).__name__}{hint}"
             )
         self._pool = pool
-        self._core = SessionCore(table, schema, max_data_size, purge_batch_size)
+        self._core = SessionCore(table, schema, max_data_size, purge_batch_size, hash_tokens)
+        _fork.track(self)
         self._cleanup: AsyncCleanupStrategy = TaskCleanup() if cleanup is None else cleanup
         self._opened = False
 
@@ -114,6 +126,7 @@ class AsyncStore:
             ValueError: If the token is empty, too long, or contains NUL or lone
                 surrogates.
             DatabaseError: If the database could not answer.
+            ForkedProcessError: If used in a child after `os.fork`.
         """
         statement = self._core.find(token)
         try:
@@ -160,7 +173,8 @@ class AsyncStore:
         """Return every live session.
 
         Returns:
-            A new dict of token to data; empty if there are none.
+            A new dict of token to data; empty if there are none. With
+                ``hash_tokens=True`` the keys are the stored hashes.
 
         Raises:
             DatabaseError: If the database could not answer.
@@ -246,7 +260,7 @@ class AsyncStore:
             DatabaseError: If the database refused (e.g. no CREATE rights while
                 something is missing).
         """
-        return bool(await self._run("create_table", create_table_steps(self._core)))
+        return bool(await self._run("create_table", create_table_steps(self._core), _CREATE_HINT))
 
     async def stop_cleanup(self) -> None:
         """Stop the cleanup worker and wait for it (within its bound).
@@ -273,6 +287,10 @@ class AsyncStore:
 
     # Private: the only places that borrow connections.
 
+    def _after_fork_in_child(self, stand_in: Any) -> None:
+        """In a forked child, make every use raise `ForkedProcessError` (see `_fork`)."""
+        self._pool = stand_in
+
     async def _execute(self, operation: str, statement: Statement) -> int:
         try:
             async with self._pool.connection() as conn:
@@ -281,13 +299,13 @@ class AsyncStore:
         except psycopg.Error as exc:
             raise DatabaseError(operation, exc) from exc
 
-    async def _run(self, operation: str, steps: Steps) -> Any:
+    async def _run(self, operation: str, steps: Steps, hint: str = "") -> Any:
         """Drive a multi-statement core generator inside one transaction."""
         try:
             async with self._pool.connection() as conn, conn.transaction():
                 return await self._drive(conn, steps, commit_each=False)
         except psycopg.Error as exc:
-            raise DatabaseError(operation, exc) from exc
+            raise DatabaseError(operation, exc, hint) from exc
 
     async def _drive(
         self, conn: psycopg.AsyncConnection[Any], steps: Steps, *, commit_each: bool

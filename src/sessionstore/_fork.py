@@ -1,0 +1,59 @@
+"""Stores made before `os.fork` refuse to work in the child, with a clear error.
+
+A forked child inherits the parent's pooled connections: both processes writing to
+one socket interleaves their protocol messages. Right after a fork, each store's pool
+is replaced, in the child only, by a stand-in that raises `ForkedProcessError` on use,
+so the hot path needs no per-call check. The parent is unaffected.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from typing import Any, Protocol
+
+from .errors import ForkedProcessError
+
+
+class _Forkable(Protocol):
+    def _after_fork_in_child(self, stand_in: Any) -> None: ...
+
+
+_stores: weakref.WeakSet[_Forkable] = weakref.WeakSet()
+
+
+class ForkedPool:
+    """Stands in for a pool inherited through `os.fork`; every use raises."""
+
+    def __init__(self, parent_pid: int) -> None:
+        self.parent_pid = parent_pid
+
+    def connection(self, *args: Any, **kwargs: Any) -> Any:
+        """Raise: the pool's connections belong to the parent process.
+
+        Raises:
+            ForkedProcessError: Always.
+        """
+        raise ForkedProcessError(
+            f"this store was created in process {self.parent_pid} and cannot be used "
+            f"after os.fork() (process {os.getpid()}); create a new pool and store in "
+            "the child"
+        )
+
+
+def track(store: _Forkable) -> None:
+    """Have `store` switch to a `ForkedPool` in the child after a fork.
+
+    Args:
+        store: A store holding a pool.
+    """
+    _stores.add(store)
+
+
+def _after_fork_in_child() -> None:
+    stand_in = ForkedPool(os.getppid())
+    for store in list(_stores):
+        store._after_fork_in_child(stand_in)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
