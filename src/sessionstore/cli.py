@@ -1,4 +1,4 @@
-"""The command line: ``python -m sessionstore {schema,migrate,check,purge}``.
+"""The command line: ``python -m sessionstore {schema,migrate,check,purge,demo}``.
 
 - ``schema`` prints the DDL (the SCS table by default).
 - ``migrate`` creates the schema, table and index that are missing.
@@ -6,6 +6,8 @@
   each step, so a server and its permissions can be verified before deploying. With
   no ``--dsn`` and no ``SESSIONSTORE_DSN`` it starts a throw-away PostgreSQL.
 - ``purge`` deletes expired sessions once, for cron and serverless jobs.
+- ``demo`` serves the SCS README's example app (``/put``, ``/get``) on Starlette or
+  Flask until Ctrl-C, on a throw-away PostgreSQL without ``--dsn`` (see `sessionstore.demo`).
 
 Every failure prints one line on stderr and exits non-zero: 1 for a failed
 operation, 2 for a usage error.
@@ -86,6 +88,22 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_PURGE_BATCH_SIZE,
         help=f"most sessions one DELETE removes (default: {DEFAULT_PURGE_BATCH_SIZE})",
     )
+    demo = add(
+        "demo",
+        "Serve the example app (/put, /get) until Ctrl-C; creates the table.",
+        dsn="optional",
+    )
+    demo.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
+    )
+    demo.add_argument("--port", type=int, default=4000, help="port to listen on (default: 4000)")
+    demo.add_argument(
+        "--framework",
+        choices=("starlette", "flask"),
+        default="starlette",
+        help="starlette (starsessions on AsyncStore, served by uvicorn; the default) or "
+        "flask (a SessionInterface on Store, served by werkzeug)",
+    )
     return parser
 
 
@@ -121,6 +139,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("0 (skipped: another purge of this table is running)")
             else:
                 print(deleted)
+        elif args.command == "demo":
+            from .demo import run
+
+            return run(
+                dsn=args.dsn,
+                host=args.host,
+                port=args.port,
+                framework=args.framework,
+                table=args.table,
+                schema=args.schema,
+            )
     except (SessionStoreError, psycopg.Error, ValueError, TypeError, RuntimeError) as exc:
         print(f"sessionstore: error: {exc}", file=sys.stderr)
         return 1

@@ -8,7 +8,10 @@ No message ever contains a session token or payload.
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
+import psycopg_pool
 
 
 class SessionStoreError(Exception):
@@ -46,3 +49,31 @@ class ForkedProcessError(SessionStoreError):
 
     Create a new pool and store in the child; the parent's keep working.
     """
+
+
+#: Failures a retry can't fix, or must not repeat: never retried, even on a broken
+#: connection. They all subclass OperationalError, so "retry on OperationalError"
+#: would be wrong.
+NEVER_RETRY: tuple[type[Exception], ...] = (
+    psycopg.errors.QueryCanceled,
+    psycopg.errors.DataError,
+    psycopg.errors.ProgramLimitExceeded,
+    psycopg_pool.PoolTimeout,
+)
+
+
+def should_retry(exc: psycopg.Error, conn: psycopg.BaseConnection[Any] | None) -> bool:
+    """Whether a failed store operation may be run once more.
+
+    Only when the connection itself broke (a server restart, a terminated
+    backend, a dropped network): every store operation is idempotent, and a
+    fresh connection will likely work.
+
+    Args:
+        exc: What the operation raised.
+        conn: The connection it ran on, or None if none was obtained.
+
+    Returns:
+        True to retry once.
+    """
+    return conn is not None and conn.broken and not isinstance(exc, NEVER_RETRY)

@@ -8,8 +8,9 @@ core. `store_async.py` mirrors this file method for method.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg.rows import tuple_row
@@ -26,8 +27,13 @@ from ._core import (
     Steps,
 )
 from .cleanup import Cancellation, CleanupStrategy, ThreadCleanup, cancelling
-from .errors import DatabaseError
+from .errors import DatabaseError, should_retry
 from .schema import create_table_steps
+
+logger = logging.getLogger("sessionstore.store")
+
+#: What `_query` returns: the first row, all rows, or nothing.
+_Fetch = Literal["one", "all", "none"]
 
 #: Why create_table fails for an application role, and what to do instead.
 _CREATE_HINT = (
@@ -116,14 +122,7 @@ class Store:
             DatabaseError: If the database could not answer.
             ForkedProcessError: If used in a child after `os.fork`.
         """
-        statement = self._core.find(token)
-        try:
-            with self._pool.connection() as conn:
-                cursor = conn.cursor(binary=True, row_factory=tuple_row)
-                cursor.execute(statement.query, statement.params)
-                row = cursor.fetchone()
-        except psycopg.Error as exc:
-            raise DatabaseError("find", exc) from exc
+        row = self._query("find", self._core.find(token), "one")
         return self._core.decode_find(row)
 
     def commit(self, token: str, data: bytes | bytearray | memoryview, expiry: dt.datetime) -> None:
@@ -140,7 +139,7 @@ class Store:
                 `max_data_size`, or the expiry is naive.
             DatabaseError: If the database could not save it.
         """
-        self._execute("commit", self._core.commit(token, data, expiry))
+        self._query("commit", self._core.commit(token, data, expiry), "none")
 
     def delete(self, token: str) -> None:
         """Delete a session; a missing token is not an error.
@@ -153,7 +152,7 @@ class Store:
             ValueError: If the token is invalid.
             DatabaseError: If the database could not delete it.
         """
-        self._execute("delete", self._core.delete(token))
+        self._query("delete", self._core.delete(token), "none")
 
     def all(self) -> dict[str, bytes]:
         """Return every live session.
@@ -165,13 +164,7 @@ class Store:
         Raises:
             DatabaseError: If the database could not answer.
         """
-        statement = self._core.all()
-        try:
-            with self._pool.connection() as conn:
-                cursor = conn.cursor(binary=True, row_factory=tuple_row)
-                rows = cursor.execute(statement.query).fetchall()
-        except psycopg.Error as exc:
-            raise DatabaseError("all", exc) from exc
+        rows = self._query("all", self._core.all(), "all")
         return self._core.decode_all(rows)
 
     def purge_expired(self, *, batch_size: int | None = None) -> int:
@@ -274,13 +267,28 @@ class Store:
         """In a forked child, make every use raise `ForkedProcessError` (see `_fork`)."""
         self._pool = stand_in
 
-    def _execute(self, operation: str, statement: Statement) -> int:
-        try:
-            with self._pool.connection() as conn:
-                cursor = conn.execute(statement.query, statement.params)
-                return cursor.rowcount
-        except psycopg.Error as exc:
-            raise DatabaseError(operation, exc) from exc
+    def _query(self, operation: str, statement: Statement, fetch: _Fetch) -> Any:
+        """Run one statement on a pooled connection; if the connection broke, once more."""
+        retried = False
+        while True:
+            conn = None
+            try:
+                with self._pool.connection() as conn:
+                    cursor = conn.cursor(binary=True, row_factory=tuple_row)
+                    cursor.execute(statement.query, statement.params)
+                    if fetch == "one":
+                        return cursor.fetchone()
+                    if fetch == "all":
+                        return cursor.fetchall()
+                    return None
+            except psycopg.Error as exc:
+                if retried or not should_retry(exc, conn):
+                    raise DatabaseError(operation, exc) from exc
+                retried = True
+                logger.warning(
+                    "%s: connection lost (%s), retrying once", operation, type(exc).__name__
+                )
+                self._pool.check()  # drop the other dead connections first
 
     def _run(self, operation: str, steps: Steps, hint: str = "") -> Any:
         """Drive a multi-statement core generator inside one transaction."""

@@ -8,8 +8,9 @@ and docstrings; a test checks that the two public surfaces match. It adds `open`
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg.rows import tuple_row
@@ -26,8 +27,13 @@ from ._core import (
     Steps,
 )
 from .cleanup import AsyncCleanupStrategy, Cancellation, TaskCleanup, cancelling
-from .errors import DatabaseError
+from .errors import DatabaseError, should_retry
 from .schema import create_table_steps
+
+logger = logging.getLogger("sessionstore.store")
+
+#: What `_query` returns: the first row, all rows, or nothing.
+_Fetch = Literal["one", "all", "none"]
 
 #: Why create_table fails for an application role, and what to do instead.
 _CREATE_HINT = (
@@ -128,14 +134,7 @@ class AsyncStore:
             DatabaseError: If the database could not answer.
             ForkedProcessError: If used in a child after `os.fork`.
         """
-        statement = self._core.find(token)
-        try:
-            async with self._pool.connection() as conn:
-                cursor = conn.cursor(binary=True, row_factory=tuple_row)
-                await cursor.execute(statement.query, statement.params)
-                row = await cursor.fetchone()
-        except psycopg.Error as exc:
-            raise DatabaseError("find", exc) from exc
+        row = await self._query("find", self._core.find(token), "one")
         return self._core.decode_find(row)
 
     async def commit(
@@ -154,7 +153,7 @@ class AsyncStore:
                 `max_data_size`, or the expiry is naive.
             DatabaseError: If the database could not save it.
         """
-        await self._execute("commit", self._core.commit(token, data, expiry))
+        await self._query("commit", self._core.commit(token, data, expiry), "none")
 
     async def delete(self, token: str) -> None:
         """Delete a session; a missing token is not an error.
@@ -167,7 +166,7 @@ class AsyncStore:
             ValueError: If the token is invalid.
             DatabaseError: If the database could not delete it.
         """
-        await self._execute("delete", self._core.delete(token))
+        await self._query("delete", self._core.delete(token), "none")
 
     async def all(self) -> dict[str, bytes]:
         """Return every live session.
@@ -179,14 +178,7 @@ class AsyncStore:
         Raises:
             DatabaseError: If the database could not answer.
         """
-        statement = self._core.all()
-        try:
-            async with self._pool.connection() as conn:
-                cursor = conn.cursor(binary=True, row_factory=tuple_row)
-                await cursor.execute(statement.query)
-                rows = await cursor.fetchall()
-        except psycopg.Error as exc:
-            raise DatabaseError("all", exc) from exc
+        rows = await self._query("all", self._core.all(), "all")
         return self._core.decode_all(rows)
 
     async def purge_expired(self, *, batch_size: int | None = None) -> int:
@@ -291,13 +283,28 @@ class AsyncStore:
         """In a forked child, make every use raise `ForkedProcessError` (see `_fork`)."""
         self._pool = stand_in
 
-    async def _execute(self, operation: str, statement: Statement) -> int:
-        try:
-            async with self._pool.connection() as conn:
-                cursor = await conn.execute(statement.query, statement.params)
-                return cursor.rowcount
-        except psycopg.Error as exc:
-            raise DatabaseError(operation, exc) from exc
+    async def _query(self, operation: str, statement: Statement, fetch: _Fetch) -> Any:
+        """Run one statement on a pooled connection; if the connection broke, once more."""
+        retried = False
+        while True:
+            conn = None
+            try:
+                async with self._pool.connection() as conn:
+                    cursor = conn.cursor(binary=True, row_factory=tuple_row)
+                    await cursor.execute(statement.query, statement.params)
+                    if fetch == "one":
+                        return await cursor.fetchone()
+                    if fetch == "all":
+                        return await cursor.fetchall()
+                    return None
+            except psycopg.Error as exc:
+                if retried or not should_retry(exc, conn):
+                    raise DatabaseError(operation, exc) from exc
+                retried = True
+                logger.warning(
+                    "%s: connection lost (%s), retrying once", operation, type(exc).__name__
+                )
+                await self._pool.check()  # drop the other dead connections first
 
     async def _run(self, operation: str, steps: Steps, hint: str = "") -> Any:
         """Drive a multi-statement core generator inside one transaction."""

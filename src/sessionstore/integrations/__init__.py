@@ -1,0 +1,17 @@
+"""Session middleware for web frameworks, on top of `Store` and `AsyncStore`.
+
+Each integration is a submodule with its own optional extra; nothing here imports a
+web framework, so ``import sessionstore`` never does either:
+
+- `sessionstore.integrations.flask`: a Flask ``SessionInterface`` on `Store`
+  (``pip install "sessionstore[flask]"``).
+- `sessionstore.integrations.starlette`: a ``starsessions`` store on `AsyncStore`,
+  for Starlette and FastAPI (``pip install "sessionstore[starlette]"``).
+
+Both issue tokens as SCS does (32 random bytes, url-safe base64: 43 characters), never
+adopt a token the client made up, and never log tokens.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
