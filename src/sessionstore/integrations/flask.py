@@ -142,10 +142,15 @@ class ServerSideSession(SessionMixin):
         return self._data
 
     def _issue(self) -> tuple[str, str | None]:
-        """Decide the token to save under; return it and the old token whose row must go."""
+        """Decide the token to save under; return it and the old token whose row must go.
+
+        The cookie's token is kept only if it named a live session that was neither
+        renewed nor cleared; otherwise a new one is issued, and the old token's row
+        (if any: it may have been cleared unread) is to be deleted.
+        """
         if self._found and not self._renew and self._token is not None:
             return self._token, None
-        old = self._token if self._found else None
+        old = self._token
         self._token = new_token()
         self._found = True
         self._renew = False
@@ -176,9 +181,11 @@ class ServerSideSession(SessionMixin):
     def clear(self) -> None:
         """Remove all the data; the row and the cookie are deleted at the response.
 
-        Needs no query: the old data is not read.
+        Needs no query: the old data is not read. If data is stored again in this
+        request, it is saved under a new token and the old row is deleted all the same.
         """
         self._data = {}
+        self._found = False
         self.accessed = True
         self.modified = True
 
@@ -292,7 +299,7 @@ class PostgresSessionInterface(SessionInterface):
         if old is not None:
             # Delete first: if the commit then fails, the old token is dead anyway.
             self.store.delete(old)
-            logger.debug("session token renewed: old row deleted")
+            logger.debug("new token for the session: old row deleted")
         expires = self.get_expiration_time(app, session)
         now = dt.datetime.now(dt.UTC)
         expiry = expires if expires is not None else now + self.session_only_ttl

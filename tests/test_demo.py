@@ -1,0 +1,225 @@
+"""``python -m sessionstore demo``, run as a real process and driven over HTTP.
+
+Without a DSN the demo starts its own PostgreSQL; after SIGINT or SIGTERM it must exit 0
+within a bound, with that server's process gone and its directory deleted.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import psycopg
+import pytest
+from _support import table_rows
+
+MESSAGE = "Hello from a session!"
+START_TIMEOUT = 120.0  # initdb included; CI machines are slow and shared
+STOP_TIMEOUT = 30.0
+
+
+@dataclass
+class Demo:
+    proc: subprocess.Popen[str]
+    port: int = 0  # known once the demo printed its URLs
+    lines: queue.Queue[str | None] = field(default_factory=queue.Queue)
+    seen: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_for(self, pattern: str, timeout: float = START_TIMEOUT) -> re.Match[str]:
+        """Read stdout until a line matches; fail with everything seen if it never does."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no line matching {pattern!r}; output:\n" + "".join(self.seen)
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            assert line is not None, "demo exited; output:\n" + "".join(self.seen)
+            self.seen.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+
+    def wait_until_serving(self) -> None:
+        """Read the URLs the demo prints (learning its port) and its "Press Ctrl-C" line."""
+        self.port = int(self.wait_for(r"http://127\.0\.0\.1:(\d+)/put ")[1])
+        self.wait_for(re.escape(f"{self.url}/get "))
+        self.wait_for("Press Ctrl-C to stop")
+
+    def stop(self, sig: signal.Signals) -> tuple[int, float]:
+        started = time.monotonic()
+        self.proc.send_signal(sig)
+        code = self.proc.wait(STOP_TIMEOUT)
+        return code, time.monotonic() - started
+
+
+def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+@pytest.fixture
+def run_demo() -> Iterator[Any]:
+    started: list[Demo] = []
+
+    def run(*args: str) -> Demo:
+        env = {k: v for k, v in os.environ.items() if k != "SESSIONSTORE_DSN"}
+        proc = subprocess.Popen(
+            # Port 0: the demo listens on a free port and prints it, so no race for one.
+            [sys.executable, "-m", "sessionstore", "demo", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        demo = Demo(proc)
+        assert proc.stdout is not None
+        demo.reader = threading.Thread(target=_pump, args=(proc.stdout, demo.lines), daemon=True)
+        demo.reader.start()
+        started.append(demo)
+        return demo
+
+    yield run
+    for demo in started:
+        if demo.proc.poll() is None:
+            demo.proc.kill()
+        demo.proc.wait(10)
+        if demo.reader is not None:
+            demo.reader.join(10)
+        assert demo.proc.stdout is not None
+        demo.proc.stdout.close()
+
+
+def get(opener: urllib.request.OpenerDirector, url: str) -> str:
+    with opener.open(url, timeout=30) as response:
+        assert response.status == 200
+        body: str = response.read().decode()
+        return body
+
+
+def put_and_get(demo: Demo) -> http.cookiejar.CookieJar:
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    assert "/put" in get(opener, demo.url + "/")
+    get(opener, demo.url + "/put")
+    assert get(opener, demo.url + "/get").strip() == MESSAGE
+    # Another browser has no message.
+    assert get(urllib.request.build_opener(), demo.url + "/get").strip() == ""
+    return jar
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("framework", "sig"),
+    [
+        pytest.param("starlette", signal.SIGINT, id="starlette-SIGINT"),
+        pytest.param("flask", signal.SIGINT, id="flask-SIGINT"),
+        pytest.param("starlette", signal.SIGTERM, id="starlette-SIGTERM"),
+        pytest.param("flask", signal.SIGTERM, id="flask-SIGTERM"),
+    ],
+)
+def test_demo_on_a_throwaway_postgres(run_demo: Any, framework: str, sig: signal.Signals) -> None:
+    args = () if framework == "starlette" else ("--framework", framework)
+    demo = run_demo(*args)
+    pid = int(demo.wait_for(r"PostgreSQL: .*, pid (\d+), on ")[1])
+    datadir = Path(demo.wait_for(r"data:\s+(\S+) \(deleted on exit\)")[1])
+    demo.wait_for(r'table:\s+"sessions" \(created\)')
+    server = demo.wait_for(r"web server:\s+(\w+)")[1]
+    assert server == ("uvicorn" if framework == "starlette" else "werkzeug")
+    demo.wait_until_serving()
+    assert alive(pid)
+    assert datadir.is_dir()
+
+    jar = put_and_get(demo)
+    [cookie] = list(jar)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", cookie.value or "")
+
+    code, took = demo.stop(sig)
+    output = "".join(demo.seen) + "".join(iter(demo.lines.get, None))
+    assert code == 0, output
+    assert took < STOP_TIMEOUT
+    assert "Traceback" not in output
+    assert "stopped: nothing left running, temporary files deleted" in output
+    assert not alive(pid)
+    assert not datadir.parent.exists()
+
+
+@pytest.mark.slow
+def test_demo_with_a_dsn_uses_that_server(
+    run_demo: Any, sessionstore_dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    demo = run_demo("--dsn", sessionstore_dsn, "--framework", "flask")
+    demo.wait_for("the server given by --dsn")
+    demo.wait_for(r'table:\s+"sessions" \(already there\)')
+    demo.wait_until_serving()
+    jar = put_and_get(demo)
+    [cookie] = list(jar)
+    assert [row[0] for row in table_rows(db)] == [cookie.value]
+    code, _ = demo.stop(signal.SIGINT)
+    assert code == 0
+
+
+@pytest.mark.slow
+def test_demo_on_a_taken_port_fails_cleanly(run_demo: Any, sessionstore_dsn: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sessionstore",
+                "demo",
+                "--dsn",
+                sessionstore_dsn,
+                "--port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 1
+    assert "sessionstore: error: cannot listen on 127.0.0.1:" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_demo_help_lists_its_options() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "sessionstore", "demo", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    for option in ("--dsn", "--port", "--host", "--framework", "starlette", "flask"):
+        assert option in proc.stdout

@@ -1,0 +1,484 @@
+"""The Flask integration, through examples/flask_app.py served by werkzeug over real HTTP.
+
+Each test runs the example app in a werkzeug server thread on the test's database and
+drives it with urllib and a cookie jar, then looks at the sessions table directly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.cookiejar
+import importlib.util
+import json
+import pickle
+import re
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import flask
+import psycopg
+import pytest
+from _support import new_token, table_rows, wait_until
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from sessionstore import Store
+from sessionstore.integrations.flask import (
+    PostgresSessionInterface,
+    ServerSideSession,
+    renew_token,
+)
+
+MESSAGE = "Hello from a session!"
+TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "flask_app.py"
+
+
+def load_example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("flask_app_example", EXAMPLE)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class Reply:
+    status: int
+    body: str
+    cookies: list[str]  # the raw Set-Cookie headers
+
+
+class Client:
+    """A browser stand-in: urllib with its own cookie jar."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def get(self, path: str, cookie: str | None = None) -> Reply:
+        """GET with the jar's cookies, or with exactly `cookie` as the Cookie header."""
+        request = urllib.request.Request(self.base + path)
+        opener = self.opener
+        if cookie is not None:
+            request.add_header("Cookie", cookie)
+            opener = urllib.request.build_opener()
+        try:
+            with opener.open(request, timeout=30) as response:
+                return Reply(response.status, response.read().decode(), _set_cookies(response))
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return Reply(exc.code, exc.read().decode(), _set_cookies(exc))
+
+    def token(self, name: str = "session") -> str | None:
+        values = [c.value for c in self.jar if c.name == name]
+        return values[0] if values else None
+
+
+def _set_cookies(response: Any) -> list[str]:
+    return list(response.headers.get_all("Set-Cookie") or [])
+
+
+def _issued(reply: Reply) -> str:
+    [header] = reply.cookies
+    return header.split(";", 1)[0].split("=", 1)[1]
+
+
+@dataclass
+class App:
+    """The example app being served, and what the tests need around it."""
+
+    url: str
+    app: flask.Flask
+    store: Store
+
+    def client(self) -> Client:
+        return Client(self.url)
+
+
+@pytest.fixture
+def serve(session_store: Store) -> Iterator[Callable[..., App]]:
+    """Serve examples/flask_app.py's app (on the test's store) in a werkzeug thread."""
+    servers: list[tuple[BaseWSGIServer, threading.Thread]] = []
+
+    def start(configure: Callable[[flask.Flask], None] | None = None, **options: Any) -> App:
+        app = load_example().create_app(session_store, **options)
+        if configure is not None:
+            configure(app)
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, name="test-werkzeug")
+        thread.start()
+        servers.append((server, thread))
+        return App(f"http://127.0.0.1:{server.port}", app, session_store)
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
+
+
+@pytest.fixture
+def example(serve: Callable[..., App]) -> App:
+    return serve()
+
+
+def tokens(db: psycopg.Connection[Any]) -> list[str]:
+    return [row[0] for row in table_rows(db)]
+
+
+# --------------------------------------------------------------------------- the Go example
+
+
+def test_put_then_get(example: App, db: psycopg.Connection[Any]) -> None:
+    client = example.client()
+    put = client.get("/put")
+    assert put.status == 200
+    got = client.get("/get")
+    assert got.status == 200
+    assert got.body.strip() == MESSAGE
+    token = client.token()
+    assert token is not None
+    assert TOKEN_RE.fullmatch(token)
+    assert tokens(db) == [token]
+
+
+def test_a_second_client_does_not_see_the_first_ones_data(
+    example: App, db: psycopg.Connection[Any]
+) -> None:
+    first, second = example.client(), example.client()
+    first.get("/put")
+    assert second.get("/get").body.strip() == ""
+    second.get("/put")
+    assert first.token() != second.token()
+    assert sorted(tokens(db)) == sorted([first.token(), second.token()])
+
+
+def test_the_cookie_holds_only_the_token_and_the_data_is_json(
+    example: App, db: psycopg.Connection[Any]
+) -> None:
+    client = example.client()
+    reply = client.get("/put")
+    [header] = reply.cookies
+    value = header.split(";", 1)[0].split("=", 1)[1]
+    assert TOKEN_RE.fullmatch(value)
+    [(token, data, _)] = table_rows(db)
+    assert token == value
+    assert json.loads(bytes(data)) == {"_permanent": True, "message": MESSAGE}
+
+
+def test_the_session_expires(serve: Callable[..., App], db: psycopg.Connection[Any]) -> None:
+    example = serve(lifetime=dt.timedelta(seconds=2))
+    client = example.client()
+    token = _issued(client.get("/put"))
+    assert client.get("/get", cookie=f"session={token}").body.strip() == MESSAGE
+    wait_until(lambda: example.store.find(token) is None)
+    # The browser would drop the cookie too; send it anyway, as a stale tab would.
+    reply = client.get("/get", cookie=f"session={token}")
+    assert (reply.status, reply.body.strip()) == (200, "")
+
+
+def test_renew_token_keeps_the_data_and_kills_the_old_token(
+    example: App, db: psycopg.Connection[Any]
+) -> None:
+    client = example.client()
+    client.get("/put")
+    old = client.token()
+    reply = client.get("/login")
+    assert reply.status == 200
+    new = client.token()
+    assert new is not None
+    assert old is not None
+    assert new != old
+    assert TOKEN_RE.fullmatch(new)
+    assert tokens(db) == [new]
+    assert client.get("/get").body.strip() == MESSAGE
+    assert example.store.find(old) is None
+    assert client.get("/get", cookie=f"session={old}").body.strip() == ""
+
+
+def test_logout_deletes_the_row_and_the_cookie(example: App, db: psycopg.Connection[Any]) -> None:
+    client = example.client()
+    client.get("/put")
+    token = client.token()
+    assert tokens(db) == [token]
+    reply = client.get("/logout")
+    assert reply.status == 200
+    assert tokens(db) == []
+    [header] = reply.cookies
+    assert header.startswith("session=;")
+    assert "Expires=Thu, 01 Jan 1970" in header
+    assert client.token() is None
+    assert client.get("/get", cookie=f"session={token}").body.strip() == ""
+
+
+def test_clear_then_store_again_kills_the_old_token(
+    serve: Callable[..., App], db: psycopg.Connection[Any]
+) -> None:
+    def configure(app: flask.Flask) -> None:
+        @app.get("/logout-with-flash")
+        def logout_with_flash() -> str:
+            flask.session.clear()
+            flask.session["flash"] = "Logged out."
+            return "ok"
+
+    example = serve(configure)
+    client = example.client()
+    client.get("/put")
+    old = client.token()
+    client.get("/logout-with-flash")
+    new = client.token()
+    assert new is not None
+    assert new != old
+    assert tokens(db) == [new]
+    assert json.loads(bytes(table_rows(db)[0][1])) == {"flash": "Logged out."}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "garbage",
+        "x" * 5000,
+        "a%00b",
+        '"quoted"',
+        "tok\\u0000en",
+        "A" * 42 + "!",
+        "",
+    ],
+)
+def test_a_tampered_cookie_is_a_new_session(
+    example: App, db: psycopg.Connection[Any], value: str
+) -> None:
+    client = example.client()
+    got = client.get("/get", cookie=f"session={value}")
+    assert (got.status, got.body.strip()) == (200, "")
+    put = client.get("/put", cookie=f"session={value}")
+    assert put.status == 200
+    [header] = put.cookies
+    issued = header.split(";", 1)[0].split("=", 1)[1]
+    assert TOKEN_RE.fullmatch(issued)
+    assert issued != value
+    assert tokens(db) == [issued]
+
+
+def test_an_unknown_token_is_never_adopted(example: App, db: psycopg.Connection[Any]) -> None:
+    """Session fixation: a token planted in the victim's browser must not become theirs."""
+    planted = new_token()
+    client = example.client()
+    assert client.get("/get", cookie=f"session={planted}").body.strip() == ""
+    for path in ("/put", "/login"):
+        reply = client.get(path, cookie=f"session={planted}")
+        assert reply.status == 200
+        [header] = reply.cookies
+        assert planted not in header
+    assert planted not in tokens(db)
+
+
+def test_untouched_sessions_write_nothing(example: App, db: psycopg.Connection[Any]) -> None:
+    client = example.client()
+    for path in ("/get", "/no-such-page", "/logout"):
+        reply = client.get(path)
+        assert reply.cookies == []
+    assert tokens(db) == []
+
+
+def test_pickled_data_is_never_unpickled(example: App, db: psycopg.Connection[Any]) -> None:
+    token = new_token()
+    payload = pickle.dumps({"message": "from a pickle"})
+    example.store.commit(token, payload, dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    reply = example.client().get("/get", cookie=f"session={token}")
+    assert (reply.status, reply.body.strip()) == (200, "")
+
+
+@pytest.mark.parametrize("path", ["/put", "/get", "/login", "/logout"])
+def test_a_store_failure_is_a_clean_500(
+    example: App, db: psycopg.Connection[Any], path: str
+) -> None:
+    client = example.client()
+    client.get("/put")
+    db.execute("ALTER TABLE sessions RENAME TO sessions_gone")
+    reply = client.get(path)
+    assert reply.status == 500
+    assert "Internal Server Error" in reply.body
+    for leak in ("Traceback", "DatabaseError", "psycopg", "sessions", "relation"):
+        assert leak not in reply.body
+    assert client.token() is not None
+    assert client.token() not in reply.body
+
+
+def test_a_failed_save_is_a_clean_500(example: App, db: psycopg.Connection[Any]) -> None:
+    db.execute("ALTER TABLE sessions ADD CONSTRAINT no_writes CHECK (false) NOT VALID")
+    reply = example.client().get("/put")  # nothing to read: only the write fails
+    assert reply.status == 500
+    assert "Internal Server Error" in reply.body
+    assert "Traceback" not in reply.body
+    assert reply.cookies == []
+
+
+def test_cookie_attributes_follow_flask_settings(serve: Callable[..., App]) -> None:
+    def configure(app: flask.Flask) -> None:
+        app.config.update(
+            SESSION_COOKIE_NAME="sid",
+            SESSION_COOKIE_DOMAIN="example.test",
+            SESSION_COOKIE_PATH="/app",
+            SESSION_COOKIE_SECURE=True,
+            SESSION_COOKIE_HTTPONLY=True,
+            SESSION_COOKIE_SAMESITE="Strict",
+            SESSION_COOKIE_PARTITIONED=True,
+        )
+
+    example = serve(configure, lifetime=dt.timedelta(hours=2))
+    reply = example.client().get("/put")
+    [header] = reply.cookies
+    name, value = header.split(";", 1)[0].split("=", 1)
+    assert name == "sid"
+    assert TOKEN_RE.fullmatch(value)
+    attributes = {part.strip().split("=", 1)[0].lower(): part for part in header.split(";")[1:]}
+    assert attributes["domain"].strip() == "Domain=example.test"
+    assert attributes["path"].strip() == "Path=/app"
+    assert {"secure", "httponly", "partitioned"} <= attributes.keys()
+    assert attributes["samesite"].strip() == "SameSite=Strict"
+    expires = dt.datetime.strptime(
+        attributes["expires"].strip(), "Expires=%a, %d %b %Y %H:%M:%S GMT"
+    ).replace(tzinfo=dt.UTC)
+    now = dt.datetime.now(dt.UTC)
+    assert dt.timedelta(hours=2) - dt.timedelta(minutes=1) < expires - now <= dt.timedelta(hours=2)
+    # The cookie's name is the one read back.
+    got = example.client().get("/get", cookie=f"sid={value}")
+    assert got.body.strip() == MESSAGE
+
+
+def test_a_browser_session_cookie_has_no_expiry_and_the_row_gets_session_only_ttl(
+    serve: Callable[..., App], db: psycopg.Connection[Any]
+) -> None:
+    def configure(app: flask.Flask) -> None:
+        app.session_interface = PostgresSessionInterface(
+            app.session_interface.store,  # type: ignore[attr-defined]
+            session_only_ttl=dt.timedelta(minutes=10),
+        )
+
+        @app.get("/visit")
+        def visit() -> str:
+            flask.session["visits"] = flask.session.get("visits", 0) + 1
+            return str(flask.session["visits"])
+
+    example = serve(configure)
+    client = example.client()
+    reply = client.get("/visit")
+    [header] = reply.cookies
+    assert "expires" not in header.lower()
+    assert "max-age" not in header.lower()
+    [(_, _, expiry)] = table_rows(db)
+    left = expiry - dt.datetime.now(dt.UTC)
+    assert dt.timedelta(minutes=9) < left <= dt.timedelta(minutes=10)
+    assert client.get("/visit").body == "2"
+    assert json.loads(bytes(table_rows(db)[0][1])) == {"visits": 2}
+
+
+def test_refresh_each_request_extends_the_row(
+    serve: Callable[..., App], db: psycopg.Connection[Any]
+) -> None:
+    example = serve(lifetime=dt.timedelta(minutes=10))
+    client = example.client()
+    client.get("/put")
+    db.execute("UPDATE sessions SET expiry = now() + interval '1 minute'")
+    reply = client.get("/get")
+    assert reply.cookies, "a permanent session's cookie is refreshed too"
+    [(_, _, expiry)] = table_rows(db)
+    assert expiry - dt.datetime.now(dt.UTC) > dt.timedelta(minutes=9)
+
+
+def test_without_refresh_an_unmodified_session_is_not_written(
+    serve: Callable[..., App], db: psycopg.Connection[Any]
+) -> None:
+    example = serve(lambda app: app.config.update(SESSION_REFRESH_EACH_REQUEST=False))
+    client = example.client()
+    client.get("/put")
+    db.execute("UPDATE sessions SET expiry = now() + interval '1 minute'")
+    reply = client.get("/get")
+    assert reply.body.strip() == MESSAGE
+    assert reply.cookies == []
+    [(_, _, expiry)] = table_rows(db)
+    assert expiry - dt.datetime.now(dt.UTC) < dt.timedelta(minutes=2)
+
+
+def test_tagged_json_keeps_flask_types(serve: Callable[..., App]) -> None:
+    def configure(app: flask.Flask) -> None:
+        @app.get("/types/put")
+        def put_types() -> str:
+            flask.session["value"] = (1, b"\x00", dt.datetime(2024, 1, 2, tzinfo=dt.UTC))
+            return "ok"
+
+        @app.get("/types/get")
+        def get_types() -> str:
+            return repr(flask.session["value"])
+
+    example = serve(configure)
+    client = example.client()
+    client.get("/types/put")
+    expected = repr((1, b"\x00", dt.datetime(2024, 1, 2, tzinfo=dt.UTC)))
+    assert client.get("/types/get").body == expected
+
+
+def test_the_session_mapping(session_store: Store) -> None:
+    app = flask.Flask(__name__)
+    app.session_interface = PostgresSessionInterface(session_store)
+    with app.test_request_context("/"):
+        session = flask.session
+        assert isinstance(session, ServerSideSession)
+        assert not session.loaded
+        assert session.new
+        session["a"] = 1
+        session.setdefault("b", 2)
+        assert dict(session) == {"a": 1, "b": 2}
+        assert "a" in session
+        assert len(session) == 2
+        assert session.pop("a") == 1
+        assert session.modified
+        assert session.loaded
+        assert repr(session) == "<ServerSideSession {'b': 2}>"
+
+
+def test_renew_token_outside_a_request_or_with_another_interface() -> None:
+    with pytest.raises(RuntimeError, match="during a request"):
+        renew_token()
+    app = flask.Flask(__name__)
+    app.secret_key = "test"
+    with app.test_request_context("/"), pytest.raises(RuntimeError, match="PostgresSession"):
+        renew_token()
+
+
+def test_bad_arguments(session_store: Store, async_session_store: Any) -> None:
+    with pytest.raises(TypeError, match="AsyncStore"):
+        PostgresSessionInterface(async_session_store)
+    with pytest.raises(ValueError, match="positive"):
+        PostgresSessionInterface(session_store, session_only_ttl=0)
+    with pytest.raises(TypeError, match="timedelta"):
+        PostgresSessionInterface(session_store, session_only_ttl="1h")  # type: ignore[arg-type]
+
+
+def test_flask_is_imported_only_by_the_integration() -> None:
+    code = (
+        "import sys, sessionstore, sessionstore.integrations, sessionstore.cli\n"
+        "loaded = [m for m in ('flask', 'werkzeug', 'starlette', 'starsessions', 'uvicorn')"
+        " if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+        "sys.modules['flask'] = None\n"
+        "try:\n"
+        "    import sessionstore.integrations.flask\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert 'pip install "sessionstore[flask]"' in out

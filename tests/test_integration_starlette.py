@@ -1,0 +1,397 @@
+"""The Starlette integration, through examples/starlette_app.py served by uvicorn over HTTP.
+
+Each test runs the example app in a uvicorn server thread on the test's database and
+drives it with urllib and a cookie jar, then looks at the sessions table directly.
+The store's own contract (which tokens it adopts, expiries) is tested on it directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import datetime as dt
+import http.cookiejar
+import importlib.util
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import psycopg
+import pytest
+import uvicorn
+from _support import new_token, table_rows, wait_until
+from psycopg_pool import AsyncConnectionPool
+from starlette.applications import Starlette
+from starsessions import SessionMiddleware
+
+from sessionstore import AsyncStore, Store
+from sessionstore.integrations.starlette import PostgresStore
+
+MESSAGE = "Hello from a session!"
+TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "starlette_app.py"
+
+
+def load_example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("starlette_app_example", EXAMPLE)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class Reply:
+    status: int
+    body: str
+    cookies: list[str]  # the raw Set-Cookie headers
+
+
+class Client:
+    """A browser stand-in: urllib with its own cookie jar."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def get(self, path: str, cookie: str | None = None) -> Reply:
+        """GET with the jar's cookies, or with exactly `cookie` as the Cookie header."""
+        request = urllib.request.Request(self.base + path)
+        opener = self.opener
+        if cookie is not None:
+            request.add_header("Cookie", cookie)
+            opener = urllib.request.build_opener()
+        try:
+            with opener.open(request, timeout=30) as response:
+                return Reply(response.status, response.read().decode(), _set_cookies(response))
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return Reply(exc.code, exc.read().decode(), _set_cookies(exc))
+
+    def token(self, name: str = "session") -> str | None:
+        values = [c.value for c in self.jar if c.name == name]
+        return values[0] if values else None
+
+
+def _set_cookies(response: Any) -> list[str]:
+    return list(response.headers.get_all("Set-Cookie") or [])
+
+
+def _issued(reply: Reply) -> str:
+    [header] = reply.cookies
+    return header.split(";", 1)[0].split("=", 1)[1]
+
+
+@dataclass
+class App:
+    url: str
+    app: Starlette
+
+    def client(self) -> Client:
+        return Client(self.url)
+
+
+@pytest.fixture
+def serve(sessionstore_dsn: str) -> Iterator[Callable[..., App]]:
+    """Serve examples/starlette_app.py's app (on the test's database) in a uvicorn thread."""
+    running: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(configure: Callable[[Starlette], None] | None = None, **options: Any) -> App:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            sessionstore_dsn, open=False, min_size=1, max_size=4, kwargs={"autocommit": True}
+        )
+        app = load_example().create_app(pool, **options)
+        if configure is not None:
+            configure(app)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        config = uvicorn.Config(app, lifespan="on", log_config=None, access_log=False)
+        server = uvicorn.Server(config)
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="test-uvicorn"
+        )
+        thread.start()
+        running.append((server, thread))
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive(), "uvicorn failed to start"
+            assert time.monotonic() < deadline, "uvicorn did not start in time"
+            time.sleep(0.01)
+        return App(f"http://127.0.0.1:{sock.getsockname()[1]}", app)
+
+    yield start
+    for server, thread in running:
+        server.should_exit = True
+        thread.join(15)
+        assert not thread.is_alive()
+
+
+@pytest.fixture
+def example(serve: Callable[..., App]) -> App:
+    return serve()
+
+
+def tokens(db: psycopg.Connection[Any]) -> list[str]:
+    return [row[0] for row in table_rows(db)]
+
+
+def set_middleware_options(app: Starlette, **options: Any) -> None:
+    """Change the example's SessionMiddleware options (before its first request)."""
+    [middleware] = [m for m in app.user_middleware if m.cls is SessionMiddleware]
+    middleware.kwargs.update(options)
+
+
+# --------------------------------------------------------------------------- the Go example
+
+
+def test_put_then_get(example: App, db: psycopg.Connection[Any]) -> None:
+    client = example.client()
+    assert client.get("/put").status == 200
+    got = client.get("/get")
+    assert (got.status, got.body.strip()) == (200, MESSAGE)
+    token = client.token()
+    assert token is not None
+    assert TOKEN_RE.fullmatch(token)
+    assert tokens(db) == [token]
+    data = json.loads(bytes(table_rows(db)[0][1]))
+    assert data["message"] == MESSAGE
+
+
+def test_a_second_client_does_not_see_the_first_ones_data(
+    example: App, db: psycopg.Connection[Any]
+) -> None:
+    first, second = example.client(), example.client()
+    first.get("/put")
+    assert second.get("/get").body.strip() == ""
+    second.get("/put")
+    assert first.token() != second.token()
+    assert sorted(tokens(db)) == sorted([first.token(), second.token()])
+
+
+def test_the_session_expires(
+    serve: Callable[..., App], session_store: Store, db: psycopg.Connection[Any]
+) -> None:
+    example = serve(lifetime=dt.timedelta(seconds=3))
+    client = example.client()
+    reply = client.get("/put")
+    token = _issued(reply)
+    assert re.search(r"max-age=[12];", reply.cookies[0])  # starsessions: whole seconds left
+    assert client.get("/get", cookie=f"session={token}").body.strip() == MESSAGE
+    wait_until(lambda: session_store.find(token) is None)
+    # The browser would drop the cookie too; send it anyway, as a stale tab would.
+    reply = client.get("/get", cookie=f"session={token}")
+    assert (reply.status, reply.body.strip()) == (200, "")
+
+
+def test_renew_token_keeps_the_data_and_kills_the_old_token(
+    example: App, session_store: Store, db: psycopg.Connection[Any]
+) -> None:
+    client = example.client()
+    client.get("/put")
+    old = client.token()
+    reply = client.get("/login")
+    assert reply.status == 200
+    new = client.token()
+    assert old is not None
+    assert new is not None
+    assert new != old
+    assert TOKEN_RE.fullmatch(new)
+    assert tokens(db) == [new]
+    assert session_store.find(old) is None
+    assert client.get("/get").body.strip() == MESSAGE
+    assert client.get("/get", cookie=f"session={old}").body.strip() == ""
+
+
+def test_logout_deletes_the_row_and_the_cookie(example: App, db: psycopg.Connection[Any]) -> None:
+    client = example.client()
+    client.get("/put")
+    token = client.token()
+    assert tokens(db) == [token]
+    reply = client.get("/logout")
+    assert reply.status == 200
+    assert tokens(db) == []
+    [header] = reply.cookies
+    assert "expires=Thu, 01 Jan 1970" in header
+    assert client.token() is None
+    assert client.get("/get", cookie=f"session={token}").body.strip() == ""
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["garbage", "x" * 5000, "a%00b", '"quoted"', "tok\\u0000en", "A" * 42 + "!", "0" * 32],
+)
+def test_a_tampered_cookie_is_a_new_session(
+    example: App, db: psycopg.Connection[Any], value: str
+) -> None:
+    client = example.client()
+    got = client.get("/get", cookie=f"session={value}")
+    assert (got.status, got.body.strip()) == (200, "")
+    put = client.get("/put", cookie=f"session={value}")
+    assert put.status == 200
+    issued = _issued(put)
+    assert TOKEN_RE.fullmatch(issued)
+    assert issued != value
+    assert tokens(db) == [issued]
+
+
+def test_an_unknown_token_is_never_adopted(example: App, db: psycopg.Connection[Any]) -> None:
+    """Session fixation: a token planted in the victim's browser must not become theirs."""
+    planted = new_token()
+    client = example.client()
+    assert client.get("/get", cookie=f"session={planted}").body.strip() == ""
+    for path in ("/put", "/login"):
+        reply = client.get(path, cookie=f"session={planted}")
+        assert reply.status == 200
+        assert TOKEN_RE.fullmatch(_issued(reply))
+        assert _issued(reply) != planted
+    assert planted not in tokens(db)
+
+
+def test_untouched_sessions_write_nothing(example: App, db: psycopg.Connection[Any]) -> None:
+    client = example.client()
+    for path in ("/get", "/no-such-page", "/logout"):
+        assert client.get(path).cookies == []
+    assert tokens(db) == []
+
+
+@pytest.mark.parametrize("path", ["/put", "/get", "/login", "/logout"])
+def test_a_store_failure_is_a_clean_500(
+    example: App, db: psycopg.Connection[Any], path: str
+) -> None:
+    client = example.client()
+    client.get("/put")
+    db.execute("ALTER TABLE sessions RENAME TO sessions_gone")
+    reply = client.get(path)
+    assert reply.status == 500
+    assert reply.body == "Internal Server Error"
+    assert reply.cookies == []
+
+
+def test_a_failed_save_is_a_clean_500(example: App, db: psycopg.Connection[Any]) -> None:
+    db.execute("ALTER TABLE sessions ADD CONSTRAINT no_writes CHECK (false) NOT VALID")
+    reply = example.client().get("/put")  # nothing to read: only the write fails
+    assert (reply.status, reply.body) == (500, "Internal Server Error")
+    assert reply.cookies == []
+
+
+def test_cookie_attributes_follow_the_middleware_settings(serve: Callable[..., App]) -> None:
+    example = serve(
+        lambda app: set_middleware_options(
+            app,
+            cookie_name="sid",
+            cookie_domain="example.test",
+            cookie_path="/",
+            cookie_https_only=True,
+            cookie_same_site="strict",
+        ),
+        lifetime=dt.timedelta(hours=2),
+    )
+    reply = example.client().get("/put")
+    [header] = reply.cookies
+    name, value = header.split(";", 1)[0].split("=", 1)
+    assert name == "sid"
+    assert TOKEN_RE.fullmatch(value)
+    parts = {part.strip().lower() for part in header.split(";")[1:]}
+    assert {"path=/", "domain=example.test", "httponly", "secure", "samesite=strict"} <= parts
+    assert {"max-age=7199", "max-age=7200"} & parts
+    got = example.client().get("/get", cookie=f"sid={value}")
+    assert got.body.strip() == MESSAGE
+
+
+def test_a_browser_session_cookie_gets_the_session_only_ttl(
+    serve: Callable[..., App], db: psycopg.Connection[Any]
+) -> None:
+    example = serve(lifetime=dt.timedelta(0))
+    client = example.client()
+    reply = client.get("/put")
+    [header] = reply.cookies
+    assert "max-age" not in header.lower()
+    assert "expires" not in header.lower()
+    [(_, _, expiry)] = table_rows(db)
+    left = expiry - dt.datetime.now(dt.UTC)
+    assert dt.timedelta(hours=23, minutes=59) < left <= dt.timedelta(hours=24)
+    assert client.get("/get").body.strip() == MESSAGE
+
+
+# --------------------------------------------------------------------------- the store itself
+
+
+def in_fresh_context(coro: Any) -> Any:
+    """Run a coroutine as a task with an empty context (as a new request would)."""
+    return asyncio.create_task(coro, context=contextvars.Context())
+
+
+async def test_store_reads_nothing_for_non_tokens(async_session_store: AsyncStore) -> None:
+    store = PostgresStore(async_session_store)
+    for value in ("", "abc", "x" * 5000, "\x00" * 43, "é" * 43, "0" * 32):
+        assert await store.read(value, 0) == b""
+        await store.remove(value)  # no error, no query
+
+
+async def test_store_issues_its_own_tokens(async_session_store: AsyncStore) -> None:
+    store = PostgresStore(async_session_store)
+    hex_id = "0123456789abcdef0123456789abcdef"  # what starsessions generates
+    token = await store.write(hex_id, b"{}", 3600, 3600)
+    assert TOKEN_RE.fullmatch(token)
+    assert await async_session_store.find(token) == b"{}"
+    # A live token is kept, whether or not this context read it first.
+    assert await in_fresh_context(store.write(token, b'{"a":1}', 3600, 3600)) == token
+    assert await store.read(token, 3600) == b'{"a":1}'
+    assert await store.write(token, b'{"a":2}', 3600, 3600) == token
+    # An unknown token is replaced, read or not.
+    unknown = new_token()
+    assert await in_fresh_context(store.write(unknown, b"{}", 3600, 3600)) != unknown
+    assert await store.read(unknown, 3600) == b""
+    assert await store.write(unknown, b"{}", 3600, 3600) != unknown
+    assert await async_session_store.find(unknown) is None
+
+
+async def test_store_expiries(async_session_store: AsyncStore, db: psycopg.Connection[Any]) -> None:
+    store = PostgresStore(async_session_store, session_only_ttl=dt.timedelta(minutes=5))
+    session_only = await store.write("new", b"{}", 0, 0)
+    timed = await store.write("new", b"{}", 3600, 100)
+    expiries = {row[0]: row[2] - dt.datetime.now(dt.UTC) for row in table_rows(db)}
+    assert dt.timedelta(minutes=4) < expiries[session_only] <= dt.timedelta(minutes=5)
+    assert dt.timedelta(seconds=90) < expiries[timed] <= dt.timedelta(seconds=100)
+    # Past its lifetime (non-rolling): the row goes, as the cookie does.
+    assert await store.write(timed, b"{}", 3600, 0) == timed
+    assert await async_session_store.find(timed) is None
+
+
+async def test_store_bad_arguments(async_session_store: AsyncStore, session_store: Store) -> None:
+    with pytest.raises(TypeError, match="AsyncStore"):
+        PostgresStore(session_store)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="positive"):
+        PostgresStore(async_session_store, session_only_ttl=-1)
+    assert repr(PostgresStore(async_session_store)) == '<PostgresStore "sessions">'
+
+
+def test_starlette_is_imported_only_by_the_integration() -> None:
+    code = (
+        "import sys, sessionstore, sessionstore.integrations, sessionstore.cli\n"
+        "loaded = [m for m in ('starlette', 'starsessions', 'uvicorn', 'flask')"
+        " if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+        "sys.modules['starsessions'] = None\n"
+        "try:\n"
+        "    import sessionstore.integrations.starlette\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert 'pip install "sessionstore[starlette]"' in out
