@@ -114,3 +114,30 @@ def test_tokens_match_the_server(bench: Any, sessionstore_dsn: str) -> None:
     assert len(token(0)) == 43
     with psycopg.connect(sessionstore_dsn, autocommit=True) as conn:
         Table("bench_sessions").check_tokens(conn, [0, 1, 99_999])
+
+
+@pytest.mark.slow
+def test_scale_part(bench: Any, sessionstore_dsn: str, tmp_path: Path) -> None:
+    from benchmarks.cli import main
+    from benchmarks.scale import FIND_CONTENDERS
+
+    json_path = tmp_path / "scale.json"
+    args = ["--dsn", sessionstore_dsn, "--scale-only", "--scale-rows", "300,1000"]
+    args += ["--duration", "0.1", "--warmup", "0.02", "--rounds", "1", "--json", str(json_path)]
+    assert main(args) == 0
+
+    scale = json.loads(json_path.read_text())["scale"]
+    finds = {(f["rows"], f["contender"]): f for f in scale["find"]}
+    assert set(finds) == {(n, key) for n in (300, 1000) for key in FIND_CONTENDERS}
+    for key, f in finds.items():
+        assert f["ops_per_s"] > 0, key
+        assert 0 < f["p50_ms"] <= f["p99_ms"], key
+    walks = {(w["store"], w["method"]): w for w in scale["walk"]}
+    assert ("Store", "all") in walks
+    assert ("AsyncStore", "all") in walks
+    for w in walks.values():
+        assert w["rows"] == 1000
+        assert w["seconds"] > 0
+    with psycopg.connect(sessionstore_dsn) as conn:
+        row = conn.execute("SELECT to_regclass('bench_sessions_scale')").fetchone()
+    assert row == (None,)

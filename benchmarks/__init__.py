@@ -1,0 +1,20 @@
+"""Benchmarks of sessionstore: ``python -m benchmarks`` (see ``--help``).
+
+Measures find, commit, a 90/10 find/commit mix and delete on a preloaded sessions
+table, at several concurrency levels, for `Store` (threads) and `AsyncStore` (asyncio)
+beside the plain psycopg pattern (autocommit pool and default pool) and pgbench, in
+interleaved rounds; optionally (``--scale``) find latency from 10k to 1M rows and the
+cost of reading every session. Modules:
+
+- `benchmarks.cli`: the command line and the report on the terminal, JSON and PNG.
+- `benchmarks.runner`: settings, table setup, the rounds.
+- `benchmarks.contenders`: the contenders and their pools.
+- `benchmarks.measure`: the timed worker loops (threads and asyncio tasks).
+- `benchmarks.pgbench`: pgbench scripts and log parsing.
+- `benchmarks.workload`: deterministic tokens, preload with COPY, the delete pool.
+- `benchmarks.report`, `benchmarks.plot`: summaries, targets, the chart.
+- `benchmarks.scale`: the ``--scale`` part.
+- `benchmarks.profile_find`: client CPU per find, layer by layer, and a cProfile
+  (``python -m benchmarks.profile_find``).
+- `benchmarks.purge`: batched purges against one DELETE (``python -m benchmarks.purge``).
+"""

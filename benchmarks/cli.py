@@ -1,0 +1,313 @@
+"""The command line: ``python -m benchmarks [options]``.
+
+Without ``--dsn`` (or ``SESSIONSTORE_DSN``) it starts a throw-away PostgreSQL with
+`sessionstore.testing.ephemeral_postgres`, durable (fsync and synchronous commit on),
+so commit numbers mean what they would on a real server. The benchmark creates its own
+table (``bench_sessions`` by default; dropped at the end) and never touches others.
+
+Results go to the terminal (a table), to JSON (``--json``) and to a PNG chart
+(``--plot``); progress goes to stderr. Ctrl-C stops the run cleanly: workers finish
+their operation, pools close, pgbench is stopped, the table is dropped and the server
+stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import platform
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import psycopg_pool
+
+import sessionstore
+from sessionstore.testing import ephemeral_postgres
+
+from . import plot, report
+from .contenders import CONTENDERS
+from .measure import OPS, Sample
+from .pgbench import find_pgbench
+from .progress import Progress
+from .runner import (
+    Bench,
+    Key,
+    Settings,
+    concurrency_list,
+    delete_pool_size,
+    names_list,
+    server_info,
+)
+from .scale import format_scale, run_scale
+
+DSN_ENV = "SESSIONSTORE_DSN"
+RESULTS_DIR = Path("benchmarks") / "results"
+DEFAULT_JSON = RESULTS_DIR / "latest.json"
+DEFAULT_PLOT = RESULTS_DIR / "throughput.png"
+
+#: What ``--quick`` changes (options given explicitly still win).
+QUICK = {"rows": 10_000, "concurrency": (1, 16), "rounds": 1, "duration": 0.7, "warmup": 0.2}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser."""
+    defaults = Settings()
+    keys = ", ".join(c.key for c in CONTENDERS)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Throughput and latency of sessionstore's Store and AsyncStore against "
+        "raw psycopg and pgbench, on a preloaded sessions table.",
+    )
+    p.add_argument("--dsn", help=f"PostgreSQL to use (default: ${DSN_ENV}, else a throw-away one)")
+    p.add_argument("--rows", type=int, help=f"live sessions preloaded (default {defaults.rows:,})")
+    p.add_argument("--payload", type=int, help=f"bytes per session (default {defaults.payload})")
+    p.add_argument(
+        "--concurrency",
+        type=concurrency_list,
+        help="concurrent callers, comma-separated (default 1,4,16,64)",
+    )
+    p.add_argument("--rounds", type=int, help=f"rounds (default {defaults.rounds})")
+    p.add_argument(
+        "--duration",
+        type=float,
+        help=f"seconds counted per measurement (default {defaults.duration})",
+    )
+    p.add_argument(
+        "--warmup",
+        type=float,
+        help=f"seconds of warm-up per measurement (default {defaults.warmup})",
+    )
+    p.add_argument(
+        "--ops", help="operations, comma-separated: " + ", ".join(OPS) + " (default all)"
+    )
+    p.add_argument("--contenders", help=f"contenders, comma-separated: {keys} (default all)")
+    p.add_argument("--pgbench", help="the pgbench executable (default: search PATH and PostgreSQL)")
+    p.add_argument("--table", help=f"the benchmark's table (default {defaults.table})")
+    p.add_argument("--seed", type=int, help="random seed (default 1)")
+    p.add_argument(
+        "--json", type=Path, default=DEFAULT_JSON, help=f"JSON output (default {DEFAULT_JSON})"
+    )
+    p.add_argument(
+        "--plot", type=Path, default=DEFAULT_PLOT, help=f"PNG chart (default {DEFAULT_PLOT})"
+    )
+    p.add_argument("--no-plot", action="store_true", help="do not draw the chart")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="about a minute: 10,000 rows, N=1,16, one round of 0.7 s per measurement",
+    )
+    p.add_argument("--scale", action="store_true", help="also run the scale part (loads 1M rows)")
+    p.add_argument(
+        "--scale-only", action="store_true", help="run the scale part only (no throughput sweep)"
+    )
+    p.add_argument(
+        "--scale-rows",
+        type=concurrency_list,
+        help="table sizes for --scale (default 10000,100000,1000000)",
+    )
+    p.add_argument("--keep-table", action="store_true", help="leave the benchmark's tables behind")
+    return p
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Build the settings: defaults, then ``--quick``'s, then explicit options."""
+    values: dict[str, Any] = {}
+    if args.quick:
+        values.update(QUICK)
+    for name in (
+        "rows",
+        "payload",
+        "concurrency",
+        "rounds",
+        "duration",
+        "warmup",
+        "table",
+        "seed",
+        "pgbench",
+        "scale_rows",
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            values[name] = value
+    if args.ops:
+        values["ops"] = names_list(args.ops, OPS, "operation")
+    if args.contenders:
+        values["contenders"] = names_list(args.contenders, [c.key for c in CONTENDERS], "contender")
+    values["scale"] = args.scale or args.scale_only
+    values["keep_table"] = args.keep_table
+    settings = Settings(**values)
+    if settings.rows < 1 or settings.payload < 0 or settings.rounds < 1:
+        raise ValueError("--rows and --rounds must be at least 1, --payload at least 0")
+    if settings.duration <= 0 or settings.warmup < 0:
+        raise ValueError("--duration must be positive and --warmup not negative")
+    return settings
+
+
+@contextlib.contextmanager
+def database(dsn: str | None) -> Iterator[tuple[str, str]]:
+    """Yield (dsn, description) of the server to use, starting one if none is named."""
+    if dsn:
+        yield dsn, "--dsn"
+        return
+    env = os.environ.get(DSN_ENV, "")
+    if env:
+        yield env, f"${DSN_ENV}"
+        return
+    _say("starting a throw-away PostgreSQL (durable: fsync and synchronous_commit on)")
+    with ephemeral_postgres(env_var=None, durable=True) as server:
+        yield server.dsn, f"throw-away server from {server.source}, {server.host}:{server.port}"
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _meta(settings: Settings, source: str, dsn: str, pgbench: str | None) -> dict[str, Any]:
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
+        "server_source": source,
+        "server": server_info(dsn),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "sessionstore": sessionstore.__version__,
+        "psycopg": psycopg.__version__,
+        "psycopg_impl": psycopg.pq.__impl__,
+        "libpq": psycopg.pq.version(),
+        "psycopg_pool": psycopg_pool.__version__,
+        "pgbench": pgbench,
+        "settings": {
+            "rows": settings.rows,
+            "payload": settings.payload,
+            "concurrency": list(settings.concurrency),
+            "rounds": settings.rounds,
+            "duration": settings.duration,
+            "warmup": settings.warmup,
+            "ops": list(settings.ops),
+            "contenders": list(settings.contenders),
+            "pool_size": "min(N, 16)",
+            "delete_pool_rows": delete_pool_size(settings),
+            "table": settings.table,
+            "seed": settings.seed,
+        },
+    }
+
+
+def _finite(value: Any) -> Any:
+    """Replace NaN/inf (no latencies) with None, so the JSON is standard."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    started = time.monotonic()
+    pgbench = None
+    if "pgbench" in settings.contenders and not args.scale_only:
+        pgbench = find_pgbench(settings.pgbench)
+        if pgbench is None:
+            _say("pgbench not found (PATH, PostgreSQL's bindir): running without it")
+    try:
+        with database(args.dsn) as (dsn, source):
+            _say(f"server: {source}")
+            meta = _meta(settings, source, dsn, pgbench)
+            samples: dict[Key, list[Sample]] = {}
+            if not args.scale_only:
+                bench = Bench(dsn, settings, pgbench)
+                try:
+                    bench.setup(_say)
+                    meta["pgbench_version"] = bench.pgbench_version
+                    progress = Progress(len(bench.plan()))
+                    try:
+                        samples = bench.run(on_step=progress.step, before_step=progress.show)
+                    finally:
+                        progress.close()
+                finally:
+                    bench.close()
+            scale = None
+            if settings.scale:
+                scale = run_scale(dsn, settings, _say)
+    except KeyboardInterrupt:
+        _say("\ninterrupted: pools closed, tables dropped, server stopped")
+        return 130
+    leftovers = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    if leftovers:
+        _say(f"warning: threads still running: {', '.join(leftovers)}")
+
+    cells = report.summarize(samples)
+    targets = report.check_targets(cells)
+    elapsed = time.monotonic() - started
+    server = meta["server"]
+    print(f"sessionstore benchmark, {meta['date']}: {meta['command']}")
+    print(
+        f"server: PostgreSQL {server['server_version']} ({source}); fsync={server['fsync']}, "
+        f"synchronous_commit={server['synchronous_commit']}"
+    )
+    print(
+        f"client: Python {meta['python']}, psycopg {meta['psycopg']} ({meta['psycopg_impl']}), "
+        f"psycopg_pool {meta['psycopg_pool']}, {meta['cpus']} CPUs; "
+        f"pgbench: {meta.get('pgbench_version') or 'not used'}"
+    )
+    if cells:
+        print(
+            f"workload: {settings.rows:,} sessions, {settings.payload}-byte payloads, "
+            f"{settings.rounds} round(s) of {settings.warmup:g} s warm-up + "
+            f"{settings.duration:g} s, pool size min(N, 16); run took {elapsed:.0f} s"
+        )
+    else:
+        print(f"scale part only, {settings.payload}-byte payloads; run took {elapsed:.0f} s")
+    if cells:
+        print()
+        print(report.format_table(cells, settings.ops, settings.rounds))
+        if settings.rounds == 1:
+            print(
+                "\nnote: one round per cell; on a shared machine single samples vary by tens "
+                "of percent: compare contenders with the full run (3 rounds, 2 s each)"
+            )
+    text = report.format_targets(targets)
+    if text:
+        print()
+        print(text)
+    if scale is not None:
+        print()
+        print(format_scale(scale))
+
+    document = {
+        "meta": meta,
+        "results": report.cells_json(cells),
+        "targets": report.targets_json(targets),
+        "scale": scale,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(_finite(document), indent=2) + "\n")
+    print(f"\nJSON: {args.json}")
+    if cells and not args.no_plot:
+        subtitle = (
+            f"PostgreSQL {str(server['server_version']).split()[0]}, {settings.rows:,} rows, "
+            f"{settings.payload}-byte data, {meta['cpus']} CPUs, median of {settings.rounds} "
+            f"round(s), {meta['date'][:10]}"
+        )
+        plot.draw(cells, settings.ops, settings.concurrency, subtitle, args.plot)
+        print(f"plot: {args.plot}")
+    return 0

@@ -1,0 +1,229 @@
+"""The contenders: the two stores, the plain psycopg pattern, and pgbench.
+
+Every Python contender gets a fresh pool per measurement, of ``min(N, 16)`` connections
+(opened and filled before the clock starts), and is driven by the same worker loop
+(`measure`): threads for the sync ones, asyncio tasks for the async ones.
+
+The raw contenders are the pattern most code uses::
+
+    with pool.connection() as conn:
+        conn.execute(SQL, params).fetchone()
+
+with the store's SQL, on an autocommit pool (``kwargs={"autocommit": True}``), and
+again on a default pool, where psycopg wraps every statement in a transaction. The
+stores run on a pool configured exactly like the raw autocommit one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+from typing import Any, Literal
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from sessionstore import AsyncStore, Store
+from sessionstore.cleanup import NoCleanup
+
+from . import measure
+from .measure import Inputs, Sample
+from .workload import Table
+
+#: The largest pool a measurement uses (DESIGN.md: min(N, 16)).
+POOL_MAX = 16
+
+#: How long to wait for a pool to fill before giving up.
+POOL_OPEN_TIMEOUT = 30.0
+
+Kind = Literal["thread", "asyncio", "pgbench"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Contender:
+    """One way of running the workload.
+
+    Attributes:
+        key: Short name, used by ``--contenders`` and in the JSON.
+        label: What the table and the plot call it.
+        kind: ``"thread"``, ``"asyncio"`` or ``"pgbench"``.
+        autocommit: Whether its pool's connections are in autocommit mode.
+        store: Whether it is a sessionstore store (else raw psycopg or pgbench).
+    """
+
+    key: str
+    label: str
+    kind: Kind
+    autocommit: bool = True
+    store: bool = False
+
+    @property
+    def baseline(self) -> str | None:
+        """The raw autocommit contender of the same kind, which ratios are taken to."""
+        return {"thread": "raw_sync", "asyncio": "raw_async"}.get(self.kind)
+
+
+CONTENDERS: tuple[Contender, ...] = (
+    Contender("store", "Store (threads)", "thread", store=True),
+    Contender("async_store", "AsyncStore (asyncio)", "asyncio", store=True),
+    Contender("raw_sync", "raw psycopg sync, autocommit", "thread"),
+    Contender("raw_async", "raw psycopg async, autocommit", "asyncio"),
+    Contender("raw_sync_tx", "raw psycopg sync, default pool", "thread", autocommit=False),
+    Contender("raw_async_tx", "raw psycopg async, default pool", "asyncio", autocommit=False),
+    Contender("pgbench", "pgbench -M prepared", "pgbench"),
+)
+
+BY_KEY = {c.key: c for c in CONTENDERS}
+
+
+def pool_size(concurrency: int) -> int:
+    """The pool size for `concurrency` callers."""
+    return max(1, min(concurrency, POOL_MAX))
+
+
+class RawSync:
+    """The plain sync pattern: borrow a connection, execute, fetch."""
+
+    def __init__(self, pool: ConnectionPool[Any], table: Table) -> None:
+        self._pool = pool
+        self._find = table.find_sql
+        self._commit = table.commit_sql
+        self._delete = table.delete_sql
+
+    def find(self, token: str) -> object:
+        with self._pool.connection() as conn:
+            return conn.execute(self._find, (token,)).fetchone()
+
+    def commit(self, token: str, data: bytes, expiry: dt.datetime) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(self._commit, (token, data, expiry))
+
+    def delete(self, token: str) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(self._delete, (token,))
+
+
+class RawAsync:
+    """The plain async pattern: borrow a connection, execute, fetch."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], table: Table) -> None:
+        self._pool = pool
+        self._find = table.find_sql
+        self._commit = table.commit_sql
+        self._delete = table.delete_sql
+
+    async def find(self, token: str) -> object:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(self._find, (token,))
+            return await cur.fetchone()
+
+    async def commit(self, token: str, data: bytes, expiry: dt.datetime) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(self._commit, (token, data, expiry))
+
+    async def delete(self, token: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(self._delete, (token,))
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One measurement to make.
+
+    Attributes:
+        dsn: Where the database is.
+        table: The sessions table.
+        op: ``"find"``, ``"commit"``, ``"mix"`` or ``"delete"``.
+        concurrency: Concurrent callers (threads or tasks).
+        warmup: Seconds before counting starts.
+        duration: Seconds counted.
+        seed: Seeds the workers' random choices.
+    """
+
+    dsn: str
+    table: Table
+    op: str
+    concurrency: int
+    warmup: float
+    duration: float
+    seed: int
+
+
+def measure_python(contender: Contender, run: Run, inputs: Inputs) -> Sample:
+    """Measure a threaded or asyncio contender: open its pool, run the workers, close it."""
+    if contender.kind == "thread":
+        return _measure_threads(contender, run, inputs)
+    if contender.kind == "asyncio":
+        return asyncio.run(_measure_tasks(contender, run, inputs))
+    raise ValueError(f"{contender.key} is not a Python contender")
+
+
+def _pool_kwargs(contender: Contender) -> dict[str, Any]:
+    return {"autocommit": True} if contender.autocommit else {}
+
+
+def _measure_threads(contender: Contender, run: Run, inputs: Inputs) -> Sample:
+    size = pool_size(run.concurrency)
+    pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+        run.dsn,
+        min_size=size,
+        max_size=size,
+        kwargs=_pool_kwargs(contender),
+        open=False,
+        name=f"bench-{contender.key}",
+    )
+    try:  # open inside: a Ctrl-C while connecting must still close the pool
+        pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT)
+        client: measure.SyncClient
+        store: Store | None = None
+        if contender.store:
+            client = store = Store(pool, table=run.table.name, cleanup=NoCleanup())
+        else:
+            client = RawSync(pool, run.table)
+        try:
+            counter = measure.delete_counter()
+            op = measure.sync_op(run.op, client, inputs, counter)
+            sample = measure.run_threads(op, run.concurrency, run.warmup, run.duration, run.seed)
+            if run.op == "delete":
+                sample.consumed = measure.consumed(counter, len(inputs.delete_tokens))
+            return sample
+        finally:
+            if store is not None:
+                store.close()
+    finally:
+        pool.close()
+
+
+async def _measure_tasks(contender: Contender, run: Run, inputs: Inputs) -> Sample:
+    size = pool_size(run.concurrency)
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+        run.dsn,
+        min_size=size,
+        max_size=size,
+        kwargs=_pool_kwargs(contender),
+        open=False,
+        name=f"bench-{contender.key}",
+    )
+    try:  # open inside: a Ctrl-C while connecting must still close the pool
+        await pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT)
+        client: measure.AsyncClient
+        store: AsyncStore | None = None
+        if contender.store:
+            client = store = AsyncStore(pool, table=run.table.name, cleanup=NoCleanup())
+        else:
+            client = RawAsync(pool, run.table)
+        try:
+            counter = measure.delete_counter()
+            op = measure.async_op(run.op, client, inputs, counter)
+            sample = await measure.run_tasks(
+                op, run.concurrency, run.warmup, run.duration, run.seed
+            )
+            if run.op == "delete":
+                sample.consumed = measure.consumed(counter, len(inputs.delete_tokens))
+            return sample
+        finally:
+            if store is not None:
+                await store.aclose()
+    finally:
+        await pool.close()

@@ -1,0 +1,273 @@
+"""pgbench as the ceiling: the same statements from C, prepared, with no pool in between.
+
+pgbench has no pool: its clients are connections, so it runs ``min(N, 16)`` clients,
+the same number of server connections the Python contenders get (callers beyond the
+pool size only queue in Python). It runs ``-M prepared`` custom scripts written from
+the same SQL as the store's, the token computed server side from a random row number
+(see `workload`): find and commit pick ``random(0, rows - 1)``; the mix runs the two
+scripts weighted 9:1; delete walks the delete pool with a per-client counter (client
+``k`` of ``c`` deletes rows ``base + k``, ``base + k + c``, ...), so every delete hits
+a real row. Commit writes ``current_timestamp + 1 day`` as the expiry, where the
+Python contenders send ``now() + 1 day`` as a parameter: either way every upsert
+changes the indexed expiry.
+
+Every transaction is logged (``-l``), and throughput and latencies are computed from
+the log over the same kind of window as the Python contenders': counting starts a
+warm-up after the first transaction completed. The DSN is handed over in
+``PGDATABASE`` (libpq expands a conninfo there), never on the command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from array import array
+from pathlib import Path
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from sessionstore.testing import PostgresNotFoundError, find_postgres_bindir
+
+from .measure import MIX_COMMIT_SHARE, Sample
+from .workload import LIFETIME, Table, token_sql
+
+#: Seconds pgbench may take to connect its clients before the window would be short.
+_CONNECT_MARGIN = 0.25
+
+
+def find_pgbench(explicit: str | None = None) -> str | None:
+    """Find a pgbench executable.
+
+    Looks at `explicit`, then ``PATH``, then beside the PostgreSQL server binaries
+    (`sessionstore.testing.find_postgres_bindir`, then ``/usr/lib/postgresql/*/bin``).
+
+    Returns:
+        Its path, or None if there is none.
+    """
+    candidates: list[str] = []
+    if explicit:
+        candidates.append(explicit)
+    found = shutil.which("pgbench")
+    if found:
+        candidates.append(found)
+    with contextlib.suppress(PostgresNotFoundError, OSError):
+        bindir, _ = find_postgres_bindir()
+        candidates.append(str(bindir / "pgbench"))
+
+    def version(path: str) -> tuple[int, ...]:
+        match = re.search(r"/(\d+(?:\.\d+)*)/bin/", path)
+        return tuple(int(p) for p in match.group(1).split(".")) if match else ()
+
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"), key=version, reverse=True)
+    for path in candidates:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+class Pgbench:
+    """Runs pgbench measurements against the benchmark's table.
+
+    Args:
+        path: The pgbench executable.
+        dsn: Where the database is.
+        table: The sessions table.
+        rows: How many live rows there are (row numbers ``0 .. rows-1``).
+        payload: The data commit writes.
+        workdir: A private directory for scripts and logs.
+    """
+
+    def __init__(
+        self, path: str, dsn: str, table: Table, rows: int, payload: bytes, workdir: Path
+    ) -> None:
+        self.path = path
+        self.dsn = dsn
+        self.rows = rows
+        self.payload = payload
+        self.workdir = workdir
+        lifetime = int(LIFETIME.total_seconds())
+        q = table.quoted
+        self.scripts = {
+            "find": self._script(
+                "find",
+                "\\set id random(0, :rows - 1)\n"
+                f"SELECT data FROM {q} WHERE token = {token_sql(':id')} "
+                "AND current_timestamp < expiry;\n",
+            ),
+            "commit": self._script(
+                "commit",
+                "\\set id random(0, :rows - 1)\n"
+                f"INSERT INTO {q} (token, data, expiry) VALUES ({token_sql(':id')}, :payload, "
+                f"current_timestamp + interval '{lifetime} seconds') "
+                "ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, "
+                "expiry = EXCLUDED.expiry;\n",
+            ),
+            "delete": self._script(
+                "delete",
+                "\\set id :base + :client_id + :clients * :i\n"
+                "\\set i :i + 1\n"
+                f"DELETE FROM {q} WHERE token = {token_sql(':id')};\n",
+            ),
+        }
+
+    def check(self) -> list[str]:
+        """Check that pgbench can connect, adapting the DSN to its libpq.
+
+        pgbench may link an older libpq than psycopg's, which rejects connection options
+        it does not know (a DSN built from a newer libpq's parameters names them all, e.g.
+        ``sslcertmode``). Such options are dropped one by one.
+
+        Returns:
+            The options dropped.
+
+        Raises:
+            RuntimeError: pgbench cannot connect.
+        """
+        probe = self._script("probe", "SELECT 1;\n")
+        dropped: list[str] = []
+        while True:
+            try:
+                self._run([self.path, "--no-vacuum", "--transactions=1", f"--file={probe}"], 0)
+                return dropped
+            except RuntimeError as exc:
+                match = re.search(r'invalid connection option "([^"]+)"', str(exc))
+                params = conninfo_to_dict(self.dsn)
+                if match is None or match.group(1) not in params or len(dropped) > 20:
+                    raise
+                dropped.append(match.group(1))
+                del params[match.group(1)]
+                self.dsn = make_conninfo("", **params)
+
+    def _script(self, name: str, text: str) -> Path:
+        path = self.workdir / f"{name}.sql"
+        path.write_text(text)
+        return path
+
+    def version(self) -> str:
+        """Return pgbench's version line."""
+        out = subprocess.run(
+            [self.path, "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+        return out.stdout.strip() or out.stderr.strip()
+
+    def measure(
+        self,
+        op: str,
+        clients: int,
+        warmup: float,
+        duration: float,
+        delete_base: int = 0,
+        delete_size: int = 0,
+    ) -> Sample:
+        """Run pgbench for one measurement.
+
+        Args:
+            op: ``"find"``, ``"commit"``, ``"mix"`` or ``"delete"``.
+            clients: Concurrent clients (connections).
+            warmup: Seconds after the first transaction before counting starts.
+            duration: Seconds counted.
+            delete_base: The first delete-pool row number (delete only).
+            delete_size: How many delete-pool rows exist (delete only).
+
+        Returns:
+            The sample; for delete, ``consumed`` and ``exhausted`` are set.
+
+        Raises:
+            RuntimeError: pgbench failed.
+        """
+        seconds = max(1, math.ceil(warmup + duration + _CONNECT_MARGIN))
+        threads = max(1, min(clients, os.cpu_count() or 1))
+        logdir = Path(tempfile.mkdtemp(prefix="log-", dir=self.workdir))
+        cmd = [
+            self.path,
+            "--no-vacuum",
+            "--protocol=prepared",
+            f"--client={clients}",
+            f"--jobs={threads}",
+            f"--time={seconds}",
+            "--log",
+            f"--log-prefix={logdir / 'tx'}",
+            f"--define=rows={self.rows}",
+            f"--define=payload=\\x{self.payload.hex()}",
+        ]
+        commit_weight = round(MIX_COMMIT_SHARE * 100)
+        if op == "mix":
+            cmd += [
+                f"--file={self.scripts['find']}@{100 - commit_weight}",
+                f"--file={self.scripts['commit']}@{commit_weight}",
+            ]
+        elif op == "delete":
+            cmd += [
+                f"--file={self.scripts['delete']}",
+                f"--define=base={delete_base}",
+                f"--define=clients={clients}",
+                "--define=i=0",
+            ]
+        else:
+            cmd.append(f"--file={self.scripts[op]}")
+        try:
+            self._run(cmd, seconds)
+            return self._parse(logdir, warmup, duration, clients, op, delete_size)
+        finally:
+            shutil.rmtree(logdir, ignore_errors=True)
+
+    def _run(self, cmd: list[str], seconds: int) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env["PGDATABASE"] = self.dsn
+        # Its own session: a terminal's Ctrl-C reaches us, and we stop pgbench.
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            _, err = proc.communicate(timeout=seconds + 60)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        if proc.returncode != 0:
+            tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-10:])
+            raise RuntimeError(f"pgbench exited with code {proc.returncode}:\n{tail}")
+
+    @staticmethod
+    def _parse(
+        logdir: Path, warmup: float, duration: float, clients: int, op: str, delete_size: int
+    ) -> Sample:
+        ends: array[float] = array("d")
+        lats: array[float] = array("d")
+        last_txn = 0
+        for path in logdir.iterdir():
+            with path.open() as log:
+                for line in log:
+                    # client_id transaction_no time script_no time_epoch time_us
+                    fields = line.split()
+                    if len(fields) < 6:
+                        continue
+                    last_txn = max(last_txn, int(fields[1]))
+                    ends.append(int(fields[4]) + int(fields[5]) / 1e6)
+                    lats.append(int(fields[2]) / 1e6)
+        if not ends:
+            raise RuntimeError("pgbench logged no transactions")
+        start = min(ends) + warmup
+        end = min(start + duration, max(ends))
+        latencies: array[float] = array(
+            "d", (lat for t, lat in zip(ends, lats, strict=True) if start <= t <= end)
+        )
+        consumed = clients * last_txn if op == "delete" else 0
+        return Sample(
+            ops=len(latencies),
+            seconds=max(0.0, end - start),
+            latencies=latencies,
+            exhausted=op == "delete" and consumed > delete_size,
+            consumed=consumed,
+        )

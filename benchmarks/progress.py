@@ -1,0 +1,74 @@
+"""A plain-text progress bar on stderr, with no dependency.
+
+On a terminal the bar redraws itself in place; otherwise (a log file, CI) it prints a
+line each time another tenth of the work is done, so logs stay short.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class Progress:
+    """Counts steps and shows how far along the run is.
+
+    Args:
+        total: How many steps there are.
+        stream: Where to draw (stderr by default).
+        width: Characters in the bar.
+    """
+
+    def __init__(self, total: int, stream: TextIO | None = None, width: int = 30) -> None:
+        self.total = max(1, total)
+        self.done = 0
+        self.stream = sys.stderr if stream is None else stream
+        self.width = width
+        self.started = time.monotonic()
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last_tenth = -1
+        self._drawn = 0
+
+    def show(self, label: str) -> None:
+        """Show the bar with `label` (what is running now) without counting a step."""
+        self._draw(label)
+
+    def step(self, label: str = "") -> None:
+        """Count one finished step and redraw."""
+        self.done = min(self.total, self.done + 1)
+        self._draw(label)
+
+    def _draw(self, label: str) -> None:
+        elapsed = time.monotonic() - self.started
+        fraction = self.done / self.total
+        filled = int(self.width * fraction)
+        bar = "#" * filled + "." * (self.width - filled)
+        eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
+        line = (
+            f"[{bar}] {self.done}/{self.total} {_clock(elapsed)} elapsed, "
+            f"~{_clock(eta)} left  {label}"
+        )
+        if self._tty:
+            pad = max(0, self._drawn - len(line))
+            self.stream.write("\r" + line + " " * pad)
+            self._drawn = len(line)
+        else:
+            tenth = int(fraction * 10)
+            if tenth == self._last_tenth:
+                return
+            self._last_tenth = tenth
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the bar's line (on a terminal)."""
+        if self._tty and self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = 0

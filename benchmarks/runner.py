@@ -1,0 +1,273 @@
+"""The throughput part: set the table up, then measure every contender in rounds.
+
+Rounds interleave the contenders: each round measures every operation at every
+concurrency for every contender, starting with a different contender each time, so
+that the machine's drift (other tenants, autovacuum, the page cache) hits all of them
+alike. Each (operation, contender, concurrency) then has one sample per round.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+import random
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from sessionstore import Store
+from sessionstore.cleanup import NoCleanup
+
+from .contenders import BY_KEY, CONTENDERS, Contender, Run, measure_python, pool_size
+from .measure import OPS, Inputs, Sample
+from .pgbench import Pgbench
+from .workload import DeletePool, Table, sample_ids, token
+
+#: How many live tokens the workers pick from (all of them up to this many rows).
+TOKEN_SAMPLE = 200_000
+
+#: The fastest delete rate the delete pool is sized for, in rows per second (pgbench on
+#: a server without fsync); a faster run marks its sample as exhausted instead of
+#: deleting missing rows unnoticed.
+DELETE_RATE_CEILING = 50_000
+
+#: Expiry of the preloaded live sessions: well beyond any run.
+PRELOAD_LIFETIME = dt.timedelta(days=7)
+
+Key = tuple[str, str, int]  # (op, contender key, concurrency)
+
+
+@dataclasses.dataclass
+class Settings:
+    """What to run (the command line's options).
+
+    Attributes:
+        rows: Live sessions in the table.
+        payload: Bytes of data per session.
+        concurrency: Concurrent callers to measure at.
+        rounds: Samples per (op, contender, concurrency).
+        duration: Seconds counted per measurement.
+        warmup: Seconds before counting starts.
+        ops: Operations to run.
+        contenders: Contender keys to run.
+        table: The benchmark's table (dropped and re-created).
+        seed: Seeds payloads and the workers' random choices.
+        pgbench: The pgbench executable, or None to search for it.
+        keep_table: Leave the table behind at the end.
+        scale: Run the scale part.
+        scale_rows: Table sizes for the scale part.
+    """
+
+    rows: int = 100_000
+    payload: int = 200
+    concurrency: tuple[int, ...] = (1, 4, 16, 64)
+    rounds: int = 3
+    duration: float = 2.0
+    warmup: float = 0.5
+    ops: tuple[str, ...] = OPS
+    contenders: tuple[str, ...] = tuple(c.key for c in CONTENDERS)
+    table: str = "bench_sessions"
+    seed: int = 1
+    pgbench: str | None = None
+    keep_table: bool = False
+    scale: bool = False
+    scale_rows: tuple[int, ...] = (10_000, 100_000, 1_000_000)
+
+
+def delete_pool_size(settings: Settings) -> int:
+    """Rows the delete pool must hold for one measurement (pgbench runs whole seconds)."""
+    seconds = max(1, math.ceil(settings.warmup + settings.duration + 0.25))
+    return max(1000, DELETE_RATE_CEILING * seconds)
+
+
+def server_info(dsn: str) -> dict[str, Any]:
+    """Describe the server: version and the settings that matter for throughput."""
+    info: dict[str, Any] = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for name in (
+            "server_version",
+            "fsync",
+            "synchronous_commit",
+            "shared_buffers",
+            "max_connections",
+        ):
+            row = conn.execute(f"SHOW {name}".encode()).fetchone()
+            info[name] = row[0] if row else None
+    return info
+
+
+class Bench:
+    """The throughput benchmark against one database.
+
+    Args:
+        dsn: Where the database is.
+        settings: What to run.
+        pgbench_path: The pgbench executable, or None to leave pgbench out.
+    """
+
+    def __init__(self, dsn: str, settings: Settings, pgbench_path: str | None) -> None:
+        self.dsn = dsn
+        self.settings = settings
+        self.table = Table(settings.table)
+        rng = random.Random(settings.seed)
+        self.payload = rng.randbytes(settings.payload)
+        self.tokens: list[str] = []
+        self.contenders: list[Contender] = [BY_KEY[k] for k in settings.contenders]
+        if pgbench_path is None:
+            self.contenders = [c for c in self.contenders if c.kind != "pgbench"]
+        self._pgbench_path = pgbench_path
+        self._pgbench: Pgbench | None = None
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._admin: psycopg.Connection[Any] | None = None
+        self._pool = DeletePool(self.table, settings.rows, self.payload)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def setup(self, say: Callable[[str], None] = lambda _: None) -> None:
+        """Create the table with `Store.create_table`, preload it with COPY, check it."""
+        s = self.settings
+        self._admin = admin = psycopg.connect(self.dsn, autocommit=True)
+        self.table.drop(admin)
+        with ConnectionPool(
+            self.dsn, min_size=1, max_size=1, kwargs={"autocommit": True}, open=True
+        ) as pool:
+            with Store(pool, table=self.table.name, cleanup=NoCleanup()) as store:
+                store.create_table()
+            say(f"preloading {s.rows:,} sessions ({s.payload}-byte payloads) with COPY")
+            rng = random.Random(s.seed + 1)
+            expiry = dt.datetime.now(dt.UTC) + PRELOAD_LIFETIME
+            self.table.preload(admin, 0, s.rows, s.payload, expiry, rng)
+            self.table.vacuum(admin, analyze=True)
+            self.table.check_tokens(admin, [0, s.rows - 1])
+            ids = sample_ids(s.rows, TOKEN_SAMPLE, random.Random(s.seed + 2))
+            self.tokens = [token(i) for i in ids]
+            with Store(pool, table=self.table.name, cleanup=NoCleanup()) as store:
+                if store.find(self.tokens[0]) is None:
+                    raise RuntimeError("the store does not find a preloaded session")
+        if self._pgbench_path is not None:
+            self._workdir = tempfile.TemporaryDirectory(prefix="sessionstore-bench-")
+            self._pgbench = Pgbench(
+                self._pgbench_path,
+                self.dsn,
+                self.table,
+                s.rows,
+                self.payload,
+                Path(self._workdir.name),
+            )
+            dropped = self._pgbench.check()
+            if dropped:
+                say(f"pgbench's libpq does not know {', '.join(dropped)}: left out for pgbench")
+
+    def close(self) -> None:
+        """Drop the table (unless asked to keep it) and close the admin connection."""
+        try:
+            if self._admin is not None and not self._admin.closed:
+                if not self.settings.keep_table:
+                    self.table.drop(self._admin)
+                self._admin.close()
+        finally:
+            self._admin = None
+            if self._workdir is not None:
+                self._workdir.cleanup()
+                self._workdir = None
+
+    @property
+    def pgbench_version(self) -> str | None:
+        """pgbench's version line, if pgbench takes part."""
+        return None if self._pgbench is None else self._pgbench.version()
+
+    # ------------------------------------------------------------------ measuring
+
+    def measure(self, contender: Contender, op: str, concurrency: int, seed: int) -> Sample:
+        """Make one measurement."""
+        s = self.settings
+        delete_base, delete_tokens = 0, list[str]()
+        if op == "delete":
+            assert self._admin is not None
+            delete_base, delete_tokens = self._pool.prepare(self._admin, delete_pool_size(s))
+        if contender.kind == "pgbench":
+            assert self._pgbench is not None
+            sample = self._pgbench.measure(
+                op,
+                pool_size(concurrency),
+                s.warmup,
+                s.duration,
+                delete_base=delete_base,
+                delete_size=len(delete_tokens),
+            )
+        else:
+            run = Run(self.dsn, self.table, op, concurrency, s.warmup, s.duration, seed)
+            inputs = Inputs(self.tokens, self.payload, delete_tokens)
+            sample = measure_python(contender, run, inputs)
+        if op == "delete":
+            self._pool.consume(sample.consumed)
+        return sample
+
+    def after_deletes(self) -> None:
+        """Sweep the delete pool's leftovers away, so other operations see `rows` rows."""
+        assert self._admin is not None
+        self._pool.clear(self._admin)
+
+    def plan(self) -> list[tuple[int, str, int, Contender]]:
+        """Every measurement, in order: rounds, then ops, then concurrency, then contenders."""
+        s = self.settings
+        steps = []
+        for rnd in range(s.rounds):
+            for op in s.ops:
+                for ci, n in enumerate(s.concurrency):
+                    shift = (rnd + ci) % len(self.contenders)
+                    for contender in self.contenders[shift:] + self.contenders[:shift]:
+                        steps.append((rnd, op, n, contender))
+        return steps
+
+    def run(
+        self, on_step: Callable[[str], None], before_step: Callable[[str], None]
+    ) -> dict[Key, list[Sample]]:
+        """Run every measurement of `plan`.
+
+        Args:
+            on_step: Called with a label after each measurement.
+            before_step: Called with a label before each measurement.
+
+        Returns:
+            The samples of each (op, contender key, concurrency).
+        """
+        s = self.settings
+        samples: dict[Key, list[Sample]] = {}
+        steps = self.plan()
+        for index, (rnd, op, n, contender) in enumerate(steps):
+            label = f"round {rnd + 1}/{s.rounds}: {op}, N={n}, {contender.label}"
+            before_step(label)
+            seed = s.seed * 7919 + index
+            samples.setdefault((op, contender.key, n), []).append(
+                self.measure(contender, op, n, seed)
+            )
+            on_step(label)
+            last_of_block = index + 1 == len(steps) or steps[index + 1][:2] != (rnd, op)
+            if op == "delete" and last_of_block:
+                self.after_deletes()
+        return samples
+
+
+def concurrency_list(text: str) -> tuple[int, ...]:
+    """Parse ``"1,4,16"`` into positive ints."""
+    values = tuple(int(part) for part in text.split(",") if part.strip())
+    if not values or any(v < 1 for v in values):
+        raise ValueError("concurrency must be a comma-separated list of positive integers")
+    return values
+
+
+def names_list(text: str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
+    """Parse a comma-separated list of names, checking each against `allowed`."""
+    values = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [v for v in values if v not in allowed]
+    if unknown or not values:
+        raise ValueError(
+            f"unknown {what}: {', '.join(unknown) or '(none)'}; choose from " + ", ".join(allowed)
+        )
+    return values

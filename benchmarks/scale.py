@@ -1,0 +1,288 @@
+"""The scale part (``--scale``): find latency as the table grows, and walking all sessions.
+
+One table (``<table>_scale``) grows through the sizes given (10k, 100k and 1M rows by
+default), loaded with COPY and analyzed; at each size one caller (N=1) finds random
+live sessions through `Store`, `AsyncStore` and the raw psycopg pattern, interleaved
+over the rounds of the main part (ops/s: median of rounds; p50/p99 over all of them).
+
+At the largest size every live session is read through ``all()`` (a dict of all of
+them) and, when the stores have one, through the streaming method named by
+`STREAMING_METHOD` (a server-side cursor): time, the peak of Python allocations
+(tracemalloc, in a second pass since tracing slows the walk), and the peak growth of
+the process's resident memory (sampled every few milliseconds, which also counts what
+libpq holds outside Python). The streaming walk runs first, so that memory the dict
+leaves in the allocator cannot flatter it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import functools
+import gc
+import os
+import random
+import statistics
+import threading
+import time
+import tracemalloc
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from sessionstore import AsyncStore, Store
+from sessionstore.cleanup import NoCleanup
+
+from .contenders import BY_KEY, Run, measure_python
+from .measure import Inputs, Sample, percentile
+from .runner import PRELOAD_LIFETIME, Settings
+from .workload import Table, sample_ids, token
+
+#: The hook for the streaming walk: measured beside ``all()`` on `Store` and
+#: `AsyncStore` when they have a method of this name. It may return an iterator (an
+#: async iterator for `AsyncStore`), or a context manager yielding one.
+STREAMING_METHOD = "iter_all"
+
+#: The contenders whose find latency is measured at each size.
+FIND_CONTENDERS = ("store", "async_store", "raw_sync")
+
+_TOKEN_SAMPLE = 100_000
+
+
+def _rss() -> int:
+    """The process's resident memory in bytes (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+@contextlib.contextmanager
+def _rss_peak(result: dict[str, float]) -> Iterator[None]:
+    """Sample RSS in a thread while the block runs; store the peak growth in MiB."""
+    gc.collect()
+    base = _rss()
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.005):
+            peak[0] = max(peak[0], _rss())
+
+    sampler = threading.Thread(target=sample, name="bench-rss", daemon=True)
+    sampler.start()
+    try:
+        yield
+    finally:
+        done.set()
+        sampler.join()
+        peak[0] = max(peak[0], _rss())
+        result["rss_peak_mib"] = (peak[0] - base) / 2**20
+
+
+def _walk_sync(walk: Callable[[], Any]) -> int:
+    result = walk()
+    if isinstance(result, dict):
+        return len(result)
+    if hasattr(result, "__enter__"):
+        with result as iterator:
+            return sum(1 for _ in iterator)
+    return sum(1 for _ in result)
+
+
+async def _walk_async(walk: Callable[[], Any]) -> int:
+    result = walk()
+    if hasattr(result, "__aenter__"):
+        async with result as iterator:
+            return await _count_async(iterator)
+    if hasattr(result, "__aiter__"):
+        return await _count_async(result)
+    result = await result
+    if isinstance(result, dict):
+        return len(result)
+    return sum(1 for _ in result)
+
+
+async def _count_async(iterator: AsyncIterator[Any]) -> int:
+    count = 0
+    async for _ in iterator:
+        count += 1
+    return count
+
+
+def _measure_walk(run_once: Callable[[], int]) -> dict[str, float]:
+    """Time one walk with RSS sampling, then trace a second one with tracemalloc."""
+    result: dict[str, float] = {}
+    with _rss_peak(result):
+        started = time.perf_counter()
+        result["rows"] = run_once()
+        result["seconds"] = time.perf_counter() - started
+    gc.collect()
+    tracemalloc.start()
+    try:
+        run_once()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    result["tracemalloc_peak_mib"] = peak / 2**20
+    gc.collect()
+    return result
+
+
+def run_scale(dsn: str, settings: Settings, say: Callable[[str], None]) -> dict[str, Any]:
+    """Run the scale part.
+
+    Args:
+        dsn: Where the database is.
+        settings: ``scale_rows``, ``payload``, ``duration``, ``warmup``, ``seed`` and
+            ``table`` are used.
+        say: Reports progress (a line at a time).
+
+    Returns:
+        ``{"find": [...], "walk": [...], "streaming_method": ...}`` for the JSON.
+    """
+    table = Table(settings.table + "_scale")
+    sizes = sorted(set(settings.scale_rows))
+    rng = random.Random(settings.seed + 3)
+    payload = rng.randbytes(settings.payload)
+    finds: list[dict[str, Any]] = []
+    walks: list[dict[str, Any]] = []
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        table.drop(admin)
+        try:
+            with ConnectionPool(
+                dsn, min_size=1, max_size=1, kwargs={"autocommit": True}, open=True
+            ) as pool:
+                Store(pool, table=table.name, cleanup=NoCleanup()).create_table()
+            loaded = 0
+            expiry = dt.datetime.now(dt.UTC) + PRELOAD_LIFETIME
+            for size in sizes:
+                say(f"scale: loading {size:,} rows")
+                table.preload(admin, loaded, size, settings.payload, expiry, rng)
+                loaded = size
+                table.vacuum(admin, analyze=True)
+                tokens = [token(i) for i in sample_ids(size, _TOKEN_SAMPLE, rng)]
+                samples: dict[str, list[Sample]] = {key: [] for key in FIND_CONTENDERS}
+                for rnd in range(settings.rounds):
+                    for key in FIND_CONTENDERS:  # interleaved, as in the main part
+                        say(f"scale: find at {size:,} rows, round {rnd + 1}, {BY_KEY[key].label}")
+                        run = Run(dsn, table, "find", 1, settings.warmup, settings.duration, rnd)
+                        samples[key].append(
+                            measure_python(BY_KEY[key], run, Inputs(tokens, payload))
+                        )
+                for key, runs in samples.items():
+                    ordered = sorted(lat for sample in runs for lat in sample.latencies)
+                    finds.append(
+                        {
+                            "rows": size,
+                            "contender": key,
+                            "label": BY_KEY[key].label,
+                            "ops_per_s": statistics.median(s.ops_per_s for s in runs),
+                            "p50_ms": percentile(ordered, 0.5) * 1000,
+                            "p99_ms": percentile(ordered, 0.99) * 1000,
+                        }
+                    )
+            walks = _walks(dsn, table, sizes[-1], say)
+        finally:
+            if not settings.keep_table:
+                table.drop(admin)
+    return {
+        "find": finds,
+        "walk": walks,
+        "streaming_method": STREAMING_METHOD,
+        "streaming_available": {
+            "Store": hasattr(Store, STREAMING_METHOD),
+            "AsyncStore": hasattr(AsyncStore, STREAMING_METHOD),
+        },
+    }
+
+
+def _walks(dsn: str, table: Table, rows: int, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    walks: list[dict[str, Any]] = []
+    methods = [m for m in (STREAMING_METHOD, "all") if hasattr(Store, m)]
+    with ConnectionPool(
+        dsn, min_size=1, max_size=1, kwargs={"autocommit": True}, open=True
+    ) as pool:
+        store = Store(pool, table=table.name, cleanup=NoCleanup())
+        for method in methods:
+            say(f"scale: Store.{method}() over {rows:,} rows")
+            stats = _measure_walk(functools.partial(_walk_sync, getattr(store, method)))
+            walks.append({"store": "Store", "method": method, "table_rows": rows, **stats})
+        store.close()
+    amethods = [m for m in (STREAMING_METHOD, "all") if hasattr(AsyncStore, m)]
+    for method in amethods:
+        say(f"scale: AsyncStore.{method}() over {rows:,} rows")
+        stats = _measure_walk(functools.partial(_run_async_walk, dsn, table, method))
+        walks.append({"store": "AsyncStore", "method": method, "table_rows": rows, **stats})
+    return walks
+
+
+def _run_async_walk(dsn: str, table: Table, method: str) -> int:
+    return asyncio.run(_async_walk(dsn, table, method))
+
+
+async def _async_walk(dsn: str, table: Table, method: str) -> int:
+    async with AsyncConnectionPool(
+        dsn, min_size=1, max_size=1, kwargs={"autocommit": True}, open=False
+    ) as pool:
+        store = AsyncStore(pool, table=table.name, cleanup=NoCleanup())
+        try:
+            return await _walk_async(getattr(store, method))
+        finally:
+            await store.aclose()
+
+
+def format_scale(result: dict[str, Any]) -> str:
+    """Render the scale part as aligned text."""
+    lines = ["scale: find at N=1 by table size (ops/s median of rounds; p50/p99 over all)"]
+    rows = [("rows", "contender", "ops/s", "p50 ms", "p99 ms")]
+    for f in result["find"]:
+        rows.append(
+            (
+                f"{f['rows']:,}",
+                f["label"],
+                f"{f['ops_per_s']:,.0f}",
+                f"{f['p50_ms']:.3f}",
+                f"{f['p99_ms']:.3f}",
+            )
+        )
+    lines += _aligned(rows)
+    lines += ["", "scale: reading every live session"]
+    walk_rows = [("method", "rows", "seconds", "tracemalloc peak MiB", "RSS growth MiB")]
+    for w in result["walk"]:
+        walk_rows.append(
+            (
+                f"{w['store']}.{w['method']}()",
+                f"{int(w['rows']):,}",
+                f"{w['seconds']:.2f}",
+                f"{w['tracemalloc_peak_mib']:,.0f}",
+                f"{w['rss_peak_mib']:,.0f}",
+            )
+        )
+    lines += _aligned(walk_rows)
+    missing = [name for name, ok in result["streaming_available"].items() if not ok]
+    if missing:
+        lines.append(
+            f"  ({' and '.join(missing)} have no {result['streaming_method']}() yet: "
+            "only all() was measured)"
+        )
+    return "\n".join(lines)
+
+
+def _aligned(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for n, r in enumerate(rows):
+        out.append(
+            "  "
+            + "  ".join(
+                r[i].ljust(widths[i]) if i < 2 else r[i].rjust(widths[i]) for i in range(len(r))
+            ).rstrip()
+        )
+        if n == 0:
+            out.append("  " + "  ".join("-" * w for w in widths))
+    return out

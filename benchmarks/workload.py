@@ -1,0 +1,219 @@
+"""The benchmark's data: deterministic tokens, the table, its preload, the delete pool.
+
+Tokens are derived from a row number: ``token(i)`` is the unpadded url-safe base64 of
+``sha256("sessionstore-bench:<i>")``, 43 characters like ``secrets.token_urlsafe(32)``
+(SCS's tokens), spread over the whole btree as random tokens are. The server computes
+the very same token with `token_sql`, so pgbench, which has integer variables only,
+can pick a random row number and look up a real row: its find is
+
+    SELECT data FROM t WHERE token = <token_sql(:id)> AND current_timestamp < expiry
+
+which is the store's statement with the token computed server side (one sha256 of
+about 25 bytes, a few microseconds of server CPU beside ~65 us per find; this makes
+the pgbench ceiling very slightly conservative). The alternative, a side table of
+``(id, token)`` looked up in a subquery, would cost pgbench a second index scan.
+
+Rows ``0 .. rows-1`` are the live sessions that find, commit and the mix work on. The
+delete workload deletes rows of a separate pool (row numbers from ``rows`` upwards,
+expiry in 2100 so they are easy to sweep away), topped up before each delete
+measurement and never reused, so every delete deletes a real row and the other
+workloads always see exactly ``rows`` rows.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+TOKEN_PREFIX = "sessionstore-bench:"
+
+#: The expiry of delete-pool rows: far enough to tell them from the live sessions.
+POOL_EXPIRY = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+
+#: How long a committed session lives (the expiry written is now + this).
+LIFETIME = dt.timedelta(days=1)
+
+#: Rows per chunk written to COPY.
+_COPY_CHUNK = 5000
+
+
+def token(i: int) -> str:
+    """Return the token of row number `i` (43 url-safe base64 characters)."""
+    digest = hashlib.sha256(f"{TOKEN_PREFIX}{i}".encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def token_sql(expr: str) -> str:
+    """Return SQL computing ``token(<expr>)`` on the server, for an integer expression."""
+    return (
+        f"translate(rtrim(encode(sha256(convert_to('{TOKEN_PREFIX}' || {expr}, 'UTF8')),"
+        " 'base64'), '='), '+/', '-_')"
+    )
+
+
+def sample_ids(rows: int, limit: int, rng: random.Random) -> list[int]:
+    """Return every row number below `rows`, or `limit` of them at random if there are more."""
+    if rows <= limit:
+        return list(range(rows))
+    return rng.sample(range(rows), limit)
+
+
+class Table:
+    """The benchmark's sessions table: its name and the SQL every contender runs.
+
+    The SQL is the store's (same statements as `sessionstore._core`), as text for the
+    raw psycopg contenders and as pgbench scripts.
+
+    Args:
+        name: The table's name (quoted wherever it is used).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ident = sql.Identifier(name)
+        #: The quoted name, as it appears in SQL text.
+        self.quoted = self.ident.as_string(None)
+        q = self.quoted
+        # Plain str, as most code passes it; the table name is a quoted identifier.
+        self.find_sql: str = f"SELECT data FROM {q} WHERE token = %s AND current_timestamp < expiry"
+        self.commit_sql: str = (
+            f"INSERT INTO {q} (token, data, expiry) VALUES (%s, %s, %s) "
+            "ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry"
+        )
+        self.delete_sql: str = f"DELETE FROM {q} WHERE token = %s"
+
+    def drop(self, conn: psycopg.Connection[Any]) -> None:
+        """Drop the table if it exists."""
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.ident))
+
+    def preload(
+        self,
+        conn: psycopg.Connection[Any],
+        start: int,
+        stop: int,
+        payload_size: int,
+        expiry: dt.datetime,
+        rng: random.Random,
+    ) -> None:
+        """Bulk-load rows `start` .. `stop`-1 with COPY: random payloads, the given expiry.
+
+        Args:
+            conn: An autocommit connection.
+            start: The first row number.
+            stop: One past the last row number.
+            payload_size: Bytes of random data per row.
+            expiry: The rows' expiry.
+            rng: Where the payloads come from.
+        """
+        expiry_text = expiry.isoformat()
+        query = sql.SQL("COPY {} (token, data, expiry) FROM STDIN").format(self.ident)
+        with conn.cursor() as cur, cur.copy(query) as copy:
+            for first in range(start, stop, _COPY_CHUNK):
+                last = min(stop, first + _COPY_CHUNK)
+                copy.write(
+                    "".join(
+                        # COPY's text format: bytea as \x<hex>, its backslash escaped.
+                        f"{token(i)}\t\\\\x{rng.randbytes(payload_size).hex()}\t{expiry_text}\n"
+                        for i in range(first, last)
+                    )
+                )
+
+    def insert_generated(
+        self, conn: psycopg.Connection[Any], start: int, stop: int, payload: bytes
+    ) -> int:
+        """Insert rows `start` .. `stop`-1 computed server side, expiring in 2100.
+
+        Returns:
+            How many rows were inserted (existing ones are left alone).
+        """
+        if stop <= start:
+            return 0
+        query = (
+            f"INSERT INTO {self.quoted} (token, data, expiry) "
+            f"SELECT {token_sql('g')}, %s, %s FROM generate_series(%s::int, %s::int) AS g "
+            "ON CONFLICT (token) DO NOTHING"
+        )
+        cur = conn.execute(query.encode(), (payload, POOL_EXPIRY, start, stop - 1))
+        return cur.rowcount
+
+    def delete_pool_rows(self, conn: psycopg.Connection[Any]) -> int:
+        """Delete every remaining delete-pool row (expiry in 2100); return how many."""
+        query = sql.SQL("DELETE FROM {} WHERE expiry >= %s").format(self.ident)
+        return conn.execute(query, (POOL_EXPIRY,)).rowcount
+
+    def vacuum(self, conn: psycopg.Connection[Any], analyze: bool = False) -> None:
+        """VACUUM the table (needs an autocommit connection)."""
+        verb = "VACUUM (ANALYZE)" if analyze else "VACUUM"
+        conn.execute(sql.SQL(verb + " {}").format(self.ident))
+
+    def count(self, conn: psycopg.Connection[Any]) -> int:
+        """Count the table's rows."""
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self.ident)).fetchone()
+        return int(row[0]) if row else 0
+
+    def check_tokens(self, conn: psycopg.Connection[Any], ids: Sequence[int]) -> None:
+        """Check that the server computes the same tokens as `token` (pgbench relies on it).
+
+        Raises:
+            RuntimeError: If a token differs.
+        """
+        for i in ids:
+            row = conn.execute(f"SELECT {token_sql('%s::int')}".encode(), (i,)).fetchone()
+            if row is None or row[0] != token(i):
+                raise RuntimeError(f"server-side token({i}) differs from the Python one")
+
+
+class DeletePool:
+    """Rows for the delete workload, taken in order and never reused.
+
+    Before a delete measurement `prepare` makes sure `size` rows from the next unused
+    row number on exist; afterwards `consume` moves past the ones handed out. `clear`
+    sweeps the leftovers away, so that the other workloads see the live rows only.
+
+    Args:
+        table: The table.
+        first_id: The first row number of the pool (the number of live rows).
+        payload: The rows' data.
+    """
+
+    def __init__(self, table: Table, first_id: int, payload: bytes) -> None:
+        self.table = table
+        self.payload = payload
+        self.next_id = first_id
+        self._filled_to = first_id
+        self._token_base = first_id
+        self._tokens: list[str] = []
+
+    def prepare(self, conn: psycopg.Connection[Any], size: int) -> tuple[int, list[str]]:
+        """Make rows ``next_id .. next_id+size-1`` exist.
+
+        Returns:
+            The first row number, and the tokens of the `size` rows from it.
+        """
+        base = self.next_id
+        stop = base + size
+        self.table.insert_generated(conn, max(self._filled_to, base), stop, self.payload)
+        self._filled_to = max(self._filled_to, stop)
+        # Keep the tokens of rows not yet consumed; compute only the new ones.
+        del self._tokens[: max(0, base - self._token_base)]
+        self._token_base = base
+        have = self._token_base + len(self._tokens)
+        self._tokens.extend(token(i) for i in range(have, stop))
+        return base, self._tokens[:size]
+
+    def consume(self, count: int) -> None:
+        """Move past `count` rows handed out by the last `prepare`."""
+        self.next_id += count
+
+    def clear(self, conn: psycopg.Connection[Any]) -> None:
+        """Delete every leftover pool row, and VACUUM what the deletes left behind."""
+        self.table.delete_pool_rows(conn)
+        self.table.vacuum(conn)
+        self._filled_to = self.next_id
