@@ -72,7 +72,9 @@ def test_small_run_covers_every_cell(
         assert cell["ops_per_s"] > 0, key
         assert cell["ops"] > 0, key
         assert 0 < cell["p50_ms"] <= cell["p99_ms"], key
-        assert not cell["exhausted"], key
+        # On the suite's non-durable server pgbench can out-delete the delete pool
+        # (sized for durable servers); the harness flags that rather than hiding it.
+        assert cell["exhausted"] is False or cell["contender"] == "pgbench", key
         if cell["contender"] in ("store", "async_store"):
             assert cell["vs_raw"] is not None, key
             assert cell["vs_raw"] > 0, key

@@ -34,6 +34,12 @@ DEFAULT_MAX_DATA_SIZE = 64 * 1024 * 1024
 #: The default number of expired sessions one purge statement deletes.
 DEFAULT_PURGE_BATCH_SIZE = 5000
 
+#: The most concurrent calls one combined statement serves (see `find_many`).
+MAX_BATCH = 64
+
+#: The most payload bytes one combined commit carries; a larger payload goes alone.
+MAX_BATCH_BYTES = 1024 * 1024
+
 #: Where a purge's walk along the expiry index starts.
 _BEGINNING_OF_TIME = dt.datetime.min.replace(tzinfo=dt.UTC)
 
@@ -342,6 +348,20 @@ class SessionCore:
             ).format(ident)
         )
         self._delete = _render(sql.SQL("DELETE FROM {} WHERE token = %s").format(ident))
+        # Combined statements serve many concurrent callers in one round trip.
+        self._find_many = _render(
+            sql.SQL(
+                "SELECT token, data FROM {} "
+                "WHERE token = ANY(%s::text[]) AND current_timestamp < expiry"
+            ).format(ident)
+        )
+        self._commit_many = _render(
+            sql.SQL(
+                "INSERT INTO {} (token, data, expiry) "
+                "SELECT * FROM unnest(%s::text[], %s::bytea[], %s::timestamptz[]) "
+                "ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry"
+            ).format(ident)
+        )
         self._all = _render(
             sql.SQL("SELECT token, data FROM {} WHERE current_timestamp < expiry").format(ident)
         )
@@ -424,6 +444,56 @@ class SessionCore:
         """
         return Statement(self._delete, (self._key(validate_token(token)),))
 
+    # Combined statements: concurrent calls that queue up while the store's
+    # connections are busy are served together. Each takes the statements the
+    # single-call builders made (so validation and token hashing happened there).
+
+    def find_many(self, finds: Sequence[Statement]) -> Statement:
+        """Combine finds built by `find` into one statement.
+
+        Args:
+            finds: The single finds.
+
+        Returns:
+            The statement; decode its rows with `decode_find_many`.
+        """
+        return Statement(self._find_many, ([find.params[0] for find in finds],))
+
+    def commit_many(self, commits: Sequence[Statement]) -> Statement:
+        """Combine commits built by `commit` into one upsert.
+
+        Of several commits of one token the last one wins, as if run in order (one
+        upsert can't touch a row twice). Rows are sorted by token so concurrent
+        combined commits lock rows in the same order and can't deadlock.
+
+        Args:
+            commits: The single commits, in the order they were made.
+
+        Returns:
+            The statement.
+        """
+        latest = {commit.params[0]: commit.params for commit in commits}
+        keys = sorted(latest)
+        return Statement(
+            self._commit_many,
+            (keys, [bytes(latest[key][1]) for key in keys], [latest[key][2] for key in keys]),
+        )
+
+    @staticmethod
+    def batch_size(statement: Statement) -> int:
+        """How many payload bytes a single commit carries (0 for other statements).
+
+        Args:
+            statement: A statement built by `commit` or `find`.
+
+        Returns:
+            Bytes, for capping a combined commit at `MAX_BATCH_BYTES`.
+        """
+        if len(statement.params) < 2:
+            return 0
+        data = statement.params[1]
+        return data.nbytes if isinstance(data, memoryview) else len(data)
+
     def all(self) -> Statement:
         """Build the statement that reads every live session.
 
@@ -502,6 +572,20 @@ class SessionCore:
         if row is None:
             return None
         return bytes(row[0])
+
+    @staticmethod
+    def decode_find_many(finds: Sequence[Statement], rows: Rows) -> list[bytes | None]:
+        """Give each combined find its own result.
+
+        Args:
+            finds: The single finds, as passed to `find_many`.
+            rows: The combined statement's rows.
+
+        Returns:
+            One result per find, as `decode_find` would give it.
+        """
+        found = {token: bytes(data) for token, data in rows}
+        return [found.get(find.params[0]) for find in finds]
 
     @staticmethod
     def decode_all(rows: Rows) -> dict[str, bytes]:

@@ -36,12 +36,28 @@ class DatabaseError(SessionStoreError):
     def __init__(self, operation: str, cause: psycopg.Error, hint: str = "") -> None:
         self.operation = operation
         self.sqlstate = cause.sqlstate
+        self._cause = cause
+        self._hint = hint
         # The primary message only: DETAIL lines can quote row values, i.e. tokens.
         message = cause.diag.message_primary or (str(cause).strip().splitlines() or [""])[0]
         text = f"{operation} failed: {type(cause).__name__}: {message}"
         if hint:
             text = f"{text} ({hint})"
         super().__init__(text)
+
+    def for_another_caller(self) -> DatabaseError:
+        """The same error, as a new instance to raise in another thread or task.
+
+        When one combined statement fails for several callers, each gets its own
+        instance: one exception object raised in several places at once would have
+        its traceback rewritten under the others' feet.
+
+        Returns:
+            A new `DatabaseError` with the same operation, cause and message.
+        """
+        copy = DatabaseError(self.operation, self._cause, self._hint)
+        copy.__cause__ = self._cause
+        return copy
 
 
 class ForkedProcessError(SessionStoreError):

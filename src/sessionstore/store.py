@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from . import _fork
+from ._batch import Batcher
 from ._core import (
     DEFAULT_MAX_DATA_SIZE,
     DEFAULT_PURGE_BATCH_SIZE,
@@ -31,6 +33,11 @@ from .errors import DatabaseError, should_retry
 from .schema import create_table_steps
 
 logger = logging.getLogger("sessionstore.store")
+
+#: How many finds (and, separately, commits) run at once; more callers queue and are
+#: served together by one combined statement. Two lanes keep one round trip in
+#: flight while the other's results are being handed out; see docs/performance.md.
+_LANES = 2
 
 #: What `_query` returns: the first row, all rows, or nothing.
 _Fetch = Literal["one", "all", "none"]
@@ -88,6 +95,7 @@ class Store:
             )
         self._pool = pool
         self._core = SessionCore(table, schema, max_data_size, purge_batch_size, hash_tokens)
+        self._start_batchers()
         _fork.track(self)
         self._cleanup: CleanupStrategy = ThreadCleanup() if cleanup is None else cleanup
         self._cleanup.start(self)
@@ -122,8 +130,7 @@ class Store:
             DatabaseError: If the database could not answer.
             ForkedProcessError: If used in a child after `os.fork`.
         """
-        row = self._query("find", self._core.find(token), "one")
-        return self._core.decode_find(row)
+        return self._finds.submit(self._core.find(token))
 
     def commit(self, token: str, data: bytes | bytearray | memoryview, expiry: dt.datetime) -> None:
         """Save a session, replacing any with the same token (last writer wins).
@@ -139,7 +146,7 @@ class Store:
                 `max_data_size`, or the expiry is naive.
             DatabaseError: If the database could not save it.
         """
-        self._query("commit", self._core.commit(token, data, expiry), "none")
+        self._commits.submit(self._core.commit(token, data, expiry))
 
     def delete(self, token: str) -> None:
         """Delete a session; a missing token is not an error.
@@ -266,6 +273,26 @@ class Store:
     def _after_fork_in_child(self, stand_in: Any) -> None:
         """In a forked child, make every use raise `ForkedProcessError` (see `_fork`)."""
         self._pool = stand_in
+        self._start_batchers()  # a parent thread may have held a batcher's lock
+
+    def _start_batchers(self) -> None:
+        size = SessionCore.batch_size
+        self._finds = Batcher(self._find_one, self._find_many, size, _LANES)
+        self._commits = Batcher(self._commit_one, self._commit_many, size, _LANES)
+
+    def _find_one(self, statement: Statement) -> bytes | None:
+        return self._core.decode_find(self._query("find", statement, "one"))
+
+    def _find_many(self, finds: Sequence[Statement]) -> list[bytes | None]:
+        rows = self._query("find", self._core.find_many(finds), "all")
+        return self._core.decode_find_many(finds, rows)
+
+    def _commit_one(self, statement: Statement) -> None:
+        self._query("commit", statement, "none")
+
+    def _commit_many(self, commits: Sequence[Statement]) -> list[None]:
+        self._query("commit", self._core.commit_many(commits), "none")
+        return [None] * len(commits)
 
     def _query(self, operation: str, statement: Statement, fetch: _Fetch) -> Any:
         """Run one statement on a pooled connection; if the connection broke, once more."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from . import _fork
+from ._batch_async import AsyncBatcher
 from ._core import (
     DEFAULT_MAX_DATA_SIZE,
     DEFAULT_PURGE_BATCH_SIZE,
@@ -31,6 +33,11 @@ from .errors import DatabaseError, should_retry
 from .schema import create_table_steps
 
 logger = logging.getLogger("sessionstore.store")
+
+#: How many finds (and, separately, commits) run at once; more callers queue and are
+#: served together by one combined statement. Two lanes keep one round trip in
+#: flight while the other's results are being handed out; see docs/performance.md.
+_LANES = 2
 
 #: What `_query` returns: the first row, all rows, or nothing.
 _Fetch = Literal["one", "all", "none"]
@@ -90,6 +97,7 @@ class AsyncStore:
             )
         self._pool = pool
         self._core = SessionCore(table, schema, max_data_size, purge_batch_size, hash_tokens)
+        self._start_batchers()
         _fork.track(self)
         self._cleanup: AsyncCleanupStrategy = TaskCleanup() if cleanup is None else cleanup
         self._opened = False
@@ -134,8 +142,7 @@ class AsyncStore:
             DatabaseError: If the database could not answer.
             ForkedProcessError: If used in a child after `os.fork`.
         """
-        row = await self._query("find", self._core.find(token), "one")
-        return self._core.decode_find(row)
+        return await self._finds.submit(self._core.find(token))
 
     async def commit(
         self, token: str, data: bytes | bytearray | memoryview, expiry: dt.datetime
@@ -153,7 +160,7 @@ class AsyncStore:
                 `max_data_size`, or the expiry is naive.
             DatabaseError: If the database could not save it.
         """
-        await self._query("commit", self._core.commit(token, data, expiry), "none")
+        await self._commits.submit(self._core.commit(token, data, expiry))
 
     async def delete(self, token: str) -> None:
         """Delete a session; a missing token is not an error.
@@ -282,6 +289,26 @@ class AsyncStore:
     def _after_fork_in_child(self, stand_in: Any) -> None:
         """In a forked child, make every use raise `ForkedProcessError` (see `_fork`)."""
         self._pool = stand_in
+        self._start_batchers()  # a parent thread may have held a batcher's lock
+
+    def _start_batchers(self) -> None:
+        size = SessionCore.batch_size
+        self._finds = AsyncBatcher(self._find_one, self._find_many, size, _LANES)
+        self._commits = AsyncBatcher(self._commit_one, self._commit_many, size, _LANES)
+
+    async def _find_one(self, statement: Statement) -> bytes | None:
+        return self._core.decode_find(await self._query("find", statement, "one"))
+
+    async def _find_many(self, finds: Sequence[Statement]) -> list[bytes | None]:
+        rows = await self._query("find", self._core.find_many(finds), "all")
+        return self._core.decode_find_many(finds, rows)
+
+    async def _commit_one(self, statement: Statement) -> None:
+        await self._query("commit", statement, "none")
+
+    async def _commit_many(self, commits: Sequence[Statement]) -> list[None]:
+        await self._query("commit", self._core.commit_many(commits), "none")
+        return [None] * len(commits)
 
     async def _query(self, operation: str, statement: Statement, fetch: _Fetch) -> Any:
         """Run one statement on a pooled connection; if the connection broke, once more."""

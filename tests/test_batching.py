@@ -1,0 +1,195 @@
+"""Concurrent calls combined into shared statements: same answers, isolated failures."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from _support import in_, new_token, table_rows
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from sessionstore import AsyncStore, DatabaseError, Store
+from sessionstore._core import SessionCore, Statement
+from sessionstore.cleanup import NoCleanup
+
+
+def test_commit_many_keeps_the_last_write_per_token_in_lock_order() -> None:
+    core = SessionCore()
+    late = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    commits = [
+        core.commit("b", b"first", late),
+        core.commit("a", memoryview(b"only"), late),
+        core.commit("b", bytearray(b"second"), late),
+    ]
+    statement = core.commit_many(commits)
+    assert statement.params == (["a", "b"], [b"only", b"second"], [late, late])
+
+
+def test_find_many_gives_each_find_its_own_answer() -> None:
+    core = SessionCore()
+    finds = [core.find("a"), core.find("missing"), core.find("a")]
+    assert core.find_many(finds).params == (["a", "missing", "a"],)
+    assert core.decode_find_many(finds, [("a", b"x")]) == [b"x", None, b"x"]
+
+
+def count_calls(store: Any, name: str) -> list[int]:
+    """Count a store's combined-statement calls (a spy: the real method still runs)."""
+    calls = [0]
+    real = getattr(store, name)
+
+    def spy(statements: Sequence[Statement]) -> Any:
+        calls[0] += 1
+        return real(statements)
+
+    setattr(store, name, spy)
+    store._start_batchers()
+    return calls
+
+
+def test_many_threads_get_their_own_results_through_combined_statements(
+    sessionstore_dsn: str,
+) -> None:
+    with ConnectionPool(
+        sessionstore_dsn, min_size=4, max_size=4, kwargs={"autocommit": True}
+    ) as pool:
+        store = Store(pool, cleanup=NoCleanup())
+        combined = count_calls(store, "_commit_many")
+        combined_finds = count_calls(store, "_find_many")
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(32)
+
+        def work(i: int) -> None:
+            token = f"thread-{i}"
+            barrier.wait()
+            try:
+                for round_ in range(20):
+                    store.commit(token, f"{i}:{round_}".encode(), in_(60))
+                    assert store.find(token) == f"{i}:{round_}".encode()
+                    assert store.find(f"missing-{i}") is None
+            except BaseException as exc:  # collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(32)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []
+        assert store.all() == {f"thread-{i}": f"{i}:19".encode() for i in range(32)}
+    assert combined[0] > 0  # calls were combined...
+    assert combined_finds[0] > 0
+    assert combined[0] < 32 * 20  # ...into fewer statements than calls
+
+
+def test_a_failing_call_in_a_combined_commit_fails_alone(
+    sessionstore_dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    """One row locked elsewhere: only its caller gets the error."""
+    locked = new_token()
+    db.execute("INSERT INTO sessions VALUES (%s, 'old', now() + interval '1 hour')", (locked,))
+    with (
+        ConnectionPool(
+            sessionstore_dsn,
+            min_size=2,
+            max_size=2,
+            kwargs={"autocommit": True, "options": "-c lock_timeout=300ms"},
+        ) as pool,
+        psycopg.connect(sessionstore_dsn) as locker,
+    ):
+        store = Store(pool, cleanup=NoCleanup())
+        combined = count_calls(store, "_commit_many")
+        locker.execute("SELECT 1 FROM sessions WHERE token = %s FOR UPDATE", (locked,))
+        outcomes: dict[str, BaseException | None] = {}
+        tokens = [locked, *(new_token() for _ in range(15))]
+        barrier = threading.Barrier(len(tokens))
+
+        def commit(token: str) -> None:
+            barrier.wait()
+            try:
+                store.commit(token, b"new", in_(60))
+                outcomes[token] = None
+            except BaseException as exc:  # collected and asserted below
+                outcomes[token] = exc
+
+        threads = [threading.Thread(target=commit, args=(t,)) for t in tokens]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        locker.rollback()
+    failed = {token: exc for token, exc in outcomes.items() if exc is not None}
+    assert list(failed) == [locked]
+    assert isinstance(failed[locked], DatabaseError)
+    assert isinstance(failed[locked].__cause__, psycopg.errors.LockNotAvailable)
+    assert combined[0] > 0
+    rows = {row[0]: row[1] for row in table_rows(db)}
+    assert rows[locked] == b"old"
+    assert all(rows[token] == b"new" for token in tokens[1:])
+
+
+async def test_async_many_tasks_get_their_own_results(sessionstore_dsn: str) -> None:
+    async with AsyncConnectionPool(
+        sessionstore_dsn, min_size=2, max_size=4, kwargs={"autocommit": True}
+    ) as apool:
+        store = AsyncStore(apool, cleanup=NoCleanup())
+        combined = count_calls(store, "_find_many")
+
+        async def work(i: int) -> None:
+            for round_ in range(10):
+                await store.commit(f"task-{i}", f"{i}:{round_}".encode(), in_(60))
+                assert await store.find(f"task-{i}") == f"{i}:{round_}".encode()
+
+        await asyncio.gather(*(work(i) for i in range(64)))
+        assert await store.all() == {f"task-{i}": f"{i}:9".encode() for i in range(64)}
+    assert combined[0] > 0
+
+
+async def test_async_cancellation_of_queued_and_leading_calls(
+    sessionstore_dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    """Cancelling a queued call drops it; cancelling a lane holder hands its batch on."""
+    blocker = "blocked-row"
+    db.execute("INSERT INTO sessions VALUES (%s, 'old', now() + interval '1 hour')", (blocker,))
+    async with AsyncConnectionPool(
+        sessionstore_dsn, min_size=4, max_size=4, kwargs={"autocommit": True}
+    ) as apool:
+        store = AsyncStore(apool, cleanup=NoCleanup())
+        locker = await psycopg.AsyncConnection.connect(sessionstore_dsn)
+        await locker.execute("SELECT 1 FROM sessions WHERE token = %s FOR UPDATE", (blocker,))
+
+        def commit(token: str) -> asyncio.Task[None]:
+            return asyncio.create_task(store.commit(token, b"new", in_(60)))
+
+        lane1, lane2 = commit(blocker), commit(blocker)  # both lanes wait on the lock
+        await asyncio.sleep(0.2)
+        dropped = commit("dropped")  # queued
+        leader, follower_a, follower_b = commit("leader"), commit("a"), commit(blocker)
+        await asyncio.sleep(0.1)
+        dropped.cancel()  # cancelled while queued: must never be written
+        lane1.cancel()  # frees a lane: "leader" serves [leader, a, blocker] and blocks
+        await asyncio.sleep(0.3)
+        leader.cancel()  # cancelled mid-batch: a and blocker must still be served
+        await asyncio.sleep(0.1)
+        await locker.rollback()
+        await locker.close()
+        done, pending = await asyncio.wait(
+            {lane2, follower_a, follower_b}, timeout=10, return_when=asyncio.ALL_COMPLETED
+        )
+        assert pending == set()
+        for task in done:
+            assert task.exception() is None
+        for task in (dropped, lane1, leader):
+            assert task.cancelled()
+        token = new_token()
+        await store.commit(token, b"after", in_(60))  # the lanes were not lost
+        assert await store.find(token) == b"after"
+        stats = apool.get_stats()
+        assert stats.get("pool_size", 0) == 4
+    rows = {row[0]: row[1] for row in table_rows(db)}
+    assert "dropped" not in rows
+    assert rows["a"] == b"new"
+    assert rows[blocker] == b"new"
