@@ -79,7 +79,7 @@ NEVER_RETRY: tuple[type[Exception], ...] = (
 
 
 def should_retry(exc: psycopg.Error, conn: psycopg.BaseConnection[Any] | None) -> bool:
-    """Whether a failed store operation may be run once more.
+    """Whether a failed store operation may be run again.
 
     Only when the connection itself broke (a server restart, a terminated
     backend, a dropped network): every store operation is idempotent, and a

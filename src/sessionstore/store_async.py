@@ -34,6 +34,10 @@ from .schema import create_table_steps
 
 logger = logging.getLogger("sessionstore.store")
 
+#: How many times a statement runs again after its connection broke. Every store
+#: operation is idempotent, so running one twice is safe.
+_RETRIES = 2
+
 #: How many finds (and, separately, commits) run at once; more callers queue and are
 #: served together by one combined statement. Two lanes keep one round trip in
 #: flight while the other's results are being handed out; see docs/performance.md.
@@ -311,8 +315,14 @@ class AsyncStore:
         return [None] * len(commits)
 
     async def _query(self, operation: str, statement: Statement, fetch: _Fetch) -> Any:
-        """Run one statement on a pooled connection; if the connection broke, once more."""
-        retried = False
+        """Run one statement on a pooled connection; again if the connection broke.
+
+        A connection that broke (a restart, a killed backend) is discarded by the
+        pool; the pool's other idle connections are checked, and the statement runs
+        again. Another connection that died unnoticed can still be handed out (one
+        returned after the check, say), so this happens at most `_RETRIES` times.
+        """
+        retries = 0
         while True:
             conn = None
             try:
@@ -325,12 +335,10 @@ class AsyncStore:
                         return await cursor.fetchall()
                     return None
             except psycopg.Error as exc:
-                if retried or not should_retry(exc, conn):
+                if retries == _RETRIES or not should_retry(exc, conn):
                     raise DatabaseError(operation, exc) from exc
-                retried = True
-                logger.warning(
-                    "%s: connection lost (%s), retrying once", operation, type(exc).__name__
-                )
+                retries += 1
+                logger.warning("%s: connection lost (%s), retrying", operation, type(exc).__name__)
                 await self._pool.check()  # drop the other dead connections first
 
     async def _run(self, operation: str, steps: Steps, hint: str = "") -> Any:
