@@ -63,6 +63,19 @@ class Both:
     def __repr__(self) -> str:
         return f"Both({self.store!r})"
 
+    async def walk(self, **kwargs: Any) -> dict[str, bytes]:
+        """Everything `iter_all` yields, through either facade's context manager."""
+        seen: dict[str, bytes] = {}
+        if isinstance(self.store, AsyncStore):
+            async with self.store.iter_all(**kwargs) as sessions:
+                async for token, data in sessions:
+                    seen[token] = data
+        else:
+            with self.store.iter_all(**kwargs) as sync_sessions:
+                for token, data in sync_sessions:
+                    seen[token] = data
+        return seen
+
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
         method = getattr(self.store, name)
 

@@ -206,3 +206,22 @@ def test_unreachable_server_raises_database_error() -> None:
         store.find(new_token())
     assert info.value.operation == "find"
     assert time.monotonic() - t0 < 10
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 1000])
+async def test_iter_all_streams_the_live_sessions(
+    store: Both, db: psycopg.Connection[Any], batch_size: int
+) -> None:
+    db.execute(
+        "INSERT INTO sessions SELECT 'live-' || i, int4send(i), now() + interval '1 hour' "
+        "FROM generate_series(1, 500) AS i"
+    )
+    await store.commit(new_token(), b"expired", in_(-1))
+    seen = await store.walk(batch_size=batch_size)
+    assert seen == await store.all()
+    assert len(seen) == 500
+
+
+async def test_iter_all_refuses_a_bad_batch_size(store: Both) -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        await store.walk(batch_size=0)

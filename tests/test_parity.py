@@ -31,9 +31,15 @@ def test_same_order_signatures_and_docstrings() -> None:
             continue
         assert callable(s), name
         assert callable(a), name
-        assert inspect.iscoroutinefunction(a), f"AsyncStore.{name} must be a coroutine"
-        assert inspect.signature(s) == inspect.signature(a), name
-        assert inspect.getdoc(s) == inspect.getdoc(a), name
+        if name == "iter_all":  # a context manager on both sides (async with / with)
+            assert inspect.isasyncgenfunction(inspect.unwrap(a)), name
+            assert inspect.isgeneratorfunction(inspect.unwrap(s)), name
+            assert inspect.signature(s).parameters == inspect.signature(a).parameters, name
+        else:
+            assert inspect.iscoroutinefunction(a), f"AsyncStore.{name} must be a coroutine"
+            assert inspect.signature(s) == inspect.signature(a), name
+        doc_s, doc_a = inspect.getdoc(s) or "", inspect.getdoc(a) or ""
+        assert doc_s.replace("async ", "") == doc_a.replace("async ", ""), name
 
 
 def test_context_managers_match() -> None:

@@ -7,9 +7,10 @@ core. `store_async.py` mirrors this file method for method.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ from ._core import (
     SessionCore,
     Statement,
     Steps,
+    validate_batch_size,
 )
 from .cleanup import Cancellation, CleanupStrategy, ThreadCleanup, cancelling
 from .errors import DatabaseError, should_retry
@@ -177,6 +179,43 @@ class Store:
         """
         rows = self._query("all", self._core.all(), "all")
         return self._core.decode_all(rows)
+
+    @contextlib.contextmanager
+    def iter_all(self, *, batch_size: int = 1000) -> Iterator[Iterator[tuple[str, bytes]]]:
+        """Walk every live session without loading them all: a server-side cursor.
+
+        Memory stays flat however big the table is: rows arrive `batch_size` at a
+        time. The cursor holds a pooled connection (in one transaction, so it sees
+        one snapshot) until the ``with`` block ends::
+
+            with store.iter_all() as sessions:
+                for token, data in sessions:
+                    ...
+
+        Args:
+            batch_size: Rows fetched per round trip.
+
+        Yields:
+            An iterator of (token, data) pairs (token hashes with ``hash_tokens``).
+
+        Raises:
+            TypeError: If `batch_size` is not an int.
+            ValueError: If `batch_size` is not positive.
+            DatabaseError: If the database failed, also while iterating.
+        """
+        validate_batch_size(batch_size)
+        statement = self._core.all()
+        try:
+            with (
+                self._pool.connection() as conn,
+                conn.transaction(),
+                conn.cursor("sessionstore_iter_all", binary=True, row_factory=tuple_row) as cursor,
+            ):
+                cursor.itersize = batch_size
+                cursor.execute(statement.query)
+                yield ((token, bytes(data)) for token, data in cursor)
+        except psycopg.Error as exc:
+            raise DatabaseError("iter_all", exc) from exc
 
     def purge_expired(self, *, batch_size: int | None = None) -> int:
         """Delete every expired session now, in batches.

@@ -7,9 +7,10 @@ and docstrings; a test checks that the two public surfaces match. It adds `open`
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ from ._core import (
     SessionCore,
     Statement,
     Steps,
+    validate_batch_size,
 )
 from .cleanup import AsyncCleanupStrategy, Cancellation, TaskCleanup, cancelling
 from .errors import DatabaseError, should_retry
@@ -191,6 +193,45 @@ class AsyncStore:
         """
         rows = await self._query("all", self._core.all(), "all")
         return self._core.decode_all(rows)
+
+    @contextlib.asynccontextmanager
+    async def iter_all(
+        self, *, batch_size: int = 1000
+    ) -> AsyncIterator[AsyncIterator[tuple[str, bytes]]]:
+        """Walk every live session without loading them all: a server-side cursor.
+
+        Memory stays flat however big the table is: rows arrive `batch_size` at a
+        time. The cursor holds a pooled connection (in one transaction, so it sees
+        one snapshot) until the ``async with`` block ends::
+
+            async with store.iter_all() as sessions:
+                async for token, data in sessions:
+                    ...
+
+        Args:
+            batch_size: Rows fetched per round trip.
+
+        Yields:
+            An iterator of (token, data) pairs (token hashes with ``hash_tokens``).
+
+        Raises:
+            TypeError: If `batch_size` is not an int.
+            ValueError: If `batch_size` is not positive.
+            DatabaseError: If the database failed, also while iterating.
+        """
+        validate_batch_size(batch_size)
+        statement = self._core.all()
+        try:
+            async with (
+                self._pool.connection() as conn,
+                conn.transaction(),
+                conn.cursor("sessionstore_iter_all", binary=True, row_factory=tuple_row) as cursor,
+            ):
+                cursor.itersize = batch_size
+                await cursor.execute(statement.query)
+                yield ((token, bytes(data)) async for token, data in cursor)
+        except psycopg.Error as exc:
+            raise DatabaseError("iter_all", exc) from exc
 
     async def purge_expired(self, *, batch_size: int | None = None) -> int:
         """Delete every expired session now, in batches.
