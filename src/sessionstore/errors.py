@@ -90,6 +90,6 @@ def should_retry(exc: psycopg.Error, conn: psycopg.BaseConnection[Any] | None) -
         conn: The connection it ran on, or None if none was obtained.
 
     Returns:
-        True to retry once.
+        True to run it again.
     """
     return conn is not None and conn.broken and not isinstance(exc, NEVER_RETRY)
