@@ -323,3 +323,50 @@ def test_startup_failure_reports_the_log() -> None:
         ephemeral_postgres(**NO_ENV, settings={"no_such_setting": "1"}),
     ):
         pass  # pragma: no cover
+
+
+@pytest.mark.parametrize("immediate", [False, True], ids=["fast", "immediate"])
+def test_restart_keeps_port_and_data(immediate: bool) -> None:
+    # A crash of a non-durable server may lose its latest commits: test a durable one.
+    with ephemeral_postgres(**NO_ENV, durable=immediate) as server:
+        assert server.restartable
+        with psycopg.connect(server.dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE kept (x int)")
+            conn.execute("INSERT INTO kept VALUES (1)")
+            before = conn.execute("SELECT pg_postmaster_start_time()").fetchone()
+            server.restart(immediate=immediate)
+            with pytest.raises(psycopg.OperationalError):
+                conn.execute("SELECT 1")  # the old connection is gone
+            assert conn.broken
+        with psycopg.connect(server.dsn) as conn:
+            assert conn.execute("SELECT x FROM kept").fetchall() == [(1,)]
+            assert conn.execute("SELECT inet_server_port()").fetchone() == (server.port,)
+            after = conn.execute("SELECT pg_postmaster_start_time()").fetchone()
+        assert after != before
+        datadir, pid = _server_state(server)
+    _assert_gone(datadir, pid)
+
+
+def _fail_while_stopped(server: PostgresServer) -> None:
+    with server.stopped():
+        with pytest.raises(psycopg.OperationalError, match="refused"):
+            psycopg.connect(server.dsn, connect_timeout=5)
+        raise ZeroDivisionError  # the server comes back all the same
+
+
+def test_stopped_refuses_connections_inside_the_block() -> None:
+    with ephemeral_postgres(**NO_ENV) as server:
+        with pytest.raises(ZeroDivisionError):
+            _fail_while_stopped(server)
+        with psycopg.connect(server.dsn) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_servers_from_the_environment_cannot_be_restarted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SESSIONSTORE_TEST_DSN", "host=localhost port=5432")
+    with ephemeral_postgres(env_var="SESSIONSTORE_TEST_DSN") as server:
+        assert not server.restartable
+        with pytest.raises(RuntimeError, match="only servers started by"):
+            server.restart()

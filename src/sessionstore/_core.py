@@ -161,7 +161,8 @@ def validate_data(data: object, max_size: int) -> bytes | bytearray | memoryview
         max_size: The largest payload accepted, in bytes.
 
     Returns:
-        The payload, unchanged.
+        The payload: unchanged, or copied to bytes if it is a memoryview psycopg
+        can't send as it is (not contiguous, or not made of single bytes).
 
     Raises:
         TypeError: If the payload is not bytes-like.
@@ -171,6 +172,8 @@ def validate_data(data: object, max_size: int) -> bytes | bytearray | memoryview
         size = len(data)
     elif isinstance(data, memoryview):
         size = data.nbytes
+        if not data.c_contiguous or data.ndim != 1 or data.itemsize != 1:
+            data = data.tobytes()  # psycopg sends only flat byte buffers
     else:
         raise TypeError(f"data must be bytes, bytearray or memoryview, not {type(data).__name__}")
     if size > max_size:
@@ -261,6 +264,18 @@ def _unchanged(token: str) -> str:
     return token
 
 
+def escape_percent(text: str) -> str:
+    """Double every ``%`` so psycopg's placeholder parser reads it as a literal.
+
+    Args:
+        text: SQL text that contains no placeholders, e.g. a quoted identifier.
+
+    Returns:
+        The text with ``%`` doubled.
+    """
+    return text.replace("%", "%%")
+
+
 def _render(query: sql.Composable) -> bytes:
     return query.as_bytes(None)
 
@@ -333,9 +348,11 @@ class SessionCore:
         self.schema = None if schema is None else validate_identifier(schema, "schema")
         self.max_data_size = validate_max_data_size(max_data_size)
         parts = (self.table,) if self.schema is None else (self.schema, self.table)
-        ident = sql.Identifier(*parts)
         #: The quoted, schema-qualified table name (safe to show; not a secret).
-        self.qualified_name = ident.as_string(None)
+        self.qualified_name = sql.Identifier(*parts).as_string(None)
+        # Statements always run with a parameter sequence, so psycopg reads "%" as a
+        # placeholder: a "%" in a name must reach it doubled.
+        ident = sql.SQL(escape_percent(self.qualified_name))
         self._find = _render(
             sql.SQL("SELECT data FROM {} WHERE token = %s AND current_timestamp < expiry").format(
                 ident

@@ -29,6 +29,7 @@ from ._core import (
     Statement,
     Steps,
     advisory_key,
+    escape_percent,
     index_name,
 )
 
@@ -134,5 +135,5 @@ def create_table_steps(core: SessionCore) -> Steps:
     # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the
     # schema exists, so it only runs when the schema is missing.
     for statement in _statements(core, if_not_exists=True, create_schema=not schema_exists):
-        yield Statement(statement.encode("utf-8"))
+        yield Statement(escape_percent(statement).encode("utf-8"))
     return True

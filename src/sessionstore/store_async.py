@@ -36,8 +36,8 @@ from .schema import create_table_steps
 
 logger = logging.getLogger("sessionstore.store")
 
-#: How many times a statement runs again after its connection broke. Every store
-#: operation is idempotent, so running one twice is safe.
+#: The fewest times a statement runs again after its connection broke (the most is
+#: the pool's size). Every store operation is idempotent, so running one twice is safe.
 _RETRIES = 2
 
 #: How many finds (and, separately, commits) run at once; more callers queue and are
@@ -360,8 +360,10 @@ class AsyncStore:
 
         A connection that broke (a restart, a killed backend) is discarded by the
         pool; the pool's other idle connections are checked, and the statement runs
-        again. Another connection that died unnoticed can still be handed out (one
-        returned after the check, say), so this happens at most `_RETRIES` times.
+        again. Connections that died while in use elsewhere come back to the pool
+        unnoticed by the check, so a caller can meet several: it retries up to the
+        pool's size (each dead connection is discarded after one failure), and at
+        least `_RETRIES` times.
         """
         retries = 0
         while True:
@@ -376,7 +378,7 @@ class AsyncStore:
                         return await cursor.fetchall()
                     return None
             except psycopg.Error as exc:
-                if retries == _RETRIES or not should_retry(exc, conn):
+                if retries >= max(_RETRIES, self._pool.max_size) or not should_retry(exc, conn):
                     raise DatabaseError(operation, exc) from exc
                 retries += 1
                 logger.warning("%s: connection lost (%s), retrying", operation, type(exc).__name__)

@@ -114,6 +114,7 @@ class PostgresServer:
     dbname: str
     source: str
     raw_dsn: str | None = field(default=None, repr=False, compare=False)
+    _instance: _Instance | None = field(default=None, repr=False, compare=False, kw_only=True)
 
     @property
     def dsn(self) -> str:
@@ -129,6 +130,59 @@ class PostgresServer:
         if self.password is not None:
             params["password"] = self.password
         return make_conninfo(**params)
+
+    @property
+    def restartable(self) -> bool:
+        """Whether `restart` and `stopped` work: True for servers started here."""
+        return self._instance is not None
+
+    def restart(self, *, downtime: float = 0.0, immediate: bool = False) -> None:
+        """Stop the server and start it again, on the same port with the same data.
+
+        Every connection is closed; connections opened after this returns work.
+        For fault-injection tests: what a database restart does to an application.
+
+        Args:
+            downtime: Seconds to stay down between the stop and the start.
+            immediate: Stop as a crash would (``SIGQUIT``, then crash recovery on
+                start) instead of PostgreSQL's fast shutdown (``SIGINT``). Unless
+                the server is ``durable``, a crash may lose the latest commits.
+
+        Raises:
+            RuntimeError: If the server was not started here (see `restartable`),
+                is no longer running, or did not come back.
+        """
+        with self.stopped(immediate=immediate):
+            if downtime > 0:
+                time.sleep(downtime)
+
+    @contextlib.contextmanager
+    def stopped(self, *, immediate: bool = False) -> Iterator[None]:
+        """Stop the server for the duration of a ``with`` block, then start it again.
+
+        The server comes back on the same port with the same data, also when the
+        block raises.
+
+        Args:
+            immediate: Stop as a crash would (``SIGQUIT``) instead of a fast shutdown.
+
+        Yields:
+            Nothing; the server is down inside the block.
+
+        Raises:
+            RuntimeError: If the server was not started here (see `restartable`),
+                is no longer running, or did not come back.
+        """
+        if self._instance is None:
+            raise RuntimeError(
+                f"cannot stop or restart the server from {self.source}: only servers "
+                "started by ephemeral_postgres() can be"
+            )
+        self._instance.pause(immediate=immediate)
+        try:
+            yield
+        finally:
+            self._instance.resume()
 
 
 def find_postgres_bindir(
@@ -449,6 +503,10 @@ class _Instance:
         self._account = _unprivileged_account()
         self._tmpdir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        # Set once running, for pause() and resume().
+        self._running_bindir: Path | None = None
+        self._port: int | None = None
+        self._paused = False
         self._env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         self._env["LC_ALL"] = "C"  # English messages: the log is searched for errors.
         atexit.register(self.stop)
@@ -468,6 +526,7 @@ class _Instance:
         for attempt in range(1, _PORT_ATTEMPTS + 1):
             port = _free_port()
             if self._run_postgres(bindir, datadir, port):
+                self._running_bindir, self._port = bindir, port
                 logger.info(
                     "PostgreSQL ready on %s:%d (%s; initdb %.2f s, start %.2f s; data in %s)",
                     _HOST,
@@ -484,6 +543,7 @@ class _Instance:
                     password=None,
                     dbname=_DBNAME,
                     source=self._source,
+                    _instance=self,
                 )
             logger.info("Port %d was taken (attempt %d); trying another", port, attempt)
         raise RuntimeError(
@@ -504,6 +564,37 @@ class _Instance:
                 _rmtree(self._tmpdir)
                 self._tmpdir = None
             atexit.unregister(self.stop)
+
+    def pause(self, *, immediate: bool) -> None:
+        """Stop the postgres process, keeping the data directory for `resume`."""
+        with self._lock:
+            proc = self._proc
+            if proc is None or proc.poll() is not None or self._paused:
+                raise RuntimeError("the PostgreSQL server is not running")
+            self._terminate(proc, immediate=immediate)
+            self._proc = None
+            self._paused = True
+
+    def resume(self) -> None:
+        """Start postgres again after `pause`, on the same port."""
+        with self._lock:
+            if not self._paused:
+                return
+            assert self._tmpdir is not None
+            assert self._running_bindir is not None
+            assert self._port is not None
+            datadir = self._tmpdir / "data"
+            deadline = time.monotonic() + self._startup_timeout
+            # The port was ours a moment ago; retry briefly if someone took it meanwhile.
+            while not self._run_postgres(self._running_bindir, datadir, self._port, append=True):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"PostgreSQL could not get its port {self._port} back: "
+                        + _log_tail(self._tmpdir / "postgres.log")
+                    )
+                time.sleep(0.2)
+            self._paused = False
+            logger.info("PostgreSQL restarted on %s:%d", _HOST, self._port)
 
     # ---------------------------------------------------------------- steps
 
@@ -595,7 +686,9 @@ class _Instance:
                 + "\n".join(output[-_LOG_TAIL_LINES:])
             )
 
-    def _run_postgres(self, bindir: Path, datadir: Path, port: int) -> bool:
+    def _run_postgres(
+        self, bindir: Path, datadir: Path, port: int, *, append: bool = False
+    ) -> bool:
         """Start postgres on ``port``; return False if the port was taken."""
         assert self._tmpdir is not None
         log_path = self._tmpdir / "postgres.log"
@@ -608,7 +701,7 @@ class _Instance:
         for name, value in settings.items():
             cmd += ["-c", f"{name}={value}"]
         logger.info("Starting %s", " ".join(cmd))
-        with open(log_path, "wb") as log:
+        with open(log_path, "ab" if append else "wb") as log:
             self._proc = proc = subprocess.Popen(
                 cmd,
                 stdin=subprocess.DEVNULL,
@@ -655,14 +748,15 @@ class _Instance:
         return row is not None and _same_dir(Path(row[0]), datadir)
 
     @staticmethod
-    def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    def _terminate(proc: subprocess.Popen[bytes], *, immediate: bool = False) -> None:
         # SIGINT: fast shutdown; SIGQUIT: immediate shutdown (the postmaster still takes
         # its children down); SIGKILL as the last resort.
-        for sig, timeout in (
+        steps = [
             (signal.SIGINT, _STOP_TIMEOUT),
             (signal.SIGQUIT, _KILL_TIMEOUT),
             (signal.SIGKILL, _KILL_TIMEOUT),
-        ):
+        ]
+        for sig, timeout in steps[1:] if immediate else steps:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(sig)
             try:

@@ -1,0 +1,449 @@
+"""A TCP proxy for testing slow, silent and broken networks, with no root rights.
+
+`TcpProxy` listens on a free port of 127.0.0.1 and forwards every connection to a
+target (a PostgreSQL server, a PgBouncer). Its mode can be switched at any moment,
+from any thread, and applies to the connections already open as well as new ones:
+
+``pass``
+    Forward bytes both ways as they come.
+``delay``
+    Forward each chunk ``seconds`` after it arrived: added latency in each
+    direction (a round trip takes at least twice as long), throughput unchanged.
+``blackhole``
+    Accept and keep connections, forward nothing. Nothing is lost: what arrives is
+    held (first in the proxy, then in the kernel's socket buffers) and delivered
+    once the mode is ``pass`` again, as TCP would after a network partition heals.
+    The proxy's kernel still acknowledges segments and answers keepalive probes,
+    so to the client this is a peer that is up but silent (a hung server or
+    middlebox), not a dead host.
+``reset``
+    Close every connection with a TCP RST, and reset new ones as soon as they are
+    accepted.
+
+`TcpProxy.reset_connections` resets the open connections once and leaves the mode
+as it is: a network blip in the middle of a load.
+
+The proxy runs an asyncio event loop in a daemon thread of its own, so it serves
+sync and async clients alike. Use it as a context manager::
+
+    with TcpProxy(server.host, server.port) as proxy:
+        pool = ConnectionPool(proxy.dsn(server.dsn))
+        proxy.blackhole()
+        ...
+        proxy.passthrough()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import socket
+import struct
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+__all__ = ["ProxyMode", "ProxyStats", "TcpProxy"]
+
+_T = TypeVar("_T")
+
+#: The proxy's modes.
+ModeName = Literal["pass", "delay", "blackhole", "reset"]
+
+_CHUNK = 64 * 1024
+_START_TIMEOUT = 10.0
+_CALL_TIMEOUT = 10.0
+#: SO_LINGER on, with a zero timeout: close() sends RST instead of FIN.
+_LINGER_RST = struct.pack("ii", 1, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyMode:
+    """What the proxy does to the bytes it carries.
+
+    Attributes:
+        name: ``"pass"``, ``"delay"``, ``"blackhole"`` or ``"reset"``.
+        seconds: The added latency per direction (``delay`` only; else 0).
+    """
+
+    name: ModeName
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyStats:
+    """Counters of a proxy, since it started.
+
+    Attributes:
+        accepted: Connections accepted from clients.
+        open: Connections open now.
+        reset: Connections closed with a RST by the proxy.
+    """
+
+    accepted: int
+    open: int
+    reset: int
+
+
+class _Link:
+    """One proxied connection: a client socket, an upstream socket, two pumps."""
+
+    def __init__(self, client: asyncio.StreamWriter) -> None:
+        self.client = client
+        self.upstream: asyncio.StreamWriter | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        self.closed = False
+
+    def reset(self) -> None:
+        """Close both sockets with a RST; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        for writer in (self.client, self.upstream):
+            if writer is not None:
+                _abort_with_rst(writer)
+        for task in self.tasks:
+            task.cancel()
+
+    def close(self) -> None:
+        """Close both sockets normally; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        for writer in (self.client, self.upstream):
+            if writer is not None:
+                writer.close()
+        for task in self.tasks:
+            task.cancel()
+
+
+def _abort_with_rst(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+    writer.transport.abort()
+
+
+class TcpProxy:
+    """A TCP forwarder on 127.0.0.1 whose network conditions can be switched at run time.
+
+    Args:
+        target_host: Where to forward connections to.
+        target_port: The target's port.
+        listen_host: The address to listen on.
+        listen_port: The port to listen on; 0 picks a free one.
+
+    Attributes:
+        target_host: Where connections are forwarded to.
+        target_port: The target's port.
+    """
+
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        *,
+        listen_host: str = "127.0.0.1",
+        listen_port: int = 0,
+    ) -> None:
+        self.target_host = target_host
+        self.target_port = target_port
+        self._listen = (listen_host, listen_port)
+        self._address: tuple[str, int] | None = None
+        self._mode = ProxyMode("pass")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.Server | None = None
+        self._flowing: asyncio.Event | None = None
+        self._links: set[_Link] = set()
+        self._accepted = 0
+        self._reset = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> TcpProxy:
+        """Start listening (in a thread of its own); idempotent.
+
+        Returns:
+            The proxy.
+
+        Raises:
+            RuntimeError: If the proxy could not start listening.
+        """
+        if self._thread is not None:
+            return self
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                loop.run_until_complete(self._open())
+            except BaseException as exc:  # reported to start() below
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="sessionstore-tcp-proxy", daemon=True)
+        self._thread.start()
+        if not ready.wait(_START_TIMEOUT) or failure:
+            self._thread = None
+            raise RuntimeError(f"the TCP proxy could not start: {failure[:1]}")
+        return self
+
+    def close(self) -> None:
+        """Stop listening and close every connection; idempotent."""
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is already gone
+            self._call(self._shutdown())
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(_CALL_TIMEOUT)
+        self._thread = None
+        self._loop = None
+
+    def __enter__(self) -> TcpProxy:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = "not started" if self._address is None else f"{self.host}:{self.port}"
+        return f"<TcpProxy {where} -> {self.target_host}:{self.target_port} mode={self._mode.name}>"
+
+    # ------------------------------------------------------------------ where
+
+    @property
+    def host(self) -> str:
+        """The address the proxy listens on."""
+        return self._require_address()[0]
+
+    @property
+    def port(self) -> int:
+        """The port the proxy listens on."""
+        return self._require_address()[1]
+
+    def dsn(self, dsn: str) -> str:
+        """Rewrite a libpq DSN so that it connects through this proxy.
+
+        Args:
+            dsn: A conninfo string or URL for the target.
+
+        Returns:
+            The same DSN with host and port replaced by the proxy's (and any
+            ``hostaddr`` dropped).
+        """
+        params = conninfo_to_dict(dsn)
+        params.pop("hostaddr", None)
+        params.update(host=self.host, port=str(self.port))
+        return make_conninfo("", **params)
+
+    # ------------------------------------------------------------------ modes
+
+    @property
+    def mode(self) -> ProxyMode:
+        """The current mode."""
+        return self._mode
+
+    @property
+    def stats(self) -> ProxyStats:
+        """What the proxy has done so far."""
+        return ProxyStats(accepted=self._accepted, open=len(self._links), reset=self._reset)
+
+    def passthrough(self) -> None:
+        """Forward everything as it comes (and deliver what a blackhole held)."""
+        self._set_mode(ProxyMode("pass"))
+
+    def delay(self, seconds: float) -> None:
+        """Forward every chunk `seconds` late, in each direction.
+
+        Args:
+            seconds: The added one-way latency.
+
+        Raises:
+            ValueError: If `seconds` is negative or not finite.
+        """
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise ValueError(f"delay must be a finite number of seconds >= 0, got {seconds}")
+        self._set_mode(ProxyMode("delay", float(seconds)))
+
+    def blackhole(self) -> None:
+        """Keep every connection, accept new ones, and forward nothing until further notice."""
+        self._set_mode(ProxyMode("blackhole"))
+
+    def reset(self) -> None:
+        """Reset every open connection, and every new one as soon as it is accepted."""
+        self._set_mode(ProxyMode("reset"))
+
+    def reset_connections(self) -> int:
+        """Reset the connections open now, once; the mode stays as it is.
+
+        Returns:
+            How many connections were reset.
+        """
+        return self._call(self._reset_all())
+
+    # ------------------------------------------------------------------ internals
+
+    def _require_address(self) -> tuple[str, int]:
+        if self._address is None:
+            raise RuntimeError("the proxy is not started; use `with TcpProxy(...)` or start()")
+        return self._address
+
+    def _call(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        """Run a coroutine on the proxy's loop and wait for its result."""
+        loop = self._loop
+        if loop is None or self._thread is None:
+            coro.close()
+            raise RuntimeError("the proxy is not started; use `with TcpProxy(...)` or start()")
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(_CALL_TIMEOUT)
+
+    def _set_mode(self, mode: ProxyMode) -> None:
+        self._call(self._apply_mode(mode))
+
+    async def _apply_mode(self, mode: ProxyMode) -> None:
+        assert self._flowing is not None
+        self._mode = mode
+        if mode.name == "blackhole":
+            self._flowing.clear()
+        else:
+            self._flowing.set()
+        if mode.name == "reset":
+            await self._reset_all()
+
+    async def _reset_all(self) -> int:
+        links = list(self._links)
+        for link in links:
+            link.reset()
+        self._links.difference_update(links)
+        self._reset += len(links)
+        return len(links)
+
+    async def _open(self) -> None:
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._server = await asyncio.start_server(self._accept, *self._listen)
+        sockname = self._server.sockets[0].getsockname()
+        self._address = (str(sockname[0]), int(sockname[1]))
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for link in list(self._links):
+            link.close()
+        self._links.clear()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._accepted += 1
+        link = _Link(writer)
+        if self._mode.name == "reset":
+            self._reset += 1
+            link.reset()
+            return
+        self._links.add(link)
+        try:
+            await self._serve(link, reader)
+        except asyncio.CancelledError:
+            # The proxy is shutting down. The handler ends normally instead of
+            # re-raising: asyncio's stream server would log a cancelled handler.
+            link.reset()
+        finally:
+            self._links.discard(link)
+
+    async def _serve(self, link: _Link, reader: asyncio.StreamReader) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
+        except OSError:
+            # The target is down: the client sees its connection reset at once,
+            # much as it would see "connection refused" without the proxy.
+            link.reset()
+            return
+        if link.closed:  # reset while connecting
+            _abort_with_rst(up_writer)
+            return
+        link.upstream = up_writer
+        link.tasks = [
+            asyncio.create_task(self._pump(reader, up_writer)),
+            asyncio.create_task(self._pump(up_reader, link.client)),
+        ]
+        # When one direction ends the connection is over: a side that closed cleanly
+        # had its end forwarded (after all its data), so close the other side too; a
+        # side that failed (a reset) is mirrored by resetting the other. Waiting for
+        # both would leave a client talking to an upstream that is gone.
+        done, _ = await asyncio.wait(link.tasks, return_when=asyncio.FIRST_COMPLETED)
+        if any(not task.cancelled() and task.exception() is not None for task in done):
+            link.reset()
+        else:
+            link.close()
+        await asyncio.gather(*link.tasks, return_exceptions=True)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Copy one direction: read, hold while blackholed, wait out the delay, write.
+
+        Reading and writing are separate tasks joined by a queue, so a delay adds
+        latency without cutting throughput.
+        """
+        flowing = self._flowing
+        assert flowing is not None
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def read_side() -> None:
+            while True:
+                await flowing.wait()
+                data = await reader.read(_CHUNK)
+                queue.put_nowait((loop.time() + self._mode.seconds, data))
+                if not data:
+                    return
+
+        async def write_side() -> None:
+            while True:
+                due, data = await queue.get()
+                while True:
+                    await flowing.wait()
+                    wait = due - loop.time()
+                    if wait <= 0:
+                        break
+                    await asyncio.sleep(wait)
+                if not data:
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                    return
+                writer.write(data)
+                await writer.drain()
+
+        tasks = {asyncio.create_task(read_side()), asyncio.create_task(write_side())}
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # raise what failed: the caller resets the link
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
