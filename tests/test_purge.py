@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import itertools
 import logging
 import multiprocessing
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -17,7 +19,7 @@ from _support import Both, in_, insert_expired, new_token, purge_in_process, tab
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sessionstore import AsyncStore, DatabaseError, Store
-from sessionstore.cleanup import NoCleanup, TaskCleanup, ThreadCleanup
+from sessionstore.cleanup import Cancellation, NoCleanup, TaskCleanup, ThreadCleanup
 from sessionstore.testing import PostgresServer
 
 
@@ -114,10 +116,14 @@ def test_purge_never_deletes_a_session_a_concurrent_commit_extends(
     assert deleted + len(revived) >= len(tokens) - count(db, "expiry < now()")
 
 
-def test_purge_spares_a_session_extended_while_the_purge_waits_for_it(
+def test_purge_skips_a_row_a_commit_holds_and_never_waits_for_it(
     pool: ConnectionPool[Any], db: psycopg.Connection[Any], sessionstore_dsn: str
 ) -> None:
-    """The exact race: the purge picked the row as expired, a commit extends it first."""
+    """The exact race: a commit is extending an expired row while the purge runs.
+
+    The purge must neither delete the row nor wait for the commit's lock: it skips
+    the row, finishes, and the commit then lands.
+    """
     store = Store(pool, cleanup=NoCleanup())
     insert_expired(db, 10)
     db.execute("INSERT INTO sessions VALUES ('extend-me', 'kept', now() - interval '1 min')")
@@ -126,39 +132,66 @@ def test_purge_spares_a_session_extended_while_the_purge_waits_for_it(
         committer.execute(
             "UPDATE sessions SET expiry = now() + interval '1 hour' WHERE token = 'extend-me'"
         )
+        # The committer's transaction stays open while the purge runs: a purge that
+        # waited for its row lock would never finish here.
         purger = threading.Thread(target=lambda: result.append(store.purge_expired()))
         purger.start()
-        wait_until(
-            lambda: (
-                db.execute(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE wait_event_type = 'Lock' AND query LIKE 'WITH deleted AS%%'"
-                ).fetchone()
-                == (1,)
-            )
-        )
-        committer.commit()  # the purge, blocked on this row, now sees it extended
-    purger.join(10)
-    assert result == [10]
+        purger.join(30)
+        assert not purger.is_alive(), "the purge waited for a row lock"
+        assert result == [10]
+        committer.commit()
     assert store.find("extend-me") == b"kept"
+    # Once nobody holds it and it has expired, the next purge takes the row.
+    db.execute("UPDATE sessions SET expiry = now() - interval '1 min' WHERE token = 'extend-me'")
+    assert store.purge_expired() == 1
 
 
-def test_only_one_process_purges_per_round(
+@pytest.fixture
+def purge_log(db: psycopg.Connection[Any]) -> None:
+    """Log every deleted row with the deleting transaction and when it was deleted."""
+    db.execute(
+        "CREATE TABLE purge_log (token text, xid xid8, at timestamptz); "
+        "CREATE FUNCTION log_purge() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "INSERT INTO purge_log VALUES (OLD.token, pg_current_xact_id(), clock_timestamp()); "
+        "RETURN NULL; END $$; "
+        "CREATE TRIGGER log_purge AFTER DELETE ON sessions FOR EACH ROW "
+        "EXECUTE FUNCTION log_purge()"
+    )
+
+
+@pytest.mark.usefixtures("purge_log")
+def test_purges_from_several_processes_take_turns_and_count_exactly(
     sessionstore_dsn: str, db: psycopg.Connection[Any]
 ) -> None:
+    """Four processes purge one table at once, three times over.
+
+    A batch deletes only while it holds the table's purge lock (from before its first
+    row until its commit), so the deletions of two batches never interleave in time,
+    and every expired row is deleted exactly once.
+    """
     context = multiprocessing.get_context("spawn")
     processes = 4
     with context.Pool(processes) as workers:
-        for _ in range(3):
+        for round_ in range(1, 4):
             insert_expired(db, 20_000)
             barrier = context.Manager().Barrier(processes)
             results = workers.starmap(
                 purge_in_process, [(sessionstore_dsn, barrier, 100)] * processes
             )
-            purged = [r for r in results if r is not None]
-            assert purged == [20_000], results
-            assert results.count(None) == processes - 1
+            assert sum(r for r in results if r is not None) == 20_000, results
             assert count(db) == 0
+            logged = db.execute("SELECT count(*), count(DISTINCT token) FROM purge_log")
+            assert logged.fetchone() == (20_000 * round_, 20_000 * round_)
+    batches = db.execute(
+        "SELECT xid, min(at), max(at) FROM purge_log GROUP BY xid ORDER BY min(at)"
+    ).fetchall()
+    assert len(batches) >= 3 * 200
+    overlapping = [
+        (earlier[0], later[0])
+        for earlier, later in itertools.pairwise(batches)
+        if later[1] <= earlier[2]
+    ]
+    assert overlapping == []
 
 
 def test_a_manual_purge_skips_while_another_holds_the_lock(
@@ -166,13 +199,23 @@ def test_a_manual_purge_skips_while_another_holds_the_lock(
 ) -> None:
     store = Store(pool, cleanup=NoCleanup())
     insert_expired(db, 5)
-    key = store._core.purge_lock().params
+    key = (store._core.purge_key,)
     with psycopg.connect(db.info.dsn, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", key)
         assert store.try_purge_expired() is None
         assert store.purge_expired() == 0
         holder.execute("SELECT pg_advisory_unlock(%s)", key)
     assert store.purge_expired() == 5
+
+
+async def test_a_purge_cancelled_before_it_begins_returns_zero(
+    store: Both, db: psycopg.Connection[Any]
+) -> None:
+    insert_expired(db, 3)
+    cancel = Cancellation()
+    cancel.cancel()
+    assert await store.try_purge_expired(cancel=cancel) == 0
+    assert count(db) == 3
 
 
 @pytest.fixture
@@ -189,7 +232,7 @@ def slow_purges(db: psycopg.Connection[Any]) -> None:
 def running_deletes(db: psycopg.Connection[Any]) -> int:
     row = db.execute(
         "SELECT count(*) FROM pg_stat_activity "
-        "WHERE state = 'active' AND query LIKE 'WITH deleted AS%%' AND pid <> pg_backend_pid()"
+        "WHERE state = 'active' AND query LIKE 'WITH lock AS%%' AND pid <> pg_backend_pid()"
     ).fetchone()
     assert row is not None
     return int(row[0])
@@ -301,3 +344,89 @@ def test_sweep_log_lines_never_contain_tokens(
     assert "purged" in caplog.text
     assert not any(token in caplog.text for token in tokens)
     assert "payload-secret" not in caplog.text
+
+
+# The hammer: commits (live and already expired), deletes and purges on a few hundred
+# tokens at once. Combined commits lock rows in token order, a purge picks them in
+# expiry order; a purge that waited for row locks deadlocked here within seconds.
+HAMMER_TOKENS = [f"hammer-{i:04d}" for i in range(400)]
+HAMMER_COMMITTERS = 24
+HAMMER_DELETERS = 4
+HAMMER_PURGERS = 2
+HAMMER_SECONDS = 8.0
+
+
+def hammer_expiry(rng: random.Random) -> dt.datetime:
+    """Half the commits write an expiry already past, spread so expiry order isn't token order."""
+    return in_(rng.uniform(-3600, 3600))
+
+
+def test_purges_commits_and_deletes_hammered_together_never_fail(
+    sessionstore_dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    errors: list[BaseException] = []
+    purged: list[int] = []
+    deadline = time.monotonic() + HAMMER_SECONDS
+
+    def loop(seed: int, action: Callable[[random.Random], object]) -> None:
+        rng = random.Random(seed)
+        try:
+            while time.monotonic() < deadline:
+                action(rng)
+        except BaseException as exc:
+            errors.append(exc)
+
+    with (
+        ConnectionPool(sessionstore_dsn, min_size=8, max_size=8, kwargs={"autocommit": True}) as p,
+        Store(p, cleanup=NoCleanup()) as store,
+    ):
+        actions: list[Callable[[random.Random], object]] = (
+            [lambda r: store.commit(r.choice(HAMMER_TOKENS), b"x", hammer_expiry(r))]
+            * HAMMER_COMMITTERS
+            + [lambda r: store.delete(r.choice(HAMMER_TOKENS))] * HAMMER_DELETERS
+            + [lambda r: purged.append(store.purge_expired(batch_size=r.randint(5, 100)))]
+            * HAMMER_PURGERS
+        )
+        threads = [threading.Thread(target=loop, args=a) for a in enumerate(actions)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert sum(purged) > 0
+        store.purge_expired()
+    assert count(db, "expiry < now()") == 0
+
+
+async def test_async_purges_commits_and_deletes_hammered_together_never_fail(
+    sessionstore_dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    purged: list[int] = []
+    deadline = time.monotonic() + HAMMER_SECONDS
+
+    async def loop(seed: int, action: Callable[[random.Random], Awaitable[object]]) -> None:
+        rng = random.Random(seed)
+        while time.monotonic() < deadline:
+            await action(rng)
+
+    async with (
+        AsyncConnectionPool(
+            sessionstore_dsn, min_size=8, max_size=8, kwargs={"autocommit": True}
+        ) as p,
+        AsyncStore(p, cleanup=NoCleanup()) as store,
+    ):
+
+        async def purge(r: random.Random) -> None:
+            purged.append(await store.purge_expired(batch_size=r.randint(5, 100)))
+
+        actions: list[Callable[[random.Random], Awaitable[object]]] = (
+            [lambda r: store.commit(r.choice(HAMMER_TOKENS), b"x", hammer_expiry(r))]
+            * HAMMER_COMMITTERS
+            + [lambda r: store.delete(r.choice(HAMMER_TOKENS))] * HAMMER_DELETERS
+            + [purge] * HAMMER_PURGERS
+        )
+        # gather() without return_exceptions raises the first error of any kind.
+        await asyncio.gather(*(loop(*a) for a in enumerate(actions)))
+        assert sum(purged) > 0
+        await store.purge_expired()
+    assert count(db, "expiry < now()") == 0

@@ -159,3 +159,28 @@ async def test_no_token_or_payload_in_any_log_line_or_error(
     text = caplog.text + "\n".join(errors)
     assert token not in text
     assert payload.decode() not in text
+
+
+def test_create_table_hint_is_given_only_for_missing_privileges(sessionstore_dsn: str) -> None:
+    """A pool timeout has nothing to do with DDL rights: no "run migrate" advice."""
+    with ConnectionPool(
+        sessionstore_dsn, min_size=1, max_size=1, timeout=0.2, kwargs={"autocommit": True}
+    ) as busy_pool:
+        store = Store(busy_pool, table="not_there", cleanup=NoCleanup())
+        with busy_pool.connection(), pytest.raises(DatabaseError, match="PoolTimeout") as info:
+            store.create_table()
+    assert "migrate" not in str(info.value)
+    assert "DDL" not in str(info.value)
+
+
+async def test_async_create_table_hint_is_given_only_for_missing_privileges(
+    sessionstore_dsn: str,
+) -> None:
+    async with AsyncConnectionPool(
+        sessionstore_dsn, min_size=1, max_size=1, timeout=0.2, kwargs={"autocommit": True}
+    ) as busy_pool:
+        store = AsyncStore(busy_pool, table="not_there", cleanup=NoCleanup())
+        async with busy_pool.connection():
+            with pytest.raises(DatabaseError, match="PoolTimeout") as info:
+                await store.create_table()
+    assert "migrate" not in str(info.value)

@@ -382,25 +382,36 @@ class SessionCore:
         self._all = _render(
             sql.SQL("SELECT token, data FROM {} WHERE current_timestamp < expiry").format(ident)
         )
-        # One batch walks the expiry index from where the last one ended, so no
-        # batch re-reads live rows or what earlier batches deleted, and deletes by
-        # physical row address (no primary-key lookup per row). The outer re-check
-        # of expiry is evaluated again on the newest row version if a concurrent
-        # commit changed the row meanwhile (whose new version also has a new
-        # ctid), so a session a commit has just extended is never deleted.
+        #: The advisory lock key that lets one purge statement at a time run on
+        #: this table (see `purge_steps`).
+        self.purge_key = advisory_key("purge", self.qualified_name)
+        # One batch is one statement, hence one transaction, so it works the same
+        # through PgBouncer's transaction pooling, where a session-level lock could
+        # be taken on one server connection and released on another (and leak):
+        # - it takes the table's purge lock with a transaction-level try-lock, and
+        #   deletes nothing when another purge statement holds it;
+        # - it walks the expiry index from where the last batch ended, so no batch
+        #   re-reads live rows or what earlier batches deleted;
+        # - it locks the rows it picks with SKIP LOCKED: a row a commit, touch or
+        #   delete holds is left for a later round, so the purge never waits on a
+        #   row lock and can't take part in a deadlock, whatever order others lock
+        #   rows in. The lock re-checks the expiry on the newest row version, so a
+        #   session a commit has just extended is never picked, and nobody can
+        #   change a picked row before the delete (no re-check needed there).
+        # Rows are deleted by token, the primary key: ctid would repeat across the
+        # partitions of a partitioned table.
         self._purge_batch = _render(
             sql.SQL(
-                "WITH deleted AS ("
-                "DELETE FROM {table} WHERE ctid = ANY(ARRAY("
-                "SELECT ctid FROM {table} WHERE expiry >= %s AND expiry < current_timestamp "
-                "ORDER BY expiry LIMIT %s"
-                ")) AND expiry < current_timestamp RETURNING expiry"
-                ") SELECT count(*), max(expiry) FROM deleted"
+                "WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(%s) AS held), "
+                "deleted AS ("
+                "DELETE FROM {table} WHERE token = ANY(ARRAY("
+                "SELECT token FROM {table} WHERE (SELECT held FROM lock) "
+                "AND expiry >= %s AND expiry < current_timestamp "
+                "ORDER BY expiry LIMIT %s FOR UPDATE SKIP LOCKED"
+                ")) RETURNING expiry"
+                ") SELECT (SELECT held FROM lock), count(*), max(expiry) FROM deleted"
             ).format(table=ident)
         )
-        purge_key = advisory_key("purge", self.qualified_name)
-        self._purge_lock = Statement(b"SELECT pg_try_advisory_lock(%s)", (purge_key,))
-        self._purge_unlock = Statement(b"SELECT pg_advisory_unlock(%s)", (purge_key,))
 
     # Single statements. Each validates its arguments first, so bad input never
     # reaches the database.
@@ -519,32 +530,15 @@ class SessionCore:
         """
         return Statement(self._all)
 
-    def purge_lock(self) -> Statement:
-        """Build the statement that tries to take this table's purge lock.
-
-        A session-level advisory lock, taken with a try-lock so nobody waits:
-        of many stores purging the same table, one purges and the others skip.
-
-        Returns:
-            The statement; its one row holds True if the lock was taken.
-        """
-        return self._purge_lock
-
-    def purge_unlock(self) -> Statement:
-        """Build the statement that releases the purge lock.
-
-        Returns:
-            The statement.
-        """
-        return self._purge_unlock
-
     def purge_steps(
         self, batch_size: int | None = None, should_stop: Callable[[], bool] = lambda: False
     ) -> Steps:
         """Delete expired sessions in batches of at most `batch_size`.
 
-        Each statement is its own transaction, so none holds its locks or its WAL
-        for long. Run it while holding `purge_lock`.
+        Each batch is one statement, hence its own transaction, so none holds its
+        locks or its WAL for long. No two purge statements run on the table at
+        once: a batch that finds another purge's statement running deletes
+        nothing, and the purge ends there (the other purge goes on).
 
         Args:
             batch_size: The most sessions one statement deletes (default:
@@ -553,7 +547,8 @@ class SessionCore:
 
         Returns:
             A generator that yields one statement per batch and returns how many
-            sessions were deleted.
+            sessions were deleted, or None if another purge held the table's
+            purge lock at the first batch.
 
         Raises:
             TypeError: If `batch_size` is not an int.
@@ -565,9 +560,13 @@ class SessionCore:
 
     def _purge_batches(self, batch_size: int, should_stop: Callable[[], bool]) -> Steps:
         deleted, since = 0, _BEGINNING_OF_TIME
+        first = True
         while not should_stop():
-            result: Result = yield Statement(self._purge_batch, (since, batch_size))
-            count, newest = result.rows[0]
+            result: Result = yield Statement(self._purge_batch, (self.purge_key, since, batch_size))
+            held, count, newest = result.rows[0]
+            if not held:
+                return None if first else deleted
+            first = False
             deleted += count
             if count < batch_size:
                 break

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 
+import psycopg
 from psycopg import sql
 
 from ._core import (
@@ -137,3 +138,25 @@ def create_table_steps(core: SessionCore) -> Steps:
     for statement in _statements(core, if_not_exists=True, create_schema=not schema_exists):
         yield Statement(escape_percent(statement).encode("utf-8"))
     return True
+
+
+#: Why create_table fails for an application role, and what to do instead.
+_CREATE_HINT = (
+    "creating the table needs DDL rights; run `python -m sessionstore migrate` as the "
+    "table's owner, and give the application only SELECT, INSERT, UPDATE, DELETE"
+)
+
+
+def create_table_hint(exc: psycopg.Error) -> str:
+    """The advice to add to a failed `create_table`, if any.
+
+    Only a refusal for lack of privilege gets it: a pool timeout or a lost
+    connection has nothing to do with DDL rights.
+
+    Args:
+        exc: What creating the table raised.
+
+    Returns:
+        The hint, or ``""``.
+    """
+    return _CREATE_HINT if isinstance(exc, psycopg.errors.InsufficientPrivilege) else ""

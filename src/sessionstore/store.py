@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -32,7 +32,7 @@ from ._core import (
 )
 from .cleanup import Cancellation, CleanupStrategy, ThreadCleanup, cancelling
 from .errors import DatabaseError, should_retry
-from .schema import create_table_steps
+from .schema import create_table_hint, create_table_steps
 
 logger = logging.getLogger("sessionstore.store")
 
@@ -47,12 +47,6 @@ _LANES = 2
 
 #: What `_query` returns: the first row, all rows, or nothing.
 _Fetch = Literal["one", "all", "none"]
-
-#: Why create_table fails for an application role, and what to do instead.
-_CREATE_HINT = (
-    "creating the table needs DDL rights; run `python -m sessionstore migrate` as the "
-    "table's owner, and give the application only SELECT, INSERT, UPDATE, DELETE"
-)
 
 __all__ = ["Store"]
 
@@ -242,9 +236,12 @@ class Store:
     ) -> int | None:
         """Purge like `purge_expired`, unless another purge of the table is running.
 
-        This is what the cleanup strategies call. Only one store purges a table at
-        a time (a PostgreSQL advisory lock taken without waiting), and each batch is
-        its own short transaction that walks the expiry index.
+        This is what the cleanup strategies call. Each batch is one short
+        statement that walks the expiry index and takes the table's purge lock (a
+        transaction-level advisory try-lock, so it also works through PgBouncer's
+        transaction pooling): no two purge statements on a table run at once, and
+        a purge that meets another one's statement ends there. Rows that a
+        concurrent commit or delete holds are skipped, never waited for.
 
         Args:
             batch_size: The most sessions one statement deletes (default: the
@@ -253,7 +250,8 @@ class Store:
                 cancels its running statement on the server.
 
         Returns:
-            How many sessions were deleted, or None if another purge was running.
+            How many sessions were deleted, or None if another purge was running
+                when this one began (0 if `cancel` was cancelled before it began).
 
         Raises:
             TypeError: If `batch_size` is not an int.
@@ -265,12 +263,8 @@ class Store:
         steps = self._core.purge_steps(batch_size, should_stop)
         try:
             with self._pool.connection() as conn, cancelling(cancel, conn.cancel):
-                if not self._fetch_flag(conn, self._core.purge_lock()):
-                    return None
-                try:
-                    return int(self._drive(conn, steps, commit_each=True))
-                finally:
-                    self._unlock(conn)
+                deleted = self._drive(conn, steps, commit_each=True)
+                return None if deleted is None else int(deleted)
         except psycopg.Error as exc:
             raise DatabaseError("purge_expired", exc) from exc
 
@@ -287,7 +281,8 @@ class Store:
             DatabaseError: If the database refused (e.g. no CREATE rights while
                 something is missing).
         """
-        return bool(self._run("create_table", create_table_steps(self._core), _CREATE_HINT))
+        steps = create_table_steps(self._core)
+        return bool(self._run("create_table", steps, create_table_hint))
 
     def stop_cleanup(self) -> None:
         """Stop the cleanup worker and wait for it (within its bound).
@@ -366,41 +361,29 @@ class Store:
                 logger.warning("%s: connection lost (%s), retrying", operation, type(exc).__name__)
                 self._pool.check()  # drop the other dead connections first
 
-    def _run(self, operation: str, steps: Steps, hint: str = "") -> Any:
+    def _run(
+        self, operation: str, steps: Steps, hint: Callable[[psycopg.Error], str] = lambda _: ""
+    ) -> Any:
         """Drive a multi-statement core generator inside one transaction."""
         try:
             with self._pool.connection() as conn, conn.transaction():
                 return self._drive(conn, steps, commit_each=False)
         except psycopg.Error as exc:
-            raise DatabaseError(operation, exc, hint) from exc
+            raise DatabaseError(operation, exc, hint(exc)) from exc
 
     def _drive(self, conn: psycopg.Connection[Any], steps: Steps, *, commit_each: bool) -> Any:
         """Execute what a core generator yields, send back the results, return its value."""
-        statement = next(steps)
+        result: Result | None = None
         while True:
+            try:
+                # Starting the generator is inside the try too: one that ends at
+                # once (a purge cancelled before it began) returns its value.
+                statement = next(steps) if result is None else steps.send(result)
+            except StopIteration as done:
+                return done.value
             cursor = conn.cursor(row_factory=tuple_row)
             cursor.execute(statement.query, statement.params)
             rows = cursor.fetchall() if cursor.description else []
             if commit_each and not conn.autocommit:
                 conn.commit()
-            try:
-                statement = steps.send(Result(rows, cursor.rowcount))
-            except StopIteration as done:
-                return done.value
-
-    def _fetch_flag(self, conn: psycopg.Connection[Any], statement: Statement) -> bool:
-        cursor = conn.cursor(row_factory=tuple_row)
-        cursor.execute(statement.query, statement.params)
-        row = cursor.fetchone()
-        if not conn.autocommit:
-            conn.commit()
-        return bool(row and row[0])
-
-    def _unlock(self, conn: psycopg.Connection[Any]) -> None:
-        """Release the purge lock; if that fails, close the connection, which releases it."""
-        try:
-            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                conn.rollback()
-            self._fetch_flag(conn, self._core.purge_unlock())
-        except psycopg.Error:
-            conn.close()
+            result = Result(rows, cursor.rowcount)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -32,7 +32,7 @@ from ._core import (
 )
 from .cleanup import AsyncCleanupStrategy, Cancellation, TaskCleanup, cancelling
 from .errors import DatabaseError, should_retry
-from .schema import create_table_steps
+from .schema import create_table_hint, create_table_steps
 
 logger = logging.getLogger("sessionstore.store")
 
@@ -47,12 +47,6 @@ _LANES = 2
 
 #: What `_query` returns: the first row, all rows, or nothing.
 _Fetch = Literal["one", "all", "none"]
-
-#: Why create_table fails for an application role, and what to do instead.
-_CREATE_HINT = (
-    "creating the table needs DDL rights; run `python -m sessionstore migrate` as the "
-    "table's owner, and give the application only SELECT, INSERT, UPDATE, DELETE"
-)
 
 __all__ = ["AsyncStore"]
 
@@ -258,9 +252,12 @@ class AsyncStore:
     ) -> int | None:
         """Purge like `purge_expired`, unless another purge of the table is running.
 
-        This is what the cleanup strategies call. Only one store purges a table at
-        a time (a PostgreSQL advisory lock taken without waiting), and each batch is
-        its own short transaction that walks the expiry index.
+        This is what the cleanup strategies call. Each batch is one short
+        statement that walks the expiry index and takes the table's purge lock (a
+        transaction-level advisory try-lock, so it also works through PgBouncer's
+        transaction pooling): no two purge statements on a table run at once, and
+        a purge that meets another one's statement ends there. Rows that a
+        concurrent commit or delete holds are skipped, never waited for.
 
         Args:
             batch_size: The most sessions one statement deletes (default: the
@@ -269,7 +266,8 @@ class AsyncStore:
                 cancels its running statement on the server.
 
         Returns:
-            How many sessions were deleted, or None if another purge was running.
+            How many sessions were deleted, or None if another purge was running
+                when this one began (0 if `cancel` was cancelled before it began).
 
         Raises:
             TypeError: If `batch_size` is not an int.
@@ -282,12 +280,8 @@ class AsyncStore:
         try:
             async with self._pool.connection() as conn:
                 with cancelling(cancel, conn.cancel):
-                    if not await self._fetch_flag(conn, self._core.purge_lock()):
-                        return None
-                    try:
-                        return int(await self._drive(conn, steps, commit_each=True))
-                    finally:
-                        await self._unlock(conn)
+                    deleted = await self._drive(conn, steps, commit_each=True)
+                    return None if deleted is None else int(deleted)
         except psycopg.Error as exc:
             raise DatabaseError("purge_expired", exc) from exc
 
@@ -304,7 +298,9 @@ class AsyncStore:
             DatabaseError: If the database refused (e.g. no CREATE rights while
                 something is missing).
         """
-        return bool(await self._run("create_table", create_table_steps(self._core), _CREATE_HINT))
+        return bool(
+            await self._run("create_table", create_table_steps(self._core), create_table_hint)
+        )
 
     async def stop_cleanup(self) -> None:
         """Stop the cleanup worker and wait for it (within its bound).
@@ -384,43 +380,31 @@ class AsyncStore:
                 logger.warning("%s: connection lost (%s), retrying", operation, type(exc).__name__)
                 await self._pool.check()  # drop the other dead connections first
 
-    async def _run(self, operation: str, steps: Steps, hint: str = "") -> Any:
+    async def _run(
+        self, operation: str, steps: Steps, hint: Callable[[psycopg.Error], str] = lambda _: ""
+    ) -> Any:
         """Drive a multi-statement core generator inside one transaction."""
         try:
             async with self._pool.connection() as conn, conn.transaction():
                 return await self._drive(conn, steps, commit_each=False)
         except psycopg.Error as exc:
-            raise DatabaseError(operation, exc, hint) from exc
+            raise DatabaseError(operation, exc, hint(exc)) from exc
 
     async def _drive(
         self, conn: psycopg.AsyncConnection[Any], steps: Steps, *, commit_each: bool
     ) -> Any:
         """Execute what a core generator yields, send back the results, return its value."""
-        statement = next(steps)
+        result: Result | None = None
         while True:
+            try:
+                # Starting the generator is inside the try too: one that ends at
+                # once (a purge cancelled before it began) returns its value.
+                statement = next(steps) if result is None else steps.send(result)
+            except StopIteration as done:
+                return done.value
             cursor = conn.cursor(row_factory=tuple_row)
             await cursor.execute(statement.query, statement.params)
             rows = await cursor.fetchall() if cursor.description else []
             if commit_each and not conn.autocommit:
                 await conn.commit()
-            try:
-                statement = steps.send(Result(rows, cursor.rowcount))
-            except StopIteration as done:
-                return done.value
-
-    async def _fetch_flag(self, conn: psycopg.AsyncConnection[Any], statement: Statement) -> bool:
-        cursor = conn.cursor(row_factory=tuple_row)
-        await cursor.execute(statement.query, statement.params)
-        row = await cursor.fetchone()
-        if not conn.autocommit:
-            await conn.commit()
-        return bool(row and row[0])
-
-    async def _unlock(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Release the purge lock; if that fails, close the connection, which releases it."""
-        try:
-            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                await conn.rollback()
-            await self._fetch_flag(conn, self._core.purge_unlock())
-        except psycopg.Error:
-            await conn.close()
+            result = Result(rows, cursor.rowcount)
