@@ -39,7 +39,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sessionstore import AsyncStore, DatabaseError, Store
 from sessionstore._core import advisory_key
-from sessionstore.cleanup import NoCleanup, ThreadCleanup
+from sessionstore.cleanup import NoCleanup, TaskCleanup, ThreadCleanup
 from sessionstore.testing import PostgresServer
 
 #: The first PgBouncer that tracks protocol-level prepared statements in transaction mode.
@@ -390,4 +390,72 @@ def test_cleanup_on_a_direct_pool_beside_traffic_through_pgbouncer(
         assert cleanup.stats.errors == 0
     wait_until(
         lambda: not db.execute("SELECT 1 FROM pg_locks WHERE locktype = 'advisory'").fetchall()
+    )
+
+
+async def test_cleanup_from_several_stores_through_transaction_pooling_keeps_going(
+    pgbouncer: Callable[..., PgBouncer], sessionstore_dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    """Thread and task cleanups of four stores, all through PgBouncer, round after round.
+
+    Each purge batch takes the table's purge lock for its own transaction only, so
+    however PgBouncer shuffles server connections no lock outlives its statement:
+    expired rows keep being deleted, each exactly once, and no lock is left behind.
+    """
+    bouncer = pgbouncer(default_pool_size=2)
+    dsn = bouncer.dsn(sessionstore_dsn)
+    kwargs = bouncer.recommended_pool_kwargs()
+    waves, per_wave = 25, 100
+    threads = [ThreadCleanup(interval=0.02) for _ in range(2)]
+    tasks = [TaskCleanup(interval=0.02) for _ in range(2)]
+    stop_traffic = threading.Event()
+    live = {new_token(): b"live %d" % n for n in range(20)}
+
+    def traffic(store: Store) -> None:
+        while not stop_traffic.is_set():
+            for token, data in live.items():
+                store.commit(token, data, in_(600))
+                assert store.find(token) == data
+
+    def expired_left() -> int:
+        row = db.execute("SELECT count(*) FROM sessions WHERE expiry < now()").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async with contextlib.AsyncExitStack() as stack:
+        sync_pools = [
+            stack.enter_context(ConnectionPool(dsn, min_size=1, max_size=2, kwargs=kwargs))
+            for _ in range(3)
+        ]
+        async_pools = [
+            await stack.enter_async_context(
+                AsyncConnectionPool(dsn, min_size=1, max_size=2, kwargs=kwargs)
+            )
+            for _ in range(2)
+        ]
+        for pool, cleanup in zip(sync_pools, threads, strict=False):
+            stack.enter_context(Store(pool, cleanup=cleanup, purge_batch_size=17))
+        for apool, task in zip(async_pools, tasks, strict=True):
+            await stack.enter_async_context(AsyncStore(apool, cleanup=task, purge_batch_size=17))
+        app = Store(sync_pools[2], cleanup=NoCleanup())
+        app_thread = threading.Thread(target=traffic, args=(app,))
+        app_thread.start()
+        try:
+            for _ in range(waves):
+                insert_expired(db, per_wave)
+                for _ in range(1000):  # bounded: 10 s a wave at most
+                    if expired_left() == 0:
+                        break
+                    await asyncio.sleep(0.01)
+                assert expired_left() == 0
+        finally:
+            stop_traffic.set()
+            await asyncio.to_thread(app_thread.join)
+        assert app.all() == live  # no live session was purged
+    everyone = [*threads, *tasks]
+    assert [c.stats.errors for c in everyone] == [0, 0, 0, 0]
+    assert sum(c.stats.rows_deleted for c in everyone) == waves * per_wave
+    assert all(c.stats.runs > 0 for c in everyone)
+    assert db.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone() == (
+        0,
     )
