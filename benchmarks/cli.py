@@ -31,12 +31,12 @@ import psycopg
 import psycopg_pool
 
 import sessionstore
-from sessionstore.testing import ephemeral_postgres
+from sessionstore.testing import PostgresServer, ephemeral_postgres
 
 from . import plot, report
 from .contenders import CONTENDERS
 from .measure import OPS, Sample
-from .pgbench import find_pgbench
+from .pgbench import PgbenchChoice, find_pgbench
 from .progress import Progress
 from .runner import (
     Bench,
@@ -153,25 +153,30 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 @contextlib.contextmanager
-def database(dsn: str | None) -> Iterator[tuple[str, str]]:
-    """Yield (dsn, description) of the server to use, starting one if none is named."""
+def database(dsn: str | None) -> Iterator[tuple[str, str, PostgresServer | None]]:
+    """Yield (dsn, description, server) of the server to use, starting one if none is named.
+
+    The server is None for one named by a DSN; for one started here it tells where its
+    binaries are, so that pgbench can come from the same install.
+    """
     if dsn:
-        yield dsn, "--dsn"
+        yield dsn, "--dsn", None
         return
     env = os.environ.get(DSN_ENV, "")
     if env:
-        yield env, f"${DSN_ENV}"
+        yield env, f"${DSN_ENV}", None
         return
     _say("starting a throw-away PostgreSQL (durable: fsync and synchronous_commit on)")
     with ephemeral_postgres(env_var=None, durable=True) as server:
-        yield server.dsn, f"throw-away server from {server.source}, {server.host}:{server.port}"
+        description = f"throw-away server from {server.source}, {server.host}:{server.port}"
+        yield server.dsn, description, server
 
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _meta(settings: Settings, source: str, dsn: str, pgbench: str | None) -> dict[str, Any]:
+def _meta(settings: Settings, source: str, dsn: str, pgbench: PgbenchChoice) -> dict[str, Any]:
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
@@ -185,7 +190,9 @@ def _meta(settings: Settings, source: str, dsn: str, pgbench: str | None) -> dic
         "psycopg_impl": psycopg.pq.__impl__,
         "libpq": psycopg.pq.version(),
         "psycopg_pool": psycopg_pool.__version__,
-        "pgbench": pgbench,
+        "pgbench": pgbench.path,
+        "pgbench_version": pgbench.version,
+        "pgbench_missing": pgbench.reason or None,
         "settings": {
             "rows": settings.rows,
             "payload": settings.payload,
@@ -223,21 +230,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     started = time.monotonic()
-    pgbench = None
-    if "pgbench" in settings.contenders and not args.scale_only:
-        pgbench = find_pgbench(settings.pgbench)
-        if pgbench is None:
-            _say("pgbench not found (PATH, PostgreSQL's bindir): running without it")
     try:
-        with database(args.dsn) as (dsn, source):
+        with database(args.dsn) as (dsn, source, server):
             _say(f"server: {source}")
+            # Looked up only now: the pgbench to prefer is the one of the server's install.
+            pgbench = PgbenchChoice(None)
+            if "pgbench" in settings.contenders and not args.scale_only:
+                pgbench = find_pgbench(settings.pgbench, server)
+                if pgbench.path is None:
+                    _say(f"{pgbench.reason}: running without pgbench")
+                else:
+                    _say(f"pgbench: {pgbench.path} ({pgbench.version})")
             meta = _meta(settings, source, dsn, pgbench)
             samples: dict[Key, list[Sample]] = {}
             if not args.scale_only:
-                bench = Bench(dsn, settings, pgbench)
+                bench = Bench(dsn, settings, pgbench.path)
                 try:
                     bench.setup(_say)
-                    meta["pgbench_version"] = bench.pgbench_version
                     progress = Progress(len(bench.plan()))
                     try:
                         samples = bench.run(on_step=progress.step, before_step=progress.show)
@@ -277,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     else:
         print(f"scale part only, {settings.payload}-byte payloads; run took {elapsed:.0f} s")
+    if meta["pgbench_missing"]:
+        print(f"note: the pgbench row is left out: {meta['pgbench_missing']}")
     if cells:
         print()
         print(report.format_table(cells, settings.ops, settings.rounds))

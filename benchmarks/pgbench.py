@@ -19,8 +19,7 @@ warm-up after the first transaction completed. The DSN is handed over in
 
 from __future__ import annotations
 
-import contextlib
-import glob
+import dataclasses
 import math
 import os
 import re
@@ -28,11 +27,17 @@ import shutil
 import subprocess
 import tempfile
 from array import array
+from collections.abc import Iterator
 from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from sessionstore.testing import PostgresNotFoundError, find_postgres_bindir
+from sessionstore.testing import (
+    PostgresNotFoundError,
+    PostgresServer,
+    find_postgres_bindir,
+    server_binary,
+)
 
 from .measure import MIX_COMMIT_SHARE, Sample
 from .workload import LIFETIME, Table, token_sql
@@ -40,35 +45,116 @@ from .workload import LIFETIME, Table, token_sql
 #: Seconds pgbench may take to connect its clients before the window would be short.
 _CONNECT_MARGIN = 0.25
 
+#: What a pgbench ``--version`` line looks like: ``pgbench (PostgreSQL) 18.6``.
+_VERSION = re.compile(r"^pgbench \(PostgreSQL\) \d+")
 
-def find_pgbench(explicit: str | None = None) -> str | None:
-    """Find a pgbench executable.
 
-    Looks at `explicit`, then ``PATH``, then beside the PostgreSQL server binaries
-    (`sessionstore.testing.find_postgres_bindir`, then ``/usr/lib/postgresql/*/bin``).
+@dataclasses.dataclass(frozen=True)
+class PgbenchChoice:
+    """The pgbench the benchmark runs, or why it runs none.
+
+    Attributes:
+        path: The executable, or None if no usable pgbench was found.
+        version: Its ``--version`` line, or None.
+        reason: Why there is none (each place looked at, and what was wrong there);
+            empty when ``path`` is set.
+    """
+
+    path: str | None
+    version: str | None = None
+    reason: str = ""
+
+
+def pgbench_version(path: str) -> str | None:
+    """Return the version line of the pgbench at ``path``, or None if it gives none.
+
+    Debian's ``/usr/bin/pgbench`` is ``pg_wrapper``, which exits non-zero ("PostgreSQL
+    version 15 is not installed") when no matching client is installed: a program that
+    cannot even say its version cannot run a benchmark either.
+    """
+    return _probe(path)[0]
+
+
+def _probe(path: str) -> tuple[str | None, str]:
+    """Return (version line, "") or (None, what was wrong)."""
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        return None, "not an executable file"
+    try:
+        out = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"`--version` did not run: {exc}"
+    line = next(iter(out.stdout.strip().splitlines()), "")
+    if out.returncode != 0:
+        said = next(iter((out.stderr.strip() or out.stdout.strip()).splitlines()), "")
+        return None, f"`--version` exited with code {out.returncode}" + (
+            f": {said}" if said else ""
+        )
+    if not _VERSION.search(line):
+        return None, f"`--version` printed no version ({line[:80]!r})"
+    return line, ""
+
+
+def find_pgbench(
+    explicit: str | None = None, server: PostgresServer | None = None
+) -> PgbenchChoice:
+    """Find a pgbench that works, preferring the one of the server's own install.
+
+    An ``explicit`` path is the only candidate: what the user named is used or nothing
+    is. Otherwise the first that reports its version (see `pgbench_version`) wins, in
+    order: beside the server's binaries (`sessionstore.testing.server_binary`; a server
+    named by a DSN has no known install), beside
+    `sessionstore.testing.find_postgres_bindir`, then on ``PATH``. PATH comes last
+    because Debian's ``pg_wrapper`` or another major version may sit there.
+
+    Args:
+        explicit: The ``--pgbench`` option, if given.
+        server: The server the benchmark runs against, if it was started here.
 
     Returns:
-        Its path, or None if there is none.
+        The pgbench to run, or no path and the reason.
     """
-    candidates: list[str] = []
+    tried: list[str] = []
+    seen: set[str] = set()
+    for path in _candidates(explicit, server, tried):
+        if path in seen:
+            continue
+        seen.add(path)
+        version, why = _probe(path)
+        if version is not None:
+            return PgbenchChoice(path, version)
+        tried.append(f"{path} ({why})")
+    return PgbenchChoice(None, reason="no usable pgbench (tried: " + "; ".join(tried) + ")")
+
+
+def _candidates(
+    explicit: str | None, server: PostgresServer | None, tried: list[str]
+) -> Iterator[str]:
+    """Yield pgbench paths in `find_pgbench`'s order, noting in ``tried`` places without one.
+
+    A generator, so that later places are searched only when earlier ones fail.
+    """
     if explicit:
-        candidates.append(explicit)
-    found = shutil.which("pgbench")
-    if found:
-        candidates.append(found)
-    with contextlib.suppress(PostgresNotFoundError, OSError):
+        yield explicit
+        return
+    if server is not None and server.bindir is not None:
+        own = server_binary(server, "pgbench")
+        if own is None:
+            tried.append(f"{server.bindir / 'pgbench'} (not there)")
+        else:
+            yield str(own)
+    try:
         bindir, _ = find_postgres_bindir()
-        candidates.append(str(bindir / "pgbench"))
-
-    def version(path: str) -> tuple[int, ...]:
-        match = re.search(r"/(\d+(?:\.\d+)*)/bin/", path)
-        return tuple(int(p) for p in match.group(1).split(".")) if match else ()
-
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"), key=version, reverse=True)
-    for path in candidates:
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-    return None
+    except PostgresNotFoundError:
+        tried.append("no PostgreSQL binaries found")
+    else:
+        yield str(bindir / "pgbench")
+    on_path = shutil.which("pgbench")
+    if on_path is None:
+        tried.append("no pgbench on PATH")
+    else:
+        yield on_path
 
 
 class Pgbench:
@@ -148,13 +234,6 @@ class Pgbench:
         path = self.workdir / f"{name}.sql"
         path.write_text(text)
         return path
-
-    def version(self) -> str:
-        """Return pgbench's version line."""
-        out = subprocess.run(
-            [self.path, "--version"], capture_output=True, text=True, timeout=30, check=False
-        )
-        return out.stdout.strip() or out.stderr.strip()
 
     def measure(
         self,

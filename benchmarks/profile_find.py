@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--table", default="bench_profile", help="the table (bench_profile)")
     args = parser.parse_args(argv)
     table = Table(args.table)
-    with database(args.dsn) as (dsn, source):
+    with database(args.dsn) as (dsn, source, _):
         print(f"server: {source}", file=sys.stderr)
         with psycopg.connect(dsn, autocommit=True) as admin:
             table.drop(admin)

@@ -176,11 +176,6 @@ class Bench:
                 self._workdir.cleanup()
                 self._workdir = None
 
-    @property
-    def pgbench_version(self) -> str | None:
-        """pgbench's version line, if pgbench takes part."""
-        return None if self._pgbench is None else self._pgbench.version()
-
     # ------------------------------------------------------------------ measuring
 
     def measure(self, contender: Contender, op: str, concurrency: int, seed: int) -> Sample:

