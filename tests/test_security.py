@@ -184,3 +184,23 @@ async def test_async_create_table_hint_is_given_only_for_missing_privileges(
             with pytest.raises(DatabaseError, match="PoolTimeout") as info:
                 await store.create_table()
     assert "migrate" not in str(info.value)
+
+
+def test_a_purge_only_role_needs_select_update_and_delete(
+    sessionstore_dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    """The purge locks the rows it picks (FOR UPDATE SKIP LOCKED), which takes UPDATE."""
+    db.execute("CREATE ROLE janitor LOGIN")
+    db.execute("GRANT SELECT, DELETE ON sessions TO janitor")
+    db.execute("INSERT INTO sessions VALUES ('old', '', now() - interval '1 hour')")
+    dsn = psycopg.conninfo.make_conninfo(sessionstore_dsn, user="janitor")
+    try:
+        with ConnectionPool(dsn, min_size=1, kwargs={"autocommit": True}) as janitor_pool:
+            store = Store(janitor_pool, cleanup=NoCleanup())
+            with pytest.raises(DatabaseError, match="InsufficientPrivilege"):
+                store.purge_expired()
+            db.execute("GRANT UPDATE ON sessions TO janitor")
+            assert store.purge_expired() == 1
+    finally:
+        db.execute("DROP OWNED BY janitor")
+        db.execute("DROP ROLE janitor")
