@@ -1,10 +1,37 @@
-"""Store and AsyncStore expose the same public surface (mirror, don't diverge)."""
+"""Store and AsyncStore are one code base: store.py is generated from store_async.py.
+
+The generator's check is the real guard (private methods such as `_query` or `_drive`
+can't drift, since they are written once); the surface tests below say what the
+generated twin must look like to its users.
+"""
 
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sessionstore import AsyncStore, Store
+from sessionstore.cleanup import TaskCleanup, ThreadCleanup
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_store_py_is_generated_from_store_async_py() -> None:
+    """What CI checks too: regenerating store.py changes nothing."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "async_to_sync.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (ROOT / "src/sessionstore/store.py").read_text().startswith("# WARNING: generated")
+
 
 # AsyncStore's cleanup task needs a running loop, so it has open(); and its close
 # is a coroutine, so it is called aclose(), as psycopg names its twins.
@@ -42,8 +69,24 @@ def test_same_order_signatures_and_docstrings() -> None:
         assert doc_s.replace("async ", "") == doc_a.replace("async ", ""), name
 
 
-def test_context_managers_match() -> None:
-    assert hasattr(Store, "__enter__")
-    assert hasattr(Store, "__exit__")
-    assert hasattr(AsyncStore, "__aenter__")
-    assert hasattr(AsyncStore, "__aexit__")
+def test_context_managers_start_and_stop_the_cleanup(sessionstore_dsn: str) -> None:
+    cleanup = ThreadCleanup(interval=3600)
+    with (
+        ConnectionPool(sessionstore_dsn, min_size=1, kwargs={"autocommit": True}) as pool,
+        Store(pool, cleanup=cleanup) as store,
+    ):
+        assert isinstance(store, Store)
+        assert cleanup.running
+    assert not cleanup.running
+
+
+async def test_async_context_managers_start_and_stop_the_cleanup(sessionstore_dsn: str) -> None:
+    cleanup = TaskCleanup(interval=3600)
+    kwargs: dict[str, Any] = {"autocommit": True}
+    async with AsyncConnectionPool(sessionstore_dsn, min_size=1, kwargs=kwargs) as pool:
+        store = AsyncStore(pool, cleanup=cleanup)
+        assert not cleanup.running  # a task needs the loop: it starts on entering
+        async with store as entered:
+            assert entered is store
+            assert cleanup.running
+        assert not cleanup.running

@@ -9,7 +9,8 @@ With one caller at a time nothing queues and each call is a single statement, so
 low concurrency pays only a lock; at high concurrency one round trip serves many.
 
 No thread is started: the callers do the work, and the lane passes from hand to hand.
-`_batch_async.py` mirrors this module for asyncio.
+`_batch_async.py` is its twin for asyncio; the rules both follow (the caps of a
+batch, what a failed combined statement does) are in `_batch_rules.py`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from ._core import MAX_BATCH, MAX_BATCH_BYTES, Statement
+from ._batch_rules import fails_all, take_batch
+from ._core import Statement
 from .errors import DatabaseError
 
 T = TypeVar("T")
@@ -108,51 +110,48 @@ class Batcher(Generic[T]):
         heir.done.set()
 
     def _take(self, first: _Request) -> list[_Request]:
-        """The batch `first` leads: it and the oldest queued calls, within the caps."""
-        batch, size = [first], self._size(first.statement)
         with self._lock:
-            while self._queue and len(batch) < MAX_BATCH:
-                size += self._size(self._queue[0].statement)
-                if size > MAX_BATCH_BYTES:
-                    break
-                batch.append(self._queue.popleft())
-        return batch
+            return take_batch(first, self._queue, _statement, self._size)
 
     def _serve(self, leader: _Request) -> None:
         batch = self._take(leader)
         try:
             if len(batch) == 1:
+                # Alone, the leader gets its own outcome as it is, as on the async side.
                 leader.result = self._single(leader.statement)
             else:
-                results = self._combined([request.statement for request in batch])
+                try:
+                    results = self._combined([request.statement for request in batch])
+                except DatabaseError as exc:
+                    results = self._fail_or_retry(batch, exc)
                 for request, result in zip(batch, results, strict=True):
-                    request.result = result
-        except DatabaseError as exc:
-            self._fail_or_retry(batch, exc)
+                    if isinstance(result, DatabaseError):
+                        request.error = result
+                    else:
+                        request.result = result
         except BaseException as exc:
             for request in batch:
                 if request.result is _PENDING and request.error is None:
                     request.error = exc
-            raise
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt and friends go on up the leader's thread
         finally:
             self._release()
             for request in batch[1:]:
                 request.done.set()
 
-    def _fail_or_retry(self, batch: list[_Request], exc: DatabaseError) -> None:
-        """A combined statement failed: find out whose call it was, or fail them all.
-
-        When the server answered with an error, one call may be the cause (a row
-        locked elsewhere): each call runs again on its own. When no server answered
-        (the pool timed out, the connection failed), all fail at once, rather than
-        each waiting out the same timeout again.
-        """
-        if len(batch) == 1 or exc.sqlstate is None or exc.sqlstate.startswith("08"):
-            for request in batch:
-                request.error = exc.for_another_caller()
-            return
+    def _fail_or_retry(self, batch: list[_Request], exc: DatabaseError) -> list[Any]:
+        """A combined statement failed: fail them all, or run each alone (`fails_all`)."""
+        if fails_all(exc):
+            return [exc.for_another_caller() for _ in batch]
+        outcomes: list[Any] = []
         for request in batch:
             try:
-                request.result = self._single(request.statement)
+                outcomes.append(self._single(request.statement))
             except DatabaseError as own:
-                request.error = own
+                outcomes.append(own)
+        return outcomes
+
+
+def _statement(request: _Request) -> Statement:
+    return request.statement

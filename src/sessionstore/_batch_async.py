@@ -1,11 +1,11 @@
 """Combining concurrent calls of one operation into shared statements, for asyncio.
 
-The mirror of `_batch.py`: at most `lanes` calls of an operation run at once; calls
-that arrive while all lanes are busy queue, and the oldest of them, handed a lane,
-serves the queue with one combined statement. No task is created: the callers do
-the work. Cancellation is safe: a queued call that is cancelled is dropped before it
-is sent, and a lane holder that is cancelled hands its lane, and the calls it was
-serving, on to the next caller.
+The twin of `_batch.py` (the rules both follow are in `_batch_rules.py`): at most
+`lanes` calls of an operation run at once; calls that arrive while all lanes are busy
+queue, and the oldest of them, handed a lane, serves the queue with one combined
+statement. No task is created: the callers do the work. Cancellation is safe: a
+queued call that is cancelled is dropped before it is sent, and a lane holder that is
+cancelled hands its lane, and the calls it was serving, on to the next caller.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import collections
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from ._core import MAX_BATCH, MAX_BATCH_BYTES, Statement
+from ._batch_rules import fails_all, take_batch
+from ._core import Statement
 from .errors import DatabaseError
 
 T = TypeVar("T")
@@ -100,17 +101,8 @@ class AsyncBatcher(Generic[T]):
         self._busy -= 1
 
     def _take(self, first: _Request) -> list[_Request]:
-        """The batch `first` leads: it and the oldest queued calls, within the caps."""
-        batch, size = [first], self._size(first.statement)
-        while self._queue and len(batch) < MAX_BATCH:
-            if self._queue[0].future.done():  # cancelled while queued: never sent
-                self._queue.popleft()
-                continue
-            size += self._size(self._queue[0].statement)
-            if size > MAX_BATCH_BYTES:
-                break
-            batch.append(self._queue.popleft())
-        return batch
+        # A call cancelled while queued is never sent.
+        return take_batch(first, self._queue, _statement, self._size, _withdrawn)
 
     async def _serve(self, leader: _Request) -> T:
         batch = self._take(leader)
@@ -146,14 +138,8 @@ class AsyncBatcher(Generic[T]):
         return own
 
     async def _fail_or_retry(self, batch: list[_Request], exc: DatabaseError) -> list[Any]:
-        """A combined statement failed: find out whose call it was, or fail them all.
-
-        When the server answered with an error, one call may be the cause (a row
-        locked elsewhere): each call runs again on its own. When no server answered
-        (the pool timed out, the connection failed), all fail at once, rather than
-        each waiting out the same timeout again.
-        """
-        if exc.sqlstate is None or exc.sqlstate.startswith("08"):
+        """A combined statement failed: fail them all, or run each alone (`fails_all`)."""
+        if fails_all(exc):
             return [exc.for_another_caller() for _ in batch]
         outcomes: list[Any] = []
         for request in batch:
@@ -162,3 +148,11 @@ class AsyncBatcher(Generic[T]):
             except DatabaseError as own:
                 outcomes.append(own)
         return outcomes
+
+
+def _statement(request: _Request) -> Statement:
+    return request.statement
+
+
+def _withdrawn(request: _Request) -> bool:
+    return request.future.done()

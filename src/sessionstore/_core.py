@@ -508,7 +508,7 @@ class SessionCore:
         )
 
     @staticmethod
-    def batch_size(statement: Statement) -> int:
+    def payload_size(statement: Statement) -> int:
         """How many payload bytes a single commit carries (0 for other statements).
 
         Args:

@@ -1,8 +1,14 @@
 """`AsyncStore`: the session store for asyncio code, on a `psycopg_pool.AsyncConnectionPool`.
 
-The mirror of `store.py`, method for method, in the same order, with the same names
-and docstrings; a test checks that the two public surfaces match. It adds `open`
-(its cleanup task needs a running loop) and names its close `aclose`.
+A thin facade over the sans-IO core: every method validates and builds its SQL in
+`SessionCore`, borrows a pooled connection to run it, and hands the rows back to the
+core.
+
+The sync facade (`store.py`) is generated from the async one (`store_async.py`, the
+only one written by hand) by ``tools/async_to_sync.py``: ``async``/``await`` dropped,
+names mapped to their sync twins. CI fails when the generated file is stale. What truly
+differs is written once, in the async source, between ``# async-only:`` and
+``# sync-only:`` markers.
 """
 
 from __future__ import annotations
@@ -12,11 +18,11 @@ import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import psycopg
 from psycopg.rows import tuple_row
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import AsyncConnectionPool
 
 from . import _fork
 from ._batch_async import AsyncBatcher
@@ -30,23 +36,12 @@ from ._core import (
     Steps,
     validate_batch_size,
 )
+from ._facade import LANES, MIN_RETRIES, Fetch, pool_type_error
 from .cleanup import AsyncCleanupStrategy, Cancellation, TaskCleanup, cancelling
 from .errors import DatabaseError, should_retry
 from .schema import create_table_hint, create_table_steps
 
 logger = logging.getLogger("sessionstore.store")
-
-#: The fewest times a statement runs again after its connection broke (the most is
-#: the pool's size). Every store operation is idempotent, so running one twice is safe.
-_RETRIES = 2
-
-#: How many finds (and, separately, commits) run at once; more callers queue and are
-#: served together by one combined statement. Two lanes keep one round trip in
-#: flight while the other's results are being handed out; see docs/performance.md.
-_LANES = 2
-
-#: What `_query` returns: the first row, all rows, or nothing.
-_Fetch = Literal["one", "all", "none"]
 
 __all__ = ["AsyncStore"]
 
@@ -55,8 +50,8 @@ class AsyncStore:
     """A PostgreSQL session store for asyncio, the Python port of SCS's pgxstore.
 
     Expiry is judged by the database's clock. The store never closes `pool`.
-    Its operations work at once; the cleanup task starts on ``async with store``
-    or ``await store.open()``.
+    Its operations work at once. The cleanup starts with the store (the async
+    store's, a task, when the store is entered or opened: it needs a running loop).
 
     Args:
         pool: The connection pool to borrow connections from. An autocommit pool
@@ -91,16 +86,16 @@ class AsyncStore:
         hash_tokens: bool = False,
     ) -> None:
         if not isinstance(pool, AsyncConnectionPool):
-            hint = "; use Store" if isinstance(pool, ConnectionPool) else ""
-            raise TypeError(
-                f"pool must be a psycopg_pool.AsyncConnectionPool, not {type(pool).__name__}{hint}"
-            )
+            raise pool_type_error(pool, AsyncConnectionPool)
         self._pool = pool
         self._core = SessionCore(table, schema, max_data_size, purge_batch_size, hash_tokens)
         self._start_batchers()
         _fork.track(self)
         self._cleanup: AsyncCleanupStrategy = TaskCleanup() if cleanup is None else cleanup
-        self._opened = False
+        # async-only: begin
+        self._opened = False  # a task needs a running loop: the cleanup starts in open()
+        # async-only: end
+        # sync-only: self._cleanup.start(self)
 
     @property
     def name(self) -> str:
@@ -115,6 +110,7 @@ class AsyncStore:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
 
+    # async-only: begin
     async def open(self) -> None:
         """Start the cleanup task on the running loop; idempotent.
 
@@ -125,6 +121,7 @@ class AsyncStore:
             self._opened = True
             self._cleanup.start(self)
 
+    # async-only: end
     async def find(self, token: str) -> bytes | None:
         """Return the data of a live session.
 
@@ -314,7 +311,9 @@ class AsyncStore:
         await self.stop_cleanup()
 
     async def __aenter__(self) -> AsyncStore:
+        # async-only: begin
         await self.open()
+        # async-only: end
         return self
 
     async def __aexit__(
@@ -333,9 +332,9 @@ class AsyncStore:
         self._start_batchers()  # a parent thread may have held a batcher's lock
 
     def _start_batchers(self) -> None:
-        size = SessionCore.batch_size
-        self._finds = AsyncBatcher(self._find_one, self._find_many, size, _LANES)
-        self._commits = AsyncBatcher(self._commit_one, self._commit_many, size, _LANES)
+        size = SessionCore.payload_size
+        self._finds = AsyncBatcher(self._find_one, self._find_many, size, LANES)
+        self._commits = AsyncBatcher(self._commit_one, self._commit_many, size, LANES)
 
     async def _find_one(self, statement: Statement) -> bytes | None:
         return self._core.decode_find(await self._query("find", statement, "one"))
@@ -351,7 +350,7 @@ class AsyncStore:
         await self._query("commit", self._core.commit_many(commits), "none")
         return [None] * len(commits)
 
-    async def _query(self, operation: str, statement: Statement, fetch: _Fetch) -> Any:
+    async def _query(self, operation: str, statement: Statement, fetch: Fetch) -> Any:
         """Run one statement on a pooled connection; again if the connection broke.
 
         A connection that broke (a restart, a killed backend) is discarded by the
@@ -359,7 +358,7 @@ class AsyncStore:
         again. Connections that died while in use elsewhere come back to the pool
         unnoticed by the check, so a caller can meet several: it retries up to the
         pool's size (each dead connection is discarded after one failure), and at
-        least `_RETRIES` times.
+        least `MIN_RETRIES` times.
         """
         retries = 0
         while True:
@@ -374,7 +373,7 @@ class AsyncStore:
                         return await cursor.fetchall()
                     return None
             except psycopg.Error as exc:
-                if retries >= max(_RETRIES, self._pool.max_size) or not should_retry(exc, conn):
+                if retries >= max(MIN_RETRIES, self._pool.max_size) or not should_retry(exc, conn):
                     raise DatabaseError(operation, exc) from exc
                 retries += 1
                 logger.warning("%s: connection lost (%s), retrying", operation, type(exc).__name__)

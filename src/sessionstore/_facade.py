@@ -1,0 +1,43 @@
+"""What the two facades, `Store` and `AsyncStore`, share besides the core.
+
+`store.py` is generated from `store_async.py` (see ``tools/async_to_sync.py``), so the
+facades share their code by construction; the settings they share live here, once.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+#: The fewest times a statement runs again after its connection broke (the most is
+#: the pool's size). Every store operation is idempotent, so running one twice is safe.
+MIN_RETRIES = 2
+
+#: How many finds (and, separately, commits) run at once; more callers queue and are
+#: served together by one combined statement. Two lanes keep one round trip in
+#: flight while the other's results are being handed out; see docs/performance.md.
+LANES = 2
+
+#: What a facade's ``_query`` returns: the first row, all rows, or nothing.
+Fetch = Literal["one", "all", "none"]
+
+
+def pool_type_error(pool: object, expected: type) -> TypeError:
+    """The error for a pool a store can't use, naming the store that takes it.
+
+    Args:
+        pool: What the caller passed.
+        expected: The pool class the store needs.
+
+    Returns:
+        The exception to raise.
+    """
+    hint = ""
+    if isinstance(pool, ConnectionPool):
+        hint = "; use Store"
+    elif isinstance(pool, AsyncConnectionPool):
+        hint = "; use AsyncStore"
+    return TypeError(
+        f"pool must be a psycopg_pool.{expected.__name__}, not {type(pool).__name__}{hint}"
+    )

@@ -1,0 +1,186 @@
+"""The two batchers behave alike: one DB-free test body per rule, run on both.
+
+`Batcher` (threads) and `AsyncBatcher` (asyncio) are hand-written twins, since they
+hand lanes on with different primitives. These tests drive both with plain callables
+standing in for the statements (no database: what is tested is the hand-off, the caps
+and the failure rule), through one adapter per side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+import pytest
+
+from sessionstore._batch import Batcher
+from sessionstore._batch_async import AsyncBatcher
+from sessionstore._core import MAX_BATCH, MAX_BATCH_BYTES, Statement
+from sessionstore.errors import DatabaseError
+
+
+def statement(name: str, payload: int = 0) -> Statement:
+    return Statement(b"q", (name, b"x" * payload))
+
+
+def size(s: Statement) -> int:
+    return len(s.params[1])
+
+
+def server_error(name: str) -> DatabaseError:
+    """The server answered with an error (a SQLSTATE): one call may be the cause."""
+    return DatabaseError("find", psycopg.errors.DeadlockDetected(f"deadlock on {name}"))
+
+
+def connection_error() -> DatabaseError:
+    """No server answered (no SQLSTATE): every call fails alike."""
+    return DatabaseError("find", psycopg.OperationalError("connection lost"))
+
+
+class Fake:
+    """The database, as the batcher sees it: records every call, fails where told."""
+
+    def __init__(
+        self,
+        *,
+        fail_combined: Callable[[], DatabaseError] | None = None,
+        fail_single: dict[str, DatabaseError] | None = None,
+    ) -> None:
+        self.fail_combined = fail_combined
+        self.fail_single = fail_single or {}
+        self.singles: list[str] = []
+        self.combined: list[list[str]] = []
+
+    def single(self, s: Statement) -> str:
+        self.singles.append(s.params[0])
+        if s.params[0] in self.fail_single:
+            raise self.fail_single[s.params[0]]
+        return f"result {s.params[0]}"
+
+    def many(self, statements: Sequence[Statement]) -> list[str]:
+        self.combined.append([s.params[0] for s in statements])
+        if self.fail_combined is not None:
+            raise self.fail_combined()
+        return [f"result {s.params[0]}" for s in statements]
+
+
+def run_sync(fake: Fake, queued: list[Statement]) -> list[Any]:
+    """One lane: a first call holds it while `queued` line up, then lets go."""
+    gate, inside = threading.Event(), threading.Event()
+
+    def single(s: Statement) -> str:
+        if s.params[0] == "first":
+            inside.set()
+            gate.wait()
+        return fake.single(s)
+
+    batcher: Batcher[str] = Batcher(single, fake.many, size, lanes=1)
+    outcomes: list[Any] = [None] * len(queued)
+
+    def call(index: int, s: Statement) -> None:
+        try:
+            outcomes[index] = batcher.submit(s)
+        except DatabaseError as exc:
+            outcomes[index] = exc
+
+    first = threading.Thread(target=batcher.submit, args=(statement("first"),))
+    first.start()
+    assert inside.wait(10)
+    threads = [threading.Thread(target=call, args=(i, s)) for i, s in enumerate(queued)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(batcher._queue) < len(queued):
+        assert time.monotonic() < deadline, "calls did not queue"
+        time.sleep(0.001)
+    gate.set()
+    for thread in (first, *threads):
+        thread.join(10)
+        assert not thread.is_alive()
+    return outcomes
+
+
+def run_async(fake: Fake, queued: list[Statement]) -> list[Any]:
+    async def scenario() -> list[Any]:
+        gate, inside = asyncio.Event(), asyncio.Event()
+
+        async def single(s: Statement) -> str:
+            if s.params[0] == "first":
+                inside.set()
+                await gate.wait()
+            return fake.single(s)
+
+        async def many(statements: Sequence[Statement]) -> list[str]:
+            return fake.many(statements)
+
+        batcher: AsyncBatcher[str] = AsyncBatcher(single, many, size, lanes=1)
+        first = asyncio.create_task(batcher.submit(statement("first")))
+        await inside.wait()
+        tasks = [asyncio.create_task(batcher.submit(s)) for s in queued]
+        for _ in range(1000):  # each task queues on its first step
+            if len(batcher._queue) == len(queued):
+                break
+            await asyncio.sleep(0)
+        assert len(batcher._queue) == len(queued), "calls did not queue"
+        gate.set()
+        await first
+        return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+    return asyncio.run(scenario())
+
+
+@pytest.fixture(params=["sync", "async"])
+def run(request: pytest.FixtureRequest) -> Callable[[Fake, list[Statement]], list[Any]]:
+    return run_sync if request.param == "sync" else run_async
+
+
+def test_queued_calls_are_combined_and_each_gets_its_own_result(run: Any) -> None:
+    fake = Fake()
+    queued = [statement(f"s{i}") for i in range(5)]
+    assert run(fake, queued) == [f"result s{i}" for i in range(5)]
+    assert fake.combined == [[f"s{i}" for i in range(5)]]
+    assert fake.singles == ["first"]
+
+
+def test_a_batch_holds_at_most_max_batch_calls(run: Any) -> None:
+    fake = Fake()
+    queued = [statement(f"s{i}") for i in range(MAX_BATCH + 3)]
+    assert run(fake, queued) == [f"result s{i}" for i in range(MAX_BATCH + 3)]
+    assert [len(batch) for batch in fake.combined] == [MAX_BATCH, 3]
+
+
+def test_a_batch_holds_at_most_max_batch_bytes(run: Any) -> None:
+    fake = Fake()
+    third = MAX_BATCH_BYTES // 3 + 1  # two fit in a batch, three don't
+    queued = [statement(f"s{i}", third) for i in range(4)]
+    assert run(fake, queued) == [f"result s{i}" for i in range(4)]
+    assert fake.combined == [["s0", "s1"], ["s2", "s3"]]
+
+
+def test_a_server_error_reruns_each_call_alone_and_fails_only_its_own(run: Any) -> None:
+    guilty = server_error("s1")
+    fake = Fake(fail_combined=lambda: server_error("batch"), fail_single={"s1": guilty})
+    outcomes = run(fake, [statement(f"s{i}") for i in range(3)])
+    assert outcomes[0] == "result s0"
+    assert outcomes[1] is guilty
+    assert outcomes[2] == "result s2"
+    assert fake.singles == ["first", "s0", "s1", "s2"]
+
+
+def test_no_server_answer_fails_every_call_at_once_each_with_its_own_error(run: Any) -> None:
+    fake = Fake(fail_combined=connection_error)
+    outcomes = run(fake, [statement(f"s{i}") for i in range(3)])
+    assert all(isinstance(o, DatabaseError) and o.sqlstate is None for o in outcomes)
+    assert len({id(o) for o in outcomes}) == 3  # one instance per caller
+    assert fake.singles == ["first"]  # nobody waited out the failure again
+
+
+def test_a_lone_leader_gets_the_very_error_its_statement_raised(run: Any) -> None:
+    own = server_error("s0")
+    fake = Fake(fail_single={"s0": own})
+    assert run(fake, [statement("s0")]) == [own]
+    assert fake.combined == []
