@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -165,6 +166,11 @@ async def test_database_failure_raises_database_error_not_none(
         store.delete(token),
         store.all(),
         store.purge_expired(),
+        store.touch(token, in_(60)),
+        store.create(token, b"x", in_(60)),
+        store.exists(token),
+        store.expiry(token),
+        store.clear(),
     ):
         with pytest.raises(DatabaseError) as info:
             await call
@@ -225,3 +231,111 @@ async def test_iter_all_streams_the_live_sessions(
 async def test_iter_all_refuses_a_bad_batch_size(store: Both) -> None:
     with pytest.raises(ValueError, match="batch_size"):
         await store.walk(batch_size=0)
+
+
+# The session lifecycle beyond the Go interface: touch, create, exists, expiry, clear.
+
+
+async def test_touch_moves_a_live_sessions_expiry_and_keeps_its_data(
+    store: Both, db: psycopg.Connection[Any]
+) -> None:
+    token = new_token()
+    await store.commit(token, b"kept", in_(60))
+    later = in_(7200).replace(microsecond=0)
+    assert await store.touch(token, later) is True
+    assert table_rows(db) == [(token, b"kept", later)]
+
+
+async def test_touch_never_brings_back_an_expired_or_missing_session(
+    store: Both, db: psycopg.Connection[Any]
+) -> None:
+    token = new_token()
+    await store.commit(token, b"gone", in_(-60))
+    before = table_rows(db)
+    assert await store.touch(token, in_(3600)) is False
+    assert await store.touch(new_token(), in_(3600)) is False
+    assert table_rows(db) == before  # nothing written
+    assert await store.find(token) is None
+
+
+async def test_concurrent_touches_are_combined_and_each_answered(
+    store: Both, db: psycopg.Connection[Any]
+) -> None:
+    live = [new_token() for _ in range(40)]
+    for token in live:
+        await store.commit(token, b"x", in_(60))
+    later = in_(7200).replace(microsecond=0)
+    tokens = [*live, *(new_token() for _ in range(40))]
+    if store.is_async:
+        results = await asyncio.gather(*(store.store.touch(t, later) for t in tokens))
+    else:
+        with ThreadPoolExecutor(16) as executor:
+            results = list(executor.map(lambda t: store.store.touch(t, later), tokens))
+    assert results == [True] * 40 + [False] * 40
+    assert {row[2] for row in table_rows(db)} == {later}
+
+
+async def test_create_inserts_a_new_session(store: Both, db: psycopg.Connection[Any]) -> None:
+    token = new_token()
+    expiry = in_(60).replace(microsecond=0)
+    assert await store.create(token, b"new", expiry) is True
+    assert table_rows(db) == [(token, b"new", expiry)]
+
+
+async def test_create_never_overwrites_a_live_session(
+    store: Both, db: psycopg.Connection[Any]
+) -> None:
+    token = new_token()
+    await store.commit(token, b"first", in_(60))
+    before = table_rows(db)
+    assert await store.create(token, b"second", in_(3600)) is False
+    assert table_rows(db) == before
+
+
+async def test_create_replaces_an_expired_session(store: Both, db: psycopg.Connection[Any]) -> None:
+    token = new_token()
+    await store.commit(token, b"stale", in_(-60))
+    expiry = in_(60).replace(microsecond=0)
+    assert await store.create(token, b"fresh", expiry) is True
+    assert table_rows(db) == [(token, b"fresh", expiry)]
+
+
+async def test_concurrent_creates_of_one_token_have_one_winner(store: Both) -> None:
+    token = new_token()
+    payloads = [b"%d" % n for n in range(20)]
+    if store.is_async:
+        results = await asyncio.gather(*(store.store.create(token, p, in_(60)) for p in payloads))
+    else:
+        with ThreadPoolExecutor(8) as executor:
+            results = list(executor.map(lambda p: store.store.create(token, p, in_(60)), payloads))
+    assert results.count(True) == 1
+    assert await store.find(token) == payloads[results.index(True)]
+
+
+async def test_exists_and_expiry_see_live_sessions_only(
+    store: Both, db: psycopg.Connection[Any]
+) -> None:
+    live, old = new_token(), new_token()
+    # An expiry in another time zone comes back as the same instant, in UTC.
+    expiry = in_(60).replace(microsecond=0).astimezone(dt.timezone(dt.timedelta(hours=-7)))
+    await store.commit(live, b"x", expiry)
+    await store.commit(old, b"x", in_(-60))
+    assert await store.exists(live) is True
+    assert await store.exists(old) is False
+    assert await store.exists(new_token()) is False
+    got = await store.expiry(live)
+    assert got == expiry
+    assert got.tzinfo is dt.UTC
+    assert await store.expiry(old) is None
+    assert await store.expiry(new_token()) is None
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 5000])
+async def test_clear_deletes_every_session_and_counts(
+    store: Both, db: psycopg.Connection[Any], batch_size: int
+) -> None:
+    for n in range(30):
+        await store.commit(new_token(), b"x", in_(60 if n % 3 else -60))
+    assert await store.clear(batch_size=batch_size) == 30
+    assert table_rows(db) == []
+    assert await store.clear() == 0

@@ -34,7 +34,9 @@ async def seeded(store: Both, db: psycopg.Connection[Any]) -> list[tuple[Any, ..
 
 
 @pytest.mark.parametrize(("token", "error"), BAD_TOKENS, ids=BAD_TOKEN_IDS)
-@pytest.mark.parametrize("method", ["find", "commit", "delete"])
+@pytest.mark.parametrize(
+    "method", ["find", "commit", "delete", "touch", "create", "exists", "expiry"]
+)
 async def test_bad_token_is_refused_and_table_unchanged(
     store: Both,
     db: psycopg.Connection[Any],
@@ -43,7 +45,11 @@ async def test_bad_token_is_refused_and_table_unchanged(
     token: object,
     error: type[Exception],
 ) -> None:
-    args: tuple[object, ...] = (token,) if method != "commit" else (token, b"data", in_(60))
+    args: tuple[object, ...] = {
+        "commit": (token, b"data", in_(60)),
+        "create": (token, b"data", in_(60)),
+        "touch": (token, in_(60)),
+    }.get(method, (token,))
     with pytest.raises(error) as info:
         await getattr(store, method)(*args)
     assert "token" in str(info.value)
@@ -74,6 +80,8 @@ async def test_non_bytes_data_is_refused(
 ) -> None:
     with pytest.raises(error, match="data must be bytes"):
         await store.commit(new_token(), data, in_(60))
+    with pytest.raises(error, match="data must be bytes"):
+        await store.create(new_token(), data, in_(60))
     assert table_rows(db) == seeded
 
 
@@ -96,8 +104,13 @@ async def test_bad_expiry_is_refused(
     error: type[Exception],
     match: str,
 ) -> None:
+    token = next(row[0] for row in seeded if row[1] == b"live")
     with pytest.raises(error, match=match):
         await store.commit(new_token(), b"data", expiry)
+    with pytest.raises(error, match=match):
+        await store.create(new_token(), b"data", expiry)
+    with pytest.raises(error, match=match):
+        await store.touch(token, expiry)
     assert table_rows(db) == seeded
 
 

@@ -365,6 +365,38 @@ class SessionCore:
             ).format(ident)
         )
         self._delete = _render(sql.SQL("DELETE FROM {} WHERE token = %s").format(ident))
+        # An expired session is never brought back: only a live row is touched.
+        self._touch = _render(
+            sql.SQL(
+                "UPDATE {} SET expiry = %s WHERE token = %s AND current_timestamp < expiry"
+            ).format(ident)
+        )
+        # Insert, or replace an expired row; a live row is left as it is (the WHERE
+        # of DO UPDATE is false, so no row is written and the count is 0).
+        self._create = _render(
+            sql.SQL(
+                "INSERT INTO {table} AS s (token, data, expiry) VALUES (%s, %s, %s) "
+                "ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry "
+                "WHERE s.expiry <= current_timestamp"
+            ).format(table=ident)
+        )
+        self._expiry = _render(
+            sql.SQL("SELECT expiry FROM {} WHERE token = %s AND current_timestamp < expiry").format(
+                ident
+            )
+        )
+        # A batch of `clear` walks the primary key from where the last one ended and,
+        # like the purge, skips rows other transactions hold instead of waiting.
+        self._clear_batch = _render(
+            sql.SQL(
+                "WITH deleted AS ("
+                "DELETE FROM {table} WHERE token = ANY(ARRAY("
+                "SELECT token FROM {table} WHERE token > %s "
+                "ORDER BY token LIMIT %s FOR UPDATE SKIP LOCKED"
+                ")) RETURNING token"
+                ") SELECT count(*), max(token) FROM deleted"
+            ).format(table=ident)
+        )
         # Combined statements serve many concurrent callers in one round trip.
         self._find_many = _render(
             sql.SQL(
@@ -378,6 +410,13 @@ class SessionCore:
                 "SELECT * FROM unnest(%s::text[], %s::bytea[], %s::timestamptz[]) "
                 "ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry"
             ).format(ident)
+        )
+        self._touch_many = _render(
+            sql.SQL(
+                "UPDATE {table} AS s SET expiry = v.expiry "
+                "FROM unnest(%s::text[], %s::timestamptz[]) AS v(token, expiry) "
+                "WHERE s.token = v.token AND current_timestamp < s.expiry RETURNING s.token"
+            ).format(table=ident)
         )
         self._all = _render(
             sql.SQL("SELECT token, data FROM {} WHERE current_timestamp < expiry").format(ident)
@@ -472,6 +511,96 @@ class SessionCore:
         """
         return Statement(self._delete, (self._key(validate_token(token)),))
 
+    def touch(self, token: str, expiry: dt.datetime) -> Statement:
+        """Build the statement that moves a live session's expiry.
+
+        Args:
+            token: The session token.
+            expiry: The new expiry (timezone-aware).
+
+        Returns:
+            The statement; it affects one row if the session was live, else none.
+
+        Raises:
+            TypeError: If an argument has the wrong type.
+            ValueError: If the token is invalid or the expiry naive.
+        """
+        # The key goes last, as in the SQL; `touch_many` reads it from there.
+        return Statement(self._touch, (validate_expiry(expiry), self._key(validate_token(token))))
+
+    def create(
+        self, token: str, data: bytes | bytearray | memoryview, expiry: dt.datetime
+    ) -> Statement:
+        """Build the insert that saves a new session unless a live one has the token.
+
+        Args:
+            token: The session token.
+            data: The payload.
+            expiry: When the session expires (timezone-aware).
+
+        Returns:
+            The statement; it affects one row if the session was created.
+
+        Raises:
+            TypeError: If an argument has the wrong type.
+            ValueError: If an argument is invalid.
+        """
+        return Statement(
+            self._create,
+            (
+                self._key(validate_token(token)),
+                validate_data(data, self.max_data_size),
+                validate_expiry(expiry),
+            ),
+        )
+
+    def expiry(self, token: str) -> Statement:
+        """Build the statement that reads a live session's expiry.
+
+        Args:
+            token: The session token.
+
+        Returns:
+            The statement; decode its row with `decode_expiry`.
+
+        Raises:
+            TypeError: If the token is not a str.
+            ValueError: If the token is invalid.
+        """
+        return Statement(self._expiry, (self._key(validate_token(token)),))
+
+    def clear_steps(self, batch_size: int | None = None) -> Steps:
+        """Delete every session in the table, in batches of at most `batch_size`.
+
+        Like the purge, each batch is one short statement that never waits for a row
+        lock: a row a concurrent commit holds is left (that commit lands after the
+        clear). Needs only SELECT, UPDATE and DELETE, never TRUNCATE.
+
+        Args:
+            batch_size: The most sessions one statement deletes (default: the
+                core's `purge_batch_size`).
+
+        Returns:
+            A generator that yields one statement per batch and returns how many
+            sessions were deleted.
+
+        Raises:
+            TypeError: If `batch_size` is not an int.
+            ValueError: If `batch_size` is not positive.
+        """
+        batch_size = self.purge_batch_size if batch_size is None else batch_size
+        return self._clear_batches(validate_batch_size(batch_size))
+
+    def _clear_batches(self, batch_size: int) -> Steps:
+        deleted, after = 0, ""  # "" sorts before every token (tokens are never empty)
+        while True:
+            result: Result = yield Statement(self._clear_batch, (after, batch_size))
+            count, last = result.rows[0]
+            deleted += count
+            if count < batch_size:
+                return deleted
+            after = last
+
     # Combined statements: concurrent calls that queue up while the store's
     # connections are busy are served together. Each takes the statements the
     # single-call builders made (so validation and token hashing happened there).
@@ -507,12 +636,28 @@ class SessionCore:
             (keys, [bytes(latest[key][1]) for key in keys], [latest[key][2] for key in keys]),
         )
 
+    def touch_many(self, touches: Sequence[Statement]) -> Statement:
+        """Combine touches built by `touch` into one update.
+
+        Of several touches of one token the last one wins; rows are taken in token
+        order, as `commit_many` does, so combined statements lock rows in one order.
+
+        Args:
+            touches: The single touches, in the order they were made.
+
+        Returns:
+            The statement; decode its rows with `decode_touch_many`.
+        """
+        latest = {touch.params[1]: touch.params[0] for touch in touches}
+        keys = sorted(latest)
+        return Statement(self._touch_many, (keys, [latest[key] for key in keys]))
+
     @staticmethod
     def payload_size(statement: Statement) -> int:
         """How many payload bytes a single commit carries (0 for other statements).
 
         Args:
-            statement: A statement built by `commit` or `find`.
+            statement: A statement built by `commit`, `find` or `touch`.
 
         Returns:
             Bytes, for capping a combined commit at `MAX_BATCH_BYTES`.
@@ -520,7 +665,9 @@ class SessionCore:
         if len(statement.params) < 2:
             return 0
         data = statement.params[1]
-        return data.nbytes if isinstance(data, memoryview) else len(data)
+        if isinstance(data, memoryview):
+            return data.nbytes
+        return len(data) if isinstance(data, bytes | bytearray) else 0
 
     def all(self) -> Statement:
         """Build the statement that reads every live session.
@@ -602,6 +749,35 @@ class SessionCore:
         """
         found = {token: bytes(data) for token, data in rows}
         return [found.get(find.params[0]) for find in finds]
+
+    @staticmethod
+    def decode_touch_many(touches: Sequence[Statement], rows: Rows) -> list[bool]:
+        """Give each combined touch its own result: whether its session was live.
+
+        Args:
+            touches: The single touches, as passed to `touch_many`.
+            rows: The combined statement's rows (the keys it updated).
+
+        Returns:
+            One bool per touch.
+        """
+        touched = {row[0] for row in rows}
+        return [touch.params[1] in touched for touch in touches]
+
+    @staticmethod
+    def decode_expiry(row: tuple[Any, ...] | None) -> dt.datetime | None:
+        """Turn the row of `expiry` into its result, in UTC.
+
+        Args:
+            row: The row, or None when the session is missing or expired.
+
+        Returns:
+            The expiry as a timezone-aware UTC datetime, or None.
+        """
+        if row is None:
+            return None
+        expiry: dt.datetime = row[0]
+        return expiry.astimezone(dt.UTC)
 
     @staticmethod
     def decode_all(rows: Rows) -> dict[str, bytes]:

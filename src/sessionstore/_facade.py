@@ -19,8 +19,9 @@ MIN_RETRIES = 2
 #: flight while the other's results are being handed out; see docs/performance.md.
 LANES = 2
 
-#: What a facade's ``_query`` returns: the first row, all rows, or nothing.
-Fetch = Literal["one", "all", "none"]
+#: What a facade's ``_query`` returns: the first row, all rows, the number of rows
+#: affected, or nothing.
+Fetch = Literal["one", "all", "count", "none"]
 
 
 def pool_type_error(pool: object, expected: type) -> TypeError:

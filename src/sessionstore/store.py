@@ -144,6 +144,51 @@ class Store:
         """
         self._commits.submit(self._core.commit(token, data, expiry))
 
+    def touch(self, token: str, expiry: dt.datetime) -> bool:
+        """Move a live session's expiry without rewriting its data.
+
+        Concurrent touches are combined into shared statements, like finds and
+        commits. An expired session is never brought back.
+
+        Args:
+            token: The session token.
+            expiry: The new expiry: a timezone-aware datetime.
+
+        Returns:
+            True if the session was live (its expiry is now `expiry`); False, with
+                nothing written, if it is missing or expired.
+
+        Raises:
+            TypeError: If an argument has the wrong type.
+            ValueError: If the token is invalid or the expiry is naive.
+            DatabaseError: If the database could not update it.
+        """
+        return self._touches.submit(self._core.touch(token, expiry))
+
+    def create(self, token: str, data: bytes | bytearray | memoryview, expiry: dt.datetime) -> bool:
+        """Save a new session, unless a live session already has the token.
+
+        An expired session with the token counts as free and is replaced. Use it
+        where a token must never be taken over, e.g. for a token just generated:
+        ``False`` then means a collision, and the caller picks another token.
+
+        Args:
+            token: The session token.
+            data: The session's data.
+            expiry: When the session expires: a timezone-aware datetime.
+
+        Returns:
+            True if the session was created; False, with nothing changed, if a live
+                session holds the token.
+
+        Raises:
+            TypeError: If an argument has the wrong type.
+            ValueError: If the token is invalid, the data is larger than
+                `max_data_size`, or the expiry is naive.
+            DatabaseError: If the database could not save it.
+        """
+        return bool(self._query("create", self._core.create(token, data, expiry), "count"))
+
     def delete(self, token: str) -> None:
         """Delete a session; a missing token is not an error.
 
@@ -156,6 +201,40 @@ class Store:
             DatabaseError: If the database could not delete it.
         """
         self._query("delete", self._core.delete(token), "none")
+
+    def exists(self, token: str) -> bool:
+        """Whether a live session has the token.
+
+        Args:
+            token: The session token.
+
+        Returns:
+            True if the session exists and has not expired.
+
+        Raises:
+            TypeError: If the token is not a str.
+            ValueError: If the token is invalid.
+            DatabaseError: If the database could not answer.
+        """
+        return self.expiry(token) is not None
+
+    def expiry(self, token: str) -> dt.datetime | None:
+        """When a live session expires.
+
+        Args:
+            token: The session token.
+
+        Returns:
+            The expiry as a timezone-aware UTC datetime, or None if the session is
+                missing or expired.
+
+        Raises:
+            TypeError: If the token is not a str.
+            ValueError: If the token is invalid.
+            DatabaseError: If the database could not answer.
+        """
+        row = self._query("expiry", self._core.expiry(token), "one")
+        return self._core.decode_expiry(row)
 
     def all(self) -> dict[str, bytes]:
         """Return every live session.
@@ -264,6 +343,32 @@ class Store:
         except psycopg.Error as exc:
             raise DatabaseError("purge_expired", exc) from exc
 
+    def clear(self, *, batch_size: int | None = None) -> int:
+        """Delete every session in the table, live or expired, in batches.
+
+        Each batch is one short statement that never waits for a row lock (a row a
+        concurrent commit holds is left to that commit). The role needs no rights
+        beyond SELECT, UPDATE and DELETE.
+
+        Args:
+            batch_size: The most sessions one statement deletes (default: the
+                store's `purge_batch_size`).
+
+        Returns:
+            How many sessions were deleted.
+
+        Raises:
+            TypeError: If `batch_size` is not an int.
+            ValueError: If `batch_size` is not positive.
+            DatabaseError: If the database could not delete them.
+        """
+        steps = self._core.clear_steps(batch_size)
+        try:
+            with self._pool.connection() as conn:
+                return int(self._drive(conn, steps, commit_each=True))
+        except psycopg.Error as exc:
+            raise DatabaseError("clear", exc) from exc
+
     def create_table(self) -> bool:
         """Create the schema, table and index if missing; never called implicitly.
 
@@ -312,6 +417,7 @@ class Store:
         size = SessionCore.payload_size
         self._finds = Batcher(self._find_one, self._find_many, size, LANES)
         self._commits = Batcher(self._commit_one, self._commit_many, size, LANES)
+        self._touches = Batcher(self._touch_one, self._touch_many, size, LANES)
 
     def _find_one(self, statement: Statement) -> bytes | None:
         return self._core.decode_find(self._query("find", statement, "one"))
@@ -326,6 +432,13 @@ class Store:
     def _commit_many(self, commits: Sequence[Statement]) -> list[None]:
         self._query("commit", self._core.commit_many(commits), "none")
         return [None] * len(commits)
+
+    def _touch_one(self, statement: Statement) -> bool:
+        return bool(self._query("touch", statement, "count"))
+
+    def _touch_many(self, touches: Sequence[Statement]) -> list[bool]:
+        rows = self._query("touch", self._core.touch_many(touches), "all")
+        return self._core.decode_touch_many(touches, rows)
 
     def _query(self, operation: str, statement: Statement, fetch: Fetch) -> Any:
         """Run one statement on a pooled connection; again if the connection broke.
@@ -348,6 +461,8 @@ class Store:
                         return cursor.fetchone()
                     if fetch == "all":
                         return cursor.fetchall()
+                    if fetch == "count":
+                        return cursor.rowcount
                     return None
             except psycopg.Error as exc:
                 if retries >= max(MIN_RETRIES, self._pool.max_size) or not should_retry(exc, conn):

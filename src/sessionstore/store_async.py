@@ -159,6 +159,53 @@ class AsyncStore:
         """
         await self._commits.submit(self._core.commit(token, data, expiry))
 
+    async def touch(self, token: str, expiry: dt.datetime) -> bool:
+        """Move a live session's expiry without rewriting its data.
+
+        Concurrent touches are combined into shared statements, like finds and
+        commits. An expired session is never brought back.
+
+        Args:
+            token: The session token.
+            expiry: The new expiry: a timezone-aware datetime.
+
+        Returns:
+            True if the session was live (its expiry is now `expiry`); False, with
+                nothing written, if it is missing or expired.
+
+        Raises:
+            TypeError: If an argument has the wrong type.
+            ValueError: If the token is invalid or the expiry is naive.
+            DatabaseError: If the database could not update it.
+        """
+        return await self._touches.submit(self._core.touch(token, expiry))
+
+    async def create(
+        self, token: str, data: bytes | bytearray | memoryview, expiry: dt.datetime
+    ) -> bool:
+        """Save a new session, unless a live session already has the token.
+
+        An expired session with the token counts as free and is replaced. Use it
+        where a token must never be taken over, e.g. for a token just generated:
+        ``False`` then means a collision, and the caller picks another token.
+
+        Args:
+            token: The session token.
+            data: The session's data.
+            expiry: When the session expires: a timezone-aware datetime.
+
+        Returns:
+            True if the session was created; False, with nothing changed, if a live
+                session holds the token.
+
+        Raises:
+            TypeError: If an argument has the wrong type.
+            ValueError: If the token is invalid, the data is larger than
+                `max_data_size`, or the expiry is naive.
+            DatabaseError: If the database could not save it.
+        """
+        return bool(await self._query("create", self._core.create(token, data, expiry), "count"))
+
     async def delete(self, token: str) -> None:
         """Delete a session; a missing token is not an error.
 
@@ -171,6 +218,40 @@ class AsyncStore:
             DatabaseError: If the database could not delete it.
         """
         await self._query("delete", self._core.delete(token), "none")
+
+    async def exists(self, token: str) -> bool:
+        """Whether a live session has the token.
+
+        Args:
+            token: The session token.
+
+        Returns:
+            True if the session exists and has not expired.
+
+        Raises:
+            TypeError: If the token is not a str.
+            ValueError: If the token is invalid.
+            DatabaseError: If the database could not answer.
+        """
+        return await self.expiry(token) is not None
+
+    async def expiry(self, token: str) -> dt.datetime | None:
+        """When a live session expires.
+
+        Args:
+            token: The session token.
+
+        Returns:
+            The expiry as a timezone-aware UTC datetime, or None if the session is
+                missing or expired.
+
+        Raises:
+            TypeError: If the token is not a str.
+            ValueError: If the token is invalid.
+            DatabaseError: If the database could not answer.
+        """
+        row = await self._query("expiry", self._core.expiry(token), "one")
+        return self._core.decode_expiry(row)
 
     async def all(self) -> dict[str, bytes]:
         """Return every live session.
@@ -282,6 +363,32 @@ class AsyncStore:
         except psycopg.Error as exc:
             raise DatabaseError("purge_expired", exc) from exc
 
+    async def clear(self, *, batch_size: int | None = None) -> int:
+        """Delete every session in the table, live or expired, in batches.
+
+        Each batch is one short statement that never waits for a row lock (a row a
+        concurrent commit holds is left to that commit). The role needs no rights
+        beyond SELECT, UPDATE and DELETE.
+
+        Args:
+            batch_size: The most sessions one statement deletes (default: the
+                store's `purge_batch_size`).
+
+        Returns:
+            How many sessions were deleted.
+
+        Raises:
+            TypeError: If `batch_size` is not an int.
+            ValueError: If `batch_size` is not positive.
+            DatabaseError: If the database could not delete them.
+        """
+        steps = self._core.clear_steps(batch_size)
+        try:
+            async with self._pool.connection() as conn:
+                return int(await self._drive(conn, steps, commit_each=True))
+        except psycopg.Error as exc:
+            raise DatabaseError("clear", exc) from exc
+
     async def create_table(self) -> bool:
         """Create the schema, table and index if missing; never called implicitly.
 
@@ -335,6 +442,7 @@ class AsyncStore:
         size = SessionCore.payload_size
         self._finds = AsyncBatcher(self._find_one, self._find_many, size, LANES)
         self._commits = AsyncBatcher(self._commit_one, self._commit_many, size, LANES)
+        self._touches = AsyncBatcher(self._touch_one, self._touch_many, size, LANES)
 
     async def _find_one(self, statement: Statement) -> bytes | None:
         return self._core.decode_find(await self._query("find", statement, "one"))
@@ -349,6 +457,13 @@ class AsyncStore:
     async def _commit_many(self, commits: Sequence[Statement]) -> list[None]:
         await self._query("commit", self._core.commit_many(commits), "none")
         return [None] * len(commits)
+
+    async def _touch_one(self, statement: Statement) -> bool:
+        return bool(await self._query("touch", statement, "count"))
+
+    async def _touch_many(self, touches: Sequence[Statement]) -> list[bool]:
+        rows = await self._query("touch", self._core.touch_many(touches), "all")
+        return self._core.decode_touch_many(touches, rows)
 
     async def _query(self, operation: str, statement: Statement, fetch: Fetch) -> Any:
         """Run one statement on a pooled connection; again if the connection broke.
@@ -371,6 +486,8 @@ class AsyncStore:
                         return await cursor.fetchone()
                     if fetch == "all":
                         return await cursor.fetchall()
+                    if fetch == "count":
+                        return cursor.rowcount
                     return None
             except psycopg.Error as exc:
                 if retries >= max(MIN_RETRIES, self._pool.max_size) or not should_retry(exc, conn):
