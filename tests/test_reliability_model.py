@@ -8,7 +8,8 @@ Two kinds of check, sync and async:
   had started by then, and the final state must be the effect of an operation that
   nothing else followed in real time (the last writes may have raced; the earlier
   ones may not win).
-- A hypothesis `RuleBasedStateMachine` of commit/find/delete/all/purge against a dict,
+- A hypothesis `RuleBasedStateMachine` of every operation (commit, find, delete, all,
+  purge, touch, create, exists, expiry, clear) against a dict,
   with a clock it controls: expiries are whole hours from the database's clock, and
   "time passes" by moving every stored expiry back by whole hours, so no expiry is
   ever within a second of the real clock and nothing depends on timing.
@@ -302,7 +303,7 @@ def machine_for(ctx: Context) -> type[RuleBasedStateMachine]:
     """A state machine class bound to one store."""
 
     class SessionStoreMachine(RuleBasedStateMachine):
-        """Commit/find/delete/all/purge and a moving clock, against a dict."""
+        """Every store operation and a moving clock, against a dict."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -333,6 +334,32 @@ def machine_for(ctx: Context) -> type[RuleBasedStateMachine]:
         def delete(self, token: str) -> None:
             ctx.call(ctx.store.delete(token))
             self.model.pop(token, None)
+
+        @rule(token=st.sampled_from(TOKENS), hours=st.integers(-3, 3))
+        def touch(self, token: str, hours: int) -> None:
+            live = token in self.live()
+            assert ctx.call(ctx.store.touch(token, self.expiry(hours))) is live
+            if live:
+                self.model[token] = (self.model[token][0], hours)
+
+        @rule(token=st.sampled_from(TOKENS), data=st.binary(max_size=64), hours=st.integers(-3, 3))
+        def create(self, token: str, data: bytes, hours: int) -> None:
+            free = token not in self.live()
+            assert ctx.call(ctx.store.create(token, data, self.expiry(hours))) is free
+            if free:
+                self.model[token] = (data, hours)
+
+        @rule(token=st.sampled_from(TOKENS))
+        def exists_and_expiry(self, token: str) -> None:
+            live = token in self.live()
+            assert ctx.call(ctx.store.exists(token)) is live
+            expected = self.expiry(self.model[token][1]) if live else None
+            assert ctx.call(ctx.store.expiry(token)) == expected
+
+        @rule(batch_size=st.sampled_from([None, 1, 3]))
+        def clear(self, batch_size: int | None) -> None:
+            assert ctx.call(ctx.store.clear(batch_size=batch_size)) == len(self.model)
+            self.model = {}
 
         @rule()
         def all(self) -> None:

@@ -94,9 +94,16 @@ def test_least_privilege_role_runs_every_operation_and_the_cleanup(
             store.commit(token, b"live", in_(60))
             assert store.find(token) == b"live"
             assert store.all() == {token: b"live"}
+            assert store.touch(token, in_(120)) is True
+            assert store.create(token, b"other", in_(60)) is False
+            assert store.exists(token) is True
+            assert store.expiry(token) is not None
+            spare = new_token()
+            assert store.create(spare, b"spare", in_(60)) is True
             wait_until(lambda: cleanup.stats.rows_deleted == 1)
             assert cleanup.stats.errors == 0
             store.delete(token)
+            assert store.clear() == 1  # the spare
             other = Store(web_pool, table="not_there", cleanup=NoCleanup())
             with pytest.raises(DatabaseError, match="InsufficientPrivilege") as info:
                 other.create_table()
