@@ -13,17 +13,20 @@ A port of Go's scs/pgxstore on psycopg 3 and psycopg_pool::
 
 from __future__ import annotations
 
-from ._core import DEFAULT_MAX_DATA_SIZE, MAX_TOKEN_LENGTH
-from .errors import DatabaseError, ForkedProcessError, SessionStoreError
+from ._core import DEFAULT_MAX_DATA_SIZE, MAX_OWNER_LENGTH, MAX_TOKEN_LENGTH, OwnedSession
+from .errors import DatabaseError, ForkedProcessError, OwnersNotEnabledError, SessionStoreError
 from .store import Store
 from .store_async import AsyncStore
 
 __all__ = [
     "DEFAULT_MAX_DATA_SIZE",
+    "MAX_OWNER_LENGTH",
     "MAX_TOKEN_LENGTH",
     "AsyncStore",
     "DatabaseError",
     "ForkedProcessError",
+    "OwnedSession",
+    "OwnersNotEnabledError",
     "SessionStoreError",
     "Store",
 ]

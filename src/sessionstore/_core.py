@@ -21,7 +21,10 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg import sql
+
+from .errors import OwnersNotEnabledError
 
 #: The longest token accepted, in characters. SCS tokens are 43 characters; the
 #: limit keeps every token (4 bytes per character at worst) well inside PostgreSQL's
@@ -76,6 +79,22 @@ class Result:
 
     rows: Rows
     rowcount: int
+
+
+@dataclass(frozen=True, slots=True)
+class OwnedSession:
+    """One live session of an owner, as `sessions_of` lists it.
+
+    Attributes:
+        key: The stored key: the token, or its hash on a store with ``hash_tokens``
+            (what `revoke` takes; it never is the raw token there).
+        data: The session's data.
+        expiry: When it expires, timezone-aware, in UTC.
+    """
+
+    key: str
+    data: bytes
+    expiry: dt.datetime
 
 
 #: A multi-statement operation: yields statements, receives results, returns T.
@@ -151,6 +170,41 @@ def validate_token(token: object) -> str:
     if "\x00" in token:
         raise ValueError("token must not contain a NUL character")
     return token
+
+
+#: The longest owner (a user id) accepted, in characters.
+MAX_OWNER_LENGTH = 512
+
+
+def validate_owner(owner: object) -> str:
+    """Check a session's owner (the user it belongs to) before it reaches any SQL.
+
+    Args:
+        owner: The owner: any non-empty text, typically a user id.
+
+    Returns:
+        The owner, unchanged.
+
+    Raises:
+        TypeError: If it is not a str (pass ``str(user_id)`` for a number).
+        ValueError: If it is empty, longer than `MAX_OWNER_LENGTH`, or contains
+            NUL or lone surrogates.
+    """
+    if not isinstance(owner, str):
+        raise TypeError(f"owner must be a str, not {type(owner).__name__}")
+    if not owner:
+        raise ValueError("owner must not be empty")
+    if len(owner) > MAX_OWNER_LENGTH:
+        raise ValueError(
+            f"owner is {len(owner)} characters long; the maximum is {MAX_OWNER_LENGTH}"
+        )
+    if "\x00" in owner:
+        raise ValueError("owner must not contain a NUL character")
+    try:
+        owner.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("owner must be valid Unicode (no lone surrogates)") from None
+    return owner
 
 
 def validate_data(data: object, max_size: int) -> bytes | bytearray | memoryview:
@@ -327,6 +381,8 @@ class SessionCore:
         max_data_size: The largest payload accepted, in bytes.
         purge_batch_size: The most sessions one purge statement deletes.
         hash_tokens: Store `hash_token(token)` instead of the token itself.
+        owners: The table has the nullable ``owner`` column: commits and creates
+            may set it, and the per-owner operations work.
 
     Raises:
         TypeError: If an argument has the wrong type.
@@ -340,8 +396,10 @@ class SessionCore:
         max_data_size: int = DEFAULT_MAX_DATA_SIZE,
         purge_batch_size: int = DEFAULT_PURGE_BATCH_SIZE,
         hash_tokens: bool = False,
+        owners: bool = False,
     ) -> None:
         self.purge_batch_size = validate_batch_size(purge_batch_size)
+        self.owners = bool(owners)
         self.hash_tokens = bool(hash_tokens)
         self._key: Callable[[str], str] = hash_token if hash_tokens else _unchanged
         self.table = validate_identifier(table, "table")
@@ -363,6 +421,48 @@ class SessionCore:
                 "INSERT INTO {} (token, data, expiry) VALUES (%s, %s, %s) "
                 "ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry"
             ).format(ident)
+        )
+        # With owners, a commit without one keeps the row's owner (COALESCE), so a
+        # request that merely saves a session never logs its user out of the list.
+        self._commit_owned = _render(
+            sql.SQL(
+                "INSERT INTO {table} AS s (token, data, expiry, owner) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry, "
+                "owner = COALESCE(EXCLUDED.owner, s.owner)"
+            ).format(table=ident)
+        )
+        self._commit_many_owned = _render(
+            sql.SQL(
+                "INSERT INTO {table} AS s (token, data, expiry, owner) "
+                "SELECT * FROM unnest(%s::text[], %s::bytea[], %s::timestamptz[], %s::text[]) "
+                "ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry, "
+                "owner = COALESCE(EXCLUDED.owner, s.owner)"
+            ).format(table=ident)
+        )
+        self._create_owned = _render(
+            sql.SQL(
+                "INSERT INTO {table} AS s (token, data, expiry, owner) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry, "
+                "owner = COALESCE(EXCLUDED.owner, s.owner) WHERE s.expiry <= current_timestamp"
+            ).format(table=ident)
+        )
+        self._set_owner = _render(
+            sql.SQL(
+                "UPDATE {} SET owner = %s WHERE token = %s AND current_timestamp < expiry"
+            ).format(ident)
+        )
+        self._sessions_of = _render(
+            sql.SQL(
+                "SELECT token, data, expiry FROM {} WHERE owner = %s "
+                "AND current_timestamp < expiry ORDER BY expiry, token"
+            ).format(ident)
+        )
+        # Expired rows of the owner go too: they are dead anyway.
+        self._delete_owned = _render(
+            sql.SQL("DELETE FROM {} WHERE owner = %s AND token IS DISTINCT FROM %s").format(ident)
+        )
+        self._revoke = _render(
+            sql.SQL("DELETE FROM {} WHERE owner = %s AND token = %s").format(ident)
         )
         self._delete = _render(sql.SQL("DELETE FROM {} WHERE token = %s").format(ident))
         # An expired session is never brought back: only a live row is touched.
@@ -471,7 +571,11 @@ class SessionCore:
         return Statement(self._find, (self._key(validate_token(token)),))
 
     def commit(
-        self, token: str, data: bytes | bytearray | memoryview, expiry: dt.datetime
+        self,
+        token: str,
+        data: bytes | bytearray | memoryview,
+        expiry: dt.datetime,
+        owner: str | None = None,
     ) -> Statement:
         """Build the upsert that saves a session.
 
@@ -479,6 +583,8 @@ class SessionCore:
             token: The session token.
             data: The payload.
             expiry: When the session expires (timezone-aware).
+            owner: Who the session belongs to (only with ``owners``); None keeps
+                the row's current owner.
 
         Returns:
             The statement.
@@ -486,14 +592,19 @@ class SessionCore:
         Raises:
             TypeError: If an argument has the wrong type.
             ValueError: If an argument is invalid.
+            OwnersNotEnabledError: If an owner is given without ``owners``.
         """
+        params = (
+            self._key(validate_token(token)),
+            validate_data(data, self.max_data_size),
+            validate_expiry(expiry),
+        )
+        if not self.owners:
+            if owner is not None:
+                raise OwnersNotEnabledError("commit(owner=...)")
+            return Statement(self._commit, params)
         return Statement(
-            self._commit,
-            (
-                self._key(validate_token(token)),
-                validate_data(data, self.max_data_size),
-                validate_expiry(expiry),
-            ),
+            self._commit_owned, (*params, None if owner is None else validate_owner(owner))
         )
 
     def delete(self, token: str) -> Statement:
@@ -529,7 +640,11 @@ class SessionCore:
         return Statement(self._touch, (validate_expiry(expiry), self._key(validate_token(token))))
 
     def create(
-        self, token: str, data: bytes | bytearray | memoryview, expiry: dt.datetime
+        self,
+        token: str,
+        data: bytes | bytearray | memoryview,
+        expiry: dt.datetime,
+        owner: str | None = None,
     ) -> Statement:
         """Build the insert that saves a new session unless a live one has the token.
 
@@ -537,6 +652,7 @@ class SessionCore:
             token: The session token.
             data: The payload.
             expiry: When the session expires (timezone-aware).
+            owner: Who the session belongs to (only with ``owners``).
 
         Returns:
             The statement; it affects one row if the session was created.
@@ -544,15 +660,115 @@ class SessionCore:
         Raises:
             TypeError: If an argument has the wrong type.
             ValueError: If an argument is invalid.
+            OwnersNotEnabledError: If an owner is given without ``owners``.
         """
-        return Statement(
-            self._create,
-            (
-                self._key(validate_token(token)),
-                validate_data(data, self.max_data_size),
-                validate_expiry(expiry),
-            ),
+        params = (
+            self._key(validate_token(token)),
+            validate_data(data, self.max_data_size),
+            validate_expiry(expiry),
         )
+        if not self.owners:
+            if owner is not None:
+                raise OwnersNotEnabledError("create(owner=...)")
+            return Statement(self._create, params)
+        return Statement(
+            self._create_owned, (*params, None if owner is None else validate_owner(owner))
+        )
+
+    # Sessions per owner: only on a table with the owner column (``owners``).
+
+    def _need_owners(self, operation: str) -> None:
+        if not self.owners:
+            raise OwnersNotEnabledError(operation)
+
+    def set_owner(self, token: str, owner: str | None) -> Statement:
+        """Build the update that sets (or, with None, clears) a live session's owner.
+
+        Args:
+            token: The session token.
+            owner: The new owner, or None.
+
+        Returns:
+            The statement; it affects one row if the session was live.
+
+        Raises:
+            TypeError: If an argument has the wrong type.
+            ValueError: If an argument is invalid.
+            OwnersNotEnabledError: Without ``owners``.
+        """
+        self._need_owners("set_owner")
+        key = self._key(validate_token(token))
+        return Statement(self._set_owner, (None if owner is None else validate_owner(owner), key))
+
+    def sessions_of(self, owner: str) -> Statement:
+        """Build the query for an owner's live sessions, soonest to expire first.
+
+        Args:
+            owner: The owner.
+
+        Returns:
+            The statement; decode its rows with `decode_owned`.
+
+        Raises:
+            TypeError: If the owner is not a str.
+            ValueError: If the owner is invalid.
+            OwnersNotEnabledError: Without ``owners``.
+        """
+        self._need_owners("sessions_of")
+        return Statement(self._sessions_of, (validate_owner(owner),))
+
+    def delete_owned(self, owner: str, keep: str | None = None) -> Statement:
+        """Build the delete of every session of an owner but, optionally, one.
+
+        Args:
+            owner: The owner.
+            keep: A raw token to spare (the caller's own session), or None.
+
+        Returns:
+            The statement; its row count is the number deleted.
+
+        Raises:
+            TypeError: If an argument has the wrong type.
+            ValueError: If an argument is invalid.
+            OwnersNotEnabledError: Without ``owners``.
+        """
+        self._need_owners("delete_owned")
+        spared = None if keep is None else self._key(validate_token(keep))
+        return Statement(self._delete_owned, (validate_owner(owner), spared))
+
+    def revoke(self, owner: str, key: str) -> Statement:
+        """Build the delete of one listed session, only if it belongs to the owner.
+
+        Args:
+            owner: The owner.
+            key: The stored key, as `OwnedSession.key` gives it (not hashed again).
+
+        Returns:
+            The statement; it affects one row if the session was the owner's.
+
+        Raises:
+            TypeError: If an argument has the wrong type.
+            ValueError: If an argument is invalid.
+            OwnersNotEnabledError: Without ``owners``.
+        """
+        self._need_owners("revoke")
+        return Statement(self._revoke, (validate_owner(owner), validate_token(key)))
+
+    def failure_hint(self, exc: Exception) -> str:
+        """Advice to add to a database failure, if any.
+
+        Args:
+            exc: What the database raised.
+
+        Returns:
+            How to add the owner column, when the table lacks it; else ``""``.
+        """
+        if self.owners and isinstance(exc, psycopg.errors.UndefinedColumn):
+            return (
+                "this store has owners=True but the table has no owner column; run "
+                "`python -m sessionstore migrate --owners` as the table's owner"
+            )
+        return ""
 
     def expiry(self, token: str) -> Statement:
         """Build the statement that reads a live session's expiry.
@@ -631,10 +847,10 @@ class SessionCore:
         """
         latest = {commit.params[0]: commit.params for commit in commits}
         keys = sorted(latest)
-        return Statement(
-            self._commit_many,
-            (keys, [bytes(latest[key][1]) for key in keys], [latest[key][2] for key in keys]),
-        )
+        columns = (keys, [bytes(latest[key][1]) for key in keys], [latest[key][2] for key in keys])
+        if not self.owners:
+            return Statement(self._commit_many, columns)
+        return Statement(self._commit_many_owned, (*columns, [latest[key][3] for key in keys]))
 
     def touch_many(self, touches: Sequence[Statement]) -> Statement:
         """Combine touches built by `touch` into one update.
@@ -778,6 +994,20 @@ class SessionCore:
             return None
         expiry: dt.datetime = row[0]
         return expiry.astimezone(dt.UTC)
+
+    @staticmethod
+    def decode_owned(rows: Rows) -> list[OwnedSession]:
+        """Turn the rows of `sessions_of` into `OwnedSession` values.
+
+        Args:
+            rows: The rows.
+
+        Returns:
+            A new list, soonest to expire first.
+        """
+        return [
+            OwnedSession(key, bytes(data), expiry.astimezone(dt.UTC)) for key, data, expiry in rows
+        ]
 
     @staticmethod
     def decode_all(rows: Rows) -> dict[str, bytes]:

@@ -60,6 +60,22 @@ class DatabaseError(SessionStoreError):
         return copy
 
 
+class OwnersNotEnabledError(SessionStoreError):
+    """A per-owner operation was called on a store made without ``owners=True``.
+
+    Sessions per user need the table's ``owner`` column: create the store with
+    ``owners=True`` (and add the column with ``python -m sessionstore migrate
+    --owners``).
+    """
+
+    def __init__(self, operation: str) -> None:
+        super().__init__(
+            f"{operation} needs sessions per owner: create the store with owners=True "
+            "(and add the column with `python -m sessionstore migrate --owners`)"
+        )
+        self.operation = operation
+
+
 class ForkedProcessError(SessionStoreError):
     """A store created before `os.fork` was used in the child process.
 

@@ -30,6 +30,7 @@ from ._core import (
     DEFAULT_MAX_DATA_SIZE,
     DEFAULT_PURGE_BATCH_SIZE,
     DEFAULT_TABLE,
+    OwnedSession,
     Result,
     SessionCore,
     Statement,
@@ -67,6 +68,10 @@ class AsyncStore:
         hash_tokens: Store only the SHA-256 of each token (as SCS's
             ``HashTokenInStore``), so a leaked table or backup holds no usable
             session; `all` then returns the hashes as keys.
+        owners: Keep sessions per user in the table's nullable ``owner`` column
+            (``migrate --owners`` adds it): `commit` and `create` take an
+            ``owner``, and `sessions_of`, `delete_owned`, `revoke` and
+            `set_owner` work. Without it those raise `OwnersNotEnabledError`.
 
     Raises:
         TypeError: If `pool` is not an `AsyncConnectionPool`, or an option has
@@ -84,11 +89,14 @@ class AsyncStore:
         max_data_size: int = DEFAULT_MAX_DATA_SIZE,
         purge_batch_size: int = DEFAULT_PURGE_BATCH_SIZE,
         hash_tokens: bool = False,
+        owners: bool = False,
     ) -> None:
         if not isinstance(pool, AsyncConnectionPool):
             raise pool_type_error(pool, AsyncConnectionPool)
         self._pool = pool
-        self._core = SessionCore(table, schema, max_data_size, purge_batch_size, hash_tokens)
+        self._core = SessionCore(
+            table, schema, max_data_size, purge_batch_size, hash_tokens, owners=owners
+        )
         self._start_batchers()
         _fork.track(self)
         self._cleanup: AsyncCleanupStrategy = TaskCleanup() if cleanup is None else cleanup
@@ -142,7 +150,12 @@ class AsyncStore:
         return await self._finds.submit(self._core.find(token))
 
     async def commit(
-        self, token: str, data: bytes | bytearray | memoryview, expiry: dt.datetime
+        self,
+        token: str,
+        data: bytes | bytearray | memoryview,
+        expiry: dt.datetime,
+        *,
+        owner: str | None = None,
     ) -> None:
         """Save a session, replacing any with the same token (last writer wins).
 
@@ -150,14 +163,17 @@ class AsyncStore:
             token: The session token.
             data: The session's data.
             expiry: When the session expires: a timezone-aware datetime.
+            owner: Who the session belongs to, e.g. a user id (needs
+                ``owners=True``); None keeps the row's current owner.
 
         Raises:
             TypeError: If an argument has the wrong type.
             ValueError: If the token is invalid, the data is larger than
                 `max_data_size`, or the expiry is naive.
+            OwnersNotEnabledError: If an owner is given without ``owners=True``.
             DatabaseError: If the database could not save it.
         """
-        await self._commits.submit(self._core.commit(token, data, expiry))
+        await self._commits.submit(self._core.commit(token, data, expiry, owner))
 
     async def touch(self, token: str, expiry: dt.datetime) -> bool:
         """Move a live session's expiry without rewriting its data.
@@ -181,7 +197,12 @@ class AsyncStore:
         return await self._touches.submit(self._core.touch(token, expiry))
 
     async def create(
-        self, token: str, data: bytes | bytearray | memoryview, expiry: dt.datetime
+        self,
+        token: str,
+        data: bytes | bytearray | memoryview,
+        expiry: dt.datetime,
+        *,
+        owner: str | None = None,
     ) -> bool:
         """Save a new session, unless a live session already has the token.
 
@@ -193,6 +214,7 @@ class AsyncStore:
             token: The session token.
             data: The session's data.
             expiry: When the session expires: a timezone-aware datetime.
+            owner: Who the session belongs to (needs ``owners=True``).
 
         Returns:
             True if the session was created; False, with nothing changed, if a live
@@ -202,9 +224,11 @@ class AsyncStore:
             TypeError: If an argument has the wrong type.
             ValueError: If the token is invalid, the data is larger than
                 `max_data_size`, or the expiry is naive.
+            OwnersNotEnabledError: If an owner is given without ``owners=True``.
             DatabaseError: If the database could not save it.
         """
-        return bool(await self._query("create", self._core.create(token, data, expiry), "count"))
+        statement = self._core.create(token, data, expiry, owner)
+        return bool(await self._query("create", statement, "count"))
 
     async def delete(self, token: str) -> None:
         """Delete a session; a missing token is not an error.
@@ -304,6 +328,85 @@ class AsyncStore:
                 yield ((token, bytes(data)) async for token, data in cursor)
         except psycopg.Error as exc:
             raise DatabaseError("iter_all", exc) from exc
+
+    async def set_owner(self, token: str, owner: str | None) -> bool:
+        """Set the owner of a live session, or clear it with None.
+
+        Args:
+            token: The session token.
+            owner: The new owner (e.g. the user id at login), or None.
+
+        Returns:
+            True if the session was live; False, with nothing written, if not.
+
+        Raises:
+            TypeError: If an argument has the wrong type.
+            ValueError: If an argument is invalid.
+            OwnersNotEnabledError: Without ``owners=True``.
+            DatabaseError: If the database failed.
+        """
+        statement = self._core.set_owner(token, owner)
+        return bool(await self._query("set_owner", statement, "count"))
+
+    async def sessions_of(self, owner: str) -> list[OwnedSession]:
+        """List an owner's live sessions ("where you are logged in").
+
+        Args:
+            owner: The owner.
+
+        Returns:
+            The sessions, soonest to expire first; each `OwnedSession.key` is the
+                stored key (the token's hash with ``hash_tokens``), for `revoke`.
+
+        Raises:
+            TypeError: If the owner is not a str.
+            ValueError: If the owner is invalid.
+            OwnersNotEnabledError: Without ``owners=True``.
+            DatabaseError: If the database failed.
+        """
+        rows = await self._query("sessions_of", self._core.sessions_of(owner), "all")
+        return self._core.decode_owned(rows)
+
+    async def delete_owned(self, owner: str, *, keep: str | None = None) -> int:
+        """Delete every session of an owner: "log out everywhere".
+
+        Args:
+            owner: The owner.
+            keep: The caller's own raw token, to stay logged in here; None deletes
+                them all.
+
+        Returns:
+            How many sessions were deleted (expired ones of the owner included).
+
+        Raises:
+            TypeError: If an argument has the wrong type.
+            ValueError: If an argument is invalid.
+            OwnersNotEnabledError: Without ``owners=True``.
+            DatabaseError: If the database failed.
+        """
+        statement = self._core.delete_owned(owner, keep)
+        return int(await self._query("delete_owned", statement, "count"))
+
+    async def revoke(self, owner: str, key: str) -> bool:
+        """Delete one of an owner's sessions, as listed by `sessions_of`.
+
+        Only a session that belongs to `owner` is deleted, so a key from one
+        user's list can't end another user's session.
+
+        Args:
+            owner: The owner.
+            key: The session's `OwnedSession.key`.
+
+        Returns:
+            True if it was the owner's session and is gone.
+
+        Raises:
+            TypeError: If an argument has the wrong type.
+            ValueError: If an argument is invalid.
+            OwnersNotEnabledError: Without ``owners=True``.
+            DatabaseError: If the database failed.
+        """
+        return bool(await self._query("revoke", self._core.revoke(owner, key), "count"))
 
     async def purge_expired(self, *, batch_size: int | None = None) -> int:
         """Delete every expired session now, in batches.
@@ -491,7 +594,7 @@ class AsyncStore:
                     return None
             except psycopg.Error as exc:
                 if retries >= max(MIN_RETRIES, self._pool.max_size) or not should_retry(exc, conn):
-                    raise DatabaseError(operation, exc) from exc
+                    raise DatabaseError(operation, exc, self._core.failure_hint(exc)) from exc
                 retries += 1
                 logger.warning("%s: connection lost (%s), retrying", operation, type(exc).__name__)
                 await self._pool.check()  # drop the other dead connections first
