@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from .cleanup import NoCleanup
+from ._oneshot import create_table
 from .store import Store
 from .store_async import AsyncStore
 
@@ -481,19 +481,8 @@ def _describe(dsn: str) -> tuple[str, str]:
 
 
 def _create_table(dsn: str, table: str, schema: str | None) -> str:
-    try:
-        psycopg.connect(dsn, connect_timeout=_CONNECT_TIMEOUT).close()
-    except psycopg.Error as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise RuntimeError(f"cannot connect: {first_line}") from exc
-    with (
-        ConnectionPool(
-            dsn, min_size=1, max_size=1, timeout=_CONNECT_TIMEOUT, kwargs={"autocommit": True}
-        ) as pool,
-        Store(pool, table=table, schema=schema, cleanup=NoCleanup()) as store,
-    ):
-        created = store.create_table()
-    return f"{store.name} ({'created' if created else 'already there'})"
+    name, created = create_table(dsn, table, schema, connect_timeout=_CONNECT_TIMEOUT)
+    return f"{name} ({'created' if created else 'already there'})"
 
 
 def _bind(host: str, port: int) -> socket.socket:

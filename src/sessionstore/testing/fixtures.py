@@ -20,8 +20,8 @@ from pytest_postgresql.executors import NoopExecutor
 from pytest_postgresql.factories.noprocess import xdistify_dbname
 from pytest_postgresql.janitor import DatabaseJanitor
 
+from .._oneshot import create_table
 from ..cleanup import NoCleanup
-from ..schema import ddl
 from ..store import Store
 from ..store_async import AsyncStore
 from ._server import PostgresServer, ephemeral_postgres
@@ -39,6 +39,9 @@ def create_sessions_table(
 ) -> None:
     """Create the sessions table in a database: a pytest-postgresql loader.
 
+    The table is created the way users create it (`Store.create_table`), so the
+    tests run on what the product makes, not on a copy of its DDL.
+
     Args:
         host: Server host.
         port: Server port.
@@ -47,10 +50,10 @@ def create_sessions_table(
         password: Password, or None.
         **_: Other loader arguments (ignored).
     """
-    with psycopg.connect(
-        host=host, port=port, user=user, dbname=dbname, password=password, autocommit=True
-    ) as conn:
-        conn.execute(ddl(if_not_exists=True).encode())
+    dsn = psycopg.conninfo.make_conninfo(
+        host=host, port=port, user=user, dbname=dbname, password=password
+    )
+    create_table(dsn)
 
 
 @pytest.fixture(scope="session")
