@@ -37,6 +37,7 @@ from psycopg import pq
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sessionstore import AsyncStore, Store
+from sessionstore._oneshot import create_table
 from sessionstore.cleanup import NoCleanup
 
 from .cli import database
@@ -237,10 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with psycopg.connect(dsn, autocommit=True) as admin:
             table.drop(admin)
             try:
-                with ConnectionPool(
-                    dsn, min_size=1, max_size=1, kwargs={"autocommit": True}, open=True
-                ) as pool:
-                    Store(pool, table=table.name, cleanup=NoCleanup()).create_table()
+                create_table(dsn, table.name)
                 rng = random.Random(1)
                 expiry = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
                 table.preload(admin, 0, args.rows, 200, expiry, rng)

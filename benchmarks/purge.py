@@ -34,6 +34,7 @@ from psycopg_pool import ConnectionPool
 
 from sessionstore import Store
 from sessionstore._core import Result, SessionCore
+from sessionstore._oneshot import create_table
 from sessionstore.cleanup import NoCleanup
 from sessionstore.testing import ephemeral_postgres
 
@@ -120,8 +121,8 @@ def run(dsn: str, sizes: Sequence[int], live: int, batches: Sequence[int]) -> li
         psycopg.connect(dsn, autocommit=True) as conn,
         ConnectionPool(dsn, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool,
     ):
+        create_table(dsn)
         store = Store(pool, cleanup=NoCleanup())
-        store.create_table()
         for size in sizes:
             results.append(
                 measure(

@@ -21,6 +21,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from sessionstore import Store
+from sessionstore._oneshot import create_table
 from sessionstore.cleanup import NoCleanup
 
 from .contenders import BY_KEY, CONTENDERS, Contender, Run, measure_python, pool_size
@@ -133,11 +134,10 @@ class Bench:
         s = self.settings
         self._admin = admin = psycopg.connect(self.dsn, autocommit=True)
         self.table.drop(admin)
+        create_table(self.dsn, self.table.name)
         with ConnectionPool(
             self.dsn, min_size=1, max_size=1, kwargs={"autocommit": True}, open=True
         ) as pool:
-            with Store(pool, table=self.table.name, cleanup=NoCleanup()) as store:
-                store.create_table()
             say(f"preloading {s.rows:,} sessions ({s.payload}-byte payloads) with COPY")
             rng = random.Random(s.seed + 1)
             expiry = dt.datetime.now(dt.UTC) + PRELOAD_LIFETIME

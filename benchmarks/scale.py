@@ -34,6 +34,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sessionstore import AsyncStore, Store
+from sessionstore._oneshot import create_table
 from sessionstore.cleanup import NoCleanup
 
 from .contenders import BY_KEY, Run, measure_python
@@ -154,10 +155,7 @@ def run_scale(dsn: str, settings: Settings, say: Callable[[str], None]) -> dict[
     with psycopg.connect(dsn, autocommit=True) as admin:
         table.drop(admin)
         try:
-            with ConnectionPool(
-                dsn, min_size=1, max_size=1, kwargs={"autocommit": True}, open=True
-            ) as pool:
-                Store(pool, table=table.name, cleanup=NoCleanup()).create_table()
+            create_table(dsn, table.name)
             loaded = 0
             expiry = dt.datetime.now(dt.UTC) + PRELOAD_LIFETIME
             for size in sizes:

@@ -7,9 +7,11 @@ within a bound, with that server's process gone and its directory deleted.
 from __future__ import annotations
 
 import http.cookiejar
+import importlib
 import os
 import queue
 import re
+import runpy
 import signal
 import socket
 import subprocess
@@ -223,3 +225,29 @@ def test_demo_help_lists_its_options() -> None:
     )
     for option in ("--dsn", "--port", "--host", "--framework", "starlette", "flask"):
         assert option in proc.stdout
+
+
+@pytest.mark.parametrize("framework", ["flask", "starlette"])
+def test_the_examples_directory_runs_the_packaged_apps(framework: str) -> None:
+    # The launchers in examples/ hold no copy of the app: they run the module the
+    # demo serves.
+    launcher = Path(__file__).resolve().parent.parent / "examples" / f"{framework}_app.py"
+    namespace = runpy.run_path(str(launcher))  # not as __main__: nothing is served
+    module = importlib.import_module(f"sessionstore.examples.{framework}_app")
+    assert namespace["main"] is module.main
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["starlette", "flask"])
+def test_demo_stopped_while_starting_unwinds_cleanly(run_demo: Any, framework: str) -> None:
+    demo = run_demo("--framework", framework)
+    # Printed just before initdb runs, which takes seconds: the signal lands in start-up.
+    demo.wait_for("starting a throw-away PostgreSQL")
+    code, took = demo.stop(signal.SIGINT)
+    output = "".join(demo.seen) + "".join(iter(demo.lines.get, None))
+    assert code == 0, output
+    assert took < STOP_TIMEOUT
+    assert "SIGINT: stopped while starting" in output
+    assert "stopped: nothing left running, temporary files deleted" in output
+    assert "Traceback" not in output
+    assert "Press Ctrl-C" not in output

@@ -1,4 +1,6 @@
-"""The Flask integration, through examples/flask_app.py served by werkzeug over real HTTP.
+"""The Flask integration, through the example app served by werkzeug over real HTTP.
+
+The app is `sessionstore.examples.flask_app`, the one the demo serves.
 
 Each test runs the example app in a werkzeug server thread on the test's database and
 drives it with urllib and a cookie jar, then looks at the sessions table directly.
@@ -8,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import http.cookiejar
-import importlib.util
+import importlib
 import json
 import pickle
 import re
@@ -19,7 +21,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -38,16 +39,10 @@ from sessionstore.integrations.flask import (
 
 MESSAGE = "Hello from a session!"
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "flask_app.py"
 
 
 def load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("flask_app_example", EXAMPLE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("sessionstore.examples.flask_app")
 
 
 @dataclass
@@ -107,7 +102,7 @@ class App:
 
 @pytest.fixture
 def serve(session_store: Store) -> Iterator[Callable[..., App]]:
-    """Serve examples/flask_app.py's app (on the test's store) in a werkzeug thread."""
+    """Serve the example app (on the test's store) in a werkzeug thread."""
     servers: list[tuple[BaseWSGIServer, threading.Thread]] = []
 
     def start(configure: Callable[[flask.Flask], None] | None = None, **options: Any) -> App:

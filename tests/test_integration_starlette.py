@@ -1,4 +1,6 @@
-"""The Starlette integration, through examples/starlette_app.py served by uvicorn over HTTP.
+"""The Starlette integration, through the example app served by uvicorn over HTTP.
+
+The app is `sessionstore.examples.starlette_app`, the one the demo serves.
 
 Each test runs the example app in a uvicorn server thread on the test's database and
 drives it with urllib and a cookie jar, then looks at the sessions table directly.
@@ -11,7 +13,7 @@ import asyncio
 import contextvars
 import datetime as dt
 import http.cookiejar
-import importlib.util
+import importlib
 import json
 import re
 import socket
@@ -23,7 +25,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -40,16 +41,10 @@ from sessionstore.integrations.starlette import PostgresStore
 
 MESSAGE = "Hello from a session!"
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "starlette_app.py"
 
 
 def load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("starlette_app_example", EXAMPLE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("sessionstore.examples.starlette_app")
 
 
 @dataclass
@@ -106,7 +101,7 @@ class App:
 
 @pytest.fixture
 def serve(sessionstore_dsn: str) -> Iterator[Callable[..., App]]:
-    """Serve examples/starlette_app.py's app (on the test's database) in a uvicorn thread."""
+    """Serve the example app (on the test's database) in a uvicorn thread."""
     running: list[tuple[uvicorn.Server, threading.Thread]] = []
 
     def start(configure: Callable[[Starlette], None] | None = None, **options: Any) -> App:

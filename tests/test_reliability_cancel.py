@@ -20,8 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from sessionstore import AsyncStore
 from sessionstore.cleanup import NoCleanup
-from sessionstore.testing import PostgresServer
-from sessionstore.testing.proxy import TcpProxy
+from sessionstore.testing import PostgresServer, TcpProxy
 
 POOL_SIZE = 2
 

@@ -1,4 +1,7 @@
-"""Slow, silent and broken networks, through the in-repo TCP proxy (sync and async).
+"""Slow, silent and broken networks, through the plugin's TCP proxy (sync and async).
+
+The tests use the ``sessionstore_proxy`` and ``sessionstore_proxy_dsn`` fixtures as a
+user's suite would.
 
 What bounds a store call when the network fails (measured here, see
 docs/reliability.md):
@@ -23,7 +26,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -33,8 +36,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sessionstore import AsyncStore, DatabaseError, Store
 from sessionstore.cleanup import NoCleanup
-from sessionstore.testing import PostgresServer
-from sessionstore.testing.proxy import ProxyMode, TcpProxy
+from sessionstore.testing import ProxyMode, TcpProxy
 
 logger = logging.getLogger(__name__)
 
@@ -47,19 +49,6 @@ TCP_OPTIONS: dict[str, Any] = {
     "keepalives_count": 2,
     "tcp_user_timeout": 1000,
 }
-
-
-@pytest.fixture
-def proxy(sessionstore_server: PostgresServer) -> Iterator[TcpProxy]:
-    """A TCP proxy in front of the test server, in ``pass`` mode."""
-    with TcpProxy(sessionstore_server.host, sessionstore_server.port) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def proxied_dsn(proxy: TcpProxy, sessionstore_dsn: str) -> str:
-    """The DSN of this test's database, through the proxy."""
-    return proxy.dsn(sessionstore_dsn)
 
 
 @contextlib.asynccontextmanager
@@ -102,53 +91,53 @@ def round_trip(conn: psycopg.Connection[Any]) -> float:
     return time.monotonic() - start
 
 
-def test_proxy_modes(proxy: TcpProxy, proxied_dsn: str) -> None:
-    assert proxy.mode == ProxyMode("pass")
-    with psycopg.connect(proxied_dsn, autocommit=True) as conn:
+def test_proxy_modes(sessionstore_proxy: TcpProxy, sessionstore_proxy_dsn: str) -> None:
+    assert sessionstore_proxy.mode == ProxyMode("pass")
+    with psycopg.connect(sessionstore_proxy_dsn, autocommit=True) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
-        assert proxy.stats.open == 1
+        assert sessionstore_proxy.stats.open == 1
 
-        proxy.delay(0.1)
-        assert proxy.mode == ProxyMode("delay", 0.1)
+        sessionstore_proxy.delay(0.1)
+        assert sessionstore_proxy.mode == ProxyMode("delay", 0.1)
         assert 0.2 <= round_trip(conn) < 1.0  # one round trip: 0.1 s each way
 
-        proxy.blackhole()
+        sessionstore_proxy.blackhole()
         answers: list[Any] = []
         thread = threading.Thread(target=lambda: answers.append(round_trip(conn)))
         thread.start()
         thread.join(0.5)
         assert thread.is_alive()  # held, not lost...
-        proxy.passthrough()
+        sessionstore_proxy.passthrough()
         thread.join(5)
         assert answers  # ...and delivered once the network is back
         assert answers[0] >= 0.5
         assert conn.execute("SELECT 2").fetchone() == (2,)
 
-        assert proxy.reset_connections() == 1
-        assert proxy.mode == ProxyMode("pass")
+        assert sessionstore_proxy.reset_connections() == 1
+        assert sessionstore_proxy.mode == ProxyMode("pass")
         with pytest.raises(psycopg.OperationalError):
             conn.execute("SELECT 1")
         assert conn.broken
 
-    proxy.reset()
+    sessionstore_proxy.reset()
     with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(proxied_dsn, connect_timeout=5)
-    proxy.passthrough()
-    with psycopg.connect(proxied_dsn) as conn:
+        psycopg.connect(sessionstore_proxy_dsn, connect_timeout=5)
+    sessionstore_proxy.passthrough()
+    with psycopg.connect(sessionstore_proxy_dsn) as conn:
         assert conn.execute("SELECT 3").fetchone() == (3,)
-    stats = proxy.stats
+    stats = sessionstore_proxy.stats
     assert (stats.accepted, stats.reset) == (3, 2)
 
 
 def test_proxy_passes_on_a_server_side_close(
-    proxy: TcpProxy, proxied_dsn: str, db: psycopg.Connection[Any]
+    sessionstore_proxy: TcpProxy, sessionstore_proxy_dsn: str, db: psycopg.Connection[Any]
 ) -> None:
     """A backend that goes away takes its proxied connection with it: no half-open link."""
-    with psycopg.connect(proxied_dsn, autocommit=True) as conn:
+    with psycopg.connect(sessionstore_proxy_dsn, autocommit=True) as conn:
         db.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
         deadline = time.monotonic() + 5
-        while proxy.stats.open:
-            assert time.monotonic() < deadline, "the proxy kept the connection open"
+        while sessionstore_proxy.stats.open:
+            assert time.monotonic() < deadline, "the sessionstore_proxy kept the connection open"
             time.sleep(0.01)
         with pytest.raises(psycopg.OperationalError):
             conn.execute("SELECT 1")  # fails at once instead of waiting for a reply
@@ -241,16 +230,16 @@ class Load:
 
 @KINDS
 async def test_reset_mid_load_is_retried_without_errors(
-    kind: str, proxy: TcpProxy, proxied_dsn: str
+    kind: str, sessionstore_proxy: TcpProxy, sessionstore_proxy_dsn: str
 ) -> None:
     """RSTs on every pooled connection, three times, under load: nobody sees an error."""
-    async with open_store(kind, proxied_dsn, min_size=4, max_size=4) as store:
+    async with open_store(kind, sessionstore_proxy_dsn, min_size=4, max_size=4) as store:
         load = Load(store)
         resets = 0
         async with load.running():
             for _ in range(3):
                 await asyncio.sleep(0.3)
-                resets += await asyncio.to_thread(proxy.reset_connections)
+                resets += await asyncio.to_thread(sessionstore_proxy.reset_connections)
             await asyncio.sleep(0.3)
         stats = pool_stats(store)
     assert load.errors == []
@@ -261,7 +250,10 @@ async def test_reset_mid_load_is_retried_without_errors(
 
 @KINDS
 async def test_latency_slows_calls_but_causes_no_error(
-    kind: str, proxy: TcpProxy, proxied_dsn: str, caplog: pytest.LogCaptureFixture
+    kind: str,
+    sessionstore_proxy: TcpProxy,
+    sessionstore_proxy_dsn: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """50 ms each way: every call takes a round trip longer, none fails or is retried.
 
@@ -269,8 +261,8 @@ async def test_latency_slows_calls_but_causes_no_error(
     """
     token = new_token()
     options = {"kwargs": {"options": "-c statement_timeout=50"}}
-    async with open_store(kind, proxied_dsn, min_size=2, max_size=2, **options) as store:
-        proxy.delay(0.05)
+    async with open_store(kind, sessionstore_proxy_dsn, min_size=2, max_size=2, **options) as store:
+        sessionstore_proxy.delay(0.05)
         for n in range(3):
             start = time.monotonic()
             await store.commit(token, b"v%d" % n, in_(60))
@@ -285,7 +277,7 @@ async def test_latency_slows_calls_but_causes_no_error(
 @pytest.mark.slow
 @KINDS
 async def test_network_down_calls_fail_within_the_pool_timeout_and_recover(
-    kind: str, proxy: TcpProxy, proxied_dsn: str
+    kind: str, sessionstore_proxy: TcpProxy, sessionstore_proxy_dsn: str
 ) -> None:
     """The path to the database is gone: open connections broke, new ones go unanswered.
 
@@ -296,11 +288,11 @@ async def test_network_down_calls_fail_within_the_pool_timeout_and_recover(
     token = new_token()
     options: dict[str, Any] = {"kwargs": {"connect_timeout": 2, **TCP_OPTIONS}}
     async with open_store(
-        kind, proxied_dsn, min_size=2, max_size=2, timeout=pool_timeout, **options
+        kind, sessionstore_proxy_dsn, min_size=2, max_size=2, timeout=pool_timeout, **options
     ) as store:
         await store.commit(token, b"kept", in_(60))
-        proxy.reset_connections()
-        proxy.blackhole()
+        sessionstore_proxy.reset_connections()
+        sessionstore_proxy.blackhole()
         durations = []
         for _ in range(3):
             start = time.monotonic()
@@ -311,7 +303,7 @@ async def test_network_down_calls_fail_within_the_pool_timeout_and_recover(
         assert type(info.value.__cause__).__name__ == "PoolTimeout"
         logger.info("measured: calls failed after %s s", [round(d, 2) for d in durations])
         assert max(durations) < pool_timeout + 1.0
-        proxy.passthrough()
+        sessionstore_proxy.passthrough()
         recovery = await wait_until_works(store, token, b"kept", bound=10)
         logger.info("measured: service back %.2f s after the network", recovery)
         assert pool_stats(store)["requests_waiting"] == 0
@@ -320,26 +312,28 @@ async def test_network_down_calls_fail_within_the_pool_timeout_and_recover(
 @pytest.mark.slow
 @KINDS
 async def test_connections_reset_on_sight_fail_within_the_pool_timeout_and_recover(
-    kind: str, proxy: TcpProxy, proxied_dsn: str
+    kind: str, sessionstore_proxy: TcpProxy, sessionstore_proxy_dsn: str
 ) -> None:
     """``reset`` mode (a firewall answering RST): calls fail fast, then recover."""
     pool_timeout = 1.0
     token = new_token()
-    async with open_store(kind, proxied_dsn, min_size=2, max_size=2, timeout=pool_timeout) as store:
+    async with open_store(
+        kind, sessionstore_proxy_dsn, min_size=2, max_size=2, timeout=pool_timeout
+    ) as store:
         await store.commit(token, b"kept", in_(60))
-        proxy.reset()
+        sessionstore_proxy.reset()
         for _ in range(3):
             start = time.monotonic()
             with pytest.raises(DatabaseError):
                 await store.find(token)
             assert time.monotonic() - start < pool_timeout + 1.0
-        proxy.passthrough()
+        sessionstore_proxy.passthrough()
         await wait_until_works(store, token, b"kept", bound=10)
 
 
 @pytest.mark.slow
 def test_silent_peer_blocks_a_sync_call_until_the_network_returns(
-    proxy: TcpProxy, proxied_dsn: str
+    sessionstore_proxy: TcpProxy, sessionstore_proxy_dsn: str
 ) -> None:
     """No libpq setting bounds a call on an established connection to a silent peer.
 
@@ -350,10 +344,12 @@ def test_silent_peer_blocks_a_sync_call_until_the_network_returns(
     """
     token = new_token()
     kwargs = {"autocommit": True, "options": "-c statement_timeout=500", **TCP_OPTIONS}
-    with ConnectionPool(proxied_dsn, min_size=1, max_size=1, timeout=1.0, kwargs=kwargs) as pool:
+    with ConnectionPool(
+        sessionstore_proxy_dsn, min_size=1, max_size=1, timeout=1.0, kwargs=kwargs
+    ) as pool:
         store = Store(pool, cleanup=NoCleanup())
         store.commit(token, b"kept", in_(60))
-        proxy.blackhole()
+        sessionstore_proxy.blackhole()
         answers: list[object] = []
 
         def call() -> None:
@@ -370,7 +366,7 @@ def test_silent_peer_blocks_a_sync_call_until_the_network_returns(
         with pytest.raises(DatabaseError, match="PoolTimeout"):
             store.find(token)  # the only connection is stuck: the pool's timeout bounds this
         assert time.monotonic() - start < 2.0
-        proxy.passthrough()
+        sessionstore_proxy.passthrough()
         caller.join(10)
         assert answers == [b"kept"]
         assert store.find(token) == b"kept"
@@ -378,7 +374,7 @@ def test_silent_peer_blocks_a_sync_call_until_the_network_returns(
 
 @pytest.mark.slow
 async def test_silent_peer_async_call_is_bounded_by_the_callers_deadline(
-    proxy: TcpProxy, proxied_dsn: str, caplog: pytest.LogCaptureFixture
+    sessionstore_proxy: TcpProxy, sessionstore_proxy_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """asyncio.timeout bounds an async call, plus psycopg's cancellation (up to ~10 s).
 
@@ -389,11 +385,11 @@ async def test_silent_peer_async_call_is_bounded_by_the_callers_deadline(
     deadline = 0.5
     token = new_token()
     async with AsyncConnectionPool(
-        proxied_dsn, min_size=1, max_size=1, timeout=1.0, kwargs={"autocommit": True}
+        sessionstore_proxy_dsn, min_size=1, max_size=1, timeout=1.0, kwargs={"autocommit": True}
     ) as apool:
         store = AsyncStore(apool, cleanup=NoCleanup())
         await store.commit(token, b"kept", in_(60))
-        proxy.blackhole()
+        sessionstore_proxy.blackhole()
         start = time.monotonic()
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(deadline):
@@ -402,7 +398,7 @@ async def test_silent_peer_async_call_is_bounded_by_the_callers_deadline(
         logger.info("measured: asyncio.timeout(%s) raised after %.2f s", deadline, elapsed)
         assert deadline <= elapsed < deadline + 10 + 3
         assert "closing connection" in caplog.text
-        proxy.passthrough()
+        sessionstore_proxy.passthrough()
         assert await store.find(token) == b"kept"
         stats = apool.get_stats()
     assert stats["pool_size"] == 1

@@ -22,20 +22,18 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO, TypeVar
 
 import psycopg
-from psycopg_pool import ConnectionPool
 
 from ._core import DEFAULT_PURGE_BATCH_SIZE, DEFAULT_TABLE, SessionCore
-from .cleanup import NoCleanup
+from ._oneshot import CONNECT_TIMEOUT, connect_store, create_table
 from .errors import SessionStoreError
 from .schema import ddl
 from .store import Store
 
 DSN_ENV = "SESSIONSTORE_DSN"
-CONNECT_TIMEOUT = 10
 
 T = TypeVar("T")
 
@@ -127,9 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "schema":
             sys.stdout.write(ddl(args.table, args.schema))
         elif args.command == "migrate":
-            with _store(args.dsn, args) as store:
-                created = store.create_table()
-            print(f"{'created' if created else 'already up to date'}: {store.name}")
+            name, created = create_table(args.dsn, args.table, args.schema)
+            print(f"{'created' if created else 'already up to date'}: {name}")
         elif args.command == "check":
             return _check(args, sys.stdout)
         elif args.command == "purge":
@@ -159,21 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-@contextlib.contextmanager
-def _store(dsn: str, args: argparse.Namespace) -> Iterator[Store]:
-    """A store on a one-connection pool, after a direct connection proved the DSN works."""
-    try:
-        psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT).close()
-    except psycopg.Error as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RuntimeError(f"cannot connect: {first_line}") from exc
-    with (
-        ConnectionPool(
-            dsn, min_size=1, max_size=1, timeout=CONNECT_TIMEOUT, kwargs={"autocommit": True}
-        ) as pool,
-        Store(pool, table=args.table, schema=args.schema, cleanup=NoCleanup()) as store,
-    ):
-        yield store
+def _store(dsn: str, args: argparse.Namespace) -> contextlib.AbstractContextManager[Store]:
+    """A store on one connection, after a direct connection proved the DSN works."""
+    return connect_store(dsn, args.table, args.schema, connect_timeout=CONNECT_TIMEOUT)
 
 
 def _check(args: argparse.Namespace, out: TextIO) -> int:

@@ -1,25 +1,30 @@
 """``python -m sessionstore demo``: the SCS README's example app, served for a browser.
 
-The app is the one in ``examples/``: ``/put`` stores "Hello from a session!" in the
-session, ``/get`` reads it back, ``/login`` renews the session's token and ``/logout``
-deletes the session; ``/`` lists them. It runs on Starlette (starsessions and
-`AsyncStore`, served by uvicorn) by default, or on Flask (`Store`, served by werkzeug)
-with ``--framework flask``. Both frameworks come with the ``test`` extra.
+The app is the example app itself, imported from `sessionstore.examples` (the one
+copy of it; the repository's ``examples/`` launchers run the same modules): ``/put``
+stores "Hello from a session!" in the session, ``/get`` reads it back, ``/login``
+renews the session's token and ``/logout`` deletes the session; ``/`` lists them. It
+runs on Starlette (starsessions and `AsyncStore`, served by uvicorn) by default, or on
+Flask (`Store`, served by werkzeug) with ``--framework flask``. Both frameworks come
+with the ``test`` extra.
 
 Without a DSN it starts a throw-away PostgreSQL (`ephemeral_postgres`). It creates the
 table, prints the URLs to open and what serves them, and serves until SIGINT (Ctrl-C)
 or SIGTERM; then it stops the web server (uvicorn finishes the requests in flight),
 closes the pool, stops PostgreSQL and deletes its files, and exits 0.
 
-Starlette is the default because its shutdown is the cleanest: uvicorn stops
-accepting, closes idle keep-alive connections, waits for the requests in flight and
-runs the app's lifespan exit, which closes the pool; werkzeug's development server
-abandons its in-flight request threads.
+Starlette is the default because its shutdown is the cleanest: uvicorn runs in the
+main thread and owns the signals while it serves, so it stops the way it stops
+everywhere (stops accepting, closes idle keep-alive connections, waits for the
+requests in flight, runs the app's lifespan exit, which closes the pool; a second
+Ctrl-C forces it). werkzeug's development server handles no signals, so the demo
+waits for one and shuts it down, and it abandons its in-flight request threads.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.metadata
 import logging
 import signal
@@ -30,183 +35,42 @@ import time
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TextIO
+from typing import Any, TextIO
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from .cleanup import NoCleanup
+from ._oneshot import create_table
 from .store import Store
-from .store_async import AsyncStore
 
-if TYPE_CHECKING:
-    import flask
-    from starlette.applications import Starlette
-
-__all__ = ["DEFAULT_FRAMEWORK", "FRAMEWORKS", "MESSAGE", "flask_app", "run", "starlette_app"]
+__all__ = ["DEFAULT_FRAMEWORK", "FRAMEWORKS", "run"]
 
 logger = logging.getLogger(__name__)
 
-#: What ``/put`` stores and ``/get`` shows: the Go README's message.
-MESSAGE = "Hello from a session!"
 #: The frameworks the demo can serve on, and the default.
 FRAMEWORKS = ("starlette", "flask")
 DEFAULT_FRAMEWORK = "starlette"
 
 _CONNECT_TIMEOUT = 10
-_START_TIMEOUT = 30.0  # the web server must be listening by then
-_STOP_TIMEOUT = 10.0  # requests in flight get this long to finish
+_STOP_TIMEOUT = 10  # requests in flight get this long to finish
 _POLL = 0.05
-_ROUTES = (
-    ("/put", f'stores "{MESSAGE}" in your session'),
-    ("/get", "shows what the session holds"),
-    ("/login", "renews the session's token (the data stays, the old token dies)"),
-    ("/logout", "deletes the session (its row and its cookie)"),
-)
 
 
-def _index_text() -> str:
-    lines = ["sessionstore demo: sessions in PostgreSQL", ""]
-    lines += [f"{path:<8} {what}" for path, what in _ROUTES]
-    return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------- the apps
-
-
-def flask_app(store: Store) -> flask.Flask:
-    """Build the example app on Flask, with `PostgresSessionInterface` on `store`.
-
-    Args:
-        store: The store for the sessions.
-
-    Returns:
-        The Flask app.
-
-    Raises:
-        ImportError: If the ``flask`` extra is not installed.
-    """
-    from flask import Flask, session
-
-    from .integrations.flask import PostgresSessionInterface, renew_token
-
-    app = Flask("sessionstore.demo")
-    app.session_interface = PostgresSessionInterface(store)
-
-    def text(body: str) -> tuple[str, int, dict[str, str]]:
-        return body, 200, {"Content-Type": "text/plain; charset=utf-8"}
-
-    @app.get("/")
-    def index() -> tuple[str, int, dict[str, str]]:
-        return text(_index_text())
-
-    @app.get("/put")
-    def put() -> tuple[str, int, dict[str, str]]:
-        session.permanent = True  # a cookie that outlives the browser, as SCS's
-        session["message"] = MESSAGE
-        return text("Stored a message in your session.\n")
-
-    @app.get("/get")
-    def get() -> tuple[str, int, dict[str, str]]:
-        return text(str(session.get("message", "")) + "\n")
-
-    @app.get("/login")
-    def login() -> tuple[str, int, dict[str, str]]:
-        renew_token()
-        session["user"] = "alice"
-        return text("Logged in; your session has a new token.\n")
-
-    @app.get("/logout")
-    def logout() -> tuple[str, int, dict[str, str]]:
-        session.clear()
-        return text("Logged out; your session is gone.\n")
-
-    return app
-
-
-def starlette_app(pool: AsyncConnectionPool[Any], store: AsyncStore) -> Starlette:
-    """Build the example app on Starlette, with starsessions and `PostgresStore`.
-
-    The app's lifespan opens `pool`, starts the store's cleanup task, and closes
-    both when the server stops.
-
-    Args:
-        pool: The store's pool, not yet opened.
-        store: The store for the sessions.
-
-    Returns:
-        The Starlette app.
-
-    Raises:
-        ImportError: If the ``starlette`` extra is not installed.
-    """
-    from starlette.applications import Starlette
-    from starlette.middleware import Middleware
-    from starlette.requests import Request
-    from starlette.responses import PlainTextResponse
-    from starlette.routing import Route
-    from starsessions import SessionAutoloadMiddleware, SessionMiddleware
-
-    from .integrations.starlette import PostgresStore, renew_token
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> Any:
-        async with pool, store:
-            yield
-
-    async def index(request: Request) -> PlainTextResponse:
-        return PlainTextResponse(_index_text())
-
-    async def put(request: Request) -> PlainTextResponse:
-        request.session["message"] = MESSAGE
-        return PlainTextResponse("Stored a message in your session.\n")
-
-    async def get(request: Request) -> PlainTextResponse:
-        return PlainTextResponse(str(request.session.get("message", "")) + "\n")
-
-    async def login(request: Request) -> PlainTextResponse:
-        await renew_token(request)
-        request.session["user"] = "alice"
-        return PlainTextResponse("Logged in; your session has a new token.\n")
-
-    async def logout(request: Request) -> PlainTextResponse:
-        request.session.clear()
-        return PlainTextResponse("Logged out; your session is gone.\n")
-
-    return Starlette(
-        lifespan=lifespan,
-        routes=[
-            Route("/", index),
-            Route("/put", put),
-            Route("/get", get),
-            Route("/login", login),
-            Route("/logout", logout),
-        ],
-        middleware=[
-            Middleware(
-                SessionMiddleware,
-                store=PostgresStore(store),
-                lifetime=24 * 3600,  # SCS's default Lifetime
-                cookie_https_only=False,  # served on plain http://127.0.0.1
-            ),
-            Middleware(SessionAutoloadMiddleware),
-        ],
+def _routes(message: str) -> tuple[tuple[str, str], ...]:
+    """The example app's routes and what they do, given what ``/put`` stores."""
+    return (
+        ("/put", f'stores "{message}" in your session'),
+        ("/get", "shows what the session holds"),
+        ("/login", "renews the session's token (the data stays, the old token dies)"),
+        ("/logout", "deletes the session (its row and its cookie)"),
     )
 
 
 # --------------------------------------------------------------------------- the servers
 
-
-class _Server(Protocol):
-    """A web server running in a background thread."""
-
-    description: str
-
-    def start(self) -> None: ...
-
-    def running(self) -> bool: ...
-
-    def stop(self) -> None: ...
+#: Serve the app on an already listening socket until a signal stops the server; call
+#: ``ready(description)`` once it serves. Raise RuntimeError if it fails.
+_Serve = Callable[[str, socket.socket, str, "str | None", "_Signals", Callable[[str], None]], None]
 
 
 def _version(dist: str) -> str:
@@ -216,101 +80,100 @@ def _version(dist: str) -> str:
         return "(unknown version)"
 
 
-class _UvicornServer:
-    """The Starlette app on uvicorn, in a thread (uvicorn leaves signals to us there)."""
+def _serve_uvicorn(
+    dsn: str,
+    sock: socket.socket,
+    table: str,
+    schema: str | None,
+    signals: _Signals,
+    ready: Callable[[str], None],
+) -> None:
+    """The Starlette example on uvicorn, in the main thread: uvicorn owns the signals.
 
-    def __init__(self, dsn: str, sock: socket.socket, table: str, schema: str | None) -> None:
-        import uvicorn
+    While it serves, uvicorn's own handlers take SIGINT and SIGTERM: it stops
+    accepting, closes idle keep-alive connections, gives the requests in flight
+    ``_STOP_TIMEOUT`` seconds, runs the lifespan exit (which closes the pool), then
+    raises the signal again, which lands in `signals`. A second Ctrl-C forces it.
+    """
+    import uvicorn
 
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            dsn, open=False, min_size=1, max_size=4, kwargs={"autocommit": True}
-        )
-        store = AsyncStore(pool, table=table, schema=schema)
-        config = uvicorn.Config(starlette_app(pool, store), lifespan="on", log_level="info")
-        self._server = uvicorn.Server(config)
-        self._sock = sock
-        self._thread = threading.Thread(
-            target=self._server.run,
-            kwargs={"sockets": [sock]},
-            name="sessionstore-demo-uvicorn",
-            daemon=True,  # a server that ignores the stop bounds must not block the exit
-        )
-        self.description = (
-            f"uvicorn {_version('uvicorn')}, serving Starlette {_version('starlette')} "
-            f"with starsessions {_version('starsessions')} on AsyncStore"
-        )
+    from .examples.starlette_app import create_app
 
-    def start(self) -> None:
-        self._thread.start()
-        deadline = time.monotonic() + _START_TIMEOUT
-        while not self._server.started:
-            if not self._thread.is_alive():
-                raise RuntimeError("uvicorn failed to start (see its log above)")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not start within {_START_TIMEOUT:.0f} s")
-            time.sleep(_POLL)
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        dsn, open=False, min_size=1, max_size=4, kwargs={"autocommit": True}
+    )
+    description = (
+        f"uvicorn {_version('uvicorn')}, serving Starlette {_version('starlette')} "
+        f"with starsessions {_version('starsessions')} on AsyncStore"
+    )
 
-    def running(self) -> bool:
-        return self._thread.is_alive()
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                ready(description)
 
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._server.should_exit = True
-            self._thread.join(_STOP_TIMEOUT)
-            if self._thread.is_alive():
-                logger.warning("requests still running after %.0f s: closing them", _STOP_TIMEOUT)
-                self._server.force_exit = True
-                self._thread.join(_STOP_TIMEOUT)
-        self._sock.close()
+    config = uvicorn.Config(
+        create_app(pool, table=table, schema=schema),
+        lifespan="on",
+        log_level="info",
+        timeout_graceful_shutdown=_STOP_TIMEOUT,
+    )
+    server = Server(config)
+    # A signal after this, before uvicorn has put its handlers in, must stop it too.
+    signals.serving(on_signal=lambda: setattr(server, "should_exit", True))
+    try:
+        server.run(sockets=[sock])
+    except SystemExit as exc:  # uvicorn's answer to a failed lifespan startup
+        raise RuntimeError("uvicorn failed to start (see its log above)") from exc
+    if not signals.received:
+        raise RuntimeError("the web server stopped unexpectedly")
 
 
-class _WerkzeugServer:
-    """The Flask app on werkzeug's threaded development server, in a thread."""
+def _serve_werkzeug(
+    dsn: str,
+    sock: socket.socket,
+    table: str,
+    schema: str | None,
+    signals: _Signals,
+    ready: Callable[[str], None],
+) -> None:
+    """The Flask example on werkzeug's threaded development server, in a thread.
 
-    def __init__(self, dsn: str, sock: socket.socket, table: str, schema: str | None) -> None:
-        from werkzeug.serving import make_server
+    werkzeug handles no signals, so the main thread waits for one and then shuts
+    the server down; the store and pool are closed after it stopped.
+    """
+    from werkzeug.serving import make_server
 
-        self._pool: ConnectionPool[Any] = ConnectionPool(
-            dsn, open=True, min_size=1, max_size=4, kwargs={"autocommit": True}
+    from .examples.flask_app import create_app
+
+    with (
+        ConnectionPool(dsn, min_size=1, max_size=4, kwargs={"autocommit": True}) as pool,
+        Store(pool, table=table, schema=schema) as store,
+    ):
+        host, port = sock.getsockname()[:2]
+        server = make_server(host, port, create_app(store), threaded=True, fd=sock.fileno())
+        thread = threading.Thread(
+            target=server.serve_forever, name="sessionstore-demo-werkzeug", daemon=True
         )
         try:
-            self._store = Store(self._pool, table=table, schema=schema)
-            host, port = sock.getsockname()[:2]
-            self._server = make_server(
-                host, port, flask_app(self._store), threaded=True, fd=sock.fileno()
+            thread.start()
+            ready(
+                f"werkzeug {_version('werkzeug')} (threaded), serving Flask "
+                f"{_version('flask')} with PostgresSessionInterface on Store"
             )
-        except BaseException:
-            self._pool.close()
-            raise
-        self._sock = sock
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="sessionstore-demo-werkzeug", daemon=True
-        )
-        self.description = (
-            f"werkzeug {_version('werkzeug')} (threaded), serving Flask "
-            f"{_version('flask')} with PostgresSessionInterface on Store"
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join(_STOP_TIMEOUT)
-        self._server.server_close()
-        self._sock.close()
-        self._store.close()
-        self._pool.close()
+            signals.serving()
+            while not signals.wait(0.5):
+                if not thread.is_alive():
+                    raise RuntimeError("the web server stopped unexpectedly")
+        finally:
+            if thread.is_alive():
+                server.shutdown()
+                thread.join(_STOP_TIMEOUT)
+            server.server_close()
 
 
-_SERVERS: dict[str, Callable[[str, socket.socket, str, str | None], _Server]] = {
-    "starlette": _UvicornServer,
-    "flask": _WerkzeugServer,
-}
+_SERVERS: dict[str, _Serve] = {"starlette": _serve_uvicorn, "flask": _serve_werkzeug}
 _TITLES = {"starlette": "Starlette", "flask": "Flask"}
 _EXTRAS = {"starlette": ("starlette", "starsessions", "uvicorn"), "flask": ("flask", "werkzeug")}
 
@@ -326,13 +189,16 @@ class _Signals:
     """SIGINT and SIGTERM handling: interrupt while starting, then just record.
 
     The handler only sets attributes (no locks: it runs between two bytecodes of the
-    main thread, which may hold any lock), and the main loop polls them.
+    main thread, which may hold any lock), and the main loop polls them. While
+    uvicorn serves, its own handlers replace these; it raises the signal again once
+    it stopped, and that lands here.
     """
 
     def __init__(self) -> None:
         self.received = False
         self.name = ""
         self._raising = True
+        self._on_signal: Callable[[], None] | None = None
         self._saved: dict[int, Any] = {}
 
     def __enter__(self) -> _Signals:
@@ -344,9 +210,18 @@ class _Signals:
         for sig, handler in self._saved.items():
             signal.signal(sig, handler)
 
-    def serving(self) -> None:
-        """From now on a signal only asks the main loop to stop."""
+    def serving(self, on_signal: Callable[[], None] | None = None) -> None:
+        """From now on a signal only asks the server to stop.
+
+        Args:
+            on_signal: Called from the handler on each signal (it must only set
+                attributes); None when the main loop polls `received`.
+
+        Raises:
+            _Interrupted: If a signal arrived already.
+        """
         self._raising = False
+        self._on_signal = on_signal
         if self.received:
             raise _Interrupted
 
@@ -364,6 +239,8 @@ class _Signals:
             self.name = signal.Signals(signum).name
         if self._raising and first:
             raise _Interrupted
+        if self._on_signal is not None:
+            self._on_signal()
 
 
 # --------------------------------------------------------------------------- the run
@@ -404,6 +281,7 @@ def run(
     if framework not in _SERVERS:
         raise ValueError(f"unknown framework {framework!r}; choose from {', '.join(FRAMEWORKS)}")
     _check_installed(framework)
+    app_module = importlib.import_module(f"{__package__}.examples.{framework}_app")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     def say(text: str = "") -> None:
@@ -422,22 +300,21 @@ def run(
                 else:
                     say("PostgreSQL:  the server given by --dsn or $SESSIONSTORE_DSN")
                 say(f"table:       {_create_table(dsn, table, schema)}")
-                server = _SERVERS[framework](dsn, sock, table, schema)
-                stack.callback(_stop, server, say)
-                server.start()
-                say(f"web server:  {server.description}")
-                say()
-                say("Open in a browser, or with curl and a cookie jar (curl -b jar -c jar URL):")
                 netloc = _netloc(host, sock.getsockname()[1])
-                for path, what in _ROUTES:
-                    say(f"  http://{netloc}{path:<8} {what}")
-                say()
-                say("Press Ctrl-C to stop.")
-                signals.serving()
-                while not signals.wait(0.5):
-                    if not server.running():
-                        raise RuntimeError("the web server stopped unexpectedly")
-                say(f"\n{signals.name}: stopping")
+
+                def ready(description: str) -> None:
+                    say(f"web server:  {description}")
+                    say()
+                    say(
+                        "Open in a browser, or with curl and a cookie jar (curl -b jar -c jar URL):"
+                    )
+                    for path, what in _routes(app_module.MESSAGE):
+                        say(f"  http://{netloc}{path:<8} {what}")
+                    say()
+                    say("Press Ctrl-C to stop.")
+
+                _SERVERS[framework](dsn, sock, table, schema, signals, ready)
+                say(f"\n{signals.name}: the web server stopped")
         except _Interrupted:
             say(f"\n{signals.name or 'interrupted'}: stopped while starting")
     say("stopped: nothing left running" + (", temporary files deleted" if throwaway else ""))
@@ -481,19 +358,8 @@ def _describe(dsn: str) -> tuple[str, str]:
 
 
 def _create_table(dsn: str, table: str, schema: str | None) -> str:
-    try:
-        psycopg.connect(dsn, connect_timeout=_CONNECT_TIMEOUT).close()
-    except psycopg.Error as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise RuntimeError(f"cannot connect: {first_line}") from exc
-    with (
-        ConnectionPool(
-            dsn, min_size=1, max_size=1, timeout=_CONNECT_TIMEOUT, kwargs={"autocommit": True}
-        ) as pool,
-        Store(pool, table=table, schema=schema, cleanup=NoCleanup()) as store,
-    ):
-        created = store.create_table()
-    return f"{store.name} ({'created' if created else 'already there'})"
+    name, created = create_table(dsn, table, schema, connect_timeout=_CONNECT_TIMEOUT)
+    return f"{name} ({'created' if created else 'already there'})"
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -513,8 +379,3 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def _netloc(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _stop(server: _Server, say: Callable[[str], None]) -> None:
-    say("stopping the web server")
-    server.stop()

@@ -18,6 +18,24 @@ class SessionStoreError(Exception):
     """Base class of the exceptions raised by sessionstore."""
 
 
+def first_line(exc: BaseException) -> str:
+    """What to show of an error in one line: its primary message.
+
+    For a psycopg error that is PostgreSQL's primary message when the server sent
+    one, else the first line of the text (libpq's connection errors go on with
+    hints). Never the DETAIL lines: they can quote row values, i.e. tokens.
+
+    Args:
+        exc: The error.
+
+    Returns:
+        The line, or the exception's type name if it has no message.
+    """
+    primary = exc.diag.message_primary if isinstance(exc, psycopg.Error) else None
+    lines = str(exc).strip().splitlines()
+    return primary or (lines[0].strip() if lines else "") or type(exc).__name__
+
+
 class DatabaseError(SessionStoreError):
     """A store operation failed in the database, the network or the pool.
 
@@ -38,8 +56,7 @@ class DatabaseError(SessionStoreError):
         self.sqlstate = cause.sqlstate
         self._cause = cause
         self._hint = hint
-        # The primary message only: DETAIL lines can quote row values, i.e. tokens.
-        message = cause.diag.message_primary or (str(cause).strip().splitlines() or [""])[0]
+        message = first_line(cause)
         text = f"{operation} failed: {type(cause).__name__}: {message}"
         if hint:
             text = f"{text} ({hint})"

@@ -3,12 +3,15 @@
 `ephemeral_postgres` starts a private server (or uses a DSN from the environment)
 for scripts, the CLI's ``check`` and test suites. The pytest plugin
 (`sessionstore.testing.plugin`, registered automatically) gives any test suite the
-``session_store`` and ``async_session_store`` fixtures; it needs the ``testing``
-extra: ``pip install "sessionstore[testing]"``.
+``session_store`` and ``async_session_store`` fixtures, and ``sessionstore_proxy``
+(a `TcpProxy` in front of the test server) to cut, delay or black-hole the database
+connection in an outage test; it needs the ``testing`` extra:
+``pip install "sessionstore[testing]"``.
 """
 
 from __future__ import annotations
 
+from ._proxy import ModeName, ProxyMode, ProxyStats, TcpProxy
 from ._server import (
     PostgresNotFoundError,
     PostgresServer,
@@ -18,8 +21,12 @@ from ._server import (
 )
 
 __all__ = [
+    "ModeName",
     "PostgresNotFoundError",
     "PostgresServer",
+    "ProxyMode",
+    "ProxyStats",
+    "TcpProxy",
     "ephemeral_postgres",
     "find_postgres_bindir",
     "server_binary",

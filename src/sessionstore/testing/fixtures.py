@@ -2,7 +2,8 @@
 
 The server is started once per test session (once per worker under pytest-xdist);
 the sessions table is created once in a template database, which pytest-postgresql's
-`DatabaseJanitor` clones into a fresh database for every test.
+`DatabaseJanitor` clones into a fresh database for every test. A test that asks for
+``sessionstore_proxy`` gets its own `TcpProxy` in front of that server.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from pytest_postgresql.executors import NoopExecutor
 from pytest_postgresql.factories.noprocess import xdistify_dbname
 from pytest_postgresql.janitor import DatabaseJanitor
 
+from .._oneshot import create_table
 from ..cleanup import NoCleanup
-from ..schema import ddl
 from ..store import Store
 from ..store_async import AsyncStore
+from ._proxy import TcpProxy
 from ._server import PostgresServer, ephemeral_postgres
 
 #: The environment variable naming an existing server for the tests (its user
@@ -39,6 +41,9 @@ def create_sessions_table(
 ) -> None:
     """Create the sessions table in a database: a pytest-postgresql loader.
 
+    The table is created the way users create it (`Store.create_table`), so the
+    tests run on what the product makes, not on a copy of its DDL.
+
     Args:
         host: Server host.
         port: Server port.
@@ -47,10 +52,10 @@ def create_sessions_table(
         password: Password, or None.
         **_: Other loader arguments (ignored).
     """
-    with psycopg.connect(
-        host=host, port=port, user=user, dbname=dbname, password=password, autocommit=True
-    ) as conn:
-        conn.execute(ddl(if_not_exists=True).encode())
+    dsn = psycopg.conninfo.make_conninfo(
+        host=host, port=port, user=user, dbname=dbname, password=password
+    )
+    create_table(dsn)
 
 
 @pytest.fixture(scope="session")
@@ -122,3 +127,20 @@ async def async_session_store(sessionstore_dsn: str) -> AsyncIterator[AsyncStore
         AsyncStore(pool, cleanup=NoCleanup()) as store,
     ):
         yield store
+
+
+@pytest.fixture
+def sessionstore_proxy(sessionstore_server: PostgresServer) -> Iterator[TcpProxy]:
+    """A `TcpProxy` in front of the test server, in ``pass`` mode; closed after the test.
+
+    Its own for each test, so a test that leaves it black-holed or resetting
+    harms no other test. Connect through it with ``sessionstore_proxy_dsn``.
+    """
+    with TcpProxy(sessionstore_server.host, sessionstore_server.port) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def sessionstore_proxy_dsn(sessionstore_proxy: TcpProxy, sessionstore_dsn: str) -> str:
+    """The DSN of this test's database, through ``sessionstore_proxy``."""
+    return sessionstore_proxy.dsn(sessionstore_dsn)

@@ -15,6 +15,9 @@ Fixtures:
     sessionstore_dsn: the DSN of that per-test database.
     session_store: a ready `Store` on it (cleanup off; pool closed after).
     async_session_store: a ready `AsyncStore` on it (cleanup off; pool closed after).
+    sessionstore_proxy: a started `TcpProxy` in front of the server, in ``pass``
+        mode, closed after the test: cut, delay or black-hole the connection.
+    sessionstore_proxy_dsn: the DSN of the test's database through that proxy.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ FIXTURE_NAMES = (
     "sessionstore_dsn",
     "session_store",
     "async_session_store",
+    "sessionstore_proxy",
+    "sessionstore_proxy_dsn",
 )
 
 

@@ -31,6 +31,10 @@ sync and async clients alike. Use it as a context manager::
         proxy.blackhole()
         ...
         proxy.passthrough()
+
+In a test suite, the pytest plugin's ``sessionstore_proxy`` fixture gives one in
+front of the test server, and ``sessionstore_proxy_dsn`` the test's database
+through it (see docs/testing.md).
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from typing import Any, Literal, TypeVar
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-__all__ = ["ProxyMode", "ProxyStats", "TcpProxy"]
+__all__ = ["ModeName", "ProxyMode", "ProxyStats", "TcpProxy"]
 
 _T = TypeVar("_T")
 
