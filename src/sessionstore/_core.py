@@ -349,22 +349,23 @@ def advisory_key(purpose: str, qualified_name: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def index_name(table: str) -> str:
-    """Name the expiry index of a table as SCS does (``sessions_expiry_idx``).
+def index_name(table: str, column: str = "expiry") -> str:
+    """Name an index of a table as SCS does (``sessions_expiry_idx``).
 
     A name that would exceed PostgreSQL's identifier limit is shortened with a
     hash suffix, so it stays unique and is never silently truncated.
 
     Args:
         table: The table's name.
+        column: The indexed column (``expiry``, or ``owner`` with ``owners``).
 
     Returns:
         The index name.
     """
-    name = f"{table}_expiry_idx"
+    name = f"{table}_{column}_idx"
     if len(name.encode("utf-8")) <= MAX_IDENTIFIER_BYTES:
         return name
-    suffix = "_" + hashlib.sha256(table.encode("utf-8")).hexdigest()[:8] + "_expiry_idx"
+    suffix = "_" + hashlib.sha256(table.encode("utf-8")).hexdigest()[:8] + f"_{column}_idx"
     head = table.encode("utf-8")[: MAX_IDENTIFIER_BYTES - len(suffix)]
     return head.decode("utf-8", errors="ignore") + suffix
 

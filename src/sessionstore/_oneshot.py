@@ -29,6 +29,7 @@ def connect_store(
     table: str = DEFAULT_TABLE,
     schema: str | None = None,
     *,
+    owners: bool = False,
     connect_timeout: float = CONNECT_TIMEOUT,
 ) -> Iterator[Store]:
     """A `Store` on a one-connection autocommit pool, cleanup off, closed afterwards.
@@ -40,6 +41,7 @@ def connect_store(
         dsn: The server (a libpq conninfo string or URL).
         table: The sessions table.
         schema: The table's schema, or None for the search_path.
+        owners: A store with sessions per owner.
         connect_timeout: Seconds to wait for the server.
 
     Yields:
@@ -57,7 +59,7 @@ def connect_store(
         ConnectionPool(
             dsn, min_size=1, max_size=1, timeout=connect_timeout, kwargs={"autocommit": True}
         ) as pool,
-        Store(pool, table=table, schema=schema, cleanup=NoCleanup()) as store,
+        Store(pool, table=table, schema=schema, cleanup=NoCleanup(), owners=owners) as store,
     ):
         yield store
 
@@ -67,6 +69,7 @@ def create_table(
     table: str = DEFAULT_TABLE,
     schema: str | None = None,
     *,
+    owners: bool = False,
     connect_timeout: float = CONNECT_TIMEOUT,
 ) -> tuple[str, bool]:
     """Create the sessions table (and its index and schema) on `dsn` if missing.
@@ -75,6 +78,7 @@ def create_table(
         dsn: The server (a libpq conninfo string or URL).
         table: The sessions table.
         schema: The table's schema, or None for the search_path.
+        owners: Also the owner column and its index (added to an existing table).
         connect_timeout: Seconds to wait for the server.
 
     Returns:
@@ -84,5 +88,5 @@ def create_table(
         RuntimeError: If the server can't be reached.
         sessionstore.DatabaseError: If creating the table failed.
     """
-    with connect_store(dsn, table, schema, connect_timeout=connect_timeout) as store:
+    with connect_store(dsn, table, schema, owners=owners, connect_timeout=connect_timeout) as store:
         return store.name, store.create_table()

@@ -72,8 +72,19 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--schema", default=None, help="schema name (default: the search_path)")
         return sub
 
-    add("schema", "Print the DDL of the sessions table and its index.")
-    add("migrate", "Create the schema, table and index if missing.", dsn="required")
+    owners_help = (
+        "with the nullable owner column and its index, for sessions per user "
+        "(Store(pool, owners=True)); a Go SCS app can share the table"
+    )
+    schema = add("schema", "Print the DDL of the sessions table and its index.")
+    schema.add_argument("--owners", action="store_true", help=owners_help)
+    migrate = add("migrate", "Create the schema, table and index if missing.", dsn="required")
+    migrate.add_argument(
+        "--owners",
+        action="store_true",
+        help=owners_help + "; on an existing table, adds the column without a rewrite and "
+        "builds its index concurrently",
+    )
     add(
         "check",
         "Run a round trip (commit, find, expiry, all, purge, delete) and time each step.",
@@ -123,9 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.command == "schema":
-            sys.stdout.write(ddl(args.table, args.schema))
+            sys.stdout.write(ddl(args.table, args.schema, owners=args.owners))
         elif args.command == "migrate":
-            name, created = create_table(args.dsn, args.table, args.schema)
+            name, created = create_table(args.dsn, args.table, args.schema, owners=args.owners)
             print(f"{'created' if created else 'already up to date'}: {name}")
         elif args.command == "check":
             return _check(args, sys.stdout)

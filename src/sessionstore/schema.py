@@ -34,7 +34,7 @@ from ._core import (
     index_name,
 )
 
-__all__ = ["create_table_steps", "ddl"]
+__all__ = ["create_table_steps", "ddl", "owner_index_steps"]
 
 # PostgreSQL's keywords that can't be a table or schema name unquoted (reserved, and
 # reserved-but-for-types-and-functions). Any other plain lowercase name is printed bare.
@@ -72,19 +72,35 @@ def _statements(core: SessionCore, *, if_not_exists: bool, create_schema: bool =
     statements = []
     if core.schema is not None and if_not_exists and create_schema:
         statements.append(f"CREATE SCHEMA IF NOT EXISTS {_name(core.schema)};")
+    owner = ",\n\towner TEXT" if core.owners else ""
     statements += [
         f"CREATE TABLE{guard} {qualified} (\n"
         "\ttoken TEXT PRIMARY KEY,\n"
         "\tdata BYTEA NOT NULL,\n"
-        "\texpiry TIMESTAMPTZ NOT NULL\n"
+        f"\texpiry TIMESTAMPTZ NOT NULL{owner}\n"
         ");",
         f"CREATE INDEX{guard} {_name(index_name(core.table))} ON {qualified} (expiry);",
     ]
+    if core.owners:
+        statements.append(_owner_index(core, guard))
     return statements
 
 
+def _owner_index(core: SessionCore, guard: str, concurrently: bool = False) -> str:
+    # Partial: anonymous sessions (no owner) are most rows and need no entry.
+    how = " CONCURRENTLY" if concurrently else ""
+    return (
+        f"CREATE INDEX{how}{guard} {_name(index_name(core.table, 'owner'))} "
+        f"ON {_qualified(core.schema, core.table)} (owner) WHERE owner IS NOT NULL;"
+    )
+
+
 def ddl(
-    table: str = DEFAULT_TABLE, schema: str | None = None, *, if_not_exists: bool = False
+    table: str = DEFAULT_TABLE,
+    schema: str | None = None,
+    *,
+    if_not_exists: bool = False,
+    owners: bool = False,
 ) -> str:
     """Return the DDL for a sessions table and its expiry index.
 
@@ -92,6 +108,8 @@ def ddl(
         table: The table's name; any text, quoted where needed.
         schema: The schema, or None for the search_path.
         if_not_exists: Add ``IF NOT EXISTS`` (and create the schema), for idempotent use.
+        owners: Add the nullable ``owner`` column and its index, for sessions per
+            user (``Store(pool, owners=True)``); a Go SCS app can share the table.
 
     Returns:
         The SQL text, one statement per line (the table's spans several).
@@ -100,14 +118,22 @@ def ddl(
         TypeError: If a name is not a str.
         ValueError: If a name is empty or not a valid PostgreSQL identifier.
     """
-    return "\n".join(_statements(SessionCore(table, schema), if_not_exists=if_not_exists)) + "\n"
+    core = SessionCore(table, schema, owners=owners)
+    return "\n".join(_statements(core, if_not_exists=if_not_exists)) + "\n"
 
 
 def create_table_steps(core: SessionCore) -> Steps:
-    """Create the schema, table and index that are missing, safely under concurrency.
+    """Create the schema, table and indexes that are missing, safely under concurrency.
 
     Run inside one transaction. On an existing table and index it only takes an
     advisory lock and reads the catalog, so it succeeds without DDL rights.
+
+    With ``owners``, an existing table without the owner column gets it: adding a
+    nullable column without a default changes only the catalog (no rewrite), under a
+    lock timeout so it never queues behind a long transaction for long. The owner
+    index of a table that already has rows is not built here, since that would block
+    writes while it is built: the generator returns `owner_index_steps` for the
+    caller to run outside a transaction (``CREATE INDEX CONCURRENTLY``).
 
     Args:
         core: The store's core (names the table).
@@ -116,9 +142,13 @@ def create_table_steps(core: SessionCore) -> Steps:
         Statement: The statements to execute, in order.
 
     Returns:
-        bool: True if anything was created, False if everything existed already.
+        tuple[bool, bool]: Whether anything was created, and whether the owner index
+        is still to be built concurrently.
     """
     index = sql.Identifier(*filter(None, (core.schema, index_name(core.table)))).as_string(None)
+    owner_index = sql.Identifier(
+        *filter(None, (core.schema, index_name(core.table, "owner")))
+    ).as_string(None)
     # Lock first: a catalog lookup made before waiting could be answered from a
     # cache that misses what the holder of the lock created meanwhile.
     yield Statement(
@@ -126,18 +156,53 @@ def create_table_steps(core: SessionCore) -> Steps:
     )
     schema = None if core.schema is None else sql.Identifier(core.schema).as_string(None)
     found: Result = yield Statement(
-        b"SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL, "
-        b"%s::text IS NULL OR to_regnamespace(%s) IS NOT NULL",
-        (core.qualified_name, index, schema, schema),
+        b"SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL, "
+        b"%s::text IS NULL OR to_regnamespace(%s) IS NOT NULL, "
+        b"EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+        b"AND attname = 'owner' AND NOT attisdropped), to_regclass(%s) IS NOT NULL",
+        (core.qualified_name, index, schema, schema, core.qualified_name, owner_index),
     )
-    table_and_index_exist, schema_exists = found.rows[0]
-    if table_and_index_exist:
-        return False
-    # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the
-    # schema exists, so it only runs when the schema is missing.
-    for statement in _statements(core, if_not_exists=True, create_schema=not schema_exists):
-        yield Statement(escape_percent(statement).encode("utf-8"))
+    table_exists, index_exists, schema_exists, has_owner, has_owner_index = found.rows[0]
+    owners_ready = not core.owners or (has_owner and has_owner_index)
+    if table_exists and index_exists and owners_ready:
+        return False, False
+    qualified = _qualified(core.schema, core.table)
+    if not table_exists:
+        # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the
+        # schema exists, so it only runs when the schema is missing.
+        for statement in _statements(core, if_not_exists=True, create_schema=not schema_exists):
+            yield _ddl(statement)
+        return True, False
+    if not index_exists:
+        yield _ddl(
+            f"CREATE INDEX IF NOT EXISTS {_name(index_name(core.table))} ON {qualified} (expiry);"
+        )
+    if core.owners and not has_owner:
+        yield Statement(b"SET LOCAL lock_timeout = '5s'")
+        yield _ddl(f"ALTER TABLE {qualified} ADD COLUMN IF NOT EXISTS owner TEXT;")
+    return True, core.owners and not has_owner_index
+
+
+def owner_index_steps(core: SessionCore) -> Steps:
+    """Build the owner index of an existing table without blocking its writes.
+
+    Run outside a transaction (``CREATE INDEX CONCURRENTLY`` can't run in one).
+
+    Args:
+        core: The store's core.
+
+    Yields:
+        Statement: The statement to execute.
+
+    Returns:
+        bool: True.
+    """
+    yield _ddl(_owner_index(core, " IF NOT EXISTS", concurrently=True))
     return True
+
+
+def _ddl(statement: str) -> Statement:
+    return Statement(escape_percent(statement).encode("utf-8"))
 
 
 #: Why create_table fails for an application role, and what to do instead.

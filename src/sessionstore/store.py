@@ -42,7 +42,7 @@ from ._core import (
 from ._facade import LANES, MIN_RETRIES, Fetch, pool_type_error
 from .cleanup import Cancellation, CleanupStrategy, ThreadCleanup, cancelling
 from .errors import DatabaseError, should_retry
-from .schema import create_table_hint, create_table_steps
+from .schema import create_table_hint, create_table_steps, owner_index_steps
 
 logger = logging.getLogger("sessionstore.store")
 
@@ -480,7 +480,9 @@ class Store:
         """Create the schema, table and index if missing; never called implicitly.
 
         Idempotent, and safe when several processes run it at once. On an existing
-        table it only reads the catalog, so it needs no DDL rights.
+        table it only reads the catalog, so it needs no DDL rights. With
+        ``owners=True`` it adds the owner column to an existing table (a catalog
+        change, no rewrite) and builds its index without blocking writes.
 
         Returns:
             True if anything was created, False if all of it existed.
@@ -489,7 +491,13 @@ class Store:
             DatabaseError: If the database refused (e.g. no CREATE rights while
                 something is missing).
         """
-        return bool(self._run("create_table", create_table_steps(self._core), create_table_hint))
+        steps = create_table_steps(self._core)
+        created, index_pending = self._run("create_table", steps, create_table_hint)
+        if index_pending:
+            self._run_outside_transaction(
+                "create_table", owner_index_steps(self._core), create_table_hint
+            )
+        return bool(created)
 
     def stop_cleanup(self) -> None:
         """Stop the cleanup worker and wait for it (within its bound).
@@ -585,6 +593,21 @@ class Store:
         try:
             with self._pool.connection() as conn, conn.transaction():
                 return self._drive(conn, steps, commit_each=False)
+        except psycopg.Error as exc:
+            raise DatabaseError(operation, exc, hint(exc)) from exc
+
+    def _run_outside_transaction(
+        self, operation: str, steps: Steps, hint: Callable[[psycopg.Error], str]
+    ) -> Any:
+        """Drive a core generator on an autocommit connection (for CONCURRENTLY)."""
+        try:
+            with self._pool.connection() as conn:
+                autocommit = conn.autocommit
+                conn.set_autocommit(True)
+                try:
+                    return self._drive(conn, steps, commit_each=False)
+                finally:
+                    conn.set_autocommit(autocommit)
         except psycopg.Error as exc:
             raise DatabaseError(operation, exc, hint(exc)) from exc
 
