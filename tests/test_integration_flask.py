@@ -28,16 +28,23 @@ import flask
 import psycopg
 import pytest
 from _support import new_token, table_rows, wait_until
+from psycopg_pool import ConnectionPool
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from sessionstore import Store
+from sessionstore import OwnersNotEnabledError, Store
+from sessionstore.cleanup import NoCleanup
 from sessionstore.integrations.flask import (
     PostgresSessionInterface,
     ServerSideSession,
+    login_session,
+    logout_everywhere,
     renew_token,
+    session_owner,
+    user_sessions,
 )
 
 MESSAGE = "Hello from a session!"
+USER = "alice"  # whom the example's /login logs in
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
@@ -101,19 +108,32 @@ class App:
 
 
 @pytest.fixture
-def serve(session_store: Store) -> Iterator[Callable[..., App]]:
+def owners_store(sessionstore_dsn: str) -> Iterator[Store]:
+    """A `Store` with ``owners=True`` on the test's database, as the example needs."""
+    with (
+        ConnectionPool(
+            sessionstore_dsn, min_size=1, max_size=4, kwargs={"autocommit": True}
+        ) as pool,
+        Store(pool, owners=True, cleanup=NoCleanup()) as store,
+    ):
+        store.create_table()  # adds the owner column to the test database's table
+        yield store
+
+
+@pytest.fixture
+def serve(owners_store: Store) -> Iterator[Callable[..., App]]:
     """Serve the example app (on the test's store) in a werkzeug thread."""
     servers: list[tuple[BaseWSGIServer, threading.Thread]] = []
 
     def start(configure: Callable[[flask.Flask], None] | None = None, **options: Any) -> App:
-        app = load_example().create_app(session_store, **options)
+        app = load_example().create_app(owners_store, **options)
         if configure is not None:
             configure(app)
         server = make_server("127.0.0.1", 0, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, name="test-werkzeug")
         thread.start()
         servers.append((server, thread))
-        return App(f"http://127.0.0.1:{server.port}", app, session_store)
+        return App(f"http://127.0.0.1:{server.port}", app, owners_store)
 
     yield start
     for server, thread in servers:
@@ -406,6 +426,87 @@ def test_without_refresh_an_unmodified_session_is_not_written(
     assert expiry - dt.datetime.now(dt.UTC) < dt.timedelta(minutes=2)
 
 
+def test_refresh_touches_and_keeps_what_another_request_wrote_meanwhile(
+    serve: Callable[..., App], db: psycopg.Connection[Any]
+) -> None:
+    """A read-only request moves the expiry and leaves the data alone.
+
+    Between this request's read and its save, "another request" commits new data for
+    the session. Rewriting the payload to slide the expiry would put back the copy
+    this request read; a touch moves only the expiry.
+    """
+    written_meanwhile = json.dumps({"message": "written meanwhile", "_permanent": True}).encode()
+
+    def configure(app: flask.Flask) -> None:
+        @app.get("/read-while-another-writes")
+        def read_while_another_writes() -> str:
+            message = str(flask.session["message"])  # loaded: the response saves it
+            session = flask.session
+            assert isinstance(session, ServerSideSession)
+            assert session.token is not None
+            soon = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+            app.session_interface.store.commit(  # type: ignore[attr-defined]
+                session.token, written_meanwhile, soon
+            )
+            return message
+
+    example = serve(configure, lifetime=dt.timedelta(minutes=10))
+    client = example.client()
+    client.get("/put")
+    reply = client.get("/read-while-another-writes")
+    assert (reply.status, reply.body) == (200, MESSAGE)
+    [(token, data, expiry)] = table_rows(db)
+    assert token == client.token()
+    assert bytes(data) == written_meanwhile
+    assert expiry - dt.datetime.now(dt.UTC) > dt.timedelta(minutes=9)
+    assert client.get("/get").body.strip() == "written meanwhile"
+
+
+def test_refresh_does_not_reserialise_the_data(
+    serve: Callable[..., App], db: psycopg.Connection[Any]
+) -> None:
+    # The row holds the session in a JSON layout the serializer never writes: a
+    # rewrite would change its bytes, a touch does not.
+    example = serve(lifetime=dt.timedelta(minutes=10))
+    client = example.client()
+    client.get("/put")
+    layout = json.dumps({"message": MESSAGE, "_permanent": True}, indent=2).encode()
+    db.execute("UPDATE sessions SET data = %s, expiry = now() + interval '1 minute'", (layout,))
+    assert client.get("/get").body.strip() == MESSAGE
+    [(_, data, expiry)] = table_rows(db)
+    assert bytes(data) == layout
+    assert expiry - dt.datetime.now(dt.UTC) > dt.timedelta(minutes=9)
+
+
+def test_refresh_of_a_session_deleted_meanwhile_does_not_bring_it_back(
+    serve: Callable[..., App], db: psycopg.Connection[Any]
+) -> None:
+    def configure(app: flask.Flask) -> None:
+        @app.get("/read-while-deleted")
+        def read_while_deleted() -> str:
+            message = str(flask.session["message"])
+            session = flask.session
+            assert isinstance(session, ServerSideSession)
+            assert session.token is not None
+            # What "log out everywhere" on another device does meanwhile.
+            app.session_interface.store.delete(session.token)  # type: ignore[attr-defined]
+            return message
+
+    example = serve(configure)
+    client = example.client()
+    client.get("/put")
+    token = client.token()
+    reply = client.get("/read-while-deleted")
+    assert (reply.status, reply.body) == (200, MESSAGE)
+    assert tokens(db) == []
+    [header] = reply.cookies
+    assert header.startswith("session=;")
+    assert "Expires=Thu, 01 Jan 1970" in header
+    assert client.token() is None
+    assert client.get("/get", cookie=f"session={token}").body.strip() == ""
+    assert tokens(db) == []
+
+
 def test_tagged_json_keeps_flask_types(serve: Callable[..., App]) -> None:
     def configure(app: flask.Flask) -> None:
         @app.get("/types/put")
@@ -441,6 +542,105 @@ def test_the_session_mapping(session_store: Store) -> None:
         assert session.modified
         assert session.loaded
         assert repr(session) == "<ServerSideSession {'b': 2}>"
+
+
+# --------------------------------------------------------------------------- sessions per user
+
+
+def owners(db: psycopg.Connection[Any]) -> dict[str, str | None]:
+    return dict(db.execute("SELECT token, owner FROM sessions").fetchall())
+
+
+def listed(reply: Reply) -> list[str]:
+    """The session lines of a /sessions page."""
+    assert reply.status == 200, reply.body
+    return [line for line in reply.body.splitlines() if "expires" in line]
+
+
+def test_two_devices_log_out_everywhere(example: App, db: psycopg.Connection[Any]) -> None:
+    laptop, phone = example.client(), example.client()
+    for device in (laptop, phone):
+        assert device.get("/put").status == 200
+        assert device.get("/login").status == 200
+    mine, theirs = laptop.token(), phone.token()
+    assert mine is not None
+    assert theirs is not None
+    assert owners(db) == {mine: USER, theirs: USER}
+    expiries = {token: expiry for token, _, expiry in table_rows(db)}
+
+    for device, other in ((laptop, theirs), (phone, mine)):
+        reply = device.get("/sessions")
+        lines = listed(reply)
+        assert len(lines) == 2
+        [this] = [line for line in lines if "(this one)" in line]
+        [that] = [line for line in lines if "(this one)" not in line]
+        own = device.token()
+        assert own is not None
+        assert f"{own[:8]}..." in this
+        assert f"{other[:8]}..." in that
+        for token in (own, other):  # prefixes only, never a usable token
+            expires = expiries[token].astimezone(dt.UTC).isoformat(timespec="seconds")
+            assert expires in (this if token == own else that)
+            assert token not in reply.body
+
+    reply = laptop.get("/logout-everywhere")
+    assert (reply.status, reply.body) == (200, "Logged out 1 other session(s); this one stays.\n")
+    assert owners(db) == {mine: USER}
+    # The laptop stays logged in, with its data and its token.
+    assert laptop.get("/get").body.strip() == MESSAGE
+    assert len(listed(laptop.get("/sessions"))) == 1
+    assert laptop.token() == mine
+    # The phone is logged out: its cookie names nothing, and using it brings nothing back.
+    assert phone.get("/sessions").status == 403
+    assert phone.get("/get").body.strip() == ""
+    assert phone.get("/logout-everywhere").status == 403
+    assert owners(db) == {mine: USER}
+
+
+def test_login_creates_an_owned_row_and_logout_deletes_it(
+    example: App, db: psycopg.Connection[Any]
+) -> None:
+    client = example.client()
+    assert client.get("/sessions").status == 403  # no session, nobody's
+    client.get("/login")
+    token = client.token()
+    assert token is not None
+    assert owners(db) == {token: USER}
+    # Later saves keep the owner (the data holds it too).
+    client.get("/put")
+    assert owners(db) == {token: USER}
+    assert json.loads(bytes(table_rows(db)[0][1]))["_session_owner"] == USER
+    client.get("/logout")
+    assert owners(db) == {}
+    assert client.get("/sessions").status == 403
+
+
+def test_the_helpers(owners_store: Store, session_store: Store) -> None:
+    app = flask.Flask(__name__)
+    app.session_interface = PostgresSessionInterface(owners_store)
+    with app.test_request_context("/"):
+        assert session_owner() is None
+        assert user_sessions() == []
+        assert logout_everywhere() == 0
+        with pytest.raises(TypeError, match="str"):
+            login_session(42)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="empty"):
+            login_session("")
+        login_session("bob")
+        assert session_owner() == "bob"
+        assert flask.session.modified
+    plain = flask.Flask(__name__)
+    plain.session_interface = PostgresSessionInterface(session_store)
+    token = new_token()
+    data = json.dumps({"_session_owner": "bob"}).encode()
+    session_store.commit(token, data, dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    with plain.test_request_context("/", headers={"Cookie": f"session={token}"}):
+        assert session_owner() == "bob"
+        with pytest.raises(OwnersNotEnabledError):
+            user_sessions()
+    for helper in (session_owner, user_sessions, logout_everywhere):
+        with pytest.raises(RuntimeError, match="during a request"):
+            helper()
 
 
 def test_renew_token_outside_a_request_or_with_another_interface() -> None:

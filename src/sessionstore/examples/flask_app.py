@@ -7,9 +7,15 @@ Then open http://127.0.0.1:4000/put and http://127.0.0.1:4000/get. The server is
 named by ``$SESSIONSTORE_DSN``, or else a throw-away PostgreSQL started for the run (the
 ``testing`` extra brings its binaries) and deleted on Ctrl-C.
 
-Beyond the Go example's ``/put`` and ``/get``: ``/login`` renews the session's token
-(what a real login does after checking the password) and ``/logout`` deletes the
-session.
+Beyond the Go example's ``/put`` and ``/get``: ``/login`` logs the session in as
+"alice" (a new token, the session owned by her: what a real login does after checking
+the password), ``/sessions`` lists her sessions (a prefix of each key, and its expiry),
+``/logout-everywhere`` ends all of them but this one, and ``/logout`` deletes the
+session. Log in from two browsers (or two cookie jars) to see both listed.
+
+A real app would take ``/login``, ``/logout`` and ``/logout-everywhere`` as POSTs
+(with CSRF protection); they are GETs here so that a browser's address bar and curl
+can drive them.
 """
 
 from __future__ import annotations
@@ -22,19 +28,31 @@ from flask import Flask, session
 from psycopg_pool import ConnectionPool
 
 from sessionstore import Store
-from sessionstore.integrations.flask import PostgresSessionInterface, renew_token
+from sessionstore.integrations.flask import (
+    PostgresSessionInterface,
+    login_session,
+    logout_everywhere,
+    session_owner,
+    user_sessions,
+)
 from sessionstore.testing import ephemeral_postgres
 
 HOST, PORT = "127.0.0.1", 4000
 #: What ``/put`` stores and ``/get`` shows: the Go README's message.
 MESSAGE = "Hello from a session!"
+#: Who ``/login`` logs in (a real app checks a password first).
+USER = "alice"
+#: How much of a session's key ``/sessions`` shows: enough to tell them apart, never
+#: a usable token.
+KEY_PREFIX = 8
 
 
 def create_app(store: Store, *, lifetime: dt.timedelta = dt.timedelta(hours=24)) -> Flask:
-    """Build the app: ``/put``, ``/get``, ``/login`` and ``/logout`` on `store`.
+    """Build the app: the routes `index` lists, on `store`.
 
     Args:
-        store: The store for the sessions.
+        store: The store for the sessions, with ``owners=True`` (for ``/sessions``
+            and ``/logout-everywhere``).
         lifetime: How long a session lives (SCS's ``Lifetime``).
 
     Returns:
@@ -46,7 +64,7 @@ def create_app(store: Store, *, lifetime: dt.timedelta = dt.timedelta(hours=24))
 
     @app.get("/")
     def index() -> str:
-        return "/put /get /login /logout\n"
+        return "/put /get /login /sessions /logout-everywhere /logout\n"
 
     @app.get("/put")
     def put() -> str:
@@ -60,9 +78,27 @@ def create_app(store: Store, *, lifetime: dt.timedelta = dt.timedelta(hours=24))
 
     @app.get("/login")
     def login() -> str:
-        renew_token()  # new token, same data: the old token is worthless now
-        session["user"] = "alice"
-        return "Logged in; your session has a new token.\n"
+        login_session(USER)  # new token, same data, owned by USER: the old token is dead
+        return f"Logged in as {USER}; your session has a new token.\n"
+
+    @app.get("/sessions")
+    def sessions() -> tuple[str, int]:
+        owner = session_owner()
+        if owner is None:
+            return "Not logged in: /login first.\n", 403
+        lines = [f"Sessions of {owner}:"]
+        for each in user_sessions():
+            mark = "  (this one)" if each.current else ""
+            expires = each.expiry.isoformat(timespec="seconds")
+            lines.append(f"  {each.key[:KEY_PREFIX]}...  expires {expires}{mark}")
+        return "\n".join(lines) + "\n", 200
+
+    @app.get("/logout-everywhere")
+    def logout_everywhere_view() -> tuple[str, int]:
+        if session_owner() is None:
+            return "Not logged in: /login first.\n", 403
+        ended = logout_everywhere()  # every other session of the user; this one stays
+        return f"Logged out {ended} other session(s); this one stays.\n", 200
 
     @app.get("/logout")
     def logout() -> str:
@@ -79,9 +115,9 @@ def main() -> None:
     with (
         ephemeral_postgres() as server,
         ConnectionPool(server.dsn, kwargs={"autocommit": True}) as pool,
-        Store(pool) as store,
+        Store(pool, owners=True) as store,
     ):
-        store.create_table()
+        store.create_table()  # with the owner column (added if the table lacks it)
         print(f"PostgreSQL: {server.source}")
         create_app(store).run(host=HOST, port=PORT)
 

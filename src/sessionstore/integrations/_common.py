@@ -1,10 +1,16 @@
-"""What the integrations share: token issuing and checking, and the missing-extra error."""
+"""What the integrations share: tokens, the session's owner, listings, the missing-extra error."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._core import OwnedSession, hash_token
 
 #: Tokens as SCS issues them: 32 random bytes in url-safe base64 without padding.
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -12,6 +18,121 @@ _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 #: The server-side lifetime of a session whose cookie lasts as long as the browser
 #: runs: the server never learns when the browser closes.
 DEFAULT_SESSION_ONLY_TTL = dt.timedelta(hours=24)
+
+#: The key under which a session's data holds its owner (the user id given at login).
+#: Every save passes it to the store, so a row is owned whichever request writes it,
+#: and the "log out everywhere" helpers know whose sessions to end without asking.
+OWNER_KEY = "_session_owner"
+
+#: How many fresh tokens to try before giving up. A collision of two 256-bit random
+#: tokens never happens in practice; a second one in a row means a broken RNG.
+_CREATE_ATTEMPTS = 3
+
+logger = logging.getLogger("sessionstore.integrations")
+
+
+@dataclass(frozen=True)
+class UserSession:
+    """One of a user's live sessions, as the "where am I logged in" helpers list them.
+
+    Attributes:
+        key: The stored key (`OwnedSession.key`): the token itself, or its hash on a
+            store with ``hash_tokens=True``. It is what the store's ``revoke`` takes.
+            Show users only a prefix: without ``hash_tokens`` the whole key is a
+            working token.
+        expiry: When it expires, timezone-aware, in UTC.
+        current: Whether it is the session of the request that asked.
+        data: The session's data, decoded; empty if it does not decode.
+    """
+
+    key: str
+    expiry: dt.datetime
+    current: bool
+    data: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+def is_current(key: str, token: str | None) -> bool:
+    """Tell whether a stored key is that of `token`, with or without ``hash_tokens``.
+
+    Checking both forms needs no knowledge of the store's setting: a raw token equal
+    to the hash of another token would be a SHA-256 preimage.
+
+    Args:
+        key: An `OwnedSession.key`.
+        token: The request's token, or None.
+
+    Returns:
+        True if `key` stores `token`.
+    """
+    return token is not None and key in (token, hash_token(token))
+
+
+def listing(
+    owned: list[OwnedSession], token: str | None, decode: Callable[[bytes], dict[str, Any]]
+) -> list[UserSession]:
+    """Turn the store's `OwnedSession` rows into `UserSession`s for one request.
+
+    Args:
+        owned: What the store's ``sessions_of`` returned.
+        token: The request's token, to mark its own session.
+        decode: Turns stored data into a dict (returns ``{}`` when it can't).
+
+    Returns:
+        The sessions, in the store's order (soonest to expire first).
+    """
+    return [UserSession(s.key, s.expiry, is_current(s.key, token), decode(s.data)) for s in owned]
+
+
+def owner_of(data: object) -> str | None:
+    """The owner a session's decoded data holds, or None for an anonymous session."""
+    if isinstance(data, dict):
+        owner = data.get(OWNER_KEY)
+        if isinstance(owner, str) and owner:
+            return owner
+    return None
+
+
+async def create_fresh(create: Callable[[str], Awaitable[bool]]) -> str:
+    """Save a new session under a fresh token with ``create``; retry on a collision.
+
+    `create` never overwrites a live session, so a token that happens to be taken
+    leaves the other session alone and is simply replaced by another.
+
+    Args:
+        create: Saves the session under the token it is given; False if taken.
+
+    Returns:
+        The token the session was saved under.
+
+    Raises:
+        RuntimeError: If every attempt collided (a broken random source).
+    """
+    for _ in range(_CREATE_ATTEMPTS):
+        token = new_token()
+        if await create(token):
+            return token
+        logger.warning("a freshly generated session token was already taken; trying another")
+    raise RuntimeError(f"no free session token after {_CREATE_ATTEMPTS} attempts")
+
+
+def create_fresh_sync(create: Callable[[str], bool]) -> str:
+    """`create_fresh` for a synchronous ``create``.
+
+    Args:
+        create: Saves the session under the token it is given; False if taken.
+
+    Returns:
+        The token the session was saved under.
+
+    Raises:
+        RuntimeError: If every attempt collided (a broken random source).
+    """
+    for _ in range(_CREATE_ATTEMPTS):
+        token = new_token()
+        if create(token):
+            return token
+        logger.warning("a freshly generated session token was already taken; trying another")
+    raise RuntimeError(f"no free session token after {_CREATE_ATTEMPTS} attempts")
 
 
 def new_token() -> str:

@@ -26,8 +26,16 @@ sessions. Flask's cookie settings apply (``SESSION_COOKIE_NAME``, ``_DOMAIN``,
   never reused: the request gets a new, empty session and, once something is stored
   in it, a new token.
 - An emptied session (``session.clear()``) deletes its row and its cookie.
+- A request that only read the session (``SESSION_REFRESH_EACH_REQUEST``) moves the
+  row's expiry with the store's ``touch``, without rewriting the data; if the session
+  was deleted meanwhile (logged out elsewhere), it stays deleted.
+- A new session, and a renewed one, is saved with the store's ``create`` under a fresh
+  token: a token that happens to be taken is never overwritten.
 - `renew_token` gives the session a new token and deletes the old row, keeping the
   data: call it on login and privilege changes (session fixation defence).
+- Sessions per user (a store with ``owners=True``): `login_session` renews the token
+  and makes the session the user's, `user_sessions` lists the user's sessions and
+  `logout_everywhere` ends all of them but the current one.
 - The data is serialised as JSON with Flask's own tagged JSON (the serializer of
   Flask's cookie sessions, which also keeps tuples, bytes, datetimes, UUIDs and
   Markup), never with pickle: nothing read from the database is ever unpickled.
@@ -40,7 +48,18 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any, TypedDict
 
-from ._common import DEFAULT_SESSION_ONLY_TTL, is_token, missing_extra, new_token, to_timedelta
+from .._core import validate_owner
+from ._common import (
+    DEFAULT_SESSION_ONLY_TTL,
+    OWNER_KEY,
+    UserSession,
+    create_fresh_sync,
+    is_token,
+    listing,
+    missing_extra,
+    owner_of,
+    to_timedelta,
+)
 
 try:
     import flask
@@ -52,7 +71,16 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 from ..store import Store
 
-__all__ = ["PostgresSessionInterface", "ServerSideSession", "renew_token"]
+__all__ = [
+    "PostgresSessionInterface",
+    "ServerSideSession",
+    "UserSession",
+    "login_session",
+    "logout_everywhere",
+    "renew_token",
+    "session_owner",
+    "user_sessions",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +99,7 @@ class ServerSideSession(SessionMixin):
 
     Views use it as ``flask.session``, like Flask's own session. Beyond the mapping
     and `SessionMixin` (``permanent``, ``modified``, ``accessed``, ``new``), it
-    has `loaded`, `renew_token` and `token`.
+    has `loaded`, `found`, `owner`, `renew_token` and `token`.
 
     Args:
         token: The token from the request's cookie, if it has the shape of one.
@@ -114,6 +142,15 @@ class ServerSideSession(SessionMixin):
         """Whether the cookie's token named a live session in the store."""
         return self._found
 
+    @property
+    def owner(self) -> str | None:
+        """The user this session belongs to (set by `login_session`), or None.
+
+        Raises:
+            sessionstore.DatabaseError: If the session's data could not be read.
+        """
+        return owner_of(self._ensure())
+
     def renew_token(self) -> None:
         """Give this session a new token when the response is saved, keeping its data.
 
@@ -141,20 +178,18 @@ class ServerSideSession(SessionMixin):
         self.accessed = True
         return self._data
 
-    def _issue(self) -> tuple[str, str | None]:
-        """Decide the token to save under; return it and the old token whose row must go.
+    def _keeps_token(self) -> bool:
+        """Whether the save keeps the cookie's token (else it issues a fresh one).
 
-        The cookie's token is kept only if it named a live session that was neither
-        renewed nor cleared; otherwise a new one is issued, and the old token's row
-        (if any: it may have been cleared unread) is to be deleted.
+        Only a token that named a live session, neither renewed nor cleared, is kept.
         """
-        if self._found and not self._renew and self._token is not None:
-            return self._token, None
-        old = self._token
-        self._token = new_token()
+        return self._found and not self._renew and self._token is not None
+
+    def _adopt(self, token: str) -> None:
+        """Record the fresh token the session was just saved under."""
+        self._token = token
         self._found = True
         self._renew = False
-        return self._token, old
 
     # The mapping: every access goes through _ensure, so the first one loads.
 
@@ -205,9 +240,11 @@ class PostgresSessionInterface(SessionInterface):
     ``PERMANENT_SESSION_LIFETIME`` after it was last saved, as its cookie does. Any
     other session has a cookie that lasts until the browser closes, which the server
     never learns; its row expires `session_only_ttl` after it was last saved. A loaded,
-    non-empty session is saved at the end of every request when
+    non-empty session has its expiry moved at the end of every request when
     ``SESSION_REFRESH_EACH_REQUEST`` is true (Flask's default), so both are idle
-    timeouts; set it to false for absolute ones (saved only when modified).
+    timeouts; set it to false for absolute ones (saved only when modified). A
+    modified session is written whole (``commit``); an unmodified one only gets its
+    expiry moved (``touch``), so a write made meanwhile by another request is kept.
 
     Args:
         store: The store to keep sessions in.
@@ -294,20 +331,46 @@ class PostgresSessionInterface(SessionInterface):
         refresh = bool(app.config["SESSION_REFRESH_EACH_REQUEST"])
         if not (session.modified or refresh):
             return
-        previous = session.token
-        token, old = session._issue()
-        if old is not None:
-            # Delete first: if the commit then fails, the old token is dead anyway.
-            self.store.delete(old)
-            logger.debug("new token for the session: old row deleted")
         expires = self.get_expiration_time(app, session)
-        now = dt.datetime.now(dt.UTC)
-        expiry = expires if expires is not None else now + self.session_only_ttl
-        data = self.serializer.dumps(dict(session)).encode()
-        self.store.commit(token, data, expiry)
-        if token != previous or self.should_set_cookie(app, session):
-            response.set_cookie(name, token, expires=expires, **self._cookie_options(app))
-            response.vary.add("Cookie")
+        expiry = expires if expires is not None else dt.datetime.now(dt.UTC) + self.session_only_ttl
+        token = session.token
+        if token is not None and session._keeps_token():
+            if session.modified:
+                self.store.commit(token, self._dump(session), expiry, owner=session.owner)
+            elif not self.store.touch(token, expiry):
+                # Deleted since it was read (logged out on another device, or expired
+                # during the request): writing the data back would resurrect it, so it
+                # stays gone and the browser drops its cookie.
+                logger.debug("session gone since it was read: not saved, cookie deleted")
+                response.delete_cookie(name, **self._cookie_options(app))
+                response.vary.add("Cookie")
+                return
+            if self.should_set_cookie(app, session):
+                response.set_cookie(name, token, expires=expires, **self._cookie_options(app))
+                response.vary.add("Cookie")
+            return
+        if token is not None:
+            # Delete first: if the save then fails, the old token is dead anyway.
+            self.store.delete(token)
+            logger.debug("new token for the session: old row deleted")
+        data, owner = self._dump(session), session.owner
+        token = create_fresh_sync(lambda fresh: self.store.create(fresh, data, expiry, owner=owner))
+        session._adopt(token)
+        response.set_cookie(name, token, expires=expires, **self._cookie_options(app))
+        response.vary.add("Cookie")
+
+    def _dump(self, session: ServerSideSession) -> bytes:
+        """Serialise the session's data for the store."""
+        data: bytes = self.serializer.dumps(dict(session)).encode()
+        return data
+
+    def _decode(self, raw: bytes) -> dict[str, Any] | None:
+        """Decode stored data; None if it is not a JSON object."""
+        try:
+            data = self.serializer.loads(raw.decode())
+        except (UnicodeDecodeError, ValueError, TypeError, KeyError):
+            return None
+        return data if isinstance(data, dict) else None
 
     def _cookie_options(self, app: flask.Flask) -> _CookieOptions:
         """The cookie attributes from the app's ``SESSION_COOKIE_*`` settings."""
@@ -326,14 +389,26 @@ class PostgresSessionInterface(SessionInterface):
         if raw is None:
             logger.debug("no live session for the cookie's token; new session")
             return None
-        try:
-            data = self.serializer.loads(raw.decode())
-        except (UnicodeDecodeError, ValueError, TypeError, KeyError):
-            data = None
-        if not isinstance(data, dict):
+        data = self._decode(raw)
+        if data is None:
             logger.warning("stored session data is not a JSON object; starting a new session")
             return None
         return data
+
+
+def _current(caller: str) -> tuple[PostgresSessionInterface, ServerSideSession]:
+    """The app's session interface and the request's session, checked."""
+    if not flask.has_request_context():
+        raise RuntimeError(f"{caller}() works only during a request")
+    interface = flask.current_app.session_interface
+    session = flask.session
+    if not isinstance(interface, PostgresSessionInterface) or not isinstance(
+        session, ServerSideSession
+    ):
+        raise RuntimeError(
+            f"{caller}() needs app.session_interface = PostgresSessionInterface(store)"
+        )
+    return interface, session
 
 
 def renew_token() -> None:
@@ -354,11 +429,111 @@ def renew_token() -> None:
             not a `PostgresSessionInterface`.
         sessionstore.DatabaseError: If the session's data could not be read.
     """
-    if not flask.has_request_context():
-        raise RuntimeError("renew_token() works only during a request")
-    session = flask.session
-    if not isinstance(session, ServerSideSession):
-        raise RuntimeError(
-            "renew_token() needs app.session_interface = PostgresSessionInterface(store)"
-        )
+    _current("renew_token")[1].renew_token()
+
+
+def login_session(owner: str) -> None:
+    """Log the current request's session in as `owner`: new token, owned by the user.
+
+    The session gets a new token (as `renew_token`), and at the end of the request
+    it is saved as `owner`'s session, so `user_sessions` lists it and
+    `logout_everywhere` can end it. Needs a store with ``owners=True``::
+
+        @app.post("/login")
+        def login():
+            user = authenticate(request.form["name"], request.form["password"])
+            login_session(str(user.id))
+            session["user_id"] = user.id
+
+    The owner is kept in the session's data (under ``"_session_owner"``), so
+    `ServerSideSession.owner` tells it on every later request and every save keeps
+    the row owned. ``session.clear()`` (logout) drops it with everything else.
+
+    Args:
+        owner: Who the session belongs to: the user id, as text.
+
+    Raises:
+        TypeError: If `owner` is not a str.
+        ValueError: If `owner` is empty, too long, or holds NUL or lone surrogates.
+        RuntimeError: If called outside a request, or the app's session interface is
+            not a `PostgresSessionInterface`.
+        sessionstore.DatabaseError: If the session's data could not be read.
+    """
+    validate_owner(owner)
+    session = _current("login_session")[1]
     session.renew_token()
+    session[OWNER_KEY] = owner
+
+
+def session_owner() -> str | None:
+    """The user the current request's session belongs to (set by `login_session`).
+
+    The same as ``session.owner``, for code that sees ``flask.session`` typed as
+    Flask's ``SessionMixin``.
+
+    Returns:
+        The owner, or None for a session nobody logged in.
+
+    Raises:
+        RuntimeError: If called outside a request, or the app's session interface is
+            not a `PostgresSessionInterface`.
+        sessionstore.DatabaseError: If the session's data could not be read.
+    """
+    return _current("session_owner")[1].owner
+
+
+def user_sessions() -> list[UserSession]:
+    """List the live sessions of the current session's owner ("where am I logged in").
+
+    Returns:
+        The sessions, soonest to expire first, the current one marked `current`;
+            empty if the session belongs to nobody (not logged in with
+            `login_session`). Show users only a prefix of each `UserSession.key`.
+
+    Raises:
+        RuntimeError: If called outside a request, or the app's session interface is
+            not a `PostgresSessionInterface`.
+        sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
+        sessionstore.DatabaseError: If the store failed.
+    """
+    interface, session = _current("user_sessions")
+    owner = session.owner
+    if owner is None:
+        return []
+    owned = interface.store.sessions_of(owner)
+    return listing(owned, _live_token(session), lambda raw: interface._decode(raw) or {})
+
+
+def logout_everywhere() -> int:
+    """End every other session of the current session's owner, at once.
+
+    The current session stays logged in; the others are deleted now, so their next
+    request gets an empty session. To end the current one as well, call
+    ``session.clear()`` after this. Needs a store with ``owners=True``::
+
+        @app.post("/logout-everywhere")
+        def logout_everywhere_view():
+            ended = logout_everywhere()
+            return f"Logged out {ended} other sessions."
+
+    Returns:
+        How many sessions were deleted; 0 if the session belongs to nobody.
+
+    Raises:
+        RuntimeError: If called outside a request, or the app's session interface is
+            not a `PostgresSessionInterface`.
+        sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
+        sessionstore.DatabaseError: If the store failed.
+    """
+    interface, session = _current("logout_everywhere")
+    owner = session.owner
+    if owner is None:
+        return 0
+    ended = interface.store.delete_owned(owner, keep=_live_token(session))
+    logger.debug("logged out everywhere else: %d sessions deleted", ended)
+    return ended
+
+
+def _live_token(session: ServerSideSession) -> str | None:
+    """The token the session is stored under now, if it is one the store had."""
+    return session.token if session.found else None
