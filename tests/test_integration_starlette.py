@@ -34,12 +34,22 @@ import uvicorn
 from _support import new_token, table_rows, wait_until
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 from starsessions import SessionMiddleware
 
 from sessionstore import AsyncStore, Store
-from sessionstore.integrations.starlette import PostgresStore
+from sessionstore.integrations.starlette import (
+    PostgresStore,
+    login_session,
+    logout_everywhere,
+    session_owner,
+    user_sessions,
+)
 
 MESSAGE = "Hello from a session!"
+USER = "alice"  # whom the example's /login logs in
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
@@ -321,6 +331,163 @@ def test_a_browser_session_cookie_gets_the_session_only_ttl(
     assert client.get("/get").body.strip() == MESSAGE
 
 
+def test_refresh_touches_and_keeps_what_another_request_wrote_meanwhile(
+    serve: Callable[..., App], sessionstore_dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    """A request that only reads the session moves the expiry and leaves the data alone.
+
+    With ``lifetime=0`` starsessions saves the session on every request. Between this
+    request's read and its save, "another request" writes new data for the session.
+    Rewriting the payload to slide the expiry would put back the copy this request
+    read; a touch moves only the expiry.
+    """
+    written_meanwhile = json.dumps({"message": "written meanwhile"}).encode()
+
+    async def read_while_another_writes(request: Request) -> PlainTextResponse:
+        message = str(request.session["message"])
+        token = request.cookies["session"]
+        async with await psycopg.AsyncConnection.connect(sessionstore_dsn) as conn:
+            await conn.execute(
+                "UPDATE sessions SET data = %s, expiry = now() + interval '1 minute'"
+                " WHERE token = %s",
+                (written_meanwhile, token),
+            )
+            await conn.commit()
+        return PlainTextResponse(message)
+
+    example = serve(
+        lambda app: app.router.routes.append(
+            Route("/read-while-another-writes", read_while_another_writes)
+        ),
+        lifetime=dt.timedelta(0),
+    )
+    client = example.client()
+    client.get("/put")
+    reply = client.get("/read-while-another-writes")
+    assert (reply.status, reply.body) == (200, MESSAGE)
+    [(token, data, expiry)] = table_rows(db)
+    assert token == client.token()
+    assert bytes(data) == written_meanwhile
+    assert expiry - dt.datetime.now(dt.UTC) > dt.timedelta(hours=23)
+    assert client.get("/get").body.strip() == "written meanwhile"
+
+
+def test_refresh_does_not_rewrite_the_data(
+    serve: Callable[..., App], db: psycopg.Connection[Any]
+) -> None:
+    # starsessions stamps last_access into the data on every load: a rewrite changes
+    # the stored bytes, a touch does not.
+    example = serve(lifetime=dt.timedelta(0))
+    client = example.client()
+    client.get("/put")
+    db.execute("UPDATE sessions SET expiry = now() + interval '1 minute'")
+    [(_, before, _)] = table_rows(db)
+    for _ in range(2):
+        assert client.get("/get").body.strip() == MESSAGE
+    [(_, after, expiry)] = table_rows(db)
+    assert bytes(after) == bytes(before)
+    assert expiry - dt.datetime.now(dt.UTC) > dt.timedelta(hours=23)
+    # A change is written.
+    client.get("/login")
+    [(_, changed, _)] = table_rows(db)
+    assert json.loads(bytes(changed))["_session_owner"] == USER
+
+
+def test_refresh_of_a_session_deleted_meanwhile_does_not_bring_it_back(
+    serve: Callable[..., App], sessionstore_dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    async def read_while_deleted(request: Request) -> PlainTextResponse:
+        message = str(request.session["message"])
+        # What "log out everywhere" on another device does meanwhile.
+        async with await psycopg.AsyncConnection.connect(sessionstore_dsn) as conn:
+            await conn.execute(
+                "DELETE FROM sessions WHERE token = %s", (request.cookies["session"],)
+            )
+            await conn.commit()
+        return PlainTextResponse(message)
+
+    example = serve(
+        lambda app: app.router.routes.append(Route("/read-while-deleted", read_while_deleted)),
+        lifetime=dt.timedelta(0),
+    )
+    client = example.client()
+    client.get("/put")
+    reply = client.get("/read-while-deleted")
+    assert (reply.status, reply.body) == (200, MESSAGE)
+    assert tokens(db) == []
+    assert client.get("/get").body.strip() == ""
+    assert tokens(db) == []
+
+
+# --------------------------------------------------------------------------- sessions per user
+
+
+def owners(db: psycopg.Connection[Any]) -> dict[str, str | None]:
+    return dict(db.execute("SELECT token, owner FROM sessions").fetchall())
+
+
+def listed(reply: Reply) -> list[str]:
+    """The session lines of a /sessions page."""
+    assert reply.status == 200, reply.body
+    return [line for line in reply.body.splitlines() if "expires" in line]
+
+
+def test_two_devices_log_out_everywhere(example: App, db: psycopg.Connection[Any]) -> None:
+    laptop, phone = example.client(), example.client()
+    for device in (laptop, phone):
+        assert device.get("/put").status == 200
+        assert device.get("/login").status == 200
+    mine, theirs = laptop.token(), phone.token()
+    assert mine is not None
+    assert theirs is not None
+    assert owners(db) == {mine: USER, theirs: USER}
+    expiries = {token: expiry for token, _, expiry in table_rows(db)}
+
+    for device, other in ((laptop, theirs), (phone, mine)):
+        reply = device.get("/sessions")
+        lines = listed(reply)
+        assert len(lines) == 2
+        [this] = [line for line in lines if "(this one)" in line]
+        [that] = [line for line in lines if "(this one)" not in line]
+        own = device.token()
+        assert own is not None
+        assert f"{own[:8]}..." in this
+        assert f"{other[:8]}..." in that
+        for token in (own, other):  # prefixes only, never a usable token
+            expires = expiries[token].astimezone(dt.UTC).isoformat(timespec="seconds")
+            assert expires in (this if token == own else that)
+            assert token not in reply.body
+
+    reply = laptop.get("/logout-everywhere")
+    assert (reply.status, reply.body) == (200, "Logged out 1 other session(s); this one stays.\n")
+    assert owners(db) == {mine: USER}
+    # The laptop stays logged in, with its data and its token.
+    assert laptop.get("/get").body.strip() == MESSAGE
+    assert len(listed(laptop.get("/sessions"))) == 1
+    assert laptop.token() == mine
+    # The phone is logged out: its cookie names nothing, and using it brings nothing back.
+    assert phone.get("/sessions").status == 403
+    assert phone.get("/get").body.strip() == ""
+    assert phone.get("/logout-everywhere").status == 403
+    assert owners(db) == {mine: USER}
+
+
+def test_login_creates_an_owned_row_and_logout_deletes_it(
+    example: App, db: psycopg.Connection[Any]
+) -> None:
+    client = example.client()
+    assert client.get("/sessions").status == 403  # no session, nobody's
+    client.get("/login")
+    token = client.token()
+    assert token is not None
+    assert owners(db) == {token: USER}
+    client.get("/put")  # later saves keep the owner (the data holds it too)
+    assert owners(db) == {token: USER}
+    client.get("/logout")
+    assert owners(db) == {}
+    assert client.get("/sessions").status == 403
+
+
 # --------------------------------------------------------------------------- the store itself
 
 
@@ -364,6 +531,42 @@ async def test_store_expiries(async_session_store: AsyncStore, db: psycopg.Conne
     # Past its lifetime (non-rolling): the row goes, as the cookie does.
     assert await store.write(timed, b"{}", 3600, 0) == timed
     assert await async_session_store.find(timed) is None
+
+
+async def test_store_touches_unchanged_data_and_creates_new_sessions(
+    async_session_store: AsyncStore, db: psycopg.Connection[Any]
+) -> None:
+    store = PostgresStore(async_session_store)
+    first = json.dumps({"a": 1, "__metadata__": {"created": 1.0, "last_access": 1.0}})
+    token = await store.write("new", first.encode(), 0, 0)
+    db.execute("UPDATE sessions SET expiry = now() + interval '1 minute'")
+    assert await in_fresh_context(store.read(token, 0)) == first.encode()
+    # Only last_access differs (starsessions stamps it on every load): touched.
+    again = json.dumps({"a": 1, "__metadata__": {"created": 1.0, "last_access": 2.0}})
+    assert await store.write(token, again.encode(), 0, 0) == token
+    [(_, data, expiry)] = table_rows(db)
+    assert bytes(data) == first.encode()
+    assert expiry - dt.datetime.now(dt.UTC) > dt.timedelta(hours=23)
+    # Anything else differs: written.
+    changed = json.dumps({"a": 2, "__metadata__": {"created": 1.0, "last_access": 3.0}})
+    assert await store.write(token, changed.encode(), 0, 0) == token
+    assert bytes(table_rows(db)[0][1]) == changed.encode()
+    # Data that does not decode is compared as different, and written.
+    assert await store.write(token, b"not json", 0, 0) == token
+    assert bytes(table_rows(db)[0][1]) == b"not json"
+
+
+async def test_the_helpers_need_the_middleware_and_a_valid_owner() -> None:
+    request = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+    for helper in (session_owner, user_sessions, logout_everywhere):
+        with pytest.raises(RuntimeError, match="SessionMiddleware"):
+            await helper(request)
+    with pytest.raises(RuntimeError, match="SessionMiddleware"):
+        await login_session(request, "bob")
+    with pytest.raises(TypeError, match="str"):
+        await login_session(request, 42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="empty"):
+        await login_session(request, "")
 
 
 async def test_store_bad_arguments(async_session_store: AsyncStore, session_store: Store) -> None:

@@ -7,9 +7,15 @@ Then open http://127.0.0.1:4000/put and http://127.0.0.1:4000/get. The server is
 named by ``$SESSIONSTORE_DSN``, or else a throw-away PostgreSQL started for the run (the
 ``testing`` extra brings its binaries) and deleted on Ctrl-C.
 
-Beyond the Go example's ``/put`` and ``/get``: ``/login`` renews the session's token
-(what a real login does after checking the password) and ``/logout`` deletes the
-session.
+Beyond the Go example's ``/put`` and ``/get``: ``/login`` logs the session in as
+"alice" (a new token, the session owned by her: what a real login does after checking
+the password), ``/sessions`` lists her sessions (a prefix of each key, and its expiry),
+``/logout-everywhere`` ends all of them but this one, and ``/logout`` deletes the
+session. Log in from two browsers (or two cookie jars) to see both listed.
+
+A real app would take ``/login``, ``/logout`` and ``/logout-everywhere`` as POSTs
+(with CSRF protection); they are GETs here so that a browser's address bar and curl
+can drive them.
 """
 
 from __future__ import annotations
@@ -31,12 +37,23 @@ from starlette.routing import Route
 from starsessions import SessionAutoloadMiddleware, SessionMiddleware
 
 from sessionstore import AsyncStore
-from sessionstore.integrations.starlette import PostgresStore, renew_token
+from sessionstore.integrations.starlette import (
+    PostgresStore,
+    login_session,
+    logout_everywhere,
+    session_owner,
+    user_sessions,
+)
 from sessionstore.testing import ephemeral_postgres
 
 HOST, PORT = "127.0.0.1", 4000
 #: What ``/put`` stores and ``/get`` shows: the Go README's message.
 MESSAGE = "Hello from a session!"
+#: Who ``/login`` logs in (a real app checks a password first).
+USER = "alice"
+#: How much of a session's key ``/sessions`` shows: enough to tell them apart, never
+#: a usable token.
+KEY_PREFIX = 8
 
 
 def create_app(
@@ -46,10 +63,11 @@ def create_app(
     table: str = "sessions",
     schema: str | None = None,
 ) -> Starlette:
-    """Build the app: ``/put``, ``/get``, ``/login`` and ``/logout`` on `pool`.
+    """Build the app: the routes `index` lists, on `pool`.
 
     The app's lifespan opens `pool` (an async pool must be opened in the loop that
-    serves it), creates the table if missing and runs the store's cleanup task.
+    serves it), creates the table if missing (with the owner column, added if the
+    table lacks it) and runs the store's cleanup task.
 
     Args:
         pool: The pool for the store, not opened yet (``open=False``).
@@ -60,7 +78,7 @@ def create_app(
     Returns:
         The Starlette app.
     """
-    store = AsyncStore(pool, table=table, schema=schema)
+    store = AsyncStore(pool, table=table, schema=schema, owners=True)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -69,7 +87,7 @@ def create_app(
             yield
 
     async def index(request: Request) -> PlainTextResponse:
-        return PlainTextResponse("/put /get /login /logout\n")
+        return PlainTextResponse("/put /get /login /sessions /logout-everywhere /logout\n")
 
     async def put(request: Request) -> PlainTextResponse:
         request.session["message"] = MESSAGE
@@ -79,9 +97,25 @@ def create_app(
         return PlainTextResponse(str(request.session.get("message", "")) + "\n")
 
     async def login(request: Request) -> PlainTextResponse:
-        await renew_token(request)  # new token, same data: the old token is worthless
-        request.session["user"] = "alice"
-        return PlainTextResponse("Logged in; your session has a new token.\n")
+        await login_session(request, USER)  # new token, same data, owned by USER
+        return PlainTextResponse(f"Logged in as {USER}; your session has a new token.\n")
+
+    async def sessions(request: Request) -> PlainTextResponse:
+        owner = await session_owner(request)
+        if owner is None:
+            return PlainTextResponse("Not logged in: /login first.\n", status_code=403)
+        lines = [f"Sessions of {owner}:"]
+        for each in await user_sessions(request):
+            mark = "  (this one)" if each.current else ""
+            expires = each.expiry.isoformat(timespec="seconds")
+            lines.append(f"  {each.key[:KEY_PREFIX]}...  expires {expires}{mark}")
+        return PlainTextResponse("\n".join(lines) + "\n")
+
+    async def logout_all(request: Request) -> PlainTextResponse:
+        if await session_owner(request) is None:
+            return PlainTextResponse("Not logged in: /login first.\n", status_code=403)
+        ended = await logout_everywhere(request)  # every other session; this one stays
+        return PlainTextResponse(f"Logged out {ended} other session(s); this one stays.\n")
 
     async def logout(request: Request) -> PlainTextResponse:
         request.session.clear()  # the row and the cookie are deleted
@@ -94,6 +128,8 @@ def create_app(
             Route("/put", put),
             Route("/get", get),
             Route("/login", login),
+            Route("/sessions", sessions),
+            Route("/logout-everywhere", logout_all),
             Route("/logout", logout),
         ],
         middleware=[
