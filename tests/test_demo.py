@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -180,11 +181,63 @@ def test_demo_with_a_dsn_uses_that_server(
 ) -> None:
     demo = run_demo("--dsn", sessionstore_dsn, "--framework", "flask")
     demo.wait_for("the server given by --dsn")
-    demo.wait_for(r'table:\s+"sessions" \(already there\)')
+    # The test database's table is SCS's three columns: the demo adds the owner column.
+    demo.wait_for(r'table:\s+"sessions" \(owner column added\)')
     demo.wait_until_serving()
     jar = put_and_get(demo)
     [cookie] = list(jar)
     assert [row[0] for row in table_rows(db)] == [cookie.value]
+    code, _ = demo.stop(signal.SIGINT)
+    assert code == 0
+    # A second run finds everything there.
+    demo = run_demo("--dsn", sessionstore_dsn, "--framework", "flask")
+    demo.wait_for(r'table:\s+"sessions" \(already there\)')
+    demo.wait_until_serving()
+    code, _ = demo.stop(signal.SIGINT)
+    assert code == 0
+
+
+def fetch(opener: urllib.request.OpenerDirector, url: str) -> tuple[int, str]:
+    try:
+        with opener.open(url, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read().decode()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["starlette", "flask"])
+def test_demo_logs_out_everywhere(
+    run_demo: Any, framework: str, sessionstore_dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    demo = run_demo("--dsn", sessionstore_dsn, "--framework", framework)
+    demo.wait_until_serving()
+    jars = [http.cookiejar.CookieJar() for _ in range(2)]
+    laptop, phone = (
+        urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar)) for jar in jars
+    )
+    for device in (laptop, phone):
+        assert "/sessions" in get(device, demo.url + "/")
+        get(device, demo.url + "/put")
+        assert get(device, demo.url + "/login").startswith("Logged in as alice")
+    mine, theirs = ([cookie.value or "" for cookie in jar] for jar in jars)
+    assert len(mine) == len(theirs) == 1
+    rows = dict(db.execute("SELECT token, owner FROM sessions").fetchall())
+    assert rows == {mine[0]: "alice", theirs[0]: "alice"}
+    for device in (laptop, phone):
+        listing = get(device, demo.url + "/sessions")
+        entries = [line for line in listing.splitlines() if "expires" in line]
+        assert len(entries) == 2
+        assert sum("(this one)" in line for line in entries) == 1
+        assert {mine[0][:8], theirs[0][:8]} == {line.split()[0].rstrip(".") for line in entries}
+        assert mine[0] not in listing
+        assert theirs[0] not in listing
+    assert "Logged out 1 other" in get(laptop, demo.url + "/logout-everywhere")
+    assert get(laptop, demo.url + "/get").strip() == MESSAGE
+    assert fetch(phone, demo.url + "/sessions")[0] == 403
+    assert get(phone, demo.url + "/get").strip() == ""
+    assert [row[0] for row in table_rows(db)] == mine
     code, _ = demo.stop(signal.SIGINT)
     assert code == 0
 

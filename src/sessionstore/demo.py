@@ -3,15 +3,18 @@
 The app is the example app itself, imported from `sessionstore.examples` (the one
 copy of it; the repository's ``examples/`` launchers run the same modules): ``/put``
 stores "Hello from a session!" in the session, ``/get`` reads it back, ``/login``
-renews the session's token and ``/logout`` deletes the session; ``/`` lists them. It
+logs the session in (a new token, owned by the demo's user), ``/sessions`` lists that
+user's sessions, ``/logout-everywhere`` ends all of them but the caller's and
+``/logout`` deletes the session; ``/`` lists them. It
 runs on Starlette (starsessions and `AsyncStore`, served by uvicorn) by default, or on
 Flask (`Store`, served by werkzeug) with ``--framework flask``. Both frameworks come
 with the ``test`` extra.
 
 Without a DSN it starts a throw-away PostgreSQL (`ephemeral_postgres`). It creates the
-table, prints the URLs to open and what serves them, and serves until SIGINT (Ctrl-C)
-or SIGTERM; then it stops the web server (uvicorn finishes the requests in flight),
-closes the pool, stops PostgreSQL and deletes its files, and exits 0.
+table with the owner column (sessions per user; added to an existing table), prints
+the URLs to open and what serves them, and serves until SIGINT (Ctrl-C) or SIGTERM;
+then it stops the web server (uvicorn finishes the requests in flight), closes the
+pool, stops PostgreSQL and deletes its files, and exits 0.
 
 Starlette is the default because its shutdown is the cleanest: uvicorn runs in the
 main thread and owns the signals while it serves, so it stops the way it stops
@@ -38,9 +41,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import psycopg
+import psycopg.sql
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from ._oneshot import create_table
+from .errors import first_line
 from .store import Store
 
 __all__ = ["DEFAULT_FRAMEWORK", "FRAMEWORKS", "run"]
@@ -61,7 +66,9 @@ def _routes(message: str) -> tuple[tuple[str, str], ...]:
     return (
         ("/put", f'stores "{message}" in your session'),
         ("/get", "shows what the session holds"),
-        ("/login", "renews the session's token (the data stays, the old token dies)"),
+        ("/login", "logs you in: a new token (the data stays, the old token dies)"),
+        ("/sessions", "lists your sessions (a key prefix and expiry each)"),
+        ("/logout-everywhere", "ends all your other sessions; this one stays"),
         ("/logout", "deletes the session (its row and its cookie)"),
     )
 
@@ -149,7 +156,7 @@ def _serve_werkzeug(
 
     with (
         ConnectionPool(dsn, min_size=1, max_size=4, kwargs={"autocommit": True}) as pool,
-        Store(pool, table=table, schema=schema) as store,
+        Store(pool, table=table, schema=schema, owners=True) as store,
     ):
         host, port = sock.getsockname()[:2]
         server = make_server(host, port, create_app(store), threaded=True, fd=sock.fileno())
@@ -309,7 +316,7 @@ def run(
                         "Open in a browser, or with curl and a cookie jar (curl -b jar -c jar URL):"
                     )
                     for path, what in _routes(app_module.MESSAGE):
-                        say(f"  http://{netloc}{path:<8} {what}")
+                        say(f"  http://{netloc}{path:<18} {what}")
                     say()
                     say("Press Ctrl-C to stop.")
 
@@ -358,8 +365,24 @@ def _describe(dsn: str) -> tuple[str, str]:
 
 
 def _create_table(dsn: str, table: str, schema: str | None) -> str:
-    name, created = create_table(dsn, table, schema, connect_timeout=_CONNECT_TIMEOUT)
-    return f"{name} ({'created' if created else 'already there'})"
+    existed = _table_exists(dsn, table, schema)
+    # With the owner column: /sessions and /logout-everywhere need it.
+    name, created = create_table(dsn, table, schema, owners=True, connect_timeout=_CONNECT_TIMEOUT)
+    if not created:
+        return f"{name} (already there)"
+    return f"{name} ({'owner column added' if existed else 'created'})"
+
+
+def _table_exists(dsn: str, table: str, schema: str | None) -> bool:
+    """Whether the table is there already (to say what `create_table` did to it)."""
+    parts = (table,) if schema is None else (schema, table)
+    try:
+        with psycopg.connect(dsn, connect_timeout=_CONNECT_TIMEOUT) as conn:
+            name = psycopg.sql.Identifier(*parts).as_string(conn)
+            row = conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()
+    except psycopg.OperationalError as exc:
+        raise RuntimeError(f"cannot connect: {first_line(exc)}") from exc
+    return row is not None and row[0] is not None
 
 
 def _bind(host: str, port: int) -> socket.socket:
