@@ -32,6 +32,7 @@ from psycopg_pool import ConnectionPool
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from sessionstore import OwnersNotEnabledError, Store
+from sessionstore._core import hash_token
 from sessionstore.cleanup import NoCleanup
 from sessionstore.integrations.flask import (
     PostgresSessionInterface,
@@ -125,15 +126,20 @@ def serve(owners_store: Store) -> Iterator[Callable[..., App]]:
     """Serve the example app (on the test's store) in a werkzeug thread."""
     servers: list[tuple[BaseWSGIServer, threading.Thread]] = []
 
-    def start(configure: Callable[[flask.Flask], None] | None = None, **options: Any) -> App:
-        app = load_example().create_app(owners_store, **options)
+    def start(
+        configure: Callable[[flask.Flask], None] | None = None,
+        store: Store | None = None,
+        **options: Any,
+    ) -> App:
+        store = owners_store if store is None else store
+        app = load_example().create_app(store, **options)
         if configure is not None:
             configure(app)
         server = make_server("127.0.0.1", 0, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, name="test-werkzeug")
         thread.start()
         servers.append((server, thread))
-        return App(f"http://127.0.0.1:{server.port}", app, owners_store)
+        return App(f"http://127.0.0.1:{server.port}", app, store)
 
     yield start
     for server, thread in servers:
@@ -595,6 +601,32 @@ def test_two_devices_log_out_everywhere(example: App, db: psycopg.Connection[Any
     assert phone.get("/get").body.strip() == ""
     assert phone.get("/logout-everywhere").status == 403
     assert owners(db) == {mine: USER}
+
+
+def test_with_hashed_tokens_the_listing_marks_the_current_session(
+    serve: Callable[..., App], sessionstore_dsn: str
+) -> None:
+    # The serve fixture's store has added the owner column already.
+    with (
+        ConnectionPool(
+            sessionstore_dsn, min_size=1, max_size=4, kwargs={"autocommit": True}
+        ) as pool,
+        Store(pool, owners=True, hash_tokens=True, cleanup=NoCleanup()) as hashed,
+    ):
+        example = serve(store=hashed)
+        laptop, phone = example.client(), example.client()
+        for device in (laptop, phone):
+            device.get("/login")
+        for device in (laptop, phone):
+            token = device.token()
+            assert token is not None
+            lines = listed(device.get("/sessions"))
+            assert len(lines) == 2
+            [this] = [line for line in lines if "(this one)" in line]
+            assert f"{hash_token(token)[:8]}..." in this  # the stored key: the hash
+        assert "Logged out 1 other" in laptop.get("/logout-everywhere").body
+        assert phone.get("/sessions").status == 403
+        assert len(listed(laptop.get("/sessions"))) == 1
 
 
 def test_login_creates_an_owned_row_and_logout_deletes_it(
