@@ -291,6 +291,9 @@ def _run_load(
             worker.start()
         try:
             time.sleep(load_before)
+            # However slow the machine, every thread has a commit acknowledged before the
+            # kill, so that every round measures something.
+            _wait_for(lambda: all(commits), "no commit succeeded before the kill")
             killed = time.monotonic()
             outage()
             back = time.monotonic()
@@ -320,6 +323,14 @@ def _run_load(
         threads=threads,
         steal=steal.fraction(),
     )
+
+
+def _wait_for(predicate: Callable[[], bool], failure: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{failure} within {DEADLINE} s")
+        time.sleep(0.02)
 
 
 def _lost(server: PostgresServer, commits: Sequence[Commit]) -> list[Commit]:
