@@ -22,8 +22,10 @@ port=p1,p2 target_session_attrs=read-write``), so it finds the promoted standby 
 itself. The load goes on until every thread has committed again, and then every
 acknowledged token is read back on the surviving server. Figures per round: the
 errors callers saw (by type; all must be `sessionstore.DatabaseError`), seconds from
-the kill until commits succeed again (the first acknowledged commit started after
-the kill that the surviving server has), and acknowledged commits lost.
+the kill until commits succeed again (the first acknowledged commit, kept by the
+surviving server, that returned once the standby was promoted or the server restarted),
+acknowledged commits lost, and the commit rate before the kill (what synchronous
+replication costs).
 
 The promotion follows the kill at once, as a failover manager with zero detection
 delay would do it: add your manager's detection time to the figures. The tests in
@@ -98,11 +100,13 @@ class Failure:
 class Outcome:
     """What the callers saw in one round, and what the surviving server kept.
 
-    Times are `time.monotonic` seconds; ``killed`` is when the ``SIGKILL`` was sent,
-    ``back`` when the promotion (or the restart) finished.
+    Times are `time.monotonic` seconds: ``loaded`` is when the threads started,
+    ``killed`` when the ``SIGKILL`` was sent, ``back`` when the promotion (or the
+    restart) finished.
     """
 
     scenario: str
+    loaded: float
     killed: float
     back: float
     commits: list[Commit]
@@ -156,6 +160,12 @@ class Outcome:
         return self.back - self.killed
 
     @property
+    def rate_before_kill(self) -> float:
+        """Acknowledged commits per second before the kill, all threads together."""
+        done = sum(c.end < self.killed for c in self.commits)
+        return done / (self.killed - self.loaded) if self.killed > self.loaded else 0.0
+
+    @property
     def lost_after_back(self) -> list[Commit]:
         """Lost commits that started once the new primary was up (there must be none)."""
         return [c for c in self.lost if c.start >= self.back]
@@ -167,6 +177,7 @@ class Outcome:
             "scenario": self.scenario,
             "acknowledged": len(self.commits),
             "acknowledged_before_kill": sum(c.end < self.killed for c in self.commits),
+            "commits_per_s_before_kill": round(self.rate_before_kill),
             "errors": len(self.failures),
             "error_kinds": self.error_kinds,
             "foreign_errors": [repr(e) for e in self.foreign_errors],
@@ -287,6 +298,7 @@ def _run_load(
             threading.Thread(target=work, args=(i,), name=f"failover-load-{i}")
             for i in range(threads)
         ]
+        loaded = time.monotonic()
         for worker in workers:
             worker.start()
         try:
@@ -314,6 +326,7 @@ def _run_load(
             raise TimeoutError(f"a committing thread hung for more than {DEADLINE} s")
     return Outcome(
         scenario=scenario,
+        loaded=loaded,
         killed=killed,
         back=back,
         commits=[c for mine in commits for c in mine],
@@ -386,6 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pool-timeout", type=float, default=POOL_TIMEOUT, help=f"default {POOL_TIMEOUT} s"
     )
+    p.add_argument(
+        "--load-before",
+        type=float,
+        default=2.0,
+        help="seconds of load before the kill (default 2; the tests use 1)",
+    )
     p.add_argument("--bindir", help="PostgreSQL binaries to use (default: search)")
     p.add_argument("--json", type=Path, help="also write the rounds to this JSON file")
     p.add_argument("-v", "--verbose", action="store_true", help="log what the pool and store do")
@@ -396,7 +415,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print a table; return the exit status."""
     args = build_parser().parse_args(argv)
     # The pool and the store log every lost connection and failed reconnect: expected here.
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR)
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.INFO if args.verbose else logging.ERROR)
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = sorted(set(scenarios) - set(SCENARIOS))
     if unknown or args.rounds < 1 or args.threads < 1:
@@ -410,6 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 scenario,
                 threads=args.threads,
                 pool_timeout=args.pool_timeout,
+                load_before=args.load_before,
                 bindir=args.bindir,
             )
             row = {"round": round_no, **outcome.summary()}
@@ -418,6 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"round {round_no} {scenario:5} acknowledged {row['acknowledged']:5}  "
                 f"errors {row['errors']} {row['error_kinds'] or ''}  "
                 f"back in {row['recovery_s']} s  lost {row['lost']}  "
+                f"{row['commits_per_s_before_kill']} commits/s before  "
                 f"steal {row['steal_pct']}%",
                 file=sys.stderr,
             )
@@ -442,8 +465,8 @@ def _table(rows: list[dict[str, Any]], scenarios: list[str], args: argparse.Name
         f"{args.rounds} round(s) per scenario",
         "",
         "| scenario | errors seen by callers | seconds until commits succeed again "
-        "| acknowledged commits lost |",
-        "|---|---|---|---|",
+        "| acknowledged commits lost | commits/s before the kill |",
+        "|---|---|---|---|---|",
     ]
     for scenario in scenarios:
         mine = [r for r in rows if r["scenario"] == scenario]
@@ -457,7 +480,9 @@ def _table(rows: list[dict[str, Any]], scenarios: list[str], args: argparse.Name
             "-" if r["recovery_s"] is None else f"{r['recovery_s']:.2f}" for r in mine
         )
         lost = ", ".join(f"{r['lost']} of {r['acknowledged']}" for r in mine)
-        lines.append(f"| {DESCRIPTIONS[scenario]} | {errors} | {recovery} | {lost} |")
+        rates = sorted(r["commits_per_s_before_kill"] for r in mine)
+        rate = f"{rates[len(rates) // 2]:,} (median; {rates[0]:,} - {rates[-1]:,})"
+        lines.append(f"| {DESCRIPTIONS[scenario]} | {errors} | {recovery} | {lost} | {rate} |")
     return "\n".join(lines)
 
 
