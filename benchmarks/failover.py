@@ -222,6 +222,7 @@ def run_scenario(
         primary = stack.enter_context(ephemeral_postgres(env_var=None, durable=True, bindir=bindir))
         with psycopg.connect(primary.dsn, autocommit=True) as conn:
             conn.execute(ddl(if_not_exists=True).encode())
+        phases: dict[str, float] = {}
         if scenario == "crash":
             survivor = primary
 
@@ -235,8 +236,11 @@ def run_scenario(
             survivor = standby.server
 
             def outage() -> None:
+                start = time.monotonic()
                 primary.crash()
+                phases["kill_s"] = time.monotonic() - start
                 standby.promote()
+                phases["promote_s"] = time.monotonic() - start - phases["kill_s"]
 
         servers = [primary] if survivor is primary else [primary, survivor]
         outcome = _run_load(
@@ -250,6 +254,7 @@ def run_scenario(
             load_after=load_after,
         )
         outcome.lost = _lost(survivor, outcome.commits)
+        outcome.extra.update((name, round(value, 3)) for name, value in phases.items())
         return outcome
 
 

@@ -10,6 +10,9 @@ is killed with ``SIGKILL``, the standby promoted (or, without one, the server st
 again on its data directory), the load runs until every thread has committed again, and
 every acknowledged token is read back on the surviving server.
 
+The helper itself (`streaming_standby`, `PostgresServer.crash`) is tested first, on a
+throw-away (non-durable) primary.
+
 What is asserted is deterministic: callers see only `DatabaseError`, the store
 recovers, commits made once the new primary is up all survive, and, with synchronous
 replication or no standby at all (fsync on), no acknowledged commit is lost. Timings
@@ -22,9 +25,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from sessionstore import DatabaseError
+from sessionstore.testing import PostgresServer, ephemeral_postgres
+from sessionstore.testing._standby import multi_host_dsn, streaming_standby
 
 pytestmark = pytest.mark.slow
 logger = logging.getLogger(__name__)
@@ -82,3 +88,52 @@ def test_kill_9_without_standby_loses_nothing(failover: Any) -> None:
     """A durable server killed with SIGKILL and restarted keeps every acknowledged commit."""
     outcome = run_and_check(failover, "crash")
     assert outcome.lost == [], f"{len(outcome.lost)} acknowledged commits lost"
+
+
+def slots(server: PostgresServer) -> list[tuple[Any, ...]]:
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        return conn.execute("SELECT slot_name FROM pg_replication_slots").fetchall()
+
+
+def test_standby_helper_replicates_promotes_and_cleans_up() -> None:
+    with ephemeral_postgres(env_var=None) as primary:
+        # Fast throw-away servers commit with synchronous_commit=off: nothing would wait.
+        with (
+            pytest.raises(ValueError, match="synchronous_commit"),
+            streaming_standby(primary, synchronous=True),
+        ):
+            pass
+        with psycopg.connect(primary.dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE t (x int)")
+            conn.execute("INSERT INTO t VALUES (1)")
+        with streaming_standby(primary, application_name="first") as standby:
+            assert standby.server.port != primary.port
+            assert standby.in_recovery()
+            assert slots(primary) == [("first",)]
+            with (
+                pytest.raises(ValueError, match="already has a standby"),
+                streaming_standby(primary, application_name="first"),
+            ):
+                pass
+            with psycopg.connect(primary.dsn, autocommit=True) as conn:
+                conn.execute("INSERT INTO t VALUES (2)")
+            standby.wait_for_replay()
+            with psycopg.connect(standby.server.dsn, autocommit=True) as conn:
+                assert conn.execute("SELECT x FROM t ORDER BY x").fetchall() == [(1,), (2,)]
+                with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                    conn.execute("INSERT INTO t VALUES (3)")
+        # The primary outlives its standby: no slot left to hold WAL.
+        assert slots(primary) == []
+
+        with streaming_standby(primary) as standby:
+            dsn = multi_host_dsn([primary, standby.server], connect_timeout=2)
+            assert "target_session_attrs=read-write" in dsn
+            primary.crash()
+            with pytest.raises(psycopg.OperationalError):  # down, and a read-only standby
+                psycopg.connect(dsn).close()
+            standby.promote()
+            assert not standby.in_recovery()
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                assert conn.info.port == standby.server.port
+                conn.execute("INSERT INTO t VALUES (3)")
+                assert conn.execute("SELECT count(*) FROM t").fetchone() == (3,)

@@ -93,7 +93,7 @@ class Standby:
         return bool(row[0])
 
     def wait_for_replay(self, timeout: float = _REPLICATION_TIMEOUT) -> None:
-        """Wait until the standby has replayed everything the primary has written so far.
+        """Wait until the standby has replayed everything the primary has committed so far.
 
         Args:
             timeout: Seconds to wait.
@@ -102,7 +102,9 @@ class Standby:
             TimeoutError: If the standby did not catch up in time.
         """
         with psycopg.connect(self.primary.dsn, autocommit=True, connect_timeout=5) as conn:
-            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+            # The insert position: with synchronous_commit=off the latest commits may
+            # not be written yet (pg_current_wal_lsn), and are then missed.
+            row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
         assert row is not None
         target = row[0]
         with psycopg.connect(self.server.dsn, autocommit=True, connect_timeout=5) as conn:
@@ -215,8 +217,9 @@ def streaming_standby(
         RuntimeError: The primary was not started by `ephemeral_postgres` or is not
             running, cannot feed a standby (``wal_level=minimal``, no WAL senders), or
             the backup or the standby failed.
-        ValueError: ``application_name`` is not a plain name, or ``synchronous`` is
-            asked of a primary with ``synchronous_commit`` off.
+        ValueError: ``application_name`` is not a plain name or already taken on
+            the primary, or ``synchronous`` is asked of a primary with
+            ``synchronous_commit`` off.
     """
     if _NAME_PATTERN.fullmatch(application_name) is None:
         raise ValueError(
@@ -231,6 +234,15 @@ def streaming_standby(
         )
     with psycopg.connect(primary.dsn, autocommit=True, connect_timeout=5) as conn:
         _check_primary(conn, synchronous=synchronous)
+        if _fetch_bool(
+            conn,
+            "SELECT count(*) > 0 FROM pg_replication_slots WHERE slot_name = %s",
+            (application_name,),
+        ):
+            raise ValueError(
+                f"the primary already has a standby (replication slot) named "
+                f"{application_name!r}; give this one another application_name"
+            )
     instance = _StandbyInstance(
         primary=primary_instance,
         primary_port=primary.port,
@@ -292,7 +304,8 @@ def kill_postmaster(proc: subprocess.Popen[bytes], datadir: Path) -> None:
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
     proc.wait(timeout=_KILL_TIMEOUT)
-    deadline = time.monotonic() + _ORPHAN_TIMEOUT
+    killed = time.monotonic()
+    deadline = killed + _ORPHAN_TIMEOUT
     while alive := _survivors(children, datadir):
         if time.monotonic() > deadline:
             logger.warning(
@@ -305,6 +318,7 @@ def kill_postmaster(proc: subprocess.Popen[bytes], datadir: Path) -> None:
                     os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + _KILL_TIMEOUT
         time.sleep(_POLL_INTERVAL)
+    logger.info("PostgreSQL's processes all gone %.2f s after the kill", time.monotonic() - killed)
 
 
 # --------------------------------------------------------------------------- helpers
