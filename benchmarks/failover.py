@@ -407,8 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--load-before",
         type=float,
-        default=2.0,
-        help="seconds of load before the kill (default 2; the tests use 1)",
+        default=LOAD_BEFORE,
+        help=f"seconds of load before the kill (default {LOAD_BEFORE})",
     )
     p.add_argument("--bindir", help="PostgreSQL binaries to use (default: search)")
     p.add_argument("--json", type=Path, help="also write the rounds to this JSON file")
