@@ -191,8 +191,9 @@ class PostgresServer:
         children down), nothing of PostgreSQL gets to react: the backends notice their
         postmaster is gone and exit on their own (those that don't within a few
         seconds are killed too); this returns once all of them are gone. For failover
-        tests: the server stays down until the ``ephemeral_postgres`` block ends
-        (`restart` with ``crash=True`` brings it back after such a kill).
+        tests: the server stays down until the ``ephemeral_postgres`` block ends. To
+        kill it and start it again on the same data (crash recovery), use `restart`
+        or `stopped` with ``crash=True`` instead.
 
         Raises:
             RuntimeError: If the server was not started here (see `restartable`) or
