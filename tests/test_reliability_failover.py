@@ -10,7 +10,7 @@ is killed with ``SIGKILL``, the standby promoted (or, without one, the server st
 again on its data directory), the load runs until every thread has committed again, and
 every acknowledged token is read back on the surviving server.
 
-The helper itself (`streaming_standby`, `PostgresServer.crash`) is tested first, on a
+The helper itself (`streaming_standby`, `PostgresServer.crash`) is tested too, on a
 throw-away (non-durable) primary.
 
 What is asserted is deterministic: callers see only `DatabaseError`, the store
