@@ -92,7 +92,12 @@ def tokens(db: psycopg.Connection[Any]) -> list[str]:
 
 def set_middleware_options(app: Starlette, **options: Any) -> None:
     """Change the example's SessionMiddleware options (before its first request)."""
-    [middleware] = [m for m in app.user_middleware if m.cls is SessionMiddleware]
+    # Starlette types `cls` as a factory protocol, which mypy can't see a class meets.
+    [middleware] = [
+        m
+        for m in app.user_middleware
+        if m.cls is SessionMiddleware  # type: ignore[comparison-overlap]
+    ]
     middleware.kwargs.update(options)
 
 
@@ -119,8 +124,11 @@ def test_a_second_client_does_not_see_the_first_ones_data(
     first.get("/put")
     assert second.get("/get").body.strip() == ""
     second.get("/put")
-    assert first.token() != second.token()
-    assert sorted(tokens(db)) == sorted([first.token(), second.token()])
+    first_token, second_token = first.token(), second.token()
+    assert first_token is not None
+    assert second_token is not None
+    assert first_token != second_token
+    assert sorted(tokens(db)) == sorted([first_token, second_token])
 
 
 def test_the_session_expires(

@@ -155,7 +155,7 @@ def memoryviews() -> st.SearchStrategy[memoryview]:
     """Memoryviews of every C-contiguous shape: read-only, of wider items, 2-D, empty."""
     raw = st.binary(max_size=64)
     return st.one_of(
-        raw.map(memoryview),
+        raw.map(lambda b: memoryview(b)),
         raw.map(lambda b: memoryview(b).toreadonly()),
         raw.map(lambda b: memoryview(b[: len(b) // 4 * 4]).cast("I")),
         raw.map(lambda b: memoryview(b[: len(b) // 8 * 8]).cast("d")),
