@@ -1,7 +1,9 @@
 """The Go original's contract, row by row, on both facades (one body, sync and async).
 
 Mirrors scs/pgxstore's own test suite: find, find missing, save new, save updated,
-expiry, delete, and the semantics table in DESIGN.md.
+expiry, delete; and the Go original's semantics (README.md, "From Go's pgxstore"):
+expiry judged by the database's clock, commit an upsert where the last writer wins,
+deleting a missing token no error, `all()` the live sessions only.
 """
 
 from __future__ import annotations
