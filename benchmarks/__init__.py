@@ -6,7 +6,7 @@ beside the plain psycopg pattern (autocommit pool and default pool) and pgbench,
 interleaved rounds; optionally (``--scale``) find latency from 10k to 1M rows and the
 cost of reading every session. Modules:
 
-- `benchmarks.cli`: the command line and the report on the terminal, JSON and PNG.
+- `benchmarks.cli`: the command line and the report on the terminal, JSON and the chart.
 - `benchmarks.runner`: settings, table setup, the rounds.
 - `benchmarks.contenders`: the contenders and their pools.
 - `benchmarks.measure`: the timed worker loops (threads and asyncio tasks).

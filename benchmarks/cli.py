@@ -5,10 +5,11 @@ Without ``--dsn`` (or ``SESSIONSTORE_DSN``) it starts a throw-away PostgreSQL wi
 so commit numbers mean what they would on a real server. The benchmark creates its own
 table (``bench_sessions`` by default; dropped at the end) and never touches others.
 
-Results go to the terminal (a table), to JSON (``--json``) and to a PNG chart
-(``--plot``); progress goes to stderr. Ctrl-C stops the run cleanly: workers finish
-their operation, pools close, pgbench is stopped, the table is dropped and the server
-stops.
+Results go to the terminal (a table), to JSON (``--json``) and to a chart as PNG and
+SVG (``--plot``; needs matplotlib, the ``bench`` extra: without it the run says how to
+install it and goes on without the chart); progress goes to stderr. Ctrl-C stops the
+run cleanly: workers finish their operation, pools close, pgbench is stopped, the table
+is dropped and the server stops.
 """
 
 from __future__ import annotations
@@ -97,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", type=Path, default=DEFAULT_JSON, help=f"JSON output (default {DEFAULT_JSON})"
     )
     p.add_argument(
-        "--plot", type=Path, default=DEFAULT_PLOT, help=f"PNG chart (default {DEFAULT_PLOT})"
+        "--plot",
+        type=Path,
+        default=DEFAULT_PLOT,
+        help=f"the chart, written as .png and .svg (default {DEFAULT_PLOT})",
     )
     p.add_argument("--no-plot", action="store_true", help="do not draw the chart")
     p.add_argument(
@@ -229,6 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from(args)
     except ValueError as exc:
         parser.error(str(exc))
+    # Said before the run, not after it: a full run takes a quarter of an hour.
+    plot_missing = None if args.no_plot else plot.unavailable()
+    if plot_missing:
+        _say(f"{plot_missing}; running without the chart")
     started = time.monotonic()
     try:
         with database(args.dsn) as (dsn, source, server):
@@ -314,11 +322,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.json.write_text(json.dumps(_finite(document), indent=2) + "\n")
     print(f"\nJSON: {args.json}")
     if cells and not args.no_plot:
-        subtitle = (
-            f"PostgreSQL {str(server['server_version']).split()[0]}, {settings.rows:,} rows, "
-            f"{settings.payload}-byte data, {meta['cpus']} CPUs, median of {settings.rounds} "
-            f"round(s), {meta['date'][:10]}"
-        )
-        plot.draw(cells, settings.ops, settings.concurrency, subtitle, args.plot)
-        print(f"plot: {args.plot}")
+        if plot_missing:
+            print(f"plot: not drawn: {plot_missing}")
+        else:
+            written = plot.draw(
+                cells, settings.ops, settings.concurrency, plot.subtitle(meta), args.plot
+            )
+            print("plot: " + ", ".join(map(str, written)))
     return 0

@@ -31,7 +31,8 @@ from . import measure
 from .measure import Inputs, Sample
 from .workload import Table
 
-#: The largest pool a measurement uses (DESIGN.md: min(N, 16)).
+#: The largest pool a measurement uses: one connection per caller, at most 16 (callers
+#: beyond that share them, as an app's do). docs/performance.md's figures use this.
 POOL_MAX = 16
 
 #: How long to wait for a pool to fill before giving up.

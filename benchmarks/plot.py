@@ -1,55 +1,90 @@
-"""The PNG chart: throughput against concurrency, one panel per operation.
+"""The chart: throughput against concurrency, one panel per operation, as PNG and SVG.
 
-Drawn with `_png.Canvas` (no plotting library). The y axis is logarithmic, so that
-pgbench's ceiling and the Python contenders fit in one panel and equal ratios look
-equally far apart; the x axis has one evenly spaced stop per concurrency level.
+Drawn with matplotlib, an optional extra (``pip install "sessionstore[bench]"``): without
+it the benchmark still prints its table and writes its JSON, and `unavailable` says how
+to get the chart. The figure is built on the Agg canvas directly, never through pyplot,
+so no display or GUI backend is ever involved and no global state is changed.
+
+The y axis is logarithmic, so that pgbench's ceiling and the Python contenders fit in
+one panel and equal ratios look equally far apart; the x axis has one evenly spaced stop
+per concurrency level (1, 4, 16, 64 would crowd at the left on a linear axis).
+
+Redraw a recorded run: ``python -m benchmarks.plot RESULTS.json OUT.png`` (writes
+``OUT.png`` and ``OUT.svg``).
 """
 
 from __future__ import annotations
 
-import itertools
+import argparse
+import json
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ._png import Canvas, Color
 from .contenders import BY_KEY
 from .report import OP_TITLES, Cell
 
-STYLES: dict[str, tuple[Color, int, int]] = {
-    # key: (colour, line width, dash length; 0 = solid)
-    "store": ((31, 119, 180), 4, 0),
-    "async_store": ((255, 127, 14), 4, 0),
-    "raw_sync": ((44, 160, 44), 2, 0),
-    "raw_async": ((214, 39, 40), 2, 0),
-    "raw_sync_tx": ((148, 103, 189), 2, 6),
-    "raw_async_tx": ((140, 86, 75), 2, 6),
-    "pgbench": ((90, 90, 90), 2, 10),
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+INSTALL_HINT = (
+    'the chart needs matplotlib: pip install "sessionstore[bench]" '
+    '(in a checkout: pip install -e ".[bench]")'
+)
+TITLE = "sessionstore: throughput vs concurrent callers"
+
+#: A matplotlib line style: a name ("-", "--") or (offset, (on, off, ...)) in points.
+LineStyle = str | tuple[float, tuple[float, ...]]
+
+STYLES: dict[str, tuple[str, float, LineStyle]] = {
+    # key: (colour, line width in points, line style); the stores stand out by width.
+    "store": ("tab:blue", 2.6, "-"),
+    "async_store": ("tab:orange", 2.6, "-"),
+    "raw_sync": ("tab:green", 1.4, "-"),
+    "raw_async": ("tab:red", 1.4, "-"),
+    "raw_sync_tx": ("tab:purple", 1.4, "--"),
+    "raw_async_tx": ("tab:brown", 1.4, "--"),
+    "pgbench": ("#5a5a5a", 1.4, (0, (6, 3))),
 }
-
-_BLACK: Color = (0, 0, 0)
-_GREY: Color = (120, 120, 120)
-_GRID: Color = (220, 220, 220)
-_TEXT = 2  # font scale for labels
-_PANEL_W, _PANEL_H = 660, 380
-_LEFT, _RIGHT, _TOP, _BOTTOM = 90, 30, 50, 60  # margins inside a panel
+_DEFAULT_STYLE: tuple[str, float, LineStyle] = ("black", 1.4, "-")
+_GREY = "#787878"
+_PANEL_W, _PANEL_H = 6.6, 3.8  # inches per panel
+_HEADER, _LEGEND_ROW = 0.75, 0.3  # inches: title block, one legend row
 
 
-def _ticks(low: float, high: float) -> list[float]:
-    """1-2-5 ticks spanning [low, high]."""
-    ticks = []
-    exponent = math.floor(math.log10(low))
-    while True:
-        for m in (1, 2, 5):
-            value = m * 10.0**exponent
-            if value >= low * 0.999:
-                ticks.append(value)
-            if value >= high * 0.999:
-                return ticks
-        exponent += 1
+def unavailable() -> str | None:
+    """Say why no chart can be drawn.
+
+    Returns:
+        `INSTALL_HINT` when matplotlib cannot be imported, else None.
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return INSTALL_HINT
+    return None
 
 
-def _tick_label(value: float) -> str:
+def _nice(value: float, *, up: bool) -> float:
+    """The nearest 1-2-5 value (…, 1k, 2k, 5k, 10k, …) at or above/below ``value``."""
+    exponent = math.floor(math.log10(value))
+    candidates = [m * 10.0**e for e in (exponent - 1, exponent, exponent + 1) for m in (1, 2, 5)]
+    if up:
+        return min(c for c in candidates if c >= value * 0.999)
+    return max(c for c in candidates if c <= value * 1.001)
+
+
+def _bounds(values: Sequence[float]) -> tuple[float, float]:
+    """Y limits on 1-2-5 values that enclose every positive value."""
+    positive = [v for v in values if v > 0] or [1.0]
+    low, high = _nice(min(positive), up=False), _nice(max(positive), up=True)
+    return (low, high) if high > low else (low, low * 2)
+
+
+def _tick_label(value: float, _position: float | None = None) -> str:
+    """``20000`` as ``20k``: the panels are read for ratios, not digits."""
     if value >= 1_000_000:
         return f"{value / 1_000_000:g}M"
     if value >= 1000:
@@ -57,18 +92,10 @@ def _tick_label(value: float) -> str:
     return f"{value:g}"
 
 
-def _bounds(values: Sequence[float]) -> tuple[float, float]:
-    positive = [v for v in values if v > 0] or [1.0]
-    low, high = min(positive), max(positive)
-    low_tick = 10.0 ** math.floor(math.log10(low))
-    for m in (5, 2, 1):
-        if m * 10.0 ** math.floor(math.log10(low)) <= low:
-            low_tick = m * 10.0 ** math.floor(math.log10(low))
-            break
-    high_tick = _ticks(high, high)[-1]
-    if high_tick <= low_tick:
-        high_tick = low_tick * 2
-    return low_tick, high_tick
+def output_paths(path: str | Path) -> tuple[Path, Path]:
+    """The PNG and SVG written for ``path`` (its suffix, if any, is replaced)."""
+    path = Path(path)
+    return path.with_suffix(".png"), path.with_suffix(".svg")
 
 
 def draw(
@@ -77,94 +104,158 @@ def draw(
     concurrency: Sequence[int],
     subtitle: str,
     path: str | Path,
-) -> None:
-    """Draw the chart and save it as a PNG.
+) -> tuple[Path, Path]:
+    """Draw the chart and save it as a PNG and an SVG.
 
     Args:
         cells: The results.
         ops: The operations, one panel each (in this order).
         concurrency: The x axis.
         subtitle: A line under the title (server, table size, rounds).
-        path: Where to save the PNG.
+        path: Where to save the chart; its suffix is replaced by ``.png`` and ``.svg``.
+
+    Returns:
+        The paths of the PNG and the SVG.
+
+    Raises:
+        ImportError: matplotlib is not installed (see `unavailable`).
     """
+    # Imported here, not at the top: the benchmark imports this module whether or not
+    # the optional extra is installed.
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
     ops = [op for op in ops if any(c.op == op for c in cells)] or ["find"]
     columns = 2 if len(ops) > 1 else 1
     panel_rows = math.ceil(len(ops) / columns)
     keys = [key for key in BY_KEY if any(c.contender == key for c in cells)]
     legend_columns = 3 if columns == 2 else 2
     legend_rows = math.ceil(len(keys) / legend_columns)
-    header = 80
-    width = columns * _PANEL_W + 20
-    height = header + panel_rows * _PANEL_H + 30 + legend_rows * 30 + 20
-    canvas = Canvas(width, height)
-    canvas.text(
-        width // 2, 12, "sessionstore: throughput vs concurrent callers", _BLACK, 3, "center"
-    )
-    canvas.text(width // 2, 48, subtitle, _GREY, _TEXT, "center")
+    width = columns * _PANEL_W
+    height = _HEADER + panel_rows * _PANEL_H + legend_rows * _LEGEND_ROW + 0.2
 
-    for index, op in enumerate(ops):
-        x0 = 10 + (index % columns) * _PANEL_W
-        y0 = header + (index // columns) * _PANEL_H
-        _panel(canvas, [c for c in cells if c.op == op], op, concurrency, keys, x0, y0)
+    # svg.fonttype "none" keeps text as <text> (searchable, small) instead of glyph paths;
+    # the fixed hash salt and the empty date make reruns on the same data byte-identical.
+    with matplotlib.rc_context(
+        {"svg.fonttype": "none", "svg.hashsalt": "sessionstore", "font.size": 10}
+    ):
+        # Constrained layout works below the header, which holds the two title lines.
+        layout = ConstrainedLayoutEngine(rect=(0, 0, 1, 1 - _HEADER / height))
+        figure = Figure(figsize=(width, height), dpi=100, layout=layout)
+        FigureCanvasAgg(figure)  # attaches itself: the PNG is rendered by Agg, no display
+        figure.text(0.5, 1 - 0.28 / height, TITLE, ha="center", va="center", size=15, weight="bold")
+        figure.text(0.5, 1 - 0.58 / height, subtitle, ha="center", va="center", color=_GREY)
 
-    ly = header + panel_rows * _PANEL_H + 20
-    column_width = (width - 40) // legend_columns
-    for i, key in enumerate(keys):
-        color, line_width, dash = STYLES.get(key, (_BLACK, 2, 0))
-        lx = 20 + (i % legend_columns) * column_width
-        yy = ly + (i // legend_columns) * 30 + 9
-        canvas.line(lx, yy, lx + 40, yy, color, line_width, dash)
-        canvas.rect(lx + 16, yy - 4, lx + 24, yy + 4, color)
-        canvas.text(lx + 52, yy - 9, BY_KEY[key].label, _BLACK, _TEXT)
-    canvas.save(path)
+        axes = figure.subplots(panel_rows, columns, squeeze=False)
+        for index, ax in enumerate(axes.flat):
+            if index < len(ops):
+                op = ops[index]
+                _panel(ax, [c for c in cells if c.op == op], op, concurrency, keys)
+            else:
+                ax.set_visible(False)  # an odd number of panels leaves one empty slot
+
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        figure.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncols=legend_columns,
+            frameon=False,
+            handlelength=3.5,  # long enough to show the dashes
+        )
+        png, svg = output_paths(path)
+        png.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(png, format="png", metadata={"Software": None})
+        figure.savefig(svg, format="svg", metadata={"Date": None, "Title": TITLE})
+    return png, svg
 
 
 def _panel(
-    canvas: Canvas,
+    ax: Axes,
     cells: Sequence[Cell],
     op: str,
     concurrency: Sequence[int],
     keys: Sequence[str],
-    x0: int,
-    y0: int,
 ) -> None:
-    left, right = x0 + _LEFT, x0 + _PANEL_W - _RIGHT
-    top, bottom = y0 + _TOP, y0 + _PANEL_H - _BOTTOM
-    canvas.text(left, y0 + 14, OP_TITLES.get(op, op), _BLACK, _TEXT)
-    canvas.text(right, y0 + 14, "ops/s (log)", _GREY, _TEXT, "right")
-    low, high = _bounds([c.ops_per_s for c in cells])
-    span = math.log10(high) - math.log10(low)
-
-    def y_of(value: float) -> int:
-        value = max(value, low)
-        return round(bottom - (math.log10(value) - math.log10(low)) / span * (bottom - top))
+    """One operation's panel: a line per contender over the concurrency levels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
     levels = list(concurrency)
-    step = (right - left) / max(1, len(levels))
-
-    def x_of(n: int) -> int:
-        return round(left + step * (levels.index(n) + 0.5))
-
-    for tick in _ticks(low, high):
-        y = y_of(tick)
-        canvas.line(left, y, right, y, _GRID, 1, 4)
-        canvas.text(left - 8, y - 9, _tick_label(tick), _GREY, _TEXT, "right")
-    canvas.line(left, top, left, bottom, _GREY)
-    canvas.line(left, bottom, right, bottom, _GREY)
-    for n in levels:
-        x = x_of(n)
-        canvas.line(x, bottom, x, bottom + 5, _GREY)
-        canvas.text(x, bottom + 10, str(n), _BLACK, _TEXT, "center")
-    canvas.text((left + right) // 2, bottom + 34, "concurrent callers (N)", _GREY, _TEXT, "center")
+    ax.set_title(OP_TITLES.get(op, op), loc="left", size=11)
+    ax.set_title("ops/s (log)", loc="right", size=10, color=_GREY)
+    ax.set_xlabel("concurrent callers (N)", color=_GREY)
+    ax.set_yscale("log")
+    ax.set_ylim(*_bounds([c.ops_per_s for c in cells]))
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(_tick_label))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.set_xticks(range(len(levels)), [str(n) for n in levels])
+    ax.set_xlim(-0.5, len(levels) - 0.5)
+    ax.grid(axis="y", color="#dcdcdc", linestyle="--", linewidth=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
 
     for key in keys:
-        color, line_width, dash = STYLES.get(key, (_BLACK, 2, 0))
+        color, line_width, line_style = STYLES.get(key, _DEFAULT_STYLE)
         points = sorted(
-            (levels.index(c.concurrency), x_of(c.concurrency), y_of(c.ops_per_s))
+            (levels.index(c.concurrency), c.ops_per_s)
             for c in cells
             if c.contender == key and c.concurrency in levels and c.ops_per_s > 0
         )
-        for (_, xa, ya), (_, xb, yb) in itertools.pairwise(points):
-            canvas.line(xa, ya, xb, yb, color, line_width, dash)
-        for _, x, y in points:
-            canvas.rect(x - 4, y - 4, x + 4, y + 4, color)
+        # Every contender gets a legend entry, even one with no point in this panel.
+        ax.plot(
+            [x for x, _ in points],
+            [y for _, y in points],
+            color=color,
+            linewidth=line_width,
+            linestyle=line_style,
+            marker="s",
+            markersize=5,
+            label=BY_KEY[key].label,
+        )
+
+
+def subtitle(meta: dict[str, object]) -> str:
+    """The line under the title, from a run's ``meta`` (as written to the JSON).
+
+    Args:
+        meta: The run's metadata: ``server``, ``settings``, ``cpus`` and ``date``.
+
+    Returns:
+        Server version, table size, payload size, CPUs, rounds and date.
+    """
+    server, settings = meta["server"], meta["settings"]
+    assert isinstance(server, dict)
+    assert isinstance(settings, dict)
+    return (
+        f"PostgreSQL {str(server['server_version']).split()[0]}, {settings['rows']:,} rows, "
+        f"{settings['payload']}-byte data, {meta['cpus']} CPUs, median of {settings['rounds']} "
+        f"round(s), {str(meta['date'])[:10]}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Redraw the chart of a recorded run (the JSON that ``python -m benchmarks`` writes)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.plot", description="Redraw the chart of a recorded run."
+    )
+    parser.add_argument("results", type=Path, help="a JSON document from python -m benchmarks")
+    parser.add_argument("out", type=Path, help="the chart (written as .png and .svg)")
+    args = parser.parse_args(argv)
+    missing = unavailable()
+    if missing:
+        print(missing, file=sys.stderr)
+        return 1
+    document = json.loads(args.results.read_text())
+    meta, settings = document["meta"], document["meta"]["settings"]
+    cells = [Cell(**row) for row in document["results"]]
+    written = draw(cells, settings["ops"], settings["concurrency"], subtitle(meta), args.out)
+    print("plot: " + ", ".join(map(str, written)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from sessionstore import AsyncStore, Store
+from sessionstore import AsyncStore, OwnedSession, Store
+from sessionstore.cleanup import Cancellation
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
@@ -52,8 +53,9 @@ def table_rows(
 class Both:
     """One awaitable surface over `Store` or `AsyncStore`, for shared test bodies.
 
-    The sync store's methods run directly (blocking is fine in a test); nothing is
-    faked: both sides talk to the real database.
+    Each method has the stores' own signature, made a coroutine: the sync store's
+    method runs directly (blocking is fine in a test), the async one's is awaited.
+    Nothing is faked: both sides talk to the real database.
     """
 
     def __init__(self, store: Store | AsyncStore) -> None:
@@ -63,27 +65,122 @@ class Both:
     def __repr__(self) -> str:
         return f"Both({self.store!r})"
 
-    async def walk(self, **kwargs: Any) -> dict[str, bytes]:
+    async def find(self, token: str) -> bytes | None:
+        if isinstance(self.store, AsyncStore):
+            return await self.store.find(token)
+        return self.store.find(token)
+
+    async def commit(
+        self,
+        token: str,
+        data: bytes | bytearray | memoryview,
+        expiry: dt.datetime,
+        *,
+        owner: str | None = None,
+    ) -> None:
+        if isinstance(self.store, AsyncStore):
+            await self.store.commit(token, data, expiry, owner=owner)
+        else:
+            self.store.commit(token, data, expiry, owner=owner)
+
+    async def touch(self, token: str, expiry: dt.datetime) -> bool:
+        if isinstance(self.store, AsyncStore):
+            return await self.store.touch(token, expiry)
+        return self.store.touch(token, expiry)
+
+    async def create(
+        self,
+        token: str,
+        data: bytes | bytearray | memoryview,
+        expiry: dt.datetime,
+        *,
+        owner: str | None = None,
+    ) -> bool:
+        if isinstance(self.store, AsyncStore):
+            return await self.store.create(token, data, expiry, owner=owner)
+        return self.store.create(token, data, expiry, owner=owner)
+
+    async def exists(self, token: str) -> bool:
+        if isinstance(self.store, AsyncStore):
+            return await self.store.exists(token)
+        return self.store.exists(token)
+
+    async def expiry(self, token: str) -> dt.datetime | None:
+        if isinstance(self.store, AsyncStore):
+            return await self.store.expiry(token)
+        return self.store.expiry(token)
+
+    async def clear(self, *, batch_size: int | None = None) -> int:
+        if isinstance(self.store, AsyncStore):
+            return await self.store.clear(batch_size=batch_size)
+        return self.store.clear(batch_size=batch_size)
+
+    async def set_owner(self, token: str, owner: str | None) -> bool:
+        if isinstance(self.store, AsyncStore):
+            return await self.store.set_owner(token, owner)
+        return self.store.set_owner(token, owner)
+
+    async def sessions_of(self, owner: str) -> list[OwnedSession]:
+        if isinstance(self.store, AsyncStore):
+            return await self.store.sessions_of(owner)
+        return self.store.sessions_of(owner)
+
+    async def delete_owned(self, owner: str, *, keep: str | None = None) -> int:
+        if isinstance(self.store, AsyncStore):
+            return await self.store.delete_owned(owner, keep=keep)
+        return self.store.delete_owned(owner, keep=keep)
+
+    async def revoke(self, owner: str, key: str) -> bool:
+        if isinstance(self.store, AsyncStore):
+            return await self.store.revoke(owner, key)
+        return self.store.revoke(owner, key)
+
+    async def delete(self, token: str) -> None:
+        if isinstance(self.store, AsyncStore):
+            await self.store.delete(token)
+        else:
+            self.store.delete(token)
+
+    async def all(self) -> dict[str, bytes]:
+        if isinstance(self.store, AsyncStore):
+            return await self.store.all()
+        return self.store.all()
+
+    async def walk(self, *, batch_size: int = 1000) -> dict[str, bytes]:
         """Everything `iter_all` yields, through either facade's context manager."""
         seen: dict[str, bytes] = {}
         if isinstance(self.store, AsyncStore):
-            async with self.store.iter_all(**kwargs) as sessions:
+            async with self.store.iter_all(batch_size=batch_size) as sessions:
                 async for token, data in sessions:
                     seen[token] = data
         else:
-            with self.store.iter_all(**kwargs) as sync_sessions:
+            with self.store.iter_all(batch_size=batch_size) as sync_sessions:
                 for token, data in sync_sessions:
                     seen[token] = data
         return seen
 
-    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
-        method = getattr(self.store, name)
+    async def purge_expired(self, *, batch_size: int | None = None) -> int:
+        if isinstance(self.store, AsyncStore):
+            return await self.store.purge_expired(batch_size=batch_size)
+        return self.store.purge_expired(batch_size=batch_size)
 
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            result = method(*args, **kwargs)
-            return await result if self.is_async else result
+    async def try_purge_expired(
+        self, *, batch_size: int | None = None, cancel: Cancellation | None = None
+    ) -> int | None:
+        if isinstance(self.store, AsyncStore):
+            return await self.store.try_purge_expired(batch_size=batch_size, cancel=cancel)
+        return self.store.try_purge_expired(batch_size=batch_size, cancel=cancel)
 
-        return call
+    async def create_table(self) -> bool:
+        if isinstance(self.store, AsyncStore):
+            return await self.store.create_table()
+        return self.store.create_table()
+
+    async def stop_cleanup(self) -> None:
+        if isinstance(self.store, AsyncStore):
+            await self.store.stop_cleanup()
+        else:
+            self.store.stop_cleanup()
 
 
 def purge_in_process(dsn: str, barrier: Any, batch_size: int) -> int | None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from _docs import all_blocks
 from _support import Both
 
 
@@ -22,3 +23,19 @@ def db(sessionstore_dsn: str) -> Iterator[psycopg.Connection[Any]]:
     """A plain autocommit connection to the test's database, to look behind the store."""
     with psycopg.connect(sessionstore_dsn, autocommit=True) as conn:
         yield conn
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """After a run of the docs examples, say how many blocks ran and which are fragments."""
+    reports = (report for group in terminalreporter.stats.values() for report in group)
+    if not any(
+        getattr(report, "nodeid", "").startswith("tests/test_docs_examples.py")
+        for report in reports
+    ):
+        return
+    blocks = all_blocks()
+    fragments = [str(block) for block in blocks if block.fragment]
+    terminalreporter.write_line(
+        f"docs examples: {len(blocks) - len(fragments)} Python blocks run, "
+        f"{len(fragments)} marked as fragments: {', '.join(fragments)}"
+    )

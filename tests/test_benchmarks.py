@@ -1,7 +1,9 @@
 """A small real run of ``python -m benchmarks``: every op, contender and concurrency.
 
 No mocks: the benchmark runs against the plugin's per-test database with tiny settings
-and must produce a complete JSON document, a PNG, and leave no threads or tables behind.
+and must produce a complete JSON document, the chart as PNG and SVG (drawn by matplotlib),
+and leave no threads or tables behind. Without matplotlib it must still run: a subprocess
+whose ``sys.modules["matplotlib"] = None`` makes every import of it fail for real.
 Where pgbench must be missing or broken, a real script stands in for it on ``PATH``: one
 that fails like Debian's ``pg_wrapper`` does when no PostgreSQL version is installed.
 """
@@ -9,8 +11,13 @@ that fails like Debian's ``pg_wrapper`` does when no PostgreSQL version is insta
 from __future__ import annotations
 
 import json
+import math
 import os
+import struct
+import subprocess
+import sys
 import threading
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,8 @@ OPS = ("find", "commit", "mix", "delete")
 LEVELS = (1, 2)
 WRAPPER_ERROR = "Error: PostgreSQL version 15 is not installed"
 TINY = ["--rows", "1000", "--duration", "0.2", "--warmup", "0.05", "--rounds", "1"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SVG_NS = "{http://www.w3.org/2000/svg}"
 
 
 @pytest.fixture
@@ -125,7 +134,8 @@ def test_small_run_covers_every_cell(
     assert document["meta"]["settings"]["rows"] == 1000
     assert document["scale"] is None
 
-    assert png_path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    _check_chart(png_path, tmp_path / "out.svg", contenders)
+    assert f"plot: {png_path}, {tmp_path / 'out.svg'}" in out
 
     for text in ("find", "delete", "Store (threads)", "AsyncStore (asyncio)", "ops/s"):
         assert text in out
@@ -135,6 +145,63 @@ def test_small_run_covers_every_cell(
     with psycopg.connect(sessionstore_dsn) as conn:
         row = conn.execute("SELECT to_regclass('bench_sessions')").fetchone()
     assert row == (None,)
+
+
+def _check_chart(png_path: Path, svg_path: Path, contenders: list[str]) -> None:
+    """The PNG is a PNG of the figure's size; the SVG is XML carrying the chart's text."""
+    from benchmarks.contenders import BY_KEY
+    from benchmarks.plot import TITLE
+
+    png = png_path.read_bytes()
+    assert png[:8] == PNG_SIGNATURE
+    # IHDR, the first chunk: its length (13) and type, then width and height.
+    length, kind, width, height = struct.unpack(">I4sII", png[8:24])
+    assert (length, kind) == (13, b"IHDR")
+    # Four panels, two columns of 6.6 in at 100 dpi; the height grows with the legend's
+    # rows (three contenders a row): plot.draw saves the figure at the size it asked for.
+    legend_rows = math.ceil(len(contenders) / 3)
+    assert (width, height) == (1320, round(100 * (0.75 + 2 * 3.8 + legend_rows * 0.3 + 0.2)))
+
+    root = ET.parse(svg_path).getroot()
+    assert root.tag == f"{SVG_NS}svg"
+    texts = {"".join(e.itertext()).strip() for e in root.iter(f"{SVG_NS}text")}
+    expected = {TITLE, "find", "commit (upsert)", "mix (90% find, 10% commit)", "delete"}
+    expected |= {BY_KEY[key].label for key in contenders}
+    assert expected <= texts
+    assert any(t.startswith("PostgreSQL ") and "1,000 rows" in t for t in texts)
+
+
+def test_run_without_matplotlib_prints_the_table_and_the_hint(
+    bench: Any, sessionstore_dsn: str, tmp_path: Path
+) -> None:
+    # A real import failure: None in sys.modules makes `import matplotlib` raise
+    # ImportError in the child, as on a machine without the bench extra.
+    code = (
+        "import sys; sys.modules['matplotlib'] = None; "
+        "from benchmarks.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    json_path, png_path = tmp_path / "out.json", tmp_path / "out.png"
+    args = ["--dsn", sessionstore_dsn, *TINY, "--ops", "find", "--concurrency", "1"]
+    args += ["--contenders", "store,raw_sync", "--json", str(json_path), "--plot", str(png_path)]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    hint = 'pip install "sessionstore[bench]"'
+    # Told up front (stderr, before the run) and in the report (stdout).
+    assert hint in done.stderr.splitlines()[0]
+    assert any(ln.startswith("plot: not drawn: ") and hint in ln for ln in done.stdout.splitlines())
+    assert "Store (threads)" in done.stdout
+    assert "ops/s" in done.stdout
+    results = json.loads(json_path.read_text())["results"]
+    assert {r["contender"] for r in results} == {"store", "raw_sync"}
+    assert not png_path.exists()
+    assert not png_path.with_suffix(".svg").exists()
 
 
 def test_pgbench_comes_from_the_servers_install(

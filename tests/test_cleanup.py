@@ -97,7 +97,13 @@ async def test_task_cleanup_purges_expired_sessions(
 
 
 def test_stop_cleanup_from_100_threads_at_once(pool: ConnectionPool[Any]) -> None:
-    store = Store(pool, cleanup=ThreadCleanup(interval=0.01))
+    cleanup = ThreadCleanup(interval=0.01)
+    store = Store(pool, cleanup=cleanup)
+    # A worker that is there and looping, so the stop has something to end.
+    [worker] = cleanup_threads()
+    wait_until(lambda: cleanup.stats.runs >= 2)
+    assert worker.is_alive()
+    assert cleanup.running
     barrier = threading.Barrier(100)
     errors: list[BaseException] = []
 
@@ -115,6 +121,8 @@ def test_stop_cleanup_from_100_threads_at_once(pool: ConnectionPool[Any]) -> Non
         thread.join(10)
     assert errors == []
     assert not any(t.is_alive() for t in stoppers)
+    assert not worker.is_alive()
+    assert not cleanup.running
     assert cleanup_threads() == []
     store.stop_cleanup()  # and once more, after it ended
 

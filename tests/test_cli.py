@@ -10,11 +10,18 @@ from typing import Any
 import psycopg
 from _support import in_, new_token, table_rows
 
+import sessionstore
 from sessionstore.schema import ddl
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONSTORE_")}
+    # Neither the suite's nor the developer's server variables leak into the CLI: each
+    # test says which server it means. (PG_BINDIR, which picks binaries, is kept.)
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SESSIONSTORE_") and not (k.startswith("PG") and k[2:3] != "_")
+    }
     environ.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "sessionstore", *args],
@@ -31,6 +38,64 @@ def test_help_everywhere() -> None:
         result = run(*command, "--help")
         assert result.returncode == 0, result.stderr
         assert "usage: python -m sessionstore" in result.stdout
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"sessionstore {sessionstore.__version__}\n"
+
+
+def libpq_env(dsn: str) -> dict[str, str]:
+    """The PG* variables naming the same server, database and role as ``dsn``."""
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "dbname": "PGDATABASE"}
+    names["password"] = "PGPASSWORD"
+    return {names[k]: str(v) for k, v in params.items() if k in names and v is not None}
+
+
+def test_check_and_purge_take_the_libpq_environment(
+    sessionstore_dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    env = libpq_env(sessionstore_dsn)
+    assert {"PGHOST", "PGPORT", "PGUSER", "PGDATABASE"} <= set(env)
+    result = run("check", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "throw-away" not in result.stdout
+    assert "server: the server given by libpq's environment ($PGHOST, $PGPORT" in result.stdout
+    assert "check passed" in result.stdout
+
+    # migrate and purge need a server: PG* variables name one, as psql takes them.
+    db.execute("INSERT INTO sessions VALUES (%s, '', %s)", (new_token(), in_(-60)))
+    result = run("purge", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "1\n"
+    result = run("migrate", "--table", "pg_env_sessions", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == 'created: "pg_env_sessions"\n'
+    assert table_rows(db, "pg_env_sessions") == []
+
+
+def test_dsn_then_sessionstore_dsn_then_libpq_environment(sessionstore_dsn: str) -> None:
+    # PG* variables naming a port where nothing listens: a command that used them fails.
+    nowhere = {"PGHOST": "127.0.0.1", "PGPORT": "1", "PGCONNECT_TIMEOUT": "2"}
+    result = run("purge", env=nowhere)
+    assert result.returncode == 1
+    assert "port 1 failed" in result.stderr
+    assert run("purge", "--dsn", sessionstore_dsn, env=nowhere).stdout == "0\n"
+    result = run("check", env={**nowhere, "SESSIONSTORE_DSN": sessionstore_dsn})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "server: the server given by $SESSIONSTORE_DSN" in result.stdout
+    # --dsn beats $SESSIONSTORE_DSN.
+    result = run("purge", "--dsn", sessionstore_dsn, env={"SESSIONSTORE_DSN": "port=1"})
+    assert (result.returncode, result.stdout) == (0, "0\n"), result.stderr
+
+
+def test_only_server_naming_variables_count() -> None:
+    # PGPASSWORD or PGAPPNAME alone name no server: migrate still asks for one.
+    result = run("migrate", env={"PGPASSWORD": "secret", "PGAPPNAME": "x"})
+    assert result.returncode == 2
+    assert "the following arguments are required: --dsn" in result.stderr
 
 
 def test_schema_prints_the_seed_ddl() -> None:

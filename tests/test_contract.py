@@ -1,7 +1,9 @@
 """The Go original's contract, row by row, on both facades (one body, sync and async).
 
 Mirrors scs/pgxstore's own test suite: find, find missing, save new, save updated,
-expiry, delete, and the semantics table in DESIGN.md.
+expiry, delete; and the Go original's semantics (README.md, "From Go's pgxstore"):
+expiry judged by the database's clock, commit an upsert where the last writer wins,
+deleting a missing token no error, `all()` the live sessions only.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import psycopg
 import pytest
 from _support import Both, db_now, in_, new_token, table_rows
 
-from sessionstore import DatabaseError
+from sessionstore import AsyncStore, DatabaseError, Store
 from sessionstore._core import SessionCore
 
 
@@ -266,11 +268,13 @@ async def test_concurrent_touches_are_combined_and_each_answered(
         await store.commit(token, b"x", in_(60))
     later = in_(7200).replace(microsecond=0)
     tokens = [*live, *(new_token() for _ in range(40))]
-    if store.is_async:
-        results = await asyncio.gather(*(store.store.touch(t, later) for t in tokens))
+    if isinstance(astore := store.store, AsyncStore):
+        results = await asyncio.gather(*(astore.touch(t, later) for t in tokens))
     else:
+        sstore = store.store
+        assert isinstance(sstore, Store)
         with ThreadPoolExecutor(16) as executor:
-            results = list(executor.map(lambda t: store.store.touch(t, later), tokens))
+            results = list(executor.map(lambda t: sstore.touch(t, later), tokens))
     assert results == [True] * 40 + [False] * 40
     assert {row[2] for row in table_rows(db)} == {later}
 
@@ -303,11 +307,13 @@ async def test_create_replaces_an_expired_session(store: Both, db: psycopg.Conne
 async def test_concurrent_creates_of_one_token_have_one_winner(store: Both) -> None:
     token = new_token()
     payloads = [b"%d" % n for n in range(20)]
-    if store.is_async:
-        results = await asyncio.gather(*(store.store.create(token, p, in_(60)) for p in payloads))
+    if isinstance(astore := store.store, AsyncStore):
+        results = await asyncio.gather(*(astore.create(token, p, in_(60)) for p in payloads))
     else:
+        sstore = store.store
+        assert isinstance(sstore, Store)
         with ThreadPoolExecutor(8) as executor:
-            results = list(executor.map(lambda p: store.store.create(token, p, in_(60)), payloads))
+            results = list(executor.map(lambda p: sstore.create(token, p, in_(60)), payloads))
     assert results.count(True) == 1
     assert await store.find(token) == payloads[results.index(True)]
 

@@ -9,24 +9,20 @@ drives it with urllib and a cookie jar, then looks at the sessions table directl
 from __future__ import annotations
 
 import datetime as dt
-import http.cookiejar
-import importlib
 import json
 import pickle
 import re
 import subprocess
 import sys
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 import flask
 import psycopg
 import pytest
+from _http import Client, issued_token, listed, load_example
 from _support import new_token, table_rows, wait_until
 from psycopg_pool import ConnectionPool
 from werkzeug.serving import BaseWSGIServer, make_server
@@ -47,53 +43,6 @@ from sessionstore.integrations.flask import (
 MESSAGE = "Hello from a session!"
 USER = "alice"  # whom the example's /login logs in
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
-
-
-def load_example() -> ModuleType:
-    return importlib.import_module("sessionstore.examples.flask_app")
-
-
-@dataclass
-class Reply:
-    status: int
-    body: str
-    cookies: list[str]  # the raw Set-Cookie headers
-
-
-class Client:
-    """A browser stand-in: urllib with its own cookie jar."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.jar = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
-
-    def get(self, path: str, cookie: str | None = None) -> Reply:
-        """GET with the jar's cookies, or with exactly `cookie` as the Cookie header."""
-        request = urllib.request.Request(self.base + path)
-        opener = self.opener
-        if cookie is not None:
-            request.add_header("Cookie", cookie)
-            opener = urllib.request.build_opener()
-        try:
-            with opener.open(request, timeout=30) as response:
-                return Reply(response.status, response.read().decode(), _set_cookies(response))
-        except urllib.error.HTTPError as exc:
-            with exc:
-                return Reply(exc.code, exc.read().decode(), _set_cookies(exc))
-
-    def token(self, name: str = "session") -> str | None:
-        values = [c.value for c in self.jar if c.name == name]
-        return values[0] if values else None
-
-
-def _set_cookies(response: Any) -> list[str]:
-    return list(response.headers.get_all("Set-Cookie") or [])
-
-
-def _issued(reply: Reply) -> str:
-    [header] = reply.cookies
-    return header.split(";", 1)[0].split("=", 1)[1]
 
 
 @dataclass
@@ -132,7 +81,7 @@ def serve(owners_store: Store) -> Iterator[Callable[..., App]]:
         **options: Any,
     ) -> App:
         store = owners_store if store is None else store
-        app = load_example().create_app(store, **options)
+        app = load_example("flask_app.py").create_app(store, **options)
         if configure is not None:
             configure(app)
         server = make_server("127.0.0.1", 0, app, threaded=True)
@@ -180,8 +129,11 @@ def test_a_second_client_does_not_see_the_first_ones_data(
     first.get("/put")
     assert second.get("/get").body.strip() == ""
     second.get("/put")
-    assert first.token() != second.token()
-    assert sorted(tokens(db)) == sorted([first.token(), second.token()])
+    first_token, second_token = first.token(), second.token()
+    assert first_token is not None
+    assert second_token is not None
+    assert first_token != second_token
+    assert sorted(tokens(db)) == sorted([first_token, second_token])
 
 
 def test_the_cookie_holds_only_the_token_and_the_data_is_json(
@@ -200,7 +152,7 @@ def test_the_cookie_holds_only_the_token_and_the_data_is_json(
 def test_the_session_expires(serve: Callable[..., App], db: psycopg.Connection[Any]) -> None:
     example = serve(lifetime=dt.timedelta(seconds=2))
     client = example.client()
-    token = _issued(client.get("/put"))
+    token = issued_token(client.get("/put"))
     assert client.get("/get", cookie=f"session={token}").body.strip() == MESSAGE
     wait_until(lambda: example.store.find(token) is None)
     # The browser would drop the cookie too; send it anyway, as a stale tab would.
@@ -332,8 +284,9 @@ def test_a_store_failure_is_a_clean_500(
     assert "Internal Server Error" in reply.body
     for leak in ("Traceback", "DatabaseError", "psycopg", "sessions", "relation"):
         assert leak not in reply.body
-    assert client.token() is not None
-    assert client.token() not in reply.body
+    token = client.token()
+    assert token is not None
+    assert token not in reply.body
 
 
 def test_a_failed_save_is_a_clean_500(example: App, db: psycopg.Connection[Any]) -> None:
@@ -555,12 +508,6 @@ def test_the_session_mapping(session_store: Store) -> None:
 
 def owners(db: psycopg.Connection[Any]) -> dict[str, str | None]:
     return dict(db.execute("SELECT token, owner FROM sessions").fetchall())
-
-
-def listed(reply: Reply) -> list[str]:
-    """The session lines of a /sessions page."""
-    assert reply.status == 200, reply.body
-    return [line for line in reply.body.splitlines() if "expires" in line]
 
 
 def test_two_devices_log_out_everywhere(example: App, db: psycopg.Connection[Any]) -> None:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import datetime as dt
-import http.cookiejar
-import importlib
 import json
 import re
 import socket
@@ -21,16 +19,14 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 import psycopg
 import pytest
 import uvicorn
+from _http import Client, issued_token, listed, load_example
 from _support import new_token, table_rows, wait_until
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
@@ -53,53 +49,6 @@ USER = "alice"  # whom the example's /login logs in
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
-def load_example() -> ModuleType:
-    return importlib.import_module("sessionstore.examples.starlette_app")
-
-
-@dataclass
-class Reply:
-    status: int
-    body: str
-    cookies: list[str]  # the raw Set-Cookie headers
-
-
-class Client:
-    """A browser stand-in: urllib with its own cookie jar."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.jar = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
-
-    def get(self, path: str, cookie: str | None = None) -> Reply:
-        """GET with the jar's cookies, or with exactly `cookie` as the Cookie header."""
-        request = urllib.request.Request(self.base + path)
-        opener = self.opener
-        if cookie is not None:
-            request.add_header("Cookie", cookie)
-            opener = urllib.request.build_opener()
-        try:
-            with opener.open(request, timeout=30) as response:
-                return Reply(response.status, response.read().decode(), _set_cookies(response))
-        except urllib.error.HTTPError as exc:
-            with exc:
-                return Reply(exc.code, exc.read().decode(), _set_cookies(exc))
-
-    def token(self, name: str = "session") -> str | None:
-        values = [c.value for c in self.jar if c.name == name]
-        return values[0] if values else None
-
-
-def _set_cookies(response: Any) -> list[str]:
-    return list(response.headers.get_all("Set-Cookie") or [])
-
-
-def _issued(reply: Reply) -> str:
-    [header] = reply.cookies
-    return header.split(";", 1)[0].split("=", 1)[1]
-
-
 @dataclass
 class App:
     url: str
@@ -118,7 +67,7 @@ def serve(sessionstore_dsn: str) -> Iterator[Callable[..., App]]:
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             sessionstore_dsn, open=False, min_size=1, max_size=4, kwargs={"autocommit": True}
         )
-        app = load_example().create_app(pool, **options)
+        app = load_example("starlette_app.py").create_app(pool, **options)
         if configure is not None:
             configure(app)
         sock = socket.socket()
@@ -155,7 +104,12 @@ def tokens(db: psycopg.Connection[Any]) -> list[str]:
 
 def set_middleware_options(app: Starlette, **options: Any) -> None:
     """Change the example's SessionMiddleware options (before its first request)."""
-    [middleware] = [m for m in app.user_middleware if m.cls is SessionMiddleware]
+    # Starlette types `cls` as a factory protocol, which mypy can't see a class meets.
+    [middleware] = [
+        m
+        for m in app.user_middleware
+        if m.cls is SessionMiddleware  # type: ignore[comparison-overlap]
+    ]
     middleware.kwargs.update(options)
 
 
@@ -182,8 +136,11 @@ def test_a_second_client_does_not_see_the_first_ones_data(
     first.get("/put")
     assert second.get("/get").body.strip() == ""
     second.get("/put")
-    assert first.token() != second.token()
-    assert sorted(tokens(db)) == sorted([first.token(), second.token()])
+    first_token, second_token = first.token(), second.token()
+    assert first_token is not None
+    assert second_token is not None
+    assert first_token != second_token
+    assert sorted(tokens(db)) == sorted([first_token, second_token])
 
 
 def test_the_session_expires(
@@ -192,7 +149,7 @@ def test_the_session_expires(
     example = serve(lifetime=dt.timedelta(seconds=3))
     client = example.client()
     reply = client.get("/put")
-    token = _issued(reply)
+    token = issued_token(reply)
     assert re.search(r"max-age=[12];", reply.cookies[0])  # starsessions: whole seconds left
     assert client.get("/get", cookie=f"session={token}").body.strip() == MESSAGE
     wait_until(lambda: session_store.find(token) is None)
@@ -246,7 +203,7 @@ def test_a_tampered_cookie_is_a_new_session(
     assert (got.status, got.body.strip()) == (200, "")
     put = client.get("/put", cookie=f"session={value}")
     assert put.status == 200
-    issued = _issued(put)
+    issued = issued_token(put)
     assert TOKEN_RE.fullmatch(issued)
     assert issued != value
     assert tokens(db) == [issued]
@@ -260,8 +217,8 @@ def test_an_unknown_token_is_never_adopted(example: App, db: psycopg.Connection[
     for path in ("/put", "/login"):
         reply = client.get(path, cookie=f"session={planted}")
         assert reply.status == 200
-        assert TOKEN_RE.fullmatch(_issued(reply))
-        assert _issued(reply) != planted
+        assert TOKEN_RE.fullmatch(issued_token(reply))
+        assert issued_token(reply) != planted
     assert planted not in tokens(db)
 
 
@@ -424,12 +381,6 @@ def test_refresh_of_a_session_deleted_meanwhile_does_not_bring_it_back(
 
 def owners(db: psycopg.Connection[Any]) -> dict[str, str | None]:
     return dict(db.execute("SELECT token, owner FROM sessions").fetchall())
-
-
-def listed(reply: Reply) -> list[str]:
-    """The session lines of a /sessions page."""
-    assert reply.status == 200, reply.body
-    return [line for line in reply.body.splitlines() if "expires" in line]
 
 
 def test_two_devices_log_out_everywhere(example: App, db: psycopg.Connection[Any]) -> None:

@@ -124,7 +124,7 @@ def check_outcome(
 
 def check_no_acknowledged_commit_lost(dsn: str, workers: list[Worker]) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        stored = dict(conn.execute("SELECT token, data FROM sessions").fetchall())
+        stored: dict[str, bytes] = dict(conn.execute("SELECT token, data FROM sessions").fetchall())
     for worker in workers:
         assert worker.acknowledged is not None
         assert stored[worker.token] in {worker.acknowledged, *worker.ambiguous}

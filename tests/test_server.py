@@ -26,7 +26,7 @@ from sessionstore.testing._server import (
 )
 
 # Every test that needs a server starts its own, even when SESSIONSTORE_DSN is set.
-NO_ENV = {"env_var": None}
+NO_ENV: dict[str, Any] = {"env_var": None}
 
 
 def _server_state(server: PostgresServer) -> tuple[Path, int]:
@@ -146,8 +146,8 @@ def test_env_dsn_passthrough(monkeypatch: pytest.MonkeyPatch) -> None:
             raise AssertionError(f"nothing may be started: {args}")
 
         with monkeypatch.context() as m:
-            m.setattr(_server.subprocess, "Popen", fail)
-            m.setattr(_server.subprocess, "run", fail)
+            m.setattr(subprocess, "Popen", fail)
+            m.setattr(subprocess, "run", fail)
             with ephemeral_postgres(env_var="SESSIONSTORE_TEST_DSN") as inner:
                 assert inner.dsn == outer.dsn
                 assert inner.raw_dsn == outer.dsn

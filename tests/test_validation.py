@@ -75,7 +75,7 @@ async def test_non_bytes_data_is_refused(
     store: Both,
     db: psycopg.Connection[Any],
     seeded: list[tuple[Any, ...]],
-    data: object,
+    data: Any,  # not bytes, on purpose: Any lets it past the type checker
     error: type[Exception],
 ) -> None:
     with pytest.raises(error, match="data must be bytes"):
@@ -100,7 +100,7 @@ async def test_bad_expiry_is_refused(
     store: Both,
     db: psycopg.Connection[Any],
     seeded: list[tuple[Any, ...]],
-    expiry: object,
+    expiry: Any,  # not an aware datetime, on purpose
     error: type[Exception],
     match: str,
 ) -> None:

@@ -595,18 +595,7 @@ class SessionCore:
             ValueError: If an argument is invalid.
             OwnersNotEnabledError: If an owner is given without ``owners``.
         """
-        params = (
-            self._key(validate_token(token)),
-            validate_data(data, self.max_data_size),
-            validate_expiry(expiry),
-        )
-        if not self.owners:
-            if owner is not None:
-                raise OwnersNotEnabledError("commit(owner=...)")
-            return Statement(self._commit, params)
-        return Statement(
-            self._commit_owned, (*params, None if owner is None else validate_owner(owner))
-        )
+        return self._save(self._commit, self._commit_owned, "commit", token, data, expiry, owner)
 
     def delete(self, token: str) -> Statement:
         """Build the statement that deletes a session.
@@ -663,6 +652,18 @@ class SessionCore:
             ValueError: If an argument is invalid.
             OwnersNotEnabledError: If an owner is given without ``owners``.
         """
+        return self._save(self._create, self._create_owned, "create", token, data, expiry, owner)
+
+    def _save(
+        self,
+        plain: bytes,
+        owned: bytes,
+        operation: str,
+        token: str,
+        data: bytes | bytearray | memoryview,
+        expiry: dt.datetime,
+        owner: str | None,
+    ) -> Statement:
         params = (
             self._key(validate_token(token)),
             validate_data(data, self.max_data_size),
@@ -670,11 +671,9 @@ class SessionCore:
         )
         if not self.owners:
             if owner is not None:
-                raise OwnersNotEnabledError("create(owner=...)")
-            return Statement(self._create, params)
-        return Statement(
-            self._create_owned, (*params, None if owner is None else validate_owner(owner))
-        )
+                raise OwnersNotEnabledError(f"{operation}(owner=...)")
+            return Statement(plain, params)
+        return Statement(owned, (*params, None if owner is None else validate_owner(owner)))
 
     # Sessions per owner: only on a table with the owner column (``owners``).
 

