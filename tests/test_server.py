@@ -16,10 +16,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from sessionstore.testing import _server
-from sessionstore.testing._server import (
+from sessionstore.testing import (
     PostgresNotFoundError,
     PostgresServer,
+    _instance,
     ephemeral_postgres,
     find_postgres_bindir,
     server_binary,
@@ -307,8 +307,8 @@ def test_retries_when_the_port_is_taken(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         ports = iter([taken.getsockname()[1]])
-        real_free_port = _server._free_port
-        monkeypatch.setattr(_server, "_free_port", lambda: next(ports, None) or real_free_port())
+        real_free_port = _instance._free_port
+        monkeypatch.setattr(_instance, "_free_port", lambda: next(ports, None) or real_free_port())
         caplog.set_level(logging.INFO, logger="sessionstore.testing")
         with ephemeral_postgres(**NO_ENV) as server:
             assert server.port != taken.getsockname()[1]

