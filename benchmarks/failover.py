@@ -54,14 +54,16 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from sessionstore import DatabaseError, Store
+from sessionstore._oneshot import create_table
 from sessionstore.cleanup import NoCleanup
-from sessionstore.schema import ddl
 from sessionstore.testing import (
     PostgresServer,
     ephemeral_postgres,
     multi_host_dsn,
     streaming_standby,
 )
+
+from .noise import Meter
 
 SCENARIOS = ("async", "sync", "crash")
 DESCRIPTIONS = {
@@ -224,8 +226,7 @@ def run_scenario(
         raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
     with contextlib.ExitStack() as stack:
         primary = stack.enter_context(ephemeral_postgres(env_var=None, durable=True, bindir=bindir))
-        with psycopg.connect(primary.dsn, autocommit=True) as conn:
-            conn.execute(ddl(if_not_exists=True).encode())
+        create_table(primary.dsn)
         phases: dict[str, float] = {}
         if scenario == "crash":
             survivor = primary
@@ -277,7 +278,7 @@ def _run_load(
     commits: list[list[Commit]] = [[] for _ in range(threads)]
     failures: list[list[Failure]] = [[] for _ in range(threads)]
     expiry = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
-    steal = _Steal()
+    noise = Meter()
     with ConnectionPool(
         dsn,
         min_size=threads,
@@ -343,7 +344,7 @@ def _run_load(
         lost=[],
         threads_recovered=recovered(),
         threads=threads,
-        steal=steal.fraction(),
+        steal=noise.read().steal,
     )
 
 
@@ -364,28 +365,6 @@ def _lost(server: PostgresServer, commits: Sequence[Commit]) -> list[Commit]:
             ).fetchall()
         )
     return [c for c in commits if stored.get(c.token) != c.data]
-
-
-class _Steal:
-    """The share of CPU time the host stole since creation (Linux ``/proc/stat``)."""
-
-    def __init__(self) -> None:
-        self._start = self._read()
-
-    @staticmethod
-    def _read() -> tuple[int, int] | None:
-        try:
-            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        except (OSError, IndexError):
-            return None
-        values = [int(v) for v in fields]
-        return (values[7] if len(values) > 7 else 0), sum(values[:8])
-
-    def fraction(self) -> float | None:
-        end = self._read()
-        if self._start is None or end is None or end[1] == self._start[1]:
-            return None
-        return (end[0] - self._start[0]) / (end[1] - self._start[1])
 
 
 # --------------------------------------------------------------------------- command line
