@@ -56,7 +56,8 @@ class Cell:
     payload: int
 
     def label(self) -> str:
-        return f"{self.facade:<10} {self.mix:<11} N={self.callers:<3} {self.payload:>5} B"
+        size = "HTTP" if self.payload == 0 else f"{self.payload} B"
+        return f"{self.facade:<10} {self.mix:<11} N={self.callers:<3} {size:>7}"
 
 
 @dataclass
@@ -191,6 +192,83 @@ def measure(dsn: str, cell: Cell, rows: int, warmup: float, duration: float, rou
     return Result(cell, round_, requests, duration, int(wal / max(made, 1)), noise)
 
 
+# The Flask integration over real HTTP: a read-only page with refresh-each-request.
+
+
+def http_measure(
+    dsn: str, rewrite: bool, clients: int, warmup: float, duration: float, round_: int
+) -> Result:
+    """Requests/s of the Flask example's read-only page, served by werkzeug.
+
+    ``rewrite=False`` is ``/get`` as the integration serves it now (a touch);
+    ``rewrite=True`` marks the unchanged session modified, which is what the
+    integration did on every refresh before (a commit of the whole payload).
+    """
+    import http.client
+
+    import flask
+    from werkzeug.serving import make_server
+
+    from sessionstore.examples.flask_app import create_app
+
+    cell = Cell("Flask", "rewrite" if rewrite else "touch", clients, 0)
+    with (
+        psycopg.connect(dsn, autocommit=True) as probe,
+        ConnectionPool(dsn, min_size=4, max_size=4, kwargs={"autocommit": True}) as pool,
+    ):
+        pool.wait()
+        store = Store(pool, table="flask_sessions", cleanup=NoCleanup(), owners=True)
+        app = create_app(store)
+
+        @app.get("/get-rewrite")
+        def get_rewrite() -> str:
+            flask.session.modified = True  # "changed": saved in full, as before touch
+            return str(flask.session.get("message", "")) + "\n"
+
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        serving = threading.Thread(target=server.serve_forever, daemon=True)
+        serving.start()
+        path = "/get-rewrite" if rewrite else "/get"
+        start = time.perf_counter() + warmup
+        end = start + duration
+        counts = [0] * clients
+        errors: list[BaseException] = []
+
+        def work(n: int) -> None:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+                conn.request("GET", "/put")
+                reply = conn.getresponse()
+                reply.read()
+                cookie = reply.getheader("Set-Cookie", "").split(";", 1)[0]
+                while True:
+                    conn.request("GET", path, headers={"Cookie": cookie})
+                    reply = conn.getresponse()
+                    reply.read()
+                    assert reply.status == 200, reply.status
+                    now = time.perf_counter()
+                    if now >= end:
+                        return
+                    if now >= start:
+                        counts[n] += 1
+            except BaseException as exc:
+                errors.append(exc)
+
+        meter, lsn = Meter(), wal_lsn(probe)
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        noise, wal = meter.read(), wal_since(probe, lsn)
+        server.shutdown()
+        serving.join()
+        if errors:
+            raise errors[0]
+    made = sum(counts) * (warmup + duration) / duration
+    return Result(cell, round_, sum(counts), duration, int(wal / max(made, 1)), noise)
+
+
 def report(results: list[Result], threshold: float) -> list[dict[str, Any]]:
     kept = [r for r in results if not r.noise.noisy(threshold)]
     rows: list[dict[str, Any]] = []
@@ -223,6 +301,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--steal-threshold", type=float, default=0.10)
+    parser.add_argument(
+        "--http-clients",
+        type=int,
+        default=4,
+        help="HTTP clients of the Flask page (0: leave the HTTP part out; default 4)",
+    )
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     callers = [int(c) for c in args.callers.split(",")]
@@ -243,16 +327,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             dsn, source = server.dsn, f"{server.source}, synchronous_commit off"
         print(f"server: {source}")
         load(dsn, args.rows, payloads)
+        if args.http_clients:
+            create_table(dsn, "flask_sessions", owners=True)
         rng = random.Random(1)
+        http_cells = [True, False] if args.http_clients else []
         for round_ in range(args.rounds):
-            order = cells[:]
+            order: list[Cell | bool] = [*cells, *http_cells]
             rng.shuffle(order)
             for cell in order:
-                result = measure(dsn, cell, args.rows, args.warmup, args.duration, round_)
+                if isinstance(cell, bool):
+                    result = http_measure(
+                        dsn, cell, args.http_clients, args.warmup, args.duration, round_
+                    )
+                else:
+                    result = measure(dsn, cell, args.rows, args.warmup, args.duration, round_)
                 results.append(result)
                 flag = " (left out)" if result.noise.noisy(args.steal_threshold) else ""
                 print(
-                    f"round {round_ + 1} {cell.label()}: {result.rate:8.0f} req/s "
+                    f"round {round_ + 1} {result.cell.label()}: {result.rate:8.0f} req/s "
                     f"{result.wal_bytes:6d} B WAL/req  {result.noise.describe()}{flag}",
                     flush=True,
                 )
@@ -271,6 +363,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"({row['rounds']} rounds)"
         )
     by_key = {(r["facade"], r["callers"], r["payload"], r["mix"]): r for r in rows if r["rounds"]}
+    touch = by_key.get(("Flask", args.http_clients, 0, "touch"))
+    rewrite = by_key.get(("Flask", args.http_clients, 0, "rewrite"))
+    if touch and rewrite:
+        speed = touch["requests_per_s"] / rewrite["requests_per_s"]
+        wal = touch["wal_bytes_per_request"] / max(rewrite["wal_bytes_per_request"], 1)
+        print(
+            f"\nFlask read-only page, refresh each request, {args.http_clients} clients: "
+            f"touch {speed:.2f}x the requests/s of the full rewrite, {wal:.2f}x its WAL"
+        )
     print("\ntouch against commit (same run):")
     for facade in FACADES:
         for n in callers:

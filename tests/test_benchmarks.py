@@ -379,6 +379,7 @@ def test_lifecycle_benchmark_reports_both_mixes_with_wal_and_noise(
     out = tmp_path / "lifecycle.json"
     args = ["--dsn", sessionstore_dsn, "--rows", "200", "--callers", "2", "--payloads", "100"]
     args += ["--duration", "0.2", "--warmup", "0.05", "--rounds", "1", "--json", str(out)]
+    args += ["--http-clients", "2"]
     assert benchmarks.lifecycle.main(args) == 0
     printed = capsys.readouterr().out
     assert "touch against commit (same run):" in printed
@@ -386,7 +387,7 @@ def test_lifecycle_benchmark_reports_both_mixes_with_wal_and_noise(
     results = json.loads(out.read_text())["results"]
     assert {(r["facade"], r["mix"]) for r in results} == {
         (facade, mix) for facade in ("Store", "AsyncStore") for mix in ("find+commit", "find+touch")
-    }
+    } | {("Flask", "touch"), ("Flask", "rewrite")}
     for row in results:
         if row["rounds"]:  # a round can be left out for steal; the kept ones have figures
             assert row["requests_per_s"] > 0
