@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     invariant,
+    precondition,
     rule,
     run_state_machine_as_test,
 )
@@ -286,6 +287,8 @@ def test_the_model_checker_catches_a_lost_write() -> None:
 
 #: A small key space, with a few tokens that are legal but unusual.
 TOKENS = ["a", "b", "c", "tok en", "ü-ñ", "x" * 512, "'; DROP TABLE sessions; --"]
+#: Owners a commit may give (None: keep the row's), with owners=True.
+OWNERS: list[str | None] = [None, "u1", "u2"]
 
 
 @dataclass
@@ -297,6 +300,7 @@ class Context:
     db: psycopg.Connection[Any]
     t0: dt.datetime
     hashed: bool
+    owners: bool = False
 
 
 def machine_for(ctx: Context) -> type[RuleBasedStateMachine]:
@@ -310,6 +314,12 @@ def machine_for(ctx: Context) -> type[RuleBasedStateMachine]:
             ctx.db.execute("TRUNCATE sessions")
             # Token -> (data, expiry in whole hours from t0, the database clock at start).
             self.model: dict[str, tuple[bytes, int]] = {}
+            # Token -> its owner (with owners=True), for every token in the model.
+            self.owner: dict[str, str | None] = {}
+
+        def forget(self, token: str) -> None:
+            self.model.pop(token, None)
+            self.owner.pop(token, None)
 
         def expiry(self, hours: int) -> dt.datetime:
             return ctx.t0 + dt.timedelta(hours=hours)
@@ -321,10 +331,17 @@ def machine_for(ctx: Context) -> type[RuleBasedStateMachine]:
             # Expiry t0 + h is in the future iff h >= 1: the test runs for well under an hour.
             return {t: data for t, (data, hours) in self.model.items() if hours >= 1}
 
-        @rule(token=st.sampled_from(TOKENS), data=st.binary(max_size=64), hours=st.integers(-3, 3))
-        def commit(self, token: str, data: bytes, hours: int) -> None:
-            ctx.call(ctx.store.commit(token, data, self.expiry(hours)))
+        @rule(
+            token=st.sampled_from(TOKENS),
+            data=st.binary(max_size=64),
+            hours=st.integers(-3, 3),
+            owner=st.sampled_from(OWNERS),
+        )
+        def commit(self, token: str, data: bytes, hours: int, owner: str | None) -> None:
+            owner = owner if ctx.owners else None
+            ctx.call(ctx.store.commit(token, data, self.expiry(hours), owner=owner))
             self.model[token] = (data, hours)
+            self.owner[token] = owner if owner is not None else self.owner.get(token)
 
         @rule(token=st.sampled_from(TOKENS))
         def find(self, token: str) -> None:
@@ -333,7 +350,7 @@ def machine_for(ctx: Context) -> type[RuleBasedStateMachine]:
         @rule(token=st.sampled_from(TOKENS))
         def delete(self, token: str) -> None:
             ctx.call(ctx.store.delete(token))
-            self.model.pop(token, None)
+            self.forget(token)
 
         @rule(token=st.sampled_from(TOKENS), hours=st.integers(-3, 3))
         def touch(self, token: str, hours: int) -> None:
@@ -342,12 +359,54 @@ def machine_for(ctx: Context) -> type[RuleBasedStateMachine]:
             if live:
                 self.model[token] = (self.model[token][0], hours)
 
-        @rule(token=st.sampled_from(TOKENS), data=st.binary(max_size=64), hours=st.integers(-3, 3))
-        def create(self, token: str, data: bytes, hours: int) -> None:
+        @rule(
+            token=st.sampled_from(TOKENS),
+            data=st.binary(max_size=64),
+            hours=st.integers(-3, 3),
+            owner=st.sampled_from(OWNERS),
+        )
+        def create(self, token: str, data: bytes, hours: int, owner: str | None) -> None:
+            owner = owner if ctx.owners else None
             free = token not in self.live()
-            assert ctx.call(ctx.store.create(token, data, self.expiry(hours))) is free
+            made = ctx.call(ctx.store.create(token, data, self.expiry(hours), owner=owner))
+            assert made is free
             if free:
                 self.model[token] = (data, hours)
+                self.owner[token] = owner if owner is not None else self.owner.get(token)
+
+        @precondition(lambda self: ctx.owners)
+        @rule(token=st.sampled_from(TOKENS), owner=st.sampled_from(OWNERS))
+        def set_owner(self, token: str, owner: str | None) -> None:
+            live = token in self.live()
+            assert ctx.call(ctx.store.set_owner(token, owner)) is live
+            if live:
+                self.owner[token] = owner
+
+        @precondition(lambda self: ctx.owners)
+        @rule(owner=st.sampled_from(OWNERS[1:]))
+        def sessions_of(self, owner: str) -> None:
+            listed = ctx.call(ctx.store.sessions_of(owner))
+            expected = {
+                (self.key(t), data) for t, data in self.live().items() if self.owner[t] == owner
+            }
+            assert {(s.key, s.data) for s in listed} == expected
+            assert [s.expiry for s in listed] == sorted(s.expiry for s in listed)
+
+        @precondition(lambda self: ctx.owners)
+        @rule(owner=st.sampled_from(OWNERS[1:]), keep=st.sampled_from([None, *TOKENS]))
+        def delete_owned(self, owner: str, keep: str | None) -> None:
+            gone = [t for t in self.model if self.owner[t] == owner and t != keep]
+            assert ctx.call(ctx.store.delete_owned(owner, keep=keep)) == len(gone)
+            for token in gone:
+                self.forget(token)
+
+        @precondition(lambda self: ctx.owners)
+        @rule(owner=st.sampled_from(OWNERS[1:]), token=st.sampled_from(TOKENS))
+        def revoke(self, owner: str, token: str) -> None:
+            theirs = token in self.model and self.owner[token] == owner
+            assert ctx.call(ctx.store.revoke(owner, self.key(token))) is theirs
+            if theirs:
+                self.forget(token)
 
         @rule(token=st.sampled_from(TOKENS))
         def exists_and_expiry(self, token: str) -> None:
@@ -359,7 +418,7 @@ def machine_for(ctx: Context) -> type[RuleBasedStateMachine]:
         @rule(batch_size=st.sampled_from([None, 1, 3]))
         def clear(self, batch_size: int | None) -> None:
             assert ctx.call(ctx.store.clear(batch_size=batch_size)) == len(self.model)
-            self.model = {}
+            self.model, self.owner = {}, {}
 
         @rule()
         def all(self) -> None:
@@ -371,7 +430,7 @@ def machine_for(ctx: Context) -> type[RuleBasedStateMachine]:
             expired = [t for t, (_, hours) in self.model.items() if hours < 1]
             assert ctx.call(ctx.store.purge_expired(batch_size=batch_size)) == len(expired)
             for token in expired:
-                del self.model[token]
+                self.forget(token)
 
         @rule(hours=st.integers(1, 3))
         def time_passes(self, hours: int) -> None:
@@ -385,6 +444,9 @@ def machine_for(ctx: Context) -> type[RuleBasedStateMachine]:
                 self.key(t): (data, self.expiry(hours)) for t, (data, hours) in self.model.items()
             }
             assert {token: (bytes(data), expiry) for token, data, expiry in rows} == expected
+            if ctx.owners:
+                owners = dict(ctx.db.execute("SELECT token, owner FROM sessions").fetchall())
+                assert owners == {self.key(t): owner for t, owner in self.owner.items()}
 
     return SessionStoreMachine
 
@@ -399,7 +461,7 @@ STATEFUL_SETTINGS = settings(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("hashed", [False, True], ids=["plain", "hashed"])
+@pytest.mark.parametrize("hashed", [False, True], ids=["plain", "hashed-owners"])
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_stateful_against_a_dict_model(sessionstore_dsn: str, kind: str, hashed: bool) -> None:
     with psycopg.connect(sessionstore_dsn, autocommit=True) as db:
@@ -408,8 +470,9 @@ def test_stateful_against_a_dict_model(sessionstore_dsn: str, kind: str, hashed:
             with ConnectionPool(
                 sessionstore_dsn, min_size=1, max_size=2, kwargs={"autocommit": True}
             ) as pool:
-                store = Store(pool, cleanup=NoCleanup(), hash_tokens=hashed)
-                ctx = Context(store, lambda result: result, db, t0, hashed)
+                store = Store(pool, cleanup=NoCleanup(), hash_tokens=hashed, owners=hashed)
+                store.create_table()  # with owners: adds the owner column
+                ctx = Context(store, lambda result: result, db, t0, hashed, owners=hashed)
                 run_state_machine_as_test(machine_for(ctx), settings=STATEFUL_SETTINGS)
             return
         with asyncio.Runner() as runner:
@@ -422,7 +485,8 @@ def test_stateful_against_a_dict_model(sessionstore_dsn: str, kind: str, hashed:
             )
             runner.run(apool.open(wait=True))
             try:
-                astore = AsyncStore(apool, cleanup=NoCleanup(), hash_tokens=hashed)
+                astore = AsyncStore(apool, cleanup=NoCleanup(), hash_tokens=hashed, owners=hashed)
+                runner.run(astore.create_table())
 
                 def call(awaitable: Awaitable[Any]) -> Any:
                     async def run() -> Any:
@@ -430,7 +494,7 @@ def test_stateful_against_a_dict_model(sessionstore_dsn: str, kind: str, hashed:
 
                     return runner.run(run())
 
-                ctx = Context(astore, call, db, t0, hashed)
+                ctx = Context(astore, call, db, t0, hashed, owners=hashed)
                 run_state_machine_as_test(machine_for(ctx), settings=STATEFUL_SETTINGS)
             finally:
                 runner.run(apool.close())
