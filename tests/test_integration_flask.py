@@ -331,12 +331,19 @@ def test_cookie_attributes_follow_flask_settings(serve: Callable[..., App]) -> N
     assert got.body.strip() == MESSAGE
 
 
+def store_of(app: flask.Flask) -> Store:
+    """The store behind the app's session interface."""
+    interface = app.session_interface
+    assert isinstance(interface, PostgresSessionInterface)
+    return interface.store
+
+
 def test_a_browser_session_cookie_has_no_expiry_and_the_row_gets_session_only_ttl(
     serve: Callable[..., App], db: psycopg.Connection[Any]
 ) -> None:
     def configure(app: flask.Flask) -> None:
         app.session_interface = PostgresSessionInterface(
-            app.session_interface.store,  # type: ignore[attr-defined]
+            store_of(app),
             session_only_ttl=dt.timedelta(minutes=10),
         )
 
@@ -404,9 +411,7 @@ def test_refresh_touches_and_keeps_what_another_request_wrote_meanwhile(
             assert isinstance(session, ServerSideSession)
             assert session.token is not None
             soon = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
-            app.session_interface.store.commit(  # type: ignore[attr-defined]
-                session.token, written_meanwhile, soon
-            )
+            store_of(app).commit(session.token, written_meanwhile, soon)
             return message
 
     example = serve(configure, lifetime=dt.timedelta(minutes=10))
@@ -448,7 +453,7 @@ def test_refresh_of_a_session_deleted_meanwhile_does_not_bring_it_back(
             assert isinstance(session, ServerSideSession)
             assert session.token is not None
             # What "log out everywhere" on another device does meanwhile.
-            app.session_interface.store.delete(session.token)  # type: ignore[attr-defined]
+            store_of(app).delete(session.token)
             return message
 
     example = serve(configure)

@@ -187,6 +187,14 @@ class _Instance:
         ]
         if not self._durable:
             cmd.append("--no-sync")
+        self._run_setup("initdb", cmd)
+
+    def _run_setup(self, name: str, cmd: list[str]) -> None:
+        """Run a program that prepares the data directory, as the server's account.
+
+        Raises:
+            RuntimeError: If it failed; the message ends with its last output lines.
+        """
         logger.info("Running %s", " ".join(cmd))
         result = subprocess.run(
             cmd,
@@ -200,7 +208,7 @@ class _Instance:
         if result.returncode != 0:
             output = (result.stdout + result.stderr).strip().splitlines()
             raise RuntimeError(
-                f"initdb failed with exit code {result.returncode}:\n"
+                f"{name} failed with exit code {result.returncode}:\n"
                 + "\n".join(output[-_LOG_TAIL_LINES:])
             )
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,9 +35,7 @@ from psycopg.conninfo import make_conninfo
 from ._account import _give
 from ._instance import (
     _HOST,
-    _INITDB_TIMEOUT,
     _KILL_TIMEOUT,
-    _LOG_TAIL_LINES,
     _POLL_INTERVAL,
     _SUPERUSER,
     _Instance,
@@ -346,22 +343,7 @@ class _StandbyInstance(_Instance):
         ]
         if not self._durable:
             cmd.append("--no-sync")
-        logger.info("Running %s", " ".join(cmd))
-        result = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=_INITDB_TIMEOUT,
-            check=False,
-            **self._subprocess_kwargs(),
-        )
-        if result.returncode != 0:
-            output = (result.stdout + result.stderr).strip().splitlines()
-            raise RuntimeError(
-                f"pg_basebackup failed with exit code {result.returncode}:\n"
-                + "\n".join(output[-_LOG_TAIL_LINES:])
-            )
+        self._run_setup("pg_basebackup", cmd)
         signal_file = datadir / "standby.signal"
         signal_file.touch()
         _give(self._account, signal_file)
