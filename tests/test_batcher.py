@@ -16,10 +16,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg_pool import PoolTimeout
 
 from sessionstore._batch import Batcher
 from sessionstore._batch_async import AsyncBatcher
+from sessionstore._batch_rules import Lanes
 from sessionstore._core import MAX_BATCH, MAX_BATCH_BYTES, Statement
+from sessionstore._facade import LANES
 from sessionstore.errors import DatabaseError
 
 
@@ -68,8 +71,12 @@ class Fake:
         return [f"result {s.params[0]}" for s in statements]
 
 
-def run_sync(fake: Fake, queued: list[Statement]) -> list[Any]:
-    """One lane: a first call holds it while `queued` line up, then lets go."""
+def run_sync(fake: Fake, queued: list[Statement], timeout: float | None = None) -> list[Any]:
+    """One lane: a first call holds it while `queued` line up, then lets go.
+
+    With a `timeout`, the first call lets go only once the queued calls have ended,
+    which they do by waiting out the timeout in the queue.
+    """
     gate, inside = threading.Event(), threading.Event()
 
     def single(s: Statement) -> str:
@@ -78,7 +85,10 @@ def run_sync(fake: Fake, queued: list[Statement]) -> list[Any]:
             gate.wait()
         return fake.single(s)
 
-    batcher: Batcher[str] = Batcher(single, fake.many, size, lanes=1)
+    wait = 30.0 if timeout is None else timeout
+    batcher: Batcher[str] = Batcher(
+        "find", single, fake.many, size, limit=lambda: 1, timeout=lambda: wait
+    )
     outcomes: list[Any] = [None] * len(queued)
 
     def call(index: int, s: Statement) -> None:
@@ -93,8 +103,11 @@ def run_sync(fake: Fake, queued: list[Statement]) -> list[Any]:
     threads = [threading.Thread(target=call, args=(i, s)) for i, s in enumerate(queued)]
     for thread in threads:
         thread.start()
+    if timeout is not None:
+        for thread in threads:
+            thread.join(10)
     deadline = time.monotonic() + 10
-    while len(batcher._queue) < len(queued):
+    while timeout is None and len(batcher._queue) < len(queued):
         assert time.monotonic() < deadline, "calls did not queue"
         time.sleep(0.001)
     gate.set()
@@ -104,7 +117,7 @@ def run_sync(fake: Fake, queued: list[Statement]) -> list[Any]:
     return outcomes
 
 
-def run_async(fake: Fake, queued: list[Statement]) -> list[Any]:
+def run_async(fake: Fake, queued: list[Statement], timeout: float | None = None) -> list[Any]:
     async def scenario() -> list[Any]:
         gate, inside = asyncio.Event(), asyncio.Event()
 
@@ -117,10 +130,18 @@ def run_async(fake: Fake, queued: list[Statement]) -> list[Any]:
         async def many(statements: Sequence[Statement]) -> list[str]:
             return fake.many(statements)
 
-        batcher: AsyncBatcher[str] = AsyncBatcher(single, many, size, lanes=1)
+        wait = 30.0 if timeout is None else timeout
+        batcher: AsyncBatcher[str] = AsyncBatcher(
+            "find", single, many, size, limit=lambda: 1, timeout=lambda: wait
+        )
         first = asyncio.create_task(batcher.submit(statement("first")))
         await inside.wait()
         tasks = [asyncio.create_task(batcher.submit(s)) for s in queued]
+        if timeout is not None:
+            await asyncio.wait(tasks)
+            gate.set()
+            await first
+            return [task.exception() or task.result() for task in tasks]
         for _ in range(1000):  # each task queues on its first step
             if len(batcher._queue) == len(queued):
                 break
@@ -179,8 +200,70 @@ def test_no_server_answer_fails_every_call_at_once_each_with_its_own_error(run: 
     assert fake.singles == ["first"]  # nobody waited out the failure again
 
 
+def test_a_call_queued_for_the_pools_timeout_fails_and_is_never_sent(run: Any) -> None:
+    fake = Fake()
+    outcomes = run(fake, [statement(f"s{i}") for i in range(3)], timeout=0.2)
+    for outcome in outcomes:
+        assert isinstance(outcome, DatabaseError)
+        assert isinstance(outcome.__cause__, PoolTimeout)
+        assert "0.20 sec" in str(outcome)
+    assert fake.singles == ["first"]
+    assert fake.combined == []
+
+
 def test_a_lone_leader_gets_the_very_error_its_statement_raised(run: Any) -> None:
     own = server_error("s0")
     fake = Fake(fail_single={"s0": own})
     assert run(fake, [statement("s0")]) == [own]
     assert fake.combined == []
+
+
+# The lane rules themselves (`Lanes`), which both batchers consult.
+
+
+def test_calls_run_alone_up_to_the_cap_and_never_overtake_the_queue() -> None:
+    lanes = Lanes(lambda: 4, alone=None)
+    assert [lanes.start_alone(queued=False) for _ in range(5)] == [True] * 4 + [False]
+    assert lanes.busy == 4
+    assert not Lanes(lambda: 4, alone=None).start_alone(queued=True)
+    capped = Lanes(lambda: 16, alone=LANES)
+    assert [capped.start_alone(queued=False) for _ in range(LANES + 1)] == [True] * LANES + [False]
+    assert Lanes(lambda: 1, alone=LANES).start_alone(queued=False)
+
+
+def test_an_ending_statement_hands_its_turn_to_the_queue_while_lanes_are_few() -> None:
+    lanes = Lanes(lambda: 16, alone=None)
+    for _ in range(4):
+        assert lanes.start_alone(queued=False)
+    handed = [lanes.finish(lane=False, queued=True) for _ in range(4)]
+    assert handed == [True] * LANES + [False] * (4 - LANES)
+    assert (lanes.busy, lanes.lanes) == (LANES, LANES)
+    assert lanes.finish(lane=True, queued=True)  # a lane's turn goes on to the next batch
+    assert (lanes.busy, lanes.lanes) == (LANES, LANES)
+    assert not lanes.finish(lane=True, queued=False)
+    assert not lanes.finish(lane=True, queued=False)
+    assert (lanes.busy, lanes.lanes) == (0, 0)
+
+
+def test_a_full_batch_opens_another_lane_up_to_the_limit() -> None:
+    size = [3]
+    lanes = Lanes(lambda: size[0], alone=LANES)
+    assert lanes.start_alone(queued=False)
+    assert lanes.finish(lane=False, queued=True)  # now a lane
+    assert lanes.open_extra(queued=True)
+    assert lanes.open_extra(queued=True)
+    assert not lanes.open_extra(queued=True)  # the pool's three connections are in use
+    assert not lanes.open_extra(queued=False)
+    assert (lanes.busy, lanes.lanes) == (3, 3)
+    size[0] = 4  # a resized pool is followed at the next decision
+    assert lanes.open_extra(queued=True)
+    assert (lanes.busy, lanes.lanes) == (4, 4)
+
+
+def test_while_lanes_serve_a_queue_new_calls_join_it() -> None:
+    lanes = Lanes(lambda: 16, alone=None)
+    assert lanes.start_alone(queued=False)
+    assert lanes.finish(lane=False, queued=True)  # the queue got the turn: a lane runs
+    assert not lanes.start_alone(queued=False)  # even with the queue just emptied
+    assert not lanes.finish(lane=True, queued=False)  # the lane ends with nobody waiting
+    assert lanes.start_alone(queued=False)

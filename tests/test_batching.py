@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
+import pytest
 from _support import in_, new_token, table_rows
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
@@ -193,3 +196,113 @@ async def test_async_cancellation_of_queued_and_leading_calls(
     assert "dropped" not in rows
     assert rows["a"] == b"new"
     assert rows[blocker] == b"new"
+
+
+def lock_waiters(db: psycopg.Connection[Any]) -> int:
+    """How many backends wait for a row lock (the store's statements held in flight)."""
+    row = db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND datname = current_database()"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def wait_for(condition: Any, what: str) -> None:
+    """Poll `condition` (a failure guard of 10 s, not a timing assertion)."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_threads_run_single_calls_on_every_connection_of_the_pool(
+    sessionstore_dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    """Four threads, a pool of four: four statements at the server at once, none queued."""
+    blocker = new_token()
+    db.execute("INSERT INTO sessions VALUES (%s, 'old', now() + interval '1 hour')", (blocker,))
+    with (
+        ConnectionPool(
+            sessionstore_dsn, min_size=4, max_size=4, kwargs={"autocommit": True}
+        ) as pool,
+        psycopg.connect(sessionstore_dsn) as locker,
+    ):
+        store = Store(pool, cleanup=NoCleanup())
+        locker.execute("SELECT 1 FROM sessions WHERE token = %s FOR UPDATE", (blocker,))
+        threads = [
+            threading.Thread(target=store.commit, args=(blocker, f"{i}".encode(), in_(60)))
+            for i in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: lock_waiters(db) == 4, "four single commits did not reach the server")
+        assert len(store._commits._queue) == 0
+        locker.rollback()
+        for thread in threads:
+            thread.join(10)
+            assert not thread.is_alive()
+    assert lock_waiters(db) == 0
+
+
+async def test_async_runs_at_most_two_calls_alone_and_queues_the_rest(
+    sessionstore_dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    """On asyncio, calls beyond the lanes queue for one combined statement."""
+    blocker = new_token()
+    db.execute("INSERT INTO sessions VALUES (%s, 'old', now() + interval '1 hour')", (blocker,))
+    async with AsyncConnectionPool(
+        sessionstore_dsn, min_size=4, max_size=4, kwargs={"autocommit": True}
+    ) as apool:
+        store = AsyncStore(apool, cleanup=NoCleanup())
+        locker = await psycopg.AsyncConnection.connect(sessionstore_dsn)
+        await locker.execute("SELECT 1 FROM sessions WHERE token = %s FOR UPDATE", (blocker,))
+        tasks = [
+            asyncio.create_task(store.commit(blocker, f"{i}".encode(), in_(60))) for i in range(4)
+        ]
+        deadline = time.monotonic() + 10
+        while len(store._commits._queue) < 2 or lock_waiters(db) < 2:
+            assert time.monotonic() < deadline, "two commits did not queue behind two at the server"
+            await asyncio.sleep(0.01)
+        assert lock_waiters(db) == 2
+        assert len(store._commits._queue) == 2
+        await locker.rollback()
+        await locker.close()
+        await asyncio.gather(*tasks)
+        assert await store.find(blocker) in {f"{i}".encode() for i in range(4)}
+
+
+def test_a_pool_without_autocommit_is_told_once_what_it_costs(
+    sessionstore_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with ConnectionPool(sessionstore_dsn, min_size=1, max_size=1, name="no-autocommit") as pool:
+        store = Store(pool, cleanup=NoCleanup())
+        token = new_token()
+        with caplog.at_level(logging.WARNING, logger="sessionstore"):
+            store.commit(token, b"x", in_(60))
+            assert store.find(token) == b"x"
+            store.delete(token)
+        told = [r for r in caplog.records if "autocommit" in r.getMessage()]
+        assert len(told) == 1
+        assert "'no-autocommit'" in told[0].getMessage()
+        assert '"autocommit": True' in told[0].getMessage()
+        assert token not in caplog.text
+
+
+async def test_async_pool_without_autocommit_is_told_once(
+    sessionstore_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with AsyncConnectionPool(sessionstore_dsn, min_size=1, max_size=1) as apool:
+        store = AsyncStore(apool, cleanup=NoCleanup())
+        with caplog.at_level(logging.WARNING, logger="sessionstore"):
+            for _ in range(3):
+                assert await store.find(new_token()) is None
+        assert len([r for r in caplog.records if "autocommit" in r.getMessage()]) == 1
+    async with AsyncConnectionPool(
+        sessionstore_dsn, min_size=1, max_size=1, kwargs={"autocommit": True}
+    ) as apool:
+        caplog.clear()
+        store = AsyncStore(apool, cleanup=NoCleanup())
+        with caplog.at_level(logging.WARNING, logger="sessionstore"):
+            assert await store.find(new_token()) is None
+        assert "autocommit" not in caplog.text

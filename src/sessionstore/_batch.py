@@ -1,16 +1,23 @@
 """Combining concurrent calls of one operation into shared statements, for threads.
 
 The client's CPU, not the server, bounds a Python session store: each statement costs
-tens of microseconds of psycopg and pool work. So at most `lanes` calls of an
-operation run at once; a call that arrives while all lanes are busy queues, and when a
-lane frees up, the oldest queued call takes it over and serves every queued call
-(up to a cap) with one combined statement (`SessionCore.find_many`/`commit_many`).
-With one caller at a time nothing queues and each call is a single statement, so
-low concurrency pays only a lock; at high concurrency one round trip serves many.
+tens of microseconds of psycopg and pool work. So calls of an operation run singly
+while the pool has connections for them; once they have to wait, they queue, and a
+caller handed a lane serves every queued call (up to a cap) with one combined
+statement (`SessionCore.find_many`/`commit_many`). With few callers nothing queues
+and each call is a single statement, so low concurrency pays only a lock; at high
+concurrency one round trip serves many.
+
+How many statements run at once adapts to the pool and the queue (`Lanes` in
+`_batch_rules.py`): single calls may use every connection of the pool, because
+handing a result from one thread to another costs a wake-up and GIL switches that a
+cheap statement can't amortise; queued calls are served by `LANES` lanes, plus one
+for each batch that left calls behind at the cap.
 
 No thread is started: the callers do the work, and the lane passes from hand to hand.
 `_batch_async.py` is its twin for asyncio; the rules both follow (the caps of a
-batch, what a failed combined statement does) are in `_batch_rules.py`.
+batch, what a failed combined statement does, when to open a lane) are in
+`_batch_rules.py`.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from ._batch_rules import fails_all, take_batch
+from ._batch_rules import Lanes, fails_all, queue_timeout, take_batch
 from ._core import Statement
 from .errors import DatabaseError
 
@@ -30,40 +37,61 @@ _PENDING: Any = object()
 
 
 class _Request:
-    """One queued call: its statement, and where its outcome goes."""
+    """One queued call: its statement, and where its outcome goes.
 
-    __slots__ = ("done", "error", "lead", "result", "statement")
+    The caller sleeps on a lock that is created held and released by whoever
+    settles the call: a plain lock is the cheapest one-shot signal between threads
+    (an `threading.Event` is a condition variable, a lock and a list of waiters).
+    """
+
+    __slots__ = ("_settled", "error", "lead", "result", "statement")
 
     def __init__(self, statement: Statement) -> None:
         self.statement = statement
-        self.done = threading.Event()
         self.result: Any = _PENDING
         self.error: BaseException | None = None
         self.lead = False  # set when the call is handed a lane instead of a result
+        self._settled = threading.Lock()
+        self._settled.acquire()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Sleep until `wake` is called, or `timeout` seconds pass; whether woken."""
+        return self._settled.acquire(timeout=-1 if timeout is None else timeout)
+
+    def wake(self) -> None:
+        """Let the caller go on: it has its outcome, or the lane."""
+        self._settled.release()
 
 
 class Batcher(Generic[T]):
-    """Run calls of one operation singly while lanes are free, combined when they are not.
+    """Run calls of one operation singly while connections are free, combined when not.
 
     Args:
+        operation: The operation's name, for errors.
         single: Runs one statement, returns its result.
         combined: Runs many statements as one, returns one result per statement.
         size: The payload bytes of a statement, to cap combined statements.
-        lanes: How many calls (single or combined) may run at once.
+        limit: The most statements that may run at once (the pool's size, read at
+            each call, so a resized pool is followed).
+        timeout: How long a call may wait in the queue (the pool's ``timeout``: a
+            queued call is waiting for a connection), read at each call.
     """
 
     def __init__(
         self,
+        operation: str,
         single: Callable[[Statement], T],
         combined: Callable[[Sequence[Statement]], list[T]],
         size: Callable[[Statement], int],
-        lanes: int,
+        limit: Callable[[], int],
+        timeout: Callable[[], float],
     ) -> None:
+        self._operation = operation
+        self._timeout = timeout
         self._single = single
         self._combined = combined
         self._size = size
-        self._lanes = lanes
-        self._busy = 0
+        self._lanes = Lanes(limit, alone=None)
         self._queue: collections.deque[_Request] = collections.deque()
         self._lock = threading.Lock()
 
@@ -80,8 +108,7 @@ class Batcher(Generic[T]):
             DatabaseError: If the database failed (for this statement).
         """
         with self._lock:
-            if self._busy < self._lanes:
-                self._busy += 1
+            if self._lanes.start_alone(bool(self._queue)):
                 request = None
             else:
                 request = _Request(statement)
@@ -90,8 +117,15 @@ class Batcher(Generic[T]):
             try:
                 return self._single(statement)
             finally:
-                self._release()
-        request.done.wait()
+                self._release(lane=False)
+        if not request.wait(self._timeout()):
+            with self._lock:
+                expired = request in self._queue
+                if expired:
+                    self._queue.remove(request)
+            if expired:
+                raise queue_timeout(self._operation, self._timeout())
+            request.wait()  # taken into a batch, or handed a lane, just now
         if request.lead:
             self._serve(request)
         if request.error is not None:
@@ -99,19 +133,25 @@ class Batcher(Generic[T]):
         result: T = request.result
         return result
 
-    def _release(self) -> None:
-        """Hand the lane to the oldest queued call, or free it."""
+    def _release(self, *, lane: bool) -> None:
+        """A statement is done: hand its connection's turn to the queue, or free it."""
         with self._lock:
-            if not self._queue:
-                self._busy -= 1
+            if not self._lanes.finish(lane=lane, queued=bool(self._queue)):
                 return
             heir = self._queue.popleft()
         heir.lead = True
-        heir.done.set()
+        heir.wake()
 
     def _take(self, first: _Request) -> list[_Request]:
         with self._lock:
-            return take_batch(first, self._queue, _statement, self._size)
+            batch = take_batch(first, self._queue, _statement, self._size)
+            extra = None
+            if self._lanes.open_extra(bool(self._queue)):
+                extra = self._queue.popleft()
+        if extra is not None:
+            extra.lead = True
+            extra.wake()
+        return batch
 
     def _serve(self, leader: _Request) -> None:
         batch = self._take(leader)
@@ -136,9 +176,9 @@ class Batcher(Generic[T]):
             if not isinstance(exc, Exception):
                 raise  # KeyboardInterrupt and friends go on up the leader's thread
         finally:
-            self._release()
+            self._release(lane=True)
             for request in batch[1:]:
-                request.done.set()
+                request.wake()
 
     def _fail_or_retry(self, batch: list[_Request], exc: DatabaseError) -> list[Any]:
         """A combined statement failed: fail them all, or run each alone (`fails_all`)."""

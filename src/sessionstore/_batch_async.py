@@ -1,9 +1,13 @@
 """Combining concurrent calls of one operation into shared statements, for asyncio.
 
-The twin of `_batch.py` (the rules both follow are in `_batch_rules.py`): at most
-`lanes` calls of an operation run at once; calls that arrive while all lanes are busy
-queue, and the oldest of them, handed a lane, serves the queue with one combined
-statement. No task is created: the callers do the work. Cancellation is safe: a
+The twin of `_batch.py` (the rules both follow are in `_batch_rules.py`): calls of an
+operation run singly while fewer than `LANES` statements run; calls that arrive when
+more do queue, and the oldest of them, handed a lane, serves the queue with one
+combined statement; a batch that hit the cap opens another lane, up to the pool's
+size. On asyncio every statement costs the one event-loop thread tens of
+microseconds of psycopg and pool work, and handing a result over is cheap (a future),
+so combining pays as soon as two calls wait: unlike threads, singles are not allowed
+to spread over the whole pool. No task is created: the callers do the work. Cancellation is safe: a
 queued call that is cancelled is dropped before it is sent, and a lane holder that is
 cancelled hands its lane, and the calls it was serving, on to the next caller.
 """
@@ -15,8 +19,9 @@ import collections
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from ._batch_rules import fails_all, take_batch
+from ._batch_rules import Lanes, fails_all, queue_timeout, take_batch
 from ._core import Statement
+from ._facade import LANES
 from .errors import DatabaseError
 
 T = TypeVar("T")
@@ -26,37 +31,46 @@ _LEAD: Any = object()
 
 
 class _Request:
-    """One queued call: its statement, and the future its caller awaits."""
+    """One queued call: its statement, the future its caller awaits, its deadline."""
 
-    __slots__ = ("future", "statement")
+    __slots__ = ("deadline", "future", "statement")
 
-    def __init__(self, statement: Statement, future: asyncio.Future[Any]) -> None:
+    def __init__(self, statement: Statement, future: asyncio.Future[Any], deadline: float) -> None:
         self.statement = statement
         self.future = future
+        self.deadline = deadline  # on the loop's clock
 
 
 class AsyncBatcher(Generic[T]):
     """Run calls of one operation singly while lanes are free, combined when they are not.
 
     Args:
+        operation: The operation's name, for errors.
         single: Runs one statement, returns its result.
         combined: Runs many statements as one, returns one result per statement.
         size: The payload bytes of a statement, to cap combined statements.
-        lanes: How many calls (single or combined) may run at once.
+        limit: The most statements that may run at once (the pool's size, read at
+            each call, so a resized pool is followed).
+        timeout: How long a call may wait in the queue (the pool's ``timeout``: a
+            queued call is waiting for a connection), read at each call.
     """
 
     def __init__(
         self,
+        operation: str,
         single: Callable[[Statement], Awaitable[T]],
         combined: Callable[[Sequence[Statement]], Awaitable[list[T]]],
         size: Callable[[Statement], int],
-        lanes: int,
+        limit: Callable[[], int],
+        timeout: Callable[[], float],
     ) -> None:
+        self._operation = operation
+        self._timeout = timeout
         self._single = single
         self._combined = combined
         self._size = size
-        self._lanes = lanes
-        self._busy = 0
+        self._lanes = Lanes(limit, alone=LANES)
+        self._watchdog: asyncio.TimerHandle | None = None  # set while calls are queued
         self._queue: collections.deque[_Request] = collections.deque()
 
     async def submit(self, statement: Statement) -> T:
@@ -71,38 +85,73 @@ class AsyncBatcher(Generic[T]):
         Raises:
             DatabaseError: If the database failed (for this statement).
         """
-        if self._busy < self._lanes:
-            self._busy += 1
+        if self._lanes.start_alone(bool(self._queue)):
             try:
                 return await self._single(statement)
             finally:
-                self._release()
-        request = _Request(statement, asyncio.get_running_loop().create_future())
+                self._release(lane=False)
+        loop = asyncio.get_running_loop()
+        request = _Request(statement, loop.create_future(), loop.time() + self._timeout())
         self._queue.append(request)
+        if self._watchdog is None:
+            self._arm()
         try:
             outcome = await request.future
         except asyncio.CancelledError:
             # Handed the lane just as we were cancelled: pass it on, or it is lost.
             if request.future.done() and not request.future.cancelled():
-                self._release()
+                self._release(lane=True)
             raise
         if outcome is _LEAD:
             return await self._serve(request)
         result: T = outcome
         return result
 
-    def _release(self) -> None:
-        """Hand the lane to the oldest queued call still waiting, or free it."""
-        while self._queue:
-            heir = self._queue.popleft()
-            if not heir.future.done():  # skip callers that were cancelled meanwhile
-                heir.future.set_result(_LEAD)
+    def _release(self, *, lane: bool) -> None:
+        """A statement is done: hand its turn to the oldest queued call, or free it."""
+        if self._lanes.finish(lane=lane, queued=self._drop_withdrawn()):
+            self._queue.popleft().future.set_result(_LEAD)
+
+    def _expire(self) -> None:
+        """Fail the calls that waited in the queue for the pool's whole timeout.
+
+        One timer per batcher, not one per call (a timer costs more than the rest of
+        queueing a call): the queue is in arrival order, so its oldest call is the
+        next to expire, and the timer is set for it. An expired call's future fails
+        while it is queued and, like a cancelled one, it is dropped, never sent.
+        """
+        self._watchdog = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._queue and (self._queue[0].future.done() or self._queue[0].deadline <= now):
+            request = self._queue.popleft()
+            if not request.future.done():
+                request.future.set_exception(queue_timeout(self._operation, self._timeout()))
+        self._arm()
+
+    def _arm(self) -> None:
+        """Set the timer for the oldest queued call, if it is not set for it already."""
+        if not self._queue:
+            return
+        deadline = self._queue[0].deadline
+        if self._watchdog is not None:
+            if self._watchdog.when() <= deadline:
                 return
-        self._busy -= 1
+            self._watchdog.cancel()
+        self._watchdog = asyncio.get_running_loop().call_at(deadline, self._expire)
+
+    def _drop_withdrawn(self) -> bool:
+        """Drop the calls cancelled while queued from the front; whether any is left."""
+        while self._queue and self._queue[0].future.done():
+            self._queue.popleft()
+        return bool(self._queue)
 
     def _take(self, first: _Request) -> list[_Request]:
         # A call cancelled while queued is never sent.
-        return take_batch(first, self._queue, _statement, self._size, _withdrawn)
+        batch = take_batch(first, self._queue, _statement, self._size, _withdrawn)
+        if self._lanes.open_extra(self._drop_withdrawn()):
+            self._queue.popleft().future.set_result(_LEAD)
+        return batch
 
     async def _serve(self, leader: _Request) -> T:
         batch = self._take(leader)
@@ -117,6 +166,7 @@ class AsyncBatcher(Generic[T]):
         except asyncio.CancelledError:
             # The others did not ask to be cancelled: they go back to the front.
             self._queue.extendleft(reversed(followers))
+            self._arm()  # they are older than the call the timer was set for
             raise
         except BaseException as exc:
             for request in followers:
@@ -124,7 +174,7 @@ class AsyncBatcher(Generic[T]):
                     request.future.set_exception(exc)
             raise
         finally:
-            self._release()
+            self._release(lane=True)
         for request, result in zip(followers, results[1:], strict=True):
             if request.future.done():
                 continue

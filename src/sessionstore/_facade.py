@@ -14,10 +14,22 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 #: the pool's size). Every store operation is idempotent, so running one twice is safe.
 MIN_RETRIES = 2
 
-#: How many finds (and, separately, commits) run at once; more callers queue and are
-#: served together by one combined statement. Two lanes keep one round trip in
-#: flight while the other's results are being handed out; see docs/performance.md.
+#: How many combined statements of an operation (finds, commits, touches, each on
+#: its own) serve its queue at once, while their batches are not full: two keep one
+#: round trip in flight while the other's results are being handed out. A batch that
+#: hits the cap opens one more lane, up to the pool's size; see `_batch_rules.Lanes`
+#: and docs/performance.md.
 LANES = 2
+
+#: Logged once per store whose pool hands out connections outside autocommit mode:
+#: psycopg then wraps each statement in a transaction, so every call costs three
+#: round trips instead of one (measured: 44% of find throughput at one caller).
+NOT_AUTOCOMMIT = (
+    "pool %r: connections are not in autocommit mode, so every store call costs three "
+    "round trips (BEGIN, the statement, COMMIT) instead of one; create the pool with "
+    'kwargs={"autocommit": True} (every store operation is a single statement or runs '
+    "its own transaction)"
+)
 
 #: What a facade's ``_query`` returns: the first row, all rows, the number of rows
 #: affected, or nothing.

@@ -25,6 +25,11 @@ _stores: weakref.WeakSet[_Forkable] = weakref.WeakSet()
 class ForkedPool:
     """Stands in for a pool inherited through `os.fork`; every use raises."""
 
+    #: Read by the stores' batchers before they borrow a connection: a call gets as
+    #: far as `connection`, which raises.
+    max_size = 1
+    timeout = 30.0
+
     def __init__(self, parent_pid: int) -> None:
         self.parent_pid = parent_pid
 

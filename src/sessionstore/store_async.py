@@ -37,7 +37,7 @@ from ._core import (
     Steps,
     validate_batch_size,
 )
-from ._facade import LANES, MIN_RETRIES, Fetch, pool_type_error
+from ._facade import MIN_RETRIES, NOT_AUTOCOMMIT, Fetch, pool_type_error
 from .cleanup import AsyncCleanupStrategy, Cancellation, TaskCleanup, cancelling
 from .errors import DatabaseError, should_retry
 from .schema import create_table_hint, create_table_steps, owner_index_steps
@@ -94,6 +94,7 @@ class AsyncStore:
         if not isinstance(pool, AsyncConnectionPool):
             raise pool_type_error(pool, AsyncConnectionPool)
         self._pool = pool
+        self._told_autocommit = False  # the "not autocommit" advice is logged once
         self._core = SessionCore(
             table, schema, max_data_size, purge_batch_size, hash_tokens, owners=owners
         )
@@ -548,10 +549,20 @@ class AsyncStore:
         self._start_batchers()  # a parent thread may have held a batcher's lock
 
     def _start_batchers(self) -> None:
-        size = SessionCore.payload_size
-        self._finds = AsyncBatcher(self._find_one, self._find_many, size, LANES)
-        self._commits = AsyncBatcher(self._commit_one, self._commit_many, size, LANES)
-        self._touches = AsyncBatcher(self._touch_one, self._touch_many, size, LANES)
+        size, limit, wait = SessionCore.payload_size, self._pool_size, self._pool_timeout
+        self._finds = AsyncBatcher("find", self._find_one, self._find_many, size, limit, wait)
+        self._commits = AsyncBatcher(
+            "commit", self._commit_one, self._commit_many, size, limit, wait
+        )
+        self._touches = AsyncBatcher("touch", self._touch_one, self._touch_many, size, limit, wait)
+
+    def _pool_size(self) -> int:
+        """The most statements a batcher may run at once: the pool's size."""
+        return max(1, self._pool.max_size)
+
+    def _pool_timeout(self) -> float:
+        """How long a call may wait for a connection, in the pool or in a batcher."""
+        return float(self._pool.timeout)
 
     async def _find_one(self, statement: Statement) -> bytes | None:
         return self._core.decode_find(await self._query("find", statement, "one"))
@@ -589,6 +600,9 @@ class AsyncStore:
             conn = None
             try:
                 async with self._pool.connection() as conn:
+                    if not conn.autocommit and not self._told_autocommit:
+                        self._told_autocommit = True
+                        logger.warning(NOT_AUTOCOMMIT, self._pool.name)
                     cursor = conn.cursor(binary=True, row_factory=tuple_row)
                     await cursor.execute(statement.query, statement.params)
                     if fetch == "one":
