@@ -9,8 +9,10 @@ and the failure rule), through one adapter per side.
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 import time
+import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,7 +20,7 @@ import psycopg
 import pytest
 from psycopg_pool import PoolTimeout
 
-from sessionstore._batch import Batcher
+from sessionstore._batch import Batcher, _Request
 from sessionstore._batch_async import AsyncBatcher
 from sessionstore._batch_rules import Lanes
 from sessionstore._core import MAX_BATCH, MAX_BATCH_BYTES, Statement
@@ -267,3 +269,47 @@ def test_while_lanes_serve_a_queue_new_calls_join_it() -> None:
     assert not lanes.start_alone(queued=False)  # even with the queue just emptied
     assert not lanes.finish(lane=True, queued=False)  # the lane ends with nobody waiting
     assert lanes.start_alone(queued=False)
+
+
+class Interrupted(BaseException):
+    """Stands in for KeyboardInterrupt, raised by a signal handler in the main thread."""
+
+
+def test_an_interrupted_queued_caller_leaves_the_queue_and_the_lanes_intact() -> None:
+    gate, inside = threading.Event(), threading.Event()
+    fake = Fake()
+
+    def single(s: Statement) -> str:
+        if s.params[0] == "first":
+            inside.set()
+            gate.wait()
+        return fake.single(s)
+
+    batcher: Batcher[str] = Batcher(
+        "find", single, fake.many, size, limit=lambda: 1, timeout=lambda: 30.0
+    )
+    first = threading.Thread(target=batcher.submit, args=(statement("first"),))
+    first.start()
+    assert inside.wait(10)
+
+    def interrupt(signum: int, frame: types.FrameType | None) -> None:
+        # Only once the caller sleeps in the queue: a signal landing a few bytecodes
+        # earlier would test something else; then try again a little later.
+        if frame is not None and frame.f_code is _Request.wait.__code__:
+            raise Interrupted
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(Interrupted):
+            batcher.submit(statement("interrupted"))  # queues behind "first", then the signal
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert len(batcher._queue) == 0
+    gate.set()
+    first.join(10)
+    assert batcher.submit(statement("after")) == "result after"
+    assert fake.singles == ["first", "after"]
+    assert fake.combined == []

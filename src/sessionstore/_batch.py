@@ -23,6 +23,7 @@ batch, what a failed combined statement does, when to open a lane) are in
 from __future__ import annotations
 
 import collections
+import itertools
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
@@ -44,13 +45,14 @@ class _Request:
     (an `threading.Event` is a condition variable, a lock and a list of waiters).
     """
 
-    __slots__ = ("_settled", "error", "lead", "result", "statement")
+    __slots__ = ("_settled", "error", "lead", "next", "result", "statement")
 
     def __init__(self, statement: Statement) -> None:
         self.statement = statement
         self.result: Any = _PENDING
         self.error: BaseException | None = None
         self.lead = False  # set when the call is handed a lane instead of a result
+        self.next: _Request | None = None  # the follower this one wakes, when woken
         self._settled = threading.Lock()
         self._settled.acquire()
 
@@ -118,20 +120,46 @@ class Batcher(Generic[T]):
                 return self._single(statement)
             finally:
                 self._release(lane=False)
-        if not request.wait(self._timeout()):
-            with self._lock:
-                expired = request in self._queue
-                if expired:
-                    self._queue.remove(request)
-            if expired:
+        try:
+            woken = request.wait(self._timeout())
+        except BaseException:  # a KeyboardInterrupt in the main thread
+            self._abandon(request)
+            raise
+        if not woken:
+            if self._withdraw(request):
                 raise queue_timeout(self._operation, self._timeout())
             request.wait()  # taken into a batch, or handed a lane, just now
+        if request.next is not None:
+            request.next.wake()
         if request.lead:
             self._serve(request)
         if request.error is not None:
             raise request.error
         result: T = request.result
         return result
+
+    def _withdraw(self, request: _Request) -> bool:
+        """Take a call off the queue if it is still there; whether it was."""
+        with self._lock:
+            if request in self._queue:
+                self._queue.remove(request)
+                return True
+            return False
+
+    def _abandon(self, request: _Request) -> None:
+        """A waiting caller is interrupted: never leave the others stuck behind it.
+
+        Off the queue, it is simply dropped. Taken into a batch or handed a lane, it
+        waits for that (a statement already at the server) and passes on what it
+        holds: the chain of wake-ups, or the lane.
+        """
+        if self._withdraw(request):
+            return
+        request.wait()
+        if request.next is not None:
+            request.next.wake()
+        if request.lead:
+            self._release(lane=True)
 
     def _release(self, *, lane: bool) -> None:
         """A statement is done: hand its connection's turn to the queue, or free it."""
@@ -177,8 +205,16 @@ class Batcher(Generic[T]):
                 raise  # KeyboardInterrupt and friends go on up the leader's thread
         finally:
             self._release(lane=True)
-            for request in batch[1:]:
-                request.wake()
+            # The leader wakes one follower, and each follower the next: waking a
+            # thread costs the waker a context switch while it holds the GIL, so a
+            # leader waking 64 in a row kept every other thread, the next lane's
+            # leader among them, from running (py-spy: 65% of GIL time in waking).
+            # In a chain each wake-up is paid by a thread that has nothing else to do
+            # (measured at N=64: 21 against 31 us of client CPU per find).
+            for request, successor in itertools.pairwise(batch[1:]):
+                request.next = successor
+            if len(batch) > 1:
+                batch[1].wake()
 
     def _fail_or_retry(self, batch: list[_Request], exc: DatabaseError) -> list[Any]:
         """A combined statement failed: fail them all, or run each alone (`fails_all`)."""
