@@ -1,4 +1,4 @@
-"""Tracing: opentelemetry-instrumentation-psycopg on the application's pool, one span per statement."""
+"""Tracing: the psycopg instrumentation on the application's pool gives a span per statement."""
 
 from __future__ import annotations
 
@@ -61,9 +61,7 @@ async def test_each_statement_is_a_span_and_no_span_carries_a_token(
     spans = exporter.get_finished_spans()
     # One span per statement, carrying its SQL text (with placeholders, not values).
     statements = [dict(span.attributes or {}).get("db.statement") for span in spans]
-    assert [str(text).split()[0] for text in statements] == [
-        "INSERT", "SELECT", "UPDATE", "DELETE"
-    ]
+    assert [str(text).split()[0] for text in statements] == ["INSERT", "SELECT", "UPDATE", "DELETE"]
     assert all('"sessions"' in str(text) and "%s" in str(text) for text in statements)
     for span in spans:
         attributes = dict(span.attributes or {})
