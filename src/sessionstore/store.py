@@ -42,6 +42,7 @@ from ._core import (
 from ._facade import MIN_RETRIES, NOT_AUTOCOMMIT, Fetch, pool_type_error
 from .cleanup import Cancellation, CleanupStrategy, ThreadCleanup, cancelling
 from .errors import DatabaseError, should_retry
+from .metrics import OnOperation, measure, recorder_for
 from .schema import create_table_hint, create_table_steps, owner_index_steps
 
 logger = logging.getLogger("sessionstore.store")
@@ -74,6 +75,10 @@ class Store:
             (``migrate --owners`` adds it): `commit` and `create` take an
             ``owner``, and `sessions_of`, `delete_owned`, `revoke` and
             `set_owner` work. Without it those raise `OwnersNotEnabledError`.
+        on_operation: Where the store reports each operation's duration and
+            outcome (see `sessionstore.metrics`): None records OpenTelemetry
+            metrics if ``opentelemetry-api`` is installed, and nothing otherwise;
+            a callable is called with ``(operation, seconds, error_type)``.
 
     Raises:
         TypeError: If `pool` is not a `ConnectionPool`, or an option has
@@ -92,6 +97,7 @@ class Store:
         purge_batch_size: int = DEFAULT_PURGE_BATCH_SIZE,
         hash_tokens: bool = False,
         owners: bool = False,
+        on_operation: OnOperation | None = None,
     ) -> None:
         if not isinstance(pool, ConnectionPool):
             raise pool_type_error(pool, ConnectionPool)
@@ -100,6 +106,11 @@ class Store:
         self._core = SessionCore(
             table, schema, max_data_size, purge_batch_size, hash_tokens, owners=owners
         )
+        self._metrics = recorder_for(on_operation, self._core.schema, self._core.table)
+        if self._metrics is not None:
+            # Timed only when something records: without a recorder, the hot path
+            # is the plain `_query`, with not even a check added.
+            self._query = self._timed_query  # type: ignore[method-assign]
         self._start_batchers()
         _fork.track(self)
         self._cleanup: CleanupStrategy = ThreadCleanup() if cleanup is None else cleanup
@@ -109,6 +120,11 @@ class Store:
     def name(self) -> str:
         """The quoted, schema-qualified name of the sessions table."""
         return self._core.qualified_name
+
+    @property
+    def pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        """The connection pool the store borrows from (the caller's; never closed here)."""
+        return self._pool
 
     @property
     def cleanup(self) -> CleanupStrategy:
@@ -245,7 +261,7 @@ class Store:
             ValueError: If the token is invalid.
             DatabaseError: If the database could not answer.
         """
-        return self.expiry(token) is not None
+        return self._query("exists", self._core.expiry(token), "one") is not None
 
     def expiry(self, token: str) -> dt.datetime | None:
         """When a live session expires.
@@ -444,6 +460,13 @@ class Store:
         """
         should_stop = (lambda: False) if cancel is None else (lambda: cancel.cancelled)
         steps = self._core.purge_steps(batch_size, should_stop)
+        with measure(self._metrics, "purge") as measured:
+            # measured.steps counts the purge's statements (when measured).
+            deleted = self._purge(measured.steps(steps), cancel)
+            measured.purged(deleted)
+            return deleted
+
+    def _purge(self, steps: Steps, cancel: Cancellation | None) -> int | None:
         try:
             with self._pool.connection() as conn, cancelling(cancel, conn.cancel):
                 deleted = self._drive(conn, steps, commit_each=True)
@@ -471,11 +494,12 @@ class Store:
             DatabaseError: If the database could not delete them.
         """
         steps = self._core.clear_steps(batch_size)
-        try:
-            with self._pool.connection() as conn:
-                return int(self._drive(conn, steps, commit_each=True))
-        except psycopg.Error as exc:
-            raise DatabaseError("clear", exc) from exc
+        with measure(self._metrics, "clear"):
+            try:
+                with self._pool.connection() as conn:
+                    return int(self._drive(conn, steps, commit_each=True))
+            except psycopg.Error as exc:
+                raise DatabaseError("clear", exc) from exc
 
     def create_table(self) -> bool:
         """Create the schema, table and index if missing; never called implicitly.
@@ -493,11 +517,12 @@ class Store:
                 something is missing).
         """
         steps = create_table_steps(self._core)
-        created, index_pending = self._run("create_table", steps, create_table_hint)
-        if index_pending:
-            self._run_outside_transaction(
-                "create_table", owner_index_steps(self._core), create_table_hint
-            )
+        with measure(self._metrics, "create_table"):
+            created, index_pending = self._run("create_table", steps, create_table_hint)
+            if index_pending:
+                self._run_outside_transaction(
+                    "create_table", owner_index_steps(self._core), create_table_hint
+                )
         return bool(created)
 
     def stop_cleanup(self) -> None:
@@ -547,6 +572,8 @@ class Store:
         return self._core.decode_find(self._query("find", statement, "one"))
 
     def _find_many(self, finds: Sequence[Statement]) -> list[bytes | None]:
+        if self._metrics is not None:
+            self._metrics.batch("find", len(finds))
         rows = self._query("find", self._core.find_many(finds), "all")
         return self._core.decode_find_many(finds, rows)
 
@@ -554,6 +581,8 @@ class Store:
         self._query("commit", statement, "none")
 
     def _commit_many(self, commits: Sequence[Statement]) -> list[None]:
+        if self._metrics is not None:
+            self._metrics.batch("commit", len(commits))
         self._query("commit", self._core.commit_many(commits), "none")
         return [None] * len(commits)
 
@@ -561,6 +590,8 @@ class Store:
         return bool(self._query("touch", statement, "count"))
 
     def _touch_many(self, touches: Sequence[Statement]) -> list[bool]:
+        if self._metrics is not None:
+            self._metrics.batch("touch", len(touches))
         rows = self._query("touch", self._core.touch_many(touches), "all")
         return self._core.decode_touch_many(touches, rows)
 
@@ -595,8 +626,15 @@ class Store:
                 if retries >= max(MIN_RETRIES, self._pool.max_size) or not should_retry(exc, conn):
                     raise DatabaseError(operation, exc, self._core.failure_hint(exc)) from exc
                 retries += 1
+                if self._metrics is not None:
+                    self._metrics.retry(operation)
                 logger.warning("%s: connection lost (%s), retrying", operation, type(exc).__name__)
                 self._pool.check()  # drop the other dead connections first
+
+    def _timed_query(self, operation: str, statement: Statement, fetch: Fetch) -> Any:
+        """`_query`, timed for the store's recorder (it replaces `_query` when there is one)."""
+        with measure(self._metrics, operation):
+            return Store._query(self, operation, statement, fetch)
 
     def _run(
         self, operation: str, steps: Steps, hint: Callable[[psycopg.Error], str] = lambda _: ""

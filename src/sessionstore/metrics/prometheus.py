@@ -1,0 +1,130 @@
+"""A Prometheus collector for a store's pool and cleanup (the ``prometheus`` extra).
+
+`StoreCollector` reads, at each scrape, the pool's `get_stats` (never `pop_stats`,
+which would reset the counters under the application's feet) and the cleanup's
+`CleanupStats`, and reports them labelled with the table::
+
+    from prometheus_client import REGISTRY
+    from sessionstore.metrics.prometheus import StoreCollector
+
+    REGISTRY.register(StoreCollector(store))
+
+Then mount ``prometheus_client.make_wsgi_app()`` (Flask, Django) or
+``make_asgi_app()`` (Starlette, FastAPI) on ``/metrics``: see docs/operations.md.
+Operation durations are OpenTelemetry's part (`sessionstore.metrics`); its
+Prometheus exporter serves those on the same endpoint if wanted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..cleanup import CleanupStats
+from ..store import Store
+from ..store_async import AsyncStore
+
+__all__ = ["StoreCollector"]
+
+#: The pool's gauges: (get_stats key, metric name, help).
+_POOL_GAUGES = (
+    ("pool_min", "pool_min", "The pool's min_size."),
+    ("pool_max", "pool_max", "The pool's max_size."),
+    ("pool_size", "pool_size", "Connections in the pool, in use or idle (or being made)."),
+    ("pool_available", "pool_available", "Idle connections in the pool."),
+    ("requests_waiting", "pool_requests_waiting", "Callers waiting for a connection now."),
+)
+
+#: The pool's counters, since the pool opened: (key, name, help, scale to the unit).
+_POOL_COUNTERS = (
+    ("requests_num", "pool_requests", "Connections requested from the pool.", 1.0),
+    ("requests_queued", "pool_requests_queued", "Requests that had to wait.", 1.0),
+    ("requests_errors", "pool_requests_errors", "Requests that failed (timeout...).", 1.0),
+    ("requests_wait_ms", "pool_requests_wait_seconds", "Time spent waiting.", 1e-3),
+    ("usage_ms", "pool_usage_seconds", "Time connections were out of the pool.", 1e-3),
+    ("returns_bad", "pool_returns_bad", "Connections returned in a bad state.", 1.0),
+    ("connections_num", "pool_connections", "Connection attempts to the server.", 1.0),
+    ("connections_errors", "pool_connections_errors", "Failed connection attempts.", 1.0),
+    ("connections_ms", "pool_connections_seconds", "Time spent connecting.", 1e-3),
+    ("connections_lost", "pool_connections_lost", "Connections found broken.", 1.0),
+)
+
+
+class StoreCollector(Collector):
+    """Expose a store's pool and cleanup figures to a Prometheus registry.
+
+    Every metric carries a ``table`` label (schema-qualified if a schema is set),
+    so one registry can hold the collectors of several stores.
+
+    Args:
+        store: The `Store` or `AsyncStore` to report on.
+        prefix: The metric names' prefix.
+
+    Raises:
+        TypeError: If `store` is not a store.
+    """
+
+    def __init__(self, store: Store | AsyncStore, *, prefix: str = "sessionstore") -> None:
+        if not isinstance(store, Store | AsyncStore):
+            raise TypeError(f"store must be a Store or AsyncStore, not {type(store).__name__}")
+        self._store = store
+        self._prefix = prefix
+        core = store._core
+        self._table = core.table if core.schema is None else f"{core.schema}.{core.table}"
+
+    def collect(self) -> Iterator[Metric]:
+        """The current figures, read at each scrape.
+
+        Yields:
+            One metric family per figure.
+        """
+        stats = self._store.pool.get_stats()  # only the non-zero keys are present
+        for key, name, text in _POOL_GAUGES:
+            yield self._one(GaugeMetricFamily, name, text, stats.get(key, 0))
+        for key, name, text, scale in _POOL_COUNTERS:
+            yield self._one(CounterMetricFamily, name, text, stats.get(key, 0) * scale)
+        # A custom strategy need not keep stats: then there are none to show.
+        cleanup = getattr(self._store.cleanup, "stats", None)
+        if not isinstance(cleanup, CleanupStats):
+            return
+        yield self._one(CounterMetricFamily, "cleanup_runs", "Purges attempted.", cleanup.runs)
+        yield self._one(
+            CounterMetricFamily,
+            "cleanup_rows_deleted",
+            "Expired sessions the cleanup deleted.",
+            cleanup.rows_deleted,
+        )
+        yield self._one(
+            CounterMetricFamily,
+            "cleanup_skipped",
+            "Purges left to another store purging the table.",
+            cleanup.skipped,
+        )
+        yield self._one(CounterMetricFamily, "cleanup_errors", "Failed purges.", cleanup.errors)
+        if cleanup.last_run is not None:
+            yield self._one(
+                GaugeMetricFamily,
+                "cleanup_last_run_timestamp_seconds",
+                "When the last purge started (Unix time).",
+                cleanup.last_run.timestamp(),
+            )
+        if cleanup.last_duration is not None:
+            yield self._one(
+                GaugeMetricFamily,
+                "cleanup_last_duration_seconds",
+                "How long the last purge took.",
+                cleanup.last_duration,
+            )
+
+    def _one(
+        self,
+        family: type[GaugeMetricFamily] | type[CounterMetricFamily],
+        name: str,
+        text: str,
+        value: float,
+    ) -> Metric:
+        metric = family(f"{self._prefix}_{name}", text, labels=["table"])
+        metric.add_metric([self._table], float(value))
+        return metric
