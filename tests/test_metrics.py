@@ -246,14 +246,18 @@ def test_combined_statements_record_their_size_sync(
     sessionstore_dsn: str, db: psycopg.Connection[Any]
 ) -> None:
     """Each lane's commit waits on its own locked row; N more queue. Freeing one lane
-    sends the N as one statement (freeing both at once could split them)."""
+    sends the N as one statement (freeing both at once could split them).
+
+    The pool has just LANES connections: threads run single calls on every free
+    connection of the pool, so with more the N would not all queue.
+    """
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     readings = Readings(reader)
     queued = 5
     with (
         ConnectionPool(
-            sessionstore_dsn, min_size=4, max_size=4, kwargs={"autocommit": True}
+            sessionstore_dsn, min_size=LANES, max_size=LANES, kwargs={"autocommit": True}
         ) as pool,
         Lockers(sessionstore_dsn, db) as lockers,
     ):
