@@ -1,12 +1,21 @@
 """Network mode: a delaying TCP proxy, in a process of its own, in front of the server.
 
 ``python -m benchmarks --delay-ms D`` measures every contender, pgbench included,
-through `sessionstore.testing.TcpProxy` in ``delay`` mode: each chunk is forwarded D
-ms after it arrived, in each direction, so a round trip costs at least 2 D more, as
-on a real network. The proxy runs in a child process (``python -m
-benchmarks.netdelay``), never in a thread of the benchmark: it would share the GIL
-and the CPU time with the contenders it delays. Its CPU time is measured like the
-server's (`benchmarks.noise.Probe`) and printed with the run's noise.
+through a proxy that forwards each chunk D ms after it arrived, in each direction,
+so a round trip costs at least 2 D more, as on a real network. The proxy runs in a
+child process (``python -m benchmarks.netdelay``), never in a thread of the
+benchmark: it would share the GIL and the CPU time with the contenders it delays.
+Its CPU time is measured like the server's (`benchmarks.noise.Probe`) and printed
+with the run's noise.
+
+The child is not `sessionstore.testing.TcpProxy` (whose ``delay`` mode does the same
+with two tasks, a queue and a sleep per chunk per direction, and switchable modes
+the benchmark does not need): measured in the quick run, it cost ~120 µs of CPU per
+find, which at 0.5 ms and 64 callers would take most of a core of a 2-core machine
+from the contenders. Here each direction is an `asyncio.Protocol` holding a FIFO of
+(due, chunk) and one timer, and the loop runs on `select` rather than `epoll`:
+epoll's timeout has millisecond resolution (a 0.5 ms delay would take 1 ms),
+select's has microseconds, and the proxy has a few dozen sockets.
 
 The child prints its port on stdout once it listens and runs until its stdin closes,
 so it also ends when the benchmark dies.
@@ -15,7 +24,10 @@ so it also ends when the benchmark dies.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import collections
 import contextlib
+import selectors
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -114,22 +126,107 @@ class DelayProxy:
         self.close()
 
 
+class _Side(asyncio.Protocol):
+    """One socket of a proxied connection: what it receives goes to its peer, delayed."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Side | None = None
+        #: Chunks received and not yet forwarded, oldest first; None is the end.
+        self.queue: collections.deque[tuple[float, bytes | None]] = collections.deque()
+        self.timer: asyncio.TimerHandle | None = None
+        self.loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._push(data)
+
+    def eof_received(self) -> bool:
+        self._push(None)
+        return True  # keep our side open until the peer has had everything
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._push(None)
+
+    def pause_writing(self) -> None:  # the peer is slow: stop reading what we'd send it
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+    def _push(self, data: bytes | None) -> None:
+        if self.queue and self.queue[-1][1] is None:
+            return  # already ended
+        self.queue.append((self.loop.time() + self.delay, data))
+        if self.timer is None:
+            self.timer = self.loop.call_at(self.queue[0][0], self._flush)
+
+    def _flush(self) -> None:
+        self.timer = None
+        now = self.loop.time()
+        peer = self.peer.transport if self.peer is not None else None
+        while self.queue and self.queue[0][0] <= now:
+            _, data = self.queue.popleft()
+            if peer is None or peer.is_closing():
+                continue
+            if data is None:
+                peer.close()
+                if self.transport is not None:
+                    self.transport.close()
+            else:
+                peer.write(data)
+        if self.queue:
+            self.timer = self.loop.call_at(self.queue[0][0], self._flush)
+
+
+async def _serve(host: str, port: int, delay: float) -> None:
+    loop = asyncio.get_running_loop()
+    connecting: set[asyncio.Task[None]] = set()
+
+    class Client(_Side):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            assert self.transport is not None
+            self.transport.pause_reading()  # until the upstream is connected
+            task = loop.create_task(self._connect())
+            connecting.add(task)
+            task.add_done_callback(connecting.discard)
+
+        async def _connect(self) -> None:
+            assert self.transport is not None
+            try:
+                _, upstream = await loop.create_connection(lambda: _Side(delay), host, port)
+            except OSError:
+                self.transport.abort()
+                return
+            upstream.peer, self.peer = self, upstream
+            self.transport.resume_reading()
+
+    server = await loop.create_server(lambda: Client(delay), "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    # Until the benchmark closes our stdin (or dies): read it in a thread.
+    await loop.run_in_executor(None, sys.stdin.read)
+    server.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The child: run the proxy until stdin closes."""
-    from sessionstore.testing import TcpProxy
-
     parser = argparse.ArgumentParser(prog="python -m benchmarks.netdelay")
     parser.add_argument("host")
     parser.add_argument("port", type=int)
     parser.add_argument("delay_ms", type=float)
     args = parser.parse_args(argv)
-    with TcpProxy(args.host, args.port) as proxy:
-        if args.delay_ms > 0:
-            proxy.delay(args.delay_ms / 1000)
-        print(proxy.port, flush=True)
-        # A terminal's Ctrl-C reaches the whole process group: stop quietly then too.
-        with contextlib.suppress(KeyboardInterrupt):
-            sys.stdin.read()  # until the benchmark closes it (or dies)
+    loop = asyncio.SelectorEventLoop(selectors.SelectSelector())
+    # A terminal's Ctrl-C reaches the whole process group: stop quietly then too.
+    with contextlib.suppress(KeyboardInterrupt):
+        loop.run_until_complete(_serve(args.host, args.port, args.delay_ms / 1000))
+    loop.close()
     return 0
 
 
