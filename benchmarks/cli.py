@@ -271,15 +271,19 @@ def _finite(value: Any) -> Any:
 
 
 def _run_network(
-    bench: Bench, dsn: str, delay: float | None, progress: Progress
+    bench: Bench, dsn: str, delay: float | None, progress: Progress, meta: dict[str, Any]
 ) -> dict[Key, list[Sample]]:
-    """Run the sweep on one network: direct, or through a delaying proxy process."""
+    """Run the sweep on one network: direct, or through a delaying proxy process.
+
+    The proxy's pid goes into ``meta["proxy_pids"]`` (by network), for the record.
+    """
     label = network_label(delay)
     if delay is None:
         bench.use_network(label, dsn)
         return bench.run(on_step=progress.step, before_step=progress.show)
     with DelayProxy(dsn, delay) as proxy:
         _say(f"network {label} each way: proxy process {proxy.pid}")
+        meta.setdefault("proxy_pids", {})[label] = proxy.pid
         bench.use_network(label, proxy.dsn, {"proxy": proxy.pid})
         try:
             return bench.run(on_step=progress.step, before_step=progress.show)
@@ -321,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     progress = Progress(len(bench.plan()) * len(settings.networks))
                     try:
                         for delay in settings.networks:
-                            samples.update(_run_network(bench, dsn, delay, progress))
+                            samples.update(_run_network(bench, dsn, delay, progress, meta))
                     finally:
                         progress.close()
                 finally:

@@ -179,6 +179,8 @@ class Pgbench:
         self.rows = rows
         self.payload = payload
         self.workdir = workdir
+        #: The DSN options `check` found pgbench's libpq does not know.
+        self.dropped: list[str] = []
         lifetime = int(LIFETIME.total_seconds())
         q = table.quoted
         self.scripts = {
@@ -218,7 +220,7 @@ class Pgbench:
             RuntimeError: pgbench cannot connect.
         """
         probe = self._script("probe", "SELECT 1;\n")
-        dropped: list[str] = []
+        self.dropped = dropped = list[str]()
         while True:
             try:
                 self._run([self.path, "--no-vacuum", "--transactions=1", f"--file={probe}"], 0)
@@ -318,7 +320,13 @@ class Pgbench:
 
     def _run(self, cmd: list[str], seconds: int, dsn: str | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env["PGDATABASE"] = dsn or self.dsn
+        if dsn is None:
+            env["PGDATABASE"] = self.dsn
+        else:  # another route to the server: without the options pgbench's libpq lacks
+            params = conninfo_to_dict(dsn)
+            for name in self.dropped:
+                params.pop(name, None)
+            env["PGDATABASE"] = make_conninfo("", **params)
         # Its own session: a terminal's Ctrl-C reaches us, and we stop pgbench.
         proc = subprocess.Popen(
             cmd,
