@@ -92,6 +92,7 @@ class Target:
     description: str
     met: bool
     detail: str
+    issue: int = 14
 
 
 #: The default of ``--max-steal``: rounds in which the host stole more than this share
@@ -220,6 +221,54 @@ def round_trip_ceiling(callers: int, delay_ms: float) -> float:
     return callers / (2 * delay_ms / 1000)
 
 
+def issue4_targets(cells: Sequence[Cell]) -> list[Target]:
+    """Check issue 4's targets (the first speed issue) on the loopback cells."""
+    cells = [c for c in cells if c.network == "loopback" and not c.missing]
+    by = {(c.op, c.contender, c.concurrency): c for c in cells}
+    stores = [key for key in ("store", "async_store") if any(c.contender == key for c in cells)]
+    levels = sorted({c.concurrency for c in cells})
+    targets: list[Target] = []
+    for key in stores:
+        label = BY_KEY[key].label.split(" ")[0]
+        for op in ("find", "commit"):
+            ratios = [(n, by[(op, key, n)].vs_raw) for n in levels if (op, key, n) in by]
+            known = [(n, r) for n, r in ratios if r is not None]
+            if known:
+                worst_n, worst = min(known, key=lambda item: item[1])
+                targets.append(
+                    Target(
+                        f"{label} {op} >= 1.0x raw psycopg at every concurrency",
+                        worst >= 1.0,
+                        f"lowest {worst:.2f}x at N={worst_n}",
+                    )
+                )
+        for n in (16, 64):
+            cell = by.get(("find", key, n))
+            if cell is not None and cell.vs_raw is not None:
+                targets.append(
+                    Target(
+                        f"{label} find >= 1.3x raw psycopg at N={n}",
+                        cell.vs_raw >= 1.3,
+                        f"{cell.vs_raw:.2f}x",
+                    )
+                )
+        if 64 in levels:
+            for op in ("find", "commit"):
+                own = [by[(op, key, n)] for n in levels if (op, key, n) in by]
+                top = by.get((op, key, 64))
+                if top is not None and own:
+                    best = max(own, key=lambda c: c.ops_per_s)
+                    share = top.ops_per_s / best.ops_per_s if best.ops_per_s else 0.0
+                    targets.append(
+                        Target(
+                            f"{label} {op} at N=64 >= 90% of its best",
+                            share >= 0.9,
+                            f"{share:.0%} of {best.ops_per_s:,.0f}/s (N={best.concurrency})",
+                        )
+                    )
+    return targets
+
+
 def check_targets(cells: Sequence[Cell]) -> list[Target]:
     """Check issue 14's targets that this run measured (each one with its figure).
 
@@ -227,13 +276,14 @@ def check_targets(cells: Sequence[Cell]) -> list[Target]:
         cells: The run's cells.
 
     Returns:
-        One target per figure checked: the ratios to pgbench at loopback, the ratios to
-        raw psycopg at 1 and 4 callers, and on each delayed network the ratios to raw
-        psycopg at 16 and 64 callers and the lowest at any concurrency.
+        Issue 4's targets (`issue4_targets`), then one target per figure checked for
+        issue 14: the ratios to pgbench at loopback, the ratios to raw psycopg at 1
+        and 4 callers, and on each delayed network the ratios to raw psycopg at 16 and
+        64 callers and the lowest at any concurrency.
     """
+    targets = [dataclasses.replace(t, issue=4) for t in issue4_targets(cells)]
     by = {(c.network, c.op, c.contender, c.concurrency): c for c in cells if not c.missing}
     networks = sorted({c.network for c in cells}, key=lambda n: (delay_of(n) or 0.0, n))
-    targets: list[Target] = []
 
     def short(key: str) -> str:
         return BY_KEY[key].label.split(" ")[0]
@@ -397,10 +447,14 @@ def format_targets(targets: Sequence[Target]) -> str:
     """Render the targets as lines of text."""
     if not targets:
         return ""
-    lines = ["targets (issue 14):"]
-    for t in targets:
-        lines.append(f"  [{'met ' if t.met else 'MISS'}] {t.description}: {t.detail}")
-    return "\n".join(lines)
+    blocks = []
+    for issue in sorted({t.issue for t in targets}):
+        lines = [f"targets (issue {issue}):"]
+        for t in targets:
+            if t.issue == issue:
+                lines.append(f"  [{'met ' if t.met else 'MISS'}] {t.description}: {t.detail}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def cells_json(cells: Sequence[Cell]) -> list[dict[str, Any]]:

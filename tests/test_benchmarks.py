@@ -581,3 +581,8 @@ def test_issue_14_targets_pass_and_miss(bench: Any) -> None:
     assert not never.met
     assert never.detail == "lowest 0.95x at N=4"
     assert round_trip_ceiling(16, 0.5) == 16_000
+    # Issue 4's targets are still checked, on the loopback cells, and told apart.
+    earlier = targets["Store find >= 1.0x raw psycopg at every concurrency"]
+    assert earlier.issue == 4
+    assert not earlier.met
+    assert {t.issue for t in targets.values()} == {4, 14}
