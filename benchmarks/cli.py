@@ -10,6 +10,13 @@ SVG (``--plot``; needs matplotlib, the ``bench`` extra: without it the run says 
 install it and goes on without the chart); progress goes to stderr. Ctrl-C stops the
 run cleanly: workers finish their operation, pools close, pgbench is stopped, the table
 is dropped and the server stops.
+
+``--network loopback,0.5`` (the full run's default) measures everything twice: on
+direct connections, then through a proxy process adding 0.5 ms each way
+(`benchmarks.netdelay`); ``--delay-ms D`` is ``--network loopback,D``. Every round
+records the CPU the host stole, the other processes' load and the CPU time of the
+client, the server and the proxy (`benchmarks.noise`); rounds with more steal than
+``--max-steal`` are left out of the medians.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from sessionstore.testing import PostgresServer, ephemeral_postgres
 from . import plot, report
 from .contenders import CONTENDERS
 from .measure import OPS, Sample
+from .netdelay import DelayProxy
 from .pgbench import PgbenchChoice, find_pgbench
 from .progress import Progress
 from .runner import (
@@ -46,6 +54,8 @@ from .runner import (
     concurrency_list,
     delete_pool_size,
     names_list,
+    network_label,
+    networks_list,
     server_info,
 )
 from .scale import format_scale, run_scale
@@ -56,7 +66,14 @@ DEFAULT_JSON = RESULTS_DIR / "latest.json"
 DEFAULT_PLOT = RESULTS_DIR / "throughput.png"
 
 #: What ``--quick`` changes (options given explicitly still win).
-QUICK = {"rows": 10_000, "concurrency": (1, 16), "rounds": 1, "duration": 0.7, "warmup": 0.2}
+QUICK = {
+    "rows": 10_000,
+    "concurrency": (1, 16),
+    "rounds": 1,
+    "duration": 0.7,
+    "warmup": 0.2,
+    "networks": (None,),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +136,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="table sizes for --scale (default 10000,100000,1000000)",
     )
     p.add_argument("--keep-table", action="store_true", help="leave the benchmark's tables behind")
+    net = p.add_mutually_exclusive_group()
+    net.add_argument(
+        "--network",
+        type=networks_list,
+        help="networks, comma-separated: loopback (direct) and/or delays in ms each way "
+        "through a proxy process (default loopback,0.5; --quick: loopback)",
+    )
+    net.add_argument(
+        "--delay-ms",
+        type=float,
+        help="shorthand for --network loopback,D: also measure through a proxy adding D ms "
+        "each way",
+    )
+    p.add_argument(
+        "--max-steal",
+        type=float,
+        help=f"leave out rounds where the host stole more than this share of the CPU "
+        f"(default {defaults.max_steal:g})",
+    )
     return p
 
 
@@ -138,6 +174,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "seed",
         "pgbench",
         "scale_rows",
+        "max_steal",
     ):
         value = getattr(args, name)
         if value is not None:
@@ -146,6 +183,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         values["ops"] = names_list(args.ops, OPS, "operation")
     if args.contenders:
         values["contenders"] = names_list(args.contenders, [c.key for c in CONTENDERS], "contender")
+    if args.network is not None:
+        values["networks"] = args.network
+    elif args.delay_ms is not None:
+        values["networks"] = networks_list(f"loopback,{args.delay_ms}")
     values["scale"] = args.scale or args.scale_only
     values["keep_table"] = args.keep_table
     settings = Settings(**values)
@@ -153,6 +194,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         raise ValueError("--rows and --rounds must be at least 1, --payload at least 0")
     if settings.duration <= 0 or settings.warmup < 0:
         raise ValueError("--duration must be positive and --warmup not negative")
+    if not 0 <= settings.max_steal <= 1:
+        raise ValueError("--max-steal must be a share of the CPU between 0 and 1")
     return settings
 
 
@@ -210,6 +253,8 @@ def _meta(settings: Settings, source: str, dsn: str, pgbench: PgbenchChoice) -> 
             "delete_pool_rows": delete_pool_size(settings),
             "table": settings.table,
             "seed": settings.seed,
+            "networks": [network_label(d) for d in settings.networks],
+            "max_steal": settings.max_steal,
         },
     }
 
@@ -223,6 +268,27 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list):
         return [_finite(v) for v in value]
     return value
+
+
+def _run_network(
+    bench: Bench, dsn: str, delay: float | None, progress: Progress, meta: dict[str, Any]
+) -> dict[Key, list[Sample]]:
+    """Run the sweep on one network: direct, or through a delaying proxy process.
+
+    The proxy's pid goes into ``meta["proxy_pids"]`` (by network), for the record.
+    """
+    label = network_label(delay)
+    if delay is None:
+        bench.use_network(label, dsn)
+        return bench.run(on_step=progress.step, before_step=progress.show)
+    with DelayProxy(dsn, delay) as proxy:
+        _say(f"network {label} each way: proxy process {proxy.pid}")
+        meta.setdefault("proxy_pids", {})[label] = proxy.pid
+        bench.use_network(label, proxy.dsn, {"proxy": proxy.pid})
+        try:
+            return bench.run(on_step=progress.step, before_step=progress.show)
+        finally:
+            bench.use_network("loopback", dsn)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,9 +321,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bench = Bench(dsn, settings, pgbench.path)
                 try:
                     bench.setup(_say)
-                    progress = Progress(len(bench.plan()))
+                    meta["server_pid_local"] = bench.server_pid is not None
+                    progress = Progress(len(bench.plan()) * len(settings.networks))
                     try:
-                        samples = bench.run(on_step=progress.step, before_step=progress.show)
+                        for delay in settings.networks:
+                            samples.update(_run_network(bench, dsn, delay, progress, meta))
                     finally:
                         progress.close()
                 finally:
@@ -272,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if leftovers:
         _say(f"warning: threads still running: {', '.join(leftovers)}")
 
-    cells = report.summarize(samples)
+    cells = report.summarize(samples, settings.max_steal)
     targets = report.check_targets(cells)
     elapsed = time.monotonic() - started
     server = meta["server"]
@@ -296,6 +364,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"scale part only, {settings.payload}-byte payloads; run took {elapsed:.0f} s")
     if meta["pgbench_missing"]:
         print(f"note: the pgbench row is left out: {meta['pgbench_missing']}")
+    if cells:
+        print(report.run_noise(cells) + f" (--max-steal {settings.max_steal:g})")
+        if not meta.get("server_pid_local"):
+            print("note: the server is not on this machine: no server CPU per operation")
     if cells:
         print()
         print(report.format_table(cells, settings.ops, settings.rounds))
@@ -325,8 +397,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if plot_missing:
             print(f"plot: not drawn: {plot_missing}")
         else:
+            # The chart shows the first network's cells (loopback in a full run).
+            first = network_label(settings.networks[0])
+            shown = [c for c in cells if c.network == first]
             written = plot.draw(
-                cells, settings.ops, settings.concurrency, plot.subtitle(meta), args.plot
+                shown, settings.ops, settings.concurrency, plot.subtitle(meta), args.plot
             )
             print("plot: " + ", ".join(map(str, written)))
     return 0

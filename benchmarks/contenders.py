@@ -29,6 +29,7 @@ from sessionstore.cleanup import NoCleanup
 
 from . import measure
 from .measure import Inputs, Sample
+from .noise import Probe
 from .workload import Table
 
 #: The largest pool a measurement uses: one connection per caller, at most 16 (callers
@@ -140,6 +141,7 @@ class Run:
         warmup: Seconds before counting starts.
         duration: Seconds counted.
         seed: Seeds the workers' random choices.
+        probe: Measures the window's noise and CPU time, or None.
     """
 
     dsn: str
@@ -149,6 +151,7 @@ class Run:
     warmup: float
     duration: float
     seed: int
+    probe: Probe | None = None
 
 
 def measure_python(contender: Contender, run: Run, inputs: Inputs) -> Sample:
@@ -185,7 +188,9 @@ def _measure_threads(contender: Contender, run: Run, inputs: Inputs) -> Sample:
         try:
             counter = measure.delete_counter()
             op = measure.sync_op(run.op, client, inputs, counter)
-            sample = measure.run_threads(op, run.concurrency, run.warmup, run.duration, run.seed)
+            sample = measure.run_threads(
+                op, run.concurrency, run.warmup, run.duration, run.seed, run.probe
+            )
             if run.op == "delete":
                 sample.consumed = measure.consumed(counter, len(inputs.delete_tokens))
             return sample
@@ -218,7 +223,7 @@ async def _measure_tasks(contender: Contender, run: Run, inputs: Inputs) -> Samp
             counter = measure.delete_counter()
             op = measure.async_op(run.op, client, inputs, counter)
             sample = await measure.run_tasks(
-                op, run.concurrency, run.warmup, run.duration, run.seed
+                op, run.concurrency, run.warmup, run.duration, run.seed, run.probe
             )
             if run.op == "delete":
                 sample.consumed = measure.consumed(counter, len(inputs.delete_tokens))

@@ -24,6 +24,7 @@ from array import array
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Protocol
 
+from .noise import Probe, Snapshot, Usage
 from .workload import LIFETIME
 
 #: The share of commits in the mix workload.
@@ -88,6 +89,11 @@ class Sample:
         exhausted: The delete pool ran out (the window was cut short, or pgbench
             deleted rows that were already gone).
         consumed: Delete-pool rows handed out (delete only).
+        usage: The machine's noise and each process's CPU time over the window (None
+            when not measured, or when the window was cut short).
+        cpu_ops: The operations `usage` covers: `ops` for the Python contenders;
+            for pgbench, whose CPU is known for its whole run only, every
+            transaction it logged.
     """
 
     ops: int
@@ -95,6 +101,8 @@ class Sample:
     latencies: array[float]
     exhausted: bool = False
     consumed: int = 0
+    usage: Usage | None = None
+    cpu_ops: int = 0
 
     @property
     def ops_per_s(self) -> float:
@@ -121,18 +129,46 @@ def _collect(
     results: Sequence[tuple[list[float], list[float]]],
     exhausted_at: float | None,
     consumed: int,
+    marks: Sequence[Snapshot] = (),
 ) -> Sample:
     end = win.end if exhausted_at is None else min(win.end, exhausted_at)
     latencies: array[float] = array("d")
     for ends, lats in results:
         latencies.extend(lat for t, lat in zip(ends, lats, strict=True) if t <= end)
+    # A window cut short has no snapshot at its real end: no CPU figures then.
+    usage = Probe.usage(marks[0], marks[1]) if len(marks) == 2 and exhausted_at is None else None
     return Sample(
         ops=len(latencies),
         seconds=max(0.0, end - win.start),
         latencies=latencies,
         exhausted=exhausted_at is not None,
         consumed=consumed,
+        usage=usage,
+        cpu_ops=len(latencies),
     )
+
+
+def _clock_thread(
+    win: Window, probe: Probe | None, marks: list[Snapshot]
+) -> tuple[threading.Event, threading.Thread | None]:
+    """Snapshot `probe` at the window's start and end from a thread; set the event to stop.
+
+    A thread of its own, woken twice: the workers' loop stays exactly what it is
+    without a probe.
+    """
+    stop = threading.Event()
+    if probe is None:
+        return stop, None
+
+    def clock() -> None:
+        for due in (win.start, win.end):
+            if stop.wait(max(0.0, due - time.perf_counter())):
+                return
+            marks.append(probe.snap())
+
+    thread = threading.Thread(target=clock, name="bench-clock", daemon=True)
+    thread.start()
+    return stop, thread
 
 
 # --------------------------------------------------------------------------- threads
@@ -181,10 +217,18 @@ def sync_op(op: str, client: SyncClient, inputs: Inputs, counter: Iterator[int])
     return run
 
 
-def run_threads(run: SyncOp, concurrency: int, warmup: float, duration: float, seed: int) -> Sample:
+def run_threads(
+    run: SyncOp,
+    concurrency: int,
+    warmup: float,
+    duration: float,
+    seed: int,
+    probe: Probe | None = None,
+) -> Sample:
     """Call `run` from `concurrency` threads for `warmup` + `duration` seconds.
 
-    Ctrl-C ends the workers after their current operation and is raised again.
+    Ctrl-C ends the workers after their current operation and is raised again. With a
+    `probe`, the sample's `Sample.usage` covers the counted window.
 
     Raises:
         Exception: The first exception a worker raised (other workers are stopped).
@@ -218,6 +262,8 @@ def run_threads(run: SyncOp, concurrency: int, warmup: float, duration: float, s
         threading.Thread(target=worker, args=(i,), name=f"bench-worker-{i}", daemon=True)
         for i in range(concurrency)
     ]
+    marks: list[Snapshot] = []
+    stop, clock = _clock_thread(win, probe, marks)
     for thread in threads:
         thread.start()
     try:
@@ -228,9 +274,16 @@ def run_threads(run: SyncOp, concurrency: int, warmup: float, duration: float, s
         for thread in threads:
             thread.join()
         raise
+    finally:
+        if clock is not None:
+            # Workers end just after the window: the clock's end snapshot is due now.
+            if not errors and not exhausted and win.end > 0:
+                clock.join()
+            stop.set()
+            clock.join()
     if errors:
         raise errors[0]
-    return _collect(win, results, min(exhausted) if exhausted else None, 0)
+    return _collect(win, results, min(exhausted) if exhausted else None, 0, marks)
 
 
 # --------------------------------------------------------------------------- asyncio
@@ -280,9 +333,16 @@ def async_op(op: str, client: AsyncClient, inputs: Inputs, counter: Iterator[int
 
 
 async def run_tasks(
-    run: AsyncOp, concurrency: int, warmup: float, duration: float, seed: int
+    run: AsyncOp,
+    concurrency: int,
+    warmup: float,
+    duration: float,
+    seed: int,
+    probe: Probe | None = None,
 ) -> Sample:
     """Await `run` from `concurrency` asyncio tasks for `warmup` + `duration` seconds.
+
+    With a `probe`, the sample's `Sample.usage` covers the counted window.
 
     Raises:
         Exception: The first exception a task raised (the others are cancelled).
@@ -309,10 +369,20 @@ async def run_tasks(
             exhausted.append(time.perf_counter())
         return ends, lats
 
+    marks: list[Snapshot] = []
+
+    async def clock() -> None:
+        assert probe is not None
+        for due in (win.start, win.end):
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            marks.append(probe.snap())
+
     async with asyncio.TaskGroup() as group:
         tasks = [group.create_task(worker(i)) for i in range(concurrency)]
+        if probe is not None:  # ends at the window's end, as the workers do
+            group.create_task(clock())
     return _collect(
-        win, [task.result() for task in tasks], min(exhausted) if exhausted else None, 0
+        win, [task.result() for task in tasks], min(exhausted) if exhausted else None, 0, marks
     )
 
 

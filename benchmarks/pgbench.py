@@ -23,6 +23,7 @@ import dataclasses
 import math
 import os
 import re
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -40,6 +41,7 @@ from sessionstore.testing import (
 )
 
 from .measure import MIX_COMMIT_SHARE, Sample
+from .noise import Probe, Usage
 from .workload import LIFETIME, Table, token_sql
 
 #: Seconds pgbench may take to connect its clients before the window would be short.
@@ -177,6 +179,8 @@ class Pgbench:
         self.rows = rows
         self.payload = payload
         self.workdir = workdir
+        #: The DSN options `check` found pgbench's libpq does not know.
+        self.dropped: list[str] = []
         lifetime = int(LIFETIME.total_seconds())
         q = table.quoted
         self.scripts = {
@@ -216,7 +220,7 @@ class Pgbench:
             RuntimeError: pgbench cannot connect.
         """
         probe = self._script("probe", "SELECT 1;\n")
-        dropped: list[str] = []
+        self.dropped = dropped = list[str]()
         while True:
             try:
                 self._run([self.path, "--no-vacuum", "--transactions=1", f"--file={probe}"], 0)
@@ -243,8 +247,14 @@ class Pgbench:
         duration: float,
         delete_base: int = 0,
         delete_size: int = 0,
+        dsn: str | None = None,
+        probe: Probe | None = None,
     ) -> Sample:
         """Run pgbench for one measurement.
+
+        With a `probe`, the sample's usage covers pgbench's whole run (its CPU is
+        known only once it has exited, from getrusage of the children), and
+        ``cpu_ops`` counts every transaction it logged, warm-up included.
 
         Args:
             op: ``"find"``, ``"commit"``, ``"mix"`` or ``"delete"``.
@@ -253,6 +263,8 @@ class Pgbench:
             duration: Seconds counted.
             delete_base: The first delete-pool row number (delete only).
             delete_size: How many delete-pool rows exist (delete only).
+            dsn: Where to connect (e.g. through a proxy); default the one checked.
+            probe: Measures noise and CPU time, or None.
 
         Returns:
             The sample; for delete, ``consumed`` and ``exhausted`` are set.
@@ -291,14 +303,30 @@ class Pgbench:
         else:
             cmd.append(f"--file={self.scripts[op]}")
         try:
-            self._run(cmd, seconds)
-            return self._parse(logdir, warmup, duration, clients, op, delete_size)
+            before = probe.snap() if probe is not None else None
+            children = _children_cpu()
+            self._run(cmd, seconds, dsn)
+            spent = _children_cpu() - children
+            usage = None
+            if probe is not None and before is not None:
+                whole = probe.usage(before, probe.snap(), extra_cpu=spent)
+                # The client's CPU is pgbench's, not this process's (which only waited).
+                usage = Usage(whole.noise, whole.seconds, spent, whole.server, whole.helpers)
+            sample = self._parse(logdir, warmup, duration, clients, op, delete_size)
+            sample.usage = usage
+            return sample
         finally:
             shutil.rmtree(logdir, ignore_errors=True)
 
-    def _run(self, cmd: list[str], seconds: int) -> None:
+    def _run(self, cmd: list[str], seconds: int, dsn: str | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env["PGDATABASE"] = self.dsn
+        if dsn is None:
+            env["PGDATABASE"] = self.dsn
+        else:  # another route to the server: without the options pgbench's libpq lacks
+            params = conninfo_to_dict(dsn)
+            for name in self.dropped:
+                params.pop(name, None)
+            env["PGDATABASE"] = make_conninfo("", **params)
         # Its own session: a terminal's Ctrl-C reaches us, and we stop pgbench.
         proc = subprocess.Popen(
             cmd,
@@ -349,4 +377,11 @@ class Pgbench:
             latencies=latencies,
             exhausted=op == "delete" and consumed > delete_size,
             consumed=consumed,
+            cpu_ops=len(ends),
         )
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's reaped children (pgbench, once it has exited)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

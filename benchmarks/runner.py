@@ -1,9 +1,16 @@
 """The throughput part: set the table up, then measure every contender in rounds.
 
-Rounds interleave the contenders: each round measures every operation at every
-concurrency for every contender, starting with a different contender each time, so
-that the machine's drift (other tenants, autovacuum, the page cache) hits all of them
-alike. Each (operation, contender, concurrency) then has one sample per round.
+Rounds interleave the contenders within a cell (one network, operation and
+concurrency): round 1 of every contender, then round 2 of every contender, and so
+on, each round starting with a different contender, so that the ratios of a cell
+compare measurements made seconds apart, under the same machine's drift (other
+tenants, autovacuum, the page cache). Each (network, operation, contender,
+concurrency) then has one sample per round.
+
+Every sample records the machine's noise over its window (`benchmarks.noise`): a
+round in which the host stole more than ``max_steal`` of the CPU is measured once
+more, all contenders again, so that the cell keeps its like-with-like rounds; the
+report leaves noisy samples out of the medians.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from sessionstore.cleanup import NoCleanup
 
 from .contenders import BY_KEY, CONTENDERS, Contender, Run, measure_python, pool_size
 from .measure import OPS, Inputs, Sample
+from .noise import Probe, postmaster_of
 from .pgbench import Pgbench
 from .workload import DeletePool, Table, sample_ids, token
 
@@ -40,7 +48,39 @@ DELETE_RATE_CEILING = 50_000
 #: Expiry of the preloaded live sessions: well beyond any run.
 PRELOAD_LIFETIME = dt.timedelta(days=7)
 
-Key = tuple[str, str, int]  # (op, contender key, concurrency)
+Key = tuple[str, str, str, int]  # (network, op, contender key, concurrency)
+
+#: The network label of direct connections (no proxy).
+LOOPBACK = "loopback"
+
+#: Rounds left out for noise are re-run at most this many times per cell round.
+NOISY_RERUNS = 1
+
+
+def network_label(delay_ms: float | None) -> str:
+    """``"loopback"`` for direct connections, else e.g. ``"0.5 ms"`` (the delay each way)."""
+    return LOOPBACK if delay_ms is None else f"{delay_ms:g} ms"
+
+
+def networks_list(text: str) -> tuple[float | None, ...]:
+    """Parse ``"loopback,0.5"``: ``loopback`` (direct) or delays in ms each way (>= 0)."""
+    values: list[float | None] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part == LOOPBACK:
+            values.append(None)
+            continue
+        try:
+            delay = float(part)
+        except ValueError:
+            raise ValueError(f"--network: {part!r} is neither loopback nor a delay in ms") from None
+        if not math.isfinite(delay) or delay < 0:
+            raise ValueError(f"--network: a delay must be a number of ms >= 0, got {part!r}")
+        values.append(delay)
+    if not values:
+        raise ValueError("--network: give loopback and/or delays in ms, comma-separated")
+    return tuple(values)
 
 
 @dataclasses.dataclass
@@ -62,6 +102,10 @@ class Settings:
         keep_table: Leave the table behind at the end.
         scale: Run the scale part.
         scale_rows: Table sizes for the scale part.
+        networks: The networks to measure on: None for direct (loopback) connections,
+            or a delay in ms each way, added by a proxy process (`benchmarks.netdelay`).
+        max_steal: Samples in which the host stole more than this share of the CPU
+            are left out of the medians (their round is measured once more).
     """
 
     rows: int = 100_000
@@ -78,6 +122,8 @@ class Settings:
     keep_table: bool = False
     scale: bool = False
     scale_rows: tuple[int, ...] = (10_000, 100_000, 1_000_000)
+    networks: tuple[float | None, ...] = (None, 0.5)
+    max_steal: float = 0.10
 
 
 def delete_pool_size(settings: Settings) -> int:
@@ -126,6 +172,11 @@ class Bench:
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._admin: psycopg.Connection[Any] | None = None
         self._pool = DeletePool(self.table, settings.rows, self.payload)
+        self.server_pid: int | None = None
+        #: The DSN and probe of the network being measured (see `use_network`).
+        self.network = LOOPBACK
+        self._dsn = dsn
+        self._probe = Probe()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -133,6 +184,8 @@ class Bench:
         """Create the table with `Store.create_table`, preload it with COPY, check it."""
         s = self.settings
         self._admin = admin = psycopg.connect(self.dsn, autocommit=True)
+        self.server_pid = postmaster_of(admin.info.backend_pid)
+        self._probe = Probe(self.server_pid)
         self.table.drop(admin)
         create_table(self.dsn, self.table.name)
         with ConnectionPool(
@@ -178,8 +231,19 @@ class Bench:
 
     # ------------------------------------------------------------------ measuring
 
+    def use_network(self, label: str, dsn: str, helpers: dict[str, int] | None = None) -> None:
+        """Measure from now on through `dsn` (e.g. a proxy's), labelled `label`.
+
+        Args:
+            label: The network's name in the results.
+            dsn: Where every contender connects.
+            helpers: Processes of this network (the proxy) whose CPU time to record.
+        """
+        self.network, self._dsn = label, dsn
+        self._probe = Probe(self.server_pid, helpers or {})
+
     def measure(self, contender: Contender, op: str, concurrency: int, seed: int) -> Sample:
-        """Make one measurement."""
+        """Make one measurement on the current network."""
         s = self.settings
         delete_base, delete_tokens = 0, list[str]()
         if op == "delete":
@@ -194,9 +258,13 @@ class Bench:
                 s.duration,
                 delete_base=delete_base,
                 delete_size=len(delete_tokens),
+                dsn=None if self._dsn == self.dsn else self._dsn,
+                probe=self._probe,
             )
         else:
-            run = Run(self.dsn, self.table, op, concurrency, s.warmup, s.duration, seed)
+            run = Run(
+                self._dsn, self.table, op, concurrency, s.warmup, s.duration, seed, self._probe
+            )
             inputs = Inputs(self.tokens, self.payload, delete_tokens)
             sample = measure_python(contender, run, inputs)
         if op == "delete":
@@ -208,43 +276,66 @@ class Bench:
         assert self._admin is not None
         self._pool.clear(self._admin)
 
-    def plan(self) -> list[tuple[int, str, int, Contender]]:
-        """Every measurement, in order: rounds, then ops, then concurrency, then contenders."""
+    def plan(self) -> list[tuple[str, int, int, Contender]]:
+        """Every measurement of one network, in order: ops, concurrency, rounds, contenders.
+
+        Returns:
+            (op, concurrency, round, contender) tuples; rounds are innermost but for
+            the contenders, so that a cell's rounds interleave its contenders.
+        """
         s = self.settings
         steps = []
-        for rnd in range(s.rounds):
-            for op in s.ops:
-                for ci, n in enumerate(s.concurrency):
+        for op in s.ops:
+            for ci, n in enumerate(s.concurrency):
+                for rnd in range(s.rounds):
                     shift = (rnd + ci) % len(self.contenders)
                     for contender in self.contenders[shift:] + self.contenders[:shift]:
-                        steps.append((rnd, op, n, contender))
+                        steps.append((op, n, rnd, contender))
         return steps
 
     def run(
         self, on_step: Callable[[str], None], before_step: Callable[[str], None]
     ) -> dict[Key, list[Sample]]:
-        """Run every measurement of `plan`.
+        """Run every measurement of `plan` on the current network.
+
+        A round of a cell in which any contender's sample was noisy (steal above
+        ``max_steal``) is run once more, for every contender; the noisy samples stay in
+        the results (the report leaves them out of the medians and counts them).
 
         Args:
-            on_step: Called with a label after each measurement.
+            on_step: Called with a label after each planned measurement.
             before_step: Called with a label before each measurement.
 
         Returns:
-            The samples of each (op, contender key, concurrency).
+            The samples of each (network, op, contender key, concurrency).
         """
         s = self.settings
         samples: dict[Key, list[Sample]] = {}
         steps = self.plan()
-        for index, (rnd, op, n, contender) in enumerate(steps):
-            label = f"round {rnd + 1}/{s.rounds}: {op}, N={n}, {contender.label}"
-            before_step(label)
-            seed = s.seed * 7919 + index
-            samples.setdefault((op, contender.key, n), []).append(
-                self.measure(contender, op, n, seed)
-            )
-            on_step(label)
-            last_of_block = index + 1 == len(steps) or steps[index + 1][:2] != (rnd, op)
-            if op == "delete" and last_of_block:
+        rounds: dict[tuple[str, int, int], list[Contender]] = {}
+        for op, n, rnd, contender in steps:
+            rounds.setdefault((op, n, rnd), []).append(contender)
+        index = 0
+        where = "" if self.network == LOOPBACK else f" [{self.network}]"
+        for (op, n, rnd), order in rounds.items():
+            for attempt in range(1 + NOISY_RERUNS):
+                noisy = False
+                for contender in order:
+                    again = " (re-run: noisy)" if attempt else ""
+                    label = f"round {rnd + 1}/{s.rounds}{again}: {op}, N={n}, {contender.label}"
+                    before_step(label + where)
+                    seed = s.seed * 7919 + index + 100_000 * attempt
+                    sample = self.measure(contender, op, n, seed)
+                    samples.setdefault((self.network, op, contender.key, n), []).append(sample)
+                    noisy = noisy or (
+                        sample.usage is not None and sample.usage.noise.noisy(s.max_steal)
+                    )
+                    if not attempt:
+                        index += 1
+                        on_step(label + where)
+                if not noisy:
+                    break
+            if op == "delete" and (index == len(steps) or steps[index][0] != op):
                 self.after_deletes()
         return samples
 

@@ -29,6 +29,7 @@ OPS = ("find", "commit", "mix", "delete")
 LEVELS = (1, 2)
 WRAPPER_ERROR = "Error: PostgreSQL version 15 is not installed"
 TINY = ["--rows", "1000", "--duration", "0.2", "--warmup", "0.05", "--rounds", "1"]
+TINY += ["--network", "loopback"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SVG_NS = "{http://www.w3.org/2000/svg}"
 
@@ -103,6 +104,8 @@ def test_small_run_covers_every_cell(
             "1,2",
             "--rounds",
             "1",
+            "--network",
+            "loopback",
             "--json",
             str(json_path),
             "--plot",
@@ -392,3 +395,194 @@ def test_lifecycle_benchmark_reports_both_mixes_with_wal_and_noise(
         if row["rounds"]:  # a round can be left out for steal; the kept ones have figures
             assert row["requests_per_s"] > 0
             assert row["wal_bytes_per_request"] > 0
+
+
+# --------------------------------------------------------------------------- issue 14
+
+DELAY_MS = 5.0
+
+
+def test_network_mode_reports_noise_and_cpu_and_stops_its_proxy(
+    bench: Any, sessionstore_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both networks measured; every cell has its noise and CPU; the proxy process is gone."""
+    from benchmarks.cli import main
+
+    json_path = tmp_path / "net.json"
+    args = ["--dsn", sessionstore_dsn, "--rows", "300", "--duration", "0.2", "--warmup", "0.05"]
+    args += ["--rounds", "1", "--concurrency", "2", "--ops", "find"]
+    args += ["--contenders", "store,async_store,raw_sync,raw_async,pgbench"]
+    args += ["--network", f"loopback,{DELAY_MS:g}", "--max-steal", "1", "--no-plot"]
+    assert main([*args, "--json", str(json_path)]) == 0
+    out = capsys.readouterr().out
+    document = json.loads(json_path.read_text())
+
+    delayed = f"{DELAY_MS:g} ms"
+    pid = document["meta"]["proxy_pids"][delayed]
+    assert not Path(f"/proc/{pid}").exists()  # stopped and reaped: not even a zombie
+    cells = {(r["network"], r["contender"]): r for r in document["results"]}
+    keys = {"store", "async_store", "raw_sync", "raw_async"}
+    if document["meta"]["pgbench"] is not None:
+        keys.add("pgbench")
+    assert set(cells) == {(n, k) for n in ("loopback", delayed) for k in keys}
+    for key, cell in cells.items():
+        assert cell["ops"] > 0, key
+        assert cell["client_us_per_op"] > 0, key
+        assert cell["server_us_per_op"] > 0, key  # the test server runs on this machine
+        assert 0 <= cell["steal_max"] <= 1, key
+        assert 0 <= cell["others_median"] <= 1, key
+        assert cell["rounds_noisy"] == 0, key  # --max-steal 1 leaves nothing out
+        if key[0] == delayed:
+            # A find is at least one round trip through the proxy: 2 x the delay.
+            assert cell["p50_ms"] >= 2 * DELAY_MS, key
+            assert cell["proxy_us_per_op"] > 0, key
+        else:
+            assert cell["proxy_us_per_op"] is None, key
+    for text in ("client µs/op", "server µs/op", "noise: CPU stolen by the host", delayed):
+        assert text in out
+    assert f"find [{delayed} each way]" in out
+
+
+def test_networks_and_steal_options(bench: Any) -> None:
+    from benchmarks.cli import build_parser, settings_from
+
+    parser = build_parser()
+    assert settings_from(parser.parse_args([])).networks == (None, 0.5)
+    assert settings_from(parser.parse_args(["--quick"])).networks == (None,)
+    delayed = settings_from(parser.parse_args(["--quick", "--delay-ms", "0.25"]))
+    assert delayed.networks == (None, 0.25)
+    explicit = settings_from(parser.parse_args(["--network", "1,loopback", "--max-steal", "0.2"]))
+    assert explicit.networks == (1.0, None)
+    assert explicit.max_steal == 0.2
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--network", "fast"])
+    with pytest.raises(ValueError, match="--max-steal"):
+        settings_from(parser.parse_args(["--max-steal", "2"]))
+
+
+def test_plan_interleaves_the_rounds_of_each_cell(bench: Any) -> None:
+    from benchmarks.runner import Bench, Settings
+
+    settings = Settings(concurrency=(1, 4), rounds=3, ops=("find", "commit"))
+    steps = Bench("dbname=unused", settings, "pgbench").plan()
+    contenders = {c.key for *_, c in steps}
+    cells = [(op, n) for op, n, *_ in steps]
+    # Each cell's measurements are together: cell after cell, never back.
+    runs = [cell for i, cell in enumerate(cells) if i == 0 or cells[i - 1] != cell]
+    order = list(dict.fromkeys(cells))
+    assert runs == order
+    assert len(order) == 4
+    for op, n in order:
+        mine = [(rnd, c.key) for o, m, rnd, c in steps if (o, m) == (op, n)]
+        rounds = [r for r, _ in mine]
+        assert rounds == sorted(rounds)  # round 1 of everyone, then round 2, ...
+        firsts = set()
+        for rnd in range(3):
+            keys = [k for r, k in mine if r == rnd]
+            assert sorted(keys) == sorted(contenders)
+            firsts.add(keys[0])
+        assert len(firsts) == 3  # each round starts with another contender
+
+
+def _sample(ops_per_s: float, steal: float, latency: float = 0.001) -> Any:
+    from array import array
+
+    from benchmarks.measure import Sample
+    from benchmarks.noise import Noise, Usage
+
+    usage = Usage(Noise(steal, 0.5, 0.2, 0.1), 1.0, ops_per_s * 20e-6, ops_per_s * 10e-6)
+    ops = int(ops_per_s)
+    return Sample(ops, 1.0, array("d", [latency] * ops), usage=usage, cpu_ops=ops)
+
+
+def test_noisy_rounds_are_left_out_of_the_medians(bench: Any) -> None:
+    from benchmarks.report import format_table, summarize
+
+    samples = {
+        ("loopback", "find", "store", 4): [
+            _sample(1000, 0.0),
+            _sample(9000, 0.5),
+            _sample(1200, 0),
+        ],
+        ("loopback", "find", "raw_sync", 4): [_sample(500, 0.3), _sample(800, 0.4)],
+    }
+    cells = {c.contender: c for c in summarize(samples, max_steal=0.1)}
+    store = cells["store"]
+    assert store.ops_per_s == 1100  # median of the two quiet rounds
+    assert store.rounds_noisy == 1
+    assert store.steal_max == 0.5
+    assert store.steal_median == 0.0
+    assert store.client_us_per_op == pytest.approx(20)
+    assert store.server_us_per_op == pytest.approx(10)
+    assert cells["raw_sync"].missing
+    assert store.vs_raw is None  # no ratio to a cell without figures
+    text = format_table(list(cells.values()), ["find"], 3)
+    assert "missing" in text
+    assert "(1 noisy left out)" in text
+
+
+def _cell(network: str, op: str, key: str, n: int, ops_per_s: float) -> Any:
+    from benchmarks.contenders import BY_KEY
+    from benchmarks.report import Cell
+
+    return Cell(
+        op, key, BY_KEY[key].label, n, ops_per_s, [ops_per_s], 1.0, 2.0, 1.0, 1, False,
+        network=network,
+    )  # fmt: skip
+
+
+def test_issue_14_targets_pass_and_miss(bench: Any) -> None:
+    from benchmarks.report import check_targets, round_trip_ceiling
+
+    cells = []
+    for op in ("find", "commit", "mix"):
+        cells += [
+            _cell("loopback", op, "pgbench", 64, 30_000),
+            _cell("loopback", op, "pgbench", 16, 30_000),
+            _cell("loopback", op, "async_store", 64, 30_000),  # 1.0x: met
+            _cell("loopback", op, "async_store", 16, 17_000),  # 0.57x < 0.6: missed
+            _cell("loopback", op, "store", 64, 18_000),  # 0.6x: met
+            _cell("loopback", op, "store", 16, 12_000),  # 0.4x: met
+        ]
+    for n in (1, 4):
+        cells += [
+            _cell("loopback", "find", "raw_sync", n, 4000),
+            _cell("loopback", "find", "store", n, 4000 if n == 1 else 3900),
+        ]
+    for n in (4, 16, 64):
+        cells += [
+            _cell("0.5 ms", "find", "raw_async", n, 2000),
+            _cell("0.5 ms", "find", "async_store", n, {4: 1900, 16: 4000, 64: 9000}[n]),
+        ]
+    # The ratios summarize would fill in: to raw of the same kind, to pgbench.
+    by = {(c.network, c.op, c.contender, c.concurrency): c for c in cells}
+    for (network, op, key, n), cell in by.items():
+        base = {"store": "raw_sync", "async_store": "raw_async"}.get(key)
+        if base and (network, op, base, n) in by:
+            cell.vs_raw = cell.ops_per_s / by[(network, op, base, n)].ops_per_s
+        if network == "loopback" and (network, op, "pgbench", n) in by:
+            cell.vs_pgbench = cell.ops_per_s / by[(network, op, "pgbench", n)].ops_per_s
+
+    targets = {t.description: t for t in check_targets(cells)}
+    for op in ("find", "commit", "mix"):
+        assert targets[f"AsyncStore {op} at N=64 >= 1.0x pgbench"].met
+        assert not targets[f"AsyncStore {op} at N=16 >= 0.6x pgbench"].met
+        assert targets[f"Store {op} at N=64 >= 0.6x pgbench"].met
+        assert targets[f"Store {op} at N=16 >= 0.4x pgbench"].met
+    assert targets["Store find at N=1 >= 1.0x raw psycopg"].met
+    missed = targets["Store find at N=4 >= 1.0x raw psycopg"]
+    assert not missed.met
+    assert missed.detail == "0.97x"
+    assert targets["[0.5 ms] AsyncStore find at N=16 >= 2x raw"].met
+    at64 = targets["[0.5 ms] AsyncStore find at N=64 >= 2x raw"]
+    assert at64.met
+    assert "at most 64,000/s at a 1 ms round trip" in at64.detail
+    never = targets["[0.5 ms] AsyncStore find >= 1.0x raw at every N"]
+    assert not never.met
+    assert never.detail == "lowest 0.95x at N=4"
+    assert round_trip_ceiling(16, 0.5) == 16_000
+    # Issue 4's targets are still checked, on the loopback cells, and told apart.
+    earlier = targets["Store find >= 1.0x raw psycopg at every concurrency"]
+    assert earlier.issue == 4
+    assert not earlier.met
+    assert {t.issue for t in targets.values()} == {4, 14}
