@@ -16,6 +16,7 @@ from _support import in_, new_token, table_rows
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sessionstore import AsyncStore, DatabaseError, Store
+from sessionstore._batch import ALONE
 from sessionstore._core import SessionCore, Statement
 from sessionstore.cleanup import NoCleanup
 
@@ -216,15 +217,15 @@ def wait_for(condition: Any, what: str) -> None:
         time.sleep(0.01)
 
 
-def test_threads_run_single_calls_on_every_connection_of_the_pool(
+def test_threads_run_up_to_alone_single_calls_at_once(
     sessionstore_dsn: str, db: psycopg.Connection[Any]
 ) -> None:
-    """Four threads, a pool of four: four statements at the server at once, none queued."""
+    """ALONE threads, a pool of that size: all their statements at the server, none queued."""
     blocker = new_token()
     db.execute("INSERT INTO sessions VALUES (%s, 'old', now() + interval '1 hour')", (blocker,))
     with (
         ConnectionPool(
-            sessionstore_dsn, min_size=4, max_size=4, kwargs={"autocommit": True}
+            sessionstore_dsn, min_size=ALONE, max_size=ALONE, kwargs={"autocommit": True}
         ) as pool,
         psycopg.connect(sessionstore_dsn) as locker,
     ):
@@ -232,11 +233,11 @@ def test_threads_run_single_calls_on_every_connection_of_the_pool(
         locker.execute("SELECT 1 FROM sessions WHERE token = %s FOR UPDATE", (blocker,))
         threads = [
             threading.Thread(target=store.commit, args=(blocker, f"{i}".encode(), in_(60)))
-            for i in range(4)
+            for i in range(ALONE)
         ]
         for thread in threads:
             thread.start()
-        wait_for(lambda: lock_waiters(db) == 4, "four single commits did not reach the server")
+        wait_for(lambda: lock_waiters(db) == ALONE, "the single commits did not reach the server")
         assert len(store._commits._queue) == 0
         locker.rollback()
         for thread in threads:

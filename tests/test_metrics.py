@@ -248,8 +248,8 @@ def test_combined_statements_record_their_size_sync(
     """Each lane's commit waits on its own locked row; N more queue. Freeing one lane
     sends the N as one statement (freeing both at once could split them).
 
-    The pool has just LANES connections: threads run single calls on every free
-    connection of the pool, so with more the N would not all queue.
+    The pool has just LANES connections: threads run up to ALONE single calls at
+    once, within the pool's size, so with more the N would not all queue.
     """
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
