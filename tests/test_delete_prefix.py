@@ -30,7 +30,9 @@ async def test_deletes_the_prefixed_keys_live_or_expired_and_counts(
     await store.commit("other:sessions:1", b"x", in_(60))
     assert await delete_prefix(store, "app:sessions:", batch_size=batch_size) == 9
     left = sorted(row[0] for row in table_rows(db))
-    assert left == sorted([*(f"app:cache:{n}" for n in range(9)), "app:sessionsX", "other:sessions:1"])
+    assert left == sorted(
+        [*(f"app:cache:{n}" for n in range(9)), "app:sessionsX", "other:sessions:1"]
+    )
     assert await delete_prefix(store, "app:sessions:") == 0
 
 
@@ -65,9 +67,9 @@ def test_a_hashing_store_refuses_clearly(sessionstore_dsn: str) -> None:
     with (
         ConnectionPool(sessionstore_dsn, min_size=1, kwargs={"autocommit": True}) as pool,
         Store(pool, hash_tokens=True, cleanup=NoCleanup()) as hashed,
+        pytest.raises(ValueError, match="hash_tokens=False"),
     ):
-        with pytest.raises(ValueError, match="hash_tokens=False"):
-            hashed.delete_prefix("app:")
+        hashed.delete_prefix("app:")
 
 
 def test_a_database_failure_is_a_database_error(

@@ -7,8 +7,9 @@ logs the session in (a new token, owned by the demo's user), ``/sessions`` lists
 user's sessions, ``/logout-everywhere`` ends all of them but the caller's and
 ``/logout`` deletes the session; ``/`` lists them. It
 runs on Starlette (starsessions and `AsyncStore`, served by uvicorn) by default, or on
-Flask (`Store`, served by werkzeug) with ``--framework flask``. Both frameworks come
-with the ``test`` extra.
+Flask (`Store`, served by werkzeug) with ``--framework flask``, or on Litestar
+(`PostgresStore` and `SessionConfig` on `AsyncStore`, served by uvicorn) with
+``--framework litestar``. They all come with the ``test`` extra.
 
 Without a DSN it starts a throw-away PostgreSQL (`ephemeral_postgres`). It creates the
 table with the owner column (sessions per user; added to an existing table), prints
@@ -53,7 +54,7 @@ __all__ = ["DEFAULT_FRAMEWORK", "FRAMEWORKS", "run"]
 logger = logging.getLogger(__name__)
 
 #: The frameworks the demo can serve on, and the default.
-FRAMEWORKS = ("starlette", "flask")
+FRAMEWORKS = ("starlette", "flask", "litestar")
 DEFAULT_FRAMEWORK = "starlette"
 
 _CONNECT_TIMEOUT = 10
@@ -102,8 +103,6 @@ def _serve_uvicorn(
     ``_STOP_TIMEOUT`` seconds, runs the lifespan exit (which closes the pool), then
     raises the signal again, which lands in `signals`. A second Ctrl-C forces it.
     """
-    import uvicorn
-
     from .examples.starlette_app import create_app
 
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
@@ -113,6 +112,18 @@ def _serve_uvicorn(
         f"uvicorn {_version('uvicorn')}, serving Starlette {_version('starlette')} "
         f"with starsessions {_version('starsessions')} on AsyncStore"
     )
+    _uvicorn(create_app(pool, table=table, schema=schema), description, sock, signals, ready)
+
+
+def _uvicorn(
+    app: Any,
+    description: str,
+    sock: socket.socket,
+    signals: _Signals,
+    ready: Callable[[str], None],
+) -> None:
+    """Serve an ASGI app with uvicorn on `sock` until a signal stops it (see above)."""
+    import uvicorn
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -121,7 +132,7 @@ def _serve_uvicorn(
                 ready(description)
 
     config = uvicorn.Config(
-        create_app(pool, table=table, schema=schema),
+        app,
         lifespan="on",
         log_level="info",
         timeout_graceful_shutdown=_STOP_TIMEOUT,
@@ -135,6 +146,28 @@ def _serve_uvicorn(
         raise RuntimeError("uvicorn failed to start (see its log above)") from exc
     if not signals.received:
         raise RuntimeError("the web server stopped unexpectedly")
+
+
+def _serve_litestar(
+    dsn: str,
+    sock: socket.socket,
+    table: str,
+    schema: str | None,
+    signals: _Signals,
+    ready: Callable[[str], None],
+) -> None:
+    """The Litestar example on uvicorn, in the main thread, as `_serve_uvicorn`.
+
+    Litestar enters the example's `PostgresStore` with the app: its pool opens in
+    the lifespan's startup and closes in its shutdown.
+    """
+    from .examples.litestar_app import create_app
+
+    description = (
+        f"uvicorn {_version('uvicorn')}, serving Litestar {_version('litestar')} "
+        "with PostgresStore and SessionConfig on AsyncStore"
+    )
+    _uvicorn(create_app(dsn, table=table, schema=schema), description, sock, signals, ready)
 
 
 def _serve_werkzeug(
@@ -183,6 +216,9 @@ def _serve_werkzeug(
 _SERVERS: dict[str, _Serve] = {"starlette": _serve_uvicorn, "flask": _serve_werkzeug}
 _TITLES = {"starlette": "Starlette", "flask": "Flask"}
 _EXTRAS = {"starlette": ("starlette", "starsessions", "uvicorn"), "flask": ("flask", "werkzeug")}
+_SERVERS["litestar"] = _serve_litestar
+_TITLES["litestar"] = "Litestar"
+_EXTRAS["litestar"] = ("litestar", "uvicorn")
 
 
 # --------------------------------------------------------------------------- signals
@@ -271,7 +307,7 @@ def run(
         dsn: The server to keep sessions in; None to start a throw-away PostgreSQL.
         host: The address to listen on.
         port: The port to listen on.
-        framework: ``"starlette"`` or ``"flask"``.
+        framework: One of `FRAMEWORKS`: ``"starlette"``, ``"flask"``, ``"litestar"``.
         table: The sessions table (created if missing).
         schema: The table's schema, or None for the search_path.
         out: Where to print what is served and where.
@@ -333,7 +369,7 @@ def _check_installed(framework: str) -> None:
         try:
             __import__(module)
         except ImportError as exc:
-            extra = "flask" if framework == "flask" else "starlette"
+            extra = framework  # each framework's extra is named after it
             hint = '"sessionstore[test]"' if module == "uvicorn" else f'"sessionstore[{extra}]"'
             raise RuntimeError(
                 f"the {framework} demo needs {module}, which is not installed: pip install {hint}"
