@@ -149,6 +149,8 @@ def alive(pid: int) -> bool:
         pytest.param("flask", signal.SIGTERM, id="flask-SIGTERM"),
         pytest.param("litestar", signal.SIGINT, id="litestar-SIGINT"),
         pytest.param("litestar", signal.SIGTERM, id="litestar-SIGTERM"),
+        pytest.param("aiohttp", signal.SIGINT, id="aiohttp-SIGINT"),
+        pytest.param("aiohttp", signal.SIGTERM, id="aiohttp-SIGTERM"),
     ],
 )
 def test_demo_on_a_throwaway_postgres(run_demo: Any, framework: str, sig: signal.Signals) -> None:
@@ -158,7 +160,7 @@ def test_demo_on_a_throwaway_postgres(run_demo: Any, framework: str, sig: signal
     datadir = Path(demo.wait_for(r"data:\s+(\S+) \(deleted on exit\)")[1])
     demo.wait_for(r'table:\s+"sessions" \(created\)')
     server = demo.wait_for(r"web server:\s+(\w+)")[1]
-    assert server == ("werkzeug" if framework == "flask" else "uvicorn")
+    assert server == {"flask": "werkzeug", "aiohttp": "aiohttp"}.get(framework, "uvicorn")
     demo.wait_until_serving()
     assert alive(pid)
     assert datadir.is_dir()
@@ -214,7 +216,7 @@ def unprefixed(key: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("framework", ["starlette", "flask", "litestar"])
+@pytest.mark.parametrize("framework", ["starlette", "flask", "litestar", "aiohttp"])
 def test_demo_logs_out_everywhere(
     run_demo: Any, framework: str, sessionstore_dsn: str, db: psycopg.Connection[Any]
 ) -> None:
@@ -286,11 +288,11 @@ def test_demo_help_lists_its_options() -> None:
         timeout=60,
         check=True,
     )
-    for option in ("--dsn", "--port", "--host", "--framework", "starlette", "flask", "litestar"):
+    for option in ("--dsn", "--port", "--host", "--framework", "flask", "litestar", "aiohttp"):
         assert option in proc.stdout
 
 
-@pytest.mark.parametrize("framework", ["flask", "starlette", "litestar"])
+@pytest.mark.parametrize("framework", ["flask", "starlette", "litestar", "aiohttp"])
 def test_the_examples_directory_runs_the_packaged_apps(framework: str) -> None:
     # The launchers in examples/ hold no copy of the app: they run the module the
     # demo serves.
@@ -301,7 +303,7 @@ def test_the_examples_directory_runs_the_packaged_apps(framework: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("framework", ["starlette", "flask", "litestar"])
+@pytest.mark.parametrize("framework", ["starlette", "flask", "litestar", "aiohttp"])
 def test_demo_stopped_while_starting_unwinds_cleanly(run_demo: Any, framework: str) -> None:
     demo = run_demo("--framework", framework)
     # Printed just before initdb runs, which takes seconds: the signal lands in start-up.

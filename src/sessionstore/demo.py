@@ -9,7 +9,9 @@ user's sessions, ``/logout-everywhere`` ends all of them but the caller's and
 runs on Starlette (starsessions and `AsyncStore`, served by uvicorn) by default, or on
 Flask (`Store`, served by werkzeug) with ``--framework flask``, or on Litestar
 (`PostgresStore` and `SessionConfig` on `AsyncStore`, served by uvicorn) with
-``--framework litestar``. They all come with the ``test`` extra.
+``--framework litestar``, or on aiohttp (aiohttp-session and `AsyncStore`, served
+by aiohttp's own runner) with ``--framework aiohttp``. They all come with the
+``test`` extra.
 
 Without a DSN it starts a throw-away PostgreSQL (`ephemeral_postgres`). It creates the
 table with the owner column (sessions per user; added to an existing table), prints
@@ -54,7 +56,7 @@ __all__ = ["DEFAULT_FRAMEWORK", "FRAMEWORKS", "run"]
 logger = logging.getLogger(__name__)
 
 #: The frameworks the demo can serve on, and the default.
-FRAMEWORKS = ("starlette", "flask", "litestar")
+FRAMEWORKS = ("starlette", "flask", "litestar", "aiohttp")
 DEFAULT_FRAMEWORK = "starlette"
 
 _CONNECT_TIMEOUT = 10
@@ -170,6 +172,52 @@ def _serve_litestar(
     _uvicorn(create_app(dsn, table=table, schema=schema), description, sock, signals, ready)
 
 
+def _serve_aiohttp(
+    dsn: str,
+    sock: socket.socket,
+    table: str,
+    schema: str | None,
+    signals: _Signals,
+    ready: Callable[[str], None],
+) -> None:
+    """The aiohttp example on aiohttp's own server (AppRunner, SockSite), in the main thread.
+
+    The main thread's event loop polls for a signal, then cleans the runner up: the
+    site stops accepting, the requests in flight get ``_STOP_TIMEOUT`` seconds, and
+    the app's cleanup_ctx closes the pool.
+    """
+    import asyncio
+    import warnings
+
+    from aiohttp import web
+
+    from .examples.aiohttp_app import create_app
+
+    # aiohttp-session 2.12 keys the request's storage by str, which aiohttp 3.14
+    # warns about: not the demo user's business.
+    warnings.filterwarnings("ignore", "It is recommended to use web.RequestKey", UserWarning)
+
+    async def serve() -> None:
+        runner = web.AppRunner(
+            create_app(dsn, table=table, schema=schema), shutdown_timeout=_STOP_TIMEOUT
+        )
+        await runner.setup()
+        try:
+            await web.SockSite(runner, sock).start()
+            ready(
+                f"aiohttp {_version('aiohttp')} (AppRunner), with aiohttp-session "
+                f"{_version('aiohttp-session')} and PostgresStorage on AsyncStore"
+            )
+            signals.serving()
+            # The signal handler may only set attributes (see _Signals): poll them.
+            while not signals.received:  # noqa: ASYNC110
+                await asyncio.sleep(_POLL)
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(serve())
+
+
 def _serve_werkzeug(
     dsn: str,
     sock: socket.socket,
@@ -219,6 +267,9 @@ _EXTRAS = {"starlette": ("starlette", "starsessions", "uvicorn"), "flask": ("fla
 _SERVERS["litestar"] = _serve_litestar
 _TITLES["litestar"] = "Litestar"
 _EXTRAS["litestar"] = ("litestar", "uvicorn")
+_SERVERS["aiohttp"] = _serve_aiohttp
+_TITLES["aiohttp"] = "aiohttp"
+_EXTRAS["aiohttp"] = ("aiohttp", "aiohttp_session")
 
 
 # --------------------------------------------------------------------------- signals
@@ -307,7 +358,8 @@ def run(
         dsn: The server to keep sessions in; None to start a throw-away PostgreSQL.
         host: The address to listen on.
         port: The port to listen on.
-        framework: One of `FRAMEWORKS`: ``"starlette"``, ``"flask"``, ``"litestar"``.
+        framework: One of `FRAMEWORKS`: ``"starlette"``, ``"flask"``, ``"litestar"``,
+            ``"aiohttp"``.
         table: The sessions table (created if missing).
         schema: The table's schema, or None for the search_path.
         out: Where to print what is served and where.
