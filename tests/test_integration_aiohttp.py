@@ -26,7 +26,7 @@ from aiohttp_session import get_session, new_session
 
 from sessionstore import AsyncStore
 from sessionstore._core import hash_token
-from sessionstore.examples.aiohttp_app import create_app
+from sessionstore.examples.aiohttp_app import STORAGE, create_app
 from sessionstore.integrations.aiohttp import (
     PostgresStorage,
     login_session,
@@ -398,20 +398,11 @@ async def test_the_database_down_is_a_500_and_the_session_survives(
     sessionstore_proxy.passthrough()
     # The pool reconnects in the background, with backoff: wait for its connection
     # (an event-loop wait on the pool's own condition, not a sleep).
-    pool = storage_of(example.app).store._pool
+    pool = example.app[STORAGE].store._pool
     await pool.wait(timeout=30)
     assert (await client.get("/get")).body.strip() == MESSAGE
     assert client.token() == token
     assert tokens(db) == [token]
-
-
-def storage_of(app: web.Application) -> PostgresStorage:
-    """The storage `setup` made for the app (its middleware's closure)."""
-    for middleware in app.middlewares:
-        for cell in getattr(middleware, "__closure__", None) or ():
-            if isinstance(cell.cell_contents, PostgresStorage):
-                return cell.cell_contents
-    raise AssertionError("no PostgresStorage")
 
 
 # --------------------------------------------------------------------------- sessions per user

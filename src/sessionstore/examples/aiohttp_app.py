@@ -28,6 +28,7 @@ from aiohttp import web
 from aiohttp_session import get_session
 
 from sessionstore.integrations.aiohttp import (
+    PostgresStorage,
     login_session,
     logout_everywhere,
     session_owner,
@@ -44,6 +45,8 @@ USER = "alice"
 #: How much of a session's key ``/sessions`` shows: enough to tell them apart, never
 #: a usable token.
 KEY_PREFIX = 8
+#: Where the app keeps its storage (its ``store`` is the `AsyncStore`).
+STORAGE = web.AppKey("sessionstore_storage", PostgresStorage)
 
 
 def create_app(
@@ -134,6 +137,7 @@ def create_app(
         yield
 
     app.cleanup_ctx.append(create_table)
+    app[STORAGE] = storage
     app.add_routes(routes)
     return app
 
