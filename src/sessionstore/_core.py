@@ -1020,3 +1020,67 @@ class SessionCore:
             A new dict, empty when there are no live sessions.
         """
         return {token: bytes(data) for token, data in rows}
+
+    # Prefix deletes: every key that starts with a prefix, e.g. one namespace of a
+    # key-value store kept in the table (the Litestar integration's `delete_all`).
+    # Rendered on first use, so the hot path's setup is untouched.
+
+    def delete_prefix_steps(self, prefix: str, batch_size: int | None = None) -> Steps:
+        """Delete every session whose stored key starts with `prefix`, in batches.
+
+        Batches work as `clear_steps`' do (the primary key walked from where the
+        last batch ended, rows other transactions hold skipped, never waited for),
+        but only rows whose key starts with `prefix` are deleted, live or expired.
+
+        Args:
+            prefix: The start of the keys to delete (checked like a token).
+            batch_size: The most sessions one statement deletes (default: the
+                core's `purge_batch_size`).
+
+        Returns:
+            A generator that yields one statement per batch and returns how many
+            sessions were deleted.
+
+        Raises:
+            TypeError: If `prefix` is not a str or `batch_size` not an int.
+            ValueError: If `prefix` is invalid (see `validate_token`),
+                `batch_size` is not positive, or the core hashes tokens (a hashed
+                key keeps nothing of the key's prefix).
+        """
+        validate_token(prefix)
+        if self.hash_tokens:
+            raise ValueError(
+                "delete_prefix needs hash_tokens=False: a hashed key keeps no prefix to match"
+            )
+        batch_size = self.purge_batch_size if batch_size is None else batch_size
+        validate_batch_size(batch_size)
+        if self._delete_prefix_batch is None:
+            ident = sql.SQL(escape_percent(self.qualified_name))
+            # starts_with() compares code points, whatever the column's collation; the
+            # walk orders by the collation, as `clear` does, and only continues from
+            # the last key a batch deleted.
+            self._delete_prefix_batch = _render(
+                sql.SQL(
+                    "WITH deleted AS ("
+                    "DELETE FROM {table} WHERE token = ANY(ARRAY("
+                    "SELECT token FROM {table} WHERE token > %s AND starts_with(token, %s) "
+                    "ORDER BY token LIMIT %s FOR UPDATE SKIP LOCKED"
+                    ")) RETURNING token"
+                    ") SELECT count(*), max(token) FROM deleted"
+                ).format(table=ident)
+            )
+        return self._prefix_batches(self._delete_prefix_batch, prefix, batch_size)
+
+    #: The batch statement of `delete_prefix_steps`, once rendered.
+    _delete_prefix_batch: bytes | None = None
+
+    @staticmethod
+    def _prefix_batches(query: bytes, prefix: str, batch_size: int) -> Steps:
+        deleted, after = 0, ""  # "" sorts before every key (keys are never empty)
+        while True:
+            result: Result = yield Statement(query, (after, prefix, batch_size))
+            count, last = result.rows[0]
+            deleted += count
+            if count < batch_size:
+                return deleted
+            after = last

@@ -127,10 +127,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=4000, help="port to listen on (default: 4000)")
     demo.add_argument(
         "--framework",
-        choices=("starlette", "flask"),
+        choices=("starlette", "flask", "litestar", "aiohttp"),
         default="starlette",
-        help="starlette (starsessions on AsyncStore, served by uvicorn; the default) or "
-        "flask (a SessionInterface on Store, served by werkzeug)",
+        help="starlette (starsessions on AsyncStore, served by uvicorn; the default), "
+        "flask (a SessionInterface on Store, served by werkzeug), "
+        "litestar (PostgresStore and SessionConfig on AsyncStore, served by uvicorn) or "
+        "aiohttp (aiohttp-session's PostgresStorage on AsyncStore, served by aiohttp)",
     )
     return parser
 

@@ -7,8 +7,11 @@ logs the session in (a new token, owned by the demo's user), ``/sessions`` lists
 user's sessions, ``/logout-everywhere`` ends all of them but the caller's and
 ``/logout`` deletes the session; ``/`` lists them. It
 runs on Starlette (starsessions and `AsyncStore`, served by uvicorn) by default, or on
-Flask (`Store`, served by werkzeug) with ``--framework flask``. Both frameworks come
-with the ``test`` extra.
+Flask (`Store`, served by werkzeug) with ``--framework flask``, or on Litestar
+(`PostgresStore` and `SessionConfig` on `AsyncStore`, served by uvicorn) with
+``--framework litestar``, or on aiohttp (aiohttp-session and `AsyncStore`, served
+by aiohttp's own runner) with ``--framework aiohttp``. They all come with the
+``test`` extra.
 
 Without a DSN it starts a throw-away PostgreSQL (`ephemeral_postgres`). It creates the
 table with the owner column (sessions per user; added to an existing table), prints
@@ -53,7 +56,7 @@ __all__ = ["DEFAULT_FRAMEWORK", "FRAMEWORKS", "run"]
 logger = logging.getLogger(__name__)
 
 #: The frameworks the demo can serve on, and the default.
-FRAMEWORKS = ("starlette", "flask")
+FRAMEWORKS = ("starlette", "flask", "litestar", "aiohttp")
 DEFAULT_FRAMEWORK = "starlette"
 
 _CONNECT_TIMEOUT = 10
@@ -102,8 +105,6 @@ def _serve_uvicorn(
     ``_STOP_TIMEOUT`` seconds, runs the lifespan exit (which closes the pool), then
     raises the signal again, which lands in `signals`. A second Ctrl-C forces it.
     """
-    import uvicorn
-
     from .examples.starlette_app import create_app
 
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
@@ -113,6 +114,18 @@ def _serve_uvicorn(
         f"uvicorn {_version('uvicorn')}, serving Starlette {_version('starlette')} "
         f"with starsessions {_version('starsessions')} on AsyncStore"
     )
+    _uvicorn(create_app(pool, table=table, schema=schema), description, sock, signals, ready)
+
+
+def _uvicorn(
+    app: Any,
+    description: str,
+    sock: socket.socket,
+    signals: _Signals,
+    ready: Callable[[str], None],
+) -> None:
+    """Serve an ASGI app with uvicorn on `sock` until a signal stops it (see above)."""
+    import uvicorn
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -121,7 +134,7 @@ def _serve_uvicorn(
                 ready(description)
 
     config = uvicorn.Config(
-        create_app(pool, table=table, schema=schema),
+        app,
         lifespan="on",
         log_level="info",
         timeout_graceful_shutdown=_STOP_TIMEOUT,
@@ -135,6 +148,74 @@ def _serve_uvicorn(
         raise RuntimeError("uvicorn failed to start (see its log above)") from exc
     if not signals.received:
         raise RuntimeError("the web server stopped unexpectedly")
+
+
+def _serve_litestar(
+    dsn: str,
+    sock: socket.socket,
+    table: str,
+    schema: str | None,
+    signals: _Signals,
+    ready: Callable[[str], None],
+) -> None:
+    """The Litestar example on uvicorn, in the main thread, as `_serve_uvicorn`.
+
+    Litestar enters the example's `PostgresStore` with the app: its pool opens in
+    the lifespan's startup and closes in its shutdown.
+    """
+    from .examples.litestar_app import create_app
+
+    description = (
+        f"uvicorn {_version('uvicorn')}, serving Litestar {_version('litestar')} "
+        "with PostgresStore and SessionConfig on AsyncStore"
+    )
+    _uvicorn(create_app(dsn, table=table, schema=schema), description, sock, signals, ready)
+
+
+def _serve_aiohttp(
+    dsn: str,
+    sock: socket.socket,
+    table: str,
+    schema: str | None,
+    signals: _Signals,
+    ready: Callable[[str], None],
+) -> None:
+    """The aiohttp example on aiohttp's own server (AppRunner, SockSite), in the main thread.
+
+    The main thread's event loop polls for a signal, then cleans the runner up: the
+    site stops accepting, the requests in flight get ``_STOP_TIMEOUT`` seconds, and
+    the app's cleanup_ctx closes the pool.
+    """
+    import asyncio
+    import warnings
+
+    from aiohttp import web
+
+    from .examples.aiohttp_app import create_app
+
+    # aiohttp-session 2.12 keys the request's storage by str, which aiohttp 3.14
+    # warns about: not the demo user's business.
+    warnings.filterwarnings("ignore", "It is recommended to use web.RequestKey", UserWarning)
+
+    async def serve() -> None:
+        runner = web.AppRunner(
+            create_app(dsn, table=table, schema=schema), shutdown_timeout=_STOP_TIMEOUT
+        )
+        await runner.setup()
+        try:
+            await web.SockSite(runner, sock).start()
+            ready(
+                f"aiohttp {_version('aiohttp')} (AppRunner), with aiohttp-session "
+                f"{_version('aiohttp-session')} and PostgresStorage on AsyncStore"
+            )
+            signals.serving()
+            # The signal handler may only set attributes (see _Signals): poll them.
+            while not signals.received:  # noqa: ASYNC110
+                await asyncio.sleep(_POLL)
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(serve())
 
 
 def _serve_werkzeug(
@@ -183,6 +264,12 @@ def _serve_werkzeug(
 _SERVERS: dict[str, _Serve] = {"starlette": _serve_uvicorn, "flask": _serve_werkzeug}
 _TITLES = {"starlette": "Starlette", "flask": "Flask"}
 _EXTRAS = {"starlette": ("starlette", "starsessions", "uvicorn"), "flask": ("flask", "werkzeug")}
+_SERVERS["litestar"] = _serve_litestar
+_TITLES["litestar"] = "Litestar"
+_EXTRAS["litestar"] = ("litestar", "uvicorn")
+_SERVERS["aiohttp"] = _serve_aiohttp
+_TITLES["aiohttp"] = "aiohttp"
+_EXTRAS["aiohttp"] = ("aiohttp", "aiohttp_session")
 
 
 # --------------------------------------------------------------------------- signals
@@ -271,7 +358,8 @@ def run(
         dsn: The server to keep sessions in; None to start a throw-away PostgreSQL.
         host: The address to listen on.
         port: The port to listen on.
-        framework: ``"starlette"`` or ``"flask"``.
+        framework: One of `FRAMEWORKS`: ``"starlette"``, ``"flask"``, ``"litestar"``,
+            ``"aiohttp"``.
         table: The sessions table (created if missing).
         schema: The table's schema, or None for the search_path.
         out: Where to print what is served and where.
@@ -333,7 +421,7 @@ def _check_installed(framework: str) -> None:
         try:
             __import__(module)
         except ImportError as exc:
-            extra = "flask" if framework == "flask" else "starlette"
+            extra = framework  # each framework's extra is named after it
             hint = '"sessionstore[test]"' if module == "uvicorn" else f'"sessionstore[{extra}]"'
             raise RuntimeError(
                 f"the {framework} demo needs {module}, which is not installed: pip install {hint}"

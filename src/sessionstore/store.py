@@ -501,6 +501,34 @@ class Store:
             except psycopg.Error as exc:
                 raise DatabaseError("clear", exc) from exc
 
+    def delete_prefix(self, prefix: str, *, batch_size: int | None = None) -> int:
+        """Delete every session whose key starts with `prefix`, live or expired.
+
+        For keys that carry a namespace (``"app:sessions:..."``), as a key-value
+        store built on the table keeps them; tokens this library issues share no
+        prefix. Batched like `clear`, and like it, never waits for a row lock.
+
+        Args:
+            prefix: The start of the keys to delete (checked like a token).
+            batch_size: The most sessions one statement deletes (default: the
+                store's `purge_batch_size`).
+
+        Returns:
+            How many sessions were deleted.
+
+        Raises:
+            TypeError: If `prefix` is not a str or `batch_size` not an int.
+            ValueError: If `prefix` is invalid, `batch_size` is not positive, or
+                the store has ``hash_tokens=True`` (a hashed key keeps no prefix).
+            DatabaseError: If the database could not delete them.
+        """
+        steps = self._core.delete_prefix_steps(prefix, batch_size)
+        try:
+            with self._pool.connection() as conn:
+                return int(self._drive(conn, steps, commit_each=True))
+        except psycopg.Error as exc:
+            raise DatabaseError("delete_prefix", exc) from exc
+
     def create_table(self) -> bool:
         """Create the schema, table and index if missing; never called implicitly.
 

@@ -199,3 +199,46 @@ def missing_extra(module: str, extra: str, exc: ImportError) -> ImportError:
     )
     error.__cause__ = exc
     return error
+
+
+#: What SCS adds to the Cache-Control of a response that sets or clears the session
+#: cookie: a shared cache may keep the page, never the cookie.
+NO_CACHE_SET_COOKIE = 'no-cache="Set-Cookie"'
+
+
+def vary_with_cookie(values: list[str]) -> str | None:
+    """The ``Vary`` value with ``Cookie`` merged in, or None if it is there already.
+
+    Args:
+        values: The response's ``Vary`` header values (possibly several, each a
+            comma-separated list).
+
+    Returns:
+        The single value to set (the old ones joined, then ``Cookie``), or None when
+        nothing changes (``Cookie`` or ``*`` is listed).
+    """
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    if any(name == "*" or name.lower() == "cookie" for name in names):
+        return None
+    return ", ".join([*names, "Cookie"])
+
+
+def cache_control_with_no_cache_set_cookie(values: list[str]) -> str | None:
+    """The ``Cache-Control`` value with ``no-cache="Set-Cookie"`` merged in.
+
+    Args:
+        values: The response's ``Cache-Control`` header values.
+
+    Returns:
+        The single value to set, or None when nothing changes (the directive, or a
+        plain ``no-cache`` or ``no-store``, which covers it, is there already).
+    """
+    directives = [d.strip() for value in values for d in value.split(",") if d.strip()]
+    for directive in directives:
+        name, _, argument = directive.partition("=")
+        name = name.strip().lower()
+        if name == "no-store" or (
+            name == "no-cache" and argument.strip('" ').lower() in ("", "set-cookie")
+        ):
+            return None
+    return ", ".join([*directives, NO_CACHE_SET_COOKIE])

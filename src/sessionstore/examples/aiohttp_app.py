@@ -1,0 +1,155 @@
+"""The SCS README's example in aiohttp: sessions in PostgreSQL through sessionstore.
+
+    pip install "sessionstore[aiohttp,testing]"
+    python -m sessionstore.examples.aiohttp_app
+
+Then open http://127.0.0.1:4000/put and http://127.0.0.1:4000/get. The server is a
+throw-away PostgreSQL started for the run (the ``testing`` extra brings its binaries)
+and deleted on Ctrl-C; aiohttp's own server serves the app.
+
+Beyond the Go example's ``/put`` and ``/get``: ``/login`` logs the session in as
+"alice" (a new token, the session owned by her: what a real login does after checking
+the password), ``/sessions`` lists her sessions (a prefix of each key, and its expiry),
+``/logout-everywhere`` ends all of them but this one, and ``/logout`` deletes the
+session. Log in from two browsers (or two cookie jars) to see both listed.
+
+A real app would take ``/login``, ``/logout`` and ``/logout-everywhere`` as POSTs
+(with CSRF protection); they are GETs here so that a browser's address bar and curl
+can drive them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+from aiohttp_session import get_session
+
+from sessionstore.integrations.aiohttp import (
+    PostgresStorage,
+    login_session,
+    logout_everywhere,
+    session_owner,
+    setup,
+    user_sessions,
+)
+from sessionstore.testing import ephemeral_postgres
+
+HOST, PORT = "127.0.0.1", 4000
+#: What ``/put`` stores and ``/get`` shows: the Go README's message.
+MESSAGE = "Hello from a session!"
+#: Who ``/login`` logs in (a real app checks a password first).
+USER = "alice"
+#: How much of a session's key ``/sessions`` shows: enough to tell them apart, never
+#: a usable token.
+KEY_PREFIX = 8
+#: Where the app keeps its storage (its ``store`` is the `AsyncStore`).
+STORAGE = web.AppKey("sessionstore_storage", PostgresStorage)
+
+
+def create_app(
+    dsn: str,
+    *,
+    lifetime: dt.timedelta = dt.timedelta(hours=24),
+    table: str = "sessions",
+    schema: str | None = None,
+    timeout: float = 30.0,
+    **store_options: Any,
+) -> web.Application:
+    """Build the app: the routes `index` lists, its sessions in PostgreSQL at `dsn`.
+
+    Nothing connects before the app starts: its ``cleanup_ctx`` opens the pool, then
+    creates the table if missing (with the owner column, added if the table lacks
+    it); at cleanup the pool closes.
+
+    Args:
+        dsn: The PostgreSQL server.
+        lifetime: How long a session lives (SCS's ``Lifetime``).
+        table: The sessions table.
+        schema: The table's schema, or None for the search_path.
+        timeout: How long a request waits for a database connection.
+        **store_options: More `AsyncStore` options (e.g. ``hash_tokens``).
+
+    Returns:
+        The aiohttp app.
+    """
+    routes = web.RouteTableDef()
+
+    @routes.get("/")
+    async def index(request: web.Request) -> web.Response:
+        return web.Response(text="/put /get /login /sessions /logout-everywhere /logout\n")
+
+    @routes.get("/put")
+    async def put(request: web.Request) -> web.Response:
+        session = await get_session(request)
+        session["message"] = MESSAGE
+        return web.Response(text="Stored a message in your session.\n")
+
+    @routes.get("/get")
+    async def get(request: web.Request) -> web.Response:
+        session = await get_session(request)
+        return web.Response(text=str(session.get("message", "")) + "\n")
+
+    @routes.get("/login")
+    async def login(request: web.Request) -> web.Response:
+        await login_session(request, USER)  # new token, same data, owned by USER
+        return web.Response(text=f"Logged in as {USER}; your session has a new token.\n")
+
+    @routes.get("/sessions")
+    async def sessions(request: web.Request) -> web.Response:
+        owner = await session_owner(request)
+        if owner is None:
+            return web.Response(text="Not logged in: /login first.\n", status=403)
+        lines = [f"Sessions of {owner}:"]
+        for each in await user_sessions(request):
+            mark = "  (this one)" if each.current else ""
+            expires = each.expiry.isoformat(timespec="seconds")
+            lines.append(f"  {each.key[:KEY_PREFIX]}...  expires {expires}{mark}")
+        return web.Response(text="\n".join(lines) + "\n")
+
+    @routes.get("/logout-everywhere")
+    async def logout_all(request: web.Request) -> web.Response:
+        if await session_owner(request) is None:
+            return web.Response(text="Not logged in: /login first.\n", status=403)
+        ended = await logout_everywhere(request)  # every other session; this one stays
+        return web.Response(text=f"Logged out {ended} other session(s); this one stays.\n")
+
+    @routes.get("/logout")
+    async def logout(request: web.Request) -> web.Response:
+        session = await get_session(request)
+        session.invalidate()  # the row and the cookie are deleted
+        return web.Response(text="Logged out; your session is gone.\n")
+
+    app = web.Application()
+    storage = setup(
+        app,
+        dsn,
+        max_size=4,
+        timeout=timeout,
+        store_options={"table": table, "schema": schema, "owners": True, **store_options},
+        max_age=int(lifetime.total_seconds()),  # like SCS's Lifetime
+    )
+
+    async def create_table(app: web.Application) -> AsyncIterator[None]:
+        await storage.store.create_table()  # after setup's context opened the pool
+        yield
+
+    app.cleanup_ctx.append(create_table)
+    app[STORAGE] = storage
+    app.add_routes(routes)
+    return app
+
+
+def main() -> None:
+    """Serve the app on port 4000 until Ctrl-C (or SIGTERM)."""
+    # aiohttp's run_app stops on either signal and runs the app's cleanup (closing the
+    # pool); then the with-block stops and deletes PostgreSQL.
+    with ephemeral_postgres() as server:
+        print(f"PostgreSQL: {server.source}")
+        web.run_app(create_app(server.dsn), host=HOST, port=PORT)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The SCS README's example in Litestar: sessions in PostgreSQL through sessionstore.
+
+    pip install "sessionstore[litestar,testing]"
+    python -m sessionstore.examples.litestar_app
+
+Then open http://127.0.0.1:4000/put and http://127.0.0.1:4000/get. The server is a
+throw-away PostgreSQL started for the run (the ``testing`` extra brings its binaries)
+and deleted on Ctrl-C; uvicorn serves the app.
+
+Beyond the Go example's ``/put`` and ``/get``: ``/login`` logs the session in as
+"alice" (a new token, the session owned by her: what a real login does after checking
+the password), ``/sessions`` lists her sessions (a prefix of each key, and its expiry),
+``/logout-everywhere`` ends all of them but this one, and ``/logout`` deletes the
+session. Log in from two browsers (or two cookie jars) to see both listed.
+
+A real app would take ``/login``, ``/logout`` and ``/logout-everywhere`` as POSTs
+(with CSRF protection); they are GETs here so that a browser's address bar and curl
+can drive them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import signal
+import sys
+from typing import Any
+
+import uvicorn
+from litestar import Litestar, Request, Response, get
+from litestar.stores.base import Store
+
+from sessionstore.integrations.litestar import (
+    PostgresStore,
+    SessionConfig,
+    login_session,
+    logout_everywhere,
+    session_owner,
+    user_sessions,
+)
+from sessionstore.testing import ephemeral_postgres
+
+HOST, PORT = "127.0.0.1", 4000
+#: What ``/put`` stores and ``/get`` shows: the Go README's message.
+MESSAGE = "Hello from a session!"
+#: Who ``/login`` logs in (a real app checks a password first).
+USER = "alice"
+#: How much of a session's key ``/sessions`` shows: enough to tell them apart, never
+#: a usable token.
+KEY_PREFIX = 8
+
+_Request = Request[Any, Any, Any]
+
+
+def _text(body: str, status_code: int = 200) -> Response[str]:
+    return Response(body, status_code=status_code, media_type="text/plain")
+
+
+def create_app(
+    dsn: str,
+    *,
+    lifetime: dt.timedelta = dt.timedelta(hours=24),
+    table: str = "sessions",
+    schema: str | None = None,
+    **store_options: Any,
+) -> Litestar:
+    """Build the app: the routes `index` lists, its sessions in PostgreSQL at `dsn`.
+
+    Nothing connects before the app starts: Litestar enters the registered store at
+    startup (its pool opens), an on_startup hook creates the table if missing (with the
+    owner column, added if the table lacks it), and at shutdown the pool closes.
+
+    Args:
+        dsn: The PostgreSQL server.
+        lifetime: How long a session lives (SCS's ``Lifetime``).
+        table: The sessions table.
+        schema: The table's schema, or None for the search_path.
+        **store_options: More `AsyncStore` options (e.g. ``hash_tokens``).
+
+    Returns:
+        The Litestar app.
+    """
+
+    @get("/")
+    async def index() -> Response[str]:
+        return _text("/put /get /login /sessions /logout-everywhere /logout\n")
+
+    @get("/put")
+    async def put(request: _Request) -> Response[str]:
+        request.session["message"] = MESSAGE
+        return _text("Stored a message in your session.\n")
+
+    @get("/get")
+    async def get_message(request: _Request) -> Response[str]:
+        return _text(str(request.session.get("message", "")) + "\n")
+
+    @get("/login")
+    async def login(request: _Request) -> Response[str]:
+        login_session(request, USER)  # new token, same data, owned by USER
+        return _text(f"Logged in as {USER}; your session has a new token.\n")
+
+    @get("/sessions")
+    async def sessions(request: _Request) -> Response[str]:
+        owner = session_owner(request)
+        if owner is None:
+            return _text("Not logged in: /login first.\n", 403)
+        lines = [f"Sessions of {owner}:"]
+        for each in await user_sessions(request):
+            mark = "  (this one)" if each.current else ""
+            expires = each.expiry.isoformat(timespec="seconds")
+            lines.append(f"  {each.key[:KEY_PREFIX]}...  expires {expires}{mark}")
+        return _text("\n".join(lines) + "\n")
+
+    @get("/logout-everywhere")
+    async def logout_all(request: _Request) -> Response[str]:
+        if session_owner(request) is None:
+            return _text("Not logged in: /login first.\n", 403)
+        ended = await logout_everywhere(request)  # every other session; this one stays
+        return _text(f"Logged out {ended} other session(s); this one stays.\n")
+
+    @get("/logout")
+    async def logout(request: _Request) -> Response[str]:
+        request.clear_session()  # the row and the cookie are deleted
+        return _text("Logged out; your session is gone.\n")
+
+    root = PostgresStore.from_dsn(
+        dsn, table=table, schema=schema, owners=True, min_size=1, max_size=4, **store_options
+    )
+    stores: dict[str, Store] = {"sessions": root.with_namespace("sessions")}
+
+    async def create_table() -> None:
+        await root.store.create_table()  # on_startup runs after the stores were entered
+
+    return Litestar(
+        route_handlers=[index, put, get_message, login, sessions, logout_all, logout],
+        stores=stores,
+        on_startup=[create_table],
+        middleware=[
+            SessionConfig(
+                max_age=int(lifetime.total_seconds()),  # like SCS's Lifetime
+                secure=False,  # plain http://127.0.0.1 here; keep True behind HTTPS
+            ).middleware
+        ],
+        debug=False,
+    )
+
+
+def main() -> None:
+    """Serve the app on port 4000 until Ctrl-C (or SIGTERM)."""
+    # uvicorn stops gracefully on either signal, then raises it again: turn that into
+    # exceptions that unwind the with-block, so PostgreSQL is stopped and deleted.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    with contextlib.suppress(KeyboardInterrupt), ephemeral_postgres() as server:
+        print(f"PostgreSQL: {server.source}")
+        uvicorn.run(create_app(server.dsn), host=HOST, port=PORT)
+
+
+if __name__ == "__main__":
+    main()
