@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import json
 import os
 import secrets
 import sys
@@ -35,6 +36,7 @@ import psycopg
 from . import __version__
 from ._core import DEFAULT_PURGE_BATCH_SIZE, DEFAULT_TABLE, SessionCore
 from ._oneshot import CONNECT_TIMEOUT, connect_store, create_table
+from ._stats import format_stats, table_stats
 from .errors import SessionStoreError
 from .schema import ddl
 from .store import Store
@@ -116,6 +118,13 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_PURGE_BATCH_SIZE,
         help=f"most sessions one DELETE removes (default: {DEFAULT_PURGE_BATCH_SIZE})",
     )
+    stats = add(
+        "stats",
+        "Report the table's health: live and expired sessions, how far the cleanup lags, "
+        "sizes, dead rows, vacuums, HOT updates (needs only SELECT).",
+        dsn="required",
+    )
+    stats.add_argument("--json", action="store_true", help="print one JSON object instead")
     demo = add(
         "demo",
         "Serve the example app (/put, /get) until Ctrl-C; creates the table.",
@@ -190,6 +199,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("0 (skipped: another purge of this table is running)")
             else:
                 print(deleted)
+        elif args.command == "stats":
+            with psycopg.connect(
+                args.dsn, autocommit=True, connect_timeout=round(CONNECT_TIMEOUT)
+            ) as conn:
+                reading = table_stats(conn, SessionCore(args.table, args.schema))
+            if args.json:
+                print(json.dumps(reading.as_json(), indent=2))
+            else:
+                sys.stdout.write(format_stats(reading))
         elif args.command == "demo":
             from .demo import run
 

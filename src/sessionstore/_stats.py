@@ -1,0 +1,196 @@
+"""What ``python -m sessionstore stats`` reports: the sessions table's health, read-only.
+
+Two statements on one connection: live and expired counts from the table itself (a
+sequential scan: this is an operator's command, not a hot path), then sizes, the
+table's storage options and the statistics collector's counters from the catalogs.
+Both need only SELECT on the table; `pg_stat_user_tables`, `pg_class` and the size
+functions are readable by every role, so the least-privilege role can run it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ._core import SessionCore
+from .errors import first_line
+
+__all__ = ["TableStats", "format_stats", "table_stats"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TableStats:
+    """One reading of a sessions table.
+
+    Attributes:
+        table: The quoted, schema-qualified name.
+        live: Sessions not yet expired (by the database clock).
+        expired: Sessions expired but not yet purged.
+        oldest_expired_age_s: Seconds since the oldest unpurged session expired, or
+            None if none is: how far the cleanup lags.
+        table_bytes: The table's size, TOAST included (``pg_table_size``).
+        index_bytes: Its indexes' size (``pg_indexes_size``).
+        total_bytes: Both (``pg_total_relation_size``).
+        dead_tuples: Row versions awaiting vacuum (``n_dead_tup``; the statistics
+            collector's estimate).
+        live_tuples: The collector's estimate of live row versions (``n_live_tup``).
+        updates: Rows updated since the statistics were reset (``n_tup_upd``).
+        hot_updates: Of those, HOT updates (``n_tup_hot_upd``).
+        hot_ratio: ``hot_updates / updates``, or None before any update.
+        deletes: Rows deleted (``n_tup_del``).
+        last_vacuum: The last manual VACUUM, or None.
+        last_autovacuum: The last autovacuum, or None.
+        last_analyze: The last manual ANALYZE, or None.
+        last_autoanalyze: The last autoanalyze, or None.
+        autovacuum_count: How many times autovacuum has vacuumed the table.
+        options: The table's storage parameters (``fillfactor=70``, autovacuum
+            settings), as ``pg_class.reloptions`` lists them.
+        unlogged: Whether the table is UNLOGGED (emptied after a crash).
+    """
+
+    table: str
+    live: int
+    expired: int
+    oldest_expired_age_s: float | None
+    table_bytes: int
+    index_bytes: int
+    total_bytes: int
+    dead_tuples: int
+    live_tuples: int
+    updates: int
+    hot_updates: int
+    hot_ratio: float | None
+    deletes: int
+    last_vacuum: dt.datetime | None
+    last_autovacuum: dt.datetime | None
+    last_analyze: dt.datetime | None
+    last_autoanalyze: dt.datetime | None
+    autovacuum_count: int
+    options: list[str]
+    unlogged: bool
+
+    def as_json(self) -> dict[str, Any]:
+        """The reading as JSON-ready values (datetimes in ISO 8601, UTC)."""
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, dt.datetime):
+                value = value.astimezone(dt.UTC).isoformat()
+            out[field.name] = value
+        return out
+
+
+_CATALOG = sql.SQL(
+    "SELECT pg_table_size(c.oid), pg_indexes_size(c.oid), pg_total_relation_size(c.oid), "
+    "coalesce(c.reloptions, '{{}}'), c.relpersistence = 'u', "
+    "coalesce(s.n_dead_tup, 0), coalesce(s.n_live_tup, 0), coalesce(s.n_tup_upd, 0), "
+    "coalesce(s.n_tup_hot_upd, 0), coalesce(s.n_tup_del, 0), s.last_vacuum, "
+    "s.last_autovacuum, s.last_analyze, s.last_autoanalyze, coalesce(s.autovacuum_count, 0) "
+    "FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid "
+    "WHERE c.oid = to_regclass({})"
+)
+
+
+def table_stats(conn: psycopg.Connection[Any], core: SessionCore) -> TableStats:
+    """Read the health figures of `core`'s table on `conn`.
+
+    Args:
+        conn: A connection (autocommit or not; nothing is written).
+        core: The store core naming the table.
+
+    Returns:
+        The reading.
+
+    Raises:
+        RuntimeError: If the table does not exist or can't be read (the message says
+            why, with PostgreSQL's first line).
+    """
+    name = sql.SQL(core.qualified_name)
+    counts = sql.SQL(
+        "SELECT count(*) FILTER (WHERE current_timestamp < expiry), "
+        "count(*) FILTER (WHERE expiry <= current_timestamp), "
+        "extract(epoch FROM current_timestamp - min(expiry) "
+        "FILTER (WHERE expiry <= current_timestamp))::float8 FROM {}"
+    ).format(name)
+    try:
+        live, expired, lag = _one(conn, counts)
+        row = _one(conn, _CATALOG.format(sql.Literal(core.qualified_name)))
+    except psycopg.errors.UndefinedTable as exc:
+        raise RuntimeError(
+            f"no table {core.qualified_name}: create it with `python -m sessionstore migrate`"
+        ) from exc
+    except psycopg.Error as exc:
+        raise RuntimeError(f"cannot read {core.qualified_name}: {first_line(exc)}") from exc
+    updates, hot = int(row[7]), int(row[8])
+    return TableStats(
+        table=core.qualified_name,
+        live=int(live),
+        expired=int(expired),
+        oldest_expired_age_s=None if lag is None else float(lag),
+        table_bytes=int(row[0]),
+        index_bytes=int(row[1]),
+        total_bytes=int(row[2]),
+        options=list(row[3]),
+        unlogged=bool(row[4]),
+        dead_tuples=int(row[5]),
+        live_tuples=int(row[6]),
+        updates=updates,
+        hot_updates=hot,
+        hot_ratio=hot / updates if updates else None,
+        deletes=int(row[9]),
+        last_vacuum=row[10],
+        last_autovacuum=row[11],
+        last_analyze=row[12],
+        last_autoanalyze=row[13],
+        autovacuum_count=int(row[14]),
+    )
+
+
+def _one(conn: psycopg.Connection[Any], query: sql.Composed) -> tuple[Any, ...]:
+    row = conn.execute(query).fetchone()
+    if row is None:  # the catalog query finds no row only if the table vanished meanwhile
+        raise psycopg.errors.UndefinedTable("the table vanished while being read")
+    return tuple(row)
+
+
+def format_stats(stats: TableStats) -> str:
+    """The reading as lines of text for a terminal."""
+
+    def size(n: int) -> str:
+        if n < 1024:
+            return f"{n:,} B"
+        value = n / 1024
+        for unit in ("KiB", "MiB"):
+            if value < 1024:
+                return f"{value:,.1f} {unit}"
+            value /= 1024
+        return f"{value:,.1f} GiB"
+
+    def when(value: dt.datetime | None) -> str:
+        return "never" if value is None else value.astimezone(dt.UTC).isoformat(timespec="seconds")
+
+    lag = (
+        "none expired"
+        if stats.oldest_expired_age_s is None
+        else f"{stats.oldest_expired_age_s:,.0f} s ago"
+    )
+    hot = "no updates yet" if stats.hot_ratio is None else f"{100 * stats.hot_ratio:.1f}%"
+    lines = [
+        f"table: {stats.table}" + (" (UNLOGGED)" if stats.unlogged else ""),
+        f"sessions: {stats.live:,} live, {stats.expired:,} expired (not yet purged)",
+        f"oldest expired session: {lag}",
+        f"size: table {size(stats.table_bytes)}, indexes {size(stats.index_bytes)}, "
+        f"total {size(stats.total_bytes)}",
+        f"row versions: {stats.live_tuples:,} live, {stats.dead_tuples:,} dead (estimates)",
+        f"updates: {stats.updates:,}, HOT {hot}; deletes: {stats.deletes:,}",
+        f"last vacuum: {when(stats.last_vacuum)}; last autovacuum: "
+        f"{when(stats.last_autovacuum)} ({stats.autovacuum_count} in all)",
+        f"last analyze: {when(stats.last_analyze)}; last autoanalyze: "
+        f"{when(stats.last_autoanalyze)}",
+        "storage options: " + (", ".join(stats.options) if stats.options else "defaults"),
+    ]
+    return "\n".join(lines) + "\n"
