@@ -100,6 +100,18 @@ class Both:
             return await self.store.create(token, data, expiry, owner=owner)
         return self.store.create(token, data, expiry, owner=owner)
 
+    async def update(
+        self,
+        token: str,
+        data: bytes | bytearray | memoryview,
+        expiry: dt.datetime,
+        *,
+        owner: str | None = None,
+    ) -> bool:
+        if isinstance(self.store, AsyncStore):
+            return await self.store.update(token, data, expiry, owner=owner)
+        return self.store.update(token, data, expiry, owner=owner)
+
     async def exists(self, token: str) -> bool:
         if isinstance(self.store, AsyncStore):
             return await self.store.exists(token)

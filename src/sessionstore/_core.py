@@ -1084,3 +1084,48 @@ class SessionCore:
             if count < batch_size:
                 return deleted
             after = last
+
+    # Update only if live (added for the Django integration's UpdateError).
+
+    def update(
+        self,
+        token: str,
+        data: bytes | bytearray | memoryview,
+        expiry: dt.datetime,
+        owner: str | None = None,
+    ) -> Statement:
+        """Build the update that rewrites a live session; a missing or expired one is left alone.
+
+        Args:
+            token: The session token.
+            data: The payload.
+            expiry: When the session expires (timezone-aware).
+            owner: Who the session belongs to (only with ``owners``); None keeps the
+                row's current owner.
+
+        Returns:
+            The statement; it affects one row if the session was live, else none.
+
+        Raises:
+            TypeError: If an argument has the wrong type.
+            ValueError: If an argument is invalid.
+            OwnersNotEnabledError: If an owner is given without ``owners``.
+        """
+        ident = sql.SQL(escape_percent(self.qualified_name))
+        plain = _render(
+            sql.SQL(
+                "UPDATE {} SET data = %s, expiry = %s "
+                "WHERE token = %s AND current_timestamp < expiry"
+            ).format(ident)
+        )
+        owned = _render(
+            sql.SQL(
+                "UPDATE {} SET data = %s, expiry = %s, owner = COALESCE(%s, owner) "
+                "WHERE token = %s AND current_timestamp < expiry"
+            ).format(ident)
+        )
+        saved = self._save(plain, owned, "update", token, data, expiry, owner)
+        # _save orders the parameters as the inserts take them (key first); the
+        # UPDATE names the key last.
+        key, *rest = saved.params
+        return Statement(saved.query, (*rest, key))

@@ -234,6 +234,41 @@ class Store:
         statement = self._core.create(token, data, expiry, owner)
         return bool(self._query("create", statement, "count"))
 
+    def update(
+        self,
+        token: str,
+        data: bytes | bytearray | memoryview,
+        expiry: dt.datetime,
+        *,
+        owner: str | None = None,
+    ) -> bool:
+        """Rewrite a live session's data and expiry; never create or revive one.
+
+        The counterpart of `create`: use it where a session deleted meanwhile (logged
+        out elsewhere, expired, purged) must stay deleted, e.g. for Django's
+        ``UpdateError``.
+
+        Args:
+            token: The session token.
+            data: The session's data.
+            expiry: When the session expires: a timezone-aware datetime.
+            owner: Who the session belongs to (needs ``owners=True``); None keeps
+                the row's current owner.
+
+        Returns:
+            True if the session was live and is rewritten; False, with nothing
+                written, if it is missing or expired.
+
+        Raises:
+            TypeError: If an argument has the wrong type.
+            ValueError: If the token is invalid, the data is larger than
+                `max_data_size`, or the expiry is naive.
+            OwnersNotEnabledError: If an owner is given without ``owners=True``.
+            DatabaseError: If the database could not update it.
+        """
+        statement = self._core.update(token, data, expiry, owner)
+        return bool(self._query("update", statement, "count"))
+
     def delete(self, token: str) -> None:
         """Delete a session; a missing token is not an error.
 
