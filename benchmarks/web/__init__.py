@@ -1,0 +1,1 @@
+"""The web benchmark: ``python -m benchmarks.web`` (see ``--help``)."""

@@ -1,0 +1,268 @@
+"""The apps the web benchmark serves, one per contender; built in the server process.
+
+Every app answers ``GET /ping`` with ``pong`` without touching a session (the
+server's readiness check, and the no-session ceiling's workload), and, unless it is
+the ceiling, ``GET /count``: read ``count`` from the session (0 if absent), add one,
+store it, answer the new value as text. The load generator checks every answer, so
+a session that is lost (a fresh one where the client's cookie named one) fails the
+run instead of being counted.
+
+sessionstore's contenders use its integrations as their docs show, on a pool of
+``pool`` connections in autocommit mode opened before the server accepts, and
+`NoCleanup` (as in the other benchmarks: a purge would land in some rounds only;
+no framework's default store here purges on its own either). Every store keeps its
+defaults otherwise; cookies are not ``Secure`` (the benchmark speaks plain HTTP).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import warnings
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+#: The secret of the cookie stores (a benchmark's: never a real one).
+SECRET = "sessionstore-web-benchmark-secret-not-for-production"
+
+
+@dataclasses.dataclass(frozen=True)
+class AppConfig:
+    """What an app is built with.
+
+    Attributes:
+        dsn: The database (its search_path names the benchmark's schema).
+        table: sessionstore's sessions table.
+        pool: Connections in the app's pool (min and max).
+        workdir: A directory of the server's own (Litestar's FileStore).
+        threads: Threads of the WSGI worker (Django's db backend opens one
+            connection per thread).
+    """
+
+    dsn: str
+    table: str
+    pool: int
+    workdir: Path
+    threads: int
+
+
+# --------------------------------------------------------------------------- Litestar
+
+
+def litestar(store: str, config: AppConfig) -> Any:
+    """The Litestar app of `store` (an ASGI app)."""
+    from litestar import Litestar, MediaType, Request, get
+    from litestar.middleware.session.server_side import ServerSideSessionConfig
+    from litestar.stores.base import Store
+    from litestar.stores.file import FileStore
+
+    @get("/ping", media_type=MediaType.TEXT)
+    async def ping() -> str:
+        return "pong"
+
+    @get("/count", media_type=MediaType.TEXT)
+    async def count(request: Request[Any, Any, Any]) -> str:
+        n = int(request.session.get("count", 0)) + 1
+        request.session["count"] = n
+        return str(n)
+
+    if store == "none":
+        return Litestar(route_handlers=[ping], debug=False, logging_config=None)
+    stores: dict[str, Store] = {}
+    middleware: Any
+    if store == "memory":
+        middleware = ServerSideSessionConfig().middleware  # app.stores' default: MemoryStore
+    elif store == "file":
+        stores["sessions"] = FileStore(config.workdir / "sessions", create_directories=True)
+        middleware = ServerSideSessionConfig().middleware
+    elif store == "sessionstore":
+        from sessionstore.cleanup import NoCleanup
+        from sessionstore.integrations.litestar import PostgresStore, SessionConfig
+
+        root = PostgresStore.from_dsn(
+            config.dsn,
+            min_size=config.pool,
+            max_size=config.pool,
+            table=config.table,
+            cleanup=NoCleanup(),
+        )
+        stores["sessions"] = root.with_namespace("sessions")
+        middleware = SessionConfig(secure=False).middleware
+    else:
+        raise ValueError(f"Litestar has no store {store!r} here")
+    return Litestar(
+        route_handlers=[ping, count],
+        stores=stores,
+        middleware=[middleware],
+        debug=False,
+        logging_config=None,
+    )
+
+
+# --------------------------------------------------------------------------- aiohttp
+
+
+def aiohttp(store: str, config: AppConfig) -> Any:
+    """The aiohttp app of `store` (a ``web.Application``)."""
+    from aiohttp import web
+
+    # aiohttp-session 2.12 keys the request's session by str, which aiohttp 3.14
+    # warns about on every request (the test suite ignores it likewise).
+    warnings.filterwarnings("ignore", "It is recommended to use web.RequestKey", UserWarning)
+
+    async def ping(request: web.Request) -> web.Response:
+        return web.Response(text="pong")
+
+    async def count(request: web.Request) -> web.Response:
+        from aiohttp_session import get_session
+
+        session = await get_session(request)
+        n = int(session.get("count", 0)) + 1
+        session["count"] = n
+        return web.Response(text=str(n))
+
+    app = web.Application()
+    app.router.add_get("/ping", ping)
+    if store == "none":
+        return app
+    app.router.add_get("/count", count)
+    if store == "cookie":
+        from aiohttp_session import setup
+        from aiohttp_session.cookie_storage import EncryptedCookieStorage
+
+        # 32 raw bytes: the storage base64-encodes them into a Fernet key.
+        setup(app, EncryptedCookieStorage(SECRET.encode()[:32]))
+    elif store == "sessionstore":
+        from sessionstore.cleanup import NoCleanup
+        from sessionstore.integrations.aiohttp import setup as postgres_setup
+
+        postgres_setup(
+            app,
+            config.dsn,
+            min_size=config.pool,
+            max_size=config.pool,
+            store_options={"table": config.table, "cleanup": NoCleanup()},
+        )
+    else:
+        raise ValueError(f"aiohttp has no store {store!r} here")
+    return app
+
+
+# --------------------------------------------------------------------------- Starlette
+
+
+def starlette(store: str, config: AppConfig) -> Any:
+    """The Starlette app of `store` (an ASGI app)."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def ping(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("pong")
+
+    async def count(request: Request) -> PlainTextResponse:
+        n = int(request.session.get("count", 0)) + 1
+        request.session["count"] = n
+        return PlainTextResponse(str(n))
+
+    routes = [Route("/ping", ping)]
+    if store == "none":
+        return Starlette(routes=routes)
+    routes.append(Route("/count", count))
+    lifespan: Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]] | None = None
+    if store == "cookie":
+        from starlette.middleware.sessions import SessionMiddleware
+
+        middleware = [Middleware(SessionMiddleware, secret_key=SECRET, https_only=False)]
+    elif store in ("memory", "sessionstore"):
+        import starsessions
+
+        backend: starsessions.SessionStore
+        if store == "memory":
+            backend = starsessions.InMemoryStore()
+        else:
+            from psycopg_pool import AsyncConnectionPool
+
+            from sessionstore import AsyncStore
+            from sessionstore.cleanup import NoCleanup
+            from sessionstore.integrations.starlette import PostgresStore
+
+            pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+                config.dsn,
+                open=False,
+                min_size=config.pool,
+                max_size=config.pool,
+                kwargs={"autocommit": True},
+            )
+            async_store = AsyncStore(pool, table=config.table, cleanup=NoCleanup())
+            backend = PostgresStore(async_store)
+
+            @contextlib.asynccontextmanager
+            async def lifespan(app: Starlette) -> AsyncIterator[None]:
+                async with pool, async_store:  # opens the pool in the serving loop
+                    await pool.wait()
+                    yield
+
+        middleware = [
+            Middleware(starsessions.SessionMiddleware, store=backend, cookie_https_only=False),
+            Middleware(starsessions.SessionAutoloadMiddleware),
+        ]
+    else:
+        raise ValueError(f"Starlette has no store {store!r} here")
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+# --------------------------------------------------------------------------- Flask
+
+
+def flask(store: str, config: AppConfig) -> tuple[Any, Callable[[], None]]:
+    """The Flask app of `store` (a WSGI app), and what closes its resources."""
+    from flask import Flask, session
+
+    app = Flask("sessionstore_webbench")
+    app.secret_key = SECRET
+
+    @app.get("/ping")
+    def ping() -> str:
+        return "pong"
+
+    close: Callable[[], None] = lambda: None  # noqa: E731 - nothing to close by default
+    if store == "none":
+        return app, close
+
+    @app.get("/count")
+    def count() -> str:
+        n = int(session.get("count", 0)) + 1
+        session["count"] = n
+        return str(n)
+
+    if store == "sessionstore":
+        from psycopg_pool import ConnectionPool
+
+        from sessionstore import Store
+        from sessionstore.cleanup import NoCleanup
+        from sessionstore.integrations.flask import PostgresSessionInterface
+
+        pool: ConnectionPool[Any] = ConnectionPool(
+            config.dsn,
+            min_size=config.pool,
+            max_size=config.pool,
+            kwargs={"autocommit": True},
+            open=True,
+        )
+        pool.wait()
+        sync_store = Store(pool, table=config.table, cleanup=NoCleanup())
+        app.session_interface = PostgresSessionInterface(sync_store)
+
+        def close() -> None:
+            try:
+                sync_store.close()
+            finally:
+                pool.close()
+
+    elif store != "cookie":
+        raise ValueError(f"Flask has no store {store!r} here")
+    return app, close

@@ -1,0 +1,466 @@
+"""The command line: ``python -m benchmarks.web [options]``.
+
+Without ``--dsn`` (or ``SESSIONSTORE_DSN``) it starts a throw-away PostgreSQL with
+`sessionstore.testing.ephemeral_postgres`, durable (fsync and synchronous commit
+on) as ``python -m benchmarks`` does, so that every session write includes the WAL
+flush it costs on a real server. Everything the benchmark creates lives in a schema
+of its own (`SCHEMA`, dropped at the end): sessionstore's table and Django's,
+each preloaded with ``--rows`` live sessions, reached through the connections'
+``search_path``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime as dt
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import psycopg.conninfo
+from psycopg import sql
+
+import sessionstore
+from sessionstore._oneshot import create_table
+
+from ..cli import _finite, database
+from ..noise import Probe, postmaster_of
+from ..progress import Progress
+from ..runner import concurrency_list, names_list, server_info
+from ..workload import Table
+from .apps import AppConfig
+from .client import Load, run_load
+from .contenders import (
+    FRAMEWORKS,
+    WebContender,
+    missing_requirements,
+    of_framework,
+)
+from .report import Key, WebCell, cells_json, format_tables, run_noise, summarize
+from .server import ROOT, WebServer
+
+#: The benchmark's schema: dropped (with everything in it) and created at the start.
+SCHEMA = "sessionstore_webbench"
+#: sessionstore's sessions table, in `SCHEMA`.
+TABLE = "web_sessions"
+#: Expiry of the preloaded sessions: well beyond any run.
+PRELOAD_LIFETIME = dt.timedelta(days=7)
+DEFAULT_OUTPUT = Path("benchmarks") / "results" / "web.json"
+#: A round in which any contender's sample was noisy is run once more, every contender.
+NOISY_RERUNS = 1
+
+_VERSIONS = (
+    "litestar",
+    "uvicorn",
+    "httptools",
+    "aiohttp",
+    "aiohttp-session",
+    "cryptography",
+    "django",
+    "gunicorn",
+    "flask",
+    "werkzeug",
+    "starlette",
+    "starsessions",
+)
+
+
+@dataclasses.dataclass
+class WebSettings:
+    """What to run (the command line's options).
+
+    Attributes:
+        frameworks: The frameworks to measure.
+        clients: The numbers of concurrent clients.
+        rounds: Samples per (contender, clients).
+        duration: Seconds counted per measurement.
+        warmup: Seconds before counting starts.
+        rows: Live sessions preloaded into each sessions table.
+        payload: Bytes of data of each preloaded session.
+        pool: Connections in each sessionstore app's pool.
+        threads: Threads of the WSGI worker (Django, Flask).
+        max_steal: Rounds in which the host stole more than this share of the CPU
+            are left out (and run once more).
+        keep: Leave the benchmark's schema behind.
+        seed: Seeds the preload.
+    """
+
+    frameworks: tuple[str, ...] = FRAMEWORKS
+    clients: tuple[int, ...] = (1, 16, 64)
+    rounds: int = 3
+    duration: float = 2.0
+    warmup: float = 1.0
+    rows: int = 100_000
+    payload: int = 200
+    pool: int = 16
+    threads: int = 16
+    max_steal: float = 0.10
+    keep: bool = False
+    seed: int = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser."""
+    d = WebSettings()
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.web",
+        description="Requests/s and latency of a view that reads and updates the session, "
+        "for sessionstore's integrations against each framework's own session stores.",
+    )
+    p.add_argument(
+        "--dsn", help="PostgreSQL to use (default: $SESSIONSTORE_DSN, else a throw-away one)"
+    )
+    p.add_argument(
+        "--frameworks",
+        help=f"comma-separated, of {', '.join(FRAMEWORKS)} (default all)",
+    )
+    p.add_argument(
+        "--clients",
+        type=concurrency_list,
+        help="concurrent clients, comma-separated (default 1,16,64)",
+    )
+    p.add_argument("--rounds", type=int, help=f"rounds (default {d.rounds})")
+    p.add_argument("--duration", type=float, help=f"seconds counted (default {d.duration:g})")
+    p.add_argument("--warmup", type=float, help=f"seconds of warm-up (default {d.warmup:g})")
+    p.add_argument("--rows", type=int, help=f"sessions preloaded per table (default {d.rows:,})")
+    p.add_argument("--pool", type=int, help=f"connections per sessionstore app (default {d.pool})")
+    p.add_argument("--threads", type=int, help=f"threads of the WSGI worker (default {d.threads})")
+    p.add_argument(
+        "--max-steal",
+        type=float,
+        help=f"leave out rounds where the host stole more than this share of the CPU "
+        f"(default {d.max_steal:g})",
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=DEFAULT_OUTPUT,
+        help=f"JSON output (default {DEFAULT_OUTPUT})",
+    )
+    p.add_argument("--keep-tables", action="store_true", help="leave the benchmark's schema")
+    return p
+
+
+def settings_from(args: argparse.Namespace) -> WebSettings:
+    """The settings: defaults, then the options given."""
+    values: dict[str, Any] = {}
+    for name in ("clients", "rounds", "duration", "warmup", "rows", "pool", "threads", "max_steal"):
+        value = getattr(args, name)
+        if value is not None:
+            values[name] = value
+    if args.frameworks:
+        values["frameworks"] = names_list(args.frameworks, FRAMEWORKS, "framework")
+    values["keep"] = args.keep_tables
+    s = WebSettings(**values)
+    if s.rounds < 1 or s.rows < 1 or s.pool < 1 or s.threads < 1:
+        raise ValueError("--rounds, --rows, --pool and --threads must be at least 1")
+    if s.duration <= 0 or s.warmup < 0:
+        raise ValueError("--duration must be positive and --warmup not negative")
+    if not 0 <= s.max_steal <= 1:
+        raise ValueError("--max-steal must be a share of the CPU between 0 and 1")
+    return s
+
+
+def with_schema(dsn: str) -> str:
+    """`dsn` with the benchmark's schema as its search_path (other options kept)."""
+    options = psycopg.conninfo.conninfo_to_dict(dsn).get("options")
+    path = f"-c search_path={SCHEMA}"
+    return psycopg.conninfo.make_conninfo(dsn, options=f"{options} {path}" if options else path)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def server_descriptions(settings: WebSettings) -> dict[str, str]:
+    """What serves each framework, for the tables and the JSON."""
+    uvicorn = (
+        f"uvicorn {_version('uvicorn')} (httptools {_version('httptools')}, asyncio), 1 process"
+    )
+    gunicorn = f"gunicorn {_version('gunicorn')}, 1 gthread worker x {settings.threads} threads"
+    return {
+        "litestar": f"Litestar {_version('litestar')} on {uvicorn}",
+        "aiohttp": f"aiohttp {_version('aiohttp')} AppRunner (aiohttp-session "
+        f"{_version('aiohttp-session')}), 1 process",
+        "django": f"Django {_version('django')} on {gunicorn}",
+        "flask": f"Flask {_version('flask')} on {gunicorn}",
+        "starlette": f"Starlette {_version('starlette')} (starsessions "
+        f"{_version('starsessions')}) on {uvicorn}",
+    }
+
+
+class WebBench:
+    """The web benchmark against one database.
+
+    Args:
+        dsn: The database (the benchmark's schema is created in it).
+        settings: What to run.
+        say: Where progress messages go.
+    """
+
+    def __init__(self, dsn: str, settings: WebSettings, say: Callable[[str], None]) -> None:
+        self.admin_dsn = dsn
+        self.dsn = with_schema(dsn)
+        self.settings = settings
+        self.say = say
+        self.contenders: list[WebContender] = []
+        self.unavailable: dict[str, str] = {}
+        for framework in settings.frameworks:
+            for contender in of_framework(framework):
+                reason = contender.unavailable() if contender.optional else None
+                if reason is None:
+                    self.contenders.append(contender)
+                else:
+                    self.unavailable[contender.key] = reason
+        self.db_pid: int | None = None
+        self._workdir = Path(".")
+        #: Every measurement, in order: its key, round, attempt and result.
+        self.rounds: list[dict[str, Any]] = []
+
+    def setup(self) -> None:
+        """Create the schema and the tables, and preload them."""
+        s = self.settings
+        with psycopg.connect(self.admin_dsn, autocommit=True) as admin:
+            self.db_pid = postmaster_of(admin.info.backend_pid)
+            admin.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA))
+            )
+            admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCHEMA)))
+        create_table(self.dsn, TABLE)
+        expiry = dt.datetime.now(dt.UTC) + PRELOAD_LIFETIME
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            self.say(f"preloading {s.rows:,} sessions ({s.payload}-byte payloads) into {TABLE}")
+            table = Table(TABLE)
+            table.preload(conn, 0, s.rows, s.payload, expiry, random.Random(s.seed))
+            table.vacuum(conn, analyze=True)
+            if "django" in s.frameworks:
+                self._django_table(conn, expiry)
+
+    def _django_table(self, conn: psycopg.Connection[Any], expiry: dt.datetime) -> None:
+        """Create Django's session table with Django's own migration, and preload it."""
+        s = self.settings
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.web.serve", "--migrate-django", f"--dsn={self.dsn}"],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
+                ),
+            },
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"Django's migrate failed:\n{done.stdout}{done.stderr}")
+        self.say(f"preloading {s.rows:,} sessions into django_session")
+        rng = random.Random(s.seed + 1)
+        data = "x" * s.payload
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                "COPY django_session (session_key, session_data, expire_date) FROM STDIN"
+            ) as copy,
+        ):
+            for i in range(s.rows):
+                key = hashlib.sha256(f"django:{i}:{rng.random()}".encode()).hexdigest()[:32]
+                copy.write_row((key, data, expiry))
+        conn.execute("VACUUM (ANALYZE) django_session")
+
+    def close(self) -> None:
+        """Drop the schema, unless asked to keep it."""
+        if self.settings.keep:
+            return
+        with psycopg.connect(self.admin_dsn, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA))
+            )
+
+    def plan(self) -> list[tuple[str, int, int, WebContender]]:
+        """Every measurement: frameworks, clients, rounds, then the contenders rotated.
+
+        Returns:
+            (framework, clients, round, contender) tuples: a cell's rounds interleave
+            its contenders, each round starting with another one.
+        """
+        s = self.settings
+        steps = []
+        for framework in s.frameworks:
+            mine = [c for c in self.contenders if c.framework == framework]
+            for ci, n in enumerate(s.clients):
+                for rnd in range(s.rounds):
+                    shift = (rnd + ci) % len(mine)
+                    for contender in mine[shift:] + mine[:shift]:
+                        steps.append((framework, n, rnd, contender))
+        return steps
+
+    def measure(self, contender: WebContender, clients: int) -> Load:
+        """One measurement: start the contender's server, load it, stop it."""
+        s = self.settings
+        config = AppConfig(self.dsn, TABLE, s.pool, self._workdir, s.threads)
+        with WebServer(contender, config) as server:
+            probe = Probe(self.db_pid, {"web": server.pid})
+            return asyncio.run(
+                run_load(
+                    server.port,
+                    contender.path,
+                    contender.sessions,
+                    clients,
+                    s.warmup,
+                    s.duration,
+                    probe,
+                )
+            )
+
+    def run(self, progress: Progress) -> dict[Key, list[Load]]:
+        """Run the plan; a round with a noisy sample is run once more, all contenders."""
+        s = self.settings
+        samples: dict[Key, list[Load]] = {}
+        rounds: dict[tuple[str, int, int], list[WebContender]] = {}
+        for framework, n, rnd, contender in self.plan():
+            rounds.setdefault((framework, n, rnd), []).append(contender)
+        for (framework, n, rnd), order in rounds.items():
+            for attempt in range(1 + NOISY_RERUNS):
+                noisy = False
+                for contender in order:
+                    again = " (re-run: noisy)" if attempt else ""
+                    label = (
+                        f"round {rnd + 1}/{s.rounds}{again}: {framework}, N={n}, {contender.label}"
+                    )
+                    progress.show(label)
+                    load = self.measure(contender, n)
+                    samples.setdefault((framework, contender.key, n), []).append(load)
+                    usage = load.sample.usage
+                    self.rounds.append(
+                        {
+                            "framework": framework,
+                            "contender": contender.key,
+                            "clients": n,
+                            "round": rnd,
+                            "attempt": attempt,
+                            "requests_per_s": load.sample.ops_per_s,
+                            "reconnects": load.reconnects,
+                            "noise": None if usage is None else dataclasses.asdict(usage.noise),
+                            "client_cpu_s": None if usage is None else usage.client,
+                            "server_cpu_s": None if usage is None else usage.helpers.get("web"),
+                            "db_cpu_s": None if usage is None else usage.server,
+                        }
+                    )
+                    noisy = noisy or (usage is not None and usage.noise.noisy(s.max_steal))
+                    if not attempt:
+                        progress.step(label)
+                if not noisy:
+                    break
+        return samples
+
+
+def _meta(settings: WebSettings, source: str, dsn: str, bench: WebBench) -> dict[str, Any]:
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": "python -m benchmarks.web " + " ".join(sys.argv[1:]),
+        "server_source": source,
+        "server": server_info(dsn),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "sessionstore": sessionstore.__version__,
+        "psycopg": psycopg.__version__,
+        "versions": {name: _version(name) for name in _VERSIONS},
+        "servers": server_descriptions(settings),
+        "unavailable": dict(bench.unavailable),
+        "settings": {
+            **{
+                k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(settings).items()
+            },
+            "schema": SCHEMA,
+            "table": TABLE,
+            "workers": 1,
+        },
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the web benchmark; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    missing = missing_requirements(settings.frameworks)
+    if missing:
+        parser.error(
+            f"not installed: {', '.join(missing)}; install the bench extra "
+            '(pip install -e ".[bench]") or choose --frameworks'
+        )
+    started = time.monotonic()
+    try:
+        with database(args.dsn) as (dsn, source, _):
+            _say(f"server: {source}")
+            bench = WebBench(dsn, settings, _say)
+            meta = _meta(settings, source, dsn, bench)
+            try:
+                bench.setup()
+                progress = Progress(len(bench.plan()))
+                try:
+                    samples = bench.run(progress)
+                finally:
+                    progress.close()
+            finally:
+                bench.close()
+    except KeyboardInterrupt:
+        _say("\ninterrupted: servers stopped, schema dropped, database stopped")
+        return 130
+    leftovers = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    if leftovers:
+        _say(f"warning: threads still running: {', '.join(leftovers)}")
+
+    cells: list[WebCell] = summarize(samples, settings.max_steal)
+    elapsed = time.monotonic() - started
+    server = meta["server"]
+    print(f"sessionstore web benchmark, {meta['date']}: {meta['command']}")
+    print(
+        f"database: PostgreSQL {server['server_version']} ({source}); fsync={server['fsync']}, "
+        f"synchronous_commit={server['synchronous_commit']}"
+    )
+    print(
+        f"machine: {meta['cpus']} CPUs, Python {meta['python']}; every server runs ONE worker "
+        f"process (per-core comparison); the clients run in this process, one keep-alive "
+        f"connection and cookie jar each"
+    )
+    print(
+        f"workload: GET /count (read, increment and store an integer in the session) or "
+        f"/ping for the ceilings; {settings.rows:,} sessions preloaded per table; "
+        f"{settings.rounds} round(s) of {settings.warmup:g} s warm-up + {settings.duration:g} s; "
+        f"sessionstore pools of {settings.pool}; run took {elapsed:.0f} s"
+    )
+    print(run_noise(cells) + f" (--max-steal {settings.max_steal:g})")
+    print()
+    print(format_tables(cells, settings.frameworks, meta["servers"], bench.unavailable))
+    document = {"meta": meta, "results": cells_json(cells), "rounds": bench.rounds}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(_finite(document), indent=2) + "\n")
+    print(f"\nJSON: {args.output}")
+    return 0

@@ -1,0 +1,343 @@
+"""The load generator: N HTTP/1.1 clients, each on its own keep-alive connection.
+
+Each client is a closed loop (send a request, wait for the whole response, send the
+next) on one connection kept open for the whole measurement, with a cookie jar of
+its own: its first request has no cookie, the response's ``Set-Cookie`` gives it its
+session, and every later request sends that cookie back, as a browser does. Clients
+run as asyncio tasks in the benchmark's process, a process apart from the server's.
+
+It speaks HTTP/1.1 over raw asyncio transports (a `asyncio.Protocol`, requests built
+once per cookie change, responses parsed for the status, ``Content-Length`` or
+chunked bodies, ``Set-Cookie`` and ``Connection``) rather than through aiohttp's
+client, because the client shares the machine's two cores with the server and
+PostgreSQL: every microsecond of client CPU per request is taken from them. aiohttp's
+client spends several times as much per request (connector, cookie jar with
+domain matching, multidict headers, response objects and their streams) for features
+no request here needs. The run reports the client's CPU per request and its share
+of one core, and the no-session ceiling of each framework shows how far above the
+session contenders the client can drive one server.
+
+Every answer is checked: the status must be 200, and ``/count`` must answer one more
+than the client's previous answer (1 for its first request). A session that was lost
+or mixed up with another client's stops the run with `SessionLost`: it is never
+counted as a request served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+from ..measure import Sample, _collect, window
+from ..noise import Probe, Snapshot
+
+#: A measurement that has not ended this long after its window did is stuck.
+STUCK_AFTER = 60.0
+
+
+class HttpError(RuntimeError):
+    """The server answered what no correct server answers to this request."""
+
+
+class SessionLost(HttpError):
+    """A ``/count`` answer was not the client's previous one plus one."""
+
+
+@dataclasses.dataclass
+class Response:
+    """What the client looks at in a response."""
+
+    status: int
+    body: bytes
+    close: bool
+
+
+class Jar:
+    """One client's cookies: name to value, from ``Set-Cookie``; expired ones dropped."""
+
+    def __init__(self) -> None:
+        self.cookies: dict[str, str] = {}
+        #: Bumped on every change, so that requests are rebuilt only then.
+        self.version = 0
+
+    def set(self, header: str) -> None:
+        """Apply one ``Set-Cookie`` header value."""
+        pair, _, attributes = header.partition(";")
+        name, _, value = pair.partition("=")
+        name, value = name.strip(), value.strip()
+        expired = not value
+        for attribute in attributes.split(";"):
+            key, _, arg = attribute.partition("=")
+            key = key.strip().lower()
+            if key == "max-age" and arg.strip().lstrip("-").isdigit():
+                expired = expired or int(arg) <= 0
+            elif key == "expires" and "1970" in arg:
+                expired = True
+        if expired:
+            if self.cookies.pop(name, None) is not None:
+                self.version += 1
+        elif self.cookies.get(name) != value:
+            self.cookies[name] = value
+            self.version += 1
+
+    def header(self) -> str:
+        """The ``Cookie`` header's value (empty without cookies)."""
+        return "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+
+
+def parse(buffer: bytearray, jar: Jar) -> tuple[Response, int] | None:
+    """Parse one response from the front of `buffer`, applying its cookies to `jar`.
+
+    Returns:
+        The response and how many bytes it took, or None if it is not all there yet.
+
+    Raises:
+        HttpError: If the response can't be delimited on a kept-alive connection.
+    """
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = bytes(buffer[:end]).decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    try:
+        status = int(rest[:3])
+    except ValueError:
+        raise HttpError(f"not an HTTP status line: {lines[0][:100]!r}") from None
+    length: int | None = None
+    chunked = False
+    close = version == "HTTP/1.0"
+    cookies: list[str] = []
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        name = name.strip().lower()
+        if name == "content-length":
+            length = int(value)
+        elif name == "transfer-encoding":
+            chunked = "chunked" in value.lower()
+        elif name == "set-cookie":
+            cookies.append(value.strip())
+        elif name == "connection":
+            close = value.strip().lower() == "close"
+    start = end + 4
+    if chunked:
+        body = bytearray()
+        pos = start
+        while True:
+            line_end = buffer.find(b"\r\n", pos)
+            if line_end < 0:
+                return None
+            size = int(bytes(buffer[pos:line_end]).split(b";")[0], 16)
+            pos = line_end + 2
+            if size == 0:
+                trailer_end = buffer.find(b"\r\n\r\n", pos - 2)
+                if trailer_end < 0:
+                    return None
+                taken = trailer_end + 4
+                break
+            if len(buffer) < pos + size + 2:
+                return None
+            body += buffer[pos : pos + size]
+            pos += size + 2
+        content = bytes(body)
+    elif length is not None:
+        if len(buffer) < start + length:
+            return None
+        content = bytes(buffer[start : start + length])
+        taken = start + length
+    elif status in (204, 304):
+        content, taken = b"", start
+    else:
+        raise HttpError(f"a {status} response with neither Content-Length nor chunked body")
+    for header in cookies:
+        jar.set(header)
+    return Response(status, content, close), taken
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection: one request at a time.
+
+    Args:
+        host: The ``Host`` header's value.
+        jar: The client's cookie jar (kept across reconnections).
+    """
+
+    def __init__(self, host: str, jar: Jar) -> None:
+        self.host = host
+        self.jar = jar
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[Response] | None = None
+        self._lost: BaseException | None = None
+        self._requests: dict[str, tuple[int, bytes]] = {}
+
+    @classmethod
+    async def open(cls, host: str, port: int, jar: Jar) -> Connection:
+        """Connect to `host`:`port`."""
+        loop = asyncio.get_running_loop()
+        _, protocol = await loop.create_connection(lambda: cls(f"{host}:{port}", jar), host, port)
+        return protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport  # asyncio sets TCP_NODELAY on TCP transports
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        try:
+            parsed = parse(self._buffer, self.jar)
+        except (HttpError, ValueError) as exc:
+            waiter.set_exception(HttpError(f"bad response: {exc}"))
+            return
+        if parsed is not None:
+            response, taken = parsed
+            del self._buffer[:taken]
+            self._waiter = None
+            waiter.set_result(response)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = exc or ConnectionResetError("the server closed the connection")
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(self._lost)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def _request(self, path: str) -> bytes:
+        cached = self._requests.get(path)
+        if cached is not None and cached[0] == self.jar.version:
+            return cached[1]
+        cookie = self.jar.header()
+        text = f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+        if cookie:
+            text += f"Cookie: {cookie}\r\n"
+        request = (text + "\r\n").encode("latin-1")
+        self._requests[path] = (self.jar.version, request)
+        return request
+
+    async def get(self, path: str) -> Response:
+        """Send ``GET path`` and return the whole response."""
+        if self._lost is not None or self._transport is None:
+            raise ConnectionResetError("the connection is closed")
+        self._waiter = waiter = asyncio.get_running_loop().create_future()
+        self._transport.write(self._request(path))
+        return await waiter
+
+    async def aclose(self) -> None:
+        """Close the connection and wait until it is closed."""
+        if self._transport is not None:
+            self._transport.close()
+        await self.closed
+
+
+@dataclasses.dataclass
+class Load:
+    """One measurement's result on the client side.
+
+    Attributes:
+        sample: Requests completed in the window, their latencies, and the
+            machine's noise and CPU time over the window.
+        reconnects: How often a server closed a connection it should have kept.
+    """
+
+    sample: Sample
+    reconnects: int
+
+
+async def _client(
+    host: str, port: int, path: str, counts: bool, deadline: list[float]
+) -> tuple[list[float], list[float], int]:
+    win_start, win_end = deadline
+    jar = Jar()
+    conn = await Connection.open(host, port, jar)
+    ends: list[float] = []
+    lats: list[float] = []
+    reconnects = 0
+    expected = 0
+    clock = time.perf_counter
+    try:
+        while True:
+            t0 = clock()
+            response = await conn.get(path)
+            t1 = clock()
+            if response.status != 200:
+                raise HttpError(f"GET {path} answered {response.status}: {response.body[:300]!r}")
+            if counts:
+                expected += 1
+                if response.body != b"%d" % expected:
+                    raise SessionLost(
+                        f"GET {path} answered {response.body[:100]!r} where the client's "
+                        f"session should hold {expected - 1}: its session was lost or mixed up"
+                    )
+            if t1 >= win_start:
+                ends.append(t1)
+                lats.append(t1 - t0)
+            if t1 >= win_end:
+                return ends, lats, reconnects
+            if response.close:
+                await conn.aclose()
+                conn = await Connection.open(host, port, jar)
+                reconnects += 1
+    finally:
+        await conn.aclose()
+
+
+async def run_load(
+    port: int,
+    path: str,
+    counts: bool,
+    clients: int,
+    warmup: float,
+    duration: float,
+    probe: Probe | None = None,
+) -> Load:
+    """Run `clients` clients against 127.0.0.1:`port` for `warmup` + `duration` seconds.
+
+    Args:
+        port: The server's port.
+        path: What to request.
+        counts: Check that every answer is the previous one plus one (``/count``).
+        clients: Concurrent clients, each with its own connection and cookies.
+        warmup: Seconds before counting starts (the clients' first requests, which
+            create their sessions, fall in it).
+        duration: Seconds counted.
+        probe: Takes the noise and CPU snapshots at the window's start and end.
+
+    Returns:
+        The sample and the reconnection count.
+
+    Raises:
+        HttpError: A response was wrong (`SessionLost` for a lost session).
+        OSError: A connection failed.
+        TimeoutError: The measurement did not end within `STUCK_AFTER` seconds of
+            its window.
+    """
+    win = window(warmup, duration)
+    marks: list[Snapshot] = []
+
+    async def clock() -> None:
+        assert probe is not None
+        for due in (win.start, win.end):
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            marks.append(probe.snap())
+
+    try:
+        async with asyncio.timeout(warmup + duration + STUCK_AFTER), asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(_client("127.0.0.1", port, path, counts, [win.start, win.end]))
+                for _ in range(clients)
+            ]
+            if probe is not None:
+                group.create_task(clock())
+    except BaseExceptionGroup as group_error:
+        # One client's failure is the story: the others were cancelled because of it.
+        first = group_error.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+    results = [task.result() for task in tasks]
+    sample = _collect(win, [(ends, lats) for ends, lats, _ in results], None, 0, marks)
+    return Load(sample, sum(r for _, _, r in results))

@@ -1,0 +1,98 @@
+"""The web benchmark's Django project: settings, views and URLs in one module.
+
+`configure` sets Django up in the server process for one contender (its
+``SESSION_ENGINE``); this module is then also the ``ROOT_URLCONF``. The database is
+the benchmark's, through Django's PostgreSQL backend (psycopg 3) with persistent
+connections (``CONN_MAX_AGE = None``: one per worker thread, kept across requests,
+as production settings keep them; Django's default of 0 would connect on every
+request). Every backend runs behind Django's own ``SessionMiddleware``, so that the
+contenders differ in ``SESSION_ENGINE`` only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg.conninfo
+from django.http import HttpRequest, HttpResponse
+from django.urls import path
+
+from .apps import SECRET, AppConfig
+from .contenders import DJANGO_INTEGRATION
+
+ENGINES = {
+    "db": "django.contrib.sessions.backends.db",
+    "cached_db": "django.contrib.sessions.backends.cached_db",
+    "sessionstore": DJANGO_INTEGRATION,
+}
+
+#: libpq parameters passed on to Django's backend as OPTIONS (the search_path, TLS).
+_OPTIONS = ("options", "sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout")
+
+
+def database(dsn: str) -> dict[str, Any]:
+    """Django's ``DATABASES["default"]`` for a libpq DSN."""
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": params.get("dbname", ""),
+        "USER": params.get("user", ""),
+        "PASSWORD": params.get("password", ""),
+        "HOST": params.get("host", ""),
+        "PORT": params.get("port", ""),
+        "CONN_MAX_AGE": None,
+        "OPTIONS": {name: params[name] for name in _OPTIONS if name in params},
+    }
+
+
+def configure(store: str, config: AppConfig) -> None:
+    """Configure Django for `store` (``"none"``, ``"db"``, ``"cached_db"``, ``"sessionstore"``)."""
+    import django
+    from django.conf import settings
+
+    if store != "none" and store not in ENGINES:
+        raise ValueError(f"Django has no store {store!r} here")
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY=SECRET,
+        ALLOWED_HOSTS=["127.0.0.1", "localhost"],
+        ROOT_URLCONF=__name__,
+        INSTALLED_APPS=["django.contrib.sessions"],
+        MIDDLEWARE=[]
+        if store == "none"
+        else ["django.contrib.sessions.middleware.SessionMiddleware"],
+        DATABASES={"default": database(config.dsn)},
+        SESSION_ENGINE=ENGINES.get(store, ENGINES["db"]),
+        SESSIONSTORE={
+            "dsn": config.dsn,
+            "table": config.table,
+            "min_size": config.pool,
+            "max_size": config.pool,
+        },
+        CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
+        USE_TZ=True,
+    )
+    django.setup()
+
+
+def migrate(dsn: str) -> None:
+    """Create Django's session table (``manage.py migrate sessions``) in the benchmark's schema."""
+    from pathlib import Path
+
+    from django.core.management import call_command
+
+    configure("db", AppConfig(dsn, "unused", 1, Path("."), 1))
+    call_command("migrate", "sessions", verbosity=0)
+
+
+def ping(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("pong", content_type="text/plain")
+
+
+def count(request: HttpRequest) -> HttpResponse:
+    n = int(request.session.get("count", 0)) + 1
+    request.session["count"] = n
+    return HttpResponse(str(n), content_type="text/plain")
+
+
+urlpatterns = [path("ping", ping), path("count", count)]

@@ -1,0 +1,166 @@
+"""The server process of one web benchmark contender: ``python -m benchmarks.web.serve``.
+
+The benchmark starts one of these per measurement, in a session of its own, with the
+listening socket already bound by the benchmark (``--fd``: connections queue in its
+backlog from the start, so readiness is simply the first answer to ``GET /ping``).
+It serves with ONE worker, so that every contender gets one core's worth of Python
+and the comparison is per core:
+
+- ``uvicorn`` (Litestar, Starlette): one process, its httptools parser and asyncio
+  loop, lifespan on (the apps open their pools there);
+- ``aiohttp``: aiohttp's own server (``AppRunner`` and ``SockSite``) on asyncio;
+- ``gunicorn`` (Django, Flask): the master and ONE ``gthread`` worker with
+  ``--threads`` threads: the sync worker class would close every connection after
+  its response, and the clients keep theirs alive.
+
+SIGTERM stops it gracefully (the apps close their pools); the benchmark then checks
+that no process of the session is left.
+
+``--migrate-django DSN`` instead creates Django's session table and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .apps import AppConfig
+from .contenders import BY_KEY, WebContender
+
+#: Requests in flight get this long at a graceful stop.
+GRACE = 10
+
+
+def _uvicorn(app: Any, sock: socket.socket) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        http="httptools",
+        loop="asyncio",
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=GRACE,
+        timeout_keep_alive=60,
+    )
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    if not server.started:
+        raise SystemExit("uvicorn did not start (see its log above)")
+
+
+def _aiohttp(app: Any, sock: socket.socket) -> None:
+    from aiohttp import web
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=GRACE)
+        await runner.setup()
+        try:
+            await web.SockSite(runner, sock).start()
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(serve())
+
+
+def _gunicorn(load: Callable[[], tuple[Any, Callable[[], None]]], fd: int, threads: int) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    closers: list[Callable[[], None]] = []
+
+    def worker_exit(server: Any, worker: Any) -> None:
+        for close in closers:
+            close()
+
+    class Application(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for name, value in {
+                "bind": [f"fd://{fd}"],
+                "workers": 1,
+                "worker_class": "gthread",
+                "threads": threads,
+                "keepalive": 60,
+                "graceful_timeout": GRACE,
+                "accesslog": None,
+                "loglevel": "warning",
+                "worker_exit": worker_exit,
+            }.items():
+                self.cfg.set(name, value)
+
+        def load(self) -> Any:
+            # In the worker (no preload): pools open after the fork, as they must.
+            app, close = load()
+            closers.append(close)
+            return app
+
+    Application().run()
+
+
+def serve(contender: WebContender, config: AppConfig, fd: int) -> None:
+    """Serve `contender`'s app on the listening socket `fd` until SIGTERM."""
+    from . import apps
+
+    store = contender.store
+    if contender.server == "gunicorn":
+
+        def load() -> tuple[Any, Callable[[], None]]:
+            if contender.framework == "flask":
+                return apps.flask(store, config)
+            from django.core.wsgi import get_wsgi_application
+
+            from . import django_site
+
+            django_site.configure(store, config)
+            return get_wsgi_application(), lambda: None
+
+        _gunicorn(load, fd, config.threads)
+        return
+    sock = socket.socket(fileno=fd)
+    if contender.framework == "aiohttp":
+        _aiohttp(apps.aiohttp(store, config), sock)
+    elif contender.framework == "litestar":
+        _uvicorn(apps.litestar(store, config), sock)
+    elif contender.framework == "starlette":
+        _uvicorn(apps.starlette(store, config), sock)
+    else:
+        raise ValueError(f"no server for {contender.key}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve one contender (or create Django's table)."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.web.serve")
+    p.add_argument("contender", nargs="?", choices=sorted(BY_KEY))
+    p.add_argument("--fd", type=int, help="the listening socket, inherited")
+    p.add_argument("--dsn", required=True)
+    p.add_argument("--table", default="web_sessions")
+    p.add_argument("--pool", type=int, default=16)
+    p.add_argument("--threads", type=int, default=16)
+    p.add_argument("--workdir", type=Path, default=Path("."))
+    p.add_argument("--migrate-django", action="store_true")
+    args = p.parse_args(argv)
+    if args.migrate_django:
+        from . import django_site
+
+        django_site.migrate(args.dsn)
+        return 0
+    if args.contender is None or args.fd is None:
+        p.error("give a contender and --fd")
+    config = AppConfig(args.dsn, args.table, args.pool, args.workdir, args.threads)
+    serve(BY_KEY[args.contender], config, args.fd)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
