@@ -315,13 +315,18 @@ class WebBench:
                         steps.append((framework, n, rnd, contender))
         return steps
 
-    def measure(self, contender: WebContender, clients: int) -> Load:
-        """One measurement: start the contender's server, load it, stop it."""
+    def measure(self, contender: WebContender, clients: int) -> tuple[Load, list[int]]:
+        """One measurement: start the contender's server, load it, stop it.
+
+        Returns:
+            The load's result, and the server's processes (all gone by now).
+        """
         s = self.settings
         config = AppConfig(self.dsn, TABLE, s.pool, self._workdir, s.threads)
-        with WebServer(contender, config) as server:
+        server = WebServer(contender, config)
+        with server:
             probe = Probe(self.db_pid, {"web": server.pid})
-            return asyncio.run(
+            load = asyncio.run(
                 run_load(
                     server.port,
                     contender.path,
@@ -332,6 +337,7 @@ class WebBench:
                     probe,
                 )
             )
+        return load, server.processes
 
     def run(self, progress: Progress) -> dict[Key, list[Load]]:
         """Run the plan; a round with a noisy sample is run once more, all contenders."""
@@ -349,7 +355,7 @@ class WebBench:
                         f"round {rnd + 1}/{s.rounds}{again}: {framework}, N={n}, {contender.label}"
                     )
                     progress.show(label)
-                    load = self.measure(contender, n)
+                    load, processes = self.measure(contender, n)
                     samples.setdefault((framework, contender.key, n), []).append(load)
                     usage = load.sample.usage
                     self.rounds.append(
@@ -361,6 +367,7 @@ class WebBench:
                             "attempt": attempt,
                             "requests_per_s": load.sample.ops_per_s,
                             "reconnects": load.reconnects,
+                            "server_processes": processes,
                             "noise": None if usage is None else dataclasses.asdict(usage.noise),
                             "client_cpu_s": None if usage is None else usage.client,
                             "server_cpu_s": None if usage is None else usage.helpers.get("web"),

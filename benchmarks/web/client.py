@@ -222,7 +222,8 @@ class Connection(asyncio.Protocol):
         """Send ``GET path`` and return the whole response."""
         if self._lost is not None or self._transport is None:
             raise ConnectionResetError("the connection is closed")
-        self._waiter = waiter = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
         self._transport.write(self._request(path))
         return await waiter
 
