@@ -17,4 +17,8 @@ cost of reading every session. Modules:
 - `benchmarks.profile_find`: client CPU per find, layer by layer, and a cProfile
   (``python -m benchmarks.profile_find``).
 - `benchmarks.purge`: batched purges against one DELETE (``python -m benchmarks.purge``).
+- `benchmarks.web`: requests/s and latency of a session-updating view over HTTP, for
+  sessionstore's integrations against each framework's own session stores
+  (``python -m benchmarks.web``); `benchmarks.web.clientcost` measures why its load
+  generator is a raw asyncio client.
 """

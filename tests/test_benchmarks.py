@@ -753,3 +753,16 @@ async def test_web_client_stops_on_a_lost_session(bench: Any) -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_web_client_cost_compares_both_clients(
+    bench: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks.web.clientcost import main
+
+    assert main(["--clients", "2", "--duration", "0.2", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    for key in ("starlette_none", "aiohttp_none"):
+        line = next(line for line in out.splitlines() if line.strip().startswith(key))
+        assert "raw: " in line
+        assert "aiohttp: " in line
