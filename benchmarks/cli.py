@@ -223,10 +223,17 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _meta(settings: Settings, source: str, dsn: str, pgbench: PgbenchChoice) -> dict[str, Any]:
+def run_meta(program: str, source: str, dsn: str) -> dict[str, Any]:
+    """What a benchmark's JSON says first: when, how it was run, on what server and machine.
+
+    Args:
+        program: How the benchmark is invoked (``"python -m benchmarks"``).
+        source: Where the database server came from.
+        dsn: The database (asked for its version and settings).
+    """
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
+        "command": program + " " + " ".join(sys.argv[1:]),
         "server_source": source,
         "server": server_info(dsn),
         "python": platform.python_version(),
@@ -234,6 +241,12 @@ def _meta(settings: Settings, source: str, dsn: str, pgbench: PgbenchChoice) -> 
         "cpus": os.cpu_count(),
         "sessionstore": sessionstore.__version__,
         "psycopg": psycopg.__version__,
+    }
+
+
+def _meta(settings: Settings, source: str, dsn: str, pgbench: PgbenchChoice) -> dict[str, Any]:
+    return {
+        **run_meta("python -m benchmarks", source, dsn),
         "psycopg_impl": psycopg.pq.__impl__,
         "libpq": psycopg.pq.version(),
         "psycopg_pool": psycopg_pool.__version__,

@@ -370,20 +370,23 @@ async def run_tasks(
         return ends, lats
 
     marks: list[Snapshot] = []
-
-    async def clock() -> None:
-        assert probe is not None
-        for due in (win.start, win.end):
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            marks.append(probe.snap())
-
     async with asyncio.TaskGroup() as group:
         tasks = [group.create_task(worker(i)) for i in range(concurrency)]
         if probe is not None:  # ends at the window's end, as the workers do
-            group.create_task(clock())
+            group.create_task(snap_window(win, probe, marks))
     return _collect(
         win, [task.result() for task in tasks], min(exhausted) if exhausted else None, 0, marks
     )
+
+
+async def snap_window(win: Window, probe: Probe, marks: list[Snapshot]) -> None:
+    """Append `probe`'s snapshots at the window's start and end to `marks` (a task's job).
+
+    The asyncio twin of `_clock_thread`: a task of the workers' loop, asleep but twice.
+    """
+    for due in (win.start, win.end):
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        marks.append(probe.snap())
 
 
 def delete_counter() -> Iterator[int]:

@@ -19,7 +19,6 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -33,13 +32,12 @@ import psycopg
 import psycopg.conninfo
 from psycopg import sql
 
-import sessionstore
 from sessionstore._oneshot import create_table
 
-from ..cli import _finite, database
+from ..cli import _finite, _say, database, run_meta
 from ..noise import Probe, postmaster_of
 from ..progress import Progress
-from ..runner import concurrency_list, names_list, server_info
+from ..runner import concurrency_list, names_list
 from ..workload import Table
 from .apps import AppConfig
 from .client import Load, run_load
@@ -179,10 +177,6 @@ def with_schema(dsn: str) -> str:
     options = psycopg.conninfo.conninfo_to_dict(dsn).get("options")
     path = f"-c search_path={SCHEMA}"
     return psycopg.conninfo.make_conninfo(dsn, options=f"{options} {path}" if options else path)
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _version(dist: str) -> str | None:
@@ -384,15 +378,7 @@ class WebBench:
 
 def _meta(settings: WebSettings, source: str, dsn: str, bench: WebBench) -> dict[str, Any]:
     return {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": "python -m benchmarks.web " + " ".join(sys.argv[1:]),
-        "server_source": source,
-        "server": server_info(dsn),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "sessionstore": sessionstore.__version__,
-        "psycopg": psycopg.__version__,
+        **run_meta("python -m benchmarks.web", source, dsn),
         "versions": {name: _version(name) for name in _VERSIONS},
         "servers": server_descriptions(settings),
         "unavailable": dict(bench.unavailable),

@@ -29,7 +29,7 @@ import asyncio
 import dataclasses
 import time
 
-from ..measure import Sample, _collect, window
+from ..measure import Sample, _collect, snap_window, window
 from ..noise import Probe, Snapshot
 
 #: A measurement that has not ended this long after its window did is stuck.
@@ -319,12 +319,6 @@ async def run_load(
     win = window(warmup, duration)
     marks: list[Snapshot] = []
 
-    async def clock() -> None:
-        assert probe is not None
-        for due in (win.start, win.end):
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            marks.append(probe.snap())
-
     try:
         async with asyncio.timeout(warmup + duration + STUCK_AFTER), asyncio.TaskGroup() as group:
             tasks = [
@@ -332,7 +326,7 @@ async def run_load(
                 for _ in range(clients)
             ]
             if probe is not None:
-                group.create_task(clock())
+                group.create_task(snap_window(win, probe, marks))
     except BaseExceptionGroup as group_error:
         # One client's failure is the story: the others were cancelled because of it.
         first = group_error.exceptions[0]
