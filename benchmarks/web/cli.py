@@ -18,7 +18,6 @@ import datetime as dt
 import hashlib
 import importlib.metadata
 import json
-import os
 import random
 import subprocess
 import sys
@@ -48,7 +47,7 @@ from .contenders import (
     of_framework,
 )
 from .report import Key, WebCell, cells_json, format_tables, run_noise, summarize
-from .server import ROOT, WebServer
+from .server import ROOT, WebServer, child_env
 
 #: The benchmark's schema: dropped (with everything in it) and created at the start.
 SCHEMA = "sessionstore_webbench"
@@ -256,12 +255,7 @@ class WebBench:
         done = subprocess.run(
             [sys.executable, "-m", "benchmarks.web.serve", "--migrate-django", f"--dsn={self.dsn}"],
             cwd=ROOT,
-            env={
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join(
-                    filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
-                ),
-            },
+            env=child_env(),
             capture_output=True,
             text=True,
             check=False,

@@ -40,6 +40,13 @@ START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 
 
+def child_env() -> dict[str, str]:
+    """The environment of a child ``python -m benchmarks.web...``: the repository importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
 class ServerError(RuntimeError):
     """The server process failed to start, died, or left processes behind."""
 
@@ -131,13 +138,11 @@ class WebServer:
                 f"--threads={c.threads}",
                 f"--workdir={workdir}",
             ]
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
             with self._log.open("wb") as log:
                 self._proc = subprocess.Popen(
                     command,
                     cwd=ROOT,
-                    env=env,
+                    env=child_env(),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
