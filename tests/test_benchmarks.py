@@ -619,6 +619,11 @@ def test_web_benchmark_covers_every_cell_and_stops_its_servers(
             "0.1",
             "--rows",
             "200",
+            # Every round counts: this checks the cells, not the machine's calm.
+            "--max-steal",
+            "1",
+            "--max-others",
+            "1",
             "--output",
             str(output),
         ]
@@ -766,3 +771,42 @@ def test_web_client_cost_compares_both_clients(
         line = next(line for line in out.splitlines() if line.strip().startswith(key))
         assert "raw: " in line
         assert "aiohttp: " in line
+
+
+def _load(ops_per_s: float, steal: float, others: float) -> Any:
+    from array import array
+
+    from benchmarks.measure import Sample
+    from benchmarks.noise import Noise, Usage
+    from benchmarks.web.client import Load
+
+    usage = Usage(Noise(steal, 0.9, 0.2, others), 1.0, 0.1, 0.2, {"web": 0.5})
+    ops = int(ops_per_s)
+    return Load(Sample(ops, 1.0, array("d", [0.002] * ops), usage=usage, cpu_ops=ops), 0)
+
+
+def test_web_rounds_with_steal_or_other_load_are_left_out(bench: Any) -> None:
+    from benchmarks.web.report import summarize
+
+    samples = {
+        ("flask", "flask_cookie", 4): [_load(1000, 0.0, 0.0), _load(1100, 0.0, 0.01)],
+        ("flask", "flask_sessionstore", 4): [
+            _load(500, 0.0, 0.0),
+            _load(50, 0.0, 0.6),  # other processes took 60% of the machine
+            _load(40, 0.3, 0.0),  # the host stole 30%
+        ],
+    }
+    cells = {c.contender: c for c in summarize(samples, 0.10, 0.25)}
+    ours = cells["flask_sessionstore"]
+    assert ours.rounds_noisy == 2
+    assert ours.requests_per_s == 500
+    assert ours.requests == 500
+    assert ours.vs_default == pytest.approx(500 / 1050)
+    assert ours.steal_by_round == [0.0, 0.0, 0.3]
+    assert ours.others_by_round == [0.0, 0.6, 0.0]
+    assert ours.server_us_per_request == pytest.approx(1000)  # 0.5 s of CPU / 500 requests
+    assert cells["flask_cookie"].vs_default == 1.0
+    assert not ours.missing
+    [missing] = summarize({("flask", "flask_cookie", 4): [_load(900, 0.0, 0.5)]}, 0.10, 0.25)
+    assert missing.missing
+    assert missing.vs_default is None

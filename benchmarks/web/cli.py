@@ -46,7 +46,7 @@ from .contenders import (
     missing_requirements,
     of_framework,
 )
-from .report import Key, WebCell, cells_json, format_tables, run_noise, summarize
+from .report import Key, WebCell, cells_json, format_tables, noisy, run_noise, summarize
 from .server import ROOT, WebServer, child_env
 
 #: The benchmark's schema: dropped (with everything in it) and created at the start.
@@ -91,6 +91,8 @@ class WebSettings:
         threads: Threads of the WSGI worker (Django, Flask).
         max_steal: Rounds in which the host stole more than this share of the CPU
             are left out (and run once more).
+        max_others: Likewise for rounds in which other processes used more than this
+            share of the machine's CPU.
         keep: Leave the benchmark's schema behind.
         seed: Seeds the preload.
     """
@@ -105,6 +107,7 @@ class WebSettings:
     pool: int = 16
     threads: int = 16
     max_steal: float = 0.10
+    max_others: float = 0.25
     keep: bool = False
     seed: int = 1
 
@@ -142,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {d.max_steal:g})",
     )
     p.add_argument(
+        "--max-others",
+        type=float,
+        help=f"leave out rounds where other processes used more than this share of the "
+        f"machine's CPU (default {d.max_others:g})",
+    )
+    p.add_argument(
         "--output",
         type=Path,
         default=DEFAULT_OUTPUT,
@@ -154,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace) -> WebSettings:
     """The settings: defaults, then the options given."""
     values: dict[str, Any] = {}
-    for name in ("clients", "rounds", "duration", "warmup", "rows", "pool", "threads", "max_steal"):
+    names = ("clients", "rounds", "duration", "warmup", "rows", "pool", "threads")
+    for name in (*names, "max_steal", "max_others"):
         value = getattr(args, name)
         if value is not None:
             values[name] = value
@@ -166,8 +176,8 @@ def settings_from(args: argparse.Namespace) -> WebSettings:
         raise ValueError("--rounds, --rows, --pool and --threads must be at least 1")
     if s.duration <= 0 or s.warmup < 0:
         raise ValueError("--duration must be positive and --warmup not negative")
-    if not 0 <= s.max_steal <= 1:
-        raise ValueError("--max-steal must be a share of the CPU between 0 and 1")
+    if not (0 <= s.max_steal <= 1 and 0 <= s.max_others <= 1):
+        raise ValueError("--max-steal and --max-others must be shares of the CPU, 0 to 1")
     return s
 
 
@@ -328,7 +338,11 @@ class WebBench:
         return load, server.processes
 
     def run(self, progress: Progress) -> dict[Key, list[Load]]:
-        """Run the plan; a round with a noisy sample is run once more, all contenders."""
+        """Run the plan; a round with a noisy sample is run once more, all contenders.
+
+        Noisy: the host stole more than ``max_steal`` of the CPU, or other processes
+        used more than ``max_others`` of it (`benchmarks.web.report.noisy`).
+        """
         s = self.settings
         samples: dict[Key, list[Load]] = {}
         rounds: dict[tuple[str, int, int], list[WebContender]] = {}
@@ -336,7 +350,7 @@ class WebBench:
             rounds.setdefault((framework, n, rnd), []).append(contender)
         for (framework, n, rnd), order in rounds.items():
             for attempt in range(1 + NOISY_RERUNS):
-                noisy = False
+                any_noisy = False
                 for contender in order:
                     again = " (re-run: noisy)" if attempt else ""
                     label = (
@@ -362,10 +376,10 @@ class WebBench:
                             "db_cpu_s": None if usage is None else usage.server,
                         }
                     )
-                    noisy = noisy or (usage is not None and usage.noise.noisy(s.max_steal))
+                    any_noisy = any_noisy or noisy(load, s.max_steal, s.max_others)
                     if not attempt:
                         progress.step(label)
-                if not noisy:
+                if not any_noisy:
                     break
         return samples
 
@@ -424,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if leftovers:
         _say(f"warning: threads still running: {', '.join(leftovers)}")
 
-    cells: list[WebCell] = summarize(samples, settings.max_steal)
+    cells: list[WebCell] = summarize(samples, settings.max_steal, settings.max_others)
     elapsed = time.monotonic() - started
     server = meta["server"]
     print(f"sessionstore web benchmark, {meta['date']}: {meta['command']}")
@@ -443,7 +457,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{settings.rounds} round(s) of {settings.warmup:g} s warm-up + {settings.duration:g} s; "
         f"sessionstore pools of {settings.pool}; run took {elapsed:.0f} s"
     )
-    print(run_noise(cells) + f" (--max-steal {settings.max_steal:g})")
+    print(
+        run_noise(cells)
+        + f" (--max-steal {settings.max_steal:g}, --max-others {settings.max_others:g})"
+    )
     print()
     print(format_tables(cells, settings.frameworks, meta["servers"], bench.unavailable))
     document = {"meta": meta, "results": cells_json(cells), "rounds": bench.rounds}

@@ -2,7 +2,9 @@
 
 For each (framework, contender, clients): requests/s is the median of the kept
 rounds (a round is left out when the host stole more than ``max_steal`` of the
-CPU during it), p50 and p99 are taken over the latencies of the kept rounds
+CPU during it, or other processes used more than ``max_others`` of the machine:
+on a machine shared with other people's test suites the second is the usual
+noise), p50 and p99 are taken over the latencies of the kept rounds
 together, CPU figures are medians of the kept rounds'. Every contender is compared
 with its framework's default store at the same number of clients.
 """
@@ -40,7 +42,8 @@ class WebCell:
         requests: Requests counted in the kept rounds.
         default: Whether this is the framework's default store.
         vs_default: Throughput over the default store's, same clients.
-        rounds_noisy: Rounds left out for steal above the threshold.
+        rounds_noisy: Rounds left out for steal or other processes' load above the
+            thresholds.
         missing: Every round was left out.
         steal_by_round: The share of CPU the host stole in each round (0-1).
         others_by_round: Other processes' share of the machine in each round.
@@ -88,17 +91,24 @@ def _per_request(load: Load, seconds: float | None) -> float | None:
     return seconds / load.sample.cpu_ops * 1e6
 
 
-def summarize(samples: Mapping[Key, Sequence[Load]], max_steal: float) -> list[WebCell]:
+def noisy(load: Load, max_steal: float, max_others: float) -> bool:
+    """Whether the host stole, or other processes used, too much CPU during `load`."""
+    usage = load.sample.usage
+    if usage is None:
+        return False
+    others = usage.noise.others
+    return usage.noise.noisy(max_steal) or (others is not None and others > max_others)
+
+
+def summarize(
+    samples: Mapping[Key, Sequence[Load]], max_steal: float, max_others: float
+) -> list[WebCell]:
     """Turn the measurements into cells, noisy rounds left out, ratios filled in."""
     cells: dict[Key, WebCell] = {}
     for (framework, key, clients), loads in samples.items():
         contender = BY_KEY[key]
         usages = [load.sample.usage for load in loads]
-        kept = [
-            load
-            for load in loads
-            if load.sample.usage is None or not load.sample.usage.noise.noisy(max_steal)
-        ]
+        kept = [load for load in loads if not noisy(load, max_steal, max_others)]
         latencies: array[float] = array("d")
         for load in kept:
             latencies.extend(load.sample.latencies)
