@@ -6,6 +6,7 @@ examples/*.py over real HTTP with urllib and a cookie jar.
 
 from __future__ import annotations
 
+import email.message
 import http.cookiejar
 import importlib.util
 import urllib.error
@@ -39,6 +40,11 @@ class Reply:
     status: int
     body: str
     cookies: list[str]  # the raw Set-Cookie headers
+    headers: email.message.Message
+
+    def header(self, name: str) -> list[str]:
+        """Every value of header `name`, in order (none: an empty list)."""
+        return list(self.headers.get_all(name) or [])
 
 
 class Client:
@@ -58,10 +64,15 @@ class Client:
             opener = urllib.request.build_opener()
         try:
             with opener.open(request, timeout=30) as response:
-                return Reply(response.status, response.read().decode(), _set_cookies(response))
+                return Reply(
+                    response.status,
+                    response.read().decode(),
+                    _set_cookies(response),
+                    response.headers,
+                )
         except urllib.error.HTTPError as exc:
             with exc:
-                return Reply(exc.code, exc.read().decode(), _set_cookies(exc))
+                return Reply(exc.code, exc.read().decode(), _set_cookies(exc), exc.headers)
 
     def token(self, name: str = "session") -> str | None:
         """The session cookie's value in the jar, or None."""

@@ -466,6 +466,7 @@ def test_refresh_of_a_session_deleted_meanwhile_does_not_bring_it_back(
     [header] = reply.cookies
     assert header.startswith("session=;")
     assert "Expires=Thu, 01 Jan 1970" in header
+    assert reply.header("Cache-Control") == ['no-cache="Set-Cookie"']
     assert client.token() is None
     assert client.get("/get", cookie=f"session={token}").body.strip() == ""
     assert tokens(db) == []
@@ -506,6 +507,58 @@ def test_the_session_mapping(session_store: Store) -> None:
         assert session.modified
         assert session.loaded
         assert repr(session) == "<ServerSideSession {'b': 2}>"
+
+
+# --------------------------------------------------------------------------- headers
+
+NO_CACHE_SET_COOKIE = 'no-cache="Set-Cookie"'
+
+
+def test_vary_and_cache_control_as_scs_sends_them(serve: Callable[..., App]) -> None:
+    def configure(app: flask.Flask) -> None:
+        @app.get("/put-cached")
+        def put_cached() -> flask.Response:
+            flask.session["message"] = MESSAGE
+            response = flask.make_response("ok")
+            response.headers.add("Vary", "Accept-Encoding")
+            response.headers.add("Vary", "Origin")  # a second Vary header is kept too
+            response.headers["Cache-Control"] = "private"
+            return response
+
+        @app.get("/put-uncached")
+        def put_uncached() -> tuple[str, dict[str, str]]:
+            flask.session["message"] = MESSAGE
+            return "ok", {"Cache-Control": "no-store"}
+
+        @app.get("/vary-cookie")
+        def vary_cookie() -> tuple[str, dict[str, str]]:
+            return str(flask.session.get("message", "")), {"Vary": "cookie"}
+
+    example = serve(configure)
+    client = example.client()
+    reply = client.get("/put")  # sets the cookie
+    assert reply.header("Vary") == ["Cookie"]
+    assert reply.header("Cache-Control") == [NO_CACHE_SET_COOKIE]
+    reply = client.get("/put-cached")  # merged into the view's own values
+    assert reply.header("Vary") == ["Accept-Encoding, Origin, Cookie"]
+    assert reply.header("Cache-Control") == [f"private, {NO_CACHE_SET_COOKIE}"]
+    reply = client.get("/put-uncached")  # no-store covers it
+    assert reply.header("Cache-Control") == ["no-store"]
+    reply = client.get("/vary-cookie")  # never twice
+    assert reply.header("Vary") == ["cookie"]
+    assert reply.header("Cache-Control") == [NO_CACHE_SET_COOKIE]  # the refreshed cookie
+    for path in ("/get", "/login", "/logout"):  # refreshes, renews, deletes the cookie
+        reply = client.get(path)
+        assert len(reply.cookies) == 1, path
+        assert reply.header("Vary") == ["Cookie"], path
+        assert reply.header("Cache-Control") == [NO_CACHE_SET_COOKIE], path
+    reply = client.get("/get")  # used the session (none left), set no cookie
+    assert reply.cookies == []
+    assert reply.header("Vary") == ["Cookie"]
+    assert reply.header("Cache-Control") == []
+    reply = client.get("/")  # never touched the session
+    assert reply.header("Vary") == []
+    assert reply.header("Cache-Control") == []
 
 
 # --------------------------------------------------------------------------- sessions per user

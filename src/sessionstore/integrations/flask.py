@@ -39,6 +39,10 @@ sessions. Flask's cookie settings apply (``SESSION_COOKIE_NAME``, ``_DOMAIN``,
 - The data is serialised as JSON with Flask's own tagged JSON (the serializer of
   Flask's cookie sessions, which also keeps tuples, bytes, datetimes, UUIDs and
   Markup), never with pickle: nothing read from the database is ever unpickled.
+- Headers as SCS sends them: every response of a request that used the session
+  carries ``Vary: Cookie``, and one that sets or deletes the cookie ``Cache-Control:
+  no-cache="Set-Cookie"`` (both merged into the values the view set), so no shared
+  cache hands one user's page or cookie to another.
 """
 
 from __future__ import annotations
@@ -53,12 +57,14 @@ from ._common import (
     DEFAULT_SESSION_ONLY_TTL,
     OWNER_KEY,
     UserSession,
+    cache_control_with_no_cache_set_cookie,
     create_fresh_sync,
     is_token,
     listing,
     missing_extra,
     owner_of,
     to_timedelta,
+    vary_with_cookie,
 )
 
 try:
@@ -315,18 +321,16 @@ class PostgresSessionInterface(SessionInterface):
         if not isinstance(session, ServerSideSession):
             raise TypeError(f"not a session of this interface: {type(session).__name__}")
         if session.accessed:
-            response.vary.add("Cookie")
+            _merge_header(response, "Vary", vary_with_cookie)
         if not session.loaded:
             return  # untouched: nothing read, so nothing to write
-        name = self.get_cookie_name(app)
         if not session:
             if session.modified:
                 if session.token is not None:
                     self.store.delete(session.token)
                     logger.debug("session emptied: row deleted")
                 if session.had_cookie:
-                    response.delete_cookie(name, **self._cookie_options(app))
-                    response.vary.add("Cookie")
+                    self._delete_cookie(app, response)
             return
         refresh = bool(app.config["SESSION_REFRESH_EACH_REQUEST"])
         if not (session.modified or refresh):
@@ -342,12 +346,10 @@ class PostgresSessionInterface(SessionInterface):
                 # during the request): writing the data back would resurrect it, so it
                 # stays gone and the browser drops its cookie.
                 logger.debug("session gone since it was read: not saved, cookie deleted")
-                response.delete_cookie(name, **self._cookie_options(app))
-                response.vary.add("Cookie")
+                self._delete_cookie(app, response)
                 return
             if self.should_set_cookie(app, session):
-                response.set_cookie(name, token, expires=expires, **self._cookie_options(app))
-                response.vary.add("Cookie")
+                self._set_cookie(app, response, token, expires)
             return
         if token is not None:
             # Delete first: if the save then fails, the old token is dead anyway.
@@ -356,8 +358,20 @@ class PostgresSessionInterface(SessionInterface):
         data, owner = self._dump(session), session.owner
         token = create_fresh_sync(lambda fresh: self.store.create(fresh, data, expiry, owner=owner))
         session._adopt(token)
+        self._set_cookie(app, response, token, expires)
+
+    def _set_cookie(
+        self, app: flask.Flask, response: Response, token: str, expires: dt.datetime | None
+    ) -> None:
+        """Set the session cookie, with the headers SCS sends beside it."""
+        name = self.get_cookie_name(app)
         response.set_cookie(name, token, expires=expires, **self._cookie_options(app))
-        response.vary.add("Cookie")
+        _cookie_headers(response)
+
+    def _delete_cookie(self, app: flask.Flask, response: Response) -> None:
+        """Delete the session cookie, with the headers SCS sends beside it."""
+        response.delete_cookie(self.get_cookie_name(app), **self._cookie_options(app))
+        _cookie_headers(response)
 
     def _dump(self, session: ServerSideSession) -> bytes:
         """Serialise the session's data for the store."""
@@ -394,6 +408,27 @@ class PostgresSessionInterface(SessionInterface):
             logger.warning("stored session data is not a JSON object; starting a new session")
             return None
         return data
+
+
+def _cookie_headers(response: Response) -> None:
+    """Merge in what SCS sends with its cookie: ``Vary`` and ``Cache-Control``.
+
+    A shared cache may keep the page, never the cookie: one user's token must not be
+    handed to another.
+    """
+    _merge_header(response, "Vary", vary_with_cookie)
+    _merge_header(response, "Cache-Control", cache_control_with_no_cache_set_cookie)
+
+
+def _merge_header(response: Response, name: str, merge: Callable[[list[str]], str | None]) -> None:
+    """Set header `name` to what `merge` makes of all its values, if that changes it.
+
+    Werkzeug's ``response.vary`` reads only the first ``Vary`` header and rewrites it,
+    dropping any others; this reads them all and replaces them with one.
+    """
+    value = merge(response.headers.getlist(name))
+    if value is not None:
+        response.headers[name] = value
 
 
 def _current(caller: str) -> tuple[PostgresSessionInterface, ServerSideSession]:
