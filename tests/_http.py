@@ -94,3 +94,41 @@ def listed(reply: Reply) -> list[str]:
     """The session lines of a /sessions page of the example apps."""
     assert reply.status == 200, reply.body
     return [line for line in reply.body.splitlines() if "expires" in line]
+
+
+#: What SCS adds to the Cache-Control of a response that sets or deletes its cookie.
+NO_CACHE_SET_COOKIE = 'no-cache="Set-Cookie"'
+
+
+def check_scs_headers(client: Client, untouched: str) -> None:
+    """Drive an example app with the header routes added and check SCS's headers.
+
+    The app has the example's routes, plus ``/put-cached`` (stores the message, sends
+    ``Cache-Control: private`` and two ``Vary`` headers, ``Accept-Encoding`` and
+    ``Origin``), ``/put-uncached`` (stores it, sends ``Cache-Control: no-store``) and
+    ``/vary-cookie`` (uses the session, sends ``Vary: cookie``); `untouched` is a path
+    whose request never uses the session.
+    """
+    reply = client.get("/put")  # sets the cookie
+    assert reply.header("Vary") == ["Cookie"]
+    assert reply.header("Cache-Control") == [NO_CACHE_SET_COOKIE]
+    reply = client.get("/put-cached")  # merged into the view's own values
+    assert reply.header("Vary") == ["Accept-Encoding, Origin, Cookie"]
+    assert reply.header("Cache-Control") == [f"private, {NO_CACHE_SET_COOKIE}"]
+    reply = client.get("/put-uncached")  # no-store covers it
+    assert reply.header("Cache-Control") == ["no-store"]
+    reply = client.get("/vary-cookie")  # never twice
+    assert reply.header("Vary") == ["cookie"]
+    assert reply.header("Cache-Control") == [NO_CACHE_SET_COOKIE]  # the cookie is refreshed
+    for path in ("/get", "/login", "/logout"):  # refreshes, renews, deletes the cookie
+        reply = client.get(path)
+        assert len(reply.cookies) == 1, path
+        assert reply.header("Vary") == ["Cookie"], path
+        assert reply.header("Cache-Control") == [NO_CACHE_SET_COOKIE], path
+    reply = client.get("/get")  # used the session (none left), set no cookie
+    assert reply.cookies == []
+    assert reply.header("Vary") == ["Cookie"]
+    assert reply.header("Cache-Control") == []
+    reply = client.get(untouched)  # never used the session
+    assert reply.header("Vary") == []
+    assert reply.header("Cache-Control") == []
