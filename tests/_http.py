@@ -1,7 +1,7 @@
 """The HTTP side of the integration tests: a browser stand-in and the example apps' loader.
 
-Shared by test_integration_flask.py and test_integration_starlette.py, which drive
-examples/*.py over real HTTP with urllib and a cookie jar.
+Shared by the integration tests (test_integration_*.py), which drive examples/*.py
+over real HTTP with urllib and a cookie jar, the ASGI ones served by uvicorn threads.
 """
 
 from __future__ import annotations
@@ -9,12 +9,17 @@ from __future__ import annotations
 import email.message
 import http.cookiejar
 import importlib.util
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+import uvicorn
 
 import sessionstore.examples
 
@@ -31,6 +36,33 @@ def load_example(filename: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def run_uvicorn(app: Any) -> tuple[uvicorn.Server, threading.Thread, str]:
+    """Serve an ASGI app (with its lifespan) in a uvicorn thread on a free port.
+
+    Returns:
+        The server, its thread and its URL; stop them with `stop_uvicorn`.
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, lifespan="on", log_config=None, access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="test-uvicorn")
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive(), "uvicorn failed to start"
+        assert time.monotonic() < deadline, "uvicorn did not start in time"
+        time.sleep(0.01)
+    return server, thread, f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def stop_uvicorn(server: uvicorn.Server, thread: threading.Thread) -> None:
+    """Stop a server `run_uvicorn` started (its lifespan shutdown runs) and join it."""
+    server.should_exit = True
+    thread.join(15)
+    assert not thread.is_alive()
 
 
 @dataclass

@@ -14,11 +14,9 @@ import contextvars
 import datetime as dt
 import json
 import re
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +24,15 @@ from typing import Any
 import psycopg
 import pytest
 import uvicorn
-from _http import Client, check_scs_headers, issued_token, listed, load_example
+from _http import (
+    Client,
+    check_scs_headers,
+    issued_token,
+    listed,
+    load_example,
+    run_uvicorn,
+    stop_uvicorn,
+)
 from _support import new_token, table_rows, wait_until
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
@@ -71,27 +77,13 @@ def serve(sessionstore_dsn: str) -> Iterator[Callable[..., App]]:
         app = load_example("starlette_app.py").create_app(pool, **options)
         if configure is not None:
             configure(app)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        config = uvicorn.Config(app, lifespan="on", log_config=None, access_log=False)
-        server = uvicorn.Server(config)
-        thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="test-uvicorn"
-        )
-        thread.start()
+        server, thread, url = run_uvicorn(app)
         running.append((server, thread))
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive(), "uvicorn failed to start"
-            assert time.monotonic() < deadline, "uvicorn did not start in time"
-            time.sleep(0.01)
-        return App(f"http://127.0.0.1:{sock.getsockname()[1]}", app)
+        return App(url, app)
 
     yield start
     for server, thread in running:
-        server.should_exit = True
-        thread.join(15)
-        assert not thread.is_alive()
+        stop_uvicorn(server, thread)
 
 
 @pytest.fixture
