@@ -21,10 +21,11 @@ from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SessionMixin
 from werkzeug.sansio.response import Response
 
-from .._core import OwnedSession
+from .._core import OwnedSession, validate_owner
 from ..store import Store
 from ..store_async import AsyncStore
 from ._common import (
+    OWNER_KEY,
     UserSession,
     cache_control_with_no_cache_set_cookie,
     create_fresh,
@@ -37,6 +38,7 @@ from ._common import (
 )
 
 _Interface = TypeVar("_Interface")
+_Store = TypeVar("_Store", Store, AsyncStore)
 
 
 class _CookieOptions(TypedDict):
@@ -309,10 +311,23 @@ class ServerSideInterface:
         def get_expiration_time(self, app: Any, session: SessionMixin) -> dt.datetime | None: ...
         def should_set_cookie(self, app: Any, session: SessionMixin) -> bool: ...
 
-    def _configure(self, session_only_ttl: dt.timedelta | float, serializer: Any) -> None:
-        """Check and keep the options both interfaces take."""
+    def _configure(
+        self,
+        store: _Store,
+        expected: type[_Store],
+        session_only_ttl: dt.timedelta | float,
+        serializer: Any,
+    ) -> _Store:
+        """Check and keep the options both interfaces take; return the checked store."""
+        if not isinstance(store, expected):
+            other = "Store" if expected is AsyncStore else "AsyncStore"
+            raise TypeError(
+                f"store must be a sessionstore.{expected.__name__}, not {type(store).__name__}"
+                f" (use {expected.__name__}, not {other})"
+            )
         self.session_only_ttl = to_timedelta(session_only_ttl, "session_only_ttl")
         self.serializer: Any = TaggedJSONSerializer() if serializer is None else serializer
+        return store
 
     def _cookie_token(self, app: Any, cookies: Any) -> tuple[str | None, bool]:
         """The token the request's cookies hold, if one has its shape; and whether any did."""
@@ -444,6 +459,19 @@ class ServerSideInterface:
         if partitioned is not None:
             options["partitioned"] = bool(partitioned(app))
         return options
+
+
+def log_in(session: ServerSideSession, owner: str) -> None:
+    """What ``login_session`` does: renew the token, and make `owner` the session's.
+
+    Raises:
+        TypeError: If `owner` is not a str.
+        ValueError: If `owner` is empty, too long, or holds NUL or lone surrogates.
+        sessionstore.DatabaseError: If the session's data could not be read.
+    """
+    validate_owner(owner)
+    session.renew_token()
+    session[OWNER_KEY] = owner
 
 
 def live_token(session: ServerSideSession) -> str | None:

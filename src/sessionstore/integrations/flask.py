@@ -54,7 +54,6 @@ from typing import Any
 from .._core import validate_owner
 from ._common import (
     DEFAULT_SESSION_ONLY_TTL,
-    OWNER_KEY,
     UserSession,
     missing_extra,
 )
@@ -72,6 +71,7 @@ from ._session_interface import (
     ServerSideSession,
     current,
     live_token,
+    log_in,
     run_save,
 )
 
@@ -120,9 +120,6 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface):
         ValueError: If `session_only_ttl` is not positive.
     """
 
-    session_class = ServerSideSession
-    #: Sessions are stored as JSON, never pickled.
-    pickle_based = False
     _logger = logger
 
     def __init__(
@@ -132,13 +129,7 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface):
         session_only_ttl: dt.timedelta | float = DEFAULT_SESSION_ONLY_TTL,
         serializer: Any = None,
     ) -> None:
-        if not isinstance(store, Store):
-            raise TypeError(
-                f"store must be a sessionstore.Store, not {type(store).__name__}"
-                " (Flask is synchronous: use Store, not AsyncStore)"
-            )
-        self.store = store
-        self._configure(session_only_ttl, serializer)
+        self.store = self._configure(store, Store, session_only_ttl, serializer)
 
     def open_session(self, app: flask.Flask, request: Request) -> ServerSideSession:
         """Return the request's session; nothing is read from the store yet.
@@ -231,10 +222,8 @@ def login_session(owner: str) -> None:
             not a `PostgresSessionInterface`.
         sessionstore.DatabaseError: If the session's data could not be read.
     """
-    validate_owner(owner)
-    session = _current("login_session")[1]
-    session.renew_token()
-    session[OWNER_KEY] = owner
+    validate_owner(owner)  # before the request check: a bad owner is the caller's bug
+    log_in(_current("login_session")[1], owner)
 
 
 def session_owner() -> str | None:

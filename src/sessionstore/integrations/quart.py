@@ -53,7 +53,7 @@ from typing import Any
 
 from .._core import validate_owner
 from ..errors import DatabaseError
-from ._common import DEFAULT_SESSION_ONLY_TTL, OWNER_KEY, UserSession, missing_extra
+from ._common import DEFAULT_SESSION_ONLY_TTL, UserSession, missing_extra
 
 try:
     import quart
@@ -70,6 +70,7 @@ from ._session_interface import (
     arun_save,
     current,
     live_token,
+    log_in,
 )
 
 __all__ = [
@@ -115,9 +116,6 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface):
         ValueError: If `session_only_ttl` is not positive.
     """
 
-    session_class = ServerSideSession
-    #: Sessions are stored as JSON, never pickled.
-    pickle_based = False
     _logger = logger
 
     def __init__(
@@ -127,13 +125,7 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface):
         session_only_ttl: dt.timedelta | float = DEFAULT_SESSION_ONLY_TTL,
         serializer: Any = None,
     ) -> None:
-        if not isinstance(store, AsyncStore):
-            raise TypeError(
-                f"store must be a sessionstore.AsyncStore, not {type(store).__name__}"
-                " (Quart is asynchronous: use AsyncStore, not Store)"
-            )
-        self.store = store
-        self._configure(session_only_ttl, serializer)
+        self.store = self._configure(store, AsyncStore, session_only_ttl, serializer)
 
     async def open_session(
         self, app: quart.Quart, request: BaseRequestWebsocket
@@ -231,10 +223,8 @@ def login_session(owner: str) -> None:
             not a `PostgresSessionInterface`.
         sessionstore.DatabaseError: If the session's data could not be read.
     """
-    validate_owner(owner)
-    session = _current("login_session")[1]
-    session.renew_token()
-    session[OWNER_KEY] = owner
+    validate_owner(owner)  # before the request check: a bad owner is the caller's bug
+    log_in(_current("login_session")[1], owner)
 
 
 def session_owner() -> str | None:
