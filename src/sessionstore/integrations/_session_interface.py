@@ -51,17 +51,18 @@ class _CookieOptions(TypedDict):
 
 
 class ServerSideSession(SessionMixin):
-    """The session of one request: a mapping loaded from the store on first use.
+    """The session of one request: a mapping whose data is loaded on first use.
 
     Views use it as ``flask.session`` (``quart.session``), like the framework's own
-    session. Beyond the mapping
-    and `SessionMixin` (``permanent``, ``modified``, ``accessed``, ``new``), it
-    has `loaded`, `found`, `owner`, `renew_token` and `token`.
+    session. Beyond the mapping and `SessionMixin` (``permanent``, ``modified``,
+    ``accessed``, ``new``), it has `loaded`, `found`, `owner`, `renew_token` and
+    `token`.
 
     Args:
         token: The token from the request's cookie, if it has the shape of one.
-        loader: Reads the data of `token` from the store; returns None if the
-            store has no live session for it. Not called if `token` is None.
+        loader: Gives the data of `token`, or None if the store has no live session
+            for it; called on first use, never if `token` is None. Flask's reads the
+            store then; Quart's hands over what was read when the request started.
         had_cookie: Whether the request sent a session cookie at all (else an
             emptied session has no cookie to delete).
     """
@@ -297,7 +298,7 @@ class ServerSideInterface:
     session_class = ServerSideSession
     #: Sessions are stored as JSON, never pickled.
     pickle_based = False
-    #: Where the save logs: the framework's integration module's self._logger.
+    #: Where the save logs: the logger of the framework's integration module.
     _logger: ClassVar[logging.Logger]
 
     if TYPE_CHECKING:  # the framework's SessionInterface has them
