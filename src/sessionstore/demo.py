@@ -10,8 +10,9 @@ runs on Starlette (starsessions and `AsyncStore`, served by uvicorn) by default,
 Flask (`Store`, served by werkzeug) with ``--framework flask``, or on Litestar
 (`PostgresStore` and `SessionConfig` on `AsyncStore`, served by uvicorn) with
 ``--framework litestar``, or on aiohttp (aiohttp-session and `AsyncStore`, served
-by aiohttp's own runner) with ``--framework aiohttp``. They all come with the
-``test`` extra.
+by aiohttp's own runner) with ``--framework aiohttp``, or on Quart
+(`PostgresSessionInterface` on `AsyncStore`, served by uvicorn) with ``--framework
+quart``. They all come with the ``test`` extra.
 
 Without a DSN it starts a throw-away PostgreSQL (`ephemeral_postgres`). It creates the
 table with the owner column (sessions per user; added to an existing table), prints
@@ -56,7 +57,7 @@ __all__ = ["DEFAULT_FRAMEWORK", "FRAMEWORKS", "run"]
 logger = logging.getLogger(__name__)
 
 #: The frameworks the demo can serve on, and the default.
-FRAMEWORKS = ("starlette", "flask", "litestar", "aiohttp")
+FRAMEWORKS = ("starlette", "flask", "litestar", "aiohttp", "quart")
 DEFAULT_FRAMEWORK = "starlette"
 
 _CONNECT_TIMEOUT = 10
@@ -172,6 +173,31 @@ def _serve_litestar(
     _uvicorn(create_app(dsn, table=table, schema=schema), description, sock, signals, ready)
 
 
+def _serve_quart(
+    dsn: str,
+    sock: socket.socket,
+    table: str,
+    schema: str | None,
+    signals: _Signals,
+    ready: Callable[[str], None],
+) -> None:
+    """The Quart example on uvicorn, in the main thread, as `_serve_uvicorn`.
+
+    The app's before/after serving hooks (run by uvicorn's lifespan) open and close
+    the pool and the store.
+    """
+    from .examples.quart_app import create_app
+
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        dsn, open=False, min_size=1, max_size=4, kwargs={"autocommit": True}
+    )
+    description = (
+        f"uvicorn {_version('uvicorn')}, serving Quart {_version('quart')} "
+        "with PostgresSessionInterface on AsyncStore"
+    )
+    _uvicorn(create_app(pool, table=table, schema=schema), description, sock, signals, ready)
+
+
 def _serve_aiohttp(
     dsn: str,
     sock: socket.socket,
@@ -270,6 +296,9 @@ _EXTRAS["litestar"] = ("litestar", "uvicorn")
 _SERVERS["aiohttp"] = _serve_aiohttp
 _TITLES["aiohttp"] = "aiohttp"
 _EXTRAS["aiohttp"] = ("aiohttp", "aiohttp_session")
+_SERVERS["quart"] = _serve_quart
+_TITLES["quart"] = "Quart"
+_EXTRAS["quart"] = ("quart", "uvicorn")
 
 
 # --------------------------------------------------------------------------- signals
@@ -359,7 +388,7 @@ def run(
         host: The address to listen on.
         port: The port to listen on.
         framework: One of `FRAMEWORKS`: ``"starlette"``, ``"flask"``, ``"litestar"``,
-            ``"aiohttp"``.
+            ``"aiohttp"``, ``"quart"``.
         table: The sessions table (created if missing).
         schema: The table's schema, or None for the search_path.
         out: Where to print what is served and where.
