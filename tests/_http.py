@@ -39,6 +39,7 @@ class Reply:
     status: int
     body: str
     cookies: list[str]  # the raw Set-Cookie headers
+    headers: Any = None  # all of them (an email.message.Message)
 
 
 class Client:
@@ -58,10 +59,11 @@ class Client:
             opener = urllib.request.build_opener()
         try:
             with opener.open(request, timeout=30) as response:
-                return Reply(response.status, response.read().decode(), _set_cookies(response))
+                body = response.read().decode()
+                return Reply(response.status, body, _set_cookies(response), response.headers)
         except urllib.error.HTTPError as exc:
             with exc:
-                return Reply(exc.code, exc.read().decode(), _set_cookies(exc))
+                return Reply(exc.code, exc.read().decode(), _set_cookies(exc), exc.headers)
 
     def token(self, name: str = "session") -> str | None:
         """The session cookie's value in the jar, or None."""

@@ -66,7 +66,7 @@ import os
 import re
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -454,10 +454,9 @@ async def aclose() -> None:
     await _stores.aclose()
 
 
-_ASGIApp = Callable[
-    [MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
-    Awaitable[None],
-]
+_Receive = Callable[[], Awaitable[Any]]
+_Send = Callable[[Any], Awaitable[None]]
+_ASGIApp = Callable[[dict[str, Any], _Receive, _Send], Awaitable[None]]
 
 
 def with_lifespan(application: _ASGIApp) -> _ASGIApp:
@@ -476,11 +475,7 @@ def with_lifespan(application: _ASGIApp) -> _ASGIApp:
         An ASGI application that passes every other scope to `application`.
     """
 
-    async def app(
-        scope: MutableMapping[str, Any],
-        receive: Callable[[], Awaitable[Any]],
-        send: Callable[[Any], Awaitable[None]],
-    ) -> None:
+    async def app(scope: dict[str, Any], receive: _Receive, send: _Send) -> None:
         if scope["type"] != "lifespan":
             await application(scope, receive, send)
             return
