@@ -594,25 +594,28 @@ def test_bad_settings_are_improperly_configured(
 
 def test_nothing_connects_before_first_use(
     configured: Callable[..., contextlib.AbstractContextManager[None]],
+    sessionstore_dsn: str,
     db: psycopg.Connection[Any],
 ) -> None:
+    # The engine's connections carry their own application_name: other backends of
+    # the database (the fixtures', a previous test's on their way out) don't count.
+    name = "django-engine-under-test"
+
     def backends() -> int:
         row = db.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid()"
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
         ).fetchone()
         assert row is not None
         return int(row[0])
 
-    before = backends()  # the fixtures' own connections
-    with configured():
+    with configured(dsn=psycopg.conninfo.make_conninfo(sessionstore_dsn, application_name=name)):
         session = SessionStore("k" * 32)
         assert session.session_key == "k" * 32
-        assert backends() == before
+        assert backends() == 0
         session.load()
-        assert backends() > before
+        assert backends() >= 1
         engine.close()
-        wait_until(lambda: backends() == before)
+        wait_until(lambda: backends() == 0)
 
 
 # --------------------------------------------------------------------------- over HTTP
