@@ -106,6 +106,13 @@ class Mode:
             return await getattr(session, f"a{name}")(*args)
         return getattr(session, name)(*args)
 
+    async def saved(self, **data: Any) -> SessionStore:
+        """A new session holding `data`, saved (under a new key)."""
+        session = SessionStore()
+        session.update(data)
+        await self(session, "save")
+        return session
+
     async def clear_expired(self) -> None:
         if self.is_async:
             await SessionStore.aclear_expired()
@@ -193,9 +200,7 @@ async def test_must_create_on_a_taken_key_raises_create_error(
 async def test_update_of_a_vanished_session_raises_update_error_and_stays_gone(
     sessions: None, mode: Mode, db: psycopg.Connection[Any]
 ) -> None:
-    session = SessionStore()
-    session["a"] = 1
-    await mode(session, "save")
+    session = await mode.saved(a=1)
     key = session.session_key
     assert key is not None
     db.execute("DELETE FROM sessions")  # logged out elsewhere meanwhile
@@ -208,9 +213,7 @@ async def test_update_of_a_vanished_session_raises_update_error_and_stays_gone(
 async def test_update_of_an_expired_session_raises_update_error(
     sessions: None, mode: Mode, db: psycopg.Connection[Any]
 ) -> None:
-    session = SessionStore()
-    session["a"] = 1
-    await mode(session, "save")
+    session = await mode.saved(a=1)
     db.execute("UPDATE sessions SET expiry = now() - interval '1 second'")
     before = rows(db)
     session["a"] = 2
@@ -273,9 +276,7 @@ async def test_a_key_not_shaped_like_one_is_no_key_and_reaches_no_sql(
 async def test_cycle_key_keeps_the_data_and_deletes_the_old_row(
     sessions: None, mode: Mode, db: psycopg.Connection[Any]
 ) -> None:
-    session = SessionStore()
-    session["message"] = MESSAGE
-    await mode(session, "save")
+    session = await mode.saved(message=MESSAGE)
     old = session.session_key
     assert old is not None
     await mode(session, "cycle_key")
@@ -369,9 +370,7 @@ def test_clearsessions_runs_the_batched_purge(
 async def test_a_database_failure_raises_and_is_never_no_session(
     sessions: None, mode: Mode, db: psycopg.Connection[Any]
 ) -> None:
-    session = SessionStore()
-    session["a"] = 1
-    await mode(session, "save")
+    session = await mode.saved(a=1)
     key = session.session_key
     db.execute("ALTER TABLE sessions RENAME TO sessions_gone")
     fresh = SessionStore(key)
@@ -394,7 +393,6 @@ async def test_the_async_methods_run_on_the_loops_own_store(sessions: None) -> N
     await session.acreate()
     mine = await engine.astore()
     assert mine is await engine.astore()
-    assert mine.pool is not engine.store().pool
 
     def in_another_loop() -> Any:
         async def run() -> Any:
@@ -417,9 +415,7 @@ async def test_the_async_methods_run_on_the_loops_own_store(sessions: None) -> N
 async def test_the_owner_is_the_logged_in_user(
     sessions: None, mode: Mode, db: psycopg.Connection[Any]
 ) -> None:
-    session = SessionStore()
-    session["message"] = MESSAGE
-    await mode(session, "save")
+    session = await mode.saved(message=MESSAGE)
     assert owners(db) == {session.session_key: None}
     await mode(session, "cycle_key")  # as login() does
     session[SESSION_KEY] = "42"
@@ -435,9 +431,7 @@ async def test_sessions_of_logout_everywhere_and_revoke(
 ) -> None:
     devices = []
     for _ in range(3):
-        session = SessionStore()
-        session[SESSION_KEY] = "7"
-        await mode(session, "save")
+        session = await mode.saved(**{SESSION_KEY: "7"})
         devices.append(session)
     other_user = SessionStore()
     other_user[SESSION_KEY] = "8"
@@ -450,7 +444,7 @@ async def test_sessions_of_logout_everywhere_and_revoke(
         return getattr(engine, name)(*args, **kwargs)
 
     listing = await call("sessions_of", "7", current=laptop)
-    assert sorted(s.key for s in listing) == sorted(d.session_key for d in devices)
+    assert sorted(s.key for s in listing) == sorted(str(d.session_key) for d in devices)
     assert [s.key for s in listing if s.current] == [laptop.session_key]
     assert all(s.data == {SESSION_KEY: "7"} for s in listing)
     assert await call("revoke", "8", tablet.session_key) is False  # not 8's session
@@ -503,9 +497,7 @@ async def test_hashed_keys(
     db: psycopg.Connection[Any],
 ) -> None:
     with configured(hash_tokens=True):
-        session = SessionStore()
-        session[SESSION_KEY] = "7"
-        await mode(session, "save")
+        session = await mode.saved(**{SESSION_KEY: "7"})
         key = session.session_key
         assert key is not None
         assert list(rows(db)) == [hash_token(key)]
@@ -1022,9 +1014,9 @@ def test_the_database_down_is_a_500_and_the_session_survives(
     # A port that is bound but not listening: every connection is refused.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as closed:
         closed.bind(("127.0.0.1", 0))
-        info = psycopg.conninfo.conninfo_to_dict(sessionstore_dsn)
-        info.update(host="127.0.0.1", port=str(closed.getsockname()[1]))
-        down = serve(dsn=psycopg.conninfo.make_conninfo(**info), timeout=2)
+        port = closed.getsockname()[1]
+        dsn = psycopg.conninfo.make_conninfo(sessionstore_dsn, host="127.0.0.1", port=port)
+        down = serve(dsn=dsn, timeout=2)
         for path in ("/get", "/put", "/login", "/logout"):
             assert_server_error(down.client().get(path, cookie=f"{COOKIE}={key}"), key)
     assert list(rows(db)) == [key]

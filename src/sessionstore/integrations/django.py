@@ -667,41 +667,19 @@ class SessionStore(SessionBase):
     # -- async (Django 5.1+): the same, on the loop's AsyncStore
 
     async def aload(self) -> dict[str, Any]:
-        """`load` on `AsyncStore`.
-
-        Returns:
-            The data.
-
-        Raises:
-            sessionstore.DatabaseError: If the database failed.
-        """
+        """`load` on the running loop's `AsyncStore` (same arguments, result, errors)."""
         key = self.session_key
         return self._loaded(None if key is None else await (await astore()).find(key))
 
     async def aexists(self, session_key: str | None) -> bool:
-        """`exists` on `AsyncStore`.
-
-        Args:
-            session_key: The key.
-
-        Returns:
-            True if it names a live session.
-
-        Raises:
-            sessionstore.DatabaseError: If the database failed.
-        """
+        """`exists` on the running loop's `AsyncStore` (same arguments, result, errors)."""
         if not self._validate_session_key(session_key):
             return False
         assert session_key is not None
         return await (await astore()).exists(session_key)
 
     async def acreate(self) -> None:
-        """`create` on `AsyncStore`.
-
-        Raises:
-            RuntimeError: If every attempt met a taken key.
-            sessionstore.DatabaseError: If the database failed.
-        """
+        """`create` on the running loop's `AsyncStore` (same arguments, result, errors)."""
         for _ in range(_CREATE_ATTEMPTS):
             self._session_key = await self._aget_new_session_key()
             try:
@@ -714,16 +692,7 @@ class SessionStore(SessionBase):
         raise RuntimeError(f"no free session key after {_CREATE_ATTEMPTS} attempts")
 
     async def asave(self, must_create: bool = False) -> None:
-        """`save` on `AsyncStore`.
-
-        Args:
-            must_create: As for `save`.
-
-        Raises:
-            CreateError: If `must_create` and a live session has the key.
-            UpdateError: If not `must_create` and the row is gone.
-            sessionstore.DatabaseError: If the database failed.
-        """
+        """`save` on the running loop's `AsyncStore` (same arguments, result, errors)."""
         if self.session_key is None:
             await self.acreate()
             return
@@ -738,14 +707,7 @@ class SessionStore(SessionBase):
             raise UpdateError
 
     async def adelete(self, session_key: str | None = None) -> None:
-        """`delete` on `AsyncStore`.
-
-        Args:
-            session_key: The key, or None for this session's.
-
-        Raises:
-            sessionstore.DatabaseError: If the database failed.
-        """
+        """`delete` on the running loop's `AsyncStore` (same arguments, result, errors)."""
         if session_key is None:
             session_key = self.session_key
         if session_key is None or not self._validate_session_key(session_key):
@@ -754,11 +716,7 @@ class SessionStore(SessionBase):
 
     @classmethod
     async def aclear_expired(cls) -> None:
-        """`clear_expired` on `AsyncStore`.
-
-        Raises:
-            sessionstore.DatabaseError: If the database failed.
-        """
+        """`clear_expired` on the running loop's `AsyncStore` (same arguments, result, errors)."""
         deleted = await (await astore()).purge_expired()
         logger.info("clear_expired: %d expired sessions deleted", deleted)
 
@@ -844,20 +802,7 @@ def sessions_of(user: object, current: SessionBase | str | None = None) -> list[
 
 
 async def asessions_of(user: object, current: SessionBase | str | None = None) -> list[UserSession]:
-    """`sessions_of` on `AsyncStore`.
-
-    Args:
-        user: A user model instance or the owner id.
-        current: The session to mark as current, or its key.
-
-    Returns:
-        The sessions, soonest to expire first.
-
-    Raises:
-        TypeError: If `user` is neither a model instance nor a str.
-        sessionstore.OwnersNotEnabledError: Without ``owners=True``.
-        sessionstore.DatabaseError: If the database failed.
-    """
+    """`sessions_of` on the running loop's `AsyncStore` (same arguments, result, errors)."""
     owner = _owner_of(user)
     if owner is None:
         return []
@@ -895,20 +840,7 @@ def logout_everywhere(user: object, keep: SessionBase | str | None = None) -> in
 
 
 async def alogout_everywhere(user: object, keep: SessionBase | str | None = None) -> int:
-    """`logout_everywhere` on `AsyncStore`.
-
-    Args:
-        user: A user model instance or the owner id.
-        keep: The session to leave logged in, or its key.
-
-    Returns:
-        How many sessions were deleted.
-
-    Raises:
-        TypeError: If `user` is neither a model instance nor a str.
-        sessionstore.OwnersNotEnabledError: Without ``owners=True``.
-        sessionstore.DatabaseError: If the database failed.
-    """
+    """`logout_everywhere` on the running loop's `AsyncStore` (same arguments, result, errors)."""
     owner = _owner_of(user)
     if owner is None:
         return 0
@@ -941,20 +873,6 @@ def revoke(user: object, key: str) -> bool:
 
 
 async def arevoke(user: object, key: str) -> bool:
-    """`revoke` on `AsyncStore`.
-
-    Args:
-        user: A user model instance or the owner id.
-        key: The listed key.
-
-    Returns:
-        True if it was the user's session and is gone.
-
-    Raises:
-        TypeError: If an argument has the wrong type.
-        ValueError: If `key` is invalid.
-        sessionstore.OwnersNotEnabledError: Without ``owners=True``.
-        sessionstore.DatabaseError: If the database failed.
-    """
+    """`revoke` on the running loop's `AsyncStore` (same arguments, result, errors)."""
     owner = _owner_of(user)
     return owner is not None and await (await astore()).revoke(owner, key)
