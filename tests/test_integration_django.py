@@ -60,7 +60,12 @@ def django_configured() -> None:
         settings.configure(
             SECRET_KEY="test-secret-key",
             SESSION_ENGINE="sessionstore.integrations.django",
-            INSTALLED_APPS=["django.contrib.sessions"],
+            # auth for its User model (built in memory only: no ORM database here).
+            INSTALLED_APPS=[
+                "django.contrib.contenttypes",
+                "django.contrib.auth",
+                "django.contrib.sessions",
+            ],
             DATABASES={},
             USE_TZ=True,
         )
@@ -456,21 +461,26 @@ async def test_sessions_of_logout_everywhere_and_revoke(
     assert list(owners(db).values()) == ["8"]
 
 
-class _Anonymous:
-    """Like Django's AnonymousUser where the helpers look: a model-less user, pk None."""
+async def test_the_helpers_take_a_user_model_instance(sessions: None, mode: Mode) -> None:
+    from django.contrib.auth.models import AnonymousUser, User
 
-    pk = None
-
-    class _meta:
-        pk = None
+    user = User(pk=7, username="bob")  # what login() stores: the pk as text
+    laptop = await mode.saved(**{SESSION_KEY: user._meta.pk.value_to_string(user)})
+    [listed_session] = engine.sessions_of(user, current=laptop)
+    assert listed_session.current
+    assert await engine.alogout_everywhere(user) == 1
+    assert engine.sessions_of(AnonymousUser()) == []
 
 
 async def test_helpers_for_an_anonymous_user_and_bad_input(sessions: None) -> None:
-    assert engine.sessions_of(_Anonymous()) == []
-    assert engine.logout_everywhere(_Anonymous()) == 0
-    assert await engine.asessions_of(_Anonymous()) == []
-    assert await engine.alogout_everywhere(_Anonymous()) == 0
-    assert engine.revoke(_Anonymous(), "x" * 32) is False
+    from django.contrib.auth.models import AnonymousUser, User
+
+    for nobody in (AnonymousUser(), User(username="not saved yet")):
+        assert engine.sessions_of(nobody) == []
+        assert engine.logout_everywhere(nobody) == 0
+        assert await engine.asessions_of(nobody) == []
+        assert await engine.alogout_everywhere(nobody) == 0
+        assert engine.revoke(nobody, "x" * 32) is False
     with pytest.raises(TypeError, match="user model instance or a str"):
         engine.sessions_of(42)
     with pytest.raises(ValueError, match="empty"):

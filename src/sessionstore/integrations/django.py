@@ -758,11 +758,13 @@ def _owner_of(user: object) -> str | None:
     """The owner a user's sessions are saved under: what ``login`` stores as its id."""
     if isinstance(user, str):
         return validate_owner(user)
+    if getattr(user, "is_anonymous", False) is True:
+        return None  # AnonymousUser: no sessions of its own
     meta = getattr(user, "_meta", None)
     if meta is None or not hasattr(meta, "pk"):
         raise TypeError(f"user must be a user model instance or a str, not {type(user).__name__}")
     if getattr(user, "pk", None) is None:
-        return None  # AnonymousUser, or a user not saved yet: no sessions
+        return None  # a user not saved yet: no sessions
     owner: str = meta.pk.value_to_string(user)
     return owner
 
