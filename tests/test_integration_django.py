@@ -411,7 +411,12 @@ async def test_the_async_methods_run_on_the_loops_own_store(sessions: None) -> N
     other = await asyncio.to_thread(in_another_loop)
     assert other is not mine
     assert other.pool.closed
-    assert not mine.pool.closed
+    # aclose() closed everything, this loop's pool too (in this loop, waited for):
+    # the next use opens a new one.
+    assert mine.pool.closed
+    again = await engine.astore()
+    assert again is not mine
+    assert await again.exists(session.session_key or "")
 
 
 # --------------------------------------------------------------------------- sessions per user
@@ -618,6 +623,35 @@ def test_nothing_connects_before_first_use(
         assert backends() >= 1
         engine.close()
         wait_until(lambda: backends() == 0)
+
+
+async def test_a_settings_change_closes_the_running_loops_pool(
+    configured: Callable[..., contextlib.AbstractContextManager[None]],
+    sessionstore_dsn: str,
+    db: psycopg.Connection[Any],
+) -> None:
+    name = "django-engine-loop-pool"
+
+    def backends() -> int:
+        row = db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    with configured(dsn=psycopg.conninfo.make_conninfo(sessionstore_dsn, application_name=name)):
+        first = await engine.astore()
+        assert not await first.exists("k" * 32)
+        assert backends() >= 1
+    # Leaving override_settings closed the pool, in this loop, which is running.
+    deadline = asyncio.get_running_loop().time() + 10
+    while backends() > 0:  # the close runs as a task of this loop: let it
+        assert asyncio.get_running_loop().time() < deadline, "the pool was not closed"
+        await asyncio.sleep(0.01)
+    assert first.pool.closed
+    with configured():
+        assert await engine.astore() is not first  # the new settings, a new pool
+        await engine.aclose()
 
 
 # --------------------------------------------------------------------------- over HTTP

@@ -148,6 +148,9 @@ _NOT_CONNINFO = frozenset(
 
 _SETTING = "SESSIONSTORE"
 
+#: How long `close` waits for an async pool closing in another thread's loop.
+_CLOSE_TIMEOUT = 10.0
+
 
 @dataclass(frozen=True)
 class _Config:
@@ -382,12 +385,22 @@ class _Stores:
         for loop, entry in loops.items():
             if entry.store is None:
                 continue
-            if loop.is_closed() or loop.is_running():
-                # Closing an async pool needs its own loop, which is gone or busy
-                # elsewhere (`aclose` there closes it): its connections end with it.
-                logger.debug("an async pool of a loop that is not idle is left to its loop")
-                continue
-            loop.run_until_complete(entry.store.pool.close())
+            # An async pool closes in its own loop: at once if the loop is idle; if
+            # it runs in another thread, there, waited for; if it runs this very
+            # thread (a settings change inside async code), soon, as a task: waiting
+            # would block the loop. A closed loop took its pool's tasks with it; the
+            # sockets go with the process.
+            if loop.is_running():
+                closing = asyncio.run_coroutine_threadsafe(entry.store.pool.close(), loop)
+                if _running_loop() is not loop:
+                    try:
+                        closing.result(_CLOSE_TIMEOUT)
+                    except TimeoutError:
+                        logger.warning("an async pool did not close within %s s", _CLOSE_TIMEOUT)
+            elif not loop.is_closed():
+                loop.run_until_complete(entry.store.pool.close())
+            else:
+                logger.debug("an async pool outlived its event loop; not closed")
 
     async def aclose(self) -> None:
         loop = asyncio.get_running_loop()
@@ -396,6 +409,13 @@ class _Stores:
         if entry is not None and entry.store is not None:
             await entry.store.pool.close()
         await asyncio.to_thread(self.close)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 _stores = _Stores()
