@@ -9,6 +9,9 @@ web framework, so ``import sessionstore`` never does either:
   for Starlette and FastAPI (``pip install "sessionstore[starlette]"``).
 - `sessionstore.integrations.quart`: a Quart ``SessionInterface`` on `AsyncStore`,
   the Flask one's twin (``pip install "sessionstore[quart]"``).
+- `sessionstore.integrations.django`: a Django session engine on `Store` and
+  `AsyncStore` (``pip install "sessionstore[django]"``); it keeps Django's own
+  session keys.
 
 They issue tokens as SCS does (32 random bytes, url-safe base64: 43 characters), never
 adopt a token the client made up, and never log tokens.
