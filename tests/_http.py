@@ -1,19 +1,25 @@
 """The HTTP side of the integration tests: a browser stand-in and the example apps' loader.
 
-Shared by test_integration_flask.py and test_integration_starlette.py, which drive
-examples/*.py over real HTTP with urllib and a cookie jar.
+Shared by the integration tests (test_integration_*.py), which drive examples/*.py
+over real HTTP with urllib and a cookie jar, the ASGI ones served by uvicorn threads.
 """
 
 from __future__ import annotations
 
+import email.message
 import http.cookiejar
 import importlib.util
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+import uvicorn
 
 import sessionstore.examples
 
@@ -32,6 +38,33 @@ def load_example(filename: str) -> ModuleType:
     return module
 
 
+def run_uvicorn(app: Any) -> tuple[uvicorn.Server, threading.Thread, str]:
+    """Serve an ASGI app (with its lifespan) in a uvicorn thread on a free port.
+
+    Returns:
+        The server, its thread and its URL; stop them with `stop_uvicorn`.
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, lifespan="on", log_config=None, access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="test-uvicorn")
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive(), "uvicorn failed to start"
+        assert time.monotonic() < deadline, "uvicorn did not start in time"
+        time.sleep(0.01)
+    return server, thread, f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def stop_uvicorn(server: uvicorn.Server, thread: threading.Thread) -> None:
+    """Stop a server `run_uvicorn` started (its lifespan shutdown runs) and join it."""
+    server.should_exit = True
+    thread.join(15)
+    assert not thread.is_alive()
+
+
 @dataclass
 class Reply:
     """An HTTP response, as a test looks at it."""
@@ -39,6 +72,11 @@ class Reply:
     status: int
     body: str
     cookies: list[str]  # the raw Set-Cookie headers
+    headers: email.message.Message
+
+    def header(self, name: str) -> list[str]:
+        """Every value of header `name`, in order (none: an empty list)."""
+        return list(self.headers.get_all(name) or [])
 
 
 class Client:
@@ -58,10 +96,15 @@ class Client:
             opener = urllib.request.build_opener()
         try:
             with opener.open(request, timeout=30) as response:
-                return Reply(response.status, response.read().decode(), _set_cookies(response))
+                return Reply(
+                    response.status,
+                    response.read().decode(),
+                    _set_cookies(response),
+                    response.headers,
+                )
         except urllib.error.HTTPError as exc:
             with exc:
-                return Reply(exc.code, exc.read().decode(), _set_cookies(exc))
+                return Reply(exc.code, exc.read().decode(), _set_cookies(exc), exc.headers)
 
     def token(self, name: str = "session") -> str | None:
         """The session cookie's value in the jar, or None."""
@@ -83,3 +126,41 @@ def listed(reply: Reply) -> list[str]:
     """The session lines of a /sessions page of the example apps."""
     assert reply.status == 200, reply.body
     return [line for line in reply.body.splitlines() if "expires" in line]
+
+
+#: What SCS adds to the Cache-Control of a response that sets or deletes its cookie.
+NO_CACHE_SET_COOKIE = 'no-cache="Set-Cookie"'
+
+
+def check_scs_headers(client: Client, untouched: str) -> None:
+    """Drive an example app with the header routes added and check SCS's headers.
+
+    The app has the example's routes, plus ``/put-cached`` (stores the message, sends
+    ``Cache-Control: private`` and two ``Vary`` headers, ``Accept-Encoding`` and
+    ``Origin``), ``/put-uncached`` (stores it, sends ``Cache-Control: no-store``) and
+    ``/vary-cookie`` (uses the session, sends ``Vary: cookie``); `untouched` is a path
+    whose request never uses the session.
+    """
+    reply = client.get("/put")  # sets the cookie
+    assert reply.header("Vary") == ["Cookie"]
+    assert reply.header("Cache-Control") == [NO_CACHE_SET_COOKIE]
+    reply = client.get("/put-cached")  # merged into the view's own values
+    assert reply.header("Vary") == ["Accept-Encoding, Origin, Cookie"]
+    assert reply.header("Cache-Control") == [f"private, {NO_CACHE_SET_COOKIE}"]
+    reply = client.get("/put-uncached")  # no-store covers it
+    assert reply.header("Cache-Control") == ["no-store"]
+    reply = client.get("/vary-cookie")  # never twice
+    assert reply.header("Vary") == ["cookie"]
+    assert reply.header("Cache-Control") == [NO_CACHE_SET_COOKIE]  # the cookie is refreshed
+    for path in ("/get", "/login", "/logout"):  # refreshes, renews, deletes the cookie
+        reply = client.get(path)
+        assert len(reply.cookies) == 1, path
+        assert reply.header("Vary") == ["Cookie"], path
+        assert reply.header("Cache-Control") == [NO_CACHE_SET_COOKIE], path
+    reply = client.get("/get")  # used the session (none left), set no cookie
+    assert reply.cookies == []
+    assert reply.header("Vary") == ["Cookie"]
+    assert reply.header("Cache-Control") == []
+    reply = client.get(untouched)  # never used the session
+    assert reply.header("Vary") == []
+    assert reply.header("Cache-Control") == []

@@ -22,7 +22,7 @@ from psycopg_pool import PoolTimeout
 
 from sessionstore._batch import Batcher, _Request
 from sessionstore._batch_async import AsyncBatcher
-from sessionstore._batch_rules import Lanes
+from sessionstore._batch_rules import Depth, Lanes
 from sessionstore._core import MAX_BATCH, MAX_BATCH_BYTES, Statement
 from sessionstore._facade import LANES
 from sessionstore.errors import DatabaseError
@@ -237,13 +237,15 @@ def test_an_ending_statement_hands_its_turn_to_the_queue_while_lanes_are_few() -
     lanes = Lanes(lambda: 16, alone=None)
     for _ in range(4):
         assert lanes.start_alone(queued=False)
-    handed = [lanes.finish(lane=False, queued=True) for _ in range(4)]
+    handed = [lanes.finish(lane=False, queued=True, wall=0.001) for _ in range(4)]
     assert handed == [True] * LANES + [False] * (4 - LANES)
     assert (lanes.busy, lanes.lanes) == (LANES, LANES)
-    assert lanes.finish(lane=True, queued=True)  # a lane's turn goes on to the next batch
+    assert lanes.finish(
+        lane=True, queued=True, wall=0.001
+    )  # a lane's turn goes on to the next batch
     assert (lanes.busy, lanes.lanes) == (LANES, LANES)
-    assert not lanes.finish(lane=True, queued=False)
-    assert not lanes.finish(lane=True, queued=False)
+    assert not lanes.finish(lane=True, queued=False, wall=0.001)
+    assert not lanes.finish(lane=True, queued=False, wall=0.001)
     assert (lanes.busy, lanes.lanes) == (0, 0)
 
 
@@ -251,7 +253,7 @@ def test_a_full_batch_opens_another_lane_up_to_the_limit() -> None:
     size = [3]
     lanes = Lanes(lambda: size[0], alone=LANES)
     assert lanes.start_alone(queued=False)
-    assert lanes.finish(lane=False, queued=True)  # now a lane
+    assert lanes.finish(lane=False, queued=True, wall=0.001)  # now a lane
     assert lanes.open_extra(queued=True)
     assert lanes.open_extra(queued=True)
     assert not lanes.open_extra(queued=True)  # the pool's three connections are in use
@@ -264,11 +266,90 @@ def test_a_full_batch_opens_another_lane_up_to_the_limit() -> None:
 
 def test_while_lanes_serve_a_queue_new_calls_join_it() -> None:
     lanes = Lanes(lambda: 16, alone=None)
-    assert lanes.start_alone(queued=False)
-    assert lanes.finish(lane=False, queued=True)  # the queue got the turn: a lane runs
+    for _ in range(LANES):
+        assert lanes.start_alone(queued=False)
+    for _ in range(LANES):
+        assert lanes.finish(lane=False, queued=True, wall=0.001)  # the queue got the turns
     assert not lanes.start_alone(queued=False)  # even with the queue just emptied
-    assert not lanes.finish(lane=True, queued=False)  # the lane ends with nobody waiting
+    # A lane that ends with nobody waiting leaves room: the next call starts at once
+    # instead of waiting out the other lane's round trip (its own callers, coming
+    # back, would otherwise all queue behind that one lane).
+    assert not lanes.finish(lane=True, queued=False, wall=0.001)
     assert lanes.start_alone(queued=False)
+
+
+class FixedDepth(Depth):
+    """A round trip `n` statements deep, as `Depth` measures one on a network."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def __call__(self) -> int:
+        return self.n
+
+
+def test_the_depth_is_unknown_until_a_window_of_statements_ran() -> None:
+    depth = Depth()
+    for _ in range(Depth.WINDOW - 1):
+        depth.record(10.0)
+    assert depth() == 0
+    depth.record(10.0)
+    assert depth() > 0
+
+
+def test_the_depth_is_the_round_trip_over_the_cpu_per_statement() -> None:
+    fast, slow = Depth(), Depth()
+    for _ in range(Depth.WINDOW):
+        fast.record(1e-9)  # no statement takes less CPU than that: less than one deep
+        slow.record(10.0)  # ten seconds on the wire: thousands deep
+    assert fast() == 0
+    assert slow() > 1000
+
+
+def test_the_round_trip_is_the_fastest_recent_statement_drifting_up() -> None:
+    depth = Depth()
+    for _ in range(Depth.WINDOW):
+        depth.record(0.001)
+    before = depth()
+    for _ in range(10 * Depth.WINDOW):
+        depth.record(1.0)  # the path got slower: the floor follows, at DRIFT per statement
+    assert depth() > 100 * before
+
+
+def test_a_deep_round_trip_runs_calls_alone_up_to_its_depth_beside_lanes() -> None:
+    lanes = Lanes(lambda: 16, alone=LANES, depth=FixedDepth(8))
+    assert [lanes.start_alone(queued=False) for _ in range(9)] == [True] * 8 + [False]
+    beside = Lanes(lambda: 16, alone=LANES, depth=FixedDepth(8))
+    for _ in range(LANES):
+        assert beside.start_alone(queued=False)
+        assert beside.finish(lane=False, queued=True, wall=0.001)
+    assert (beside.busy, beside.lanes) == (LANES, LANES)
+    assert beside.start_alone(queued=False)  # a call sent now waits for nothing
+    assert not beside.start_alone(queued=True)  # but never overtakes the queue
+    assert not Lanes(lambda: 4, alone=LANES, depth=FixedDepth(8)).start_alone(queued=True)
+    pool = Lanes(lambda: 4, alone=LANES, depth=FixedDepth(8))
+    assert [pool.start_alone(queued=False) for _ in range(5)] == [True] * 4 + [False]
+
+
+def test_a_deep_round_trip_keeps_as_many_lanes_serving_the_queue() -> None:
+    lanes = Lanes(lambda: 16, alone=LANES, depth=FixedDepth(6))
+    for _ in range(6):
+        assert lanes.start_alone(queued=False)
+    assert [lanes.finish(lane=False, queued=True, wall=0.001) for _ in range(6)] == [True] * 6
+    assert (lanes.busy, lanes.lanes) == (6, 6)
+
+
+def test_a_deep_round_trip_spreads_the_queue_over_the_room_it_has() -> None:
+    lanes = Lanes(lambda: 16, alone=LANES, depth=FixedDepth(8))
+    assert lanes.start_alone(queued=False)
+    assert lanes.share(14) == 2  # seven more statements fit: fourteen calls in eight
+    shallow = Lanes(lambda: 16, alone=LANES)
+    assert shallow.start_alone(queued=False)
+    assert shallow.share(14) == 14  # no room measured: one batch takes them all
+    small_pool = Lanes(lambda: 4, alone=LANES, depth=FixedDepth(100))
+    assert small_pool.start_alone(queued=False)
+    assert small_pool.share(12) == 3  # the pool has room for three more statements
 
 
 class Interrupted(BaseException):

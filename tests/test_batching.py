@@ -17,8 +17,10 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sessionstore import AsyncStore, DatabaseError, Store
 from sessionstore._batch import ALONE
+from sessionstore._batch_rules import Depth
 from sessionstore._core import SessionCore, Statement
 from sessionstore.cleanup import NoCleanup
+from sessionstore.testing import TcpProxy
 
 
 def test_commit_many_keeps_the_last_write_per_token_in_lock_order() -> None:
@@ -307,3 +309,93 @@ async def test_async_pool_without_autocommit_is_told_once(
         with caplog.at_level(logging.WARNING, logger="sessionstore"):
             assert await store.find(new_token()) is None
         assert "autocommit" not in caplog.text
+
+
+#: Through the proxy at this delay each way, a round trip holds far more statements
+#: than the tests' pools have connections: the client spends well under a millisecond
+#: of CPU per statement.
+SLOW_NETWORK = 0.02
+
+#: Rounds of concurrent finds enough to fill `Depth.WINDOW` statements many times
+#: over, whether they run singly or combined.
+MEASURING_ROUNDS = 8 * Depth.WINDOW // 2
+
+
+def test_threads_through_a_slow_network_send_a_statement_per_connection(
+    sessionstore_proxy: TcpProxy,
+    sessionstore_proxy_dsn: str,
+    sessionstore_dsn: str,
+    db: psycopg.Connection[Any],
+) -> None:
+    """Where the round trip is long, no call waits for a lane while connections are free."""
+    size = 2 * ALONE
+    blocker = new_token()
+    db.execute("INSERT INTO sessions VALUES (%s, 'old', now() + interval '1 hour')", (blocker,))
+    sessionstore_proxy.delay(SLOW_NETWORK)
+    with (
+        ConnectionPool(
+            sessionstore_proxy_dsn, min_size=size, max_size=size, kwargs={"autocommit": True}
+        ) as pool,
+        psycopg.connect(sessionstore_dsn) as locker,
+    ):
+        store = Store(pool, cleanup=NoCleanup())
+        depth = store._commits._lanes._depth  # one per store: finds measure it for commits
+        for _ in range(MEASURING_ROUNDS):  # the first window of statements measures it
+            if depth() >= size:
+                break
+            threads = [threading.Thread(target=store.find, args=(blocker,)) for _ in range(size)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        assert depth() >= size, f"a {SLOW_NETWORK * 2:.2f} s round trip measured {depth()} deep"
+        locker.execute("SELECT 1 FROM sessions WHERE token = %s FOR UPDATE", (blocker,))
+        threads = [
+            threading.Thread(target=store.commit, args=(blocker, f"{i}".encode(), in_(60)))
+            for i in range(size)
+        ]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: lock_waiters(db) == size, "the commits did not all reach the server")
+        assert len(store._commits._queue) == 0
+        locker.rollback()
+        for thread in threads:
+            thread.join(10)
+            assert not thread.is_alive()
+
+
+async def test_async_through_a_slow_network_sends_a_statement_per_connection(
+    sessionstore_proxy: TcpProxy,
+    sessionstore_proxy_dsn: str,
+    sessionstore_dsn: str,
+    db: psycopg.Connection[Any],
+) -> None:
+    """The asyncio twin: past two lanes, up to the pool, when the round trip holds them."""
+    size = 8
+    blocker = new_token()
+    db.execute("INSERT INTO sessions VALUES (%s, 'old', now() + interval '1 hour')", (blocker,))
+    sessionstore_proxy.delay(SLOW_NETWORK)
+    async with AsyncConnectionPool(
+        sessionstore_proxy_dsn, min_size=size, max_size=size, kwargs={"autocommit": True}
+    ) as apool:
+        store = AsyncStore(apool, cleanup=NoCleanup())
+        depth = store._commits._lanes._depth
+        for _ in range(MEASURING_ROUNDS):
+            if depth() >= size:
+                break
+            await asyncio.gather(*(store.find(blocker) for _ in range(size)))
+        assert depth() >= size, f"a {SLOW_NETWORK * 2:.2f} s round trip measured {depth()} deep"
+        locker = await psycopg.AsyncConnection.connect(sessionstore_dsn)
+        await locker.execute("SELECT 1 FROM sessions WHERE token = %s FOR UPDATE", (blocker,))
+        tasks = [
+            asyncio.create_task(store.commit(blocker, f"{i}".encode(), in_(60)))
+            for i in range(size)
+        ]
+        deadline = time.monotonic() + 10
+        while lock_waiters(db) < size:
+            assert time.monotonic() < deadline, "the commits did not all reach the server"
+            await asyncio.sleep(0.01)
+        assert len(store._commits._queue) == 0
+        await locker.rollback()
+        await locker.close()
+        await asyncio.gather(*tasks)

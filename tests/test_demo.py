@@ -29,6 +29,8 @@ import psycopg
 import pytest
 from _support import table_rows
 
+from sessionstore.demo import FRAMEWORKS
+
 MESSAGE = "Hello from a session!"
 START_TIMEOUT = 120.0  # initdb included; CI machines are slow and shared
 STOP_TIMEOUT = 30.0
@@ -151,6 +153,10 @@ def alive(pid: int) -> bool:
         pytest.param("litestar", signal.SIGTERM, id="litestar-SIGTERM"),
         pytest.param("aiohttp", signal.SIGINT, id="aiohttp-SIGINT"),
         pytest.param("aiohttp", signal.SIGTERM, id="aiohttp-SIGTERM"),
+        pytest.param("quart", signal.SIGINT, id="quart-SIGINT"),
+        pytest.param("quart", signal.SIGTERM, id="quart-SIGTERM"),
+        pytest.param("django", signal.SIGINT, id="django-SIGINT"),
+        pytest.param("django", signal.SIGTERM, id="django-SIGTERM"),
     ],
 )
 def test_demo_on_a_throwaway_postgres(run_demo: Any, framework: str, sig: signal.Signals) -> None:
@@ -167,7 +173,8 @@ def test_demo_on_a_throwaway_postgres(run_demo: Any, framework: str, sig: signal
 
     jar = put_and_get(demo)
     [cookie] = list(jar)
-    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", cookie.value or "")
+    # SCS's tokens; Django's engine keeps Django's keys (32 of [a-z0-9]).
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}|[a-z0-9]{32}", cookie.value or "")
 
     code, took = demo.stop(sig)
     output = "".join(demo.seen) + "".join(iter(demo.lines.get, None))
@@ -216,7 +223,7 @@ def unprefixed(key: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("framework", ["starlette", "flask", "litestar", "aiohttp"])
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_demo_logs_out_everywhere(
     run_demo: Any, framework: str, sessionstore_dsn: str, db: psycopg.Connection[Any]
 ) -> None:
@@ -288,11 +295,21 @@ def test_demo_help_lists_its_options() -> None:
         timeout=60,
         check=True,
     )
-    for option in ("--dsn", "--port", "--host", "--framework", "flask", "litestar", "aiohttp"):
+    for option in (
+        "--dsn",
+        "--port",
+        "--host",
+        "--framework",
+        "flask",
+        "litestar",
+        "aiohttp",
+        "quart",
+        "django",
+    ):
         assert option in proc.stdout
 
 
-@pytest.mark.parametrize("framework", ["flask", "starlette", "litestar", "aiohttp"])
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_the_examples_directory_runs_the_packaged_apps(framework: str) -> None:
     # The launchers in examples/ hold no copy of the app: they run the module the
     # demo serves.
@@ -303,7 +320,7 @@ def test_the_examples_directory_runs_the_packaged_apps(framework: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("framework", ["starlette", "flask", "litestar", "aiohttp"])
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_demo_stopped_while_starting_unwinds_cleanly(run_demo: Any, framework: str) -> None:
     demo = run_demo("--framework", framework)
     # Printed just before initdb runs, which takes seconds: the signal lands in start-up.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import pickle
 import re
 import subprocess
 import sys
@@ -22,8 +21,9 @@ from typing import Any
 import flask
 import psycopg
 import pytest
-from _http import Client, issued_token, listed, load_example
-from _support import new_token, table_rows, wait_until
+from _example_contract import ExampleAppContract
+from _http import Client, check_scs_headers, listed, load_example
+from _support import new_token, table_rows
 from psycopg_pool import ConnectionPool
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -109,89 +109,8 @@ def tokens(db: psycopg.Connection[Any]) -> list[str]:
 # --------------------------------------------------------------------------- the Go example
 
 
-def test_put_then_get(example: App, db: psycopg.Connection[Any]) -> None:
-    client = example.client()
-    put = client.get("/put")
-    assert put.status == 200
-    got = client.get("/get")
-    assert got.status == 200
-    assert got.body.strip() == MESSAGE
-    token = client.token()
-    assert token is not None
-    assert TOKEN_RE.fullmatch(token)
-    assert tokens(db) == [token]
-
-
-def test_a_second_client_does_not_see_the_first_ones_data(
-    example: App, db: psycopg.Connection[Any]
-) -> None:
-    first, second = example.client(), example.client()
-    first.get("/put")
-    assert second.get("/get").body.strip() == ""
-    second.get("/put")
-    first_token, second_token = first.token(), second.token()
-    assert first_token is not None
-    assert second_token is not None
-    assert first_token != second_token
-    assert sorted(tokens(db)) == sorted([first_token, second_token])
-
-
-def test_the_cookie_holds_only_the_token_and_the_data_is_json(
-    example: App, db: psycopg.Connection[Any]
-) -> None:
-    client = example.client()
-    reply = client.get("/put")
-    [header] = reply.cookies
-    value = header.split(";", 1)[0].split("=", 1)[1]
-    assert TOKEN_RE.fullmatch(value)
-    [(token, data, _)] = table_rows(db)
-    assert token == value
-    assert json.loads(bytes(data)) == {"_permanent": True, "message": MESSAGE}
-
-
-def test_the_session_expires(serve: Callable[..., App], db: psycopg.Connection[Any]) -> None:
-    example = serve(lifetime=dt.timedelta(seconds=2))
-    client = example.client()
-    token = issued_token(client.get("/put"))
-    assert client.get("/get", cookie=f"session={token}").body.strip() == MESSAGE
-    wait_until(lambda: example.store.find(token) is None)
-    # The browser would drop the cookie too; send it anyway, as a stale tab would.
-    reply = client.get("/get", cookie=f"session={token}")
-    assert (reply.status, reply.body.strip()) == (200, "")
-
-
-def test_renew_token_keeps_the_data_and_kills_the_old_token(
-    example: App, db: psycopg.Connection[Any]
-) -> None:
-    client = example.client()
-    client.get("/put")
-    old = client.token()
-    reply = client.get("/login")
-    assert reply.status == 200
-    new = client.token()
-    assert new is not None
-    assert old is not None
-    assert new != old
-    assert TOKEN_RE.fullmatch(new)
-    assert tokens(db) == [new]
-    assert client.get("/get").body.strip() == MESSAGE
-    assert example.store.find(old) is None
-    assert client.get("/get", cookie=f"session={old}").body.strip() == ""
-
-
-def test_logout_deletes_the_row_and_the_cookie(example: App, db: psycopg.Connection[Any]) -> None:
-    client = example.client()
-    client.get("/put")
-    token = client.token()
-    assert tokens(db) == [token]
-    reply = client.get("/logout")
-    assert reply.status == 200
-    assert tokens(db) == []
-    [header] = reply.cookies
-    assert header.startswith("session=;")
-    assert "Expires=Thu, 01 Jan 1970" in header
-    assert client.token() is None
-    assert client.get("/get", cookie=f"session={token}").body.strip() == ""
+class TestExampleApp(ExampleAppContract):
+    """The routes both example apps share (see _example_contract), on this one."""
 
 
 def test_clear_then_store_again_kills_the_old_token(
@@ -214,88 +133,6 @@ def test_clear_then_store_again_kills_the_old_token(
     assert new != old
     assert tokens(db) == [new]
     assert json.loads(bytes(table_rows(db)[0][1])) == {"flash": "Logged out."}
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        "garbage",
-        "x" * 5000,
-        "a%00b",
-        '"quoted"',
-        "tok\\u0000en",
-        "A" * 42 + "!",
-        "",
-    ],
-)
-def test_a_tampered_cookie_is_a_new_session(
-    example: App, db: psycopg.Connection[Any], value: str
-) -> None:
-    client = example.client()
-    got = client.get("/get", cookie=f"session={value}")
-    assert (got.status, got.body.strip()) == (200, "")
-    put = client.get("/put", cookie=f"session={value}")
-    assert put.status == 200
-    [header] = put.cookies
-    issued = header.split(";", 1)[0].split("=", 1)[1]
-    assert TOKEN_RE.fullmatch(issued)
-    assert issued != value
-    assert tokens(db) == [issued]
-
-
-def test_an_unknown_token_is_never_adopted(example: App, db: psycopg.Connection[Any]) -> None:
-    """Session fixation: a token planted in the victim's browser must not become theirs."""
-    planted = new_token()
-    client = example.client()
-    assert client.get("/get", cookie=f"session={planted}").body.strip() == ""
-    for path in ("/put", "/login"):
-        reply = client.get(path, cookie=f"session={planted}")
-        assert reply.status == 200
-        [header] = reply.cookies
-        assert planted not in header
-    assert planted not in tokens(db)
-
-
-def test_untouched_sessions_write_nothing(example: App, db: psycopg.Connection[Any]) -> None:
-    client = example.client()
-    for path in ("/get", "/no-such-page", "/logout"):
-        reply = client.get(path)
-        assert reply.cookies == []
-    assert tokens(db) == []
-
-
-def test_pickled_data_is_never_unpickled(example: App, db: psycopg.Connection[Any]) -> None:
-    token = new_token()
-    payload = pickle.dumps({"message": "from a pickle"})
-    example.store.commit(token, payload, dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
-    reply = example.client().get("/get", cookie=f"session={token}")
-    assert (reply.status, reply.body.strip()) == (200, "")
-
-
-@pytest.mark.parametrize("path", ["/put", "/get", "/login", "/logout"])
-def test_a_store_failure_is_a_clean_500(
-    example: App, db: psycopg.Connection[Any], path: str
-) -> None:
-    client = example.client()
-    client.get("/put")
-    db.execute("ALTER TABLE sessions RENAME TO sessions_gone")
-    reply = client.get(path)
-    assert reply.status == 500
-    assert "Internal Server Error" in reply.body
-    for leak in ("Traceback", "DatabaseError", "psycopg", "sessions", "relation"):
-        assert leak not in reply.body
-    token = client.token()
-    assert token is not None
-    assert token not in reply.body
-
-
-def test_a_failed_save_is_a_clean_500(example: App, db: psycopg.Connection[Any]) -> None:
-    db.execute("ALTER TABLE sessions ADD CONSTRAINT no_writes CHECK (false) NOT VALID")
-    reply = example.client().get("/put")  # nothing to read: only the write fails
-    assert reply.status == 500
-    assert "Internal Server Error" in reply.body
-    assert "Traceback" not in reply.body
-    assert reply.cookies == []
 
 
 def test_cookie_attributes_follow_flask_settings(serve: Callable[..., App]) -> None:
@@ -363,33 +200,6 @@ def test_a_browser_session_cookie_has_no_expiry_and_the_row_gets_session_only_tt
     assert dt.timedelta(minutes=9) < left <= dt.timedelta(minutes=10)
     assert client.get("/visit").body == "2"
     assert json.loads(bytes(table_rows(db)[0][1])) == {"visits": 2}
-
-
-def test_refresh_each_request_extends_the_row(
-    serve: Callable[..., App], db: psycopg.Connection[Any]
-) -> None:
-    example = serve(lifetime=dt.timedelta(minutes=10))
-    client = example.client()
-    client.get("/put")
-    db.execute("UPDATE sessions SET expiry = now() + interval '1 minute'")
-    reply = client.get("/get")
-    assert reply.cookies, "a permanent session's cookie is refreshed too"
-    [(_, _, expiry)] = table_rows(db)
-    assert expiry - dt.datetime.now(dt.UTC) > dt.timedelta(minutes=9)
-
-
-def test_without_refresh_an_unmodified_session_is_not_written(
-    serve: Callable[..., App], db: psycopg.Connection[Any]
-) -> None:
-    example = serve(lambda app: app.config.update(SESSION_REFRESH_EACH_REQUEST=False))
-    client = example.client()
-    client.get("/put")
-    db.execute("UPDATE sessions SET expiry = now() + interval '1 minute'")
-    reply = client.get("/get")
-    assert reply.body.strip() == MESSAGE
-    assert reply.cookies == []
-    [(_, _, expiry)] = table_rows(db)
-    assert expiry - dt.datetime.now(dt.UTC) < dt.timedelta(minutes=2)
 
 
 def test_refresh_touches_and_keeps_what_another_request_wrote_meanwhile(
@@ -466,6 +276,7 @@ def test_refresh_of_a_session_deleted_meanwhile_does_not_bring_it_back(
     [header] = reply.cookies
     assert header.startswith("session=;")
     assert "Expires=Thu, 01 Jan 1970" in header
+    assert reply.header("Cache-Control") == ['no-cache="Set-Cookie"']
     assert client.token() is None
     assert client.get("/get", cookie=f"session={token}").body.strip() == ""
     assert tokens(db) == []
@@ -508,52 +319,39 @@ def test_the_session_mapping(session_store: Store) -> None:
         assert repr(session) == "<ServerSideSession {'b': 2}>"
 
 
+# --------------------------------------------------------------------------- headers
+
+
+def test_vary_and_cache_control_as_scs_sends_them(serve: Callable[..., App]) -> None:
+    def configure(app: flask.Flask) -> None:
+        @app.get("/put-cached")
+        def put_cached() -> flask.Response:
+            flask.session["message"] = MESSAGE
+            response = flask.make_response("ok")
+            response.headers.add("Vary", "Accept-Encoding")
+            response.headers.add("Vary", "Origin")  # a second Vary header is kept too
+            response.headers["Cache-Control"] = "private"
+            return response
+
+        @app.get("/put-uncached")
+        def put_uncached() -> tuple[str, dict[str, str]]:
+            flask.session["message"] = MESSAGE
+            return "ok", {"Cache-Control": "no-store"}
+
+        @app.get("/vary-cookie")
+        def vary_cookie() -> tuple[str, dict[str, str]]:
+            return str(flask.session.get("message", "")), {"Vary": "cookie"}
+
+    example = serve(configure)
+    client = example.client()
+    check_scs_headers(client, untouched="/")
+
+
 # --------------------------------------------------------------------------- sessions per user
 
 
 def owners(db: psycopg.Connection[Any]) -> dict[str, str | None]:
     return dict(db.execute("SELECT token, owner FROM sessions").fetchall())
-
-
-def test_two_devices_log_out_everywhere(example: App, db: psycopg.Connection[Any]) -> None:
-    laptop, phone = example.client(), example.client()
-    for device in (laptop, phone):
-        assert device.get("/put").status == 200
-        assert device.get("/login").status == 200
-    mine, theirs = laptop.token(), phone.token()
-    assert mine is not None
-    assert theirs is not None
-    assert owners(db) == {mine: USER, theirs: USER}
-    for device, other in ((laptop, theirs), (phone, mine)):
-        # Read just before the request: every request slides its own session's expiry
-        # when it is saved, so the previous device's /sessions moved its row.
-        expiries = {token: expiry for token, _, expiry in table_rows(db)}
-        reply = device.get("/sessions")
-        lines = listed(reply)
-        assert len(lines) == 2
-        [this] = [line for line in lines if "(this one)" in line]
-        [that] = [line for line in lines if "(this one)" not in line]
-        own = device.token()
-        assert own is not None
-        assert f"{own[:8]}..." in this
-        assert f"{other[:8]}..." in that
-        for token in (own, other):  # prefixes only, never a usable token
-            expires = expiries[token].astimezone(dt.UTC).isoformat(timespec="seconds")
-            assert expires in (this if token == own else that)
-            assert token not in reply.body
-
-    reply = laptop.get("/logout-everywhere")
-    assert (reply.status, reply.body) == (200, "Logged out 1 other session(s); this one stays.\n")
-    assert owners(db) == {mine: USER}
-    # The laptop stays logged in, with its data and its token.
-    assert laptop.get("/get").body.strip() == MESSAGE
-    assert len(listed(laptop.get("/sessions"))) == 1
-    assert laptop.token() == mine
-    # The phone is logged out: its cookie names nothing, and using it brings nothing back.
-    assert phone.get("/sessions").status == 403
-    assert phone.get("/get").body.strip() == ""
-    assert phone.get("/logout-everywhere").status == 403
-    assert owners(db) == {mine: USER}
 
 
 def test_with_hashed_tokens_the_listing_marks_the_current_session(
@@ -580,24 +378,6 @@ def test_with_hashed_tokens_the_listing_marks_the_current_session(
         assert "Logged out 1 other" in laptop.get("/logout-everywhere").body
         assert phone.get("/sessions").status == 403
         assert len(listed(laptop.get("/sessions"))) == 1
-
-
-def test_login_creates_an_owned_row_and_logout_deletes_it(
-    example: App, db: psycopg.Connection[Any]
-) -> None:
-    client = example.client()
-    assert client.get("/sessions").status == 403  # no session, nobody's
-    client.get("/login")
-    token = client.token()
-    assert token is not None
-    assert owners(db) == {token: USER}
-    # Later saves keep the owner (the data holds it too).
-    client.get("/put")
-    assert owners(db) == {token: USER}
-    assert json.loads(bytes(table_rows(db)[0][1]))["_session_owner"] == USER
-    client.get("/logout")
-    assert owners(db) == {}
-    assert client.get("/sessions").status == 403
 
 
 def test_the_helpers(owners_store: Store, session_store: Store) -> None:

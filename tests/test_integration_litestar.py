@@ -12,11 +12,9 @@ import datetime as dt
 import itertools
 import json
 import re
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +23,7 @@ import httpx
 import psycopg
 import pytest
 import uvicorn
-from _http import Client, issued_token, listed
+from _http import Client, issued_token, listed, run_uvicorn, stop_uvicorn
 from _support import new_token, table_rows, wait_until
 from litestar import Litestar, Request, Response, get
 from litestar.config.response_cache import ResponseCacheConfig
@@ -64,21 +62,6 @@ class App:
         return Client(self.url)
 
 
-def run_uvicorn(app: Litestar) -> tuple[uvicorn.Server, threading.Thread, str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, lifespan="on", log_config=None, access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="test-uvicorn")
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive(), "uvicorn failed to start"
-        assert time.monotonic() < deadline, "uvicorn did not start in time"
-        time.sleep(0.01)
-    return server, thread, f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-
 @pytest.fixture
 def serve(sessionstore_dsn: str) -> Iterator[Callable[..., App]]:
     """Serve the example app (on the test's database, or `dsn`) in a uvicorn thread."""
@@ -98,9 +81,7 @@ def serve(sessionstore_dsn: str) -> Iterator[Callable[..., App]]:
 
     yield start
     for server, thread in running:
-        server.should_exit = True
-        thread.join(15)
-        assert not thread.is_alive()
+        stop_uvicorn(server, thread)
 
 
 @pytest.fixture
@@ -257,8 +238,7 @@ def test_litestars_own_backend_adopts_the_planted_id_and_this_one_does_not(
         try:
             reply = Client(url).get("/put", cookie=f"session={planted}")
         finally:
-            server.should_exit = True
-            thread.join(15)
+            stop_uvicorn(server, thread)
         assert reply.status == 200
         assert (planted in tokens(db)) is adopted
         assert (issued_token(reply) == planted) is adopted
@@ -439,8 +419,7 @@ def test_the_helpers_need_the_middleware() -> None:
     try:
         assert Client(url).get("/").body == "checked"
     finally:
-        server.should_exit = True
-        thread.join(15)
+        stop_uvicorn(server, thread)
 
 
 def test_the_session_store_must_be_a_postgres_store() -> None:
@@ -453,8 +432,7 @@ def test_the_session_store_must_be_a_postgres_store() -> None:
     try:
         assert Client(url).get("/").status == 500
     finally:
-        server.should_exit = True
-        thread.join(15)
+        stop_uvicorn(server, thread)
 
 
 # --------------------------------------------------------------------------- other store users
@@ -485,8 +463,7 @@ def test_the_response_cache_and_rate_limiting_use_the_store(
         assert [client.get("/cached").body for _ in range(3)] == ["computed 1"] * 3
         assert client.get("/cached").status == 429  # the fourth in a minute
     finally:
-        server.should_exit = True
-        thread.join(15)
+        stop_uvicorn(server, thread)
     keys = [row[0] for row in table_rows(db)]
     assert any(key.startswith("litestar/response_cache:") for key in keys)
     assert any(key.startswith("litestar/rate_limit:") for key in keys)

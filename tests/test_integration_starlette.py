@@ -14,11 +14,9 @@ import contextvars
 import datetime as dt
 import json
 import re
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,18 +24,27 @@ from typing import Any
 import psycopg
 import pytest
 import uvicorn
-from _http import Client, issued_token, listed, load_example
+from _http import (
+    Client,
+    check_scs_headers,
+    issued_token,
+    listed,
+    load_example,
+    run_uvicorn,
+    stop_uvicorn,
+)
 from _support import new_token, table_rows, wait_until
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
-from starsessions import SessionMiddleware
+from starsessions import SessionAutoloadMiddleware
 
 from sessionstore import AsyncStore, Store
 from sessionstore.integrations.starlette import (
     PostgresStore,
+    SessionMiddleware,
     login_session,
     logout_everywhere,
     session_owner,
@@ -70,27 +77,13 @@ def serve(sessionstore_dsn: str) -> Iterator[Callable[..., App]]:
         app = load_example("starlette_app.py").create_app(pool, **options)
         if configure is not None:
             configure(app)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        config = uvicorn.Config(app, lifespan="on", log_config=None, access_log=False)
-        server = uvicorn.Server(config)
-        thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="test-uvicorn"
-        )
-        thread.start()
+        server, thread, url = run_uvicorn(app)
         running.append((server, thread))
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive(), "uvicorn failed to start"
-            assert time.monotonic() < deadline, "uvicorn did not start in time"
-            time.sleep(0.01)
-        return App(f"http://127.0.0.1:{sock.getsockname()[1]}", app)
+        return App(url, app)
 
     yield start
     for server, thread in running:
-        server.should_exit = True
-        thread.join(15)
-        assert not thread.is_alive()
+        stop_uvicorn(server, thread)
 
 
 @pytest.fixture
@@ -102,13 +95,15 @@ def tokens(db: psycopg.Connection[Any]) -> list[str]:
     return [row[0] for row in table_rows(db)]
 
 
-def set_middleware_options(app: Starlette, **options: Any) -> None:
-    """Change the example's SessionMiddleware options (before its first request)."""
+def set_middleware_options(
+    app: Starlette, middleware_class: type[Any] = SessionMiddleware, **options: Any
+) -> None:
+    """Change the options of one of the example's middlewares (before its first request)."""
     # Starlette types `cls` as a factory protocol, which mypy can't see a class meets.
     [middleware] = [
         m
         for m in app.user_middleware
-        if m.cls is SessionMiddleware  # type: ignore[comparison-overlap]
+        if m.cls is middleware_class  # type: ignore[comparison-overlap]
     ]
     middleware.kwargs.update(options)
 
@@ -374,6 +369,58 @@ def test_refresh_of_a_session_deleted_meanwhile_does_not_bring_it_back(
     assert tokens(db) == []
     assert client.get("/get").body.strip() == ""
     assert tokens(db) == []
+
+
+# --------------------------------------------------------------------------- headers
+
+
+def test_vary_and_cache_control_as_scs_sends_them(serve: Callable[..., App]) -> None:
+    async def put_cached(request: Request) -> PlainTextResponse:
+        request.session["message"] = MESSAGE
+        response = PlainTextResponse("ok", headers={"Cache-Control": "private"})
+        response.headers.append("Vary", "Accept-Encoding")
+        response.headers.append("Vary", "Origin")
+        return response
+
+    async def put_uncached(request: Request) -> PlainTextResponse:
+        request.session["message"] = MESSAGE
+        return PlainTextResponse("ok", headers={"Cache-Control": "no-store"})
+
+    async def vary_cookie(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok", headers={"Vary": "cookie"})
+
+    async def untouched(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    def configure(app: Starlette) -> None:
+        app.router.routes.extend(
+            [
+                Route("/put-cached", put_cached),
+                Route("/put-uncached", put_uncached),
+                Route("/vary-cookie", vary_cookie),
+                Route("/untouched", untouched),
+            ]
+        )
+        # Every other path loads the session first.
+        set_middleware_options(app, SessionAutoloadMiddleware, paths=[r"/(?!untouched)"])
+
+    example = serve(configure)
+    client = example.client()
+    check_scs_headers(client, untouched="/untouched")
+
+
+def test_another_cookie_gets_no_cache_control(serve: Callable[..., App]) -> None:
+    async def other_cookie(request: Request) -> PlainTextResponse:
+        response = PlainTextResponse("ok")
+        response.set_cookie("theme", "dark")
+        return response
+
+    example = serve(lambda app: app.router.routes.append(Route("/other-cookie", other_cookie)))
+    reply = example.client().get("/other-cookie")
+    [header] = reply.cookies
+    assert header.startswith("theme=dark;")
+    assert reply.header("Vary") == ["Cookie"]  # the session was loaded
+    assert reply.header("Cache-Control") == []
 
 
 # --------------------------------------------------------------------------- sessions per user

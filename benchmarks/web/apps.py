@@ -12,6 +12,9 @@ sessionstore's contenders use its integrations as their docs show, on a pool of
 `NoCleanup` (as in the other benchmarks: a purge would land in some rounds only;
 no framework's default store here purges on its own either). Every store keeps its
 defaults otherwise; cookies are not ``Secure`` (the benchmark speaks plain HTTP).
+The stores of one framework run behind the same middleware (starsessions' own for
+both starsessions stores, Django's own for every Django backend), so that they
+differ in the store only: the integrations' middlewares add response headers only.
 """
 
 from __future__ import annotations

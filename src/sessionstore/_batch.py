@@ -25,10 +25,11 @@ from __future__ import annotations
 import collections
 import itertools
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from ._batch_rules import Lanes, fails_all, queue_timeout, take_batch
+from ._batch_rules import Depth, Lanes, fails_all, queue_timeout, take_batch
 from ._core import Statement
 from ._facade import LANES
 from .errors import DatabaseError
@@ -87,6 +88,7 @@ class Batcher(Generic[T]):
             each call, so a resized pool is followed).
         timeout: How long a call may wait in the queue (the pool's ``timeout``: a
             queued call is waiting for a connection), read at each call.
+        depth: The store's `Depth` (shared by its batchers); None for one of its own.
     """
 
     def __init__(
@@ -97,13 +99,14 @@ class Batcher(Generic[T]):
         size: Callable[[Statement], int],
         limit: Callable[[], int],
         timeout: Callable[[], float],
+        depth: Depth | None = None,
     ) -> None:
         self._operation = operation
         self._timeout = timeout
         self._single = single
         self._combined = combined
         self._size = size
-        self._lanes = Lanes(limit, alone=ALONE)
+        self._lanes = Lanes(limit, alone=ALONE, depth=depth)
         self._queue: collections.deque[_Request] = collections.deque()
         self._lock = threading.Lock()
 
@@ -126,10 +129,11 @@ class Batcher(Generic[T]):
                 request = _Request(statement)
                 self._queue.append(request)
         if request is None:
+            sent = time.perf_counter()
             try:
                 return self._single(statement)
             finally:
-                self._release(lane=False)
+                self._release(lane=False, sent=sent)
         try:
             woken = request.wait(self._timeout())
         except BaseException:  # a KeyboardInterrupt in the main thread
@@ -169,12 +173,16 @@ class Batcher(Generic[T]):
         if request.next is not None:
             request.next.wake()
         if request.lead:
-            self._release(lane=True)
+            self._release(lane=True, sent=None)
 
-    def _release(self, *, lane: bool) -> None:
-        """A statement is done: hand its connection's turn to the queue, or free it."""
+    def _release(self, *, lane: bool, sent: float | None) -> None:
+        """A statement sent at `sent` is done (None: a lane given up unused).
+
+        Its turn passes to the queue, or its connection is freed.
+        """
+        wall = None if sent is None else time.perf_counter() - sent
         with self._lock:
-            if not self._lanes.finish(lane=lane, queued=bool(self._queue)):
+            if not self._lanes.finish(lane=lane, queued=bool(self._queue), wall=wall):
                 return
             heir = self._queue.popleft()
         heir.lead = True
@@ -182,7 +190,8 @@ class Batcher(Generic[T]):
 
     def _take(self, first: _Request) -> list[_Request]:
         with self._lock:
-            batch = take_batch(first, self._queue, _statement, self._size)
+            most = self._lanes.share(len(self._queue) + 1)
+            batch = take_batch(first, self._queue, _statement, self._size, most=most)
             extra = None
             if self._lanes.open_extra(bool(self._queue)):
                 extra = self._queue.popleft()
@@ -193,6 +202,7 @@ class Batcher(Generic[T]):
 
     def _serve(self, leader: _Request) -> None:
         batch = self._take(leader)
+        sent = time.perf_counter()
         try:
             if len(batch) == 1:
                 # Alone, the leader gets its own outcome as it is, as on the async side.
@@ -214,7 +224,7 @@ class Batcher(Generic[T]):
             if not isinstance(exc, Exception):
                 raise  # KeyboardInterrupt and friends go on up the leader's thread
         finally:
-            self._release(lane=True)
+            self._release(lane=True, sent=sent)
             # The leader wakes one follower, and each follower the next: waking a
             # thread costs the waker a context switch while it holds the GIL, so a
             # leader waking 64 in a row kept every other thread, the next lane's

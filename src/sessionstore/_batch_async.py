@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from ._batch_rules import Lanes, fails_all, queue_timeout, take_batch
+from ._batch_rules import Depth, Lanes, fails_all, queue_timeout, take_batch
 from ._core import Statement
 from ._facade import LANES
 from .errors import DatabaseError
@@ -53,6 +54,7 @@ class AsyncBatcher(Generic[T]):
             each call, so a resized pool is followed).
         timeout: How long a call may wait in the queue (the pool's ``timeout``: a
             queued call is waiting for a connection), read at each call.
+        depth: The store's `Depth` (shared by its batchers); None for one of its own.
     """
 
     def __init__(
@@ -63,13 +65,14 @@ class AsyncBatcher(Generic[T]):
         size: Callable[[Statement], int],
         limit: Callable[[], int],
         timeout: Callable[[], float],
+        depth: Depth | None = None,
     ) -> None:
         self._operation = operation
         self._timeout = timeout
         self._single = single
         self._combined = combined
         self._size = size
-        self._lanes = Lanes(limit, alone=LANES)
+        self._lanes = Lanes(limit, alone=LANES, depth=depth)
         self._watchdog: asyncio.TimerHandle | None = None  # set while calls are queued
         self._queue: collections.deque[_Request] = collections.deque()
 
@@ -86,10 +89,11 @@ class AsyncBatcher(Generic[T]):
             DatabaseError: If the database failed (for this statement).
         """
         if self._lanes.start_alone(bool(self._queue)):
+            sent = time.perf_counter()
             try:
                 return await self._single(statement)
             finally:
-                self._release(lane=False)
+                self._release(lane=False, sent=sent)
         loop = asyncio.get_running_loop()
         request = _Request(statement, loop.create_future(), loop.time() + self._timeout())
         self._queue.append(request)
@@ -100,16 +104,20 @@ class AsyncBatcher(Generic[T]):
         except asyncio.CancelledError:
             # Handed the lane just as we were cancelled: pass it on, or it is lost.
             if request.future.done() and not request.future.cancelled():
-                self._release(lane=True)
+                self._release(lane=True, sent=None)
             raise
         if outcome is _LEAD:
             return await self._serve(request)
         result: T = outcome
         return result
 
-    def _release(self, *, lane: bool) -> None:
-        """A statement is done: hand its turn to the oldest queued call, or free it."""
-        if self._lanes.finish(lane=lane, queued=self._drop_withdrawn()):
+    def _release(self, *, lane: bool, sent: float | None) -> None:
+        """A statement sent at `sent` is done (None: a lane given up unused).
+
+        Its turn passes to the oldest queued call, or its connection is freed.
+        """
+        wall = None if sent is None else time.perf_counter() - sent
+        if self._lanes.finish(lane=lane, queued=self._drop_withdrawn(), wall=wall):
             self._queue.popleft().future.set_result(_LEAD)
 
     def _expire(self) -> None:
@@ -148,7 +156,8 @@ class AsyncBatcher(Generic[T]):
 
     def _take(self, first: _Request) -> list[_Request]:
         # A call cancelled while queued is never sent.
-        batch = take_batch(first, self._queue, _statement, self._size, _withdrawn)
+        most = self._lanes.share(len(self._queue) + 1)
+        batch = take_batch(first, self._queue, _statement, self._size, _withdrawn, most)
         if self._lanes.open_extra(self._drop_withdrawn()):
             self._queue.popleft().future.set_result(_LEAD)
         return batch
@@ -156,6 +165,7 @@ class AsyncBatcher(Generic[T]):
     async def _serve(self, leader: _Request) -> T:
         batch = self._take(leader)
         followers = batch[1:]
+        sent = time.perf_counter()
         try:
             if not followers:
                 return await self._single(leader.statement)
@@ -174,7 +184,7 @@ class AsyncBatcher(Generic[T]):
                     request.future.set_exception(exc)
             raise
         finally:
-            self._release(lane=True)
+            self._release(lane=True, sent=sent)
         for request, result in zip(followers, results[1:], strict=True):
             if request.future.done():
                 continue

@@ -8,6 +8,7 @@ fails are the same for both, and live here.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TypeVar
@@ -19,6 +20,56 @@ from ._facade import LANES
 from .errors import DatabaseError
 
 R = TypeVar("R")
+
+
+class Depth:
+    """How many statements the round trip holds: its length over the client's CPU per statement.
+
+    The bandwidth-delay product of the path to the server, in statements. On a
+    loopback socket a statement's wall time is mostly CPU (the client's and the
+    server's), the depth is about one, and two lanes of big combined statements keep
+    the server busy. Through a network a statement spends most of its time on the
+    wire: a client that spends 60 us of CPU per statement can keep a 1 ms round
+    trip 16 statements deep, and two lanes would leave callers waiting a round trip
+    in the queue. So the lanes follow the depth, and no constant is tuned to a box.
+
+    The round trip is the least wall time of recent statements (the one least
+    inflated by queueing on either side), drifting up by `DRIFT` per statement so a
+    slower path is followed; the client's CPU per statement is the process's CPU
+    time (`time.process_time`, every thread) over each `WINDOW` statements, so the
+    application's own work between calls counts, as it should: a client busy with
+    other things keeps fewer statements in flight.
+
+    One per store, shared by its batchers: two of them recording at once (threads
+    under different locks) may lose a sample, which an estimate can afford.
+    """
+
+    WINDOW = 64
+    DRIFT = 1.01
+
+    __slots__ = ("_cost", "_count", "_floor", "_mark")
+
+    def __init__(self) -> None:
+        self._floor = float("inf")  # the round trip, seconds
+        self._cost = 0.0  # process CPU seconds per statement; 0 until measured
+        self._count = 0
+        self._mark = time.process_time()
+
+    def record(self, wall: float) -> None:
+        """Count a statement that took `wall` seconds, from sending to its results."""
+        floor = self._floor * self.DRIFT
+        self._floor = wall if wall < floor else floor
+        self._count += 1
+        if self._count >= self.WINDOW:
+            now = time.process_time()
+            self._cost = (now - self._mark) / self._count
+            self._mark, self._count = now, 0
+
+    def __call__(self) -> int:
+        """The depth: how many statements fit in the round trip (0 until measured)."""
+        if self._cost <= 0.0:
+            return 0
+        return int(self._floor / self._cost)
 
 
 class Lanes:
@@ -33,19 +84,27 @@ class Lanes:
     flight follows the pool's size and the queue's length, and never exceeds the
     pool.
 
+    Where the round trip holds more statements than that (`Depth`: a network), the
+    depth raises both bounds: calls run alone, beside lanes too, while fewer than
+    the depth run, and as many lanes serve the queue.
+
     Not thread-safe: the thread batcher calls it under its lock.
 
     Args:
         limit: The most statements that may run at once (the pool's size, read at
             each decision, so a resized pool is followed).
         alone: The most that may run singly, or None for `limit`.
+        depth: The store's `Depth`; None for one of its own.
     """
 
-    __slots__ = ("_alone", "_limit", "busy", "lanes")
+    __slots__ = ("_alone", "_depth", "_limit", "busy", "lanes")
 
-    def __init__(self, limit: Callable[[], int], alone: int | None) -> None:
+    def __init__(
+        self, limit: Callable[[], int], alone: int | None, depth: Depth | None = None
+    ) -> None:
         self._limit = limit
         self._alone = alone
+        self._depth = Depth() if depth is None else depth
         self.busy = 0  # statements running, single or combined
         self.lanes = 0  # of which lanes serving the queue
 
@@ -56,32 +115,52 @@ class Lanes:
             queued: Whether calls are queued.
         """
         limit = self._limit()
-        cap = limit if self._alone is None else min(self._alone, limit)
+        depth = self._depth()
+        alone = limit if self._alone is None else max(self._alone, depth)
         # While lanes serve a queue, new calls join it: running some alone beside the
         # lanes would take the connections and the CPU that the lanes' big batches
-        # use better, and the queue would never drain into them.
-        if queued or self.lanes or self.busy >= cap:
+        # use better, and the queue would never drain into them; unless the round
+        # trip holds more statements than run, and a call sent now waits for nothing.
+        if queued or self.busy >= min(alone, limit) or (self.lanes >= LANES and self.busy >= depth):
             return False
         self.busy += 1
         return True
 
-    def finish(self, *, lane: bool, queued: bool) -> bool:
+    def finish(self, *, lane: bool, queued: bool, wall: float | None) -> bool:
         """A statement ended: whether its turn passes to the oldest queued call.
 
         Args:
             lane: Whether it was a lane's (combined) statement.
             queued: Whether calls are queued.
+            wall: How long it took, in seconds (for the `Depth`); None for a lane
+                given up before it sent anything.
 
         Returns:
             True if the oldest queued call now holds a lane (and must be told).
         """
+        if wall is not None:
+            self._depth.record(wall)
         if lane:
             self.lanes -= 1
-        if queued and self.lanes < LANES:
+        if queued and self.lanes < max(LANES, self._depth()):
             self.lanes += 1
             return True
         self.busy -= 1
         return False
+
+    def share(self, waiting: int) -> int:
+        """How many of the `waiting` calls (its leader among them) a lane's batch takes.
+
+        All of them (up to the caps), unless the round trip has room for more
+        statements than run (`Depth`): then the calls are spread over the room, and
+        `open_extra` opens lanes for the rest, so a network's round trips carry
+        many small batches at once rather than one big one after another.
+
+        Args:
+            waiting: The leader and the calls queued behind it.
+        """
+        room = min(self._depth(), self._limit()) - self.busy
+        return waiting if room <= 0 else -(-waiting // (room + 1))
 
     def open_extra(self, queued: bool) -> bool:
         """After a batch was taken: whether another lane opens for the calls left.
@@ -105,11 +184,12 @@ def take_batch(
     statement: Callable[[R], Statement],
     size: Callable[[Statement], int],
     dropped: Callable[[R], bool] = lambda request: False,
+    most: int = MAX_BATCH,
 ) -> list[R]:
     """The batch `first` leads: it and the oldest queued calls, within the caps.
 
-    At most `MAX_BATCH` calls, and at most `MAX_BATCH_BYTES` of payload (though
-    `first` always goes, however big); the rest stay queued for the next batch.
+    At most `most` and `MAX_BATCH` calls, and at most `MAX_BATCH_BYTES` of payload
+    (though `first` always goes, however big); the rest stay queued for the next batch.
 
     Args:
         first: The call that leads the batch (already off the queue).
@@ -118,12 +198,14 @@ def take_batch(
         size: A statement's payload bytes.
         dropped: Whether a queued call was withdrawn (cancelled): such calls are
             removed and never sent.
+        most: The most calls to take (`Lanes.share`).
 
     Returns:
         The calls to serve with one combined statement, `first` first.
     """
     batch, total = [first], size(statement(first))
-    while queue and len(batch) < MAX_BATCH:
+    most = min(most, MAX_BATCH)
+    while queue and len(batch) < most:
         if dropped(queue[0]):
             queue.popleft()
             continue

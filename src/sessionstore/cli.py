@@ -136,12 +136,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=4000, help="port to listen on (default: 4000)")
     demo.add_argument(
         "--framework",
-        choices=("starlette", "flask", "litestar", "aiohttp"),
+        choices=("starlette", "flask", "litestar", "aiohttp", "quart", "django"),
         default="starlette",
         help="starlette (starsessions on AsyncStore, served by uvicorn; the default), "
         "flask (a SessionInterface on Store, served by werkzeug), "
-        "litestar (PostgresStore and SessionConfig on AsyncStore, served by uvicorn) or "
-        "aiohttp (aiohttp-session's PostgresStorage on AsyncStore, served by aiohttp)",
+        "litestar (PostgresStore and SessionConfig on AsyncStore, served by uvicorn), "
+        "aiohttp (aiohttp-session's PostgresStorage on AsyncStore, served by aiohttp), "
+        "quart (a SessionInterface on AsyncStore, served by uvicorn) or "
+        "django (the session engine, async views on AsyncStore, served by uvicorn)",
     )
     return parser
 

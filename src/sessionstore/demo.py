@@ -10,8 +10,11 @@ runs on Starlette (starsessions and `AsyncStore`, served by uvicorn) by default,
 Flask (`Store`, served by werkzeug) with ``--framework flask``, or on Litestar
 (`PostgresStore` and `SessionConfig` on `AsyncStore`, served by uvicorn) with
 ``--framework litestar``, or on aiohttp (aiohttp-session and `AsyncStore`, served
-by aiohttp's own runner) with ``--framework aiohttp``. They all come with the
-``test`` extra.
+by aiohttp's own runner) with ``--framework aiohttp``, on Quart
+(`PostgresSessionInterface` on `AsyncStore`, served by uvicorn) with ``--framework
+quart``, or on Django (the ``sessionstore.integrations.django`` session engine, async
+views on `AsyncStore`, served by uvicorn) with ``--framework django``. They all come
+with the ``test`` extra.
 
 Without a DSN it starts a throw-away PostgreSQL (`ephemeral_postgres`). It creates the
 table with the owner column (sessions per user; added to an existing table), prints
@@ -56,7 +59,7 @@ __all__ = ["DEFAULT_FRAMEWORK", "FRAMEWORKS", "run"]
 logger = logging.getLogger(__name__)
 
 #: The frameworks the demo can serve on, and the default.
-FRAMEWORKS = ("starlette", "flask", "litestar", "aiohttp")
+FRAMEWORKS = ("starlette", "flask", "litestar", "aiohttp", "quart", "django")
 DEFAULT_FRAMEWORK = "starlette"
 
 _CONNECT_TIMEOUT = 10
@@ -172,6 +175,31 @@ def _serve_litestar(
     _uvicorn(create_app(dsn, table=table, schema=schema), description, sock, signals, ready)
 
 
+def _serve_quart(
+    dsn: str,
+    sock: socket.socket,
+    table: str,
+    schema: str | None,
+    signals: _Signals,
+    ready: Callable[[str], None],
+) -> None:
+    """The Quart example on uvicorn, in the main thread, as `_serve_uvicorn`.
+
+    The app's before/after serving hooks (run by uvicorn's lifespan) open and close
+    the pool and the store.
+    """
+    from .examples.quart_app import create_app
+
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        dsn, open=False, min_size=1, max_size=4, kwargs={"autocommit": True}
+    )
+    description = (
+        f"uvicorn {_version('uvicorn')}, serving Quart {_version('quart')} "
+        "with PostgresSessionInterface on AsyncStore"
+    )
+    _uvicorn(create_app(pool, table=table, schema=schema), description, sock, signals, ready)
+
+
 def _serve_aiohttp(
     dsn: str,
     sock: socket.socket,
@@ -216,6 +244,31 @@ def _serve_aiohttp(
             await runner.cleanup()
 
     asyncio.run(serve())
+
+
+def _serve_django(
+    dsn: str,
+    sock: socket.socket,
+    table: str,
+    schema: str | None,
+    signals: _Signals,
+    ready: Callable[[str], None],
+) -> None:
+    """The Django example's ASGI application on uvicorn, in the main thread, as `_serve_uvicorn`.
+
+    Django is configured in this process (once: the demo serves one app). The
+    application is wrapped in `with_lifespan`, so uvicorn's lifespan shutdown closes
+    the engine's pools.
+    """
+    from .examples.django_app import create_app
+
+    description = (
+        f"uvicorn {_version('uvicorn')}, serving Django {_version('django')} (async views) "
+        "with the sessionstore session engine"
+    )
+    # Any Host header: the demo answers on whatever address it was told to listen on.
+    app = create_app(dsn, asgi=True, table=table, schema=schema, allowed_hosts=["*"])
+    _uvicorn(app, description, sock, signals, ready)
 
 
 def _serve_werkzeug(
@@ -270,6 +323,12 @@ _EXTRAS["litestar"] = ("litestar", "uvicorn")
 _SERVERS["aiohttp"] = _serve_aiohttp
 _TITLES["aiohttp"] = "aiohttp"
 _EXTRAS["aiohttp"] = ("aiohttp", "aiohttp_session")
+_SERVERS["quart"] = _serve_quart
+_TITLES["quart"] = "Quart"
+_EXTRAS["quart"] = ("quart", "uvicorn")
+_SERVERS["django"] = _serve_django
+_TITLES["django"] = "Django"
+_EXTRAS["django"] = ("django", "uvicorn")
 
 
 # --------------------------------------------------------------------------- signals
@@ -359,7 +418,7 @@ def run(
         host: The address to listen on.
         port: The port to listen on.
         framework: One of `FRAMEWORKS`: ``"starlette"``, ``"flask"``, ``"litestar"``,
-            ``"aiohttp"``.
+            ``"aiohttp"``, ``"quart"``, ``"django"``.
         table: The sessions table (created if missing).
         schema: The table's schema, or None for the search_path.
         out: Where to print what is served and where.

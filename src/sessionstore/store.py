@@ -28,6 +28,7 @@ from psycopg_pool import ConnectionPool
 
 from . import _fork
 from ._batch import Batcher
+from ._batch_rules import Depth
 from ._core import (
     DEFAULT_MAX_DATA_SIZE,
     DEFAULT_PURGE_BATCH_SIZE,
@@ -619,9 +620,14 @@ class Store:
 
     def _start_batchers(self) -> None:
         size, limit, wait = SessionCore.payload_size, self._pool_size, self._pool_timeout
-        self._finds = Batcher("find", self._find_one, self._find_many, size, limit, wait)
-        self._commits = Batcher("commit", self._commit_one, self._commit_many, size, limit, wait)
-        self._touches = Batcher("touch", self._touch_one, self._touch_many, size, limit, wait)
+        depth = Depth()  # one path to the server, whatever the operation
+        self._finds = Batcher("find", self._find_one, self._find_many, size, limit, wait, depth)
+        self._commits = Batcher(
+            "commit", self._commit_one, self._commit_many, size, limit, wait, depth
+        )
+        self._touches = Batcher(
+            "touch", self._touch_one, self._touch_many, size, limit, wait, depth
+        )
 
     def _pool_size(self) -> int:
         """The most statements a batcher may run at once: the pool's size."""

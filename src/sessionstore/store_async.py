@@ -26,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from . import _fork
 from ._batch_async import AsyncBatcher
+from ._batch_rules import Depth
 from ._core import (
     DEFAULT_MAX_DATA_SIZE,
     DEFAULT_PURGE_BATCH_SIZE,
@@ -638,11 +639,16 @@ class AsyncStore:
 
     def _start_batchers(self) -> None:
         size, limit, wait = SessionCore.payload_size, self._pool_size, self._pool_timeout
-        self._finds = AsyncBatcher("find", self._find_one, self._find_many, size, limit, wait)
-        self._commits = AsyncBatcher(
-            "commit", self._commit_one, self._commit_many, size, limit, wait
+        depth = Depth()  # one path to the server, whatever the operation
+        self._finds = AsyncBatcher(
+            "find", self._find_one, self._find_many, size, limit, wait, depth
         )
-        self._touches = AsyncBatcher("touch", self._touch_one, self._touch_many, size, limit, wait)
+        self._commits = AsyncBatcher(
+            "commit", self._commit_one, self._commit_many, size, limit, wait, depth
+        )
+        self._touches = AsyncBatcher(
+            "touch", self._touch_one, self._touch_many, size, limit, wait, depth
+        )
 
     def _pool_size(self) -> int:
         """The most statements a batcher may run at once: the pool's size."""

@@ -34,11 +34,12 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
-from starsessions import SessionAutoloadMiddleware, SessionMiddleware
+from starsessions import SessionAutoloadMiddleware
 
 from sessionstore import AsyncStore
 from sessionstore.integrations.starlette import (
     PostgresStore,
+    SessionMiddleware,  # starsessions' own, with SCS's Vary and Cache-Control headers
     login_session,
     logout_everywhere,
     session_owner,

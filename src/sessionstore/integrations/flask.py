@@ -39,37 +39,41 @@ sessions. Flask's cookie settings apply (``SESSION_COOKIE_NAME``, ``_DOMAIN``,
 - The data is serialised as JSON with Flask's own tagged JSON (the serializer of
   Flask's cookie sessions, which also keeps tuples, bytes, datetimes, UUIDs and
   Markup), never with pickle: nothing read from the database is ever unpickled.
+- Headers as SCS sends them: every response of a request that used the session
+  carries ``Vary: Cookie``, and one that sets or deletes the cookie ``Cache-Control:
+  no-cache="Set-Cookie"`` (both merged into the values the view set), so no shared
+  cache hands one user's page or cookie to another.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterator
-from typing import Any, TypedDict
+from typing import Any
 
 from .._core import validate_owner
 from ._common import (
     DEFAULT_SESSION_ONLY_TTL,
-    OWNER_KEY,
     UserSession,
-    create_fresh_sync,
-    is_token,
-    listing,
     missing_extra,
-    owner_of,
-    to_timedelta,
 )
 
 try:
     import flask
-    from flask.json.tag import TaggedJSONSerializer
     from flask.sessions import SessionInterface, SessionMixin
     from flask.wrappers import Request, Response
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra(__name__, "flask", exc) from exc
 
 from ..store import Store
+from ._session_interface import (
+    ServerSideInterface,
+    ServerSideSession,
+    current,
+    live_token,
+    log_in,
+    run_save,
+)
 
 __all__ = [
     "PostgresSessionInterface",
@@ -85,152 +89,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class _CookieOptions(TypedDict):
-    domain: str | None
-    path: str
-    secure: bool
-    httponly: bool
-    samesite: str | None
-    partitioned: bool
-
-
-class ServerSideSession(SessionMixin):
-    """The session of one request: a mapping loaded from the store on first use.
-
-    Views use it as ``flask.session``, like Flask's own session. Beyond the mapping
-    and `SessionMixin` (``permanent``, ``modified``, ``accessed``, ``new``), it
-    has `loaded`, `found`, `owner`, `renew_token` and `token`.
-
-    Args:
-        token: The token from the request's cookie, if it has the shape of one.
-        loader: Reads the data of `token` from the store; returns None if the
-            store has no live session for it. Not called if `token` is None.
-        had_cookie: Whether the request sent a session cookie at all (else an
-            emptied session has no cookie to delete).
-    """
-
-    def __init__(
-        self,
-        token: str | None = None,
-        loader: Callable[[str], dict[str, Any] | None] | None = None,
-        *,
-        had_cookie: bool = False,
-    ) -> None:
-        self.had_cookie = had_cookie or token is not None
-        self._token = token
-        self._loader = loader
-        self._data: dict[str, Any] | None = None
-        self._found = False
-        self._renew = False
-        self.modified = False
-        self.accessed = False
-        #: True if the request's cookie named no live session (known once loaded).
-        self.new = token is None
-
-    @property
-    def token(self) -> str | None:
-        """The token the request's cookie holds, or the token just issued for it."""
-        return self._token
-
-    @property
-    def loaded(self) -> bool:
-        """Whether the data was read (or replaced) during this request."""
-        return self._data is not None
-
-    @property
-    def found(self) -> bool:
-        """Whether the cookie's token named a live session in the store."""
-        return self._found
-
-    @property
-    def owner(self) -> str | None:
-        """The user this session belongs to (set by `login_session`), or None.
-
-        Raises:
-            sessionstore.DatabaseError: If the session's data could not be read.
-        """
-        return owner_of(self._ensure())
-
-    def renew_token(self) -> None:
-        """Give this session a new token when the response is saved, keeping its data.
-
-        The row of the old token is deleted, so a token an attacker planted before the
-        login (session fixation) or saw before it is worthless afterwards. Call it on
-        login, logout-to-anonymous and any change of privilege, as SCS's
-        ``RenewToken``.
-
-        Raises:
-            sessionstore.DatabaseError: If the session's data could not be read.
-        """
-        self._ensure()
-        self._renew = True
-        self.modified = True
-
-    def _ensure(self) -> dict[str, Any]:
-        """Return the data, reading it from the store the first time."""
-        if self._data is None:
-            data = None
-            if self._token is not None and self._loader is not None:
-                data = self._loader(self._token)
-            self._found = data is not None
-            self.new = not self._found
-            self._data = {} if data is None else data
-        self.accessed = True
-        return self._data
-
-    def _keeps_token(self) -> bool:
-        """Whether the save keeps the cookie's token (else it issues a fresh one).
-
-        Only a token that named a live session, neither renewed nor cleared, is kept.
-        """
-        return self._found and not self._renew and self._token is not None
-
-    def _adopt(self, token: str) -> None:
-        """Record the fresh token the session was just saved under."""
-        self._token = token
-        self._found = True
-        self._renew = False
-
-    # The mapping: every access goes through _ensure, so the first one loads.
-
-    def __getitem__(self, key: str) -> Any:
-        return self._ensure()[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._ensure()[key] = value
-        self.modified = True
-
-    def __delitem__(self, key: str) -> None:
-        del self._ensure()[key]
-        self.modified = True
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._ensure())
-
-    def __len__(self) -> int:
-        return len(self._ensure())
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._ensure()
-
-    def clear(self) -> None:
-        """Remove all the data; the row and the cookie are deleted at the response.
-
-        Needs no query: the old data is not read. If data is stored again in this
-        request, it is saved under a new token and the old row is deleted all the same.
-        """
-        self._data = {}
-        self._found = False
-        self.accessed = True
-        self.modified = True
-
-    def __repr__(self) -> str:
-        # Never the token: reprs end up in logs and error pages.
-        data = "(not loaded)" if self._data is None else repr(self._data)
-        return f"<{type(self).__name__} {data}>"
-
-
-class PostgresSessionInterface(SessionInterface):
+class PostgresSessionInterface(SessionInterface, ServerSideInterface):
     """Flask's session interface, with the sessions stored through a `Store`.
 
     Set it as ``app.session_interface``. The store (and its pool) is the
@@ -261,9 +120,7 @@ class PostgresSessionInterface(SessionInterface):
         ValueError: If `session_only_ttl` is not positive.
     """
 
-    session_class = ServerSideSession
-    #: Sessions are stored as JSON, never pickled.
-    pickle_based = False
+    _logger = logger
 
     def __init__(
         self,
@@ -272,14 +129,7 @@ class PostgresSessionInterface(SessionInterface):
         session_only_ttl: dt.timedelta | float = DEFAULT_SESSION_ONLY_TTL,
         serializer: Any = None,
     ) -> None:
-        if not isinstance(store, Store):
-            raise TypeError(
-                f"store must be a sessionstore.Store, not {type(store).__name__}"
-                " (Flask is synchronous: use Store, not AsyncStore)"
-            )
-        self.store = store
-        self.session_only_ttl = to_timedelta(session_only_ttl, "session_only_ttl")
-        self.serializer: Any = TaggedJSONSerializer() if serializer is None else serializer
+        self.store = self._configure(store, Store, session_only_ttl, serializer)
 
     def open_session(self, app: flask.Flask, request: Request) -> ServerSideSession:
         """Return the request's session; nothing is read from the store yet.
@@ -291,11 +141,8 @@ class PostgresSessionInterface(SessionInterface):
         Returns:
             The session, which reads its data when first used.
         """
-        value = request.cookies.get(self.get_cookie_name(app))
-        if value is not None and not is_token(value):
-            logger.debug("ignoring a session cookie that is not a token; new session")
-        token = value if is_token(value) else None
-        return self.session_class(token, self._load, had_cookie=value is not None)
+        token, had_cookie = self._cookie_token(app, request.cookies)
+        return self.session_class(token, self._load, had_cookie=had_cookie)
 
     def save_session(self, app: flask.Flask, session: SessionMixin, response: Response) -> None:
         """Save the session and set (or delete) its cookie, if the request used it.
@@ -312,103 +159,19 @@ class PostgresSessionInterface(SessionInterface):
                 ``max_data_size``.
             sessionstore.DatabaseError: If the store failed.
         """
-        if not isinstance(session, ServerSideSession):
-            raise TypeError(f"not a session of this interface: {type(session).__name__}")
-        if session.accessed:
-            response.vary.add("Cookie")
-        if not session.loaded:
-            return  # untouched: nothing read, so nothing to write
-        name = self.get_cookie_name(app)
-        if not session:
-            if session.modified:
-                if session.token is not None:
-                    self.store.delete(session.token)
-                    logger.debug("session emptied: row deleted")
-                if session.had_cookie:
-                    response.delete_cookie(name, **self._cookie_options(app))
-                    response.vary.add("Cookie")
-            return
-        refresh = bool(app.config["SESSION_REFRESH_EACH_REQUEST"])
-        if not (session.modified or refresh):
-            return
-        expires = self.get_expiration_time(app, session)
-        expiry = expires if expires is not None else dt.datetime.now(dt.UTC) + self.session_only_ttl
-        token = session.token
-        if token is not None and session._keeps_token():
-            if session.modified:
-                self.store.commit(token, self._dump(session), expiry, owner=session.owner)
-            elif not self.store.touch(token, expiry):
-                # Deleted since it was read (logged out on another device, or expired
-                # during the request): writing the data back would resurrect it, so it
-                # stays gone and the browser drops its cookie.
-                logger.debug("session gone since it was read: not saved, cookie deleted")
-                response.delete_cookie(name, **self._cookie_options(app))
-                response.vary.add("Cookie")
-                return
-            if self.should_set_cookie(app, session):
-                response.set_cookie(name, token, expires=expires, **self._cookie_options(app))
-                response.vary.add("Cookie")
-            return
-        if token is not None:
-            # Delete first: if the save then fails, the old token is dead anyway.
-            self.store.delete(token)
-            logger.debug("new token for the session: old row deleted")
-        data, owner = self._dump(session), session.owner
-        token = create_fresh_sync(lambda fresh: self.store.create(fresh, data, expiry, owner=owner))
-        session._adopt(token)
-        response.set_cookie(name, token, expires=expires, **self._cookie_options(app))
-        response.vary.add("Cookie")
-
-    def _dump(self, session: ServerSideSession) -> bytes:
-        """Serialise the session's data for the store."""
-        data: bytes = self.serializer.dumps(dict(session)).encode()
-        return data
-
-    def _decode(self, raw: bytes) -> dict[str, Any] | None:
-        """Decode stored data; None if it is not a JSON object."""
-        try:
-            data = self.serializer.loads(raw.decode())
-        except (UnicodeDecodeError, ValueError, TypeError, KeyError):
-            return None
-        return data if isinstance(data, dict) else None
-
-    def _cookie_options(self, app: flask.Flask) -> _CookieOptions:
-        """The cookie attributes from the app's ``SESSION_COOKIE_*`` settings."""
-        return {
-            "domain": self.get_cookie_domain(app),
-            "path": self.get_cookie_path(app),
-            "secure": self.get_cookie_secure(app),
-            "httponly": self.get_cookie_httponly(app),
-            "samesite": self.get_cookie_samesite(app),
-            "partitioned": self.get_cookie_partitioned(app),
-        }
+        run_save(self._save(app, session, response), self.store)
 
     def _load(self, token: str) -> dict[str, Any] | None:
         """Read and decode a session; None if missing, expired or undecodable."""
-        raw = self.store.find(token)
-        if raw is None:
-            logger.debug("no live session for the cookie's token; new session")
-            return None
-        data = self._decode(raw)
-        if data is None:
-            logger.warning("stored session data is not a JSON object; starting a new session")
-            return None
-        return data
+        return self._loaded(self.store.find(token))
 
 
 def _current(caller: str) -> tuple[PostgresSessionInterface, ServerSideSession]:
     """The app's session interface and the request's session, checked."""
     if not flask.has_request_context():
-        raise RuntimeError(f"{caller}() works only during a request")
+        return current(caller, False, None, None, PostgresSessionInterface)
     interface = flask.current_app.session_interface
-    session = flask.session
-    if not isinstance(interface, PostgresSessionInterface) or not isinstance(
-        session, ServerSideSession
-    ):
-        raise RuntimeError(
-            f"{caller}() needs app.session_interface = PostgresSessionInterface(store)"
-        )
-    return interface, session
+    return current(caller, True, interface, flask.session, PostgresSessionInterface)
 
 
 def renew_token() -> None:
@@ -459,10 +222,8 @@ def login_session(owner: str) -> None:
             not a `PostgresSessionInterface`.
         sessionstore.DatabaseError: If the session's data could not be read.
     """
-    validate_owner(owner)
-    session = _current("login_session")[1]
-    session.renew_token()
-    session[OWNER_KEY] = owner
+    validate_owner(owner)  # before the request check: a bad owner is the caller's bug
+    log_in(_current("login_session")[1], owner)
 
 
 def session_owner() -> str | None:
@@ -500,8 +261,7 @@ def user_sessions() -> list[UserSession]:
     owner = session.owner
     if owner is None:
         return []
-    owned = interface.store.sessions_of(owner)
-    return listing(owned, _live_token(session), lambda raw: interface._decode(raw) or {})
+    return interface._listing(interface.store.sessions_of(owner), session)
 
 
 def logout_everywhere() -> int:
@@ -529,11 +289,6 @@ def logout_everywhere() -> int:
     owner = session.owner
     if owner is None:
         return 0
-    ended = interface.store.delete_owned(owner, keep=_live_token(session))
+    ended = interface.store.delete_owned(owner, keep=live_token(session))
     logger.debug("logged out everywhere else: %d sessions deleted", ended)
     return ended
-
-
-def _live_token(session: ServerSideSession) -> str | None:
-    """The token the session is stored under now, if it is one the store had."""
-    return session.token if session.found else None

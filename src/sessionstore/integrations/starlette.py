@@ -5,10 +5,10 @@ Install with ``pip install "sessionstore[starlette]"``, then::
     from psycopg_pool import AsyncConnectionPool
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
-    from starsessions import SessionAutoloadMiddleware, SessionMiddleware
+    from starsessions import SessionAutoloadMiddleware
 
     from sessionstore import AsyncStore
-    from sessionstore.integrations.starlette import PostgresStore
+    from sessionstore.integrations.starlette import PostgresStore, SessionMiddleware
 
     pool = AsyncConnectionPool(dsn, open=False, kwargs={"autocommit": True})
     store = AsyncStore(pool)
@@ -54,6 +54,11 @@ bytes); this module decides where the bytes go and under which token:
 - Sessions per user (an `AsyncStore` with ``owners=True``): `login_session` renews
   the token and makes the session the user's, `user_sessions` lists the user's
   sessions and `logout_everywhere` ends all of them but the current one.
+- `SessionMiddleware` is starsessions' own with the headers SCS sends, which
+  starsessions' sends neither of: every response of a request that loaded the
+  session carries ``Vary: Cookie``, and one that sets or deletes the session cookie
+  ``Cache-Control: no-cache="Set-Cookie"`` (both merged into the values the view
+  set), so no shared cache hands one user's page or cookie to another.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from .._core import validate_owner
@@ -68,16 +74,21 @@ from ._common import (
     DEFAULT_SESSION_ONLY_TTL,
     OWNER_KEY,
     UserSession,
+    cache_control_with_no_cache_set_cookie,
     create_fresh,
     is_token,
     listing,
     missing_extra,
     owner_of,
     to_timedelta,
+    vary_with_cookie,
 )
 
 try:
+    import starsessions
+    from starlette.datastructures import MutableHeaders
     from starlette.requests import HTTPConnection
+    from starlette.types import Message, Receive, Scope, Send
     from starsessions import (
         JsonSerializer,
         Serializer,
@@ -86,6 +97,7 @@ try:
         is_loaded,
         load_session,
     )
+    from starsessions.session import SessionHandler
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra(__name__, "starlette", exc) from exc
 
@@ -93,6 +105,7 @@ from ..store_async import AsyncStore
 
 __all__ = [
     "PostgresStore",
+    "SessionMiddleware",
     "UserSession",
     "login_session",
     "logout_everywhere",
@@ -280,6 +293,57 @@ class PostgresStore(SessionStore):
         return _without_last_access(before) == _without_last_access(decoded)
 
 
+class SessionMiddleware(starsessions.SessionMiddleware):
+    """starsessions' ``SessionMiddleware``, with the response headers SCS sends.
+
+    Use it in place of starsessions' own (same options, same behaviour)::
+
+        Middleware(SessionMiddleware, store=PostgresStore(store), lifetime=3600)
+
+    On top of starsessions' work, every response of a request whose session was
+    loaded carries ``Vary: Cookie``, and a response that sets or deletes the session
+    cookie carries ``Cache-Control: no-cache="Set-Cookie"``: a shared cache may keep
+    the page, never the cookie. Both are merged into what the view set (one ``Vary``
+    header, ``Cookie`` listed once; a ``no-store`` or plain ``no-cache`` already
+    covers the cookie and is left alone). It works with any starsessions store.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run starsessions' middleware, adding SCS's headers to the response."""
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            # starsessions calls this after it has saved the session and added its
+            # Set-Cookie, so the message holds the headers as they will be sent.
+            if message["type"] == "http.response.start":
+                self._add_headers(scope, MutableHeaders(scope=message))
+            await send(message)
+
+        await super().__call__(scope, receive, send_with_headers)
+
+    def _add_headers(self, scope: Scope, headers: MutableHeaders) -> None:
+        handler = scope.get("session_handler")
+        if isinstance(handler, SessionHandler) and handler.is_loaded:
+            _merge_header(headers, "Vary", vary_with_cookie)
+        if any(self._is_session_cookie(value) for value in headers.getlist("Set-Cookie")):
+            _merge_header(headers, "Vary", vary_with_cookie)
+            _merge_header(headers, "Cache-Control", cache_control_with_no_cache_set_cookie)
+
+    def _is_session_cookie(self, set_cookie: str) -> bool:
+        return set_cookie.split("=", 1)[0].strip() == self.cookie_name
+
+
+def _merge_header(
+    headers: MutableHeaders, name: str, merge: Callable[[list[str]], str | None]
+) -> None:
+    """Set header `name` to what `merge` makes of all its values, if that changes it."""
+    value = merge(headers.getlist(name))
+    if value is not None:
+        headers[name] = value  # replaces every header of that name
+
+
 def _without_last_access(session: dict[str, Any]) -> dict[str, Any]:
     metadata = session.get(_METADATA)
     if not isinstance(metadata, dict):
@@ -293,7 +357,7 @@ def _postgres_store(connection: HTTPConnection, caller: str) -> PostgresStore:
     try:
         store = get_session_handler(connection).store
     except KeyError:
-        raise RuntimeError(f"{caller}() needs starsessions' SessionMiddleware") from None
+        raise RuntimeError(f"{caller}() needs SessionMiddleware") from None
     if not isinstance(store, PostgresStore):
         raise RuntimeError(f"{caller}() needs SessionMiddleware(store=PostgresStore(...))")
     return store

@@ -1,0 +1,320 @@
+"""The SCS README's example in Django: sessions in PostgreSQL through sessionstore.
+
+    pip install "sessionstore[django,testing]" uvicorn
+    python -m sessionstore.examples.django_app
+
+Then open http://127.0.0.1:4000/put and http://127.0.0.1:4000/get. The server is a
+throw-away PostgreSQL started for the run (the ``testing`` extra brings its binaries)
+and deleted on Ctrl-C; uvicorn serves the app.
+
+A whole Django project in one file: `configure` calls ``settings.configure`` (the
+session engine is ``sessionstore.integrations.django``, the middleware its
+``SessionMiddleware``; no ORM database, no installed apps), and `create_app` returns
+the WSGI or the ASGI application. Under a server of your own, the DSN comes from
+``$SESSIONSTORE_DSN`` (the table must exist: ``python -m sessionstore migrate
+--owners``)::
+
+    gunicorn --preload --workers 2 sessionstore.examples.django_app:application
+    uvicorn sessionstore.examples.django_app:asgi_application
+
+The WSGI application has sync views (``request.session["message"]``); the ASGI one
+has async views on Django's async session methods (``await
+request.session.aget("message")``), which run on `AsyncStore`.
+
+Beyond the Go example's ``/put`` and ``/get``: ``/login`` logs the session in as
+"alice" (a new key, the session owned by her: what ``django.contrib.auth.login`` does
+to the session after checking the password), ``/sessions`` lists her sessions (a
+prefix of each key, and its expiry), ``/logout-everywhere`` ends all of them but this
+one, and ``/logout`` deletes the session (``flush``, as ``logout`` does). Log in from
+two browsers (or two cookie jars) to see both listed.
+
+A real app would take ``/login``, ``/logout`` and ``/logout-everywhere`` as POSTs
+(with CSRF protection); they are GETs here so that a browser's address bar and curl
+can drive them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import django
+from django.conf import settings
+from django.contrib.auth import SESSION_KEY
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, path
+
+from sessionstore.integrations.django import (
+    alogout_everywhere,
+    asessions_of,
+    logout_everywhere,
+    sessions_of,
+    store,
+    with_lifespan,
+)
+
+HOST, PORT = "127.0.0.1", 4000
+#: What ``/put`` stores and ``/get`` shows: the Go README's message.
+MESSAGE = "Hello from a session!"
+#: Who ``/login`` logs in (a real app checks a password first).
+USER = "alice"
+#: How much of a session's key ``/sessions`` shows: enough to tell them apart, never
+#: a usable key.
+KEY_PREFIX = 8
+#: The addresses the app answers to (Django's ``ALLOWED_HOSTS``).
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+ROUTES = "/put /get /login /sessions /logout-everywhere /logout\n"
+STORED = "Stored a message in your session.\n"
+LOGGED_IN = f"Logged in as {USER}; your session has a new token.\n"
+NOT_LOGGED_IN = "Not logged in: /login first.\n"
+LOGGED_OUT = "Logged out; your session is gone.\n"
+
+
+def _text(body: str, status: int = 200) -> HttpResponse:
+    return HttpResponse(body, content_type="text/plain; charset=utf-8", status=status)
+
+
+def _listing(owner: str, sessions: list[Any]) -> HttpResponse:
+    lines = [f"Sessions of {owner}:"]
+    for each in sessions:
+        mark = "  (this one)" if each.current else ""
+        expires = each.expiry.isoformat(timespec="seconds")
+        lines.append(f"  {each.key[:KEY_PREFIX]}...  expires {expires}{mark}")
+    return _text("\n".join(lines) + "\n")
+
+
+def _ended(count: int) -> HttpResponse:
+    return _text(f"Logged out {count} other session(s); this one stays.\n")
+
+
+# --------------------------------------------------------------------------- sync views (WSGI)
+
+
+def index(request: HttpRequest) -> HttpResponse:
+    """``/``: the routes."""
+    return _text(ROUTES)
+
+
+def put(request: HttpRequest) -> HttpResponse:
+    """``/put``: store the message in the session."""
+    request.session["message"] = MESSAGE
+    return _text(STORED)
+
+
+def get(request: HttpRequest) -> HttpResponse:
+    """``/get``: show the stored message."""
+    return _text(str(request.session.get("message", "")) + "\n")
+
+
+def login(request: HttpRequest) -> HttpResponse:
+    """``/login``: log the session in as `USER`, under a new key."""
+    # What django.contrib.auth.login(request, user) does to the session: a new key
+    # (the old row is deleted, the data kept), then the user's id under SESSION_KEY,
+    # which the engine saves as the row's owner.
+    request.session.cycle_key()
+    request.session[SESSION_KEY] = USER
+    return _text(LOGGED_IN)
+
+
+def sessions(request: HttpRequest) -> HttpResponse:
+    """``/sessions``: list the user's sessions (403 if not logged in)."""
+    owner = request.session.get(SESSION_KEY)
+    if owner is None:
+        return _text(NOT_LOGGED_IN, 403)
+    return _listing(owner, sessions_of(owner, current=request.session))
+
+
+def logout_everywhere_view(request: HttpRequest) -> HttpResponse:
+    """``/logout-everywhere``: end the user's other sessions (403 if not logged in)."""
+    owner = request.session.get(SESSION_KEY)
+    if owner is None:
+        return _text(NOT_LOGGED_IN, 403)
+    return _ended(logout_everywhere(owner, keep=request.session))  # this one stays
+
+
+def logout(request: HttpRequest) -> HttpResponse:
+    """``/logout``: delete the session, its row and its cookie."""
+    request.session.flush()  # as django.contrib.auth.logout: the row and the cookie go
+    return _text(LOGGED_OUT)
+
+
+# --------------------------------------------------------------------------- async views (ASGI)
+
+
+async def aindex(request: HttpRequest) -> HttpResponse:
+    """Async ``/``: the routes."""
+    return _text(ROUTES)
+
+
+async def aput(request: HttpRequest) -> HttpResponse:
+    """Async ``/put``: store the message in the session."""
+    await request.session.aset("message", MESSAGE)
+    return _text(STORED)
+
+
+async def aget(request: HttpRequest) -> HttpResponse:
+    """Async ``/get``: show the stored message."""
+    return _text(str(await request.session.aget("message", "")) + "\n")
+
+
+async def alogin(request: HttpRequest) -> HttpResponse:
+    """Async ``/login``: log the session in as `USER`, under a new key."""
+    await request.session.acycle_key()  # as django.contrib.auth.alogin
+    await request.session.aset(SESSION_KEY, USER)
+    return _text(LOGGED_IN)
+
+
+async def asessions(request: HttpRequest) -> HttpResponse:
+    """Async ``/sessions``: list the user's sessions (403 if not logged in)."""
+    owner = await request.session.aget(SESSION_KEY)
+    if owner is None:
+        return _text(NOT_LOGGED_IN, 403)
+    return _listing(owner, await asessions_of(owner, current=request.session))
+
+
+async def alogout_everywhere_view(request: HttpRequest) -> HttpResponse:
+    """Async ``/logout-everywhere``: end the user's other sessions (403 if not logged in)."""
+    owner = await request.session.aget(SESSION_KEY)
+    if owner is None:
+        return _text(NOT_LOGGED_IN, 403)
+    return _ended(await alogout_everywhere(owner, keep=request.session))
+
+
+async def alogout(request: HttpRequest) -> HttpResponse:
+    """Async ``/logout``: delete the session, its row and its cookie."""
+    await request.session.aflush()
+    return _text(LOGGED_OUT)
+
+
+_SYNC_URLS = [
+    path("", index),
+    path("put", put),
+    path("get", get),
+    path("login", login),
+    path("sessions", sessions),
+    path("logout-everywhere", logout_everywhere_view),
+    path("logout", logout),
+]
+_ASYNC_URLS = [
+    path("", aindex),
+    path("put", aput),
+    path("get", aget),
+    path("login", alogin),
+    path("sessions", asessions),
+    path("logout-everywhere", alogout_everywhere_view),
+    path("logout", alogout),
+]
+
+#: This module is the project's URLconf (``ROOT_URLCONF``): `configure` fills it with
+#: the sync views or the async ones.
+urlpatterns: list[URLPattern] = []
+
+
+def configure(
+    dsn: str | None = None,
+    *,
+    lifetime: dt.timedelta | float = dt.timedelta(hours=24),
+    asgi: bool = False,
+    secret_key: str | None = None,
+    allowed_hosts: Sequence[str] = LOCAL_HOSTS,
+    **sessionstore: Any,
+) -> None:
+    """Configure Django for the example (once per process: Django's settings are global).
+
+    Args:
+        dsn: The PostgreSQL server; None for ``$SESSIONSTORE_DSN``.
+        lifetime: How long a session lives (SCS's ``Lifetime``; Django's
+            ``SESSION_COOKIE_AGE``): a timedelta or seconds.
+        asgi: Serve the async views (for an ASGI server) instead of the sync ones.
+        secret_key: Django's ``SECRET_KEY``, which signs the session data; None for
+            ``$DJANGO_SECRET_KEY`` or else a random one. Processes that share sessions
+            need the same one: configure before the fork (``gunicorn --preload``) or
+            set it.
+        allowed_hosts: Django's ``ALLOWED_HOSTS``.
+        **sessionstore: More ``SESSIONSTORE`` settings (``table``, ``schema``,
+            ``hash_tokens``, ``timeout``, ...); ``owners`` is always on.
+
+    Raises:
+        RuntimeError: If Django is configured already, or there is no DSN.
+    """
+    if settings.configured:
+        raise RuntimeError("Django is configured already: one example app per process")
+    dsn = dsn if dsn is not None else os.environ.get("SESSIONSTORE_DSN")
+    if not dsn:
+        raise RuntimeError("no DSN: pass one, or set $SESSIONSTORE_DSN")
+    seconds = lifetime.total_seconds() if isinstance(lifetime, dt.timedelta) else lifetime
+    urlpatterns[:] = _ASYNC_URLS if asgi else _SYNC_URLS
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY=secret_key or os.environ.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50),
+        ALLOWED_HOSTS=list(allowed_hosts),
+        ROOT_URLCONF=__name__,
+        INSTALLED_APPS=[],
+        DATABASES={},  # no ORM here: the sessions go through sessionstore
+        MIDDLEWARE=["sessionstore.integrations.django.SessionMiddleware"],
+        SESSION_ENGINE="sessionstore.integrations.django",
+        SESSION_COOKIE_AGE=int(seconds),
+        SESSIONSTORE={"dsn": dsn, **sessionstore, "owners": True},  # for /sessions
+        USE_TZ=True,
+    )
+    django.setup()
+
+
+def create_app(dsn: str | None = None, *, asgi: bool = False, **options: Any) -> Any:
+    """Configure Django (see `configure`) and return the WSGI or ASGI application.
+
+    Args:
+        dsn: The PostgreSQL server; None for ``$SESSIONSTORE_DSN``.
+        asgi: Return the ASGI application (async views; its pools close when the
+            server stops, through `with_lifespan`) instead of the WSGI one.
+        **options: `configure`'s other options.
+
+    Returns:
+        The application.
+    """
+    configure(dsn, asgi=asgi, **options)
+    if asgi:
+        from django.core.asgi import get_asgi_application
+
+        return with_lifespan(get_asgi_application())
+    from django.core.wsgi import get_wsgi_application
+
+    return get_wsgi_application()
+
+
+def __getattr__(name: str) -> Any:
+    # `gunicorn ...django_app:application` and `uvicorn ...django_app:asgi_application`:
+    # made on first access, not at import, so that importing the module (the demo, the
+    # tests) configures nothing.
+    if name in ("application", "asgi_application"):
+        app = create_app(asgi=name == "asgi_application")
+        globals()[name] = app
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def main() -> None:
+    """Serve the app on port 4000 until Ctrl-C (or SIGTERM)."""
+    import uvicorn
+
+    from sessionstore.testing import ephemeral_postgres
+
+    # uvicorn stops gracefully on either signal, then raises it again: turn that into
+    # exceptions that unwind the with-block, so PostgreSQL is stopped and deleted.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    with contextlib.suppress(KeyboardInterrupt), ephemeral_postgres() as server:
+        print(f"PostgreSQL: {server.source}")
+        app = create_app(server.dsn, asgi=True)
+        store().create_table()  # with the owner column (added if the table lacks it)
+        uvicorn.run(app, host=HOST, port=PORT)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""The SCS README's example in Quart: sessions in PostgreSQL through sessionstore.
+
+    pip install "sessionstore[quart,testing]"
+    python -m sessionstore.examples.quart_app
+
+Then open http://127.0.0.1:4000/put and http://127.0.0.1:4000/get. The server is the one
+named by ``$SESSIONSTORE_DSN``, or else a throw-away PostgreSQL started for the run (the
+``testing`` extra brings its binaries) and deleted on Ctrl-C. Hypercorn (which comes
+with Quart) serves it.
+
+Beyond the Go example's ``/put`` and ``/get``: ``/login`` logs the session in as
+"alice" (a new token, the session owned by her: what a real login does after checking
+the password), ``/sessions`` lists her sessions (a prefix of each key, and its expiry),
+``/logout-everywhere`` ends all of them but this one, and ``/logout`` deletes the
+session. Log in from two browsers (or two cookie jars) to see both listed.
+
+A real app would take ``/login``, ``/logout`` and ``/logout-everywhere`` as POSTs
+(with CSRF protection); they are GETs here so that a browser's address bar and curl
+can drive them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import signal
+from typing import Any
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+from psycopg_pool import AsyncConnectionPool
+from quart import Quart, session
+
+from sessionstore import AsyncStore
+from sessionstore.integrations.quart import (
+    PostgresSessionInterface,
+    login_session,
+    logout_everywhere,
+    session_owner,
+    user_sessions,
+)
+from sessionstore.testing import ephemeral_postgres
+
+HOST, PORT = "127.0.0.1", 4000
+#: What ``/put`` stores and ``/get`` shows: the Go README's message.
+MESSAGE = "Hello from a session!"
+#: Who ``/login`` logs in (a real app checks a password first).
+USER = "alice"
+#: How much of a session's key ``/sessions`` shows: enough to tell them apart, never
+#: a usable token.
+KEY_PREFIX = 8
+
+
+def create_app(
+    pool: AsyncConnectionPool[Any],
+    *,
+    lifetime: dt.timedelta = dt.timedelta(hours=24),
+    table: str = "sessions",
+    schema: str | None = None,
+) -> Quart:
+    """Build the app: the routes `index` lists, on `pool`.
+
+    The app opens `pool` before serving (an async pool must be opened in the loop
+    that serves it), creates the table if missing (with the owner column, added if
+    the table lacks it), runs the store's cleanup task, and closes both after
+    serving.
+
+    Args:
+        pool: The pool for the store, not opened yet (``open=False``).
+        lifetime: How long a session lives (SCS's ``Lifetime``).
+        table: The sessions table.
+        schema: The table's schema, or None for the search_path.
+
+    Returns:
+        The Quart app.
+    """
+    store = AsyncStore(pool, table=table, schema=schema, owners=True)
+    app = Quart(__name__)
+    app.config["PERMANENT_SESSION_LIFETIME"] = lifetime  # like SCS's Lifetime
+    # Quart's stubs type the attribute as its cookie interface, not as SessionInterface.
+    app.session_interface = PostgresSessionInterface(store)  # type: ignore[assignment]
+
+    @app.before_serving
+    async def open_store() -> None:
+        await pool.open(wait=True)
+        await store.open()  # starts the cleanup task
+        await store.create_table()
+
+    @app.after_serving
+    async def close_store() -> None:
+        try:
+            await store.aclose()
+        finally:
+            await pool.close()
+
+    @app.get("/")
+    async def index() -> str:
+        return "/put /get /login /sessions /logout-everywhere /logout\n"
+
+    @app.get("/put")
+    async def put() -> str:
+        session.permanent = True  # a cookie that outlives the browser, as SCS's
+        session["message"] = MESSAGE
+        return "Stored a message in your session.\n"
+
+    @app.get("/get")
+    async def get() -> str:
+        return str(session.get("message", "")) + "\n"
+
+    @app.get("/login")
+    async def login() -> str:
+        login_session(USER)  # new token, same data, owned by USER: the old token is dead
+        return f"Logged in as {USER}; your session has a new token.\n"
+
+    @app.get("/sessions")
+    async def sessions() -> tuple[str, int]:
+        owner = session_owner()
+        if owner is None:
+            return "Not logged in: /login first.\n", 403
+        lines = [f"Sessions of {owner}:"]
+        for each in await user_sessions():
+            mark = "  (this one)" if each.current else ""
+            expires = each.expiry.isoformat(timespec="seconds")
+            lines.append(f"  {each.key[:KEY_PREFIX]}...  expires {expires}{mark}")
+        return "\n".join(lines) + "\n", 200
+
+    @app.get("/logout-everywhere")
+    async def logout_everywhere_view() -> tuple[str, int]:
+        if session_owner() is None:
+            return "Not logged in: /login first.\n", 403
+        ended = await logout_everywhere()  # every other session of the user; this one stays
+        return f"Logged out {ended} other session(s); this one stays.\n", 200
+
+    @app.get("/logout")
+    async def logout() -> str:
+        session.clear()  # the row and the cookie are deleted
+        return "Logged out; your session is gone.\n"
+
+    return app
+
+
+async def _serve(app: Quart) -> None:
+    """Serve with hypercorn until SIGINT or SIGTERM; then it finishes and stops."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    config = Config()
+    config.bind = [f"{HOST}:{PORT}"]
+    await serve(app, config, shutdown_trigger=stop.wait)
+
+
+def main() -> None:
+    """Serve the app on port 4000 until Ctrl-C (or SIGTERM)."""
+    with ephemeral_postgres() as server:
+        print(f"PostgreSQL: {server.source}")
+        pool = AsyncConnectionPool(server.dsn, open=False, kwargs={"autocommit": True})
+        asyncio.run(_serve(create_app(pool)))
+
+
+if __name__ == "__main__":
+    main()
