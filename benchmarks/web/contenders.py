@@ -49,8 +49,9 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "starlette": ("starlette", "starsessions", "itsdangerous", "uvicorn", "httptools"),
 }
 
-#: The module of sessionstore's Django integration, built on another branch: its
-#: contender runs once this module exists, and is reported as not available before.
+#: The module of sessionstore's Django integration (built on a branch of its own while
+#: this benchmark was): its contender runs where the module exists, and is reported as
+#: not available, with the reason, where it does not (an older checkout).
 DJANGO_INTEGRATION = "sessionstore.integrations.django"
 
 
