@@ -278,6 +278,15 @@ def test_while_lanes_serve_a_queue_new_calls_join_it() -> None:
     assert lanes.start_alone(queued=False)
 
 
+def test_threads_join_the_queue_while_any_lane_serves_it() -> None:
+    lanes = Lanes(lambda: 16, alone=4, joined=1)
+    assert lanes.start_alone(queued=False)
+    assert lanes.finish(lane=False, queued=True, wall=0.001)  # one lane serves the queue
+    assert not lanes.start_alone(queued=False)
+    assert not lanes.finish(lane=True, queued=False, wall=0.001)
+    assert lanes.start_alone(queued=False)
+
+
 class FixedDepth(Depth):
     """A round trip `n` statements deep, as `Depth` measures one on a network."""
 

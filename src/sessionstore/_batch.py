@@ -106,7 +106,7 @@ class Batcher(Generic[T]):
         self._single = single
         self._combined = combined
         self._size = size
-        self._lanes = Lanes(limit, alone=ALONE, depth=depth)
+        self._lanes = Lanes(limit, alone=ALONE, depth=depth, joined=1)
         self._queue: collections.deque[_Request] = collections.deque()
         self._lock = threading.Lock()
 
