@@ -100,9 +100,9 @@ class Lanes:
             rather than run alone (on a shallow path): `LANES` on asyncio, where a
             lane's callers always come back after it closed, so with 1 they would
             all queue behind the one lane left; 1 for threads, which measured
-            faster so (find on loopback, 7 interleaved rounds: at 4 threads 0.85x and
-            at 64 0.89x with `LANES`; on asyncio `LANES` gave 1.6x at 4 tasks and
-            1.1-1.2x at 16 and 64).
+            faster so at 4 and 64 threads (find on loopback, 7 interleaved rounds:
+            0.85x and 0.89x with `LANES`, though 1.18x at 16 in 5 rounds; on asyncio
+            `LANES` gave 1.6x at 4 tasks and 1.1-1.2x at 16 and 64).
     """
 
     __slots__ = ("_alone", "_depth", "_joined", "_limit", "busy", "lanes")
