@@ -12,7 +12,8 @@ How many statements run at once adapts to the pool and the queue (`Lanes` in
 `_batch_rules.py`): up to `ALONE` single calls run at once, within the pool's size,
 because handing a result from one thread to another costs a wake-up and GIL
 switches that a cheap statement can't amortise; queued calls are served by `LANES`
-lanes, plus one for each batch that left calls behind at the cap.
+lanes, plus one for each batch that left calls behind at the cap. Through a network,
+the round trip's depth (`Depth`) raises both bounds.
 
 No thread is started: the callers do the work, and the lane passes from hand to hand.
 `_batch_async.py` is its twin for asyncio; the rules both follow (the caps of a

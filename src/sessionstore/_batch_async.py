@@ -4,12 +4,13 @@ The twin of `_batch.py` (the rules both follow are in `_batch_rules.py`): calls 
 operation run singly while fewer than `LANES` statements run; calls that arrive when
 more do queue, and the oldest of them, handed a lane, serves the queue with one
 combined statement; a batch that hit the cap opens another lane, up to the pool's
-size. On asyncio every statement costs the one event-loop thread tens of
-microseconds of psycopg and pool work, and handing a result over is cheap (a future),
-so combining pays as soon as two calls wait: unlike threads, singles are not allowed
-to spread over the whole pool. No task is created: the callers do the work. Cancellation is safe: a
-queued call that is cancelled is dropped before it is sent, and a lane holder that is
-cancelled hands its lane, and the calls it was serving, on to the next caller.
+size; through a network, the round trip's depth (`Depth`) raises both bounds. On
+asyncio every statement costs the one event-loop thread tens of microseconds of
+psycopg and pool work, and handing a result over is cheap (a future), so combining
+pays as soon as two calls wait: unlike threads, singles are not allowed to spread
+over the whole pool. No task is created: the callers do the work. Cancellation is
+safe: a queued call that is cancelled is dropped before it is sent, and a lane holder
+that is cancelled hands its lane, and the calls it was serving, on to the next caller.
 """
 
 from __future__ import annotations
