@@ -1,0 +1,201 @@
+"""Running a store's statement on libpq directly, below psycopg's cursor.
+
+A cursor is built for any use: it parses the query, keeps the prepared-statement
+cache, composes results, and each of those steps costs Python work on every call. A
+store runs a handful of fixed statements, so it can do that work once: each query's
+numbered form and prepared name are made the first time and kept, and a call is one
+`send_query_prepared` and one read of the result. Measured at one caller (find, one
+pooled connection, `python -m benchmarks.profile_find`): 44 us of client CPU per
+find against 82 us through a cursor, and 112 against 152 us of wall time.
+
+What stays psycopg's: encoding the parameters and decoding the rows (a `Transformer`
+of the connection, so its adapters, and any the application registered, apply),
+waiting on the socket (`Connection.wait`, which also cancels the query on Ctrl-C or
+a cancelled task), and turning an error result into psycopg's exception for its
+SQLSTATE. So a failure reaches the facade exactly as through a cursor.
+
+Used only where it is the same as a cursor would do (`direct`): an autocommit
+connection (else psycopg's implicit transaction is what the application asked for)
+whose cursors are psycopg's own (a custom or traced cursor factory, such as
+OpenTelemetry's psycopg instrumentation, is honoured by taking the cursor path).
+The connection's ``prepare_threshold`` is followed as psycopg follows it: None (the
+setting behind PgBouncer older than 1.21) runs each statement unnamed, anything
+else prepares it on the connection at its first use.
+
+The generators here are psycopg's `PQGen`s: the facade runs them with
+``conn.wait(...)``, awaited or not, so the sync and async stores share this code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import weakref
+from typing import Any
+
+import psycopg
+from psycopg import errors as e
+from psycopg import pq
+from psycopg.abc import PQGen
+from psycopg.adapt import PyFormat, Transformer
+from psycopg.generators import execute
+from psycopg.pq.abc import PGresult
+
+from ._core import Statement
+from ._facade import Fetch
+
+_OK = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
+_PLACEHOLDER = re.compile(rb"%(.)", re.DOTALL)
+_UNDEFINED_STATEMENT = b"26000"  # invalid_sql_statement_name: not prepared there
+
+
+class _Connection:
+    """What the store keeps per connection: its encoder and what it prepared there."""
+
+    __slots__ = ("prepared", "tx")
+
+    def __init__(self, conn: psycopg.BaseConnection[Any]) -> None:
+        self.tx = Transformer(conn)
+        self.prepared: set[bytes] = set()
+
+
+# Keyed by the connection object: a reconnected connection is a new object, so a new
+# server session starts with nothing prepared. Weak, so a closed connection's entry
+# goes with it.
+_connections: weakref.WeakKeyDictionary[psycopg.BaseConnection[Any], _Connection] = (
+    weakref.WeakKeyDictionary()
+)
+_connections_lock = threading.Lock()
+_numbered: dict[bytes, bytes] = {}
+_names: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
+
+
+def direct(conn: psycopg.BaseConnection[Any]) -> bool:
+    """Whether a statement on `conn` may run on libpq directly (see the module's notes).
+
+    Args:
+        conn: A connection taken from the pool.
+    """
+    factory = getattr(conn, "cursor_factory", None)  # on Connection and AsyncConnection
+    return conn.autocommit and factory in (psycopg.Cursor, psycopg.AsyncCursor)
+
+
+def run(conn: psycopg.BaseConnection[Any], statement: Statement, fetch: Fetch) -> PQGen[Any]:
+    """Run `statement` on `conn`; return what the cursor path's `fetch` would.
+
+    The caller holds the connection (from the pool, and its lock) and drives this
+    generator with ``conn.wait``.
+
+    Args:
+        conn: The connection (`direct`).
+        statement: What to run.
+        fetch: "one" (the first row or None), "all" (the rows), "count" (rows
+            affected) or "none".
+
+    Returns:
+        The rows as tuples, the count, or None.
+
+    Raises:
+        psycopg.Error: As a cursor would raise it: the server's error for its
+            SQLSTATE, or `OperationalError` if the connection failed.
+    """
+    state = _state(conn)
+    pgconn = conn.pgconn
+    tx = state.tx
+    params = tx.dump_sequence(statement.params, [PyFormat.AUTO] * len(statement.params))
+    types, formats = tx.types or (), tx.formats
+    query = _numbered_query(statement.query)
+    if conn.prepare_threshold is None:
+        pgconn.send_query_params(
+            query, params, param_types=types, param_formats=formats, result_format=pq.Format.BINARY
+        )
+        result = (yield from execute(pgconn))[-1]
+    else:
+        name = _name(query, types)
+        for attempt in (1, 2):
+            if name not in state.prepared:
+                pgconn.send_prepare(name, query, param_types=types)
+                _check(conn, (yield from execute(pgconn))[-1])
+                state.prepared.add(name)
+            pgconn.send_query_prepared(
+                name, params, param_formats=formats, result_format=pq.Format.BINARY
+            )
+            result = (yield from execute(pgconn))[-1]
+            if attempt == 1 and result.error_field(pq.DiagnosticField.SQLSTATE) == (
+                _UNDEFINED_STATEMENT
+            ):
+                # Deallocated behind the store's back (DISCARD ALL in a pool's reset
+                # callback, say): nothing ran, so prepare it again and run it once more.
+                state.prepared.clear()
+                continue
+            break
+    _check(conn, result)
+    if fetch == "count":
+        return result.command_tuples if result.command_tuples is not None else -1
+    if fetch == "none":
+        return None
+    tx.set_pgresult(result)
+    if fetch == "one":
+        return tx.load_row(0, tuple) if result.ntuples else None
+    return tx.load_rows(0, result.ntuples, tuple)
+
+
+def _state(conn: psycopg.BaseConnection[Any]) -> _Connection:
+    state = _connections.get(conn)
+    if state is None:
+        # Rare (once per connection); the lock keeps two threads' first uses of
+        # different connections from racing inside the weak dictionary.
+        with _connections_lock:
+            state = _connections.setdefault(conn, _Connection(conn))
+    return state
+
+
+def _check(conn: psycopg.BaseConnection[Any], result: PGresult) -> None:
+    """Raise psycopg's exception for a failed result, as a cursor would."""
+    if result.status in _OK:
+        return
+    if result.status == pq.ExecStatus.FATAL_ERROR:
+        raise e.error_from_result(result, encoding=conn.info.encoding)
+    status = pq.ExecStatus(result.status).name
+    raise e.InternalError(f"unexpected result status from PostgreSQL: {status}")
+
+
+def _numbered_query(query: bytes) -> bytes:
+    """The query with libpq's ``$1, $2...`` for the ``%s`` placeholders psycopg takes.
+
+    The core renders each query once, with ``%s`` for parameters and ``%%`` for a
+    literal percent sign (psycopg's syntax). psycopg converts that on every call
+    (cached, but behind a cursor); done once here, kept per query text.
+    """
+    numbered = _numbered.get(query)
+    if numbered is None:
+        count = 0
+
+        def replace(match: re.Match[bytes]) -> bytes:
+            nonlocal count
+            if match[1] == b"%":
+                return b"%"
+            if match[1] != b"s":
+                raise ValueError(f"unsupported placeholder %{match[1].decode()} in {query!r}")
+            count += 1
+            return b"$%d" % count
+
+        numbered = _numbered[query] = _PLACEHOLDER.sub(replace, query)
+    return numbered
+
+
+def _name(query: bytes, types: tuple[int, ...]) -> bytes:
+    """The prepared statement's name for a numbered query with these parameter types.
+
+    A hash of both, not a counter: the same name always means the same statement, in
+    every process, so a name met on a server connection shared through a pooler can
+    never be another query. Different types (an array of owners that is all NULL, then
+    not) make different statements, as psycopg's own cache keys them.
+    """
+    key = (query, types)
+    name = _names.get(key)
+    if name is None:
+        digest = hashlib.blake2b(query + repr(types).encode(), digest_size=8).hexdigest()
+        name = _names[key] = f"_sessionstore_{digest}".encode()
+    return name
