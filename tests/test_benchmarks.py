@@ -397,6 +397,22 @@ def test_lifecycle_benchmark_reports_both_mixes_with_wal_and_noise(
             assert row["wal_bytes_per_request"] > 0
 
 
+def test_handoff_benchmark_passes_every_turn_and_leaves_no_thread(
+    bench: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import benchmarks.handoff
+
+    before = set(threading.enumerate())
+    hops = 500
+    cpu, wall = benchmarks.handoff.ring(8, hops)
+    assert cpu > 0 and wall > 0
+    assert set(threading.enumerate()) == before  # every thread of the ring returned
+    assert benchmarks.handoff.main(["--threads", "2,4", "--hops", "200", "--rounds", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[2:]] == ["2", "4"]
+    assert all("steal " in line for line in lines[2:])  # each size with its noise
+
+
 # --------------------------------------------------------------------------- issue 14
 
 DELAY_MS = 5.0
