@@ -42,14 +42,16 @@ async def one_connection(
     Yields a factory: ``store, query = await make(**kwargs)``; `query` runs SQL on
     the store's own (only) connection, so it sees that session's prepared statements.
     ``cursor_factory="own"`` stands for a cursor class of the application's, of the
-    facade's kind.
+    facade's kind, and ``"client"`` for psycopg's client-side-binding cursor.
     """
     pools: list[Any] = []
 
     async def make(table: str | None = None, **kwargs: Any) -> tuple[Both, Query]:
+        sync = request.param == "sync"
         if kwargs.get("cursor_factory") == "own":  # the facade's own kind
-            sync = request.param == "sync"
             kwargs["cursor_factory"] = _OwnCursor if sync else _OwnAsyncCursor
+        elif kwargs.get("cursor_factory") == "client":
+            kwargs["cursor_factory"] = psycopg.ClientCursor if sync else psycopg.AsyncClientCursor
         if request.param == "sync":
             pool = ConnectionPool(
                 sessionstore_dsn, min_size=1, max_size=1, kwargs=kwargs, open=True
@@ -136,6 +138,7 @@ async def test_statements_deallocated_behind_the_store_are_prepared_again(
     [
         pytest.param({"autocommit": False}, id="not-autocommit"),
         pytest.param({"autocommit": True, "cursor_factory": "own"}, id="own-cursor"),
+        pytest.param({"autocommit": True, "cursor_factory": "client"}, id="client-cursor"),
     ],
 )
 async def test_the_cursor_path_where_the_connection_asks_for_it(
@@ -143,13 +146,17 @@ async def test_the_cursor_path_where_the_connection_asks_for_it(
 ) -> None:
     """Outside autocommit psycopg's transaction is what the application chose; a
     cursor class of its own (OpenTelemetry's tracing sets one) is the application's
-    too, and must see every statement."""
+    too, and must see every statement; a client-side-binding cursor binds them."""
+    client = kwargs.get("cursor_factory") == "client"
     store, query = await one_connection(**kwargs)
     for _ in range(3):
         await _every_operation(store)
     prepared = [name for (name,) in await query(PREPARED)]
     assert not [name for name in prepared if name.startswith("_sessionstore_")]
-    assert [name for name in prepared if name.startswith("_pg3_")]  # psycopg's cache: a cursor
+    if client:  # binds parameters into the text: never prepares
+        assert prepared == []
+    else:  # psycopg's own cache, so its cursors ran the statements
+        assert [name for name in prepared if name.startswith("_pg3_")]
 
 
 async def test_a_failed_statement_is_the_servers_error(one_connection: Factory) -> None:

@@ -81,6 +81,21 @@ def direct(conn: psycopg.BaseConnection[Any]) -> bool:
     return conn.autocommit and factory in (psycopg.Cursor, psycopg.AsyncCursor)
 
 
+def binary_results(conn: psycopg.BaseConnection[Any]) -> bool:
+    """Whether the cursor path may ask `conn`'s cursors for binary results.
+
+    Not from a client-side-binding cursor (``cursor_factory=psycopg.ClientCursor``),
+    which can't return them: there the rows come as text, which psycopg decodes to
+    the same values.
+
+    Args:
+        conn: A connection taken from the pool.
+    """
+    factory = getattr(conn, "cursor_factory", None)
+    client = (psycopg.ClientCursor, psycopg.AsyncClientCursor)
+    return not (isinstance(factory, type) and issubclass(factory, client))
+
+
 def run(conn: psycopg.BaseConnection[Any], statement: Statement, fetch: Fetch) -> PQGen[Any]:
     """Run `statement` on `conn`; return what the cursor path's `fetch` would.
 

@@ -41,7 +41,7 @@ from ._core import (
     validate_batch_size,
 )
 from ._facade import MIN_RETRIES, NOT_AUTOCOMMIT, Fetch, pool_type_error
-from ._wire import direct, run
+from ._wire import binary_results, direct, run
 from .cleanup import Cancellation, CleanupStrategy, ThreadCleanup, cancelling
 from .errors import DatabaseError, should_retry
 from .metrics import OnOperation, measure, recorder_for
@@ -686,7 +686,7 @@ class Store:
                     if direct(conn):  # on libpq, without a cursor: see `_wire`
                         with conn.lock:
                             return conn.wait(run(conn, statement, fetch))
-                    cursor = conn.cursor(binary=True, row_factory=tuple_row)
+                    cursor = conn.cursor(binary=binary_results(conn), row_factory=tuple_row)
                     cursor.execute(statement.query, statement.params)
                     if fetch == "one":
                         return cursor.fetchone()

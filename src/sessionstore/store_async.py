@@ -39,7 +39,7 @@ from ._core import (
     validate_batch_size,
 )
 from ._facade import MIN_RETRIES, NOT_AUTOCOMMIT, Fetch, pool_type_error
-from ._wire import direct, run
+from ._wire import binary_results, direct, run
 from .cleanup import AsyncCleanupStrategy, Cancellation, TaskCleanup, cancelling
 from .errors import DatabaseError, should_retry
 from .metrics import OnOperation, measure, recorder_for
@@ -707,7 +707,7 @@ class AsyncStore:
                     if direct(conn):  # on libpq, without a cursor: see `_wire`
                         async with conn.lock:
                             return await conn.wait(run(conn, statement, fetch))
-                    cursor = conn.cursor(binary=True, row_factory=tuple_row)
+                    cursor = conn.cursor(binary=binary_results(conn), row_factory=tuple_row)
                     await cursor.execute(statement.query, statement.params)
                     if fetch == "one":
                         return await cursor.fetchone()
