@@ -24,11 +24,11 @@ from typing import Any
 import psycopg
 import pytest
 import uvicorn
+from _example_contract import MESSAGE, USER, check_two_devices_log_out_everywhere, owners
 from _http import (
     Client,
     check_scs_headers,
     issued_token,
-    listed,
     load_example,
     run_uvicorn,
     stop_uvicorn,
@@ -51,8 +51,6 @@ from sessionstore.integrations.starlette import (
     user_sessions,
 )
 
-MESSAGE = "Hello from a session!"
-USER = "alice"  # whom the example's /login logs in
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
@@ -426,49 +424,8 @@ def test_another_cookie_gets_no_cache_control(serve: Callable[..., App]) -> None
 # --------------------------------------------------------------------------- sessions per user
 
 
-def owners(db: psycopg.Connection[Any]) -> dict[str, str | None]:
-    return dict(db.execute("SELECT token, owner FROM sessions").fetchall())
-
-
 def test_two_devices_log_out_everywhere(example: App, db: psycopg.Connection[Any]) -> None:
-    laptop, phone = example.client(), example.client()
-    for device in (laptop, phone):
-        assert device.get("/put").status == 200
-        assert device.get("/login").status == 200
-    mine, theirs = laptop.token(), phone.token()
-    assert mine is not None
-    assert theirs is not None
-    assert owners(db) == {mine: USER, theirs: USER}
-    for device, other in ((laptop, theirs), (phone, mine)):
-        # Read just before the request: every request slides its own session's expiry
-        # when it is saved, so the previous device's /sessions moved its row.
-        expiries = {token: expiry for token, _, expiry in table_rows(db)}
-        reply = device.get("/sessions")
-        lines = listed(reply)
-        assert len(lines) == 2
-        [this] = [line for line in lines if "(this one)" in line]
-        [that] = [line for line in lines if "(this one)" not in line]
-        own = device.token()
-        assert own is not None
-        assert f"{own[:8]}..." in this
-        assert f"{other[:8]}..." in that
-        for token in (own, other):  # prefixes only, never a usable token
-            expires = expiries[token].astimezone(dt.UTC).isoformat(timespec="seconds")
-            assert expires in (this if token == own else that)
-            assert token not in reply.body
-
-    reply = laptop.get("/logout-everywhere")
-    assert (reply.status, reply.body) == (200, "Logged out 1 other session(s); this one stays.\n")
-    assert owners(db) == {mine: USER}
-    # The laptop stays logged in, with its data and its token.
-    assert laptop.get("/get").body.strip() == MESSAGE
-    assert len(listed(laptop.get("/sessions"))) == 1
-    assert laptop.token() == mine
-    # The phone is logged out: its cookie names nothing, and using it brings nothing back.
-    assert phone.get("/sessions").status == 403
-    assert phone.get("/get").body.strip() == ""
-    assert phone.get("/logout-everywhere").status == 403
-    assert owners(db) == {mine: USER}
+    check_two_devices_log_out_everywhere(example, db)
 
 
 def test_login_creates_an_owned_row_and_logout_deletes_it(
