@@ -6,6 +6,8 @@ one connection) which path ran, so none of them could pass on the other path.
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -15,7 +17,7 @@ from _support import Both, in_, new_token
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sessionstore import AsyncStore, DatabaseError, Store
-from sessionstore._wire import _name, _numbered_query
+from sessionstore._wire import _name, _numbered_query, _prepared
 from sessionstore.cleanup import NoCleanup
 
 Query = Callable[[str], Awaitable[list[tuple[Any, ...]]]]
@@ -157,6 +159,23 @@ async def test_the_cursor_path_where_the_connection_asks_for_it(
         assert prepared == []
     else:  # psycopg's own cache, so its cursors ran the statements
         assert [name for name in prepared if name.startswith("_pg3_")]
+
+
+def test_a_closed_connection_is_not_kept_by_the_store(sessionstore_dsn: str) -> None:
+    """What the store keeps per connection must not keep the connection alive."""
+    with ConnectionPool(
+        sessionstore_dsn, min_size=1, max_size=1, kwargs={"autocommit": True}, open=True
+    ) as pool:
+        store = Store(pool, cleanup=NoCleanup())
+        token = new_token()
+        store.commit(token, b"data", in_(60))
+        assert store.find(token) == b"data"
+        with pool.connection() as conn:
+            used = weakref.ref(conn)
+        assert used() in _prepared  # the store's statements were prepared on it
+        del conn
+    gc.collect()
+    assert used() is None
 
 
 async def test_a_failed_statement_is_the_servers_error(one_connection: Factory) -> None:

@@ -50,23 +50,15 @@ _PLACEHOLDER = re.compile(rb"%(.)", re.DOTALL)
 _UNDEFINED_STATEMENT = b"26000"  # invalid_sql_statement_name: not prepared there
 
 
-class _Connection:
-    """What the store keeps per connection: its encoder and what it prepared there."""
-
-    __slots__ = ("prepared", "tx")
-
-    def __init__(self, conn: psycopg.BaseConnection[Any]) -> None:
-        self.tx = Transformer(conn)
-        self.prepared: set[bytes] = set()
-
-
-# Keyed by the connection object: a reconnected connection is a new object, so a new
-# server session starts with nothing prepared. Weak, so a closed connection's entry
-# goes with it.
-_connections: weakref.WeakKeyDictionary[psycopg.BaseConnection[Any], _Connection] = (
+# What the store prepared on each connection, keyed by the connection object: a
+# reconnected connection is a new object, so a new server session starts with nothing
+# prepared. Weak, so a closed connection's entry goes with it; which is also why no
+# value may refer to its connection (a `Transformer` does: it is made per call, for
+# 0.15 us, rather than kept here, where it would keep every connection alive).
+_prepared: weakref.WeakKeyDictionary[psycopg.BaseConnection[Any], set[bytes]] = (
     weakref.WeakKeyDictionary()
 )
-_connections_lock = threading.Lock()
+_prepared_lock = threading.Lock()
 _numbered: dict[bytes, bytes] = {}
 _names: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
 
@@ -115,9 +107,9 @@ def run(conn: psycopg.BaseConnection[Any], statement: Statement, fetch: Fetch) -
         psycopg.Error: As a cursor would raise it: the server's error for its
             SQLSTATE, or `OperationalError` if the connection failed.
     """
-    state = _state(conn)
+    prepared = _prepared_on(conn)
     pgconn = conn.pgconn
-    tx = state.tx
+    tx = Transformer(conn)
     params = tx.dump_sequence(statement.params, [PyFormat.AUTO] * len(statement.params))
     types, formats = tx.types or (), tx.formats
     query = _numbered_query(statement.query)
@@ -129,10 +121,10 @@ def run(conn: psycopg.BaseConnection[Any], statement: Statement, fetch: Fetch) -
     else:
         name = _name(query, types)
         for attempt in (1, 2):
-            if name not in state.prepared:
+            if name not in prepared:
                 pgconn.send_prepare(name, query, param_types=types)
                 _check(conn, (yield from execute(pgconn))[-1])
-                state.prepared.add(name)
+                prepared.add(name)
             pgconn.send_query_prepared(
                 name, params, param_formats=formats, result_format=pq.Format.BINARY
             )
@@ -142,7 +134,7 @@ def run(conn: psycopg.BaseConnection[Any], statement: Statement, fetch: Fetch) -
             ):
                 # Deallocated behind the store's back (DISCARD ALL in a pool's reset
                 # callback, say): nothing ran, so prepare it again and run it once more.
-                state.prepared.clear()
+                prepared.clear()
                 continue
             break
     _check(conn, result)
@@ -156,14 +148,15 @@ def run(conn: psycopg.BaseConnection[Any], statement: Statement, fetch: Fetch) -
     return tx.load_rows(0, result.ntuples, tuple)
 
 
-def _state(conn: psycopg.BaseConnection[Any]) -> _Connection:
-    state = _connections.get(conn)
-    if state is None:
+def _prepared_on(conn: psycopg.BaseConnection[Any]) -> set[bytes]:
+    """The names of the statements prepared on `conn` (its holder may change it)."""
+    prepared = _prepared.get(conn)
+    if prepared is None:
         # Rare (once per connection); the lock keeps two threads' first uses of
         # different connections from racing inside the weak dictionary.
-        with _connections_lock:
-            state = _connections.setdefault(conn, _Connection(conn))
-    return state
+        with _prepared_lock:
+            prepared = _prepared.setdefault(conn, set())
+    return prepared
 
 
 def _check(conn: psycopg.BaseConnection[Any], result: PGresult) -> None:
