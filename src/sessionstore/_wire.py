@@ -5,8 +5,9 @@ cache, composes results, and each of those steps costs Python work on every call
 store runs a handful of fixed statements, so it can do that work once: each query's
 numbered form and prepared name are made the first time and kept, and a call is one
 `send_query_prepared` and one read of the result. Measured at one caller (find, one
-pooled connection, `python -m benchmarks.profile_find`): 44 us of client CPU per
-find against 82 us through a cursor, and 112 against 152 us of wall time.
+pooled connection, `python -m benchmarks.profile_find`, docs/performance.md): 70 us
+of client CPU per `Store.find` against 88 us for psycopg's plain pattern, where the
+store through a cursor had cost 1.34x the pattern's.
 
 What stays psycopg's: encoding the parameters and decoding the rows (a `Transformer`
 of the connection, so its adapters, and any the application registered, apply),
