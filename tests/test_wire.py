@@ -1,7 +1,7 @@
 """Statements on libpq directly (`_wire`), and where the cursor path stays (both facades).
 
-Each test reads back from PostgreSQL itself (`pg_prepared_statements` of the pool's
-one connection) which path ran, so none of them could pass on the other path.
+Where the path matters, a test reads back from PostgreSQL itself
+(`pg_prepared_statements` of the pool's one connection) which path ran.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ async def one_connection(
             kwargs["cursor_factory"] = _OwnCursor if sync else _OwnAsyncCursor
         elif kwargs.get("cursor_factory") == "client":
             kwargs["cursor_factory"] = psycopg.ClientCursor if sync else psycopg.AsyncClientCursor
-        if request.param == "sync":
+        if sync:
             pool = ConnectionPool(
                 sessionstore_dsn, min_size=1, max_size=1, kwargs=kwargs, open=True
             )

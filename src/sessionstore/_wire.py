@@ -41,7 +41,7 @@ from psycopg import pq
 from psycopg.abc import PQGen
 from psycopg.adapt import PyFormat, Transformer
 from psycopg.generators import execute
-from psycopg.pq.abc import PGresult
+from psycopg.pq.abc import PGconn, PGresult
 
 from ._core import Statement
 from ._facade import Fetch
@@ -118,26 +118,26 @@ def run(conn: psycopg.BaseConnection[Any], statement: Statement, fetch: Fetch) -
         pgconn.send_query_params(
             query, params, param_types=types, param_formats=formats, result_format=pq.Format.BINARY
         )
-        result = (yield from execute(pgconn))[-1]
+        result = yield from _result(pgconn)
     else:
         name = _name(query, types)
-        for attempt in (1, 2):
+
+        def prepared_run() -> PQGen[PGresult]:
             if name not in prepared:
                 pgconn.send_prepare(name, query, param_types=types)
-                _check(conn, (yield from execute(pgconn))[-1])
+                _check(conn, (yield from _result(pgconn)))
                 prepared.add(name)
             pgconn.send_query_prepared(
                 name, params, param_formats=formats, result_format=pq.Format.BINARY
             )
-            result = (yield from execute(pgconn))[-1]
-            if attempt == 1 and result.error_field(pq.DiagnosticField.SQLSTATE) == (
-                _UNDEFINED_STATEMENT
-            ):
-                # Deallocated behind the store's back (DISCARD ALL in a pool's reset
-                # callback, say): nothing ran, so prepare it again and run it once more.
-                prepared.clear()
-                continue
-            break
+            return (yield from _result(pgconn))
+
+        result = yield from prepared_run()
+        if result.error_field(pq.DiagnosticField.SQLSTATE) == _UNDEFINED_STATEMENT:
+            # Deallocated behind the store's back (DISCARD ALL in a pool's reset
+            # callback, say): nothing ran, so prepare it again and run it once more.
+            prepared.clear()
+            result = yield from prepared_run()
     _check(conn, result)
     if fetch == "count":
         return result.command_tuples if result.command_tuples is not None else -1
@@ -147,6 +147,12 @@ def run(conn: psycopg.BaseConnection[Any], statement: Statement, fetch: Fetch) -
     if fetch == "one":
         return tx.load_row(0, tuple) if result.ntuples else None
     return tx.load_rows(0, result.ntuples, tuple)
+
+
+def _result(pgconn: PGconn) -> PQGen[PGresult]:
+    """Flush what was sent and read its result (one statement: one result)."""
+    results: list[PGresult] = yield from execute(pgconn)
+    return results[-1]
 
 
 def _prepared_on(conn: psycopg.BaseConnection[Any]) -> set[bytes]:
@@ -175,7 +181,8 @@ def _numbered_query(query: bytes) -> bytes:
 
     The core renders each query once, with ``%s`` for parameters and ``%%`` for a
     literal percent sign (psycopg's syntax). psycopg converts that on every call
-    (cached, but behind a cursor); done once here, kept per query text.
+    (cached, but behind a cursor, and its converter in `psycopg._queries` is private,
+    hence these few lines); done once here, kept per query text.
     """
     numbered = _numbered.get(query)
     if numbered is None:
