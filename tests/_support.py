@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from sessionstore import AsyncStore, OwnedSession, Store
+from sessionstore import AsyncStore, OwnedSession, Store, Versioned
 from sessionstore.cleanup import Cancellation
 
 
@@ -111,6 +111,24 @@ class Both:
         if isinstance(self.store, AsyncStore):
             return await self.store.update(token, data, expiry, owner=owner)
         return self.store.update(token, data, expiry, owner=owner)
+
+    async def find_versioned(self, token: str) -> Versioned | None:
+        if isinstance(self.store, AsyncStore):
+            return await self.store.find_versioned(token)
+        return self.store.find_versioned(token)
+
+    async def update_versioned(
+        self,
+        token: str,
+        data: bytes | bytearray | memoryview,
+        expiry: dt.datetime,
+        version: int,
+        *,
+        owner: str | None = None,
+    ) -> bool:
+        if isinstance(self.store, AsyncStore):
+            return await self.store.update_versioned(token, data, expiry, version, owner=owner)
+        return self.store.update_versioned(token, data, expiry, version, owner=owner)
 
     async def exists(self, token: str) -> bool:
         if isinstance(self.store, AsyncStore):

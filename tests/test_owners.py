@@ -265,3 +265,23 @@ def test_the_least_privilege_role_runs_the_per_owner_calls(
     finally:
         db.execute("DROP OWNED BY web_owners")
         db.execute("DROP ROLE web_owners")
+
+
+@pytest.mark.parametrize("hashed", [False, True])
+async def test_update_versioned_sets_the_owner_or_keeps_it(
+    open_store: Any, db: psycopg.Connection[Any], hashed: bool
+) -> None:
+    store: Both = open_store(owners=True, hash_tokens=hashed)
+    await store.create_table()
+    token = new_token()
+    await store.commit(token, b"a", in_(60), owner="alice")
+    found = await store.find_versioned(token)
+    assert found is not None
+    assert await store.update_versioned(token, b"b", in_(60), found.version) is True
+    [(key, _)] = [(k, v) for k, v in (await store.all()).items()]
+    assert owner_of(db, key) == "alice"  # None keeps the row's owner
+    found = await store.find_versioned(token)
+    assert found is not None
+    assert await store.update_versioned(token, b"c", in_(60), found.version, owner="bob")
+    assert owner_of(db, key) == "bob"
+    assert await store.find(token) == b"c"

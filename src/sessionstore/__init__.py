@@ -13,7 +13,13 @@ A port of Go's scs/pgxstore on psycopg 3 and psycopg_pool::
 
 from __future__ import annotations
 
-from ._core import DEFAULT_MAX_DATA_SIZE, MAX_OWNER_LENGTH, MAX_TOKEN_LENGTH, OwnedSession
+from ._core import (
+    DEFAULT_MAX_DATA_SIZE,
+    MAX_OWNER_LENGTH,
+    MAX_TOKEN_LENGTH,
+    OwnedSession,
+    Versioned,
+)
 from .errors import DatabaseError, ForkedProcessError, OwnersNotEnabledError, SessionStoreError
 from .store import Store
 from .store_async import AsyncStore
@@ -26,6 +32,7 @@ __all__ = [
     "DatabaseError",
     "ForkedProcessError",
     "OwnedSession",
+    "Versioned",
     "OwnersNotEnabledError",
     "SessionStoreError",
     "Store",

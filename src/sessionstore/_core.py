@@ -97,6 +97,22 @@ class OwnedSession:
     expiry: dt.datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Versioned:
+    """A live session with the version of its row, as `find_versioned` returns it.
+
+    Attributes:
+        data: The session's data.
+        version: The row's version: PostgreSQL's ``xmin``, which every write of
+            the row changes; `update_versioned` writes only while it is unchanged.
+        expiry: When it expires, timezone-aware, in UTC.
+    """
+
+    data: bytes
+    version: int
+    expiry: dt.datetime
+
+
 #: A multi-statement operation: yields statements, receives results, returns T.
 Steps = Generator[Statement, Result, Any]
 
@@ -370,6 +386,14 @@ def index_name(table: str, column: str = "expiry") -> str:
     return head.decode("utf-8", errors="ignore") + suffix
 
 
+def _first_per_key(updates: Sequence[Statement]) -> dict[str, Statement]:
+    """The first of `updates` for each stored key (an `update_versioned`'s key is second last)."""
+    first: dict[str, Statement] = {}
+    for update in updates:
+        first.setdefault(update.params[-2], update)
+    return first
+
+
 class SessionCore:
     """Validation, SQL and decoding for one sessions table.
 
@@ -522,6 +546,48 @@ class SessionCore:
         self._all = _render(
             sql.SQL("SELECT token, data FROM {} WHERE current_timestamp < expiry").format(ident)
         )
+        # Versions for optimistic concurrency: xmin, the id of the transaction that
+        # wrote the row version, changes with every write of the row and needs no
+        # column of its own, so the SCS table stays as Go apps share it. It is read
+        # as bigint (xid has no ordering and no binary cast to int).
+        self._find_versioned = _render(
+            sql.SQL(
+                "SELECT data, xmin::text::bigint, expiry FROM {} "
+                "WHERE token = %s AND current_timestamp < expiry"
+            ).format(ident)
+        )
+        self._find_versioned_many = _render(
+            sql.SQL(
+                "SELECT token, data, xmin::text::bigint, expiry FROM {} "
+                "WHERE token = ANY(%s::text[]) AND current_timestamp < expiry"
+            ).format(ident)
+        )
+        # A row another transaction is writing is waited for, then its WHERE is
+        # evaluated again on the new version (READ COMMITTED), whose xmin differs:
+        # of two saves from one version, exactly one writes.
+        owner_set = ", owner = COALESCE(%s, owner)" if owners else ""
+        self._update_versioned = _render(
+            sql.SQL(
+                "UPDATE {} SET data = %s, expiry = %s" + owner_set + " "
+                "WHERE token = %s AND xmin::text::bigint = %s AND current_timestamp < expiry"
+            ).format(ident)
+        )
+        owner_column, owner_array, owner_many = (
+            (", owner", ", %s::text[]", ", owner = COALESCE(v.owner, s.owner)")
+            if owners
+            else ("", "", "")
+        )
+        self._update_versioned_many = _render(
+            sql.SQL(
+                "UPDATE {table} AS s SET data = v.data, expiry = v.expiry" + owner_many + " "
+                "FROM unnest(%s::text[], %s::bytea[], %s::timestamptz[], %s::bigint[]"
+                + owner_array
+                + ") AS v(token, data, expiry, version"
+                + owner_column
+                + ") WHERE s.token = v.token AND s.xmin::text::bigint = v.version "
+                "AND current_timestamp < s.expiry RETURNING s.token"
+            ).format(table=ident)
+        )
         #: The advisory lock key that lets one purge statement at a time run on
         #: this table (see `purge_steps`).
         self.purge_key = advisory_key("purge", self.qualified_name)
@@ -628,6 +694,39 @@ class SessionCore:
         """
         # The key goes last, as in the SQL; `touch_many` reads it from there.
         return Statement(self._touch, (validate_expiry(expiry), self._key(validate_token(token))))
+
+    def find_versioned(self, token: str) -> Statement:
+        """Build the statement that reads a live session with its row's version.
+
+        Raises:
+            TypeError: If the token is not a str.
+            ValueError: If the token is invalid (see `validate_token`).
+        """
+        return Statement(self._find_versioned, (self._key(validate_token(token)),))
+
+    def update_versioned(
+        self,
+        token: str,
+        data: bytes | bytearray | memoryview,
+        expiry: dt.datetime,
+        version: int,
+        owner: str | None = None,
+    ) -> Statement:
+        """Build the update that rewrites a live session only if its row is at `version`.
+
+        Raises:
+            TypeError: If an argument has the wrong type.
+            ValueError: If an argument is invalid.
+            OwnersNotEnabledError: If an owner is given without ``owners``.
+        """
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise TypeError(f"version must be an int, not {type(version).__name__}")
+        query = self._update_versioned
+        saved = self._save(query, query, "update_versioned", token, data, expiry, owner)
+        # As the SQL names them: the key and version last, where the combined
+        # statement reads them.
+        key, *values = saved.params
+        return Statement(query, (*values, key, version))
 
     def create(
         self,
@@ -868,6 +967,30 @@ class SessionCore:
         keys = sorted(latest)
         return Statement(self._touch_many, (keys, [latest[key] for key in keys]))
 
+    def find_versioned_many(self, finds: Sequence[Statement]) -> Statement:
+        """Combine finds built by `find_versioned` into one statement."""
+        return Statement(self._find_versioned_many, ([find.params[0] for find in finds],))
+
+    def update_versioned_many(self, updates: Sequence[Statement]) -> Statement:
+        """Combine updates built by `update_versioned` into one statement.
+
+        Only the first update of a token takes part (one statement updates a row
+        once, and which of two joined rows it took could not be told); the others
+        report a changed row, as they would have after it, and their callers read
+        the row again. Rows are taken in token order, as `commit_many` does.
+        """
+        first = _first_per_key(updates)
+        keys = sorted(first)
+        columns = [
+            keys,
+            [bytes(first[key].params[0]) for key in keys],
+            [first[key].params[1] for key in keys],
+            [first[key].params[-1] for key in keys],
+        ]
+        if self.owners:
+            columns.append([first[key].params[2] for key in keys])
+        return Statement(self._update_versioned_many, tuple(columns))
+
     @staticmethod
     def payload_size(statement: Statement) -> int:
         """How many payload bytes a single commit carries (0 for other statements).
@@ -878,12 +1001,12 @@ class SessionCore:
         Returns:
             Bytes, for capping a combined commit at `MAX_BATCH_BYTES`.
         """
-        if len(statement.params) < 2:
-            return 0
-        data = statement.params[1]
-        if isinstance(data, memoryview):
-            return data.nbytes
-        return len(data) if isinstance(data, bytes | bytearray) else 0
+        for data in statement.params:  # the payload is the one bytes-like parameter
+            if isinstance(data, memoryview):
+                return data.nbytes
+            if isinstance(data, bytes | bytearray):
+                return len(data)
+        return 0
 
     def all(self) -> Statement:
         """Build the statement that reads every live session.
@@ -979,6 +1102,35 @@ class SessionCore:
         """
         touched = {row[0] for row in rows}
         return [touch.params[1] in touched for touch in touches]
+
+    @staticmethod
+    def decode_versioned(row: tuple[Any, ...] | None) -> Versioned | None:
+        """Turn the row of `find_versioned` into its result (None: missing or expired)."""
+        if row is None:
+            return None
+        data, version, expiry = row
+        return Versioned(bytes(data), version, expiry.astimezone(dt.UTC))
+
+    @staticmethod
+    def decode_find_versioned_many(
+        finds: Sequence[Statement], rows: Rows
+    ) -> list[Versioned | None]:
+        """Give each combined `find_versioned` its own result."""
+        found = {
+            token: Versioned(bytes(data), version, expiry.astimezone(dt.UTC))
+            for token, data, version, expiry in rows
+        }
+        return [found.get(find.params[0]) for find in finds]
+
+    @staticmethod
+    def decode_update_versioned_many(updates: Sequence[Statement], rows: Rows) -> list[bool]:
+        """Give each combined `update_versioned` its own result: whether it wrote."""
+        first = _first_per_key(updates)
+        written = {row[0] for row in rows}
+        return [
+            update.params[-2] in written and first[update.params[-2]] is update
+            for update in updates
+        ]
 
     @staticmethod
     def decode_expiry(row: tuple[Any, ...] | None) -> dt.datetime | None:

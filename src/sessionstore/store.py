@@ -38,6 +38,7 @@ from ._core import (
     SessionCore,
     Statement,
     Steps,
+    Versioned,
     validate_batch_size,
 )
 from ._facade import MIN_RETRIES, NOT_AUTOCOMMIT, Fetch, pool_type_error
@@ -201,6 +202,62 @@ class Store:
             DatabaseError: If the database could not update it.
         """
         return self._touches.submit(self._core.touch(token, expiry))
+
+    def find_versioned(self, token: str) -> Versioned | None:
+        """Return a live session's data with its row's version, for `update_versioned`.
+
+        Concurrent calls are combined into shared statements, like `find`.
+
+        Args:
+            token: The session token.
+
+        Returns:
+            The data, version and expiry, or None if the session is missing or
+                expired.
+
+        Raises:
+            TypeError: If the token is not a str.
+            ValueError: If the token is invalid.
+            DatabaseError: If the database could not answer.
+        """
+        return self._versioned_finds.submit(self._core.find_versioned(token))
+
+    def update_versioned(
+        self,
+        token: str,
+        data: bytes | bytearray | memoryview,
+        expiry: dt.datetime,
+        version: int,
+        *,
+        owner: str | None = None,
+    ) -> bool:
+        """Rewrite a live session only if nothing wrote it since it was read at `version`.
+
+        Optimistic concurrency: read with `find_versioned`, change, write with this;
+        False means another writer came first (or the session is gone): read it
+        again and decide. Concurrent calls are combined into shared statements.
+
+        Args:
+            token: The session token.
+            data: The session's data.
+            expiry: When the session expires: a timezone-aware datetime.
+            version: The `Versioned.version` the change was made on.
+            owner: Who the session belongs to (needs ``owners=True``); None keeps
+                the row's current owner.
+
+        Returns:
+            True if the session was live at `version` and is rewritten; False, with
+                nothing written, if it changed, expired or is gone.
+
+        Raises:
+            TypeError: If an argument has the wrong type.
+            ValueError: If the token is invalid, the data is larger than
+                `max_data_size`, or the expiry is naive.
+            OwnersNotEnabledError: If an owner is given without ``owners=True``.
+            DatabaseError: If the database could not update it.
+        """
+        statement = self._core.update_versioned(token, data, expiry, version, owner)
+        return self._versioned_updates.submit(statement)
 
     def create(
         self,
@@ -629,6 +686,24 @@ class Store:
         self._touches = Batcher(
             "touch", self._touch_one, self._touch_many, size, limit, wait, depth
         )
+        self._versioned_finds = Batcher(
+            "find_versioned",
+            self._find_versioned_one,
+            self._find_versioned_many,
+            size,
+            limit,
+            wait,
+            depth,
+        )
+        self._versioned_updates = Batcher(
+            "update_versioned",
+            self._update_versioned_one,
+            self._update_versioned_many,
+            size,
+            limit,
+            wait,
+            depth,
+        )
 
     def _pool_size(self) -> int:
         """The most statements a batcher may run at once: the pool's size."""
@@ -664,6 +739,25 @@ class Store:
             self._metrics.batch("touch", len(touches))
         rows = self._query("touch", self._core.touch_many(touches), "all")
         return self._core.decode_touch_many(touches, rows)
+
+    def _find_versioned_one(self, statement: Statement) -> Versioned | None:
+        return self._core.decode_versioned(self._query("find_versioned", statement, "one"))
+
+    def _find_versioned_many(self, finds: Sequence[Statement]) -> list[Versioned | None]:
+        if self._metrics is not None:
+            self._metrics.batch("find_versioned", len(finds))
+        rows = self._query("find_versioned", self._core.find_versioned_many(finds), "all")
+        return self._core.decode_find_versioned_many(finds, rows)
+
+    def _update_versioned_one(self, statement: Statement) -> bool:
+        return bool(self._query("update_versioned", statement, "count"))
+
+    def _update_versioned_many(self, updates: Sequence[Statement]) -> list[bool]:
+        if self._metrics is not None:
+            self._metrics.batch("update_versioned", len(updates))
+        statement = self._core.update_versioned_many(updates)
+        rows = self._query("update_versioned", statement, "all")
+        return self._core.decode_update_versioned_many(updates, rows)
 
     def _query(self, operation: str, statement: Statement, fetch: Fetch) -> Any:
         """Run one statement on a pooled connection; again if the connection broke.
