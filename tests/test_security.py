@@ -211,3 +211,26 @@ def test_a_purge_only_role_needs_select_update_and_delete(
     finally:
         db.execute("DROP OWNED BY janitor")
         db.execute("DROP ROLE janitor")
+
+
+def test_a_store_whose_pool_was_not_yet_open_works_in_a_forked_child(sessionstore_dsn: str) -> None:
+    """``gunicorn --preload``: the app (and its store) is made before the fork."""
+    pool = ConnectionPool(sessionstore_dsn, open=False, kwargs={"autocommit": True})
+    store = Store(pool, cleanup=NoCleanup())
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child opens the pool, uses the store, reports through the pipe
+        try:
+            with pool:
+                token = new_token()
+                store.commit(token, b"child", in_(60))
+                message = f"found {store.find(token)!r}"
+        except BaseException as exc:
+            message = f"error: {exc!r}"
+        os.write(write, message.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        message = pipe.read()
+    os.waitpid(pid, 0)
+    assert message == "found b'child'"

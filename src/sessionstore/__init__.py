@@ -32,10 +32,10 @@ __all__ = [
     "DatabaseError",
     "ForkedProcessError",
     "OwnedSession",
-    "Versioned",
     "OwnersNotEnabledError",
     "SessionStoreError",
     "Store",
+    "Versioned",
 ]
 
 __version__ = "0.1.0"

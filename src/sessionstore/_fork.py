@@ -1,9 +1,11 @@
-"""Stores made before `os.fork` refuse to work in the child, with a clear error.
+"""Stores whose pool was open at `os.fork` refuse to work in the child, with a clear error.
 
 A forked child inherits the parent's pooled connections: both processes writing to
-one socket interleaves their protocol messages. Right after a fork, each store's pool
-is replaced, in the child only, by a stand-in that raises `ForkedProcessError` on use,
-so the hot path needs no per-call check. The parent is unaffected.
+one socket interleaves their protocol messages. Right after a fork, each store whose
+pool is open is given, in the child only, a stand-in pool that raises
+`ForkedProcessError` on use, so the hot path needs no per-call check. A pool not yet
+opened holds no connection, so its store works in the child once the child opens it.
+The parent is unaffected.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class ForkedPool:
     #: far as `connection`, which raises.
     max_size = 1
     timeout = 30.0
+    #: Never "closed": a store forked again keeps its stand-in.
+    closed = False
 
     def __init__(self, parent_pid: int) -> None:
         self.parent_pid = parent_pid

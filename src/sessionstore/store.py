@@ -672,8 +672,14 @@ class Store:
     # Private: the only places that borrow connections.
 
     def _after_fork_in_child(self, stand_in: Any) -> None:
-        """In a forked child, make every use raise `ForkedProcessError` (see `_fork`)."""
-        self._pool = stand_in
+        """In a forked child, make every use raise `ForkedProcessError` (see `_fork`).
+
+        A pool that was not open at the fork holds nothing of the parent's, so the
+        child may open it and use the store (``gunicorn --preload`` makes the store
+        in the master and opens the pool in each worker).
+        """
+        if not self._pool.closed:
+            self._pool = stand_in
         self._start_batchers()  # a parent thread may have held a batcher's lock
 
     def _start_batchers(self) -> None:
