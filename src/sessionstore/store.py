@@ -130,6 +130,16 @@ class Store:
         return self._pool
 
     @property
+    def owners(self) -> bool:
+        """Whether the store keeps sessions per owner (``owners=True``)."""
+        return self._core.owners
+
+    @property
+    def hash_tokens(self) -> bool:
+        """Whether the store keeps only the hash of each token (``hash_tokens=True``)."""
+        return self._core.hash_tokens
+
+    @property
     def cleanup(self) -> CleanupStrategy:
         """The cleanup strategy (its ``stats`` tell what it has done)."""
         return self._cleanup
