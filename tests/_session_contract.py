@@ -1,0 +1,169 @@
+"""What the session manager guarantees, checked over real HTTP in every framework.
+
+Each integration's test file serves a small app with the contract's routes, written
+in its framework (the session is loaded before the gate, changed after it; see
+`_gates`), and runs these checks against it:
+
+- ``GET /c/set?key=K&value=V[&group=G&n=N][&hold=H]``: read the session, wait at
+  the gate (until N requests of group G have read it; until hold H is released),
+  then set ``session[K] = V`` (the string); answers ``ok``.
+- ``GET /c/get``: the session's data, keys starting with ``_`` left out, as JSON;
+  changes nothing.
+- ``GET /c/logout``: clear the session.
+- ``GET /c/arrived?group=G``: how many requests reached gate G.
+- ``GET /c/release?hold=H``: release the requests held at H.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from _http import Client, Reply
+
+
+@dataclass
+class Served:
+    """A served contract app: its URL and its session cookie's name."""
+
+    base: str
+    cookie: str
+
+    def get(self, path: str, token: str | None = None) -> Reply:
+        """GET as a browser holding the session cookie `token` (or none)."""
+        return Client(self.base).get(path, cookie=f"{self.cookie}={token}" if token else "")
+
+    def start(self) -> str:
+        """A new session with one key; its token."""
+        reply = self.get("/c/set?key=start&value=1")
+        assert reply.status == 200, reply.body
+        token = cookie_value(reply, self.cookie)
+        assert token
+        return token
+
+    def data(self, token: str) -> dict[str, Any]:
+        reply = self.get("/c/get", token)
+        assert reply.status == 200, reply.body
+        data: dict[str, Any] = json.loads(reply.body)
+        return data
+
+
+def cookie_value(reply: Reply, name: str) -> str | None:
+    """The value `reply` sets cookie `name` to ("" if it deletes it); None if untouched."""
+    for header in reply.cookies:
+        first = header.split(";", 1)[0]
+        key, _, value = first.partition("=")
+        if key.strip() == name:
+            deleted = "max-age=0" in header.lower() or "expires=thu, 01 jan 1970" in header.lower()
+            return "" if deleted else value.strip().strip('"')
+    return None
+
+
+def row_version(db: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    """Every row's key, xmin and expiry: a write of any row changes it."""
+    return db.execute("SELECT token, xmin::text, expiry FROM sessions ORDER BY token").fetchall()
+
+
+def overlapping_sets(app: Served, token: str, count: int) -> list[Reply]:
+    """`count` requests of one session that each set their own key, all loaded before any saves."""
+    group = secrets.token_hex(8)
+    paths = [f"/c/set?key=k{i}&value={i}&group={group}&n={count}" for i in range(count)]
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(lambda path: app.get(path, token), paths))
+
+
+def check_overlapping_requests_keep_every_key(app: Served, count: int) -> None:
+    token = app.start()
+    replies = overlapping_sets(app, token, count)
+    assert [r.status for r in replies] == [200] * count, [r.body for r in replies]
+    assert app.data(token) == {"start": "1", **{f"k{i}": str(i) for i in range(count)}}
+
+
+def check_many_sessions_lose_no_key(app: Served, sessions: int = 32, per_session: int = 4) -> None:
+    tokens = [app.start() for _ in range(sessions)]
+    group = secrets.token_hex(8)
+    total = sessions * per_session
+    # Every request of every session reads before any of them writes.
+    paths = [
+        (token, f"/c/set?key=k{i}&value={i}&group={group}&n={total}")
+        for token in tokens
+        for i in range(per_session)
+    ]
+    with ThreadPoolExecutor(total) as pool:
+        replies = list(pool.map(lambda p: app.get(p[1], p[0]), paths))
+    assert [r.status for r in replies] == [200] * total, {r.body for r in replies}
+    lost = [
+        (token, key)
+        for token in tokens
+        for key in (f"k{i}" for i in range(per_session))
+        if key not in app.data(token)
+    ]
+    assert lost == []
+
+
+def check_a_logout_racing_a_slower_request_stays_logged_out(
+    app: Served, db: psycopg.Connection[Any]
+) -> None:
+    token = app.start()
+    group, hold = secrets.token_hex(8), secrets.token_hex(8)
+    slow: list[Reply] = []
+    thread = threading.Thread(
+        target=lambda: slow.append(
+            app.get(f"/c/set?key=late&value=1&group={group}&n=1&hold={hold}", token)
+        )
+    )
+    thread.start()
+    wait_for(lambda: app.get(f"/c/arrived?group={group}").body.strip() == "1")
+    logout = app.get("/c/logout", token)
+    assert logout.status == 200
+    assert cookie_value(logout, app.cookie) == ""
+    assert app.get(f"/c/release?hold={hold}").status == 200
+    thread.join(30)
+    [reply] = slow
+    assert reply.status == 200, reply.body
+    assert cookie_value(reply, app.cookie) == ""  # the slower response deletes the cookie
+    live = db.execute("SELECT count(*) FROM sessions WHERE expiry > now()").fetchone()
+    assert live == (0,)
+
+
+def check_a_read_only_request_writes_nothing(app: Served, db: psycopg.Connection[Any]) -> None:
+    token = app.start()
+    before = row_version(db)
+    for _ in range(3):
+        reply = app.get("/c/get", token)
+        assert reply.status == 200
+        assert cookie_value(reply, app.cookie) is None  # no cookie re-sent either
+    assert row_version(db) == before
+
+
+def check_the_idle_timeout_ends_a_session(app: Served, idle: float) -> None:
+    """The app's idle timeout is `idle` seconds."""
+    token = app.start()
+    assert app.data(token) != {}
+    time.sleep(idle + 1)
+    assert app.data(token) == {}
+
+
+def check_the_lifetime_ends_a_busy_session(app: Served, idle: float, lifetime: float) -> None:
+    """The app renews on every request, idles out after `idle` s and ends at `lifetime` s."""
+    token = app.start()
+    started = time.monotonic()
+    while time.monotonic() - started < lifetime - idle / 2:
+        assert app.data(token) != {}, "idled out while busy"
+        time.sleep(idle / 3)
+    time.sleep(max(0.0, lifetime - (time.monotonic() - started)) + 0.5)
+    assert app.data(token) == {}
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
