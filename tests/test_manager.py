@@ -15,7 +15,16 @@ import pytest
 from _support import Both, table_rows
 
 from sessionstore import AsyncStore
-from sessionstore.manager import CREATED_KEY, Loaded, Outcome, SessionManager, Steps, arun, run
+from sessionstore.manager import (
+    CREATED_KEY,
+    Loaded,
+    Outcome,
+    SessionManager,
+    Steps,
+    arun,
+    run,
+    secure_by_default,
+)
 
 
 async def drive(steps: Steps[Any], store: Both) -> Any:
@@ -177,3 +186,22 @@ def test_settings_are_checked() -> None:
         manager(idle_timeout="1h")
     with pytest.raises(ValueError, match="lifetime"):
         manager(lifetime=0)
+
+
+@pytest.mark.parametrize(
+    ("host", "secure"),
+    [
+        ("localhost:8000", False),
+        ("127.0.0.1", False),
+        ("[::1]:8000", False),
+        ("app.localhost", False),
+        ("example.com", True),
+        ("example.com:443", True),
+        ("10.0.0.5:8000", True),
+        (None, True),
+    ],
+)
+def test_cookies_are_secure_by_default_except_in_local_development(
+    host: str | None, secure: bool
+) -> None:
+    assert secure_by_default(host) is secure

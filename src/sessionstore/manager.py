@@ -44,6 +44,7 @@ __all__ = [
     "SessionManager",
     "arun",
     "run",
+    "secure_by_default",
 ]
 
 logger = logging.getLogger("sessionstore.manager")
@@ -428,6 +429,29 @@ class SessionManager:
         """End one of `owner`'s sessions by its listed key; whether it was theirs."""
         revoked: bool = yield Revoke(owner, key)
         return revoked
+
+
+#: Hosts of local development, where a cookie can't be ``Secure`` (plain HTTP).
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def secure_by_default(host: str | None) -> bool:
+    """Whether a cookie is ``Secure`` when the application has not said: yes, but locally.
+
+    Args:
+        host: The request's host (a ``Host`` header value, with or without port).
+
+    Returns:
+        False for localhost, loopback addresses and ``*.localhost``; True otherwise.
+    """
+    if not host:
+        return True
+    name = host.lower()
+    if name.startswith("["):  # [v6]:port
+        name = name.split("]", 1)[0] + "]"
+    elif name.count(":") == 1:  # name:port
+        name = name.split(":", 1)[0]
+    return not (name in _LOCAL_HOSTS or name.endswith(".localhost"))
 
 
 def merge(
