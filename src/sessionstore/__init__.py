@@ -20,7 +20,13 @@ from ._core import (
     OwnedSession,
     Versioned,
 )
-from .errors import DatabaseError, ForkedProcessError, OwnersNotEnabledError, SessionStoreError
+from .errors import (
+    ConcurrentUpdateError,
+    DatabaseError,
+    ForkedProcessError,
+    OwnersNotEnabledError,
+    SessionStoreError,
+)
 from .store import Store
 from .store_async import AsyncStore
 
@@ -29,6 +35,7 @@ __all__ = [
     "MAX_OWNER_LENGTH",
     "MAX_TOKEN_LENGTH",
     "AsyncStore",
+    "ConcurrentUpdateError",
     "DatabaseError",
     "ForkedProcessError",
     "OwnedSession",

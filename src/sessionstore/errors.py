@@ -93,6 +93,14 @@ class OwnersNotEnabledError(SessionStoreError):
         self.operation = operation
 
 
+class ConcurrentUpdateError(SessionStoreError):
+    """A session's save lost the race to other requests' writes too often; nothing was written.
+
+    The session manager merges and tries again after each write another request
+    made meanwhile (see docs/sessions.md); it gives up after 16 in one save.
+    """
+
+
 class ForkedProcessError(SessionStoreError):
     """A store created before `os.fork` was used in the child process.
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ._core import OwnedSession, Versioned, validate_owner
-from .errors import SessionStoreError
+from .errors import ConcurrentUpdateError
 from .integrations._common import (
     OWNER_KEY,
     UserSession,
@@ -38,7 +38,6 @@ from .store_async import AsyncStore
 __all__ = [
     "CREATED_KEY",
     "DEFAULT_RENEW_AFTER",
-    "ConcurrentUpdateError",
     "Loaded",
     "Outcome",
     "SessionManager",
@@ -63,10 +62,6 @@ DEFAULT_RENEW_AFTER = 0.1
 MAX_MERGES = 16
 
 T = TypeVar("T")
-
-
-class ConcurrentUpdateError(SessionStoreError):
-    """A save lost the race to other writers `MAX_MERGES` times in a row; nothing was written."""
 
 
 # The store calls a decision needs; each is sent its result.
