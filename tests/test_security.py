@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from _support import in_, new_token, table_rows, wait_until
+from _support import Both, in_, new_token, table_rows, wait_until
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sessionstore import AsyncStore, DatabaseError, ForkedProcessError, Store
@@ -234,3 +235,33 @@ def test_a_store_whose_pool_was_not_yet_open_works_in_a_forked_child(sessionstor
         message = pipe.read()
     os.waitpid(pid, 0)
     assert message == "found b'child'"
+
+
+async def test_no_token_in_a_chained_error_or_its_log_lines(
+    store: Both, db: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL's DETAIL quotes rows: a duplicate key and a failed check name the token."""
+    caplog.set_level(logging.DEBUG)
+    token, payload = new_token(), b"secret-payload"
+    db.execute("CREATE UNIQUE INDEX sessions_lower_token ON sessions (lower(token))")
+    db.execute("ALTER TABLE sessions ADD CONSTRAINT small CHECK (length(data) < 100)")
+    await store.commit(token.upper(), b"x", in_(60))
+    failures = []
+    for call in (
+        lambda: store.commit(token.lower(), payload, in_(60)),  # duplicate key
+        lambda: store.commit(new_token(), b"y" * 200, in_(60)),  # check violation
+    ):
+        with pytest.raises(DatabaseError) as info:
+            await call()
+        failures.append(info.value)
+    assert failures[0].sqlstate == "23505"
+    assert failures[1].sqlstate == "23514"
+    for failure in failures:
+        shown = [str(failure), repr(failure), str(failure.__cause__), repr(failure.__cause__)]
+        shown.append("".join(traceback.format_exception(failure)))
+        logging.getLogger("sessionstore.test").exception("failed", exc_info=failure)
+        shown.extend(record.getMessage() for record in caplog.records)
+        shown.extend(caplog.text.splitlines())
+        for text in shown:
+            for secret in (token, token.lower(), token.upper(), payload.decode()):
+                assert secret not in text

@@ -40,7 +40,7 @@ class DatabaseError(SessionStoreError):
     """A store operation failed in the database, the network or the pool.
 
     The psycopg exception (including ``psycopg_pool.PoolTimeout``) is chained as
-    ``__cause__``.
+    ``__cause__``, its message cut to the primary line (its ``diag`` is intact).
 
     Attributes:
         operation: The store operation that failed, e.g. ``"find"``.
@@ -54,6 +54,10 @@ class DatabaseError(SessionStoreError):
     def __init__(self, operation: str, cause: psycopg.Error, hint: str = "") -> None:
         self.operation = operation
         self.sqlstate = cause.sqlstate
+        # The cause goes into tracebacks and logs: keep only its primary message,
+        # since PostgreSQL's DETAIL and CONTEXT lines can quote a row, token and all
+        # ("Key (token)=(...) already exists", "Failing row contains (...)").
+        cause.args = (first_line(cause),)
         self._cause = cause
         self._hint = hint
         message = first_line(cause)
