@@ -775,10 +775,12 @@ def test_web_benchmark_redis_contenders_and_read_workloads(
         assert cell["reconnects"] == 0, where
         assert cell["vs_redis"] > 0, where
         assert cell["wal_bytes_per_request"] is not None, where
-        if BY_KEY[key].sessionstore:
-            # Every request here reads the session from PostgreSQL, and the integrations
-            # (today) renew its expiry or write it: WAL on every request.
+        if BY_KEY[key].sessionstore and workload == "mostly":
+            # Every tenth request writes the session to PostgreSQL. (A read-only request
+            # may write nothing: no WAL is what renewal when due is for.)
             assert cell["wal_bytes_per_request"] > 0, where
+        if BY_KEY[key].sessionstore:
+            assert cell["wal_bytes_per_request"] >= 0, where
         else:
             assert cell["vs_redis"] == 1.0, where
         # The store's row in this framework's table, under its workload.
