@@ -59,6 +59,12 @@ def configure(store: str, config: AppConfig) -> None:
         raise ValueError(f"Django has no store {store!r} here")
     cache: dict[str, Any] = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     if store == "redis":
+        # Django imports the redis client on the first cache access, inside the first
+        # request; redis 8 takes most of a second to import on these machines. Every
+        # measurement starts a fresh server, so import it before it takes requests, as
+        # a long-running process did long before.
+        import redis  # noqa: F401
+
         cache = {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": config.redis(),

@@ -166,9 +166,11 @@ def summarize(
         ]
         default = next((other for other in peers if other.default), None)
         redis = next((other for other in peers if other.store == "redis"), None)
-        if not cell.missing and default is not None:
+        # A reference that served nothing in its window (a window shorter than one
+        # request) gives no ratio.
+        if not cell.missing and default is not None and default.requests_per_s > 0:
             cell.vs_default = cell.requests_per_s / default.requests_per_s
-        if not cell.missing and redis is not None:
+        if not cell.missing and redis is not None and redis.requests_per_s > 0:
             cell.vs_redis = cell.requests_per_s / redis.requests_per_s
     return list(cells.values())
 
