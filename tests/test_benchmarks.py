@@ -635,6 +635,9 @@ def test_web_benchmark_covers_every_cell_and_stops_its_servers(
             "0.1",
             "--rows",
             "200",
+            # Every contender once: the other workloads run in the Redis test below.
+            "--workloads",
+            "write",
             # Every round counts: this checks the cells, not the machine's calm.
             "--max-steal",
             "1",
@@ -652,7 +655,7 @@ def test_web_benchmark_covers_every_cell_and_stops_its_servers(
     # reported as not available (and why) before; nothing else may be left out.
     unavailable = document["meta"]["unavailable"]
     if importlib.util.find_spec(DJANGO_INTEGRATION) is None:
-        assert set(unavailable) == {"django_sessionstore"}
+        assert set(unavailable) == {"django_sessionstore", "django_sessionstore-every-request"}
         assert "sessionstore SESSION_ENGINE: not available" in out
     else:
         assert unavailable == {}
@@ -698,8 +701,16 @@ def test_web_benchmark_options(bench: Any) -> None:
     assert settings.frameworks == ("flask", "aiohttp")
     assert settings.clients == (4,)
     assert (settings.rounds, settings.duration) == (3, 2.0)
+    assert settings.workloads == ("write", "read", "mostly")
+    assert settings.stores is None
+    chosen = settings_from(parser.parse_args(["--workloads", "read", "--stores", "redis,cookie"]))
+    assert (chosen.workloads, chosen.stores) == (("read",), ("redis", "cookie"))
     with pytest.raises(ValueError, match="unknown framework: bottle"):
         settings_from(parser.parse_args(["--frameworks", "flask,bottle"]))
+    with pytest.raises(ValueError, match="unknown workload: often"):
+        settings_from(parser.parse_args(["--workloads", "often"]))
+    with pytest.raises(ValueError, match="unknown store: memcached"):
+        settings_from(parser.parse_args(["--stores", "memcached"]))
     with pytest.raises(ValueError, match="--duration must be positive"):
         settings_from(parser.parse_args(["--duration", "0"]))
     with pytest.raises(SystemExit):
@@ -708,18 +719,130 @@ def test_web_benchmark_options(bench: Any) -> None:
     assert "work_mem=8MB" in with_schema("dbname=x options='-c work_mem=8MB'")
 
 
+@pytest.mark.slow
+def test_web_benchmark_redis_contenders_and_read_workloads(
+    bench: Any, sessionstore_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Real Redis (the benchmark's own redis-server) and real PostgreSQL, two frameworks."""
+    import socket
+
+    from benchmarks.web.cli import main
+    from benchmarks.web.contenders import BY_KEY
+
+    frameworks = ("starlette", "flask")
+    stores = ("redis", "sessionstore", "sessionstore-every-request")
+    workloads = ("read", "mostly")
+    output = tmp_path / "web.json"
+    status = main(
+        [
+            "--dsn",
+            sessionstore_dsn,
+            "--frameworks",
+            ",".join(frameworks),
+            "--stores",
+            ",".join(stores),
+            "--workloads",
+            ",".join(workloads),
+            "--clients",
+            "2",
+            "--rounds",
+            "1",
+            "--duration",
+            "0.2",
+            "--warmup",
+            "0.1",
+            "--rows",
+            "200",
+            "--max-steal",
+            "1",
+            "--max-others",
+            "1",
+            "--output",
+            str(output),
+        ]
+    )
+    assert status == 0
+    document = json.loads(output.read_text())
+    out = capsys.readouterr().out
+
+    cells = {(r["framework"], r["workload"], r["contender"]): r for r in document["results"]}
+    expected = {(f, w, f"{f}_{s}") for f in frameworks for w in workloads for s in stores}
+    assert set(cells) == expected
+    for (framework, workload, key), cell in cells.items():
+        where = (framework, workload, key)
+        assert cell["requests"] > 0, where
+        assert 0 < cell["p50_ms"] <= cell["p99_ms"], where
+        assert cell["reconnects"] == 0, where
+        assert cell["vs_redis"] > 0, where
+        assert cell["wal_bytes_per_request"] is not None, where
+        if BY_KEY[key].sessionstore and workload == "mostly":
+            # Every tenth request writes the session to PostgreSQL. (A read-only request
+            # may write nothing: no WAL is what renewal when due is for.)
+            assert cell["wal_bytes_per_request"] > 0, where
+        if BY_KEY[key].sessionstore:
+            assert cell["wal_bytes_per_request"] >= 0, where
+        else:
+            assert cell["vs_redis"] == 1.0, where
+        # The store's row in this framework's table, under its workload.
+        assert BY_KEY[key].label in out, where
+    assert "x redis" in out
+    assert "WAL B/req" in out
+    for workload in workloads:
+        assert f"\n  {workload} " in out
+    for record in document["rounds"]:
+        assert record["wal_bytes"] is not None, record
+
+    # The benchmark's redis-server is stopped: nothing listens on its port any more.
+    redis = document["meta"]["redis_server"]
+    assert redis["version"].startswith("Redis server v=")
+    port = int(redis["url"].rsplit(":", 1)[1].split("/")[0])
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
+        pass
+
+
+def test_web_benchmark_without_redis_server_says_how_to_install_it(
+    bench: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks.web import redis_server
+    from benchmarks.web.cli import main
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server on it
+    monkeypatch.setattr(redis_server, "DEBIAN_PATH", tmp_path / "redis-server")
+    with pytest.raises(redis_server.RedisError, match=r"apt-get install -y redis-server"):
+        main(["--frameworks", "flask", "--stores", "redis", "--dsn", "dbname=unused"])
+
+
+def test_web_client_steps_of_each_workload(bench: Any) -> None:
+    from benchmarks.web.client import READ, WRITE, Steps, steps_for
+
+    assert steps_for("write", True) == Steps((), (WRITE,))
+    assert steps_for("read", True) == Steps((WRITE,), (READ,))
+    assert steps_for("mostly", True) == Steps((), (WRITE,) + (READ,) * 9)
+    assert steps_for("read", False) == Steps((), ("/ping",))
+    with pytest.raises(ValueError, match="unknown workload"):
+        steps_for("often", True)
+
+
 def test_web_plan_interleaves_each_cells_contenders(bench: Any) -> None:
     from benchmarks.web.cli import WebBench, WebSettings
 
-    settings = WebSettings(frameworks=("aiohttp",), clients=(1, 16), rounds=3)
+    settings = WebSettings(
+        frameworks=("aiohttp",),
+        workloads=("write", "read"),
+        stores=("none", "cookie", "sessionstore"),
+        clients=(1, 16),
+        rounds=3,
+    )
     plan = WebBench("dbname=unused", settings, lambda _: None).plan()
-    assert len(plan) == 2 * 3 * 3
-    firsts = [plan[i][3].key for i in range(0, len(plan), 3)]
+    assert len(plan) == 2 * 2 * 3 * 3
+    firsts = [plan[i][4].key for i in range(0, len(plan), 3)]
     assert firsts[:3] == ["aiohttp_none", "aiohttp_cookie", "aiohttp_sessionstore"]
     for i in range(0, len(plan), 3):
-        assert sorted(step[3].key for step in plan[i : i + 3]) == sorted(
+        assert sorted(step[4].key for step in plan[i : i + 3]) == sorted(
             ["aiohttp_none", "aiohttp_cookie", "aiohttp_sessionstore"]
         )
+        assert len({step[:4] for step in plan[i : i + 3]}) == 1  # one round of one cell
+    assert [step[1] for step in plan[:: len(plan) // 2]] == ["write", "read"]
 
 
 def test_web_client_parses_keep_alive_responses_and_cookies(bench: Any) -> None:
@@ -754,7 +877,7 @@ async def test_web_client_stops_on_a_lost_session(bench: Any) -> None:
     """A real server whose /count forgets the session (always answers 1) fails the load."""
     import asyncio
 
-    from benchmarks.web.client import SessionLost, run_load
+    from benchmarks.web.client import SessionLost, run_load, steps_for
 
     async def forgetful(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -771,6 +894,10 @@ async def test_web_client_stops_on_a_lost_session(bench: Any) -> None:
     try:
         with pytest.raises(SessionLost, match="should hold 1"):
             await run_load(port, "/count", True, 2, 0.0, 5.0)
+        # A read after the session's first write must see 1 too; this server says 1 to
+        # the write and again to the read, so the read passes and the next write fails.
+        with pytest.raises(SessionLost, match=r"GET /count answered b'1'.*should hold 1"):
+            await run_load(port, steps_for("mostly", True), True, 1, 0.0, 5.0)
     finally:
         server.close()
         await server.wait_closed()
@@ -805,8 +932,8 @@ def test_web_rounds_with_steal_or_other_load_are_left_out(bench: Any) -> None:
     from benchmarks.web.report import summarize
 
     samples = {
-        ("flask", "flask_cookie", 4): [_load(1000, 0.0, 0.0), _load(1100, 0.0, 0.01)],
-        ("flask", "flask_sessionstore", 4): [
+        ("flask", "write", "flask_cookie", 4): [_load(1000, 0.0, 0.0), _load(1100, 0.0, 0.01)],
+        ("flask", "write", "flask_sessionstore", 4): [
             _load(500, 0.0, 0.0),
             _load(50, 0.0, 0.6),  # other processes took 60% of the machine
             _load(40, 0.3, 0.0),  # the host stole 30%
@@ -823,6 +950,8 @@ def test_web_rounds_with_steal_or_other_load_are_left_out(bench: Any) -> None:
     assert ours.server_us_per_request == pytest.approx(1000)  # 0.5 s of CPU / 500 requests
     assert cells["flask_cookie"].vs_default == 1.0
     assert not ours.missing
-    [missing] = summarize({("flask", "flask_cookie", 4): [_load(900, 0.0, 0.5)]}, 0.10, 0.25)
+    [missing] = summarize(
+        {("flask", "write", "flask_cookie", 4): [_load(900, 0.0, 0.5)]}, 0.10, 0.25
+    )
     assert missing.missing
     assert missing.vs_default is None

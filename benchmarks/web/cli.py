@@ -6,7 +6,14 @@ on) as ``python -m benchmarks`` does, so that every session write includes the W
 flush it costs on a real server. Everything the benchmark creates lives in a schema
 of its own (`SCHEMA`, dropped at the end): sessionstore's table and Django's,
 each preloaded with ``--rows`` live sessions, reached through the connections'
-``search_path``.
+``search_path``. When a Redis contender is chosen it also starts a ``redis-server``
+of its own (`benchmarks.web.redis_server`), preloaded likewise, and stops it at the
+end.
+
+Each measurement also reads PostgreSQL's WAL position (``pg_current_wal_lsn()``) at
+its window's start and end, on a connection of its own: the bytes between them
+(``pg_wal_lsn_diff``) over the requests counted is what each request cost in WAL.
+With ``--dsn`` on a server others write to, their WAL counts too.
 """
 
 from __future__ import annotations
@@ -34,18 +41,22 @@ from psycopg import sql
 from sessionstore._oneshot import create_table
 
 from ..cli import _finite, _say, database, run_meta
-from ..noise import Probe, postmaster_of
+from ..lifecycle import wal_lsn
+from ..noise import Probe, Snapshot, postmaster_of
 from ..progress import Progress
 from ..runner import concurrency_list, names_list
 from ..workload import Table
 from .apps import AppConfig
-from .client import Load, run_load
+from .client import Load, run_load, steps_for
 from .contenders import (
     FRAMEWORKS,
+    STORES,
+    WORKLOADS,
     WebContender,
     missing_requirements,
     of_framework,
 )
+from .redis_server import RedisServer, find_redis_server
 from .report import Key, WebCell, cells_json, format_tables, noisy, run_noise, summarize
 from .server import ROOT, WebServer, child_env
 
@@ -72,6 +83,9 @@ _VERSIONS = (
     "werkzeug",
     "starlette",
     "starsessions",
+    "redis",
+    "hiredis",
+    "flask-session",
 )
 
 
@@ -81,6 +95,9 @@ class WebSettings:
 
     Attributes:
         frameworks: The frameworks to measure.
+        workloads: What the clients do (`benchmarks.web.contenders.WORKLOADS`).
+        stores: The stores to measure (None: all), by store name
+            (`benchmarks.web.contenders.STORES`).
         clients: The numbers of concurrent clients.
         rounds: Samples per (contender, clients).
         duration: Seconds counted per measurement.
@@ -98,6 +115,8 @@ class WebSettings:
     """
 
     frameworks: tuple[str, ...] = FRAMEWORKS
+    workloads: tuple[str, ...] = WORKLOADS
+    stores: tuple[str, ...] | None = None
     clients: tuple[int, ...] = (1, 16, 64)
     rounds: int = 3
     duration: float = 2.0
@@ -117,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = WebSettings()
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.web",
-        description="Requests/s and latency of a view that reads and updates the session, "
-        "for sessionstore's integrations against each framework's own session stores.",
+        description="Requests/s, latency and WAL per request of views that read, or read and "
+        "update, the session, for sessionstore's integrations against each framework's "
+        "own session stores and its Redis store.",
     )
     p.add_argument(
         "--dsn", help="PostgreSQL to use (default: $SESSIONSTORE_DSN, else a throw-away one)"
@@ -126,6 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--frameworks",
         help=f"comma-separated, of {', '.join(FRAMEWORKS)} (default all)",
+    )
+    p.add_argument(
+        "--workloads",
+        help=f"comma-separated, of {', '.join(WORKLOADS)}: every request writes, reads only "
+        "(after one write), or nine reads per write (default all)",
+    )
+    p.add_argument(
+        "--stores",
+        help=f"comma-separated, of {', '.join(STORES)} (default all; the ratios need the "
+        "default store and redis)",
     )
     p.add_argument(
         "--clients",
@@ -170,6 +200,10 @@ def settings_from(args: argparse.Namespace) -> WebSettings:
             values[name] = value
     if args.frameworks:
         values["frameworks"] = names_list(args.frameworks, FRAMEWORKS, "framework")
+    if args.workloads:
+        values["workloads"] = names_list(args.workloads, WORKLOADS, "workload")
+    if args.stores:
+        values["stores"] = names_list(args.stores, STORES, "store")
     values["keep"] = args.keep_tables
     s = WebSettings(**values)
     if s.rounds < 1 or s.rows < 1 or s.pool < 1 or s.threads < 1:
@@ -212,6 +246,38 @@ def server_descriptions(settings: WebSettings) -> dict[str, str]:
     }
 
 
+class WalProbe(Probe):
+    """A `Probe` that also reads PostgreSQL's WAL position at each snapshot.
+
+    Args:
+        conn: An autocommit connection of the benchmark's own (not the apps').
+        server_pid: As `Probe`'s.
+        helpers: As `Probe`'s.
+    """
+
+    def __init__(
+        self, conn: psycopg.Connection[Any], server_pid: int | None, helpers: dict[str, int]
+    ) -> None:
+        super().__init__(server_pid, helpers)
+        self.conn = conn
+        self.lsns: list[str] = []
+
+    def snap(self) -> Snapshot:
+        """The counters now, the WAL position first (its query is the slower part)."""
+        self.lsns.append(wal_lsn(self.conn))
+        return super().snap()
+
+    def wal_bytes(self) -> int | None:
+        """WAL written between the first and the last snapshot (None without two)."""
+        if len(self.lsns) < 2:
+            return None
+        row = self.conn.execute(
+            "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)", (self.lsns[-1], self.lsns[0])
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
 class WebBench:
     """The web benchmark against one database.
 
@@ -230,6 +296,8 @@ class WebBench:
         self.unavailable: dict[str, str] = {}
         for framework in settings.frameworks:
             for contender in of_framework(framework):
+                if settings.stores is not None and contender.store not in settings.stores:
+                    continue
                 reason = contender.unavailable() if contender.optional else None
                 if reason is None:
                     self.contenders.append(contender)
@@ -237,12 +305,27 @@ class WebBench:
                     self.unavailable[contender.key] = reason
         self.db_pid: int | None = None
         self._workdir = Path(".")
+        self.redis: RedisServer | None = None
+        #: The WAL position's connection (the benchmark's own, opened by `setup`).
+        self._wal_conn: psycopg.Connection[Any] | None = None
         #: Every measurement, in order: its key, round, attempt and result.
         self.rounds: list[dict[str, Any]] = []
 
+    @property
+    def needs_redis(self) -> bool:
+        """Whether a Redis contender runs (then `setup` starts redis-server)."""
+        return any(c.redis for c in self.contenders)
+
     def setup(self) -> None:
-        """Create the schema and the tables, and preload them."""
+        """Create the schema and the tables, and preload them; start Redis if needed."""
         s = self.settings
+        if self.needs_redis:
+            self.redis = RedisServer()
+            self.redis.start()
+            self.say(f"{self.redis.version.split(' sha=')[0]} on {self.redis.url}, no persistence")
+            self.say(f"preloading {s.rows:,} keys ({s.payload}-byte values) into Redis")
+            self.redis.preload(s.rows, s.payload)
+        self._wal_conn = psycopg.connect(self.admin_dsn, autocommit=True)
         with psycopg.connect(self.admin_dsn, autocommit=True) as admin:
             self.db_pid = postmaster_of(admin.info.backend_pid)
             admin.execute(
@@ -287,7 +370,13 @@ class WebBench:
         conn.execute("VACUUM (ANALYZE) django_session")
 
     def close(self) -> None:
-        """Drop the schema, unless asked to keep it."""
+        """Stop Redis; drop the schema, unless asked to keep it."""
+        try:
+            if self.redis is not None:
+                self.redis.stop()
+        finally:
+            if self._wal_conn is not None:
+                self._wal_conn.close()
         if self.settings.keep:
             return
         with psycopg.connect(self.admin_dsn, autocommit=True) as admin:
@@ -295,39 +384,47 @@ class WebBench:
                 sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA))
             )
 
-    def plan(self) -> list[tuple[str, int, int, WebContender]]:
-        """Every measurement: frameworks, clients, rounds, then the contenders rotated.
+    def plan(self) -> list[tuple[str, str, int, int, WebContender]]:
+        """Every measurement: frameworks, workloads, clients, rounds, the contenders rotated.
 
         Returns:
-            (framework, clients, round, contender) tuples: a cell's rounds interleave
-            its contenders, each round starting with another one.
+            (framework, workload, clients, round, contender) tuples: a cell's rounds
+            interleave its contenders, each round starting with another one.
         """
         s = self.settings
         steps = []
         for framework in s.frameworks:
             mine = [c for c in self.contenders if c.framework == framework]
-            for ci, n in enumerate(s.clients):
-                for rnd in range(s.rounds):
-                    shift = (rnd + ci) % len(mine)
-                    for contender in mine[shift:] + mine[:shift]:
-                        steps.append((framework, n, rnd, contender))
+            if not mine:
+                continue
+            for workload in s.workloads:
+                for ci, n in enumerate(s.clients):
+                    for rnd in range(s.rounds):
+                        shift = (rnd + ci) % len(mine)
+                        for contender in mine[shift:] + mine[:shift]:
+                            steps.append((framework, workload, n, rnd, contender))
         return steps
 
-    def measure(self, contender: WebContender, clients: int) -> tuple[Load, list[int]]:
+    def measure(
+        self, contender: WebContender, workload: str, clients: int
+    ) -> tuple[Load, list[int]]:
         """One measurement: start the contender's server, load it, stop it.
 
         Returns:
-            The load's result, and the server's processes (all gone by now).
+            The load's result (with the WAL written in its window), and the server's
+            processes (all gone by now).
         """
         s = self.settings
-        config = AppConfig(self.dsn, TABLE, s.pool, self._workdir, s.threads)
+        assert self._wal_conn is not None, "setup() first"
+        redis_url = self.redis.url if self.redis is not None and contender.redis else None
+        config = AppConfig(self.dsn, TABLE, s.pool, self._workdir, s.threads, redis_url)
         server = WebServer(contender, config)
         with server:
-            probe = Probe(self.db_pid, {"web": server.pid})
+            probe = WalProbe(self._wal_conn, self.db_pid, {"web": server.pid})
             load = asyncio.run(
                 run_load(
                     server.port,
-                    contender.path,
+                    steps_for(workload, contender.sessions),
                     contender.sessions,
                     clients,
                     s.warmup,
@@ -335,6 +432,7 @@ class WebBench:
                     probe,
                 )
             )
+            load.wal_bytes = probe.wal_bytes()
         return load, server.processes
 
     def run(self, progress: Progress) -> dict[Key, list[Load]]:
@@ -345,29 +443,34 @@ class WebBench:
         """
         s = self.settings
         samples: dict[Key, list[Load]] = {}
-        rounds: dict[tuple[str, int, int], list[WebContender]] = {}
-        for framework, n, rnd, contender in self.plan():
-            rounds.setdefault((framework, n, rnd), []).append(contender)
-        for (framework, n, rnd), order in rounds.items():
+        rounds: dict[tuple[str, str, int, int], list[WebContender]] = {}
+        for framework, workload, n, rnd, contender in self.plan():
+            rounds.setdefault((framework, workload, n, rnd), []).append(contender)
+        for (framework, workload, n, rnd), order in rounds.items():
             for attempt in range(1 + NOISY_RERUNS):
                 any_noisy = False
                 for contender in order:
                     again = " (re-run: noisy)" if attempt else ""
                     label = (
-                        f"round {rnd + 1}/{s.rounds}{again}: {framework}, N={n}, {contender.label}"
+                        f"round {rnd + 1}/{s.rounds}{again}: {framework}, {workload}, N={n}, "
+                        f"{contender.label}"
                     )
                     progress.show(label)
-                    load, processes = self.measure(contender, n)
-                    samples.setdefault((framework, contender.key, n), []).append(load)
+                    load, processes = self.measure(contender, workload, n)
+                    samples.setdefault((framework, workload, contender.key, n), []).append(load)
                     usage = load.sample.usage
                     self.rounds.append(
                         {
                             "framework": framework,
+                            "workload": workload,
                             "contender": contender.key,
                             "clients": n,
                             "round": rnd,
                             "attempt": attempt,
                             "requests_per_s": load.sample.ops_per_s,
+                            "requests": load.sample.ops,
+                            "wal_bytes": load.wal_bytes,
+                            "wal_bytes_per_request": load.wal_per_request,
                             "reconnects": load.reconnects,
                             "server_processes": processes,
                             "noise": None if usage is None else dataclasses.asdict(usage.noise),
@@ -388,6 +491,9 @@ def _meta(settings: WebSettings, source: str, dsn: str, bench: WebBench) -> dict
     return {
         **run_meta("python -m benchmarks.web", source, dsn),
         "versions": {name: _version(name) for name in _VERSIONS},
+        "redis_server": None
+        if bench.redis is None
+        else {"version": bench.redis.version, "url": bench.redis.url},
         "servers": server_descriptions(settings),
         "unavailable": dict(bench.unavailable),
         "settings": {
@@ -398,6 +504,7 @@ def _meta(settings: WebSettings, source: str, dsn: str, bench: WebBench) -> dict
             "schema": SCHEMA,
             "table": TABLE,
             "workers": 1,
+            "contenders": [c.key for c in bench.contenders],
         },
     }
 
@@ -416,14 +523,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"not installed: {', '.join(missing)}; install the bench extra "
             '(pip install -e ".[bench]") or choose --frameworks'
         )
+    if any(c.redis for f in settings.frameworks for c in of_framework(f)) and (
+        settings.stores is None or "redis" in settings.stores
+    ):
+        # Before anything starts: a missing redis-server fails the run, with the command
+        # that installs it, rather than leaving the Redis rows out.
+        find_redis_server()
     started = time.monotonic()
     try:
         with database(args.dsn) as (dsn, source, _):
             _say(f"server: {source}")
             bench = WebBench(dsn, settings, _say)
-            meta = _meta(settings, source, dsn, bench)
             try:
                 bench.setup()
+                meta = _meta(settings, source, dsn, bench)
                 progress = Progress(len(bench.plan()))
                 try:
                     samples = bench.run(progress)
@@ -446,14 +559,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"database: PostgreSQL {server['server_version']} ({source}); fsync={server['fsync']}, "
         f"synchronous_commit={server['synchronous_commit']}"
     )
+    if bench.redis is not None:
+        print(
+            f"redis: {bench.redis.version.split(' sha=')[0]}, started by the benchmark, no "
+            "persistence (--save '' --appendonly no)"
+        )
     print(
         f"machine: {meta['cpus']} CPUs, Python {meta['python']}; every server runs ONE worker "
         f"process (per-core comparison); the clients run in this process, one keep-alive "
         f"connection and cookie jar each"
     )
     print(
-        f"workload: GET /count (read, increment and store an integer in the session) or "
-        f"/ping for the ceilings; {settings.rows:,} sessions preloaded per table; "
+        f"workloads: {', '.join(settings.workloads)} of GET /count (read, increment and "
+        f"store an integer in the session) and GET /read (read it only), or /ping for the "
+        f"ceilings; {settings.rows:,} sessions preloaded per table"
+        f"{' and in Redis' if bench.redis else ''}; "
         f"{settings.rounds} round(s) of {settings.warmup:g} s warm-up + {settings.duration:g} s; "
         f"sessionstore pools of {settings.pool}; run took {elapsed:.0f} s"
     )

@@ -17,10 +17,13 @@ no request here needs. The run reports the client's CPU per request and its shar
 of one core, and the no-session ceiling of each framework shows how far above the
 session contenders the client can drive one server.
 
-Every answer is checked: the status must be 200, and ``/count`` must answer one more
-than the client's previous answer (1 for its first request). A session that was lost
-or mixed up with another client's stops the run with `SessionLost`: it is never
-counted as a request served.
+What a client requests is its workload's `Steps`: requests made once (creating its
+session) and then a cycle repeated until the window ends (`steps_for`).
+
+Every answer is checked: the status must be 200, ``/count`` must answer one more
+than the client's previous ``/count`` (1 for its first), and ``/read`` the same
+value as the previous ``/count``. A session that was lost or mixed up with another
+client's stops the run with `SessionLost`: it is never counted as a request served.
 """
 
 from __future__ import annotations
@@ -34,6 +37,46 @@ from ..noise import Probe, Snapshot
 
 #: A measurement that has not ended this long after its window did is stuck.
 STUCK_AFTER = 60.0
+
+#: The view that reads the session's integer, adds one and stores it.
+WRITE = "/count"
+#: The view that returns the session's integer without changing the session.
+READ = "/read"
+#: Reads per write in the read-mostly workload.
+READS_PER_WRITE = 9
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """What one client requests.
+
+    Attributes:
+        first: Requests made once, at the start (they create the session).
+        cycle: Requests repeated, in order, until the window ends.
+    """
+
+    first: tuple[str, ...]
+    cycle: tuple[str, ...]
+
+
+def steps_for(workload: str, sessions: bool) -> Steps:
+    """The requests of `workload` (one of ``write``, ``read``, ``mostly``).
+
+    Args:
+        workload: What the clients do.
+        sessions: False for a no-session ceiling, which answers ``/ping`` only.
+    """
+    if not sessions:
+        return Steps((), ("/ping",))
+    if workload == "write":
+        return Steps((), (WRITE,))
+    if workload == "read":
+        # The session must exist before a read can find it: one write creates it
+        # (in the warm-up, unless the warm-up is shorter than one request).
+        return Steps((WRITE,), (READ,))
+    if workload == "mostly":
+        return Steps((), (WRITE,) + (READ,) * READS_PER_WRITE)
+    raise ValueError(f"unknown workload {workload!r}")
 
 
 class HttpError(RuntimeError):
@@ -242,14 +285,24 @@ class Load:
         sample: Requests completed in the window, their latencies, and the
             machine's noise and CPU time over the window.
         reconnects: How often a server closed a connection it should have kept.
+        wal_bytes: The WAL PostgreSQL wrote between the window's start and end
+            (set by the benchmark, which reads the WAL position; None if not read).
     """
 
     sample: Sample
     reconnects: int
+    wal_bytes: int | None = None
+
+    @property
+    def wal_per_request(self) -> float | None:
+        """WAL bytes per request counted, or None."""
+        if self.wal_bytes is None or self.sample.ops <= 0:
+            return None
+        return self.wal_bytes / self.sample.ops
 
 
 async def _client(
-    host: str, port: int, path: str, counts: bool, deadline: list[float]
+    host: str, port: int, steps: Steps, counts: bool, deadline: list[float]
 ) -> tuple[list[float], list[float], int]:
     win_start, win_end = deadline
     jar = Jar()
@@ -259,19 +312,25 @@ async def _client(
     reconnects = 0
     expected = 0
     clock = time.perf_counter
+    first, cycle = steps.first, steps.cycle
+    i = 0
     try:
         while True:
+            path = first[i] if i < len(first) else cycle[(i - len(first)) % len(cycle)]
+            i += 1
             t0 = clock()
             response = await conn.get(path)
             t1 = clock()
             if response.status != 200:
                 raise HttpError(f"GET {path} answered {response.status}: {response.body[:300]!r}")
             if counts:
-                expected += 1
+                if path == WRITE:
+                    expected += 1
                 if response.body != b"%d" % expected:
                     raise SessionLost(
                         f"GET {path} answered {response.body[:100]!r} where the client's "
-                        f"session should hold {expected - 1}: its session was lost or mixed up"
+                        f"session should hold {expected - (path == WRITE)}: its session was "
+                        "lost or mixed up"
                     )
             if t1 >= win_start:
                 ends.append(t1)
@@ -288,7 +347,7 @@ async def _client(
 
 async def run_load(
     port: int,
-    path: str,
+    steps: Steps | str,
     counts: bool,
     clients: int,
     warmup: float,
@@ -299,8 +358,8 @@ async def run_load(
 
     Args:
         port: The server's port.
-        path: What to request.
-        counts: Check that every answer is the previous one plus one (``/count``).
+        steps: What each client requests (a path: that one, again and again).
+        counts: Check every answer against the client's count (`WRITE`, `READ`).
         clients: Concurrent clients, each with its own connection and cookies.
         warmup: Seconds before counting starts (the clients' first requests, which
             create their sessions, fall in it).
@@ -316,13 +375,15 @@ async def run_load(
         TimeoutError: The measurement did not end within `STUCK_AFTER` seconds of
             its window.
     """
+    if isinstance(steps, str):
+        steps = Steps((), (steps,))
     win = window(warmup, duration)
     marks: list[Snapshot] = []
 
     try:
         async with asyncio.timeout(warmup + duration + STUCK_AFTER), asyncio.TaskGroup() as group:
             tasks = [
-                group.create_task(_client("127.0.0.1", port, path, counts, [win.start, win.end]))
+                group.create_task(_client("127.0.0.1", port, steps, counts, [win.start, win.end]))
                 for _ in range(clients)
             ]
             if probe is not None:

@@ -15,10 +15,23 @@ Every framework has:
   signed cookie);
 - other stores it ships (Litestar's ``FileStore``, Django's ``cached_db``,
   starsessions' ``InMemoryStore``);
-- sessionstore's integration for it.
+- its usual **Redis** store, set up as its users set it up (starsessions'
+  ``RedisStore``, Litestar's ``RedisStore``, Django's ``cache`` backend on
+  ``RedisCache``, Flask-Session's Redis interface, aiohttp-session's
+  ``RedisStorage``), against one ``redis-server`` the benchmark starts
+  (`benchmarks.web.redis_server`): the store sessionstore is most often weighed
+  against;
+- sessionstore's integration for it, twice: ``sessionstore`` (its settings for
+  renewing an unchanged session's expiry when due) and
+  ``sessionstore-every-request`` (renewing it on every request), both from
+  `benchmarks.web.apps.renewal_options`.
 
-Every session contender answers ``GET /count``: read an integer from the session,
-add one, store it, return it.
+Every session contender answers ``GET /count`` (read an integer from the session,
+add one, store it, return it) and ``GET /read`` (return the integer, changing
+nothing); which of them the clients send is the workload (`WORKLOADS`).
+
+Quart has no contender set: Quart is not one of the frameworks measured here (its
+integration shares Flask's session layer, which Flask's contenders measure).
 """
 
 from __future__ import annotations
@@ -28,6 +41,18 @@ import importlib.util
 from typing import Literal
 
 Server = Literal["uvicorn", "aiohttp", "gunicorn"]
+
+#: What the clients do (`benchmarks.web.client.steps_for`): ``write``, every request
+#: changes the session (``/count``); ``read``, one ``/count`` creates the session and
+#: every later request only reads it (``/read``); ``mostly``, nine reads after every
+#: write (a request that only reads is what most page views are).
+WORKLOADS = ("write", "read", "mostly")
+
+#: The stores that keep sessions in Redis (the contenders that need `redis-server`).
+REDIS = "redis"
+#: sessionstore's two variants: renewal when due, and renewal on every request.
+SESSIONSTORE = "sessionstore"
+EVERY_REQUEST = "sessionstore-every-request"
 
 FRAMEWORKS = ("litestar", "aiohttp", "django", "flask", "starlette")
 
@@ -42,11 +67,11 @@ SERVERS: dict[str, Server] = {
 
 #: What each framework's contenders need installed (the ``bench`` extra brings them).
 REQUIRES: dict[str, tuple[str, ...]] = {
-    "litestar": ("litestar", "uvicorn", "httptools"),
-    "aiohttp": ("aiohttp", "aiohttp_session", "cryptography"),
-    "django": ("django", "gunicorn"),
-    "flask": ("flask", "gunicorn"),
-    "starlette": ("starlette", "starsessions", "itsdangerous", "uvicorn", "httptools"),
+    "litestar": ("litestar", "uvicorn", "httptools", "redis"),
+    "aiohttp": ("aiohttp", "aiohttp_session", "cryptography", "redis"),
+    "django": ("django", "gunicorn", "redis"),
+    "flask": ("flask", "gunicorn", "flask_session", "redis"),
+    "starlette": ("starlette", "starsessions", "itsdangerous", "uvicorn", "httptools", "redis"),
 }
 
 #: The module of sessionstore's Django integration (built on a branch of its own while
@@ -63,8 +88,9 @@ class WebContender:
         key: ``<framework>_<store>``, the contender's name in the JSON.
         framework: One of `FRAMEWORKS`.
         store: What keeps the sessions: ``"none"`` (the no-session ceiling),
-            ``"sessionstore"``, or the framework's own (``"memory"``, ``"file"``,
-            ``"cookie"``, ``"db"``, ``"cached_db"``).
+            ``"sessionstore"`` or ``"sessionstore-every-request"``, ``"redis"``, or
+            the framework's own (``"memory"``, ``"file"``, ``"cookie"``, ``"db"``,
+            ``"cached_db"``).
         label: What the table calls it.
         default: The framework's default store: the ratios are taken to it.
         optional: A module it needs may not exist yet (`needs`): then it is
@@ -86,9 +112,14 @@ class WebContender:
         return self.store != "none"
 
     @property
-    def path(self) -> str:
-        """What the clients request."""
-        return "/count" if self.sessions else "/ping"
+    def redis(self) -> bool:
+        """Whether it keeps its sessions in Redis."""
+        return self.store == REDIS
+
+    @property
+    def sessionstore(self) -> bool:
+        """Whether it is one of sessionstore's variants."""
+        return self.store in (SESSIONSTORE, EVERY_REQUEST)
 
     @property
     def server(self) -> Server:
@@ -115,34 +146,58 @@ def _c(
     return WebContender(f"{framework}_{store}", framework, store, label, default, optional, needs)
 
 
+def _ours(
+    framework: str, label: str, *, optional: bool = False, needs: tuple[str, ...] = ()
+) -> tuple[WebContender, WebContender]:
+    """sessionstore's two variants for `framework`: renewal when due, and on every request."""
+    return (
+        _c(framework, SESSIONSTORE, label, optional=optional, needs=needs),
+        _c(
+            framework,
+            EVERY_REQUEST,
+            f"{label}, renewal every request",
+            optional=optional,
+            needs=needs,
+        ),
+    )
+
+
 CONTENDERS: tuple[WebContender, ...] = (
     _c("litestar", "none", "no session (ceiling)"),
     _c("litestar", "memory", "server-side, MemoryStore", default=True),
     _c("litestar", "file", "server-side, FileStore"),
-    _c("litestar", "sessionstore", "sessionstore SessionConfig + PostgresStore"),
+    _c("litestar", "redis", "server-side, RedisStore"),
+    *_ours("litestar", "sessionstore SessionConfig + PostgresStore"),
     _c("aiohttp", "none", "no session (ceiling)"),
     _c("aiohttp", "cookie", "EncryptedCookieStorage", default=True),
-    _c("aiohttp", "sessionstore", "sessionstore PostgresStorage"),
+    _c("aiohttp", "redis", "RedisStorage"),
+    *_ours("aiohttp", "sessionstore PostgresStorage"),
     _c("django", "none", "no session (ceiling)"),
     _c("django", "db", "backends.db", default=True),
     _c("django", "cached_db", "backends.cached_db (LocMemCache)"),
-    _c(
+    _c("django", "redis", "backends.cache on RedisCache"),
+    *_ours(
         "django",
-        "sessionstore",
         "sessionstore SESSION_ENGINE",
         optional=True,
         needs=(DJANGO_INTEGRATION,),
     ),
     _c("flask", "none", "no session (ceiling)"),
     _c("flask", "cookie", "signed cookie (Flask's default)", default=True),
-    _c("flask", "sessionstore", "sessionstore PostgresSessionInterface"),
+    _c("flask", "redis", "Flask-Session RedisSessionInterface"),
+    *_ours("flask", "sessionstore PostgresSessionInterface"),
     _c("starlette", "none", "no session (ceiling)"),
     _c("starlette", "cookie", "SessionMiddleware, signed cookie", default=True),
     _c("starlette", "memory", "starsessions InMemoryStore"),
-    _c("starlette", "sessionstore", "starsessions + sessionstore PostgresStore"),
+    _c("starlette", "redis", "starsessions RedisStore"),
+    *_ours("starlette", "starsessions + sessionstore PostgresStore"),
 )
 
 BY_KEY = {c.key: c for c in CONTENDERS}
+
+
+#: Every store name, for ``--stores``.
+STORES = tuple(dict.fromkeys(c.store for c in CONTENDERS))
 
 
 def of_framework(framework: str) -> list[WebContender]:

@@ -1,12 +1,14 @@
 """The web benchmark's summaries: medians, percentiles, ratios, noise, and the tables.
 
-For each (framework, contender, clients): requests/s is the median of the kept
+For each (framework, workload, contender, clients): requests/s is the median of the kept
 rounds (a round is left out when the host stole more than ``max_steal`` of the
 CPU during it, or other processes used more than ``max_others`` of the machine:
 on a machine shared with other people's test suites the second is the usual
 noise), p50 and p99 are taken over the latencies of the kept rounds
-together, CPU figures are medians of the kept rounds'. Every contender is compared
-with its framework's default store at the same number of clients.
+together, CPU and WAL figures are medians of the kept rounds'. Every contender is
+compared with its framework's default store and with its Redis store at the same
+workload and number of clients (so sessionstore's row in the ``x redis`` column is
+the ratio sessionstore/Redis).
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from typing import Any
 
 from ..measure import percentile
 from .client import Load
-from .contenders import BY_KEY, of_framework
+from .contenders import BY_KEY, WORKLOADS, of_framework
 
-Key = tuple[str, str, int]  # (framework, contender key, clients)
+Key = tuple[str, str, str, int]  # (framework, workload, contender key, clients)
 
 
 @dataclasses.dataclass
@@ -30,6 +32,7 @@ class WebCell:
 
     Attributes:
         framework: The framework.
+        workload: What the clients did (`benchmarks.web.contenders.WORKLOADS`).
         contender: The contender's key.
         label: The contender's label.
         store: What keeps its sessions (``"none"`` for the ceiling).
@@ -41,7 +44,12 @@ class WebCell:
         mean_ms: Mean latency, milliseconds.
         requests: Requests counted in the kept rounds.
         default: Whether this is the framework's default store.
-        vs_default: Throughput over the default store's, same clients.
+        vs_default: Throughput over the default store's, same workload and clients.
+        vs_redis: Throughput over the framework's Redis store's, same workload and
+            clients.
+        wal_bytes_per_request: The WAL PostgreSQL wrote per request counted
+            (median of the kept rounds; every contender's, so that the stores
+            that write nothing to PostgreSQL show the background's share).
         rounds_noisy: Rounds left out for steal or other processes' load above the
             thresholds.
         missing: Every round was left out.
@@ -56,6 +64,7 @@ class WebCell:
     """
 
     framework: str
+    workload: str
     contender: str
     label: str
     store: str
@@ -68,6 +77,8 @@ class WebCell:
     requests: int
     default: bool
     vs_default: float | None = None
+    vs_redis: float | None = None
+    wal_bytes_per_request: float | None = None
     rounds_noisy: int = 0
     missing: bool = False
     steal_by_round: list[float | None] = dataclasses.field(default_factory=list)
@@ -105,7 +116,7 @@ def summarize(
 ) -> list[WebCell]:
     """Turn the measurements into cells, noisy rounds left out, ratios filled in."""
     cells: dict[Key, WebCell] = {}
-    for (framework, key, clients), loads in samples.items():
+    for (framework, workload, key, clients), loads in samples.items():
         contender = BY_KEY[key]
         usages = [load.sample.usage for load in loads]
         kept = [load for load in loads if not noisy(load, max_steal, max_others)]
@@ -115,8 +126,9 @@ def summarize(
         ordered = sorted(latencies)
         steals = [None if u is None else u.noise.steal for u in usages]
         measured = [(load, load.sample.usage) for load in kept if load.sample.usage is not None]
-        cells[(framework, key, clients)] = WebCell(
+        cells[(framework, workload, key, clients)] = WebCell(
             framework=framework,
+            workload=workload,
             contender=key,
             label=contender.label,
             store=contender.store,
@@ -141,21 +153,25 @@ def summarize(
                 [_per_request(ld, u.helpers.get("web")) for ld, u in measured]
             ),
             db_us_per_request=_median([_per_request(ld, u.server) for ld, u in measured]),
+            wal_bytes_per_request=_median([load.wal_per_request for load in kept]),
             reconnects=sum(load.reconnects for load in loads),
         )
     for cell in cells.values():
-        default = next(
-            (
-                other
-                for other in cells.values()
-                if other.framework == cell.framework
-                and other.clients == cell.clients
-                and other.default
-            ),
-            None,
-        )
-        if not cell.missing and default is not None and not default.missing:
+        peers = [
+            other
+            for other in cells.values()
+            if (other.framework, other.workload, other.clients)
+            == (cell.framework, cell.workload, cell.clients)
+            and not other.missing
+        ]
+        default = next((other for other in peers if other.default), None)
+        redis = next((other for other in peers if other.store == "redis"), None)
+        # A reference that served nothing in its window (a window shorter than one
+        # request) gives no ratio.
+        if not cell.missing and default is not None and default.requests_per_s > 0:
             cell.vs_default = cell.requests_per_s / default.requests_per_s
+        if not cell.missing and redis is not None and redis.requests_per_s > 0:
+            cell.vs_redis = cell.requests_per_s / redis.requests_per_s
     return list(cells.values())
 
 
@@ -185,12 +201,15 @@ def run_noise(cells: Sequence[WebCell]) -> str:
 
 
 HEADER = (
+    "workload",
     "N",
     "store",
     "req/s",
     "p50 ms",
     "p99 ms",
     "x default",
+    "x redis",
+    "WAL B/req",
     "client µs/req",
     "client core",
     "server µs/req",
@@ -215,8 +234,14 @@ def format_tables(
         unavailable: Contender keys that could not run, and why.
     """
     lines = [
-        "req/s: median of the kept rounds; p50/p99 over the kept rounds' requests; x default: "
-        "ratio to the framework's default store at the same N; client µs/req and client "
+        "workload: write (every request changes the session), read (one write creates it, "
+        "then reads only), mostly (nine reads per write); "
+        "req/s: median of the kept rounds; p50/p99 over the kept rounds' requests; x default "
+        "and x redis: ratio to the framework's default store and to its Redis store at the "
+        "same workload and N (sessionstore's x redis is sessionstore/Redis); WAL B/req: "
+        "bytes of WAL PostgreSQL wrote per request (pg_current_wal_lsn() at the window's "
+        "start and end; the stores outside PostgreSQL show the background's share); "
+        "client µs/req and client "
         "core: the load generator's CPU per request and its share of one core; server "
         "µs/req: the web server's processes' CPU per request; db µs/req: PostgreSQL's; "
         "steal and others by round: CPU stolen by the host, and other processes' share of "
@@ -224,28 +249,33 @@ def format_tables(
     ]
     for framework in frameworks:
         order = {c.key: i for i, c in enumerate(of_framework(framework))}
+        workloads = {w: i for i, w in enumerate(WORKLOADS)}
         rows = sorted(
             (c for c in cells if c.framework == framework),
-            key=lambda c: (c.clients, order.get(c.contender, 99)),
+            key=lambda c: (workloads.get(c.workload, 99), c.clients, order.get(c.contender, 99)),
         )
         lines += ["", f"{framework}: {servers.get(framework, '')}"]
         if rows:
             table: list[tuple[str, ...]] = [HEADER]
-            previous = None
+            previous: tuple[str, int] | None = None
             for c in rows:
                 label = c.label + (" [default]" if c.default else "")
                 if c.rounds_noisy:
                     label += f" ({c.rounds_noisy} noisy left out)"
                 if c.reconnects:
                     label += f" ({c.reconnects} reconnects)"
+                first = (c.workload, c.clients) != previous
                 table.append(
                     (
-                        str(c.clients) if c.clients != previous else "",
+                        c.workload if first else "",
+                        str(c.clients) if first else "",
                         label,
                         "missing" if c.missing else _num(c.requests_per_s),
                         _num(c.p50_ms, 2),
                         _num(c.p99_ms, 2),
                         "-" if c.vs_default is None else f"{c.vs_default:.2f}x",
+                        "-" if c.vs_redis is None else f"{c.vs_redis:.2f}x",
+                        _num(c.wal_bytes_per_request),
                         _num(c.client_us_per_request),
                         _pct(c.client_core),
                         _num(c.server_us_per_request),
@@ -254,11 +284,11 @@ def format_tables(
                         " ".join(_pct(o) for o in c.others_by_round),
                     )
                 )
-                previous = c.clients
+                previous = (c.workload, c.clients)
             widths = [max(len(row[i]) for row in table) for i in range(len(HEADER))]
             for i, row in enumerate(table):
                 text = [
-                    row[j].ljust(widths[j]) if j in (0, 1) else row[j].rjust(widths[j])
+                    row[j].ljust(widths[j]) if j in (0, 1, 2) else row[j].rjust(widths[j])
                     for j in range(len(row))
                 ]
                 lines.append("  " + "  ".join(text).rstrip())
@@ -274,7 +304,7 @@ def format_tables(
             "",
             f"note: the load generator used more than 80% of a core in {len(busy)} cell(s) "
             f"(at most {_pct(worst.client_core)}: {worst.framework} {worst.label}, "
-            f"N={worst.clients}): it may have limited them",
+            f"{worst.workload}, N={worst.clients}): it may have limited them",
         ]
     return "\n".join(lines)
 

@@ -148,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--pool", type=int, default=16)
     p.add_argument("--threads", type=int, default=16)
     p.add_argument("--workdir", type=Path, default=Path("."))
+    p.add_argument("--redis-url", help="the benchmark's Redis (the Redis contenders)")
     p.add_argument("--migrate-django", action="store_true")
     args = p.parse_args(argv)
     if args.migrate_django:
@@ -157,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.contender is None or args.fd is None:
         p.error("give a contender and --fd")
-    config = AppConfig(args.dsn, args.table, args.pool, args.workdir, args.threads)
+    config = AppConfig(args.dsn, args.table, args.pool, args.workdir, args.threads, args.redis_url)
     serve(BY_KEY[args.contender], config, args.fd)
     return 0
 

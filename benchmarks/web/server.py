@@ -138,6 +138,8 @@ class WebServer:
                 f"--threads={c.threads}",
                 f"--workdir={workdir}",
             ]
+            if c.redis_url is not None:
+                command.append(f"--redis-url={c.redis_url}")
             with self._log.open("wb") as log:
                 self._proc = subprocess.Popen(
                     command,

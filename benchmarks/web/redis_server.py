@@ -1,0 +1,194 @@
+"""The Redis server of the web benchmark's Redis contenders: started and stopped here.
+
+Debian's ``redis-server`` (``apt-get install -y redis-server``) is run as a child
+of the benchmark, never the system's service: on 127.0.0.1, a free port, its
+working directory a temp dir of its own, and no persistence (``--save ''
+--appendonly no``), so that it writes nothing to disk and needs no rights beyond
+the user's (it runs as whoever runs the benchmark). Sessions in Redis then cost
+what Redis users usually run it with for sessions: memory only. The server is
+preloaded with as many keys as the PostgreSQL tables have rows, so that every
+store holds the same number of sessions.
+
+Without ``redis-server`` the benchmark fails at once with the command that
+installs it: a Redis contender is never silently left out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+#: Where Debian puts it, for a PATH without /usr/bin.
+DEBIAN_PATH = Path("/usr/bin/redis-server")
+INSTALL_HINT = "apt-get install -y redis-server"
+#: How long it may take to answer PING after starting.
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+#: A port taken between choosing it and binding it: try again this often.
+PORT_ATTEMPTS = 5
+
+
+class RedisError(RuntimeError):
+    """redis-server is missing, or did not start or stop."""
+
+
+def find_redis_server() -> str:
+    """The redis-server binary.
+
+    Raises:
+        RedisError: If there is none, with the command that installs it.
+    """
+    found = shutil.which("redis-server") or (str(DEBIAN_PATH) if DEBIAN_PATH.exists() else None)
+    if found is None:
+        raise RedisError(
+            "redis-server not found: the Redis contenders need it; install it with "
+            f"`{INSTALL_HINT}` (as root), or leave them out with --stores"
+        )
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """One redis-server, as a context manager.
+
+    Attributes:
+        port: Its port on 127.0.0.1 (0 until started).
+        version: What ``redis-server --version`` says.
+    """
+
+    def __init__(self) -> None:
+        self.binary = find_redis_server()
+        self.port = 0
+        self.version = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def url(self) -> str:
+        """The URL the apps connect to."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def __enter__(self) -> RedisServer:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start it and wait until it answers PING.
+
+        Raises:
+            RedisError: If it did not start (its log is in the message).
+        """
+        self.version = subprocess.run(
+            [self.binary, "--version"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        self._dir = tempfile.TemporaryDirectory(prefix="sessionstore-webbench-redis-")
+        log = Path(self._dir.name) / "redis.log"
+        for _ in range(PORT_ATTEMPTS):
+            self.port = _free_port()
+            self._proc = subprocess.Popen(
+                [
+                    self.binary,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    self._dir.name,
+                    "--logfile",
+                    str(log),
+                    "--daemonize",
+                    "no",
+                ],
+                cwd=self._dir.name,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+                # Its own session: a Ctrl-C to the benchmark reaches it through stop().
+                start_new_session=True,
+            )
+            deadline = time.monotonic() + START_TIMEOUT
+            while self._proc.poll() is None and time.monotonic() < deadline:
+                if _ping(self.port):
+                    return
+                time.sleep(0.05)
+            text = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            self._kill()
+            if "Address already in use" not in text:
+                raise RedisError(f"redis-server did not start on port {self.port}:\n{text}")
+        raise RedisError(f"redis-server found no free port in {PORT_ATTEMPTS} attempts")
+
+    def preload(self, rows: int, payload: int) -> None:
+        """Store `rows` keys of `payload` bytes each, as the sessions tables hold."""
+        import redis
+
+        client = redis.Redis.from_url(self.url)
+        try:
+            value = b"x" * payload
+            pipe = client.pipeline(transaction=False)
+            for i in range(rows):
+                pipe.set(f"preload:{i}", value)
+                if i % 10_000 == 9_999:
+                    pipe.execute()
+            pipe.execute()
+        finally:
+            client.close()
+
+    def _kill(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()  # redis-server exits on SIGTERM (no save: none is configured)
+            try:
+                proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def stop(self) -> None:
+        """Stop it and remove its directory."""
+        try:
+            self._kill()
+        finally:
+            if self._dir is not None:
+                self._dir.cleanup()
+                self._dir = None
