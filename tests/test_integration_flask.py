@@ -14,14 +14,20 @@ import re
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import _session_contract as contract_checks
 import flask
+import flask_login
 import psycopg
 import pytest
 from _example_contract import ExampleAppContract
+from _gates import Gates, params
+from _gunicorn import gunicorn
 from _http import Client, check_scs_headers, listed, load_example
 from _support import new_token, table_rows
 from psycopg_pool import ConnectionPool
@@ -39,6 +45,7 @@ from sessionstore.integrations.flask import (
     session_owner,
     user_sessions,
 )
+from sessionstore.manager import CREATED_KEY
 
 MESSAGE = "Hello from a session!"
 USER = "alice"  # whom the example's /login logs in
@@ -106,6 +113,14 @@ def tokens(db: psycopg.Connection[Any]) -> list[str]:
     return [row[0] for row in table_rows(db)]
 
 
+def stored(db: psycopg.Connection[Any]) -> dict[str, Any]:
+    """The one session's stored data, without the time its lifetime began."""
+    [(_, data, _)] = table_rows(db)
+    decoded: dict[str, Any] = json.loads(bytes(data))
+    assert isinstance(decoded.pop(CREATED_KEY), int)
+    return decoded
+
+
 # --------------------------------------------------------------------------- the Go example
 
 
@@ -132,7 +147,7 @@ def test_clear_then_store_again_kills_the_old_token(
     assert new is not None
     assert new != old
     assert tokens(db) == [new]
-    assert json.loads(bytes(table_rows(db)[0][1])) == {"flash": "Logged out."}
+    assert stored(db) == {"flash": "Logged out."}
 
 
 def test_cookie_attributes_follow_flask_settings(serve: Callable[..., App]) -> None:
@@ -199,13 +214,13 @@ def test_a_browser_session_cookie_has_no_expiry_and_the_row_gets_session_only_tt
     left = expiry - dt.datetime.now(dt.UTC)
     assert dt.timedelta(minutes=9) < left <= dt.timedelta(minutes=10)
     assert client.get("/visit").body == "2"
-    assert json.loads(bytes(table_rows(db)[0][1])) == {"visits": 2}
+    assert stored(db) == {"visits": 2}
 
 
-def test_refresh_touches_and_keeps_what_another_request_wrote_meanwhile(
+def test_renewal_touches_and_keeps_what_another_request_wrote_meanwhile(
     serve: Callable[..., App], db: psycopg.Connection[Any]
 ) -> None:
-    """A read-only request moves the expiry and leaves the data alone.
+    """A read-only request whose renewal is due moves the expiry and leaves the data alone.
 
     Between this request's read and its save, "another request" commits new data for
     the session. Rewriting the payload to slide the expiry would put back the copy
@@ -227,6 +242,7 @@ def test_refresh_touches_and_keeps_what_another_request_wrote_meanwhile(
     example = serve(configure, lifetime=dt.timedelta(minutes=10))
     client = example.client()
     client.get("/put")
+    db.execute("UPDATE sessions SET expiry = now() + interval '1 minute'")  # renewal due
     reply = client.get("/read-while-another-writes")
     assert (reply.status, reply.body) == (200, MESSAGE)
     [(token, data, expiry)] = table_rows(db)
@@ -236,7 +252,7 @@ def test_refresh_touches_and_keeps_what_another_request_wrote_meanwhile(
     assert client.get("/get").body.strip() == "written meanwhile"
 
 
-def test_refresh_does_not_reserialise_the_data(
+def test_renewal_does_not_reserialise_the_data(
     serve: Callable[..., App], db: psycopg.Connection[Any]
 ) -> None:
     # The row holds the session in a JSON layout the serializer never writes: a
@@ -252,7 +268,7 @@ def test_refresh_does_not_reserialise_the_data(
     assert expiry - dt.datetime.now(dt.UTC) > dt.timedelta(minutes=9)
 
 
-def test_refresh_of_a_session_deleted_meanwhile_does_not_bring_it_back(
+def test_renewal_of_a_session_deleted_meanwhile_does_not_bring_it_back(
     serve: Callable[..., App], db: psycopg.Connection[Any]
 ) -> None:
     def configure(app: flask.Flask) -> None:
@@ -270,6 +286,7 @@ def test_refresh_of_a_session_deleted_meanwhile_does_not_bring_it_back(
     client = example.client()
     client.get("/put")
     token = client.token()
+    db.execute("UPDATE sessions SET expiry = now() + interval '1 minute'")  # renewal due
     reply = client.get("/read-while-deleted")
     assert (reply.status, reply.body) == (200, MESSAGE)
     assert tokens(db) == []
@@ -326,7 +343,7 @@ def test_vary_and_cache_control_as_scs_sends_them(serve: Callable[..., App]) -> 
     def configure(app: flask.Flask) -> None:
         @app.get("/put-cached")
         def put_cached() -> flask.Response:
-            flask.session["message"] = MESSAGE
+            flask.session["cached"] = True  # a change: an unchanged session sets no cookie
             response = flask.make_response("ok")
             response.headers.add("Vary", "Accept-Encoding")
             response.headers.add("Vary", "Origin")  # a second Vary header is kept too
@@ -442,3 +459,187 @@ def test_flask_is_imported_only_by_the_integration() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     assert 'pip install "sessionstore[flask]"' in out
+
+
+# --------------------------------------------------------------------------- the session contract
+
+
+def contract_app(store: Store, **config: Any) -> flask.Flask:
+    """An app with the contract's routes (see _session_contract), on `store`."""
+    app = flask.Flask(__name__)
+    app.config.update(config)
+    app.session_interface = PostgresSessionInterface(store)
+    gates = Gates()
+
+    @app.get("/c/set")
+    def set_key() -> str:
+        key, value, group, n, hold = params(flask.request.args.to_dict())
+        len(flask.session)  # loaded before the gate
+        gates.wait(group, n, hold)
+        flask.session.permanent = True  # the idle timeout: PERMANENT_SESSION_LIFETIME
+        flask.session[key] = value
+        return "ok"
+
+    @app.get("/c/get")
+    def get() -> flask.Response:
+        return flask.jsonify({k: v for k, v in flask.session.items() if not k.startswith("_")})
+
+    @app.get("/c/logout")
+    def logout() -> str:
+        flask.session.clear()
+        return "ok"
+
+    @app.get("/c/arrived")
+    def arrived() -> str:
+        return str(gates.arrived(flask.request.args["group"]))
+
+    @app.get("/c/release")
+    def release() -> str:
+        gates.release(flask.request.args["hold"])
+        return "ok"
+
+    return app
+
+
+@pytest.fixture
+def wsgi() -> Iterator[Callable[[flask.Flask], str]]:
+    """Serve any Flask app in a werkzeug thread; its URL."""
+    servers: list[tuple[BaseWSGIServer, threading.Thread]] = []
+
+    def start(app: flask.Flask) -> str:
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, name="test-werkzeug")
+        thread.start()
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{server.port}"
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
+
+
+@pytest.fixture
+def contract(
+    wsgi: Callable[[flask.Flask], str], owners_store: Store
+) -> Callable[..., contract_checks.Served]:
+    """Serve the contract app with these ``app.config`` settings."""
+    return lambda **config: contract_checks.Served(
+        wsgi(contract_app(owners_store, **config)), "session"
+    )
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_overlapping_requests_keep_every_key(
+    contract: Callable[..., contract_checks.Served], count: int
+) -> None:
+    contract_checks.check_overlapping_requests_keep_every_key(contract(), count)
+
+
+def test_many_sessions_lose_no_key(contract: Callable[..., contract_checks.Served]) -> None:
+    contract_checks.check_many_sessions_lose_no_key(contract())
+
+
+def test_a_logout_racing_a_slower_request_stays_logged_out(
+    contract: Callable[..., contract_checks.Served], db: psycopg.Connection[Any]
+) -> None:
+    contract_checks.check_a_logout_racing_a_slower_request_stays_logged_out(contract(), db)
+
+
+def test_a_read_only_request_writes_nothing(
+    contract: Callable[..., contract_checks.Served], db: psycopg.Connection[Any]
+) -> None:
+    contract_checks.check_a_read_only_request_writes_nothing(contract(), db)
+
+
+def test_the_idle_timeout_ends_a_session(contract: Callable[..., contract_checks.Served]) -> None:
+    app = contract(PERMANENT_SESSION_LIFETIME=2)
+    contract_checks.check_the_idle_timeout_ends_a_session(app, idle=2)
+
+
+def test_the_lifetime_ends_a_busy_session(contract: Callable[..., contract_checks.Served]) -> None:
+    # The lifetime starts at a whole second (CREATED_KEY), so up to 1 s early: an idle
+    # timeout of 3 s leaves the check's last busy request a margin.
+    app = contract(PERMANENT_SESSION_LIFETIME=3, SESSION_ABSOLUTE_LIFETIME=7, SESSION_RENEW_AFTER=0)
+    contract_checks.check_the_lifetime_ends_a_busy_session(app, idle=3, lifetime=7)
+
+
+def test_flask_login_gives_a_new_token_at_login(
+    contract: Callable[..., contract_checks.Served],
+    wsgi: Callable[[flask.Flask], str],
+    owners_store: Store,
+    db: psycopg.Connection[Any],
+) -> None:
+    """A token planted before ``login_user`` (session fixation) is dead after it."""
+
+    class User:
+        is_active = is_authenticated = True
+        is_anonymous = False
+
+        def __init__(self, user_id: str) -> None:
+            self.id = user_id
+
+        def get_id(self) -> str:
+            return self.id
+
+    app = contract_app(owners_store)
+    login_manager = flask_login.LoginManager(app)
+    login_manager.user_loader(User)
+
+    @app.get("/flask-login")
+    def log_in() -> str:
+        flask_login.login_user(User("alice"))
+        return "ok"
+
+    served = contract_checks.Served(wsgi(app), "session")
+    planted = served.start()  # a live session the attacker made, in the victim's browser
+    reply = served.get("/flask-login", planted)
+    assert reply.status == 200
+    fresh = contract_checks.cookie_value(reply, "session")
+    assert fresh
+    assert fresh != planted
+    assert tokens(db) == [fresh]
+    assert served.data(planted) == {}
+    assert served.data(fresh) == {"start": "1"}
+
+
+def test_cookies_are_httponly_lax_and_secure_except_locally(
+    wsgi: Callable[[flask.Flask], str], session_store: Store
+) -> None:
+    def cookie(url: str, host: str) -> str:
+        request = urllib.request.Request(f"{url}/c/set?key=k&value=v", headers={"Host": host})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            [header] = response.headers.get_all("Set-Cookie")
+            return str(header).lower()
+
+    url = wsgi(contract_app(session_store))
+    public, local = cookie(url, "example.com"), cookie(url, "localhost:8000")
+    assert {"; secure", "; httponly", "; samesite=lax"} <= {
+        f"; {a.strip()}" for a in public.split(";")
+    }
+    assert "secure" not in local
+    assert "samesite=lax" in local
+    # An app served over plain HTTP turns the default off.
+    app = contract_app(session_store)
+    app.session_interface = PostgresSessionInterface(session_store, secure=False, samesite=None)
+    plain = cookie(wsgi(app), "example.com")
+    assert "secure" not in plain
+    assert "samesite" not in plain
+
+
+# --------------------------------------------------------------------------- deployment
+
+
+def test_the_example_app_under_gunicorn_preload(
+    owners_store: Store, sessionstore_dsn: str, tmp_path: Path
+) -> None:
+    """``module:app`` loaded before the fork: each worker opens its pool, none fails."""
+    for worker in ("sync", "gthread"):
+        target = "sessionstore.examples.flask_app:app"
+        with gunicorn(target, sessionstore_dsn, tmp_path / f"{worker}.log", "-k", worker) as url:
+            for _ in range(2):  # a session per worker, most likely
+                client = Client(url)
+                assert client.get("/put").status == 200
+                got = client.get("/get")
+                assert (got.status, got.body.strip()) == (200, MESSAGE)

@@ -7,6 +7,14 @@ Then open http://127.0.0.1:4000/put and http://127.0.0.1:4000/get. The server is
 named by ``$SESSIONSTORE_DSN``, or else a throw-away PostgreSQL started for the run (the
 ``testing`` extra brings its binaries) and deleted on Ctrl-C.
 
+Under a server of your own, `app` is the application, on ``$SESSIONSTORE_DSN`` (the
+table must exist: ``python -m sessionstore migrate --owners``)::
+
+    gunicorn --preload --workers 2 sessionstore.examples.flask_app:app
+
+Its pool is made closed and opened by each worker on its first request, never
+before the fork.
+
 Beyond the Go example's ``/put`` and ``/get``: ``/login`` logs the session in as
 "alice" (a new token, the session owned by her: what a real login does after checking
 the password), ``/sessions`` lists her sessions (a prefix of each key, and its expiry),
@@ -20,9 +28,12 @@ can drive them.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
+import os
 import signal
 import sys
+from typing import Any
 
 from flask import Flask, session
 from psycopg_pool import ConnectionPool
@@ -61,6 +72,10 @@ def create_app(store: Store, *, lifetime: dt.timedelta = dt.timedelta(hours=24))
     app = Flask(__name__)
     app.config["PERMANENT_SESSION_LIFETIME"] = lifetime  # like SCS's Lifetime
     app.session_interface = PostgresSessionInterface(store)
+
+    @app.before_request
+    def open_pool() -> None:
+        store.pool.open()  # in each process, after any fork (gunicorn --preload); then a no-op
 
     @app.get("/")
     def index() -> str:
@@ -106,6 +121,23 @@ def create_app(store: Store, *, lifetime: dt.timedelta = dt.timedelta(hours=24))
         return "Logged out; your session is gone.\n"
 
     return app
+
+
+def __getattr__(name: str) -> Any:
+    # `gunicorn ...flask_app:app`: made on first access, not at import, so that
+    # importing the module (the demo, the tests) makes no pool.
+    if name == "app":
+        dsn = os.environ.get("SESSIONSTORE_DSN")
+        if not dsn:
+            raise RuntimeError("no DSN: set $SESSIONSTORE_DSN")
+        pool = ConnectionPool(dsn, open=False, kwargs={"autocommit": True})
+        store = Store(pool, owners=True)
+        atexit.register(pool.close)
+        atexit.register(store.close)  # runs first: atexit calls in reverse order
+        app = create_app(store)
+        globals()[name] = app
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:

@@ -8,6 +8,12 @@ named by ``$SESSIONSTORE_DSN``, or else a throw-away PostgreSQL started for the 
 ``testing`` extra brings its binaries) and deleted on Ctrl-C. Hypercorn (which comes
 with Quart) serves it.
 
+Under a server of your own, `app` is the application, on ``$SESSIONSTORE_DSN``; each
+process opens its pool when it starts serving (Quart's ``before_serving``)::
+
+    gunicorn --preload --workers 2 -k uvicorn_worker.UvicornWorker \
+        sessionstore.examples.quart_app:app
+
 Beyond the Go example's ``/put`` and ``/get``: ``/login`` logs the session in as
 "alice" (a new token, the session owned by her: what a real login does after checking
 the password), ``/sessions`` lists her sessions (a prefix of each key, and its expiry),
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import signal
 from typing import Any
 
@@ -137,6 +144,20 @@ def create_app(
         return "Logged out; your session is gone.\n"
 
     return app
+
+
+def __getattr__(name: str) -> Any:
+    # `gunicorn ...quart_app:app`: made on first access, not at import, so that
+    # importing the module (the demo, the tests) makes no pool.
+    if name == "app":
+        dsn = os.environ.get("SESSIONSTORE_DSN")
+        if not dsn:
+            raise RuntimeError("no DSN: set $SESSIONSTORE_DSN")
+        pool = AsyncConnectionPool(dsn, open=False, kwargs={"autocommit": True})
+        app = create_app(pool)
+        globals()[name] = app
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 async def _serve(app: Quart) -> None:

@@ -8,55 +8,34 @@ Install with ``pip install "sessionstore[flask]"``, then::
     from sessionstore import Store
     from sessionstore.integrations.flask import PostgresSessionInterface
 
-    pool = ConnectionPool(dsn, kwargs={"autocommit": True})
+    pool = ConnectionPool(dsn, open=False, kwargs={"autocommit": True})
     store = Store(pool)
     app = Flask(__name__)
     app.session_interface = PostgresSessionInterface(store)
 
-The session's data lives in the sessions table; the cookie holds only a random token
-(32 bytes, url-safe base64, as SCS issues them), so no ``SECRET_KEY`` is needed for
-sessions. Flask's cookie settings apply (``SESSION_COOKIE_NAME``, ``_DOMAIN``,
-``_PATH``, ``_SECURE``, ``_HTTPONLY``, ``_SAMESITE``, ``_PARTITIONED``,
-``PERMANENT_SESSION_LIFETIME``, ``SESSION_REFRESH_EACH_REQUEST`` and
-``session.permanent``).
 
-- The session is read from the database the first time the request uses it; a
-  request that never touches ``flask.session`` costs no query and sets no cookie.
-- A token the database does not know (expired, deleted, made up or tampered with) is
-  never reused: the request gets a new, empty session and, once something is stored
-  in it, a new token.
-- An emptied session (``session.clear()``) deletes its row and its cookie.
-- A request that only read the session (``SESSION_REFRESH_EACH_REQUEST``) moves the
-  row's expiry with the store's ``touch``, without rewriting the data; if the session
-  was deleted meanwhile (logged out elsewhere), it stays deleted.
-- A new session, and a renewed one, is saved with the store's ``create`` under a fresh
-  token: a token that happens to be taken is never overwritten.
-- `renew_token` gives the session a new token and deletes the old row, keeping the
-  data: call it on login and privilege changes (session fixation defence).
-- Sessions per user (a store with ``owners=True``): `login_session` renews the token
-  and makes the session the user's, `user_sessions` lists the user's sessions and
-  `logout_everywhere` ends all of them but the current one.
-- The data is serialised as JSON with Flask's own tagged JSON (the serializer of
-  Flask's cookie sessions, which also keeps tuples, bytes, datetimes, UUIDs and
-  Markup), never with pickle: nothing read from the database is ever unpickled.
-- Headers as SCS sends them: every response of a request that used the session
-  carries ``Vary: Cookie``, and one that sets or deletes the cookie ``Cache-Control:
-  no-cache="Set-Cookie"`` (both merged into the values the view set), so no shared
-  cache hands one user's page or cookie to another.
+    @app.before_request
+    def open_pool():
+        pool.open()  # in each process, after any fork (gunicorn --preload); then a no-op
+
+The cookie holds only a random token; the data lives in the sessions table. The
+session's life is the `sessionstore.manager.SessionManager`'s: concurrent requests
+merge per key, a session logged out stays logged out, an idle timeout
+(``PERMANENT_SESSION_LIFETIME``) and an absolute lifetime
+(``SESSION_ABSOLUTE_LIFETIME``) both end it, and an unchanged session is written only
+when its renewal is due (``SESSION_RENEW_AFTER``). See docs/integrations-flask.md.
+The data is serialised with Flask's tagged JSON, never pickled. With Flask-Login
+installed, ``login_user`` gives the session a new token, as `login_session` does.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import logging
 from typing import Any
 
-from .._core import validate_owner
-from ._common import (
-    DEFAULT_SESSION_ONLY_TTL,
-    UserSession,
-    missing_extra,
-)
+from ._common import DEFAULT_SESSION_ONLY_TTL, UserSession, missing_extra
 
 try:
     import flask
@@ -65,6 +44,8 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra(__name__, "flask", exc) from exc
 
+from .._core import validate_owner
+from ..manager import DEFAULT_RENEW_AFTER, Loaded, SessionManager, run
 from ..store import Store
 from ._session_interface import (
     ServerSideInterface,
@@ -72,7 +53,6 @@ from ._session_interface import (
     current,
     live_token,
     log_in,
-    run_save,
 )
 
 __all__ = [
@@ -93,31 +73,35 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface):
     """Flask's session interface, with the sessions stored through a `Store`.
 
     Set it as ``app.session_interface``. The store (and its pool) is the
-    application's to close.
+    application's to open and close.
 
-    Expiry of the row: a permanent session (``session.permanent = True``) expires
-    ``PERMANENT_SESSION_LIFETIME`` after it was last saved, as its cookie does. Any
-    other session has a cookie that lasts until the browser closes, which the server
-    never learns; its row expires `session_only_ttl` after it was last saved. A loaded,
-    non-empty session has its expiry moved at the end of every request when
-    ``SESSION_REFRESH_EACH_REQUEST`` is true (Flask's default), so both are idle
-    timeouts; set it to false for absolute ones (saved only when modified). A
-    modified session is written whole (``commit``); an unmodified one only gets its
-    expiry moved (``touch``), so a write made meanwhile by another request is kept.
+    Timeouts: a permanent session (``session.permanent = True``) ends
+    ``PERMANENT_SESSION_LIFETIME`` after its last request, any other
+    `session_only_ttl` after it (its cookie lasts until the browser closes), and
+    either ends `lifetime` after it was created. An unchanged session's expiry (and
+    cookie) is moved only once `renew_after` of the idle timeout has passed since the
+    last move; with ``SESSION_REFRESH_EACH_REQUEST = False`` never. ``app.config``'s
+    ``SESSION_ABSOLUTE_LIFETIME`` and ``SESSION_RENEW_AFTER`` override the keywords.
 
     Args:
         store: The store to keep sessions in.
-        session_only_ttl: How long the row of a non-permanent session lives after
-            its last save: a `datetime.timedelta` or seconds (default 24 hours).
-        serializer: Turns the session's dict into text and back: any object with
-            ``dumps(dict) -> str`` and ``loads(str) -> Any``. Default: Flask's
-            tagged JSON. Data that does not load back as a dict is treated as no
-            session (and logged).
+        session_only_ttl: The idle timeout of a non-permanent session: a
+            `datetime.timedelta` or seconds (default 24 hours).
+        serializer: Turns the session's dict into text and back (``dumps`` and
+            ``loads``). Default: Flask's tagged JSON. Data that does not load back
+            as a dict is treated as no session (and logged).
+        lifetime: The absolute lifetime: a timedelta, seconds, or None for none.
+        renew_after: The share of the idle timeout (0 to 1) after which an
+            unchanged session is renewed; 0 renews on every request.
+        secure: Whether the cookie is ``Secure`` when ``SESSION_COOKIE_SECURE``
+            is false: None (default) for yes except on localhost and loopback
+            hosts, False for never (an app served over plain HTTP).
+        samesite: The cookie's ``SameSite`` when ``SESSION_COOKIE_SAMESITE`` is
+            unset (default ``"Lax"``; None sends none).
 
     Raises:
-        TypeError: If `store` is not a `Store`, or `session_only_ttl` is neither
-            a timedelta nor a number.
-        ValueError: If `session_only_ttl` is not positive.
+        TypeError: If `store` is not a `Store`, or a duration has the wrong type.
+        ValueError: If a duration is not positive or `renew_after` not in [0, 1].
     """
 
     _logger = logger
@@ -128,8 +112,27 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface):
         *,
         session_only_ttl: dt.timedelta | float = DEFAULT_SESSION_ONLY_TTL,
         serializer: Any = None,
+        lifetime: dt.timedelta | float | None = None,
+        renew_after: float = DEFAULT_RENEW_AFTER,
+        secure: bool | None = None,
+        samesite: str | None = "Lax",
     ) -> None:
-        self.store = self._configure(store, Store, session_only_ttl, serializer)
+        self.store = self._configure(
+            store,
+            Store,
+            session_only_ttl=session_only_ttl,
+            serializer=serializer,
+            lifetime=lifetime,
+            renew_after=renew_after,
+            secure=secure,
+            samesite=samesite,
+        )
+        try:
+            signals: Any = importlib.import_module("flask_login.signals")
+        except ImportError:
+            pass
+        else:
+            signals.user_logged_in.connect(_renew_on_login)
 
     def open_session(self, app: flask.Flask, request: Request) -> ServerSideSession:
         """Return the request's session; nothing is read from the store yet.
@@ -141,8 +144,13 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface):
         Returns:
             The session, which reads its data when first used.
         """
-        token, had_cookie = self._cookie_token(app, request.cookies)
-        return self.session_class(token, self._load, had_cookie=had_cookie)
+        cookie = request.cookies.get(self.get_cookie_name(app))
+        manager = self.manager(app)
+
+        def load() -> Loaded:
+            return self._loaded(run(manager.load(cookie), self.store))
+
+        return self.session_class(load, manager.token_of(cookie), had_cookie=cookie is not None)
 
     def save_session(self, app: flask.Flask, session: SessionMixin, response: Response) -> None:
         """Save the session and set (or delete) its cookie, if the request used it.
@@ -157,13 +165,23 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface):
                 serializer cannot encode.
             ValueError: If the encoded session is larger than the store's
                 ``max_data_size``.
+            sessionstore.manager.ConcurrentUpdateError: If other requests kept writing the
+                session throughout the save.
             sessionstore.DatabaseError: If the store failed.
         """
-        run_save(self._save(app, session, response), self.store)
+        steps = self._save(app, session, response)
+        if steps is not None:
+            outcome = run(steps, self.store)
+            assert isinstance(session, ServerSideSession)
+            self._respond(app, session, response, outcome, flask.request.host)
 
-    def _load(self, token: str) -> dict[str, Any] | None:
-        """Read and decode a session; None if missing, expired or undecodable."""
-        return self._loaded(self.store.find(token))
+
+def _renew_on_login(sender: flask.Flask, **extra: Any) -> None:
+    """Flask-Login's ``user_logged_in``: a new token at every login (session fixation)."""
+    if isinstance(sender.session_interface, PostgresSessionInterface):
+        session = flask.session
+        if isinstance(session, ServerSideSession):
+            session.renew_token()
 
 
 def _current(caller: str) -> tuple[PostgresSessionInterface, ServerSideSession]:
@@ -178,14 +196,8 @@ def renew_token() -> None:
     """Give the current request's session a new token, keeping its data.
 
     At the end of the request the session is saved under a fresh token, the old
-    token's row is deleted and the new cookie is sent. Call it on login (session
-    fixation defence)::
-
-        @app.post("/login")
-        def login():
-            ...  # check the credentials
-            renew_token()
-            session["user_id"] = user.id
+    token's row is deleted and the new cookie is sent. Call it on login and on any
+    change of privilege (session fixation defence); `login_session` does.
 
     Raises:
         RuntimeError: If called outside a request, or the app's session interface is
@@ -198,19 +210,17 @@ def renew_token() -> None:
 def login_session(owner: str) -> None:
     """Log the current request's session in as `owner`: new token, owned by the user.
 
-    The session gets a new token (as `renew_token`), and at the end of the request
-    it is saved as `owner`'s session, so `user_sessions` lists it and
-    `logout_everywhere` can end it. Needs a store with ``owners=True``::
+    At the end of the request the session is saved under a fresh token as
+    `owner`'s, so `user_sessions` lists it and `logout_everywhere` can end it (needs
+    a store with ``owners=True``)::
 
         @app.post("/login")
         def login():
             user = authenticate(request.form["name"], request.form["password"])
             login_session(str(user.id))
-            session["user_id"] = user.id
 
-    The owner is kept in the session's data (under ``"_session_owner"``), so
-    `ServerSideSession.owner` tells it on every later request and every save keeps
-    the row owned. ``session.clear()`` (logout) drops it with everything else.
+    The owner is kept in the session's data (under ``"_session_owner"``);
+    ``session.clear()`` (logout) drops it with everything else.
 
     Args:
         owner: Who the session belongs to: the user id, as text.
@@ -229,9 +239,6 @@ def login_session(owner: str) -> None:
 def session_owner() -> str | None:
     """The user the current request's session belongs to (set by `login_session`).
 
-    The same as ``session.owner``, for code that sees ``flask.session`` typed as
-    Flask's ``SessionMixin``.
-
     Returns:
         The owner, or None for a session nobody logged in.
 
@@ -248,8 +255,8 @@ def user_sessions() -> list[UserSession]:
 
     Returns:
         The sessions, soonest to expire first, the current one marked `current`;
-            empty if the session belongs to nobody (not logged in with
-            `login_session`). Show users only a prefix of each `UserSession.key`.
+            empty if the session belongs to nobody. Show users only a prefix of
+            each `UserSession.key`.
 
     Raises:
         RuntimeError: If called outside a request, or the app's session interface is
@@ -261,20 +268,15 @@ def user_sessions() -> list[UserSession]:
     owner = session.owner
     if owner is None:
         return []
-    return interface._listing(interface.store.sessions_of(owner), session)
+    manager = interface.manager(flask.current_app)
+    return run(manager.sessions(owner, live_token(session)), interface.store)
 
 
 def logout_everywhere() -> int:
     """End every other session of the current session's owner, at once.
 
-    The current session stays logged in; the others are deleted now, so their next
-    request gets an empty session. To end the current one as well, call
-    ``session.clear()`` after this. Needs a store with ``owners=True``::
-
-        @app.post("/logout-everywhere")
-        def logout_everywhere_view():
-            ended = logout_everywhere()
-            return f"Logged out {ended} other sessions."
+    The current session stays logged in; to end it as well, call
+    ``session.clear()`` after this. Needs a store with ``owners=True``.
 
     Returns:
         How many sessions were deleted; 0 if the session belongs to nobody.
@@ -289,6 +291,4 @@ def logout_everywhere() -> int:
     owner = session.owner
     if owner is None:
         return 0
-    ended = interface.store.delete_owned(owner, keep=live_token(session))
-    logger.debug("logged out everywhere else: %d sessions deleted", ended)
-    return ended
+    return run(SessionManager.log_out_everywhere(owner, live_token(session)), interface.store)

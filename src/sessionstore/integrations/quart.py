@@ -15,7 +15,7 @@ Install with ``pip install "sessionstore[quart]"``, then::
 
 
     @app.before_serving
-    async def open_store():
+    async def open_store():  # in each process, in the loop that serves it
         await pool.open()
         await store.open()
 
@@ -26,23 +26,18 @@ Install with ``pip install "sessionstore[quart]"``, then::
         await pool.close()
 
 It is the Flask integration (`sessionstore.integrations.flask`) on Quart: the same
-session class, cookie rules, renewal, sessions per user and SCS's headers, from one
-source. What differs comes from Quart's session API being asynchronous only at its
-edges (``open_session`` and ``save_session``) while ``session[...]`` is not:
+session class, settings, cookie and headers, on the same
+`sessionstore.manager.SessionManager`. What differs comes from Quart's session API
+being asynchronous only at its edges (``open_session`` and ``save_session``):
 
-- The session is read from the database when the request starts, if its cookie holds
-  a token; a request without one costs no query. A view that never touches
-  ``quart.session`` still writes nothing, sets no cookie and gets no ``Vary``.
-- A database failure while reading is raised where the view first uses the session
-  (``sessionstore.DatabaseError``), so Quart's error handling answers 500, and a view
-  that never uses the session is served while the database is down.
+- The session is read when the request starts, if its cookie holds a token; a
+  request without one costs no query. A view that never touches ``quart.session``
+  still writes nothing, sets no cookie and gets no ``Vary``.
+- A database failure while reading is raised where the view first uses the session,
+  so Quart's error handling answers 500, and a view that never uses it is served.
 - `user_sessions` and `logout_everywhere` query the store: they are coroutines.
-- After a websocket (``save_session`` without a response), a session that keeps its
-  token is saved (modified: written; read: its expiry moved) and an emptied one is
-  deleted; a new or renewed one is not, as no cookie can carry its token (logged).
-
-The data is serialised with Flask's tagged JSON (Quart's own sessions use it too),
-never with pickle.
+- After a websocket (no response), a session that keeps its token is saved and an
+  emptied one deleted; a new or renewed one is not, as no cookie can carry its token.
 """
 
 from __future__ import annotations
@@ -51,7 +46,6 @@ import datetime as dt
 import logging
 from typing import Any
 
-from .._core import validate_owner
 from ..errors import DatabaseError
 from ._common import DEFAULT_SESSION_ONLY_TTL, UserSession, missing_extra
 
@@ -63,11 +57,12 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra(__name__, "quart", exc) from exc
 
+from .._core import validate_owner
+from ..manager import DEFAULT_RENEW_AFTER, Loaded, SessionManager, arun
 from ..store_async import AsyncStore
 from ._session_interface import (
     ServerSideInterface,
     ServerSideSession,
-    arun_save,
     current,
     live_token,
     log_in,
@@ -92,28 +87,27 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface):
 
     Set it as ``app.session_interface``. The store and its pool are the
     application's to open and close, in the loop that serves the app (Quart's
-    ``before_serving`` and ``after_serving``).
-
-    Expiry works as in the Flask integration: a permanent session's row expires
-    ``PERMANENT_SESSION_LIFETIME`` after its last save, as its cookie does; any
-    other's `session_only_ttl` after it. With ``SESSION_REFRESH_EACH_REQUEST``
-    (the default) a request that used the session moves its expiry: a modified
-    session is written whole (``commit``), an unmodified one only touched
-    (``touch``), so a write made meanwhile by another request is kept.
+    ``before_serving`` and ``after_serving``). Settings, timeouts and cookie
+    defaults are the Flask integration's (see its ``PostgresSessionInterface``).
 
     Args:
         store: The store to keep sessions in.
-        session_only_ttl: How long the row of a non-permanent session lives after
-            its last save: a `datetime.timedelta` or seconds (default 24 hours).
-        serializer: Turns the session's dict into text and back: any object with
-            ``dumps(dict) -> str`` and ``loads(str) -> Any``. Default: Flask's
-            tagged JSON. Data that does not load back as a dict is treated as no
-            session (and logged).
+        session_only_ttl: The idle timeout of a non-permanent session: a
+            `datetime.timedelta` or seconds (default 24 hours).
+        serializer: Turns the session's dict into text and back (``dumps`` and
+            ``loads``). Default: Flask's tagged JSON.
+        lifetime: The absolute lifetime: a timedelta, seconds, or None for none.
+        renew_after: The share of the idle timeout (0 to 1) after which an
+            unchanged session is renewed; 0 renews on every request.
+        secure: Whether the cookie is ``Secure`` when ``SESSION_COOKIE_SECURE``
+            is false: None (default) for yes except on localhost and loopback
+            hosts, False for never.
+        samesite: The cookie's ``SameSite`` when ``SESSION_COOKIE_SAMESITE`` is
+            unset (default ``"Lax"``; None sends none).
 
     Raises:
-        TypeError: If `store` is not an `AsyncStore`, or `session_only_ttl` is
-            neither a timedelta nor a number.
-        ValueError: If `session_only_ttl` is not positive.
+        TypeError: If `store` is not an `AsyncStore`, or a duration has the wrong type.
+        ValueError: If a duration is not positive or `renew_after` not in [0, 1].
     """
 
     _logger = logger
@@ -124,8 +118,21 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface):
         *,
         session_only_ttl: dt.timedelta | float = DEFAULT_SESSION_ONLY_TTL,
         serializer: Any = None,
+        lifetime: dt.timedelta | float | None = None,
+        renew_after: float = DEFAULT_RENEW_AFTER,
+        secure: bool | None = None,
+        samesite: str | None = "Lax",
     ) -> None:
-        self.store = self._configure(store, AsyncStore, session_only_ttl, serializer)
+        self.store = self._configure(
+            store,
+            AsyncStore,
+            session_only_ttl=session_only_ttl,
+            serializer=serializer,
+            lifetime=lifetime,
+            renew_after=renew_after,
+            secure=secure,
+            samesite=samesite,
+        )
 
     async def open_session(
         self, app: quart.Quart, request: BaseRequestWebsocket
@@ -139,22 +146,22 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface):
         Returns:
             The session. If the store failed, using it raises that failure.
         """
-        token, had_cookie = self._cookie_token(app, request.cookies)
-        if token is None:
-            return self.session_class(None, None, had_cookie=had_cookie)
+        cookie = request.cookies.get(self.get_cookie_name(app))
+        manager = self.manager(app)
+        token = manager.token_of(cookie)
         try:
-            data = self._loaded(await self.store.find(token))
+            loaded = self._loaded(await arun(manager.load(cookie), self.store))
         except DatabaseError as exc:
             # Quart opens the session before its error handling starts: raised here,
             # the failure would skip the app's error handlers and its 500 page.
             # Raised where the view uses the session, it goes through them.
             error = exc
 
-            def failed(_token: str) -> dict[str, Any] | None:
+            def failed() -> Loaded:
                 raise error
 
-            return self.session_class(token, failed, had_cookie=True)
-        return self.session_class(token, lambda _token: data, had_cookie=True)
+            return self.session_class(failed, token, had_cookie=True)
+        return self.session_class(lambda: loaded, token, had_cookie=cookie is not None)
 
     async def save_session(
         self, app: quart.Quart, session: SessionMixin, response: Response | None
@@ -171,9 +178,16 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface):
                 serializer cannot encode.
             ValueError: If the encoded session is larger than the store's
                 ``max_data_size``.
+            sessionstore.manager.ConcurrentUpdateError: If other requests kept
+                writing the session throughout the save.
             sessionstore.DatabaseError: If the store failed.
         """
-        await arun_save(self._save(app, session, response), self.store)
+        steps = self._save(app, session, response)
+        if steps is not None:
+            outcome = await arun(steps, self.store)
+            assert isinstance(session, ServerSideSession)
+            host = quart.request.host if quart.has_request_context() else None
+            self._respond(app, session, response, outcome, host)
 
 
 def _current(caller: str) -> tuple[PostgresSessionInterface, ServerSideSession]:
@@ -188,14 +202,8 @@ def renew_token() -> None:
     """Give the current request's session a new token, keeping its data.
 
     At the end of the request the session is saved under a fresh token, the old
-    token's row is deleted and the new cookie is sent. Call it on login (session
-    fixation defence)::
-
-        @app.post("/login")
-        async def login():
-            ...  # check the credentials
-            renew_token()
-            session["user_id"] = user.id
+    token's row is deleted and the new cookie is sent. Call it on login and on any
+    change of privilege (session fixation defence); `login_session` does.
 
     Raises:
         RuntimeError: If called outside a request, or the app's session interface is
@@ -208,10 +216,9 @@ def renew_token() -> None:
 def login_session(owner: str) -> None:
     """Log the current request's session in as `owner`: new token, owned by the user.
 
-    As the Flask integration's `login_session`: the session gets a new token, and
-    at the end of the request it is saved as `owner`'s session, so `user_sessions`
-    lists it and `logout_everywhere` can end it. Needs a store with ``owners=True``.
-    The owner is kept in the session's data (under ``"_session_owner"``).
+    As the Flask integration's `login_session`: saved under a fresh token as
+    `owner`'s session, so `user_sessions` lists it and `logout_everywhere` can end
+    it. Needs a store with ``owners=True``.
 
     Args:
         owner: Who the session belongs to: the user id, as text.
@@ -246,8 +253,7 @@ async def user_sessions() -> list[UserSession]:
 
     Returns:
         The sessions, soonest to expire first, the current one marked `current`;
-            empty if the session belongs to nobody. Show users only a prefix of
-            each `UserSession.key`.
+            empty if the session belongs to nobody.
 
     Raises:
         RuntimeError: If called outside a request, or the app's session interface is
@@ -259,7 +265,8 @@ async def user_sessions() -> list[UserSession]:
     owner = session.owner
     if owner is None:
         return []
-    return interface._listing(await interface.store.sessions_of(owner), session)
+    manager = interface.manager(quart.current_app)
+    return await arun(manager.sessions(owner, live_token(session)), interface.store)
 
 
 async def logout_everywhere() -> int:
@@ -281,6 +288,5 @@ async def logout_everywhere() -> int:
     owner = session.owner
     if owner is None:
         return 0
-    ended = await interface.store.delete_owned(owner, keep=live_token(session))
-    logger.debug("logged out everywhere else: %d sessions deleted", ended)
-    return ended
+    steps = SessionManager.log_out_everywhere(owner, live_token(session))
+    return await arun(steps, interface.store)
