@@ -17,8 +17,10 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import _session_contract as contract_checks
 import aiohttp
 import psycopg
 import pytest
@@ -26,6 +28,8 @@ import quart
 import quart.sessions
 import uvicorn
 from _example_contract import ExampleAppContract
+from _gates import Gates, params
+from _gunicorn import gunicorn
 from _http import (
     Client,
     check_scs_headers,
@@ -37,6 +41,7 @@ from _support import table_rows, wait_until
 from psycopg_pool import AsyncConnectionPool
 
 from sessionstore import AsyncStore, Store
+from sessionstore.cleanup import NoCleanup
 from sessionstore.integrations.quart import (
     PostgresSessionInterface,
     ServerSideSession,
@@ -46,6 +51,7 @@ from sessionstore.integrations.quart import (
     session_owner,
     user_sessions,
 )
+from sessionstore.manager import CREATED_KEY
 from sessionstore.testing import TcpProxy
 
 MESSAGE = "Hello from a session!"
@@ -116,6 +122,14 @@ def tokens(db: psycopg.Connection[Any]) -> list[str]:
     return [row[0] for row in table_rows(db)]
 
 
+def stored(db: psycopg.Connection[Any]) -> dict[str, Any]:
+    """The one session's stored data, without the time its lifetime began."""
+    [(_, data, _)] = table_rows(db)
+    decoded: dict[str, Any] = json.loads(bytes(data))
+    assert isinstance(decoded.pop(CREATED_KEY), int)
+    return decoded
+
+
 # --------------------------------------------------------------------------- the Go example
 
 
@@ -141,7 +155,7 @@ def test_clear_then_store_again_kills_the_old_token(
     assert new is not None
     assert new != old
     assert tokens(db) == [new]
-    assert json.loads(bytes(table_rows(db)[0][1])) == {"flash": "Logged out."}
+    assert stored(db) == {"flash": "Logged out."}
 
 
 def test_tagged_json_keeps_quart_types(serve: Callable[..., App]) -> None:
@@ -220,10 +234,10 @@ def test_a_browser_session_cookie_has_no_expiry_and_the_row_gets_session_only_tt
     left = expiry - dt.datetime.now(dt.UTC)
     assert dt.timedelta(minutes=9) < left <= dt.timedelta(minutes=10)
     assert client.get("/visit").body == "2"
-    assert json.loads(bytes(table_rows(db)[0][1])) == {"visits": 2}
+    assert stored(db) == {"visits": 2}
 
 
-def test_refresh_touches_and_keeps_what_another_request_wrote_meanwhile(
+def test_renewal_touches_and_keeps_what_another_request_wrote_meanwhile(
     serve: Callable[..., App], db: psycopg.Connection[Any]
 ) -> None:
     written_meanwhile = json.dumps({"message": "written meanwhile", "_permanent": True}).encode()
@@ -241,6 +255,7 @@ def test_refresh_touches_and_keeps_what_another_request_wrote_meanwhile(
 
     client = serve(configure, lifetime=dt.timedelta(minutes=10)).client()
     client.get("/put")
+    db.execute("UPDATE sessions SET expiry = now() + interval '1 minute'")  # renewal due
     reply = client.get("/read-while-another-writes")
     assert (reply.status, reply.body) == (200, MESSAGE)
     [(token, data, expiry)] = table_rows(db)
@@ -250,7 +265,7 @@ def test_refresh_touches_and_keeps_what_another_request_wrote_meanwhile(
     assert client.get("/get").body.strip() == "written meanwhile"
 
 
-def test_refresh_of_a_session_deleted_meanwhile_does_not_bring_it_back(
+def test_renewal_of_a_session_deleted_meanwhile_does_not_bring_it_back(
     serve: Callable[..., App], db: psycopg.Connection[Any]
 ) -> None:
     def configure(app: quart.Quart) -> None:
@@ -266,6 +281,7 @@ def test_refresh_of_a_session_deleted_meanwhile_does_not_bring_it_back(
     client = serve(configure).client()
     client.get("/put")
     token = client.token()
+    db.execute("UPDATE sessions SET expiry = now() + interval '1 minute'")  # renewal due
     reply = client.get("/read-while-deleted")
     assert (reply.status, reply.body) == (200, MESSAGE)
     assert tokens(db) == []
@@ -284,7 +300,7 @@ def test_vary_and_cache_control_as_scs_sends_them(serve: Callable[..., App]) -> 
     def configure(app: quart.Quart) -> None:
         @app.get("/put-cached")
         async def put_cached() -> quart.Response:
-            quart.session["message"] = MESSAGE
+            quart.session["cached"] = True  # a change: an unchanged session sets no cookie
             response = quart.Response("ok")
             response.headers.add("Vary", "Accept-Encoding")
             response.headers.add("Vary", "Origin")
@@ -427,3 +443,120 @@ def test_quart_is_imported_only_by_the_integration() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     assert 'pip install "sessionstore[quart]"' in out
+
+
+# --------------------------------------------------------------------------- the session contract
+
+
+def contract_app(pool: AsyncConnectionPool[Any], **config: Any) -> quart.Quart:
+    """An app with the contract's routes (see _session_contract), on `pool`."""
+    store = AsyncStore(pool, cleanup=NoCleanup())
+    app = quart.Quart(__name__)
+    app.config.update(config)
+    app.session_interface = PostgresSessionInterface(store)  # type: ignore[assignment]
+    gates = Gates()
+
+    @app.before_serving
+    async def open_pool() -> None:
+        await pool.open(wait=True)
+
+    @app.after_serving
+    async def close_pool() -> None:
+        await store.aclose()
+        await pool.close()
+
+    @app.get("/c/set")
+    async def set_key() -> str:
+        key, value, group, n, hold = params(quart.request.args.to_dict())
+        await gates.await_(group, n, hold)  # the session was loaded when the request began
+        quart.session.permanent = True  # the idle timeout: PERMANENT_SESSION_LIFETIME
+        quart.session[key] = value
+        return "ok"
+
+    @app.get("/c/get")
+    async def get() -> dict[str, Any]:
+        return {k: v for k, v in quart.session.items() if not k.startswith("_")}
+
+    @app.get("/c/logout")
+    async def logout() -> str:
+        quart.session.clear()
+        return "ok"
+
+    @app.get("/c/arrived")
+    async def arrived() -> str:
+        return str(gates.arrived(quart.request.args["group"]))
+
+    @app.get("/c/release")
+    async def release() -> str:
+        gates.release(quart.request.args["hold"])
+        return "ok"
+
+    return app
+
+
+@pytest.fixture
+def contract(sessionstore_dsn: str) -> Iterator[Callable[..., contract_checks.Served]]:
+    """Serve the contract app with these ``app.config`` settings, in a uvicorn thread."""
+    running: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(**config: Any) -> contract_checks.Served:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            sessionstore_dsn, open=False, min_size=1, max_size=4, kwargs={"autocommit": True}
+        )
+        server, thread, url = run_uvicorn(contract_app(pool, **config))
+        running.append((server, thread))
+        return contract_checks.Served(url, "session")
+
+    yield start
+    for server, thread in running:
+        stop_uvicorn(server, thread)
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_overlapping_requests_keep_every_key(
+    contract: Callable[..., contract_checks.Served], count: int
+) -> None:
+    contract_checks.check_overlapping_requests_keep_every_key(contract(), count)
+
+
+def test_many_sessions_lose_no_key(contract: Callable[..., contract_checks.Served]) -> None:
+    contract_checks.check_many_sessions_lose_no_key(contract())
+
+
+def test_a_logout_racing_a_slower_request_stays_logged_out(
+    contract: Callable[..., contract_checks.Served], db: psycopg.Connection[Any]
+) -> None:
+    contract_checks.check_a_logout_racing_a_slower_request_stays_logged_out(contract(), db)
+
+
+def test_a_read_only_request_writes_nothing(
+    contract: Callable[..., contract_checks.Served], db: psycopg.Connection[Any]
+) -> None:
+    contract_checks.check_a_read_only_request_writes_nothing(contract(), db)
+
+
+def test_the_idle_timeout_ends_a_session(contract: Callable[..., contract_checks.Served]) -> None:
+    app = contract(PERMANENT_SESSION_LIFETIME=2)
+    contract_checks.check_the_idle_timeout_ends_a_session(app, idle=2)
+
+
+def test_the_lifetime_ends_a_busy_session(contract: Callable[..., contract_checks.Served]) -> None:
+    # The lifetime starts at a whole second (CREATED_KEY), so up to 1 s early: an idle
+    # timeout of 3 s leaves the check's last busy request a margin.
+    app = contract(PERMANENT_SESSION_LIFETIME=3, SESSION_ABSOLUTE_LIFETIME=7, SESSION_RENEW_AFTER=0)
+    contract_checks.check_the_lifetime_ends_a_busy_session(app, idle=3, lifetime=7)
+
+
+# --------------------------------------------------------------------------- deployment
+
+
+def test_the_example_app_under_gunicorn_preload(sessionstore_dsn: str, tmp_path: Path) -> None:
+    """``module:app`` loaded before the fork, served by uvicorn's worker class."""
+    target = "sessionstore.examples.quart_app:app"
+    worker = ("-k", "uvicorn_worker.UvicornWorker")
+    with gunicorn(target, sessionstore_dsn, tmp_path / "gunicorn.log", *worker) as url:
+        for _ in range(2):  # a session per worker, most likely
+            client = Client(url)
+            assert client.get("/put").status == 200
+            got = client.get("/get")
+            assert (got.status, got.body.strip()) == (200, MESSAGE)
