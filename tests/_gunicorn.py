@@ -18,13 +18,15 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from _docs import ROOT, blocks_of
+
 #: How long gunicorn may take to stop after SIGTERM.
 STOP_TIMEOUT = 30
 
 
 @contextlib.contextmanager
-def gunicorn(target: str, dsn: str, log: Path, *options: str) -> Iterator[str]:
-    """Serve `target` (``module:app``) under ``gunicorn --preload`` on `dsn`; yield its URL.
+def gunicorn(dsn: str, log: Path, *options: str) -> Iterator[str]:
+    """Serve ``gunicorn --preload`` `options` (ending with ``module:app``) on `dsn`; its URL.
 
     On leaving, the server must stop cleanly (exit 0) and its log hold no traceback,
     deprecation warning or unclosed store.
@@ -36,10 +38,15 @@ def gunicorn(target: str, dsn: str, log: Path, *options: str) -> Iterator[str]:
     port, fd = sock.getsockname()[1], sock.fileno()
     argv = [
         *(sys.executable, "-m", "gunicorn", "--preload", "--workers", "2"),
-        *("--bind", f"fd://{fd}", "--graceful-timeout", "10", *options, target),
+        *("--bind", f"fd://{fd}", "--graceful-timeout", "10", *options),
     ]
     # Deprecations shown, so that the log check catches them (a deprecated worker class).
-    env = {**os.environ, "SESSIONSTORE_DSN": dsn, "PYTHONWARNINGS": "default::DeprecationWarning"}
+    env = {
+        **os.environ,
+        "SESSIONSTORE_DSN": dsn,
+        "DATABASE_URL": dsn,  # what the docs' snippets read
+        "PYTHONWARNINGS": "default::DeprecationWarning",
+    }
     with log.open("wb") as out:
         proc = subprocess.Popen(
             argv,
@@ -65,3 +72,11 @@ def gunicorn(target: str, dsn: str, log: Path, *options: str) -> Iterator[str]:
     assert code == 0, output
     for bad in ("Traceback", "Warning", "ForkedProcessError", "without close()"):
         assert bad not in output, output
+
+
+def docs_set_up(page: str, directory: Path) -> str:
+    """Write the first Python block of docs/`page` (its set-up) as a module; its name."""
+    setup = blocks_of(ROOT / "docs" / page)[0]
+    assert setup.marker is None, setup  # runs as written
+    (directory / "docs_set_up.py").write_text(setup.code)
+    return "docs_set_up"

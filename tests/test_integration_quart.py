@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ import quart.sessions
 import uvicorn
 from _example_contract import ExampleAppContract
 from _gates import Gates, params
-from _gunicorn import gunicorn
+from _gunicorn import docs_set_up, gunicorn
 from _http import (
     Client,
     check_scs_headers,
@@ -211,6 +212,21 @@ def test_cookie_attributes_follow_quart_settings(serve: Callable[..., App]) -> N
     now = dt.datetime.now(dt.UTC)
     assert dt.timedelta(hours=2) - dt.timedelta(minutes=1) < expires - now <= dt.timedelta(hours=2)
     assert example.client().get("/get", cookie=f"sid={value}").body.strip() == MESSAGE
+
+
+def test_cookies_are_httponly_lax_and_secure_except_locally(serve: Callable[..., App]) -> None:
+    def cookie(host: str) -> str:
+        request = urllib.request.Request(f"{url}/put", headers={"Host": host})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            [header] = response.headers.get_all("Set-Cookie")
+            return str(header).lower()
+
+    url = serve().url
+    public = {part.strip() for part in cookie("example.com").split(";")}
+    assert {"secure", "httponly", "samesite=lax"} <= public
+    local = {part.strip() for part in cookie("localhost:8000").split(";")}
+    assert {"httponly", "samesite=lax"} <= local
+    assert "secure" not in local
 
 
 def test_a_browser_session_cookie_has_no_expiry_and_the_row_gets_session_only_ttl(
@@ -550,11 +566,22 @@ def test_the_lifetime_ends_a_busy_session(contract: Callable[..., contract_check
 # --------------------------------------------------------------------------- deployment
 
 
-def test_the_example_app_under_gunicorn_preload(sessionstore_dsn: str, tmp_path: Path) -> None:
-    """``module:app`` loaded before the fork, served by uvicorn's worker class."""
-    target = "sessionstore.examples.quart_app:app"
+@pytest.mark.parametrize("source", ["example", "docs"])
+def test_the_example_app_under_gunicorn_preload(
+    sessionstore_dsn: str, tmp_path: Path, source: str
+) -> None:
+    """``module:app`` loaded before the fork, served by uvicorn's worker class.
+
+    The example app, and the docs' set-up as written.
+    """
     worker = ("-k", "uvicorn_worker.UvicornWorker")
-    with gunicorn(target, sessionstore_dsn, tmp_path / "gunicorn.log", *worker) as url:
+    options: tuple[str, ...]
+    if source == "example":
+        options = (*worker, "sessionstore.examples.quart_app:app")
+    else:
+        module = docs_set_up("integrations-quart.md", tmp_path)
+        options = (*worker, "--chdir", str(tmp_path), f"{module}:app")
+    with gunicorn(sessionstore_dsn, tmp_path / "gunicorn.log", *options) as url:
         for _ in range(2):  # a session per worker, most likely
             client = Client(url)
             assert client.get("/put").status == 200

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar, NotRequired, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SessionMixin
@@ -20,6 +20,7 @@ from werkzeug.sansio.response import Response
 
 from ..manager import (
     CREATED_KEY,
+    DEFAULT_RENEW_AFTER,
     Loaded,
     Outcome,
     SessionManager,
@@ -29,6 +30,7 @@ from ..manager import (
 from ..store import Store
 from ..store_async import AsyncStore
 from ._common import (
+    DEFAULT_SESSION_ONLY_TTL,
     cache_control_with_no_cache_set_cookie,
     owner_of,
     to_timedelta,
@@ -39,27 +41,12 @@ _Interface = TypeVar("_Interface")
 _Store = TypeVar("_Store", Store, AsyncStore)
 
 
-class _CookieOptions(TypedDict):
-    domain: str | None
-    path: str
-    secure: bool
-    httponly: bool
-    samesite: str | None
-    partitioned: NotRequired[bool]
-
-
 class ServerSideSession(SessionMixin):
-    """The session of one request: a mapping whose data is loaded on first use.
-
-    Views use it as ``flask.session`` (``quart.session``), like the framework's own
-    session. Beyond the mapping and `SessionMixin` (``permanent``, ``modified``,
-    ``accessed``, ``new``), it has `loaded`, `found`, `owner`, `renew_token` and
-    `token`.
+    """The session of one request (``flask.session``): a mapping loaded on first use.
 
     Args:
-        load: Loads the session (``SessionManager.load``, run); called on first use.
-            Flask's reads the store then; Quart's hands over what was read when the
-            request started.
+        load: Runs ``SessionManager.load`` (Flask's reads the store then; Quart's
+            hands over what was read when the request started).
         token: The token the request's cookie holds, if it has the shape of one.
         had_cookie: Whether the request sent a session cookie at all.
     """
@@ -104,12 +91,10 @@ class ServerSideSession(SessionMixin):
         return owner_of(self._ensure())
 
     def renew_token(self) -> None:
-        """Give this session a new token when the response is saved, keeping its data.
+        """Save the session under a new token at the response, deleting the old row.
 
-        The row of the old token is deleted, so a token an attacker planted before the
-        login (session fixation) or saw before it is worthless afterwards. Call it on
-        login, logout-to-anonymous and any change of privilege, as SCS's
-        ``RenewToken``.
+        Call it on login and any change of privilege, as SCS's ``RenewToken``: a
+        token planted or seen before (session fixation) is worthless afterwards.
 
         Raises:
             sessionstore.DatabaseError: If the session's data could not be read.
@@ -119,10 +104,9 @@ class ServerSideSession(SessionMixin):
         self.modified = True
 
     def clear(self) -> None:
-        """Remove all the data; the row and the cookie are deleted at the response.
+        """Remove all the data (no query); the row and the cookie go at the response.
 
-        Needs no query: the old data is not read. If data is stored again in this
-        request, it is saved under a new token and the old row is deleted all the same.
+        Data stored again in this request is saved under a new token.
         """
         if self._loaded is None:
             # Unread, so maybe live: the save deletes the token's row in any case.
@@ -176,11 +160,11 @@ class ServerSideSession(SessionMixin):
         return f"<{type(self).__name__} {data}>"
 
 
-class ServerSideInterface:
+class ServerSideInterface(Generic[_Store]):
     """The half of a ``PostgresSessionInterface`` that Flask and Quart share.
 
     Mixed in after the framework's ``SessionInterface``, which provides the
-    ``get_cookie_*`` methods it uses.
+    ``get_cookie_*`` methods it uses. The subclass documents the constructor.
     """
 
     session_class = ServerSideSession
@@ -188,6 +172,8 @@ class ServerSideInterface:
     pickle_based = False
     #: Where the adapter logs: the logger of the framework's integration module.
     _logger: ClassVar[logging.Logger]
+    #: The store the framework needs: `Store` (Flask) or `AsyncStore` (Quart).
+    _store_type: ClassVar[type[Store | AsyncStore]]
 
     if TYPE_CHECKING:  # the framework's SessionInterface has them
 
@@ -198,49 +184,38 @@ class ServerSideInterface:
         def get_cookie_httponly(self, app: Any) -> bool: ...
         def get_cookie_samesite(self, app: Any) -> str | None: ...
 
-    def _configure(
+    def __init__(
         self,
         store: _Store,
-        expected: type[_Store],
         *,
-        session_only_ttl: dt.timedelta | float,
-        serializer: Any,
-        lifetime: dt.timedelta | float | None,
-        renew_after: float,
-        secure: bool | None,
-        samesite: str | None,
-    ) -> _Store:
-        """Check and keep the options both interfaces take; return the checked store."""
+        session_only_ttl: dt.timedelta | float = DEFAULT_SESSION_ONLY_TTL,
+        serializer: Any = None,
+        lifetime: dt.timedelta | float | None = None,
+        renew_after: float = DEFAULT_RENEW_AFTER,
+        secure: bool | None = None,
+        samesite: str | None = "Lax",
+    ) -> None:
+        expected = self._store_type
         if not isinstance(store, expected):
             other = "Store" if expected is AsyncStore else "AsyncStore"
             raise TypeError(
                 f"store must be a sessionstore.{expected.__name__}, not {type(store).__name__}"
                 f" (use {expected.__name__}, not {other})"
             )
+        self.store: _Store = store
         self.session_only_ttl = to_timedelta(session_only_ttl, "session_only_ttl")
         self.serializer: Any = TaggedJSONSerializer() if serializer is None else serializer
-        self.lifetime = lifetime
-        self.renew_after = renew_after
-        self.secure = secure
-        self.samesite = samesite
+        self.lifetime, self.renew_after = lifetime, renew_after
+        self.secure, self.samesite = secure, samesite
         self._managers: dict[tuple[Any, ...], SessionManager] = {}
         self._manager(self.session_only_ttl, {})  # bad durations fail here, not per request
-        return store
 
     def manager(self, app: Any, permanent: bool = True) -> SessionManager:
         """The `SessionManager` for `app`'s settings and a (non-)permanent session.
 
-        The idle timeout is ``PERMANENT_SESSION_LIFETIME`` for a permanent session,
-        `session_only_ttl` for another; ``SESSION_ABSOLUTE_LIFETIME`` and
-        ``SESSION_RENEW_AFTER`` in ``app.config`` override the interface's
-        `lifetime` and `renew_after`.
-
         Args:
             app: The application.
             permanent: Whether the session is permanent (``session.permanent``).
-
-        Returns:
-            The manager (made once per distinct settings).
 
         Raises:
             TypeError, ValueError: If a setting is of the wrong type or out of range.
@@ -334,10 +309,10 @@ class ServerSideInterface:
         # A shared cache may keep the page, never the cookie.
         merge_header(response, "Cache-Control", cache_control_with_no_cache_set_cookie)
 
-    def _cookie_options(self, app: Any, host: str | None) -> _CookieOptions:
+    def _cookie_options(self, app: Any, host: str | None) -> dict[str, Any]:
         """The cookie attributes: the app's ``SESSION_COOKIE_*``, then the safe defaults."""
         secure = self.secure if self.secure is not None else secure_by_default(host)
-        options: _CookieOptions = {
+        options: dict[str, Any] = {
             "domain": self.get_cookie_domain(app),
             "path": self.get_cookie_path(app),
             "secure": self.get_cookie_secure(app) or secure,
@@ -371,11 +346,7 @@ def live_token(session: ServerSideSession) -> str | None:
 def current(
     caller: str, active: bool, interface: object, session: object, expected: type[_Interface]
 ) -> tuple[_Interface, ServerSideSession]:
-    """The app's session interface and the request's session, checked.
-
-    Raises:
-        RuntimeError: Outside a request, or with another session interface.
-    """
+    """The app's session interface and the request's session; RuntimeError if none."""
     if not active:
         raise RuntimeError(f"{caller}() works only during a request")
     if not isinstance(interface, expected) or not isinstance(session, ServerSideSession):
@@ -386,11 +357,8 @@ def current(
 
 
 def merge_header(response: Response, name: str, merge: Callable[[list[str]], str | None]) -> None:
-    """Set header `name` to what `merge` makes of all its values, if that changes it.
-
-    Werkzeug's ``response.vary`` reads only the first ``Vary`` header and rewrites it,
-    dropping any others; this reads them all and replaces them with one.
-    """
+    """Set header `name` to what `merge` makes of all its values, if that changes it."""
+    # Not werkzeug's response.vary: it reads only the first Vary header, drops the others.
     value = merge(response.headers.getlist(name))
     if value is not None:
         response.headers[name] = value

@@ -18,24 +18,19 @@ Install with ``pip install "sessionstore[flask]"``, then::
     def open_pool():
         pool.open()  # in each process, after any fork (gunicorn --preload); then a no-op
 
-The cookie holds only a random token; the data lives in the sessions table. The
-session's life is the `sessionstore.manager.SessionManager`'s: concurrent requests
-merge per key, a session logged out stays logged out, an idle timeout
-(``PERMANENT_SESSION_LIFETIME``) and an absolute lifetime
-(``SESSION_ABSOLUTE_LIFETIME``) both end it, and an unchanged session is written only
-when its renewal is due (``SESSION_RENEW_AFTER``). See docs/integrations-flask.md.
-The data is serialised with Flask's tagged JSON, never pickled. With Flask-Login
-installed, ``login_user`` gives the session a new token, as `login_session` does.
+The session's life is the `sessionstore.manager.SessionManager`'s: concurrent requests
+merge per key, a logout stays logged out, idle timeout and absolute lifetime, renewal
+only when due; see docs/integrations-flask.md. With Flask-Login installed,
+``login_user`` renews the token, as `login_session` does.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import importlib
 import logging
 from typing import Any
 
-from ._common import DEFAULT_SESSION_ONLY_TTL, UserSession, missing_extra
+from ._common import UserSession, missing_extra
 
 try:
     import flask
@@ -45,7 +40,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra(__name__, "flask", exc) from exc
 
 from .._core import validate_owner
-from ..manager import DEFAULT_RENEW_AFTER, Loaded, SessionManager, run
+from ..manager import Loaded, SessionManager, run
 from ..store import Store
 from ._session_interface import (
     ServerSideInterface,
@@ -69,7 +64,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class PostgresSessionInterface(SessionInterface, ServerSideInterface):
+class PostgresSessionInterface(SessionInterface, ServerSideInterface[Store]):
     """Flask's session interface, with the sessions stored through a `Store`.
 
     Set it as ``app.session_interface``. The store (and its pool) is the
@@ -105,45 +100,10 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface):
     """
 
     _logger = logger
-
-    def __init__(
-        self,
-        store: Store,
-        *,
-        session_only_ttl: dt.timedelta | float = DEFAULT_SESSION_ONLY_TTL,
-        serializer: Any = None,
-        lifetime: dt.timedelta | float | None = None,
-        renew_after: float = DEFAULT_RENEW_AFTER,
-        secure: bool | None = None,
-        samesite: str | None = "Lax",
-    ) -> None:
-        self.store = self._configure(
-            store,
-            Store,
-            session_only_ttl=session_only_ttl,
-            serializer=serializer,
-            lifetime=lifetime,
-            renew_after=renew_after,
-            secure=secure,
-            samesite=samesite,
-        )
-        try:
-            signals: Any = importlib.import_module("flask_login.signals")
-        except ImportError:
-            pass
-        else:
-            signals.user_logged_in.connect(_renew_on_login)
+    _store_type = Store
 
     def open_session(self, app: flask.Flask, request: Request) -> ServerSideSession:
-        """Return the request's session; nothing is read from the store yet.
-
-        Args:
-            app: The application.
-            request: The request.
-
-        Returns:
-            The session, which reads its data when first used.
-        """
+        """Return the request's session, which reads the store when first used."""
         cookie = request.cookies.get(self.get_cookie_name(app))
         manager = self.manager(app)
 
@@ -153,20 +113,12 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface):
         return self.session_class(load, manager.token_of(cookie), had_cookie=cookie is not None)
 
     def save_session(self, app: flask.Flask, session: SessionMixin, response: Response) -> None:
-        """Save the session and set (or delete) its cookie, if the request used it.
-
-        Args:
-            app: The application.
-            session: The session `open_session` returned.
-            response: The response, to set the cookie on.
+        """Save the session and set or delete its cookie, if the request used it.
 
         Raises:
-            TypeError: If `session` is not a `ServerSideSession`, or holds data the
-                serializer cannot encode.
-            ValueError: If the encoded session is larger than the store's
-                ``max_data_size``.
-            sessionstore.manager.ConcurrentUpdateError: If other requests kept writing the
-                session throughout the save.
+            TypeError, ValueError: If the data does not serialise or is too large.
+            sessionstore.manager.ConcurrentUpdateError: If other requests kept
+                writing the session throughout the save.
             sessionstore.DatabaseError: If the store failed.
         """
         steps = self._save(app, session, response)
@@ -184,6 +136,14 @@ def _renew_on_login(sender: flask.Flask, **extra: Any) -> None:
             session.renew_token()
 
 
+try:
+    _login_signals: Any = importlib.import_module("flask_login.signals")
+except ImportError:
+    pass
+else:
+    _login_signals.user_logged_in.connect(_renew_on_login)
+
+
 def _current(caller: str) -> tuple[PostgresSessionInterface, ServerSideSession]:
     """The app's session interface and the request's session, checked."""
     if not flask.has_request_context():
@@ -193,34 +153,24 @@ def _current(caller: str) -> tuple[PostgresSessionInterface, ServerSideSession]:
 
 
 def renew_token() -> None:
-    """Give the current request's session a new token, keeping its data.
+    """Save the current request's session under a new token, deleting the old row.
 
-    At the end of the request the session is saved under a fresh token, the old
-    token's row is deleted and the new cookie is sent. Call it on login and on any
-    change of privilege (session fixation defence); `login_session` does.
+    Call it on login and any change of privilege, as SCS's ``RenewToken``: a token
+    planted or seen before (session fixation) is worthless afterwards.
 
     Raises:
-        RuntimeError: If called outside a request, or the app's session interface is
-            not a `PostgresSessionInterface`.
+        RuntimeError: Outside a request, or with another session interface.
         sessionstore.DatabaseError: If the session's data could not be read.
     """
     _current("renew_token")[1].renew_token()
 
 
 def login_session(owner: str) -> None:
-    """Log the current request's session in as `owner`: new token, owned by the user.
+    """Log the current request's session in as `owner`: a new token, the row owned.
 
-    At the end of the request the session is saved under a fresh token as
-    `owner`'s, so `user_sessions` lists it and `logout_everywhere` can end it (needs
-    a store with ``owners=True``)::
-
-        @app.post("/login")
-        def login():
-            user = authenticate(request.form["name"], request.form["password"])
-            login_session(str(user.id))
-
-    The owner is kept in the session's data (under ``"_session_owner"``);
-    ``session.clear()`` (logout) drops it with everything else.
+    `user_sessions` then lists it and `logout_everywhere` can end it (needs a store
+    with ``owners=True``). The owner is kept in the data (``"_session_owner"``), so
+    ``session.clear()`` at logout drops it.
 
     Args:
         owner: Who the session belongs to: the user id, as text.
@@ -228,8 +178,7 @@ def login_session(owner: str) -> None:
     Raises:
         TypeError: If `owner` is not a str.
         ValueError: If `owner` is empty, too long, or holds NUL or lone surrogates.
-        RuntimeError: If called outside a request, or the app's session interface is
-            not a `PostgresSessionInterface`.
+        RuntimeError: Outside a request, or with another session interface.
         sessionstore.DatabaseError: If the session's data could not be read.
     """
     validate_owner(owner)  # before the request check: a bad owner is the caller's bug
@@ -237,30 +186,24 @@ def login_session(owner: str) -> None:
 
 
 def session_owner() -> str | None:
-    """The user the current request's session belongs to (set by `login_session`).
-
-    Returns:
-        The owner, or None for a session nobody logged in.
+    """The user the current request's session belongs to, or None.
 
     Raises:
-        RuntimeError: If called outside a request, or the app's session interface is
-            not a `PostgresSessionInterface`.
+        RuntimeError: Outside a request, or with another session interface.
         sessionstore.DatabaseError: If the session's data could not be read.
     """
     return _current("session_owner")[1].owner
 
 
 def user_sessions() -> list[UserSession]:
-    """List the live sessions of the current session's owner ("where am I logged in").
+    """The live sessions of the current session's owner, soonest to expire first.
 
     Returns:
-        The sessions, soonest to expire first, the current one marked `current`;
-            empty if the session belongs to nobody. Show users only a prefix of
-            each `UserSession.key`.
+        The sessions, this request's marked `current`; empty for a session nobody
+            logged in. Show users only a prefix of each `UserSession.key`.
 
     Raises:
-        RuntimeError: If called outside a request, or the app's session interface is
-            not a `PostgresSessionInterface`.
+        RuntimeError: Outside a request, or with another session interface.
         sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
         sessionstore.DatabaseError: If the store failed.
     """
@@ -273,17 +216,13 @@ def user_sessions() -> list[UserSession]:
 
 
 def logout_everywhere() -> int:
-    """End every other session of the current session's owner, at once.
-
-    The current session stays logged in; to end it as well, call
-    ``session.clear()`` after this. Needs a store with ``owners=True``.
+    """End every other session of the current session's owner; this one stays.
 
     Returns:
-        How many sessions were deleted; 0 if the session belongs to nobody.
+        How many were ended; 0 for a session nobody logged in.
 
     Raises:
-        RuntimeError: If called outside a request, or the app's session interface is
-            not a `PostgresSessionInterface`.
+        RuntimeError: Outside a request, or with another session interface.
         sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
         sessionstore.DatabaseError: If the store failed.
     """
