@@ -1,27 +1,11 @@
 """Server-side Flask sessions in PostgreSQL: a ``SessionInterface`` on `Store`.
 
-Install with ``pip install "sessionstore[flask]"``, then::
-
-    from flask import Flask
-    from psycopg_pool import ConnectionPool
-
-    from sessionstore import Store
-    from sessionstore.integrations.flask import PostgresSessionInterface
-
-    pool = ConnectionPool(dsn, open=False, kwargs={"autocommit": True})
-    store = Store(pool)
-    app = Flask(__name__)
-    app.session_interface = PostgresSessionInterface(store)
-
-
-    @app.before_request
-    def open_pool():
-        pool.open()  # in each process, after any fork (gunicorn --preload); then a no-op
-
+Install with ``pip install "sessionstore[flask]"`` and set
+``app.session_interface = PostgresSessionInterface(store)``; docs/integrations-flask.md
+has the set-up (a pool opened per process, after any fork), settings and guarantees.
 The session's life is the `sessionstore.manager.SessionManager`'s: concurrent requests
 merge per key, a logout stays logged out, idle timeout and absolute lifetime, renewal
-only when due; see docs/integrations-flask.md. With Flask-Login installed,
-``login_user`` renews the token, as `login_session` does.
+only when due. With Flask-Login installed, ``login_user`` renews the token.
 """
 
 from __future__ import annotations
@@ -70,13 +54,9 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface[Store]):
     Set it as ``app.session_interface``. The store (and its pool) is the
     application's to open and close.
 
-    Timeouts: a permanent session (``session.permanent = True``) ends
-    ``PERMANENT_SESSION_LIFETIME`` after its last request, any other
-    `session_only_ttl` after it (its cookie lasts until the browser closes), and
-    either ends `lifetime` after it was created. An unchanged session's expiry (and
-    cookie) is moved only once `renew_after` of the idle timeout has passed since the
-    last move; with ``SESSION_REFRESH_EACH_REQUEST = False`` never. ``app.config``'s
-    ``SESSION_ABSOLUTE_LIFETIME`` and ``SESSION_RENEW_AFTER`` override the keywords.
+    A permanent session's idle timeout is ``PERMANENT_SESSION_LIFETIME``; the
+    ``app.config`` keys ``SESSION_ABSOLUTE_LIFETIME`` and ``SESSION_RENEW_AFTER``
+    override `lifetime` and `renew_after`.
 
     Args:
         store: The store to keep sessions in.
