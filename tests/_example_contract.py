@@ -1,6 +1,6 @@
 """The behaviour the Flask and Quart example apps share, tested on both over HTTP.
 
-The two integrations are one session class and one save (see
+The two integrations are one session class and one adapter on the session manager (see
 ``sessionstore.integrations._session_interface``), and the two example apps have the
 same routes, so one body tests both: test_integration_flask.py and
 test_integration_quart.py each run `ExampleAppContract` on their own ``serve`` and
@@ -217,12 +217,13 @@ class ExampleAppContract:
             assert reply.cookies == []
         assert tokens(db) == []
 
-    def test_refresh_each_request_extends_the_row(
+    def test_a_read_when_renewal_is_due_extends_the_row(
         self, serve: Callable[..., ExampleApp], db: psycopg.Connection[Any]
     ) -> None:
         example = serve(lifetime=dt.timedelta(minutes=10))
         client = example.client()
         client.get("/put")
+        # 1 of 10 minutes left: well past the renewal share (10% of the idle timeout).
         db.execute("UPDATE sessions SET expiry = now() + interval '1 minute'")
         reply = client.get("/get")
         assert reply.cookies, "a permanent session's cookie is refreshed too"
