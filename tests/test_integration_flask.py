@@ -183,6 +183,21 @@ def test_cookie_attributes_follow_flask_settings(serve: Callable[..., App]) -> N
     assert got.body.strip() == MESSAGE
 
 
+def test_the_cookie_expires_with_the_row_never_past_the_lifetime(
+    serve: Callable[..., App], db: psycopg.Connection[Any]
+) -> None:
+    def configure(app: flask.Flask) -> None:
+        app.config["SESSION_ABSOLUTE_LIFETIME"] = dt.timedelta(minutes=10)
+
+    client = serve(configure, lifetime=dt.timedelta(hours=1)).client()  # idle: 1 h
+    [header] = client.get("/put").cookies
+    [expires] = [p.strip() for p in header.split(";") if p.strip().startswith("Expires=")]
+    cookie = dt.datetime.strptime(expires, "Expires=%a, %d %b %Y %H:%M:%S GMT")
+    [(_, _, expiry)] = table_rows(db)
+    assert cookie.replace(tzinfo=dt.UTC) == expiry.replace(microsecond=0)
+    assert expiry - dt.datetime.now(dt.UTC) <= dt.timedelta(minutes=10)
+
+
 def store_of(app: flask.Flask) -> Store:
     """The store behind the app's session interface."""
     interface = app.session_interface
