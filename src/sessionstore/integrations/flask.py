@@ -97,7 +97,7 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface[Store]):
 
         Raises:
             TypeError, ValueError: If the data does not serialise or is too large.
-            sessionstore.manager.ConcurrentUpdateError: If other requests kept
+            sessionstore.ConcurrentUpdateError: If other requests kept
                 writing the session throughout the save.
             sessionstore.DatabaseError: If the store failed.
         """
