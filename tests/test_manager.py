@@ -62,7 +62,7 @@ async def test_a_new_session_gets_a_fresh_token_and_its_creation_time(store: Bot
     loaded: Loaded = await drive(sessions.load(token), store)
     assert loaded.found
     assert loaded.data["a"] == 1
-    assert isinstance(loaded.data[CREATED_KEY], int)
+    assert isinstance(loaded.data[CREATED_KEY], float)
 
 
 async def test_an_unchanged_session_is_not_written_until_renewal_is_due(

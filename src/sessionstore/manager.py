@@ -314,14 +314,16 @@ class SessionManager:
         if renew or not loaded.found:
             return (yield from self._create(loaded, data, now))
         raw = self._dumps(data)
-        if raw == loaded.raw:
+        # Equal bytes, or equal data stored in another layout (an older serializer
+        # setting): either way the request changed nothing.
+        if raw == loaded.raw or data == self._decode(loaded.raw):
             return (yield from self._renew(loaded, data, now))
         return (yield from self._update(loaded, data, raw, now))
 
     def _create(self, loaded: Loaded, data: dict[str, Any], now: dt.datetime) -> Steps[Outcome]:
         """Save under a fresh token; delete the old row first."""
         if not loaded.found or not isinstance(data.get(CREATED_KEY), int | float):
-            data[CREATED_KEY] = int(now.timestamp())
+            data[CREATED_KEY] = now.timestamp()
         payload = self._dumps(data)  # before the delete: bad data loses nothing
         if loaded.token is not None and loaded.found:
             # First: if the create then fails, the old token is dead all the same.
