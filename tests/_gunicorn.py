@@ -16,17 +16,30 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO
 
+from _docs import ROOT, blocks_of
 from _http import Client
 
 #: The uvicorn worker class: the maintained package (``uvicorn.workers`` is deprecated).
 WORKER = "uvicorn_worker.UvicornWorker"
 
 
+def serve_docs_set_up(
+    page: str, dsn: str, directory: Path
+) -> contextlib.AbstractContextManager[str]:
+    """Serve the set-up block (the first Python block) of docs/`page` as written."""
+    [first, *_] = blocks_of(ROOT / "docs" / page)
+    (directory / "docs_set_up.py").write_text(first.code, encoding="utf-8")
+    return gunicorn("docs_set_up:app", dsn, pythonpath=str(directory))
+
+
 @contextlib.contextmanager
-def gunicorn(app: str, dsn: str, workers: int = 2) -> Iterator[str]:
+def gunicorn(app: str, dsn: str, *, workers: int = 2, pythonpath: str = "") -> Iterator[str]:
     """Serve `app` (``module:attribute``) with ``$SESSIONSTORE_DSN`` set to `dsn`.
+
+    `pythonpath` is a directory to import the app's module from.
 
     Yields:
         The server's URL; on exit the server is stopped and its log checked for
@@ -39,7 +52,8 @@ def gunicorn(app: str, dsn: str, workers: int = 2) -> Iterator[str]:
     env = {key: value for key, value in env.items() if not key.startswith("PYTEST_")}
     command = [
         sys.executable, "-m", "gunicorn", "--preload", "-k", WORKER, "-w", str(workers),
-        "-b", f"127.0.0.1:{port}", "--graceful-timeout", "10", app,
+        "-b", f"127.0.0.1:{port}", "--graceful-timeout", "10",
+        *(["--pythonpath", pythonpath] if pythonpath else []), app,
     ]  # fmt: skip
     with tempfile.TemporaryFile("w+") as log:
         server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)

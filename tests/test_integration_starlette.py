@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import _session_contract as contract
@@ -26,7 +27,7 @@ import pytest
 import uvicorn
 from _example_contract import MESSAGE, USER, check_two_devices_log_out_everywhere, owners
 from _gates import Gates, params
-from _gunicorn import gunicorn
+from _gunicorn import gunicorn, serve_docs_set_up
 from _http import (
     Client,
     check_scs_headers,
@@ -522,6 +523,14 @@ def test_the_lifetime_ends_a_busy_session(serve: Callable[..., App]) -> None:
 
 def test_the_example_under_gunicorn_preload(sessionstore_dsn: str) -> None:
     with gunicorn("sessionstore.examples.starlette_app:app", sessionstore_dsn) as url:
+        client = Client(url)
+        assert client.get("/put").status == 200
+        reply = client.get("/get")
+        assert (reply.status, reply.body.strip()) == (200, MESSAGE)
+
+
+def test_the_docs_set_up_under_gunicorn_preload(sessionstore_dsn: str, tmp_path: Path) -> None:
+    with serve_docs_set_up("integrations-starlette.md", sessionstore_dsn, tmp_path) as url:
         client = Client(url)
         assert client.get("/put").status == 200
         reply = client.get("/get")
