@@ -11,7 +11,6 @@ import dataclasses
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, cast
 
 from .._core import validate_owner
@@ -93,14 +92,12 @@ class PostgresStore(NamespacedStore):
     """A Litestar key/value store in the sessions table of an `AsyncStore`.
 
     Register it (or namespaces of it) in ``Litestar(stores=...)``; keys are stored as
-    ``"<namespace>:<key>"``. Built on an `AsyncStore`, that store and its pool are
-    the application's to open; built with `from_dsn`, Litestar opens and closes its
-    pool with the app. Values set without an expiry expire at `NO_EXPIRY`.
+    ``"<namespace>:<key>"``. The `AsyncStore` and its pool are the application's to
+    open (`from_dsn`: Litestar opens and closes its own pool with the app).
 
     Args:
         store: The store to keep the values in.
-        namespace: The keys' namespace (default ``"litestar"``); None for none, which
-            makes `delete_all` unavailable.
+        namespace: The keys' namespace; None for none (then no `delete_all`).
 
     Raises:
         TypeError: If `store` is not an `AsyncStore`, or `namespace` not a str.
@@ -127,20 +124,15 @@ class PostgresStore(NamespacedStore):
         timeout: float = 30.0,
         **options: Any,
     ) -> PostgresStore:
-        """A store with its own pool, which opens when Litestar enters the store.
-
-        Nothing connects before: safe to build at import, before a server forks.
+        """A store with its own pool, opened when Litestar enters the store (not before a fork).
 
         Args:
             dsn: The PostgreSQL connection string.
             namespace: As for the constructor.
             min_size: The pool's minimum size.
             max_size: The pool's maximum size.
-            timeout: How long a request waits for a connection (the pool's ``timeout``).
+            timeout: How long a request waits for a connection.
             **options: `AsyncStore`'s options (``owners``, ``hash_tokens``, ...).
-
-        Returns:
-            The store.
         """
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             dsn, open=False, min_size=min_size, max_size=max_size, timeout=timeout,
@@ -155,12 +147,7 @@ class PostgresStore(NamespacedStore):
         return f"<{type(self).__name__} {self.store.name} namespace={self.namespace!r}>"
 
     def with_namespace(self, namespace: str) -> PostgresStore:
-        """A store for a namespace nested in this one; this one's `delete_all` covers it.
-
-        Raises:
-            TypeError: If `namespace` is not a str.
-            ValueError: If it is empty or holds ``":"`` or ``"/"``.
-        """
+        """A store for a namespace nested in this one; this one's `delete_all` covers it."""
         child = _check_namespace(namespace)
         if self.namespace is not None:
             child = f"{self.namespace}{_NAMESPACE_SEPARATOR}{child}"
@@ -174,25 +161,20 @@ class PostgresStore(NamespacedStore):
         if self._life is not None:
             await self._life.enter()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         """Close the pool once every namespace that entered has exited."""
         if self._life is not None:
             await self._life.exit()
 
     def key(self, key: str) -> str:
-        """The stored key of `key`: ``"<namespace>:<key>"``.
-
-        Raises:
-            TypeError: If `key` is not a str.
-        """
+        """The stored key of `key`: ``"<namespace>:<key>"``."""
         if not isinstance(key, str):
             raise TypeError(f"key must be a str, not {type(key).__name__}")
         return key if self.namespace is None else f"{self.namespace}{_KEY_SEPARATOR}{key}"
+
+    # Litestar's Store API: see litestar.stores.base.Store for each method's contract.
+    # Each raises TypeError or ValueError for an invalid argument, and
+    # sessionstore.DatabaseError if the database failed.
 
     async def set(
         self,
@@ -202,33 +184,14 @@ class PostgresStore(NamespacedStore):
         *,
         owner: str | None = None,
     ) -> None:
-        """Set a value, replacing any.
+        """Set a value (a str as UTF-8), replacing any; no `expires_in` (or 0): never expires.
 
-        Args:
-            key: The key.
-            value: The value (a str is stored as UTF-8).
-            expires_in: Seconds or a timedelta; None or 0 keeps it until deleted.
-            owner: Who the value belongs to (``owners=True``); None keeps the row's.
-
-        Raises:
-            TypeError: If an argument has the wrong type.
-            ValueError: If the key is invalid, `expires_in` negative or the value
-                too large.
-            sessionstore.DatabaseError: If the database failed.
+        `owner` (a store with ``owners=True``) is who it belongs to; None keeps the row's.
         """
         await self.store.commit(self.key(key), _bytes(value), _expiry(expires_in), owner=owner)
 
     async def get(self, key: str, renew_for: int | dt.timedelta | None = None) -> bytes | None:
-        """Get a live value; with `renew_for`, first move its expiry (unless it has none).
-
-        Returns:
-            The value, or None if the key names no live value.
-
-        Raises:
-            TypeError: If an argument has the wrong type.
-            ValueError: If the key is invalid or `renew_for` negative.
-            sessionstore.DatabaseError: If the database failed.
-        """
+        """A live value, or None; with `renew_for`, its expiry (if it has one) moved first."""
         stored = self.key(key)
         renew = _seconds(renew_for, "renew_for")
         if renew is not None:
@@ -240,12 +203,7 @@ class PostgresStore(NamespacedStore):
         return await self.store.find(stored)
 
     async def delete(self, key: str) -> None:
-        """Delete a value; a missing key is not an error.
-
-        Raises:
-            TypeError, ValueError: If the key is invalid.
-            sessionstore.DatabaseError: If the database failed.
-        """
+        """Delete a value; a missing key is not an error."""
         await self.store.delete(self.key(key))
 
     async def delete_all(self) -> None:
@@ -254,7 +212,6 @@ class PostgresStore(NamespacedStore):
         Raises:
             ImproperlyConfiguredException: Without a namespace, or with
                 ``hash_tokens=True`` (a hashed key keeps no namespace to match).
-            sessionstore.DatabaseError: If the database failed.
         """
         if self.namespace is None:
             raise ImproperlyConfiguredException(
@@ -270,21 +227,11 @@ class PostgresStore(NamespacedStore):
         logger.debug("delete_all: %d values deleted", deleted)
 
     async def exists(self, key: str) -> bool:
-        """Whether a live value has the key.
-
-        Raises:
-            TypeError, ValueError: If the key is invalid.
-            sessionstore.DatabaseError: If the database failed.
-        """
+        """Whether a live value has the key."""
         return await self.store.exists(self.key(key))
 
     async def expires_in(self, key: str) -> int | None:
-        """Whole seconds until the value expires; None if it is missing or never expires.
-
-        Raises:
-            TypeError, ValueError: If the key is invalid.
-            sessionstore.DatabaseError: If the database failed.
-        """
+        """Whole seconds until the value expires; None if it is missing or never expires."""
         expiry = await self.store.expiry(self.key(key))
         if expiry is None or expiry >= NO_EXPIRY:
             return None
@@ -374,6 +321,7 @@ class _State:
 
     @property
     def token(self) -> str | None:
+        """The token of a live session, or None."""
         return self.loaded.token if self.loaded.found else None
 
     def sessions(self) -> AsyncStore:
@@ -391,10 +339,7 @@ def _loads(data: bytes) -> dict[str, Any] | None:
 
 
 class PostgresSessionBackend(ServerSideSessionBackend):
-    """Litestar's server-side session backend, its loads and saves decided by `SessionManager`.
-
-    Made by `SessionConfig`.
-    """
+    """Litestar's server-side session backend, its loads and saves decided by `SessionManager`."""
 
     config: SessionConfig
 
@@ -437,7 +382,6 @@ class PostgresSessionBackend(ServerSideSessionBackend):
         outcome = await arun(
             self.config.manager.save(state.loaded, data, renew=state.renew), state.sessions()
         )
-        state.loaded = Loaded(outcome.token, True, found=outcome.token is not None)
         headers = MutableScopeHeaders.from_message(message)
         _merge(headers, "Vary", vary_with_cookie)
         if not outcome.cookie_changed:
@@ -522,9 +466,7 @@ def _session(connection: _Connection) -> dict[str, Any]:
 
 
 def renew_token(connection: _Connection) -> None:
-    """Give the session a new token when the response saves it, keeping its data.
-
-    The old token's row is deleted then. `login_session` does this for you.
+    """Have the response save the session under a new token and delete the old row.
 
     Raises:
         RuntimeError: If the app has no `SessionConfig` middleware.
@@ -535,13 +477,8 @@ def renew_token(connection: _Connection) -> None:
 def login_session(connection: _Connection, owner: str) -> None:
     """Log the session in as `owner`: a new token, and the row owned by the user.
 
-    The owner is kept in the session (``"_session_owner"``), so every save keeps the
-    row owned; clearing the session (logout) drops it. Listing and ending a user's
-    sessions needs an `AsyncStore` with ``owners=True``.
-
-    Args:
-        connection: The request.
-        owner: The user id, as text.
+    The owner (the user id, as text) is kept in the session, so every save keeps the
+    row owned (an `AsyncStore` with ``owners=True``); clearing the session drops it.
 
     Raises:
         TypeError: If `owner` is not a str.
@@ -574,7 +511,6 @@ async def user_sessions(connection: _Connection) -> list[UserSession]:
     Raises:
         RuntimeError: If the app has no `SessionConfig` middleware.
         sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
-        sessionstore.DatabaseError: If the store failed.
     """
     state, owner = _state(connection, "user_sessions"), session_owner(connection)
     if owner is None:
@@ -599,7 +535,6 @@ async def logout_everywhere(connection: _Connection) -> int:
     Raises:
         RuntimeError: If the app has no `SessionConfig` middleware.
         sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
-        sessionstore.DatabaseError: If the store failed.
     """
     state, owner = _state(connection, "logout_everywhere"), session_owner(connection)
     if owner is None:

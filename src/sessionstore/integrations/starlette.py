@@ -63,8 +63,7 @@ class PostgresStore(SessionStore):
     """Where `SessionMiddleware` keeps sessions: ``store=PostgresStore(async_store)``.
 
     The `AsyncStore` (and its pool) is the application's to open and close, e.g. in
-    its lifespan. Only this package's `SessionMiddleware` uses it: starsessions' own
-    middleware would call `read`, `write` and `remove`, which raise.
+    its lifespan.
 
     Args:
         store: The store to keep sessions in.
@@ -91,30 +90,29 @@ class PostgresStore(SessionStore):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.store.name}>"
 
+    # starsessions' store API, which only starsessions' own middleware calls: that one
+    # would bypass the session manager, so it is refused.
+
     async def read(self, session_id: str, lifetime: int) -> bytes:
-        """Refuse: starsessions' own middleware would bypass the session manager."""
+        """Refuse (see above)."""
         raise RuntimeError(_WRONG_MIDDLEWARE)
 
     async def write(self, session_id: str, data: bytes, lifetime: int, ttl: int) -> str:
-        """Refuse: starsessions' own middleware would bypass the session manager."""
+        """Refuse (see above)."""
         raise RuntimeError(_WRONG_MIDDLEWARE)
 
     async def remove(self, session_id: str) -> None:
-        """Refuse: starsessions' own middleware would bypass the session manager."""
+        """Refuse (see above)."""
         raise RuntimeError(_WRONG_MIDDLEWARE)
 
 
-_WRONG_MIDDLEWARE = (
-    "PostgresStore needs sessionstore.integrations.starlette.SessionMiddleware,"
-    " not starsessions' own"
-)
+_WRONG_MIDDLEWARE = "PostgresStore needs sessionstore's SessionMiddleware, not starsessions' own"
 
 
 class SessionMiddleware(starsessions.SessionMiddleware):
     """starsessions' ``SessionMiddleware``, its loads and saves decided by `SessionManager`.
 
-    Same options as starsessions', plus two; ``rolling`` is accepted and ignored (the
-    idle timeout always slides, and the expiry moves only when renewal is due)::
+    Same options as starsessions', plus two::
 
         Middleware(SessionMiddleware, store=PostgresStore(store), lifetime=3600)
 
@@ -124,7 +122,7 @@ class SessionMiddleware(starsessions.SessionMiddleware):
         lifetime: The idle timeout in seconds (or a timedelta); 0 (the default)
             makes a cookie that lasts until the browser closes, the row then idling
             out after the store's ``session_only_ttl``.
-        rolling: Ignored.
+        rolling: Ignored: the idle timeout always slides.
         cookie_name: The cookie's name.
         cookie_same_site: The cookie's ``SameSite``.
         cookie_https_only: Whether the cookie is ``Secure``; None (the default):
@@ -288,12 +286,8 @@ async def renew_token(connection: HTTPConnection) -> None:
 
     The old token's row is deleted then. `login_session` does this for you.
 
-    Args:
-        connection: The request (or websocket); its session is loaded if it was not.
-
     Raises:
         RuntimeError: Without this package's ``SessionMiddleware``.
-        sessionstore.DatabaseError: If the store failed.
     """
     (await _loaded(connection, "renew_token")).renew = True
 
@@ -301,19 +295,14 @@ async def renew_token(connection: HTTPConnection) -> None:
 async def login_session(connection: HTTPConnection, owner: str) -> None:
     """Log the session in as `owner`: a new token, and the row owned by the user.
 
-    The owner is kept in the session (``"_session_owner"``), so every save keeps the
-    row owned; ``request.session.clear()`` (logout) drops it. Listing and ending a
-    user's sessions needs an `AsyncStore` with ``owners=True``.
-
-    Args:
-        connection: The request (or websocket); its session is loaded if it was not.
-        owner: Who the session belongs to: the user id, as text.
+    The owner (the user id, as text) is kept in the session, so every save keeps the
+    row owned (an `AsyncStore` with ``owners=True``); ``request.session.clear()``
+    drops it. Each helper loads the request's session if it was not.
 
     Raises:
         TypeError: If `owner` is not a str.
         ValueError: If `owner` is empty, too long, or holds NUL or lone surrogates.
         RuntimeError: Without this package's ``SessionMiddleware``.
-        sessionstore.DatabaseError: If the store failed.
     """
     validate_owner(owner)
     handler = await _loaded(connection, "login_session")
@@ -326,7 +315,6 @@ async def session_owner(connection: HTTPConnection) -> str | None:
 
     Raises:
         RuntimeError: Without this package's ``SessionMiddleware``.
-        sessionstore.DatabaseError: If the store failed.
     """
     await _loaded(connection, "session_owner")
     return owner_of(connection.session)
@@ -342,7 +330,6 @@ async def user_sessions(connection: HTTPConnection) -> list[UserSession]:
     Raises:
         RuntimeError: Without this package's ``SessionMiddleware``.
         sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
-        sessionstore.DatabaseError: If the store failed.
     """
     handler = await _loaded(connection, "user_sessions")
     owner = owner_of(connection.session)
@@ -361,7 +348,6 @@ async def logout_everywhere(connection: HTTPConnection) -> int:
     Raises:
         RuntimeError: Without this package's ``SessionMiddleware``.
         sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
-        sessionstore.DatabaseError: If the store failed.
     """
     handler = await _loaded(connection, "logout_everywhere")
     owner = owner_of(connection.session)
