@@ -131,6 +131,7 @@ def create_app(
         request.clear_session()  # the row and the cookie are deleted
         return _text("Logged out; your session is gone.\n")
 
+    absolute = None if absolute_lifetime is None else int(absolute_lifetime.total_seconds())
     root = PostgresStore.from_dsn(
         dsn, table=table, schema=schema, owners=True, min_size=1, max_size=4, **store_options
     )
@@ -146,9 +147,7 @@ def create_app(
         middleware=[
             SessionConfig(
                 max_age=int(lifetime.total_seconds()),  # the idle timeout
-                absolute_max_age=None
-                if absolute_lifetime is None
-                else int(absolute_lifetime.total_seconds()),
+                absolute_max_age=absolute,  # the lifetime, however busy
                 renew_after=renew_after,
                 # Secure unless served as localhost: leave secure unset.
             ).middleware
