@@ -23,6 +23,10 @@ from _docs import ROOT, blocks_of
 #: How long gunicorn may take to stop after SIGTERM.
 STOP_TIMEOUT = 30
 
+#: gunicorn's worker class for ASGI apps: the maintained package's (``uvicorn.workers``
+#: is deprecated).
+UVICORN_WORKER = "uvicorn_worker.UvicornWorker"
+
 
 @contextlib.contextmanager
 def gunicorn(dsn: str, log: Path, *options: str) -> Iterator[str]:

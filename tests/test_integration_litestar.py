@@ -2,8 +2,10 @@
 
 The app is `sessionstore.examples.litestar_app`, the one the demo serves. Each test
 runs it (or a variant) in a uvicorn server thread on the test's database, drives it
-with urllib or httpx and a cookie jar, and looks at the sessions table directly.
-`PostgresStore`'s own contract (Litestar's ``Store`` API) is tested on it directly.
+with urllib or httpx and a cookie jar, and looks at the sessions table directly; the
+session contract (`_session_contract`) runs on it with the contract's routes added,
+and the example is served by gunicorn --preload as deployed. `PostgresStore`'s own
+contract (Litestar's ``Store`` API) is tested on it directly.
 """
 
 from __future__ import annotations
@@ -17,12 +19,16 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import _session_contract as contract
 import httpx
 import psycopg
 import pytest
 import uvicorn
+from _gates import Gates, params
+from _gunicorn import UVICORN_WORKER, docs_set_up, gunicorn
 from _http import Client, issued_token, listed, run_uvicorn, stop_uvicorn
 from _support import new_token, table_rows, wait_until
 from litestar import Litestar, Request, Response, get
@@ -45,6 +51,7 @@ from sessionstore.integrations.litestar import (
     renew_token,
     session_owner,
 )
+from sessionstore.manager import CREATED_KEY
 from sessionstore.testing import TcpProxy
 
 MESSAGE = "Hello from a session!"
@@ -107,7 +114,8 @@ def test_put_then_get(example: App, db: psycopg.Connection[Any]) -> None:
     assert TOKEN_RE.fullmatch(token)
     [(key, data, _)] = table_rows(db)
     assert key == PREFIX + token
-    assert json.loads(bytes(data)) == {"message": MESSAGE}
+    stored = json.loads(bytes(data))
+    assert stored == {"message": MESSAGE, CREATED_KEY: stored[CREATED_KEY]}
 
 
 def test_a_second_client_does_not_see_the_first_ones_data(
@@ -151,7 +159,7 @@ def test_the_cookie_and_the_row_last_the_lifetime(
 ) -> None:
     example = serve(lifetime=dt.timedelta(minutes=10))
     [header] = example.client().get("/put").cookies
-    assert "Max-Age=600" in header
+    assert re.search(r"Max-Age=(599|600);", header)  # the row's expiry, in whole seconds
     [(_, _, expiry)] = table_rows(db)
     left = expiry - dt.datetime.now(dt.UTC)
     assert dt.timedelta(minutes=9) < left <= dt.timedelta(minutes=10)
@@ -244,7 +252,7 @@ def test_litestars_own_backend_adopts_the_planted_id_and_this_one_does_not(
         assert (issued_token(reply) == planted) is adopted
 
 
-def test_a_session_deleted_meanwhile_is_not_brought_back(
+def test_a_due_renewal_of_a_session_deleted_meanwhile_does_not_bring_it_back(
     serve: Callable[..., App], db: psycopg.Connection[Any]
 ) -> None:
     def configure(app: Litestar) -> None:
@@ -258,7 +266,7 @@ def test_a_session_deleted_meanwhile_is_not_brought_back(
 
         app.register(read_while_deleted)
 
-    example = serve(configure)
+    example = serve(configure, renew_after=0)
     client = example.client()
     client.get("/put")
     reply = client.get("/read-while-deleted")
@@ -268,18 +276,39 @@ def test_a_session_deleted_meanwhile_is_not_brought_back(
     assert "Max-Age=0" in header
 
 
-def test_an_unchanged_session_is_touched_not_rewritten(
+def test_a_read_renews_only_when_due_and_never_rewrites_the_data(
     example: App, db: psycopg.Connection[Any]
 ) -> None:
+    """Renewal is a touch: the expiry moves, the data stays as stored, the cookie is re-sent."""
     client = example.client()
     client.get("/put")
-    # A layout the serializer never writes: a rewrite would change the bytes.
-    layout = json.dumps({"message": MESSAGE}, indent=2).encode()
-    db.execute("UPDATE sessions SET data = %s, expiry = now() + interval '1 minute'", (layout,))
-    assert client.get("/get").body.strip() == MESSAGE
-    [(_, data, expiry)] = table_rows(db)
-    assert bytes(data) == layout
+    [(_, before, _)] = table_rows(db)
+    assert client.get("/get").cookies == []  # just written: not due
+    db.execute("UPDATE sessions SET expiry = now() + interval '1 minute'")  # due now
+    reply = client.get("/get")
+    assert reply.body.strip() == MESSAGE
+    [header] = reply.cookies
+    assert re.search(r"Max-Age=(86399|86400);", header)
+    [(_, after, expiry)] = table_rows(db)
+    assert bytes(after) == bytes(before)
     assert expiry - dt.datetime.now(dt.UTC) > dt.timedelta(hours=23)
+
+
+def test_the_cookie_is_secure_by_default_except_on_localhost(example: App) -> None:
+    assert "secure" not in example.client().get("/put").cookies[0].lower()
+    remote = httpx.get(example.url + "/put", headers={"Host": "app.example"})
+    [header] = remote.headers.get_list("set-cookie")
+    parts = {part.strip().lower() for part in header.split(";")}
+    assert {"httponly", "samesite=lax", "secure"} <= parts
+
+
+def test_the_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="renew_after"):
+        SessionConfig(renew_after=2)
+    with pytest.raises(ValueError, match="lifetime"):
+        SessionConfig(absolute_max_age=0)
+    with pytest.raises(ImproperlyConfiguredException, match="max_age"):
+        SessionConfig(max_age=0)
 
 
 # --------------------------------------------------------------------------- headers
@@ -289,7 +318,7 @@ def test_vary_and_cache_control_as_scs_sends_them(serve: Callable[..., App]) -> 
     def configure(app: Litestar) -> None:
         @get("/put-cached")
         async def put_cached(request: Request[Any, Any, Any]) -> Response[str]:
-            request.session["message"] = MESSAGE
+            request.session["message"] = "cached"  # a change: the cookie is set
             return Response("ok", headers={"Vary": "Accept-Encoding", "Cache-Control": "private"})
 
         @get("/vary-cookie")
@@ -316,6 +345,105 @@ def test_vary_and_cache_control_as_scs_sends_them(serve: Callable[..., App]) -> 
         assert "set-cookie" not in reply.headers
         assert reply.headers.get_list("vary") == ["Cookie"]
         assert "cache-control" not in reply.headers
+
+
+# --------------------------------------------------------------------------- the session contract
+
+
+def contract_routes(app: Litestar) -> None:
+    """Add the session contract's routes (see `_session_contract`) to the app."""
+    gates = Gates()
+
+    @get("/c/set")
+    async def set_key(request: Request[Any, Any, Any]) -> str:
+        key, value, group, n, hold = params(dict(request.query_params.items()))
+        request.session.get(key)  # loaded (by the middleware) before the gate
+        await gates.await_(group, n, hold)
+        request.session[key] = value
+        return "ok"
+
+    @get("/c/get")
+    async def get_data(request: Request[Any, Any, Any]) -> dict[str, Any]:
+        return {k: v for k, v in request.session.items() if not k.startswith("_")}
+
+    @get("/c/logout")
+    async def logout(request: Request[Any, Any, Any]) -> str:
+        request.clear_session()
+        return "ok"
+
+    @get("/c/arrived")
+    async def arrived(request: Request[Any, Any, Any]) -> str:
+        return str(gates.arrived(request.query_params["group"]))
+
+    @get("/c/release")
+    async def release(request: Request[Any, Any, Any]) -> str:
+        gates.release(request.query_params["hold"])
+        return "ok"
+
+    for handler in (set_key, get_data, logout, arrived, release):
+        app.register(handler)
+
+
+@pytest.fixture
+def served(serve: Callable[..., App]) -> contract.Served:
+    return contract.Served(serve(contract_routes).url, "session")
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_overlapping_requests_keep_every_key(served: contract.Served, count: int) -> None:
+    contract.check_overlapping_requests_keep_every_key(served, count)
+
+
+def test_many_sessions_lose_no_key(served: contract.Served) -> None:
+    contract.check_many_sessions_lose_no_key(served)
+
+
+def test_a_logout_racing_a_slower_request_stays_logged_out(
+    served: contract.Served, db: psycopg.Connection[Any]
+) -> None:
+    contract.check_a_logout_racing_a_slower_request_stays_logged_out(served, db)
+
+
+def test_a_read_only_request_writes_nothing(
+    served: contract.Served, db: psycopg.Connection[Any]
+) -> None:
+    contract.check_a_read_only_request_writes_nothing(served, db)
+
+
+def test_the_idle_timeout_ends_a_session(serve: Callable[..., App]) -> None:
+    app = serve(contract_routes, lifetime=dt.timedelta(seconds=2))
+    contract.check_the_idle_timeout_ends_a_session(contract.Served(app.url, "session"), idle=2)
+
+
+def test_the_lifetime_ends_a_busy_session(serve: Callable[..., App]) -> None:
+    # An idle timeout of 4 s: the lifetime counts from the creation time in whole
+    # seconds, up to 1 s before the session was made, which the check allows idle/2 for.
+    app = serve(
+        contract_routes,
+        lifetime=dt.timedelta(seconds=4),
+        absolute_lifetime=dt.timedelta(seconds=8),
+        renew_after=0,
+    )
+    served = contract.Served(app.url, "session")
+    contract.check_the_lifetime_ends_a_busy_session(served, idle=4, lifetime=8)
+
+
+@pytest.mark.parametrize("source", ["example", "docs"])
+def test_the_example_app_under_gunicorn_preload(
+    sessionstore_dsn: str, tmp_path: Path, source: str
+) -> None:
+    """``module:app`` loaded before the fork: the example app, and the docs' set-up as written."""
+    if source == "example":
+        options: tuple[str, ...] = ("-k", UVICORN_WORKER, "sessionstore.examples.litestar_app:app")
+    else:
+        module = docs_set_up("integrations-litestar.md", tmp_path)
+        options = ("-k", UVICORN_WORKER, "--chdir", str(tmp_path), f"{module}:app")
+    with gunicorn(sessionstore_dsn, tmp_path / "gunicorn.log", *options) as url:
+        for _ in range(2):  # a session per worker, most likely
+            client = Client(url)
+            assert client.get("/put").status == 200
+            reply = client.get("/get")
+            assert (reply.status, reply.body.strip()) == (200, MESSAGE)
 
 
 # --------------------------------------------------------------------------- the database down

@@ -30,7 +30,7 @@ import quart.sessions
 import uvicorn
 from _example_contract import ExampleAppContract
 from _gates import Gates, params
-from _gunicorn import docs_set_up, gunicorn
+from _gunicorn import UVICORN_WORKER, docs_set_up, gunicorn
 from _http import (
     Client,
     check_scs_headers,
@@ -574,7 +574,7 @@ def test_the_example_app_under_gunicorn_preload(
 
     The example app, and the docs' set-up as written.
     """
-    worker = ("-k", "uvicorn_worker.UvicornWorker")
+    worker = ("-k", UVICORN_WORKER)
     options: tuple[str, ...]
     if source == "example":
         options = (*worker, "sessionstore.examples.quart_app:app")

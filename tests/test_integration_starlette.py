@@ -1,16 +1,14 @@
 """The Starlette integration, through the example app served by uvicorn over HTTP.
 
-The app is `sessionstore.examples.starlette_app`, the one the demo serves.
-
-Each test runs the example app in a uvicorn server thread on the test's database and
-drives it with urllib and a cookie jar, then looks at the sessions table directly.
-The store's own contract (which tokens it adopts, expiries) is tested on it directly.
+The app is `sessionstore.examples.starlette_app`, the one the demo serves. Each test
+runs it (or a variant) in a uvicorn server thread on the test's database, drives it
+with urllib and a cookie jar, and looks at the sessions table directly; the session
+contract (`_session_contract`) runs on it with the contract's routes added, and the
+example is served by gunicorn --preload as deployed.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import datetime as dt
 import json
 import re
@@ -19,12 +17,17 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import _session_contract as contract
+import httpx
 import psycopg
 import pytest
 import uvicorn
 from _example_contract import MESSAGE, USER, check_two_devices_log_out_everywhere, owners
+from _gates import Gates, params
+from _gunicorn import UVICORN_WORKER, docs_set_up, gunicorn
 from _http import (
     Client,
     check_scs_headers,
@@ -33,13 +36,14 @@ from _http import (
     run_uvicorn,
     stop_uvicorn,
 )
+from _session_contract import cookie_value
 from _support import new_token, table_rows, wait_until
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
-from starsessions import SessionAutoloadMiddleware
+from starsessions import InMemoryStore, SessionAutoloadMiddleware, regenerate_session_id
 
 from sessionstore import AsyncStore, Store
 from sessionstore.integrations.starlette import (
@@ -281,69 +285,26 @@ def test_a_browser_session_cookie_gets_the_session_only_ttl(
     assert client.get("/get").body.strip() == MESSAGE
 
 
-def test_refresh_touches_and_keeps_what_another_request_wrote_meanwhile(
-    serve: Callable[..., App], sessionstore_dsn: str, db: psycopg.Connection[Any]
-) -> None:
-    """A request that only reads the session moves the expiry and leaves the data alone.
-
-    With ``lifetime=0`` starsessions saves the session on every request. Between this
-    request's read and its save, "another request" writes new data for the session.
-    Rewriting the payload to slide the expiry would put back the copy this request
-    read; a touch moves only the expiry.
-    """
-    written_meanwhile = json.dumps({"message": "written meanwhile"}).encode()
-
-    async def read_while_another_writes(request: Request) -> PlainTextResponse:
-        message = str(request.session["message"])
-        token = request.cookies["session"]
-        async with await psycopg.AsyncConnection.connect(sessionstore_dsn) as conn:
-            await conn.execute(
-                "UPDATE sessions SET data = %s, expiry = now() + interval '1 minute'"
-                " WHERE token = %s",
-                (written_meanwhile, token),
-            )
-            await conn.commit()
-        return PlainTextResponse(message)
-
-    example = serve(
-        lambda app: app.router.routes.append(
-            Route("/read-while-another-writes", read_while_another_writes)
-        ),
-        lifetime=dt.timedelta(0),
-    )
-    client = example.client()
-    client.get("/put")
-    reply = client.get("/read-while-another-writes")
-    assert (reply.status, reply.body) == (200, MESSAGE)
-    [(token, data, expiry)] = table_rows(db)
-    assert token == client.token()
-    assert bytes(data) == written_meanwhile
-    assert expiry - dt.datetime.now(dt.UTC) > dt.timedelta(hours=23)
-    assert client.get("/get").body.strip() == "written meanwhile"
-
-
-def test_refresh_does_not_rewrite_the_data(
+def test_a_read_renews_only_when_due_and_never_rewrites_the_data(
     serve: Callable[..., App], db: psycopg.Connection[Any]
 ) -> None:
-    # starsessions stamps last_access into the data on every load: a rewrite changes
-    # the stored bytes, a touch does not.
-    example = serve(lifetime=dt.timedelta(0))
+    """Renewal is a touch: the expiry moves, the data stays as stored, the cookie is re-sent."""
+    example = serve(lifetime=dt.timedelta(hours=1))
     client = example.client()
     client.get("/put")
-    db.execute("UPDATE sessions SET expiry = now() + interval '1 minute'")
     [(_, before, _)] = table_rows(db)
-    for _ in range(2):
-        assert client.get("/get").body.strip() == MESSAGE
+    assert client.get("/get").cookies == []  # just written: not due
+    db.execute("UPDATE sessions SET expiry = now() + interval '1 minute'")  # due now
+    reply = client.get("/get")
+    assert reply.body.strip() == MESSAGE
+    [header] = reply.cookies
+    assert {"max-age=3599", "max-age=3600"} & {p.strip() for p in header.lower().split(";")}
     [(_, after, expiry)] = table_rows(db)
     assert bytes(after) == bytes(before)
-    assert expiry - dt.datetime.now(dt.UTC) > dt.timedelta(hours=23)
-    # A change is written.
-    client.get("/login")
-    [(_, changed, _)] = table_rows(db)
-    assert json.loads(bytes(changed))["_session_owner"] == USER
+    assert expiry - dt.datetime.now(dt.UTC) > dt.timedelta(minutes=59)
 
 
-def test_refresh_of_a_session_deleted_meanwhile_does_not_bring_it_back(
+def test_a_due_renewal_of_a_session_deleted_meanwhile_does_not_bring_it_back(
     serve: Callable[..., App], sessionstore_dsn: str, db: psycopg.Connection[Any]
 ) -> None:
     async def read_while_deleted(request: Request) -> PlainTextResponse:
@@ -358,30 +319,62 @@ def test_refresh_of_a_session_deleted_meanwhile_does_not_bring_it_back(
 
     example = serve(
         lambda app: app.router.routes.append(Route("/read-while-deleted", read_while_deleted)),
-        lifetime=dt.timedelta(0),
+        renew_after=0,
     )
     client = example.client()
     client.get("/put")
     reply = client.get("/read-while-deleted")
     assert (reply.status, reply.body) == (200, MESSAGE)
+    assert cookie_value(reply, "session") == ""  # the session is gone: so is its cookie
     assert tokens(db) == []
     assert client.get("/get").body.strip() == ""
     assert tokens(db) == []
+
+
+def test_starsessions_regenerate_session_id_renews_the_token(
+    serve: Callable[..., App], db: psycopg.Connection[Any]
+) -> None:
+    async def regenerate(request: Request) -> PlainTextResponse:
+        regenerate_session_id(request)
+        return PlainTextResponse("ok")
+
+    example = serve(lambda app: app.router.routes.append(Route("/regenerate", regenerate)))
+    client = example.client()
+    client.get("/put")
+    old = client.token()
+    client.get("/regenerate")
+    new = client.token()
+    assert new is not None
+    assert new != old
+    assert tokens(db) == [new]
+    assert client.get("/get").body.strip() == MESSAGE
+
+
+def test_the_cookie_is_secure_by_default_except_on_localhost(serve: Callable[..., App]) -> None:
+    example = serve()
+    local = example.client().get("/put")
+    assert "secure" not in local.cookies[0].lower()
+    remote = httpx.get(example.url + "/put", headers={"Host": "app.example"})
+    [header] = remote.headers.get_list("set-cookie")
+    parts = {part.strip().lower() for part in header.split(";")}
+    assert {"httponly", "samesite=lax", "secure"} <= parts
 
 
 # --------------------------------------------------------------------------- headers
 
 
 def test_vary_and_cache_control_as_scs_sends_them(serve: Callable[..., App]) -> None:
+    # Each stores a value of its own: storing what is there already changes nothing,
+    # which writes nothing and sets no cookie.
     async def put_cached(request: Request) -> PlainTextResponse:
-        request.session["message"] = MESSAGE
+        request.session["message"] = "cached"
         response = PlainTextResponse("ok", headers={"Cache-Control": "private"})
         response.headers.append("Vary", "Accept-Encoding")
         response.headers.append("Vary", "Origin")
         return response
 
     async def put_uncached(request: Request) -> PlainTextResponse:
-        request.session["message"] = MESSAGE
+        request.session["message"] = "uncached"
         return PlainTextResponse("ok", headers={"Cache-Control": "no-store"})
 
     async def vary_cookie(request: Request) -> PlainTextResponse:
@@ -444,72 +437,121 @@ def test_login_creates_an_owned_row_and_logout_deletes_it(
     assert client.get("/sessions").status == 403
 
 
-# --------------------------------------------------------------------------- the store itself
+# --------------------------------------------------------------------------- the session contract
 
 
-def in_fresh_context(coro: Any) -> Any:
-    """Run a coroutine as a task with an empty context (as a new request would)."""
-    return asyncio.create_task(coro, context=contextvars.Context())
+def contract_routes(app: Starlette) -> None:
+    """Add the session contract's routes (see `_session_contract`) to the app."""
+    gates = Gates()
+
+    async def set_key(request: Request) -> PlainTextResponse:
+        key, value, group, n, hold = params(dict(request.query_params))
+        request.session.get(key)  # loaded (by the autoload middleware) before the gate
+        await gates.await_(group, n, hold)
+        request.session[key] = value
+        return PlainTextResponse("ok")
+
+    async def get_data(request: Request) -> PlainTextResponse:
+        data = {k: v for k, v in request.session.items() if not k.startswith("_")}
+        return PlainTextResponse(json.dumps(data))
+
+    async def logout(request: Request) -> PlainTextResponse:
+        request.session.clear()
+        return PlainTextResponse("ok")
+
+    async def arrived(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(str(gates.arrived(request.query_params["group"])))
+
+    async def release(request: Request) -> PlainTextResponse:
+        gates.release(request.query_params["hold"])
+        return PlainTextResponse("ok")
+
+    app.router.routes.extend(
+        [
+            Route("/c/set", set_key),
+            Route("/c/get", get_data),
+            Route("/c/logout", logout),
+            Route("/c/arrived", arrived),
+            Route("/c/release", release),
+        ]
+    )
 
 
-async def test_store_reads_nothing_for_non_tokens(async_session_store: AsyncStore) -> None:
-    store = PostgresStore(async_session_store)
-    for value in ("", "abc", "x" * 5000, "\x00" * 43, "é" * 43, "0" * 32):
-        assert await store.read(value, 0) == b""
-        await store.remove(value)  # no error, no query
+@pytest.fixture
+def served(serve: Callable[..., App]) -> contract.Served:
+    return contract.Served(serve(contract_routes).url, "session")
 
 
-async def test_store_issues_its_own_tokens(async_session_store: AsyncStore) -> None:
-    store = PostgresStore(async_session_store)
-    hex_id = "0123456789abcdef0123456789abcdef"  # what starsessions generates
-    token = await store.write(hex_id, b"{}", 3600, 3600)
-    assert TOKEN_RE.fullmatch(token)
-    assert await async_session_store.find(token) == b"{}"
-    # A live token is kept, whether or not this context read it first.
-    assert await in_fresh_context(store.write(token, b'{"a":1}', 3600, 3600)) == token
-    assert await store.read(token, 3600) == b'{"a":1}'
-    assert await store.write(token, b'{"a":2}', 3600, 3600) == token
-    # An unknown token is replaced, read or not.
-    unknown = new_token()
-    assert await in_fresh_context(store.write(unknown, b"{}", 3600, 3600)) != unknown
-    assert await store.read(unknown, 3600) == b""
-    assert await store.write(unknown, b"{}", 3600, 3600) != unknown
-    assert await async_session_store.find(unknown) is None
+@pytest.mark.parametrize("count", [2, 4])
+def test_overlapping_requests_keep_every_key(served: contract.Served, count: int) -> None:
+    contract.check_overlapping_requests_keep_every_key(served, count)
 
 
-async def test_store_expiries(async_session_store: AsyncStore, db: psycopg.Connection[Any]) -> None:
-    store = PostgresStore(async_session_store, session_only_ttl=dt.timedelta(minutes=5))
-    session_only = await store.write("new", b"{}", 0, 0)
-    timed = await store.write("new", b"{}", 3600, 100)
-    expiries = {row[0]: row[2] - dt.datetime.now(dt.UTC) for row in table_rows(db)}
-    assert dt.timedelta(minutes=4) < expiries[session_only] <= dt.timedelta(minutes=5)
-    assert dt.timedelta(seconds=90) < expiries[timed] <= dt.timedelta(seconds=100)
-    # Past its lifetime (non-rolling): the row goes, as the cookie does.
-    assert await store.write(timed, b"{}", 3600, 0) == timed
-    assert await async_session_store.find(timed) is None
+def test_many_sessions_lose_no_key(served: contract.Served) -> None:
+    contract.check_many_sessions_lose_no_key(served)
 
 
-async def test_store_touches_unchanged_data_and_creates_new_sessions(
-    async_session_store: AsyncStore, db: psycopg.Connection[Any]
+def test_a_logout_racing_a_slower_request_stays_logged_out(
+    served: contract.Served, db: psycopg.Connection[Any]
 ) -> None:
+    contract.check_a_logout_racing_a_slower_request_stays_logged_out(served, db)
+
+
+def test_a_read_only_request_writes_nothing(
+    served: contract.Served, db: psycopg.Connection[Any]
+) -> None:
+    contract.check_a_read_only_request_writes_nothing(served, db)
+
+
+def test_the_idle_timeout_ends_a_session(serve: Callable[..., App]) -> None:
+    app = serve(contract_routes, lifetime=dt.timedelta(seconds=2))
+    contract.check_the_idle_timeout_ends_a_session(contract.Served(app.url, "session"), idle=2)
+
+
+def test_the_lifetime_ends_a_busy_session(serve: Callable[..., App]) -> None:
+    # An idle timeout of 4 s: the lifetime counts from the creation time in whole
+    # seconds, up to 1 s before the session was made, which the check allows idle/2 for.
+    app = serve(
+        contract_routes,
+        lifetime=dt.timedelta(seconds=4),
+        absolute_lifetime=dt.timedelta(seconds=8),
+        renew_after=0,
+    )
+    served = contract.Served(app.url, "session")
+    contract.check_the_lifetime_ends_a_busy_session(served, idle=4, lifetime=8)
+
+
+@pytest.mark.parametrize("source", ["example", "docs"])
+def test_the_example_app_under_gunicorn_preload(
+    sessionstore_dsn: str, tmp_path: Path, source: str
+) -> None:
+    """``module:app`` loaded before the fork: the example app, and the docs' set-up as written."""
+    if source == "example":
+        options: tuple[str, ...] = ("-k", UVICORN_WORKER, "sessionstore.examples.starlette_app:app")
+    else:
+        module = docs_set_up("integrations-starlette.md", tmp_path)
+        options = ("-k", UVICORN_WORKER, "--chdir", str(tmp_path), f"{module}:app")
+    with gunicorn(sessionstore_dsn, tmp_path / "gunicorn.log", *options) as url:
+        for _ in range(2):  # a session per worker, most likely
+            client = Client(url)
+            assert client.get("/put").status == 200
+            reply = client.get("/get")
+            assert (reply.status, reply.body.strip()) == (200, MESSAGE)
+
+
+# --------------------------------------------------------------------------- set-up errors
+
+
+async def test_starsessions_own_middleware_is_refused(async_session_store: AsyncStore) -> None:
     store = PostgresStore(async_session_store)
-    first = json.dumps({"a": 1, "__metadata__": {"created": 1.0, "last_access": 1.0}})
-    token = await store.write("new", first.encode(), 0, 0)
-    db.execute("UPDATE sessions SET expiry = now() + interval '1 minute'")
-    assert await in_fresh_context(store.read(token, 0)) == first.encode()
-    # Only last_access differs (starsessions stamps it on every load): touched.
-    again = json.dumps({"a": 1, "__metadata__": {"created": 1.0, "last_access": 2.0}})
-    assert await store.write(token, again.encode(), 0, 0) == token
-    [(_, data, expiry)] = table_rows(db)
-    assert bytes(data) == first.encode()
-    assert expiry - dt.datetime.now(dt.UTC) > dt.timedelta(hours=23)
-    # Anything else differs: written.
-    changed = json.dumps({"a": 2, "__metadata__": {"created": 1.0, "last_access": 3.0}})
-    assert await store.write(token, changed.encode(), 0, 0) == token
-    assert bytes(table_rows(db)[0][1]) == changed.encode()
-    # Data that does not decode is compared as different, and written.
-    assert await store.write(token, b"not json", 0, 0) == token
-    assert bytes(table_rows(db)[0][1]) == b"not json"
+    with pytest.raises(RuntimeError, match="SessionMiddleware"):
+        await store.read(new_token(), 0)
+    with pytest.raises(RuntimeError, match="SessionMiddleware"):
+        await store.write(new_token(), b"{}", 0, 0)
+    with pytest.raises(RuntimeError, match="SessionMiddleware"):
+        await store.remove(new_token())
+    with pytest.raises(TypeError, match="PostgresStore"):
+        SessionMiddleware(PlainTextResponse("x"), store=InMemoryStore())  # type: ignore[arg-type]
 
 
 async def test_the_helpers_need_the_middleware_and_a_valid_owner() -> None:

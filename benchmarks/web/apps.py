@@ -263,6 +263,7 @@ def starlette(store: str, config: AppConfig) -> Any:
         import starsessions
 
         backend: starsessions.SessionStore
+        session_middleware: type[starsessions.SessionMiddleware] = starsessions.SessionMiddleware
         if store == "memory":
             backend = starsessions.InMemoryStore()
         elif store == "redis":
@@ -285,7 +286,10 @@ def starlette(store: str, config: AppConfig) -> Any:
 
             from sessionstore import AsyncStore
             from sessionstore.cleanup import NoCleanup
+            from sessionstore.integrations import starlette as integration
             from sessionstore.integrations.starlette import PostgresStore
+
+            session_middleware = integration.SessionMiddleware  # the session manager's saves
 
             pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
                 config.dsn,
@@ -305,7 +309,7 @@ def starlette(store: str, config: AppConfig) -> Any:
                     yield
 
         middleware = [
-            Middleware(starsessions.SessionMiddleware, store=backend, cookie_https_only=False),
+            Middleware(session_middleware, store=backend, cookie_https_only=False),
             Middleware(starsessions.SessionAutoloadMiddleware),
         ]
     else:

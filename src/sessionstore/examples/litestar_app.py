@@ -7,6 +7,10 @@ Then open http://127.0.0.1:4000/put and http://127.0.0.1:4000/get. The server is
 throw-away PostgreSQL started for the run (the ``testing`` extra brings its binaries)
 and deleted on Ctrl-C; uvicorn serves the app.
 
+A server can load the module's `app` (on ``$SESSIONSTORE_DSN``), e.g.
+``gunicorn --preload -k uvicorn_worker.UvicornWorker sessionstore.examples.litestar_app:app``:
+nothing connects at import, Litestar opens each worker's pool at its startup.
+
 Beyond the Go example's ``/put`` and ``/get``: ``/login`` logs the session in as
 "alice" (a new token, the session owned by her: what a real login does after checking
 the password), ``/sessions`` lists her sessions (a prefix of each key, and its expiry),
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import signal
 import sys
 from typing import Any
@@ -38,7 +43,6 @@ from sessionstore.integrations.litestar import (
     session_owner,
     user_sessions,
 )
-from sessionstore.testing import ephemeral_postgres
 
 HOST, PORT = "127.0.0.1", 4000
 #: What ``/put`` stores and ``/get`` shows: the Go README's message.
@@ -60,6 +64,8 @@ def create_app(
     dsn: str,
     *,
     lifetime: dt.timedelta = dt.timedelta(hours=24),
+    absolute_lifetime: dt.timedelta | None = dt.timedelta(days=7),
+    renew_after: float = 0.1,
     table: str = "sessions",
     schema: str | None = None,
     **store_options: Any,
@@ -72,7 +78,9 @@ def create_app(
 
     Args:
         dsn: The PostgreSQL server.
-        lifetime: How long a session lives (SCS's ``Lifetime``).
+        lifetime: The idle timeout (SCS's ``IdleTimeout``).
+        absolute_lifetime: When a session ends however busy (SCS's ``Lifetime``).
+        renew_after: The share of `lifetime` after which a read moves the expiry.
         table: The sessions table.
         schema: The table's schema, or None for the search_path.
         **store_options: More `AsyncStore` options (e.g. ``hash_tokens``).
@@ -123,6 +131,7 @@ def create_app(
         request.clear_session()  # the row and the cookie are deleted
         return _text("Logged out; your session is gone.\n")
 
+    absolute = None if absolute_lifetime is None else int(absolute_lifetime.total_seconds())
     root = PostgresStore.from_dsn(
         dsn, table=table, schema=schema, owners=True, min_size=1, max_size=4, **store_options
     )
@@ -137,16 +146,24 @@ def create_app(
         on_startup=[create_table],
         middleware=[
             SessionConfig(
-                max_age=int(lifetime.total_seconds()),  # like SCS's Lifetime
-                secure=False,  # plain http://127.0.0.1 here; keep True behind HTTPS
+                max_age=int(lifetime.total_seconds()),  # the idle timeout
+                absolute_max_age=absolute,  # the lifetime, however busy
+                renew_after=renew_after,
+                # Secure unless served as localhost: leave secure unset.
             ).middleware
         ],
         debug=False,
     )
 
 
+#: What a server loads as ``sessionstore.examples.litestar_app:app``.
+app = create_app(os.environ.get("SESSIONSTORE_DSN", ""))
+
+
 def main() -> None:
     """Serve the app on port 4000 until Ctrl-C (or SIGTERM)."""
+    from sessionstore.testing import ephemeral_postgres  # the testing extra: only here
+
     # uvicorn stops gracefully on either signal, then raises it again: turn that into
     # exceptions that unwind the with-block, so PostgreSQL is stopped and deleted.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))

@@ -7,6 +7,10 @@ Then open http://127.0.0.1:4000/put and http://127.0.0.1:4000/get. The server is
 named by ``$SESSIONSTORE_DSN``, or else a throw-away PostgreSQL started for the run (the
 ``testing`` extra brings its binaries) and deleted on Ctrl-C.
 
+A server can load the module's `app` (on ``$SESSIONSTORE_DSN``), e.g.
+``gunicorn --preload -k uvicorn_worker.UvicornWorker sessionstore.examples.starlette_app:app``:
+nothing connects at import, each worker opens its own pool in its lifespan.
+
 Beyond the Go example's ``/put`` and ``/get``: ``/login`` logs the session in as
 "alice" (a new token, the session owned by her: what a real login does after checking
 the password), ``/sessions`` lists her sessions (a prefix of each key, and its expiry),
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -39,13 +44,12 @@ from starsessions import SessionAutoloadMiddleware
 from sessionstore import AsyncStore
 from sessionstore.integrations.starlette import (
     PostgresStore,
-    SessionMiddleware,  # starsessions' own, with SCS's Vary and Cache-Control headers
+    SessionMiddleware,  # starsessions' own, its saves decided by sessionstore's manager
     login_session,
     logout_everywhere,
     session_owner,
     user_sessions,
 )
-from sessionstore.testing import ephemeral_postgres
 
 HOST, PORT = "127.0.0.1", 4000
 #: What ``/put`` stores and ``/get`` shows: the Go README's message.
@@ -61,6 +65,8 @@ def create_app(
     pool: AsyncConnectionPool[Any],
     *,
     lifetime: dt.timedelta = dt.timedelta(hours=24),
+    absolute_lifetime: dt.timedelta | None = dt.timedelta(days=7),
+    renew_after: float = 0.1,
     table: str = "sessions",
     schema: str | None = None,
 ) -> Starlette:
@@ -72,7 +78,9 @@ def create_app(
 
     Args:
         pool: The pool for the store, not opened yet (``open=False``).
-        lifetime: How long a session lives (SCS's ``Lifetime``).
+        lifetime: The idle timeout (SCS's ``IdleTimeout``).
+        absolute_lifetime: When a session ends however busy (SCS's ``Lifetime``).
+        renew_after: The share of `lifetime` after which a read moves the expiry.
         table: The sessions table.
         schema: The table's schema, or None for the search_path.
 
@@ -137,16 +145,28 @@ def create_app(
             Middleware(
                 SessionMiddleware,
                 store=PostgresStore(store),
-                lifetime=lifetime,  # like SCS's Lifetime: a cookie that outlives the browser
-                cookie_https_only=False,  # plain http://127.0.0.1 here; keep True behind HTTPS
+                lifetime=lifetime,  # the idle timeout; the cookie outlives the browser
+                absolute_lifetime=absolute_lifetime,
+                renew_after=renew_after,
+                # Secure unless served as localhost: leave cookie_https_only unset.
             ),
             Middleware(SessionAutoloadMiddleware),
         ],
     )
 
 
+#: What a server loads as ``sessionstore.examples.starlette_app:app``.
+app = create_app(
+    AsyncConnectionPool(
+        os.environ.get("SESSIONSTORE_DSN", ""), open=False, kwargs={"autocommit": True}
+    )
+)
+
+
 def main() -> None:
     """Serve the app on port 4000 until Ctrl-C (or SIGTERM)."""
+    from sessionstore.testing import ephemeral_postgres  # the testing extra: only here
+
     # uvicorn stops gracefully on either signal, then raises it again: turn that into
     # exceptions that unwind the with-block, so PostgreSQL is stopped and deleted.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
