@@ -135,9 +135,9 @@ NO_CACHE_SET_COOKIE = 'no-cache="Set-Cookie"'
 def check_scs_headers(client: Client, untouched: str) -> None:
     """Drive an example app with the header routes added and check SCS's headers.
 
-    The app has the example's routes, plus ``/put-cached`` (stores the message, sends
+    The app has the example's routes, plus ``/put-cached`` (stores a new value, sends
     ``Cache-Control: private`` and two ``Vary`` headers, ``Accept-Encoding`` and
-    ``Origin``), ``/put-uncached`` (stores it, sends ``Cache-Control: no-store``) and
+    ``Origin``), ``/put-uncached`` (stores another new value, sends ``Cache-Control: no-store``) and
     ``/vary-cookie`` (uses the session, sends ``Vary: cookie``); `untouched` is a path
     whose request never uses the session.
     """
