@@ -17,7 +17,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sessionstore import AsyncStore, DatabaseError, Store
 from sessionstore._batch import ALONE
-from sessionstore._batch_rules import Depth
+from sessionstore._concurrency import Depth
 from sessionstore._core import SessionCore, Statement
 from sessionstore.cleanup import NoCleanup
 from sessionstore.testing import TcpProxy

@@ -9,7 +9,7 @@ and each call is a single statement, so low concurrency pays only a lock; at hig
 concurrency one round trip serves many.
 
 How many statements run at once adapts to the pool and the queue (`Lanes` in
-`_batch_rules.py`): up to `ALONE` single calls run at once, within the pool's size,
+`_concurrency.py`): up to `ALONE` single calls run at once, within the pool's size,
 because handing a result from one thread to another costs a wake-up and GIL
 switches that a cheap statement can't amortise; queued calls are served by `LANES`
 lanes, plus one for each batch that left calls behind at the cap. Through a network,
@@ -18,7 +18,7 @@ the round trip's depth (`Depth`) raises both bounds.
 No thread is started: the callers do the work, and the lane passes from hand to hand.
 `_batch_async.py` is its twin for asyncio; the rules both follow (the caps of a
 batch, what a failed combined statement does, when to open a lane) are in
-`_batch_rules.py`.
+`_concurrency.py`.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from ._batch_rules import Depth, Lanes, fails_all, queue_timeout, take_batch
+from ._concurrency import Depth, Lanes, fails_all, queue_timeout, take_batch
 from ._core import Statement
-from ._facade import LANES
+from ._pool import LANES
 from .errors import DatabaseError
 
 T = TypeVar("T")

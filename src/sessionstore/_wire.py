@@ -44,7 +44,7 @@ from psycopg.generators import execute
 from psycopg.pq.abc import PGconn, PGresult
 
 from ._core import Statement
-from ._facade import Fetch
+from ._pool import Fetch
 
 _OK = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
 _PLACEHOLDER = re.compile(rb"%(.)", re.DOTALL)

@@ -28,7 +28,7 @@ from psycopg_pool import ConnectionPool
 
 from . import _fork
 from ._batch import Batcher
-from ._batch_rules import Depth
+from ._concurrency import Depth
 from ._core import (
     DEFAULT_MAX_DATA_SIZE,
     DEFAULT_PURGE_BATCH_SIZE,
@@ -41,7 +41,7 @@ from ._core import (
     Versioned,
     validate_batch_size,
 )
-from ._facade import MIN_RETRIES, NOT_AUTOCOMMIT, Fetch, pool_type_error
+from ._pool import MIN_RETRIES, NOT_AUTOCOMMIT, Fetch, pool_type_error
 from ._wire import binary_results, direct, run
 from .cleanup import Cancellation, CleanupStrategy, ThreadCleanup, cancelling
 from .errors import DatabaseError, should_retry

@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from . import _fork
 from ._batch_async import AsyncBatcher
-from ._batch_rules import Depth
+from ._concurrency import Depth
 from ._core import (
     DEFAULT_MAX_DATA_SIZE,
     DEFAULT_PURGE_BATCH_SIZE,
@@ -39,7 +39,7 @@ from ._core import (
     Versioned,
     validate_batch_size,
 )
-from ._facade import MIN_RETRIES, NOT_AUTOCOMMIT, Fetch, pool_type_error
+from ._pool import MIN_RETRIES, NOT_AUTOCOMMIT, Fetch, pool_type_error
 from ._wire import binary_results, direct, run
 from .cleanup import AsyncCleanupStrategy, Cancellation, TaskCleanup, cancelling
 from .errors import DatabaseError, should_retry

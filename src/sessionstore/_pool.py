@@ -17,7 +17,7 @@ MIN_RETRIES = 2
 #: How many combined statements of an operation (finds, commits, touches, each on
 #: its own) serve its queue at once, while their batches are not full: two keep one
 #: round trip in flight while the other's results are being handed out. A batch that
-#: hits the cap opens one more lane, up to the pool's size; see `_batch_rules.Lanes`
+#: hits the cap opens one more lane, up to the pool's size; see `_concurrency.Lanes`
 #: and docs/performance.md.
 LANES = 2
 

@@ -16,7 +16,7 @@ from typing import TypeVar
 from psycopg_pool import PoolTimeout
 
 from ._core import MAX_BATCH, MAX_BATCH_BYTES, Statement
-from ._facade import LANES
+from ._pool import LANES
 from .errors import DatabaseError
 
 R = TypeVar("R")
