@@ -30,7 +30,6 @@ from . import _fork
 from ._batch import Batcher
 from ._concurrency import Depth
 from ._core import (
-    DEFAULT_MAX_DATA_SIZE,
     DEFAULT_PURGE_BATCH_SIZE,
     DEFAULT_TABLE,
     OwnedSession,
@@ -39,9 +38,9 @@ from ._core import (
     Statement,
     Steps,
     Versioned,
-    validate_batch_size,
 )
 from ._pool import MIN_RETRIES, NOT_AUTOCOMMIT, Fetch, pool_type_error
+from ._validate import DEFAULT_MAX_DATA_SIZE, validate_batch_size
 from ._wire import binary_results, direct, run
 from .cleanup import Cancellation, CleanupStrategy, ThreadCleanup, cancelling
 from .errors import DatabaseError, should_retry

@@ -28,7 +28,6 @@ from . import _fork
 from ._batch_async import AsyncBatcher
 from ._concurrency import Depth
 from ._core import (
-    DEFAULT_MAX_DATA_SIZE,
     DEFAULT_PURGE_BATCH_SIZE,
     DEFAULT_TABLE,
     OwnedSession,
@@ -37,9 +36,9 @@ from ._core import (
     Statement,
     Steps,
     Versioned,
-    validate_batch_size,
 )
 from ._pool import MIN_RETRIES, NOT_AUTOCOMMIT, Fetch, pool_type_error
+from ._validate import DEFAULT_MAX_DATA_SIZE, validate_batch_size
 from ._wire import binary_results, direct, run
 from .cleanup import AsyncCleanupStrategy, Cancellation, TaskCleanup, cancelling
 from .errors import DatabaseError, should_retry
