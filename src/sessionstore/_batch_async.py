@@ -21,9 +21,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from ._concurrency import Depth, Lanes, fails_all, queue_timeout, take_batch
+from ._concurrency import LANES, Depth, Lanes, fails_all, queue_timeout, take_batch
 from ._core import Statement
-from ._pool import LANES
 from .errors import DatabaseError
 
 T = TypeVar("T")

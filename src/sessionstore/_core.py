@@ -42,12 +42,6 @@ DEFAULT_PURGE_BATCH_SIZE = 5000
 
 DEFAULT_TABLE = "sessions"
 
-#: The most concurrent calls one combined statement serves (see `find_many`).
-MAX_BATCH = 64
-
-#: The most payload bytes one combined commit carries; a larger payload goes alone.
-MAX_BATCH_BYTES = 1024 * 1024
-
 #: Where a purge's walk along the expiry index starts.
 _BEGINNING_OF_TIME = dt.datetime.min.replace(tzinfo=dt.UTC)
 
