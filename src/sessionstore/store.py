@@ -114,7 +114,7 @@ class Store:
             # is the plain `_query`, with not even a check added.
             self._query = self._timed_query  # type: ignore[method-assign]
         self._start_batchers()
-        _fork.track(self)
+        _fork.track(self._after_fork_in_child)
         self._cleanup: CleanupStrategy = ThreadCleanup() if cleanup is None else cleanup
         self._cleanup.start(self)
 
@@ -122,6 +122,16 @@ class Store:
     def name(self) -> str:
         """The quoted, schema-qualified name of the sessions table."""
         return self._core.qualified_name
+
+    @property
+    def table(self) -> str:
+        """The sessions table's name, as given (unquoted)."""
+        return self._core.table
+
+    @property
+    def schema(self) -> str | None:
+        """The table's schema, as given, or None when the search_path finds the table."""
+        return self._core.schema
 
     @property
     def pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
