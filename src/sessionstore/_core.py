@@ -186,25 +186,19 @@ class SessionCore:
         self, token: str, data: Data, expiry: dt.datetime, owner: str | None = None
     ) -> Statement:
         """Upsert a session; with owners, a None owner keeps the row's."""
-        return self._save(
-            self.sql.commit, self.sql.commit_owned, "commit", token, data, expiry, owner
-        )
+        return self._save(self.sql.commit, "commit", token, data, expiry, owner)
 
     def create(
         self, token: str, data: Data, expiry: dt.datetime, owner: str | None = None
     ) -> Statement:
         """Insert a session unless a live one has the token (one row affected if created)."""
-        return self._save(
-            self.sql.create, self.sql.create_owned, "create", token, data, expiry, owner
-        )
+        return self._save(self.sql.create, "create", token, data, expiry, owner)
 
     def update(
         self, token: str, data: Data, expiry: dt.datetime, owner: str | None = None
     ) -> Statement:
         """Rewrite a live session, leaving a missing or expired one alone (one row if live)."""
-        saved = self._save(
-            self.sql.update, self.sql.update_owned, "update", token, data, expiry, owner
-        )
+        saved = self._save(self.sql.update, "update", token, data, expiry, owner)
         # _save orders the parameters as the inserts take them (key first); the
         # UPDATE names the key last.
         key, *rest = saved.params
@@ -227,24 +221,24 @@ class SessionCore:
         """Rewrite a live session only if its row is still at `version`."""
         if isinstance(version, bool) or not isinstance(version, int):
             raise TypeError(f"version must be an int, not {type(version).__name__}")
-        query = self.sql.update_versioned
-        saved = self._save(query, query, "update_versioned", token, data, expiry, owner)
+        saved = self._save(
+            self.sql.update_versioned, "update_versioned", token, data, expiry, owner
+        )
         # As the SQL names them: the key and version last, where the combined
         # statement reads them.
         key, *values = saved.params
-        return Statement(query, (*values, key, version))
+        return Statement(saved.query, (*values, key, version))
 
     def _save(
         self,
-        plain: bytes,
-        owned: bytes,
+        query: bytes,
         operation: str,
         token: str,
         data: Data,
         expiry: dt.datetime,
         owner: str | None,
     ) -> Statement:
-        """Validate a write's arguments into (key, data, expiry[, owner]) for `plain` or `owned`."""
+        """Validate a write's arguments into `query`'s (key, data, expiry[, owner])."""
         params = (
             self._key(validate_token(token)),
             validate_data(data, self.max_data_size),
@@ -253,8 +247,8 @@ class SessionCore:
         if not self.owners:
             if owner is not None:
                 raise OwnersNotEnabledError(f"{operation}(owner=...)")
-            return Statement(plain, params)
-        return Statement(owned, (*params, None if owner is None else validate_owner(owner)))
+            return Statement(query, params)
+        return Statement(query, (*params, None if owner is None else validate_owner(owner)))
 
     # Sessions per owner: only on a table with the owner column (``owners``).
 
@@ -312,7 +306,7 @@ class SessionCore:
         columns = (keys, [bytes(latest[key][1]) for key in keys], [latest[key][2] for key in keys])
         if not self.owners:
             return Statement(self.sql.commit_many, columns)
-        return Statement(self.sql.commit_many_owned, (*columns, [latest[key][3] for key in keys]))
+        return Statement(self.sql.commit_many, (*columns, [latest[key][3] for key in keys]))
 
     def touch_many(self, touches: Sequence[Statement]) -> Statement:
         """Combine touches built by `touch`; the last of one token wins (`decode_touch_many`)."""

@@ -8,9 +8,10 @@ that creates the table is in `schema.py`.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
-# Placeholders: {t} is the table; {owner_*} are filled only on a table with owners.
+# Placeholders: {t} is the table; {owner_*} are filled only on a table with owners,
+# where a "NAME:owners" template, if any, replaces NAME's.
 _TEMPLATES = {
     "find": "SELECT data FROM {t} WHERE token = %s AND current_timestamp < expiry",
     "expiry": "SELECT expiry FROM {t} WHERE token = %s AND current_timestamp < expiry",
@@ -21,7 +22,7 @@ _TEMPLATES = {
     ),
     # With owners, a commit without one keeps the row's owner (COALESCE), so a
     # request that merely saves a session never logs its user out of the list.
-    "commit_owned": (
+    "commit:owners": (
         "INSERT INTO {t} AS s (token, data, expiry, owner) VALUES (%s, %s, %s, %s) "
         "ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry, "
         "owner = COALESCE(EXCLUDED.owner, s.owner)"
@@ -33,7 +34,7 @@ _TEMPLATES = {
         "ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry "
         "WHERE s.expiry <= current_timestamp"
     ),
-    "create_owned": (
+    "create:owners": (
         "INSERT INTO {t} AS s (token, data, expiry, owner) VALUES (%s, %s, %s, %s) "
         "ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry, "
         "owner = COALESCE(EXCLUDED.owner, s.owner) WHERE s.expiry <= current_timestamp"
@@ -42,7 +43,7 @@ _TEMPLATES = {
     "update": (
         "UPDATE {t} SET data = %s, expiry = %s WHERE token = %s AND current_timestamp < expiry"
     ),
-    "update_owned": (
+    "update:owners": (
         "UPDATE {t} SET data = %s, expiry = %s, owner = COALESCE(%s, owner) "
         "WHERE token = %s AND current_timestamp < expiry"
     ),
@@ -82,7 +83,7 @@ _TEMPLATES = {
         "SELECT * FROM unnest(%s::text[], %s::bytea[], %s::timestamptz[]) "
         "ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry"
     ),
-    "commit_many_owned": (
+    "commit_many:owners": (
         "INSERT INTO {t} AS s (token, data, expiry, owner) "
         "SELECT * FROM unnest(%s::text[], %s::bytea[], %s::timestamptz[], %s::text[]) "
         "ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry, "
@@ -162,11 +163,8 @@ class Statements:
     expiry: bytes
     all: bytes
     commit: bytes
-    commit_owned: bytes
     create: bytes
-    create_owned: bytes
     update: bytes
-    update_owned: bytes
     delete: bytes
     touch: bytes
     set_owner: bytes
@@ -177,7 +175,6 @@ class Statements:
     update_versioned: bytes
     find_many: bytes
     commit_many: bytes
-    commit_many_owned: bytes
     touch_many: bytes
     find_versioned_many: bytes
     update_versioned_many: bytes
@@ -192,9 +189,12 @@ class Statements:
         # placeholder: a "%" in a name must reach it doubled.
         table = escape_percent(qualified_name)
         parts = _OWNER_PARTS if owners else dict.fromkeys(_OWNER_PARTS, "")
-        return cls(
-            **{name: text.format(t=table, **parts).encode() for name, text in _TEMPLATES.items()}
-        )
+        rendered = {}
+        for field in fields(cls):
+            name = f"{field.name}:owners"
+            text = _TEMPLATES[name if owners and name in _TEMPLATES else field.name]
+            rendered[field.name] = text.format(t=table, **parts).encode()
+        return cls(**rendered)
 
 
 def escape_percent(text: str) -> str:
