@@ -303,10 +303,10 @@ class SessionCore:
         """Combine commits built by `commit`; of several of one token the last wins, as in order."""
         latest = {commit.params[0]: commit.params for commit in commits}
         keys = sorted(latest)
-        columns = (keys, [bytes(latest[key][1]) for key in keys], [latest[key][2] for key in keys])
-        if not self.owners:
-            return Statement(self.sql.commit_many, columns)
-        return Statement(self.sql.commit_many, (*columns, [latest[key][3] for key in keys]))
+        columns = [keys, [bytes(latest[key][1]) for key in keys], [latest[key][2] for key in keys]]
+        if self.owners:
+            columns.append([latest[key][3] for key in keys])
+        return Statement(self.sql.commit_many, tuple(columns))
 
     def touch_many(self, touches: Sequence[Statement]) -> Statement:
         """Combine touches built by `touch`; the last of one token wins (`decode_touch_many`)."""
