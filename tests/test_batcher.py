@@ -22,9 +22,8 @@ from psycopg_pool import PoolTimeout
 
 from sessionstore._batch import Batcher, _Request
 from sessionstore._batch_async import AsyncBatcher
-from sessionstore._batch_rules import Depth, Lanes
-from sessionstore._core import MAX_BATCH, MAX_BATCH_BYTES, Statement
-from sessionstore._facade import LANES
+from sessionstore._concurrency import LANES, MAX_BATCH, MAX_BATCH_BYTES, Depth, Lanes
+from sessionstore._core import Statement
 from sessionstore.errors import DatabaseError
 
 

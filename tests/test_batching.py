@@ -16,8 +16,7 @@ from _support import in_, new_token, table_rows
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sessionstore import AsyncStore, DatabaseError, Store
-from sessionstore._batch import ALONE
-from sessionstore._batch_rules import Depth
+from sessionstore._concurrency import ALONE, Depth
 from sessionstore._core import SessionCore, Statement
 from sessionstore.cleanup import NoCleanup
 from sessionstore.testing import TcpProxy

@@ -21,7 +21,7 @@ from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricR
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sessionstore import AsyncStore, DatabaseError, Store
-from sessionstore._facade import LANES
+from sessionstore._concurrency import LANES
 from sessionstore.cleanup import NoCleanup
 from sessionstore.metrics import OpenTelemetryRecorder, Recorder, error_type
 from sessionstore.metrics._otel import DURATION_BUCKETS

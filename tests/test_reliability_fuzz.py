@@ -21,7 +21,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sessionstore import MAX_TOKEN_LENGTH, AsyncStore, DatabaseError, Store
-from sessionstore._core import MAX_IDENTIFIER_BYTES
+from sessionstore._validate import MAX_IDENTIFIER_BYTES
 from sessionstore.cleanup import NoCleanup
 
 FUZZ = settings(

@@ -38,7 +38,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sessionstore import AsyncStore, DatabaseError, Store
-from sessionstore._core import advisory_key
+from sessionstore._sql import advisory_key
 from sessionstore.cleanup import NoCleanup, TaskCleanup, ThreadCleanup
 from sessionstore.testing import PostgresServer
 

@@ -11,8 +11,19 @@ from _support import Both, in_, new_token, table_rows
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sessionstore import AsyncStore, OwnersNotEnabledError, Store
-from sessionstore._core import hash_token
+from sessionstore._core import SessionCore, hash_token
 from sessionstore.cleanup import NoCleanup
+
+
+def test_update_and_prefix_delete_reuse_the_statements_rendered_for_the_store() -> None:
+    """No builder composes SQL per call: each statement is rendered once, with its store."""
+    core = SessionCore("odd %table", "a schema", owners=True)
+    first, second = core.update("a", b"", in_(60)), core.update("b", b"", in_(60), "owner")
+    assert first.query is second.query is core.sql.update
+    assert b'"a schema"."odd %%table"' in first.query
+    assert b"owner = COALESCE" in first.query
+    prefix = next(core.delete_prefix_steps("p"))
+    assert prefix.query is next(core.delete_prefix_steps("q")).query is core.sql.delete_prefix_batch
 
 
 async def test_update_rewrites_a_live_session(store: Both, db: psycopg.Connection[Any]) -> None:

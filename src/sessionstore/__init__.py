@@ -13,13 +13,8 @@ A port of Go's scs/pgxstore on psycopg 3 and psycopg_pool::
 
 from __future__ import annotations
 
-from ._core import (
-    DEFAULT_MAX_DATA_SIZE,
-    MAX_OWNER_LENGTH,
-    MAX_TOKEN_LENGTH,
-    OwnedSession,
-    Versioned,
-)
+from ._core import OwnedSession, Versioned
+from ._validate import DEFAULT_MAX_DATA_SIZE, MAX_OWNER_LENGTH, MAX_TOKEN_LENGTH
 from .errors import (
     ConcurrentUpdateError,
     DatabaseError,

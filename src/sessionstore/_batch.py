@@ -9,7 +9,7 @@ and each call is a single statement, so low concurrency pays only a lock; at hig
 concurrency one round trip serves many.
 
 How many statements run at once adapts to the pool and the queue (`Lanes` in
-`_batch_rules.py`): up to `ALONE` single calls run at once, within the pool's size,
+`_concurrency.py`): up to `ALONE` single calls run at once, within the pool's size,
 because handing a result from one thread to another costs a wake-up and GIL
 switches that a cheap statement can't amortise; queued calls are served by `LANES`
 lanes, plus one for each batch that left calls behind at the cap. Through a network,
@@ -18,7 +18,7 @@ the round trip's depth (`Depth`) raises both bounds.
 No thread is started: the callers do the work, and the lane passes from hand to hand.
 `_batch_async.py` is its twin for asyncio; the rules both follow (the caps of a
 batch, what a failed combined statement does, when to open a lane) are in
-`_batch_rules.py`.
+`_concurrency.py`.
 """
 
 from __future__ import annotations
@@ -30,23 +30,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from ._batch_rules import Depth, Lanes, fails_all, queue_timeout, take_batch
+from ._concurrency import ALONE, Depth, Lanes, fails_all, queue_timeout, take_batch
 from ._core import Statement
-from ._facade import LANES
 from .errors import DatabaseError
 
 T = TypeVar("T")
 
 _PENDING: Any = object()
-
-#: How many calls may run singly at once (while nobody queues), within the pool's size.
-#: Handing a result from thread to thread costs a wake-up and GIL switches, so up to
-#: a point singles beat combining; past it, many threads each running their own
-#: statement fight over the GIL, and combining wins again. Measured here (find, pool
-#: min(N, 16), median of 4 interleaved rounds): at N=4, 2 alone gave 13.1k/s against
-#: 18.1-24.1k/s with all four alone (raw psycopg: 17.3k/s); at N=16, 2, 4 and 8 alone
-#: gave 25.7k, 24.2k and 23.3k/s, all sixteen alone 14.7k/s (raw: 33.2k/s).
-ALONE = 2 * LANES
 
 
 class _Request:
@@ -228,10 +218,9 @@ class Batcher(Generic[T]):
             self._release(lane=True, sent=sent)
             # The leader wakes one follower, and each follower the next: waking a
             # thread costs the waker a context switch while it holds the GIL, so a
-            # leader waking 64 in a row kept every other thread, the next lane's
-            # leader among them, from running (py-spy: 65% of GIL time in waking).
-            # In a chain each wake-up is paid by a thread that has nothing else to do
-            # (measured at N=64: 21 against 31 us of client CPU per find).
+            # leader waking a whole batch in a row keeps every other thread, the next
+            # lane's leader among them, from running. In a chain each wake-up is paid
+            # by a thread that has nothing else to do (see docs/performance.md).
             for request, successor in itertools.pairwise(batch[1:]):
                 request.next = successor
             if len(batch) > 1:

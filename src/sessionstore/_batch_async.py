@@ -1,6 +1,6 @@
 """Combining concurrent calls of one operation into shared statements, for asyncio.
 
-The twin of `_batch.py` (the rules both follow are in `_batch_rules.py`): calls of an
+The twin of `_batch.py` (the rules both follow are in `_concurrency.py`): calls of an
 operation run singly while fewer than `LANES` statements run; calls that arrive when
 more do queue, and the oldest of them, handed a lane, serves the queue with one
 combined statement; a batch that hit the cap opens another lane, up to the pool's
@@ -21,9 +21,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from ._batch_rules import Depth, Lanes, fails_all, queue_timeout, take_batch
+from ._concurrency import LANES, Depth, Lanes, fails_all, queue_timeout, take_batch
 from ._core import Statement
-from ._facade import LANES
 from .errors import DatabaseError
 
 T = TypeVar("T")

@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import os
 import weakref
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from .errors import ForkedProcessError
 
-
-class _Forkable(Protocol):
-    def _after_fork_in_child(self, stand_in: Any) -> None: ...
-
-
-_stores: weakref.WeakSet[_Forkable] = weakref.WeakSet()
+#: What each store asked to run in a forked child; weak, so a store can go away.
+_hooks: set[weakref.WeakMethod[Callable[[Any], None]]] = set()
 
 
 class ForkedPool:
@@ -50,19 +47,20 @@ class ForkedPool:
         )
 
 
-def track(store: _Forkable) -> None:
-    """Have `store` switch to a `ForkedPool` in the child after a fork.
+def track(hook: Callable[[Any], None]) -> None:
+    """Have the bound method `hook` called with a `ForkedPool` in the child after a fork.
 
-    Args:
-        store: A store holding a pool.
+    Held weakly: the hook's object (a store) is not kept alive by it.
     """
-    _stores.add(store)
+    _hooks.add(weakref.WeakMethod(hook, _hooks.discard))
 
 
 def _after_fork_in_child() -> None:
     stand_in = ForkedPool(os.getppid())
-    for store in list(_stores):
-        store._after_fork_in_child(stand_in)
+    for ref in list(_hooks):
+        hook = ref()
+        if hook is not None:
+            hook(stand_in)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -4,10 +4,8 @@ A cursor is built for any use: it parses the query, keeps the prepared-statement
 cache, composes results, and each of those steps costs Python work on every call. A
 store runs a handful of fixed statements, so it can do that work once: each query's
 numbered form and prepared name are made the first time and kept, and a call is one
-`send_query_prepared` and one read of the result. Measured at one caller (find, one
-pooled connection, `python -m benchmarks.profile_find`, docs/performance.md): 70 us
-of client CPU per `Store.find` against 88 us for psycopg's plain pattern, where the
-store through a cursor had cost 1.34x the pattern's.
+`send_query_prepared` and one read of the result, which spends less client CPU per
+call than a cursor does (see docs/performance.md).
 
 What stays psycopg's: encoding the parameters and decoding the rows (a `Transformer`
 of the connection, so its adapters, and any the application registered, apply),
@@ -44,7 +42,7 @@ from psycopg.generators import execute
 from psycopg.pq.abc import PGconn, PGresult
 
 from ._core import Statement
-from ._facade import Fetch
+from ._pool import Fetch
 
 _OK = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
 _PLACEHOLDER = re.compile(rb"%(.)", re.DOTALL)
@@ -54,8 +52,8 @@ _UNDEFINED_STATEMENT = b"26000"  # invalid_sql_statement_name: not prepared ther
 # What the store prepared on each connection, keyed by the connection object: a
 # reconnected connection is a new object, so a new server session starts with nothing
 # prepared. Weak, so a closed connection's entry goes with it; which is also why no
-# value may refer to its connection (a `Transformer` does: it is made per call, for
-# 0.15 us, rather than kept here, where it would keep every connection alive).
+# value may refer to its connection (a `Transformer` does: it is made per call, which
+# is cheap, rather than kept here, where it would keep every connection alive).
 _prepared: weakref.WeakKeyDictionary[psycopg.BaseConnection[Any], set[bytes]] = (
     weakref.WeakKeyDictionary()
 )

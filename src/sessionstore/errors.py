@@ -66,6 +66,11 @@ class DatabaseError(SessionStoreError):
             text = f"{text} ({hint})"
         super().__init__(text)
 
+    @property
+    def cause(self) -> psycopg.Error:
+        """The psycopg exception this error wraps (its ``__cause__`` once raised)."""
+        return self._cause
+
     def for_another_caller(self) -> DatabaseError:
         """The same error, as a new instance to raise in another thread or task.
 

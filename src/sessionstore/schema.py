@@ -18,21 +18,15 @@ creators with a transaction-scoped advisory lock, because two plain
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import psycopg
 from psycopg import sql
 
-from ._core import (
-    DEFAULT_TABLE,
-    Result,
-    SessionCore,
-    Statement,
-    Steps,
-    advisory_key,
-    escape_percent,
-    index_name,
-)
+from ._core import DEFAULT_TABLE, Result, SessionCore, Statement, Steps
+from ._sql import advisory_key, escape_percent
+from ._validate import MAX_IDENTIFIER_BYTES
 
 __all__ = ["create_table_steps", "ddl", "owner_index_steps"]
 
@@ -60,6 +54,20 @@ def _name(name: str) -> str:
     if _PLAIN.match(name) and name not in _RESERVED:
         return name
     return sql.Identifier(name).as_string(None)
+
+
+def index_name(table: str, column: str = "expiry") -> str:
+    """Name an index as SCS does (``sessions_expiry_idx``), with a hash suffix if too long.
+
+    A name over PostgreSQL's identifier limit would be silently truncated; the suffix
+    keeps it unique instead. `column` is ``expiry``, or ``owner`` with ``owners``.
+    """
+    name = f"{table}_{column}_idx"
+    if len(name.encode("utf-8")) <= MAX_IDENTIFIER_BYTES:
+        return name
+    suffix = "_" + hashlib.sha256(table.encode("utf-8")).hexdigest()[:8] + f"_{column}_idx"
+    head = table.encode("utf-8")[: MAX_IDENTIFIER_BYTES - len(suffix)]
+    return head.decode("utf-8", errors="ignore") + suffix
 
 
 def _qualified(schema: str | None, name: str) -> str:

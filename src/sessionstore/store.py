@@ -28,9 +28,8 @@ from psycopg_pool import ConnectionPool
 
 from . import _fork
 from ._batch import Batcher
-from ._batch_rules import Depth
+from ._concurrency import Depth
 from ._core import (
-    DEFAULT_MAX_DATA_SIZE,
     DEFAULT_PURGE_BATCH_SIZE,
     DEFAULT_TABLE,
     OwnedSession,
@@ -39,9 +38,9 @@ from ._core import (
     Statement,
     Steps,
     Versioned,
-    validate_batch_size,
 )
-from ._facade import MIN_RETRIES, NOT_AUTOCOMMIT, Fetch, pool_type_error
+from ._pool import MIN_RETRIES, NOT_AUTOCOMMIT, Fetch, pool_type_error
+from ._validate import DEFAULT_MAX_DATA_SIZE, validate_batch_size
 from ._wire import binary_results, direct, run
 from .cleanup import Cancellation, CleanupStrategy, ThreadCleanup, cancelling
 from .errors import DatabaseError, should_retry
@@ -115,7 +114,7 @@ class Store:
             # is the plain `_query`, with not even a check added.
             self._query = self._timed_query  # type: ignore[method-assign]
         self._start_batchers()
-        _fork.track(self)
+        _fork.track(self._after_fork_in_child)
         self._cleanup: CleanupStrategy = ThreadCleanup() if cleanup is None else cleanup
         self._cleanup.start(self)
 
@@ -123,6 +122,16 @@ class Store:
     def name(self) -> str:
         """The quoted, schema-qualified name of the sessions table."""
         return self._core.qualified_name
+
+    @property
+    def table(self) -> str:
+        """The sessions table's name, as given (unquoted)."""
+        return self._core.table
+
+    @property
+    def schema(self) -> str | None:
+        """The table's schema, as given, or None when the search_path finds the table."""
+        return self._core.schema
 
     @property
     def pool(self) -> ConnectionPool[psycopg.Connection[Any]]:

@@ -26,9 +26,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from . import _fork
 from ._batch_async import AsyncBatcher
-from ._batch_rules import Depth
+from ._concurrency import Depth
 from ._core import (
-    DEFAULT_MAX_DATA_SIZE,
     DEFAULT_PURGE_BATCH_SIZE,
     DEFAULT_TABLE,
     OwnedSession,
@@ -37,9 +36,9 @@ from ._core import (
     Statement,
     Steps,
     Versioned,
-    validate_batch_size,
 )
-from ._facade import MIN_RETRIES, NOT_AUTOCOMMIT, Fetch, pool_type_error
+from ._pool import MIN_RETRIES, NOT_AUTOCOMMIT, Fetch, pool_type_error
+from ._validate import DEFAULT_MAX_DATA_SIZE, validate_batch_size
 from ._wire import binary_results, direct, run
 from .cleanup import AsyncCleanupStrategy, Cancellation, TaskCleanup, cancelling
 from .errors import DatabaseError, should_retry
@@ -113,7 +112,7 @@ class AsyncStore:
             # is the plain `_query`, with not even a check added.
             self._query = self._timed_query  # type: ignore[method-assign]
         self._start_batchers()
-        _fork.track(self)
+        _fork.track(self._after_fork_in_child)
         self._cleanup: AsyncCleanupStrategy = TaskCleanup() if cleanup is None else cleanup
         # async-only: begin
         self._opened = False  # a task needs a running loop: the cleanup starts in open()
@@ -124,6 +123,16 @@ class AsyncStore:
     def name(self) -> str:
         """The quoted, schema-qualified name of the sessions table."""
         return self._core.qualified_name
+
+    @property
+    def table(self) -> str:
+        """The sessions table's name, as given (unquoted)."""
+        return self._core.table
+
+    @property
+    def schema(self) -> str | None:
+        """The table's schema, as given, or None when the search_path finds the table."""
+        return self._core.schema
 
     @property
     def pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:

@@ -181,7 +181,7 @@ def error_type(exc: BaseException) -> str:
     if isinstance(exc, DatabaseError):
         if exc.sqlstate:
             return exc.sqlstate
-        exc = exc._cause  # the psycopg error it wraps (its __cause__ when raised)
+        exc = exc.cause  # the psycopg error it wraps (its __cause__ when raised)
     kind = type(exc)
     module = kind.__module__
     # psycopg's classes live in private modules (psycopg.errors is public).

@@ -18,7 +18,7 @@ from . import Recorder
 #: The semantic conventions' recommended boundaries for db.client.operation.duration.
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 
-#: A combined statement serves 2 to `_core.MAX_BATCH` (64) calls.
+#: A combined statement serves 2 to `_concurrency.MAX_BATCH` (64) calls.
 BATCH_BUCKETS = (2, 4, 8, 16, 32, 64)
 
 

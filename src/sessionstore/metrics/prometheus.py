@@ -18,15 +18,33 @@ Prometheus exporter serves those on the same endpoint if wanted.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..cleanup import CleanupStats
-from ..store import Store
-from ..store_async import AsyncStore
 
 __all__ = ["StoreCollector"]
+
+
+class _Pool(Protocol):
+    def get_stats(self) -> dict[str, int]: ...
+
+
+@runtime_checkable
+class _Store(Protocol):
+    """What the collector reads of a `Store` or `AsyncStore`: public properties only."""
+
+    @property
+    def table(self) -> str: ...
+    @property
+    def schema(self) -> str | None: ...
+    @property
+    def pool(self) -> _Pool: ...
+    @property
+    def cleanup(self) -> object: ...
+
 
 #: The pool's gauges: (get_stats key, metric name, help).
 _POOL_GAUGES = (
@@ -66,13 +84,12 @@ class StoreCollector(Collector):
         TypeError: If `store` is not a store.
     """
 
-    def __init__(self, store: Store | AsyncStore, *, prefix: str = "sessionstore") -> None:
-        if not isinstance(store, Store | AsyncStore):
+    def __init__(self, store: _Store, *, prefix: str = "sessionstore") -> None:
+        if not isinstance(store, _Store):
             raise TypeError(f"store must be a Store or AsyncStore, not {type(store).__name__}")
         self._store = store
         self._prefix = prefix
-        core = store._core
-        self._table = core.table if core.schema is None else f"{core.schema}.{core.table}"
+        self._table = store.table if store.schema is None else f"{store.schema}.{store.table}"
 
     def collect(self) -> Iterator[Metric]:
         """The current figures, read at each scrape.

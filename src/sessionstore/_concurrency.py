@@ -1,9 +1,10 @@
-"""The rules both batchers follow, written once.
+"""The adaptive concurrency controller both batchers follow, and the batch tuning.
 
 `_batch.py` (threads) and `_batch_async.py` (asyncio) hand lanes from caller to caller
 with different primitives, so they stay two hand-written files; when a call may run
-alone or must queue, what a batch may hold and what happens when a combined statement
-fails are the same for both, and live here.
+alone or must queue (`Lanes`, `Depth`), what a batch may hold (`take_batch` and the
+constants below) and what happens when a combined statement fails are the same for
+both, and live here. The measurements behind the constants are in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -15,11 +16,30 @@ from typing import TypeVar
 
 from psycopg_pool import PoolTimeout
 
-from ._core import MAX_BATCH, MAX_BATCH_BYTES, Statement
-from ._facade import LANES
+from ._core import Statement
 from .errors import DatabaseError
 
 R = TypeVar("R")
+
+#: The most concurrent calls one combined statement serves.
+MAX_BATCH = 64
+
+#: The most payload bytes one combined commit carries; a larger payload goes alone.
+MAX_BATCH_BYTES = 1024 * 1024
+
+#: How many combined statements of an operation (finds, commits, touches, each on
+#: its own) serve its queue at once, while their batches are not full: two keep one
+#: round trip in flight while the other's results are being handed out. A batch that
+#: hits the cap opens one more lane, up to the pool's size (see `Lanes`).
+LANES = 2
+
+#: How many calls may run singly at once on threads (while nobody queues), within the
+#: pool's size. Handing a result from thread to thread costs a wake-up and GIL
+#: switches, so up to a point singles beat combining; past it, many threads each
+#: running their own statement fight over the GIL, and combining wins again. Asyncio
+#: hands results over cheaply (a future), so there `LANES` run singly.
+#: See docs/performance.md.
+ALONE = 2 * LANES
 
 
 class Depth:
@@ -99,10 +119,9 @@ class Lanes:
         joined: How many lanes must be serving for new calls to join the queue
             rather than run alone (on a shallow path): `LANES` on asyncio, where a
             lane's callers always come back after it closed, so with 1 they would
-            all queue behind the one lane left; 1 for threads, which measured
-            faster so at 4 and 64 threads (find on loopback, 7 interleaved rounds:
-            0.85x and 0.89x with `LANES`, though 1.18x at 16 in 5 rounds; on asyncio
-            `LANES` gave 1.6x at 4 tasks and 1.1-1.2x at 16 and 64).
+            all queue behind the one lane left; 1 for threads, where a thread
+            running alone costs no hand-over and measured faster so (see
+            docs/performance.md).
     """
 
     __slots__ = ("_alone", "_depth", "_joined", "_limit", "busy", "lanes")

@@ -1,7 +1,7 @@
-"""What the two facades, `Store` and `AsyncStore`, share besides the core.
+"""What the stores ask of their pool: its type, autocommit, and retries after a broken connection.
 
-`store.py` is generated from `store_async.py` (see ``tools/async_to_sync.py``), so the
-facades share their code by construction; the settings they share live here, once.
+Also `Fetch`, what a query hands back from its connection. `store.py` is generated
+from `store_async.py` (see ``tools/async_to_sync.py``), so both stores use these.
 """
 
 from __future__ import annotations
@@ -14,16 +14,9 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 #: the pool's size). Every store operation is idempotent, so running one twice is safe.
 MIN_RETRIES = 2
 
-#: How many combined statements of an operation (finds, commits, touches, each on
-#: its own) serve its queue at once, while their batches are not full: two keep one
-#: round trip in flight while the other's results are being handed out. A batch that
-#: hits the cap opens one more lane, up to the pool's size; see `_batch_rules.Lanes`
-#: and docs/performance.md.
-LANES = 2
-
 #: Logged once per store whose pool hands out connections outside autocommit mode:
 #: psycopg then wraps each statement in a transaction, so every call costs three
-#: round trips instead of one (measured: 44% of find throughput at one caller).
+#: round trips instead of one (see docs/performance.md).
 NOT_AUTOCOMMIT = (
     "pool %r: connections are not in autocommit mode, so every store call costs three "
     "round trips (BEGIN, the statement, COMMIT) instead of one; create the pool with "
