@@ -6,13 +6,15 @@ import asyncio
 import datetime as dt
 import gc
 import logging
+import os
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from _support import in_, new_token, table_rows, wait_until
+from _support import in_, insert_expired, new_token, table_rows, wait_until
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sessionstore import AsyncStore, DatabaseError, Store
@@ -216,3 +218,36 @@ def test_run_on_start_and_jitter(pool: ConnectionPool[Any], db: psycopg.Connecti
     with Store(pool, cleanup=cleanup):
         wait_until(lambda: cleanup.stats.runs == 1)
     assert table_rows(db) == []
+
+
+def test_under_preload_each_forked_child_purges_and_the_parent_waits(
+    sessionstore_dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    """``gunicorn --preload``: the store (and its thread) is made before the fork."""
+    pool = ConnectionPool(sessionstore_dsn, open=False, kwargs={"autocommit": True})
+    cleanup = ThreadCleanup(interval=0.05)
+    store = Store(pool, cleanup=cleanup)
+    insert_expired(db, 3)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: open the pool, let its own cleanup thread purge
+        try:
+            with pool:
+                deadline = time.monotonic() + 20
+                while cleanup.stats.rows_deleted < 3 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                message = f"deleted {cleanup.stats.rows_deleted}, errors {cleanup.stats.errors}"
+            store.close()
+        except BaseException as exc:
+            message = f"error: {exc!r}"
+        os.write(write, message.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        message = pipe.read()
+    os.waitpid(pid, 0)
+    assert message == "deleted 3, errors 0"
+    # The parent's pool never opened: its thread skipped every round, quietly.
+    assert cleanup.stats.errors == 0
+    assert cleanup.stats.runs == 0
+    store.close()

@@ -28,12 +28,24 @@ DEFAULT_STOP_TIMEOUT = 1.0
 ErrorCallback = Callable[[BaseException], object]
 
 
+class Openable(Protocol):
+    """A pool, as far as a strategy looks at it."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether the pool is not open (not yet, or any more)."""
+
+
 class SyncPurger(Protocol):
     """What a sync strategy needs from its store (`Store` is one)."""
 
     @property
     def name(self) -> str:
         """A name for the store's table, fit for logs and thread names."""
+
+    @property
+    def pool(self) -> Openable:
+        """The store's pool: no purge is tried while it is not open."""
 
     def try_purge_expired(
         self, *, batch_size: int | None = None, cancel: Cancellation | None = None

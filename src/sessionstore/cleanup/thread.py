@@ -6,6 +6,7 @@ import threading
 import time
 import weakref
 
+from .. import _fork
 from ._cancel import Cancellation
 from ._schedule import Schedule, SyncPurger, logger
 
@@ -31,6 +32,7 @@ class ThreadCleanup(Schedule):
 
     _thread: threading.Thread | None = None
     _stopping: Cancellation
+    _ref: weakref.ref[SyncPurger]
 
     def start(self, store: SyncPurger) -> None:
         """Start the cleanup thread for `store`. The store calls this.
@@ -42,14 +44,30 @@ class ThreadCleanup(Schedule):
             RuntimeError: If this strategy already serves a store.
         """
         self._attach()
+        self._launch(store)
+        # A thread does not survive os.fork: see _after_fork_in_child.
+        _fork.track(self._after_fork_in_child)
+
+    def _launch(self, store: SyncPurger) -> None:
+        """Start the thread that purges `store`."""
         self._stopping = Cancellation()
-        ref = weakref.ref(store)
+        self._ref = ref = weakref.ref(store)
         name = store.name
         self._thread = threading.Thread(
             target=self._run, args=(ref, name), name=f"sessionstore-cleanup {name}", daemon=True
         )
         weakref.finalize(store, _store_dropped, self._stopping, name)
         self._thread.start()
+
+    def _after_fork_in_child(self, _stand_in: object) -> None:
+        """Start the cleanup again in a child whose store works (its pool was not open).
+
+        ``gunicorn --preload`` makes the store in the master, whose thread stays
+        there; each worker opens the pool and gets a thread of its own.
+        """
+        store = self._ref()
+        if store is not None and not self._stopping.cancelled and store.pool.closed:
+            self._launch(store)
 
     def stop(self) -> None:
         """Stop the thread and wait for it, up to `stop_timeout` seconds.
@@ -85,6 +103,9 @@ class ThreadCleanup(Schedule):
             store = ref()
             if store is None:
                 return
+            if store.pool.closed:  # not open yet (or any more): nothing to purge with
+                logger.debug("%s: the pool is not open; purge skipped", name)
+                continue
             started, t0 = self._clock()
             try:
                 deleted = store.try_purge_expired(cancel=self._stopping)
