@@ -33,6 +33,7 @@ class ThreadCleanup(Schedule):
     _thread: threading.Thread | None = None
     _stopping: Cancellation
     _ref: weakref.ref[SyncPurger]
+    _dropped: weakref.finalize[[Cancellation, str], SyncPurger] | None = None
 
     def start(self, store: SyncPurger) -> None:
         """Start the cleanup thread for `store`. The store calls this.
@@ -56,7 +57,9 @@ class ThreadCleanup(Schedule):
         self._thread = threading.Thread(
             target=self._run, args=(ref, name), name=f"sessionstore-cleanup {name}", daemon=True
         )
-        weakref.finalize(store, _store_dropped, self._stopping, name)
+        if self._dropped is not None:  # the parent's, inherited through a fork
+            self._dropped.detach()
+        self._dropped = weakref.finalize(store, _store_dropped, self._stopping, name)
         self._thread.start()
 
     def _after_fork_in_child(self, _stand_in: object) -> None:

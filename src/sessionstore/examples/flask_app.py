@@ -39,7 +39,6 @@ from flask import Flask, session
 from psycopg_pool import ConnectionPool
 
 from sessionstore import Store
-from sessionstore.cleanup import NoCleanup
 from sessionstore.integrations.flask import (
     PostgresSessionInterface,
     login_session,
@@ -132,10 +131,8 @@ def __getattr__(name: str) -> Any:
         if not dsn:
             raise RuntimeError("no DSN: set $SESSIONSTORE_DSN")
         pool = ConnectionPool(dsn, open=False, kwargs={"autocommit": True})
-        # No cleanup thread: under --preload it would run in gunicorn's master, where
-        # the pool is never opened, and no worker would have one. Purge from a job:
-        # python -m sessionstore purge --dsn ...
-        store = Store(pool, owners=True, cleanup=NoCleanup())
+        # Under --preload each worker gets its own cleanup thread (see the Flask page).
+        store = Store(pool, owners=True)
         atexit.register(pool.close)
         atexit.register(store.close)  # runs first: atexit calls in reverse order
         app = create_app(store)
