@@ -554,9 +554,11 @@ async def test_cookie_defaults_httponly_lax_and_secure_outside_localhost(
     assert "HttpOnly" in local
     assert "SameSite=Lax" in local
     assert "Secure" not in local  # plain HTTP on a local host
-    async with aiohttp.ClientSession() as bare:
-        async with bare.get(example.url + "/put", headers={"Host": "shop.example"}) as response:
-            [remote] = response.headers.getall("Set-Cookie")
+    async with (
+        aiohttp.ClientSession() as bare,
+        bare.get(example.url + "/put", headers={"Host": "shop.example"}) as response,
+    ):
+        [remote] = response.headers.getall("Set-Cookie")
     assert "Secure" in remote
     assert "HttpOnly" in remote
     assert "SameSite=Lax" in remote

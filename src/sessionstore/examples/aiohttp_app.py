@@ -133,10 +133,12 @@ def create_app(
         session.invalidate()  # the row and the cookie are deleted
         return web.Response(text="Logged out; your session is gone.\n")
 
-    idle = idle_timeout if isinstance(idle_timeout, dt.timedelta) else dt.timedelta(
-        seconds=idle_timeout
+    idle = (
+        idle_timeout
+        if isinstance(idle_timeout, dt.timedelta)
+        else dt.timedelta(seconds=idle_timeout)
     )
-    renewal = {} if renew_after is None else {"renew_after": renew_after}
+    renewal: dict[str, Any] = {} if renew_after is None else {"renew_after": renew_after}
     app = web.Application()
     storage = setup(
         app,

@@ -1,59 +1,7 @@
-"""Django sessions in PostgreSQL: a session engine on `Store` and `AsyncStore`.
+"""Django sessions in PostgreSQL: a session engine driven by `SessionManager`.
 
-Install with ``pip install "sessionstore[django]"``, create the table once (``python
--m sessionstore migrate --dsn ...``, with ``--owners`` for sessions per user), then in
-``settings.py``::
-
-    SESSION_ENGINE = "sessionstore.integrations.django"
-    SESSIONSTORE = {"owners": True}  # every key is optional; see below
-    MIDDLEWARE = [
-        # Django's SessionMiddleware, plus SCS's Cache-Control on a cookie change:
-        "sessionstore.integrations.django.SessionMiddleware",
-        ...
-    ]
-
-`SessionStore` is a ``SessionBase`` with the semantics of Django's ``db`` backend:
-``load`` gives an empty session (and forgets the key) when the row is missing,
-expired or does not decode; ``save(must_create=True)`` raises ``CreateError`` on a
-taken key; ``save()`` of a session deleted meanwhile raises ``UpdateError`` (Django's
-middleware answers ``SessionInterrupted``, a 400); ``cycle_key`` deletes the old row;
-``clear_expired`` (``manage.py clearsessions``) runs the store's batched purge. The
-data is Django's own encoding (signed with ``SECRET_KEY``, ``SESSION_SERIALIZER``),
-the expiry Django's (``SESSION_COOKIE_AGE``, ``set_expiry``), and every
-``SESSION_COOKIE_*`` setting applies, as with any engine. Django 5.1's async methods
-(``aload``, ``asave``, ``acycle_key``, ... and so ``alogin``/``alogout``) run on
-`AsyncStore`, without a thread. A database failure raises
-`sessionstore.DatabaseError`: Django's 500 page, never an empty session.
-
-Differences from the ``db`` backend, all of them savings: a new key is saved with one
-``INSERT ... ON CONFLICT`` (no "does it exist?" query first), an update is one
-``UPDATE`` (no transaction around it), and the rows live in the SCS table, not in
-``django_session`` (no ORM, no migration, no model).
-
-The ``SESSIONSTORE`` setting (a dict; any key may be left out):
-
-- ``dsn``: the PostgreSQL connection string. Default: built from
-  ``DATABASES[database]`` (``NAME``, ``USER``, ``PASSWORD``, ``HOST``, ``PORT`` and the
-  libpq parameters among its ``OPTIONS``), which must be PostgreSQL.
-- ``database``: the ``DATABASES`` alias to build the DSN from (default ``"default"``).
-- ``table``, ``schema``, ``hash_tokens``, ``owners``: as for `Store`.
-- ``min_size``, ``max_size``, ``timeout``: the pools' sizes and how long a request
-  waits for a connection (default 1, 10 and 30 seconds).
-- ``prepare_threshold``: psycopg's (default 5); None behind PgBouncer older than 1.21
-  in transaction mode.
-
-Pools are opened on first use, in the process that uses them: one
-``ConnectionPool`` per process for the sync methods, and one ``AsyncConnectionPool``
-per event loop for the async ones (an ASGI server runs one loop). Nothing connects at
-import or in ``django.setup()``, so ``gunicorn --preload`` forks before any connection
-exists. The sync pool closes at exit; wrap an ASGI application in `with_lifespan` to
-close the async one when the server stops.
-
-Sessions per user (``owners=True``): the owner of a row is the session's
-``_auth_user_id`` (what ``django.contrib.auth.login`` stores), written with every save.
-`sessions_of` lists a user's live sessions, `logout_everywhere` ends them (but the
-current one, if asked) and `revoke` ends one of them; each has an ``a``-prefixed async
-twin.
+``SESSION_ENGINE = "sessionstore.integrations.django"`` with this module's
+`SessionMiddleware`; views keep ``request.session``. See docs/integrations-django.md.
 """
 
 from __future__ import annotations
@@ -67,7 +15,7 @@ import re
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
@@ -75,31 +23,31 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from .._core import MAX_TOKEN_LENGTH, validate_owner
 from ..cleanup import NoCleanup
+from ..manager import (
+    CREATED_KEY,
+    DEFAULT_RENEW_AFTER,
+    Loaded,
+    Outcome,
+    SessionManager,
+    Steps,
+    arun,
+    run,
+)
 from ..store import Store
 from ..store_async import AsyncStore
-from ._common import (
-    UserSession,
-    cache_control_with_no_cache_set_cookie,
-    listing,
-    missing_extra,
-)
+from ._common import OWNER_KEY, UserSession, cache_control_with_no_cache_set_cookie, missing_extra
 
 try:
     from django.conf import settings
     from django.contrib.auth import SESSION_KEY
-    from django.contrib.sessions.backends.base import (
-        VALID_KEY_CHARS,
-        CreateError,
-        SessionBase,
-        UpdateError,
-    )
+    from django.contrib.sessions.backends.base import SessionBase, UpdateError
     from django.contrib.sessions.middleware import SessionMiddleware as _DjangoSessionMiddleware
     from django.core import signing
     from django.core.exceptions import ImproperlyConfigured
     from django.core.signals import setting_changed
     from django.http import HttpRequest, HttpResponse
     from django.utils import timezone
-    from django.utils.crypto import get_random_string
+    from django.utils.cache import patch_vary_headers
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra(__name__, "django", exc) from exc
 
@@ -122,18 +70,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: What a session key may look like to be looked up: Django's own rule (at least 8
-#: characters) and only url-safe characters, so an odd cookie (quoted, with escapes or
-#: NUL) is a new session at once and never reaches the store's validation or SQL.
-#: Django's keys (32 of ``[a-z0-9]``) and SCS's tokens (43 url-safe base64) both pass.
+#: What a session key may look like to be used at all (Django's rule: at least 8
+#: characters; url-safe only), so an odd cookie never reaches the store.
 _KEY_RE = re.compile(rf"[A-Za-z0-9_-]{{8,{MAX_TOKEN_LENGTH}}}")
 
-#: How many fresh keys `SessionStore.create` tries. Two 165-bit random keys never
-#: collide in practice; the bound turns a broken random source into an error instead
-#: of an endless loop.
-_CREATE_ATTEMPTS = 10
-
-#: Keys of ``DATABASES[...]["OPTIONS"]`` that are Django's or psycopg's, not libpq's.
+#: Connection parameters of Django's backend that are Django's or psycopg's, not
+#: libpq's (the engine's connections take no Django adapters or cursor classes).
 _NOT_CONNINFO = frozenset(
     {
         "assume_role",
@@ -151,12 +93,30 @@ _SETTING = "SESSIONSTORE"
 #: How long `close` waits for an async pool closing in another thread's loop.
 _CLOSE_TIMEOUT = 10.0
 
+#: The keys of ``SESSIONSTORE`` and the types each takes.
+_KEYS: dict[str, type | tuple[type, ...]] = {
+    "dsn": str,
+    "database": str,
+    "table": str,
+    "schema": (str, type(None)),
+    "hash_tokens": bool,
+    "owners": bool,
+    "min_size": int,
+    "max_size": int,
+    "timeout": (int, float),
+    "prepare_threshold": (int, type(None)),
+    "lifetime": (int, float, dt.timedelta, type(None)),
+    "renew_after": (int, float),
+}
+
 
 @dataclass(frozen=True)
 class _Config:
     """The ``SESSIONSTORE`` setting, checked."""
 
-    dsn: str
+    dsn: str = ""
+    #: The connection parameters of Django's backend, computed per connection.
+    params: Callable[[], dict[str, Any]] | None = None
     table: str = "sessions"
     schema: str | None = None
     hash_tokens: bool = False
@@ -164,6 +124,8 @@ class _Config:
     min_size: int = 1
     max_size: int = 10
     timeout: float = 30.0
+    lifetime: dt.timedelta | float | None = None
+    renew_after: float = DEFAULT_RENEW_AFTER
     connect_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -172,43 +134,19 @@ class _Config:
 
         Raises:
             ImproperlyConfigured: If it is not a dict, has an unknown key or a value
-                of the wrong type, or no DSN can be had.
+                of the wrong type, or no database can be had.
         """
         raw = getattr(settings, _SETTING, {})
         if not isinstance(raw, dict):
             raise ImproperlyConfigured(f"settings.{_SETTING} must be a dict")
-        known = {
-            "dsn",
-            "database",
-            "table",
-            "schema",
-            "hash_tokens",
-            "owners",
-            "min_size",
-            "max_size",
-            "timeout",
-            "prepare_threshold",
-        }
-        unknown = sorted(set(raw) - known)
+        unknown = sorted(set(raw) - set(_KEYS))
         if unknown:
             raise ImproperlyConfigured(
-                f"settings.{_SETTING} has unknown keys {unknown}; the keys are {sorted(known)}"
+                f"settings.{_SETTING} has unknown keys {unknown}; the keys are {sorted(_KEYS)}"
             )
-        checks: list[tuple[str, type | tuple[type, ...]]] = [
-            ("dsn", str),
-            ("database", str),
-            ("table", str),
-            ("schema", (str, type(None))),
-            ("hash_tokens", bool),
-            ("owners", bool),
-            ("min_size", int),
-            ("max_size", int),
-            ("timeout", (int, float)),
-            ("prepare_threshold", (int, type(None))),
-        ]
-        for key, kind in checks:
-            value = raw.get(key)
-            if key in raw and (not isinstance(value, kind) or _is_bool_for_number(value, kind)):
+        for key, value in raw.items():
+            kind = _KEYS[key]
+            if not isinstance(value, kind) or _is_bool_for_number(value, kind):
                 raise ImproperlyConfigured(
                     f"settings.{_SETTING}[{key!r}] has the wrong type: {type(value).__name__}"
                 )
@@ -219,12 +157,30 @@ class _Config:
             )
         if raw.get("timeout", 30.0) <= 0:
             raise ImproperlyConfigured(f"settings.{_SETTING}['timeout'] must be positive")
-        dsn = raw["dsn"] if "dsn" in raw else _dsn_of_database(raw.get("database", "default"))
+        # SESSION_SAVE_EVERY_REQUEST: Django's way to say "renew on every request".
+        every = getattr(settings, "SESSION_SAVE_EVERY_REQUEST", False)
+        renew_after = 0.0 if every else raw.get("renew_after", DEFAULT_RENEW_AFTER)
+        try:
+            SessionManager(
+                _never,
+                _never,
+                idle_timeout=1,
+                lifetime=raw.get("lifetime"),
+                renew_after=renew_after,
+            )
+        except (TypeError, ValueError) as exc:
+            raise ImproperlyConfigured(f"settings.{_SETTING}: {exc}") from exc
+        params = None
+        if "dsn" not in raw:
+            alias = raw.get("database", "default")
+            _database_params(alias)  # checked now, computed again for each connection
+            params = lambda: _database_params(alias)  # noqa: E731
         kwargs: dict[str, Any] = {"autocommit": True}
         if "prepare_threshold" in raw:
             kwargs["prepare_threshold"] = raw["prepare_threshold"]
         return cls(
-            dsn=dsn,
+            dsn=raw.get("dsn", ""),
+            params=params,
             table=raw.get("table", "sessions"),
             schema=raw.get("schema"),
             hash_tokens=raw.get("hash_tokens", False),
@@ -232,6 +188,8 @@ class _Config:
             min_size=min_size,
             max_size=max_size,
             timeout=float(raw.get("timeout", 30.0)),
+            lifetime=raw.get("lifetime"),
+            renew_after=renew_after,
             connect_kwargs=kwargs,
         )
 
@@ -246,14 +204,22 @@ class _Config:
         }
 
     def pool_options(self) -> dict[str, Any]:
-        """The pools' options."""
+        """The pools' options; with Django's backend, its parameters for each connection."""
+        static = dict(self.connect_kwargs)
+        params = self.params
+        kwargs: Any = static if params is None else (lambda: {**params(), **static})
         return {
+            "conninfo": self.dsn,
             "min_size": self.min_size,
             "max_size": self.max_size,
             "timeout": self.timeout,
-            "kwargs": dict(self.connect_kwargs),
+            "kwargs": kwargs,
             "name": "sessionstore-django",
         }
+
+
+def _never(_: Any) -> Any:
+    raise NotImplementedError  # a manager made only to check the settings
 
 
 def _is_bool_for_number(value: object, kind: type | tuple[type, ...]) -> bool:
@@ -262,35 +228,32 @@ def _is_bool_for_number(value: object, kind: type | tuple[type, ...]) -> bool:
     return isinstance(value, bool) and bool not in kinds
 
 
-def _dsn_of_database(alias: str) -> str:
-    """The connection string of ``DATABASES[alias]``, as Django's backend connects."""
-    databases = getattr(settings, "DATABASES", {})
-    if alias not in databases:
+def _database_params(alias: str) -> dict[str, Any]:
+    """What Django's backend for ``DATABASES[alias]`` connects with (credentials included)."""
+    from django.db.utils import ConnectionHandler
+
+    if alias not in getattr(settings, "DATABASES", {}):
         raise ImproperlyConfigured(
             f"settings.{_SETTING} has no 'dsn' and settings.DATABASES has no {alias!r}"
         )
-    db = databases[alias]
-    engine = str(db.get("ENGINE", ""))
-    if not engine.endswith(("postgresql", "postgis")):
+    # A handler of its own: the settings as they are now (Django's `connections`
+    # keeps the DATABASES it first read), and no connection of Django's is touched.
+    wrapper = ConnectionHandler()[alias]
+    if wrapper.vendor != "postgresql":
+        engine = wrapper.settings_dict.get("ENGINE")
         raise ImproperlyConfigured(
             f"settings.{_SETTING} has no 'dsn' and DATABASES[{alias!r}] is not PostgreSQL "
             f"(ENGINE {engine!r}): set settings.{_SETTING}['dsn']"
         )
-    options = {k: v for k, v in (db.get("OPTIONS") or {}).items() if k not in _NOT_CONNINFO}
-    params: dict[str, Any] = {"dbname": db.get("NAME") or "postgres", **options}
-    for key, param in (("USER", "user"), ("PASSWORD", "password"), ("HOST", "host")):
-        if db.get(key):
-            params[param] = db[key]
-    if db.get("PORT"):
-        params["port"] = str(db["PORT"])
-    if not db.get("NAME") and options.get("service"):
-        del params["dbname"]  # the service file names the database
+    params = wrapper.get_connection_params()
+    params = {key: value for key, value in params.items() if key not in _NOT_CONNINFO}
     try:
-        return psycopg.conninfo.make_conninfo(**params)
+        psycopg.conninfo.make_conninfo(**params)
     except psycopg.ProgrammingError as exc:
         raise ImproperlyConfigured(
             f"DATABASES[{alias!r}] gives no valid connection string: {exc}"
         ) from exc
+    return params
 
 
 @dataclass
@@ -345,9 +308,7 @@ class _Stores:
         config = self.config()
         with self._lock:
             if self._sync is None:
-                pool: ConnectionPool[Any] = ConnectionPool(
-                    config.dsn, open=True, **config.pool_options()
-                )
+                pool: ConnectionPool[Any] = ConnectionPool(open=True, **config.pool_options())
                 self._sync = Store(pool, **config.store_options())
                 logger.debug("opened the sync pool of process %d", self._pid)
             return self._sync
@@ -365,7 +326,7 @@ class _Stores:
         async with entry.lock:
             if entry.store is None:
                 pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                    config.dsn, open=False, **config.pool_options()
+                    open=False, **config.pool_options()
                 )
                 await pool.open()
                 entry.store = AsyncStore(pool, **config.store_options())
@@ -523,47 +484,79 @@ def _aware(expiry: dt.datetime) -> dt.datetime:
     return expiry
 
 
+#: The shortest idle timeout a save is given (a `set_expiry` in the past ends it at once).
+_MIN_IDLE = dt.timedelta(microseconds=1)
+
+
+class _StableSigner(signing.TimestampSigner):
+    """Django's session signing with a fixed timestamp: the same data, the same bytes."""
+
+    def timestamp(self) -> str:
+        # Sessions are never checked for the signature's age (Django's decode passes
+        # no max_age); a fixed one lets the manager tell an unchanged session by its bytes.
+        return "0"
+
+
+def _owned(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with the logged-in user's id (``_auth_user_id``) as the manager's owner."""
+    user = data.get(SESSION_KEY)
+    if user is not None and user != "":
+        data[OWNER_KEY] = str(user)
+    return data
+
+
+def _public(data: dict[str, Any]) -> dict[str, Any]:
+    """The session as views see it: without the manager's keys."""
+    return {key: value for key, value in data.items() if key not in (CREATED_KEY, OWNER_KEY)}
+
+
 class SessionStore(SessionBase):
     """Django's session engine on sessionstore (``SESSION_ENGINE`` names this module).
 
     Django's ``SessionMiddleware`` makes one per request from the cookie's key; views
-    use it as ``request.session``. See the module's documentation for the settings.
+    use it as ``request.session``. Loading goes through `SessionManager.load` (the
+    `Loaded` is kept on the instance) and every save through `SessionManager.save`;
+    this module's `SessionMiddleware` applies the save's `Outcome` to the response.
 
     Args:
         session_key: The key from the session cookie, or None. A key that is not
-            shaped like one (see `_validate_session_key`) is treated as None.
+            shaped like one is treated as None.
     """
 
-    # SessionBase's own private helpers, which django-stubs leaves out; used the way
-    # Django's db backend uses them.
+    # SessionBase's own private helpers, which django-stubs leaves out.
     _get_session: Callable[..., dict[str, Any]]
     _aget_session: Callable[..., Awaitable[dict[str, Any]]]
+
+    def __init__(self, session_key: str | None = None) -> None:
+        super().__init__(session_key)
+        self._loaded: Loaded | None = None
+        self._renew = False
 
     def _validate_session_key(self, key: str | None) -> bool:
         return isinstance(key, str) and _KEY_RE.fullmatch(key) is not None
 
-    def _get_new_session_key(self) -> str:
-        # No "does it exist?" query (the base class asks): `create` saves with an
-        # INSERT that leaves a taken key alone and says so, which is the real check.
-        return get_random_string(32, VALID_KEY_CHARS)
+    def _manager(
+        self, idle: dt.timedelta | None = None, now: dt.datetime | None = None
+    ) -> SessionManager:
+        """The manager for the settings, with `idle` as the idle timeout (and `now` as the time)."""
+        config = _stores.config()
+        return SessionManager(
+            self._dumps,
+            self._loads,
+            idle_timeout=idle or dt.timedelta(seconds=settings.SESSION_COOKIE_AGE),
+            lifetime=config.lifetime,
+            renew_after=config.renew_after,
+            **({} if now is None else {"clock": lambda: now}),
+        )
 
-    async def _aget_new_session_key(self) -> str:
-        return self._get_new_session_key()
+    def _dumps(self, data: dict[str, Any]) -> bytes:
+        """Django's signed encoding, byte for byte the same for the same data."""
+        stored = {key: value for key, value in sorted(data.items()) if key != OWNER_KEY}
+        signer = _StableSigner(salt=self.key_salt)
+        return signer.sign_object(stored, serializer=self.serializer, compress=True).encode()
 
-    def _owner(self, data: dict[str, Any]) -> str | None:
-        """The owner to save the row with: the logged-in user's id, if owners are kept."""
-        if not _stores.config().owners:
-            return None
-        user_id = data.get(SESSION_KEY)
-        return None if user_id is None or user_id == "" else str(user_id)
-
-    def _decode(self, raw: bytes) -> dict[str, Any] | None:
-        """Decode a row's data as Django's `decode` does; None if it does not decode.
-
-        Unlike `decode`, which returns ``{}`` for both, this tells an empty session
-        from data that is corrupt, tampered with or signed with another
-        ``SECRET_KEY``: the latter loses its key, as a missing row does.
-        """
+    def _loads(self, raw: bytes) -> dict[str, Any] | None:
+        """Decode as Django does; None for data corrupt or signed with another key."""
         try:
             data = signing.loads(raw.decode(), salt=self.key_salt, serializer=self.serializer)
         except signing.BadSignature:
@@ -571,112 +564,135 @@ class SessionStore(SessionBase):
             return None
         except Exception:  # the serializer's errors, as Django's decode catches them
             return None
-        return data if isinstance(data, dict) else None
+        return _owned(data) if isinstance(data, dict) else None
 
-    def _loaded(self, raw: bytes | None) -> dict[str, Any]:
-        data = None if raw is None else self._decode(raw)
-        if data is None:
-            logger.debug("no live session for the cookie's key; new session")
+    def _use(self, loaded: Loaded) -> dict[str, Any]:
+        """Keep what was loaded; forget the key if it named no live session."""
+        self._loaded = loaded
+        if not loaded.found:
             self._session_key = None
-            return {}
-        return data
+        return _public(loaded.data)
 
-    def _row(self, data: dict[str, Any], expiry: dt.datetime) -> tuple[bytes, dt.datetime]:
-        return self.encode(data).encode(), _aware(expiry)
+    def _steps(
+        self, data: dict[str, Any], must_create: bool, had_cookie: bool | None
+    ) -> tuple[Steps[Outcome], Callable[[Outcome], Outcome]]:
+        """The manager's save of `data`, and what the instance learns from its outcome."""
+        loaded = (
+            self._loaded if self._loaded is not None and not must_create else Loaded(None, False)
+        )
+        if had_cookie is not None:
+            loaded.had_cookie = had_cookie
+        full = _owned(dict(data))
+        if CREATED_KEY in loaded.data:
+            full[CREATED_KEY] = loaded.data[CREATED_KEY]
+        now = timezone.now()
+        # The idle timeout is the session's expiry age: SESSION_COOKIE_AGE or set_expiry.
+        idle = _aware(self.get_expiry_date(modification=now)) - _aware(now)
+        manager = self._manager(max(idle, _MIN_IDLE), _aware(now))
+
+        def after(outcome: Outcome) -> Outcome:
+            self._renew = False
+            if outcome.set_cookie and outcome.token is not None:
+                # The Outcome does not carry the written row's version: 0 matches no
+                # row, so a later save of this instance re-reads the row and merges.
+                raw = self._dumps(full)
+                self._loaded = Loaded(outcome.token, True, full, True, 0, outcome.expiry, raw)
+                self._session_key = outcome.token
+            elif outcome.token is None:
+                self._loaded, self._session_key = None, None
+            return outcome
+
+        return manager.save(loaded, full, renew=self._renew), after
+
+    def _save(self, must_create: bool = False, had_cookie: bool | None = None) -> Outcome:
+        """Run the manager's save on the process's `Store`."""
+        steps, after = self._steps(self._get_session(no_load=must_create), must_create, had_cookie)
+        return after(run(steps, _stores.sync()))
+
+    async def _asave(self, must_create: bool = False) -> Outcome:
+        """Run the manager's save on the loop's `AsyncStore`."""
+        data = await self._aget_session(no_load=must_create)
+        steps, after = self._steps(data, must_create, None)
+        return after(await arun(steps, await astore()))
+
+    def _raise_if_gone(self, outcome: Outcome) -> None:
+        """UpdateError for data left unsaved because the session is gone."""
+        if outcome.token is None and self._get_session():
+            raise UpdateError
+
+    def _doomed(self, session_key: str | None) -> Loaded | None:
+        """What `delete` deletes: the row of `session_key`, this session's if None."""
+        if session_key is None or session_key == self.session_key:
+            session_key, self._loaded = self.session_key, None  # new from now on
+        if session_key is None or not self._validate_session_key(session_key):
+            return None
+        return Loaded(session_key, True, found=True)
 
     # -- sync
 
     def load(self) -> dict[str, Any]:
-        """Read the session's data; an empty session if missing, expired or undecodable.
+        """Load the session through the manager.
 
         Returns:
-            The data (``{}`` and no key any more when there is no usable row).
+            Its data; ``{}`` and no key any more if the key names no live session
+            (missing, expired, past its lifetime, or not decoding).
 
         Raises:
             sessionstore.DatabaseError: If the database failed.
         """
-        key = self.session_key
-        return self._loaded(None if key is None else _stores.sync().find(key))
+        steps = self._manager().load(self.session_key)
+        return self._use(run(steps, _stores.sync()))
 
     def exists(self, session_key: str | None) -> bool:
         """Whether a live session has the key.
 
-        Args:
-            session_key: The key.
-
-        Returns:
-            True if it names a live session.
-
         Raises:
             sessionstore.DatabaseError: If the database failed.
         """
-        if not self._validate_session_key(session_key):
+        if session_key is None or not self._validate_session_key(session_key):
             return False
-        assert session_key is not None
         return _stores.sync().exists(session_key)
 
     def create(self) -> None:
-        """Save the session under a new key (retrying on a taken one), as Django's ``db``.
+        """Save the session under a new key (an empty session is not stored).
 
         Raises:
-            RuntimeError: If every attempt met a taken key (a broken random source).
             sessionstore.DatabaseError: If the database failed.
         """
-        for _ in range(_CREATE_ATTEMPTS):
-            self._session_key = self._get_new_session_key()
-            try:
-                self.save(must_create=True)
-            except CreateError:
-                logger.warning("a freshly generated session key was already taken; trying another")
-                continue
-            self.modified = True
-            return
-        raise RuntimeError(f"no free session key after {_CREATE_ATTEMPTS} attempts")
+        self.save(must_create=True)
+        self.modified = True
 
     def save(self, must_create: bool = False) -> None:
-        """Save the session's data and expiry.
+        """Save the session as the manager decides (the middleware does at the response).
 
         Args:
-            must_create: Create a new row (a taken key raises ``CreateError``);
-                otherwise rewrite the existing live row only.
+            must_create: Save under a new key, whatever key the session has.
 
         Raises:
-            CreateError: If `must_create` and a live session has the key.
-            UpdateError: If not `must_create` and the row is gone (deleted or
-                expired since it was read: it is not brought back).
+            UpdateError: If the session was deleted or expired since it was read
+                (it is not brought back).
             sessionstore.DatabaseError: If the database failed.
         """
-        if self.session_key is None:
-            self.create()
-            return
-        data = self._get_session(no_load=must_create)
-        raw, expiry = self._row(data, self.get_expiry_date())
-        sync = _stores.sync()
-        owner = self._owner(data)
-        if must_create:
-            if not sync.create(self.session_key, raw, expiry, owner=owner):
-                raise CreateError
-        elif not sync.update(self.session_key, raw, expiry, owner=owner):
-            raise UpdateError
+        self._raise_if_gone(self._save(must_create))
+
+    def cycle_key(self) -> None:
+        """Have the session saved under a new key; the old row is deleted at that save."""
+        self._get_session()
+        self._renew = self.modified = True
 
     def delete(self, session_key: str | None = None) -> None:
-        """Delete a session's row (this session's if no key is given); a missing one is fine.
-
-        Args:
-            session_key: The key, or None for this session's.
+        """Delete a session's row (this session's if no key is given).
 
         Raises:
             sessionstore.DatabaseError: If the database failed.
         """
-        if session_key is None:
-            session_key = self.session_key
-        if session_key is None or not self._validate_session_key(session_key):
-            return
-        _stores.sync().delete(session_key)
+        loaded = self._doomed(session_key)
+        if loaded is not None:
+            run(self._manager().save(loaded, {}), _stores.sync())
 
     @classmethod
     def clear_expired(cls) -> None:
-        """Delete the expired sessions, in batches: what ``manage.py clearsessions`` runs.
+        """Delete the expired sessions in batches (``manage.py clearsessions``).
 
         Raises:
             sessionstore.DatabaseError: If the database failed.
@@ -687,72 +703,56 @@ class SessionStore(SessionBase):
     # -- async (Django 5.1+): the same, on the loop's AsyncStore
 
     async def aload(self) -> dict[str, Any]:
-        """`load` on the running loop's `AsyncStore` (same arguments, result, errors)."""
-        key = self.session_key
-        return self._loaded(None if key is None else await (await astore()).find(key))
+        """`load` on the running loop's `AsyncStore`."""
+        steps = self._manager().load(self.session_key)
+        return self._use(await arun(steps, await astore()))
 
     async def aexists(self, session_key: str | None) -> bool:
-        """`exists` on the running loop's `AsyncStore` (same arguments, result, errors)."""
-        if not self._validate_session_key(session_key):
+        """`exists` on the running loop's `AsyncStore`."""
+        if session_key is None or not self._validate_session_key(session_key):
             return False
-        assert session_key is not None
         return await (await astore()).exists(session_key)
 
     async def acreate(self) -> None:
-        """`create` on the running loop's `AsyncStore` (same arguments, result, errors)."""
-        for _ in range(_CREATE_ATTEMPTS):
-            self._session_key = await self._aget_new_session_key()
-            try:
-                await self.asave(must_create=True)
-            except CreateError:
-                logger.warning("a freshly generated session key was already taken; trying another")
-                continue
-            self.modified = True
-            return
-        raise RuntimeError(f"no free session key after {_CREATE_ATTEMPTS} attempts")
+        """`create` on the running loop's `AsyncStore`."""
+        await self.asave(must_create=True)
+        self.modified = True
 
     async def asave(self, must_create: bool = False) -> None:
-        """`save` on the running loop's `AsyncStore` (same arguments, result, errors)."""
-        if self.session_key is None:
-            await self.acreate()
-            return
-        data = await self._aget_session(no_load=must_create)
-        raw, expiry = self._row(data, await self.aget_expiry_date())
-        astore_ = await astore()
-        owner = self._owner(data)
-        if must_create:
-            if not await astore_.create(self.session_key, raw, expiry, owner=owner):
-                raise CreateError
-        elif not await astore_.update(self.session_key, raw, expiry, owner=owner):
-            raise UpdateError
+        """`save` on the running loop's `AsyncStore`."""
+        self._raise_if_gone(await self._asave(must_create))
+
+    async def acycle_key(self) -> None:
+        """`cycle_key` for async code."""
+        await self._aget_session()
+        self._renew = self.modified = True
 
     async def adelete(self, session_key: str | None = None) -> None:
-        """`delete` on the running loop's `AsyncStore` (same arguments, result, errors)."""
-        if session_key is None:
-            session_key = self.session_key
-        if session_key is None or not self._validate_session_key(session_key):
-            return
-        await (await astore()).delete(session_key)
+        """`delete` on the running loop's `AsyncStore`."""
+        loaded = self._doomed(session_key)
+        if loaded is not None:
+            await arun(self._manager().save(loaded, {}), await astore())
 
     @classmethod
     async def aclear_expired(cls) -> None:
-        """`clear_expired` on the running loop's `AsyncStore` (same arguments, result, errors)."""
+        """`clear_expired` on the running loop's `AsyncStore`."""
         deleted = await (await astore()).purge_expired()
         logger.info("clear_expired: %d expired sessions deleted", deleted)
 
 
 class SessionMiddleware(_DjangoSessionMiddleware):
-    """Django's ``SessionMiddleware``, plus SCS's ``Cache-Control`` on a cookie change.
+    """Django's ``SessionMiddleware``, applying the session manager's decision.
 
-    Put it in ``MIDDLEWARE`` where ``django.contrib.sessions.middleware.SessionMiddleware``
-    was. Everything Django's does stays (``Vary: Cookie`` when the session was used,
-    the cookie set or deleted, ``SessionInterrupted``); a response that sets or
-    deletes the session cookie also gets ``no-cache="Set-Cookie"`` merged into its
-    ``Cache-Control``, so a shared cache may keep the page but never the cookie.
+    Put it in ``MIDDLEWARE`` in place of Django's. A request that used the session
+    saves it as `SessionManager.save` decides: a read-only request writes nothing and
+    sends no cookie until renewal is due; a session deleted since it was read (a
+    logout that raced this request) gets its cookie deleted, not Django's
+    ``SessionInterrupted``. ``Vary: Cookie`` as Django sends it, and ``no-cache=
+    "Set-Cookie"`` merged into ``Cache-Control`` when the cookie is set or deleted.
     """
 
     def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
-        """Save the session as Django does, then mark a cookie change for caches.
+        """Save the session and set, keep or delete its cookie.
 
         Args:
             request: The request.
@@ -760,15 +760,59 @@ class SessionMiddleware(_DjangoSessionMiddleware):
 
         Returns:
             The response.
+
+        Raises:
+            sessionstore.DatabaseError: If the database failed (Django answers 500).
         """
-        response = super().process_response(request, response)
-        if settings.SESSION_COOKIE_NAME in response.cookies:
+        session = getattr(request, "session", None)
+        name = settings.SESSION_COOKIE_NAME
+        if (
+            isinstance(session, SessionStore)
+            and response.status_code < 500
+            and (session.accessed or session.modified or settings.SESSION_SAVE_EVERY_REQUEST)
+        ):
+            patch_vary_headers(response, ("Cookie",))
+            outcome = session._save(had_cookie=name in request.COOKIES)
+            _apply(response, session, outcome)
+            changed = outcome.cookie_changed
+        else:  # untouched, another engine, or a server error: Django's own way
+            response = super().process_response(request, response)
+            changed = name in response.cookies
+        if changed:
             merged = cache_control_with_no_cache_set_cookie(
                 [response.headers.get("Cache-Control", "")]
             )
             if merged is not None:
                 response.headers["Cache-Control"] = merged
         return response
+
+
+def _apply(response: HttpResponse, session: SessionStore, outcome: Outcome) -> None:
+    """Set or delete the session cookie as `outcome` says, with Django's cookie settings."""
+    name = settings.SESSION_COOKIE_NAME
+    if outcome.delete_cookie:
+        response.delete_cookie(
+            name,
+            path=settings.SESSION_COOKIE_PATH,
+            domain=settings.SESSION_COOKIE_DOMAIN,
+            samesite=settings.SESSION_COOKIE_SAMESITE,
+        )
+    elif outcome.set_cookie and outcome.token is not None:
+        max_age = None
+        if outcome.expiry is not None and not session.get_expire_at_browser_close():
+            # Whole seconds, rounded down: the cookie never outlives the row.
+            left = (outcome.expiry - dt.datetime.now(dt.UTC)).total_seconds()
+            max_age = max(int(left), 0)
+        response.set_cookie(
+            name,
+            outcome.token,
+            max_age=max_age,
+            domain=settings.SESSION_COOKIE_DOMAIN,
+            path=settings.SESSION_COOKIE_PATH,
+            secure=bool(settings.SESSION_COOKIE_SECURE),
+            httponly=bool(settings.SESSION_COOKIE_HTTPONLY),
+            samesite=settings.SESSION_COOKIE_SAMESITE,
+        )
 
 
 # -- sessions per user
@@ -790,13 +834,14 @@ def _owner_of(user: object) -> str | None:
 
 
 def _key_of(current: SessionBase | str | None) -> str | None:
+    """The session key of `current` (a session or a key), if it is shaped like one."""
     key = current.session_key if isinstance(current, SessionBase) else current
     return key if isinstance(key, str) and _KEY_RE.fullmatch(key) else None
 
 
-def _decoder() -> Callable[[bytes], dict[str, Any]]:
-    decoding = SessionStore()
-    return lambda raw: decoding._decode(raw) or {}
+def _listing(listed: list[UserSession]) -> list[UserSession]:
+    """The listed sessions' data as views see it."""
+    return [replace(each, data=_public(each.data)) for each in listed]
 
 
 def sessions_of(user: object, current: SessionBase | str | None = None) -> list[UserSession]:
@@ -809,8 +854,7 @@ def sessions_of(user: object, current: SessionBase | str | None = None) -> list[
 
     Returns:
         The sessions, soonest to expire first; empty for an anonymous user. Show
-            only a prefix of each `UserSession.key`: without ``hash_tokens`` it is a
-            working session key.
+            only a prefix of each `UserSession.key`.
 
     Raises:
         TypeError: If `user` is neither a model instance nor a str.
@@ -820,25 +864,21 @@ def sessions_of(user: object, current: SessionBase | str | None = None) -> list[
     owner = _owner_of(user)
     if owner is None:
         return []
-    return listing(_stores.sync().sessions_of(owner), _key_of(current), _decoder())
+    steps = SessionStore()._manager().sessions(owner, _key_of(current))
+    return _listing(run(steps, _stores.sync()))
 
 
 async def asessions_of(user: object, current: SessionBase | str | None = None) -> list[UserSession]:
-    """`sessions_of` on the running loop's `AsyncStore` (same arguments, result, errors)."""
+    """`sessions_of` on the running loop's `AsyncStore`."""
     owner = _owner_of(user)
     if owner is None:
         return []
-    owned = await (await astore()).sessions_of(owner)
-    return listing(owned, _key_of(current), _decoder())
+    steps = SessionStore()._manager().sessions(owner, _key_of(current))
+    return _listing(await arun(steps, await astore()))
 
 
 def logout_everywhere(user: object, keep: SessionBase | str | None = None) -> int:
     """End every session of a user at once, except `keep`; needs ``owners=True``.
-
-    The sessions' next requests get an empty session (Django's ``AnonymousUser``)::
-
-        def logout_other_devices(request):
-            ended = logout_everywhere(request.user, keep=request.session)
 
     Args:
         user: A user model instance or the owner id as text.
@@ -856,26 +896,19 @@ def logout_everywhere(user: object, keep: SessionBase | str | None = None) -> in
     owner = _owner_of(user)
     if owner is None:
         return 0
-    ended = _stores.sync().delete_owned(owner, keep=_key_of(keep))
-    logger.debug("logged out everywhere: %d sessions deleted", ended)
-    return ended
+    return run(SessionManager.log_out_everywhere(owner, _key_of(keep)), _stores.sync())
 
 
 async def alogout_everywhere(user: object, keep: SessionBase | str | None = None) -> int:
-    """`logout_everywhere` on the running loop's `AsyncStore` (same arguments, result, errors)."""
+    """`logout_everywhere` on the running loop's `AsyncStore`."""
     owner = _owner_of(user)
     if owner is None:
         return 0
-    ended = await (await astore()).delete_owned(owner, keep=_key_of(keep))
-    logger.debug("logged out everywhere: %d sessions deleted", ended)
-    return ended
+    return await arun(SessionManager.log_out_everywhere(owner, _key_of(keep)), await astore())
 
 
 def revoke(user: object, key: str) -> bool:
     """End one of a user's sessions, by the `UserSession.key` that `sessions_of` listed.
-
-    Only a session of `user` is deleted: a key from one user's list ends no one
-    else's session.
 
     Args:
         user: A user model instance or the owner id.
@@ -891,10 +924,10 @@ def revoke(user: object, key: str) -> bool:
         sessionstore.DatabaseError: If the database failed.
     """
     owner = _owner_of(user)
-    return owner is not None and _stores.sync().revoke(owner, key)
+    return owner is not None and run(SessionManager.revoke(owner, key), _stores.sync())
 
 
 async def arevoke(user: object, key: str) -> bool:
-    """`revoke` on the running loop's `AsyncStore` (same arguments, result, errors)."""
+    """`revoke` on the running loop's `AsyncStore`."""
     owner = _owner_of(user)
-    return owner is not None and await (await astore()).revoke(owner, key)
+    return owner is not None and await arun(SessionManager.revoke(owner, key), await astore())
