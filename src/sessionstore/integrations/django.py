@@ -15,7 +15,7 @@ import re
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -94,15 +94,15 @@ _SETTING = "SESSIONSTORE"
 _CLOSE_TIMEOUT = 10.0
 
 #: The keys of ``SESSIONSTORE`` and the types each takes.
-_KEYS: dict[str, type | tuple[type, ...]] = {
-    "dsn": str,
-    "database": str,
-    "table": str,
+_KEYS: dict[str, tuple[type, ...]] = {
+    "dsn": (str,),
+    "database": (str,),
+    "table": (str,),
     "schema": (str, type(None)),
-    "hash_tokens": bool,
-    "owners": bool,
-    "min_size": int,
-    "max_size": int,
+    "hash_tokens": (bool,),
+    "owners": (bool,),
+    "min_size": (int,),
+    "max_size": (int,),
     "timeout": (int, float),
     "prepare_threshold": (int, type(None)),
     "lifetime": (int, float, dt.timedelta, type(None)),
@@ -112,30 +112,16 @@ _KEYS: dict[str, type | tuple[type, ...]] = {
 
 @dataclass(frozen=True)
 class _Config:
-    """The ``SESSIONSTORE`` setting, checked."""
+    """The ``SESSIONSTORE`` setting, checked: what the stores, pools and manager take."""
 
-    dsn: str = ""
-    #: The connection parameters of Django's backend, computed per connection.
-    params: Callable[[], dict[str, Any]] | None = None
-    table: str = "sessions"
-    schema: str | None = None
-    hash_tokens: bool = False
-    owners: bool = False
-    min_size: int = 1
-    max_size: int = 10
-    timeout: float = 30.0
-    lifetime: dt.timedelta | float | None = None
-    renew_after: float = DEFAULT_RENEW_AFTER
-    connect_kwargs: dict[str, Any] = field(default_factory=dict)
+    store_options: dict[str, Any]
+    pool_options: dict[str, Any]
+    lifetime: dt.timedelta | float | None
+    renew_after: float
 
     @classmethod
     def from_settings(cls) -> _Config:
-        """Read and check ``settings.SESSIONSTORE``.
-
-        Raises:
-            ImproperlyConfigured: If it is not a dict, has an unknown key or a value
-                of the wrong type, or no database can be had.
-        """
+        """Read and check ``settings.SESSIONSTORE``; ImproperlyConfigured if it is wrong."""
         raw = getattr(settings, _SETTING, {})
         if not isinstance(raw, dict):
             raise ImproperlyConfigured(f"settings.{_SETTING} must be a dict")
@@ -145,8 +131,10 @@ class _Config:
                 f"settings.{_SETTING} has unknown keys {unknown}; the keys are {sorted(_KEYS)}"
             )
         for key, value in raw.items():
-            kind = _KEYS[key]
-            if not isinstance(value, kind) or _is_bool_for_number(value, kind):
+            # bool subclasses int: True is no size.
+            if not isinstance(value, _KEYS[key]) or (
+                isinstance(value, bool) and bool not in _KEYS[key]
+            ):
                 raise ImproperlyConfigured(
                     f"settings.{_SETTING}[{key!r}] has the wrong type: {type(value).__name__}"
                 )
@@ -160,72 +148,36 @@ class _Config:
         # SESSION_SAVE_EVERY_REQUEST: Django's way to say "renew on every request".
         every = getattr(settings, "SESSION_SAVE_EVERY_REQUEST", False)
         renew_after = 0.0 if every else raw.get("renew_after", DEFAULT_RENEW_AFTER)
+        lifetime = raw.get("lifetime")
         try:
             SessionManager(
-                _never,
-                _never,
-                idle_timeout=1,
-                lifetime=raw.get("lifetime"),
-                renew_after=renew_after,
+                _never, _never, idle_timeout=1, lifetime=lifetime, renew_after=renew_after
             )
         except (TypeError, ValueError) as exc:
             raise ImproperlyConfigured(f"settings.{_SETTING}: {exc}") from exc
-        params = None
-        if "dsn" not in raw:
-            alias = raw.get("database", "default")
-            _database_params(alias)  # checked now, computed again for each connection
-            params = lambda: _database_params(alias)  # noqa: E731
-        kwargs: dict[str, Any] = {"autocommit": True}
+        kwargs: Any = {"autocommit": True}
         if "prepare_threshold" in raw:
             kwargs["prepare_threshold"] = raw["prepare_threshold"]
-        return cls(
-            dsn=raw.get("dsn", ""),
-            params=params,
-            table=raw.get("table", "sessions"),
-            schema=raw.get("schema"),
-            hash_tokens=raw.get("hash_tokens", False),
-            owners=raw.get("owners", False),
-            min_size=min_size,
-            max_size=max_size,
-            timeout=float(raw.get("timeout", 30.0)),
-            lifetime=raw.get("lifetime"),
-            renew_after=renew_after,
-            connect_kwargs=kwargs,
-        )
-
-    def store_options(self) -> dict[str, Any]:
-        """The `Store`/`AsyncStore` options (cleanup off: ``clearsessions`` purges)."""
-        return {
-            "table": self.table,
-            "schema": self.schema,
-            "hash_tokens": self.hash_tokens,
-            "owners": self.owners,
-            "cleanup": NoCleanup(),
+        if "dsn" not in raw:
+            alias, static = raw.get("database", "default"), kwargs
+            _database_params(alias)  # checked now; computed again for each connection
+            kwargs = lambda: {**_database_params(alias), **static}  # noqa: E731
+        store_options = {
+            key: raw[key] for key in ("table", "schema", "hash_tokens", "owners") if key in raw
         }
-
-    def pool_options(self) -> dict[str, Any]:
-        """The pools' options; with Django's backend, its parameters for each connection."""
-        static = dict(self.connect_kwargs)
-        params = self.params
-        kwargs: Any = static if params is None else (lambda: {**params(), **static})
-        return {
-            "conninfo": self.dsn,
-            "min_size": self.min_size,
-            "max_size": self.max_size,
-            "timeout": self.timeout,
+        pool_options = {
+            "conninfo": raw.get("dsn", ""),
+            "min_size": min_size,
+            "max_size": max_size,
+            "timeout": float(raw.get("timeout", 30.0)),
             "kwargs": kwargs,
             "name": "sessionstore-django",
         }
+        return cls(store_options, pool_options, lifetime, renew_after)
 
 
 def _never(_: Any) -> Any:
     raise NotImplementedError  # a manager made only to check the settings
-
-
-def _is_bool_for_number(value: object, kind: type | tuple[type, ...]) -> bool:
-    """True for a bool given where a number is expected (bool subclasses int)."""
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return isinstance(value, bool) and bool not in kinds
 
 
 def _database_params(alias: str) -> dict[str, Any]:
@@ -265,12 +217,10 @@ class _LoopStore:
 
 
 class _Stores:
-    """This process's stores: one `Store`, and one `AsyncStore` per event loop.
+    """This process's stores, made on first use: one `Store`, one `AsyncStore` per loop."""
 
-    Everything is made on first use and belongs to the process that made it: after a
-    fork the child starts afresh (the parent's pools are the parent's, and closing
-    them from the child would close the parent's connections).
-    """
+    # After a fork the child starts afresh: the parent's pools are the parent's, and
+    # closing them from the child would close the parent's connections.
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -308,8 +258,9 @@ class _Stores:
         config = self.config()
         with self._lock:
             if self._sync is None:
-                pool: ConnectionPool[Any] = ConnectionPool(open=True, **config.pool_options())
-                self._sync = Store(pool, **config.store_options())
+                pool: ConnectionPool[Any] = ConnectionPool(open=True, **config.pool_options)
+                # No cleanup thread: ``clearsessions`` purges, as with Django's backends.
+                self._sync = Store(pool, **config.store_options, cleanup=NoCleanup())
                 logger.debug("opened the sync pool of process %d", self._pid)
             return self._sync
 
@@ -326,10 +277,10 @@ class _Stores:
         async with entry.lock:
             if entry.store is None:
                 pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                    open=False, **config.pool_options()
+                    open=False, **config.pool_options
                 )
                 await pool.open()
-                entry.store = AsyncStore(pool, **config.store_options())
+                entry.store = AsyncStore(pool, **config.store_options, cleanup=NoCleanup())
                 logger.debug("opened an async pool in process %d", self._pid)
         return entry.store
 
@@ -395,13 +346,7 @@ setting_changed.connect(_on_setting_changed)
 
 
 def store() -> Store:
-    """This process's `Store`, the one the sync session methods use.
-
-    Opened on first use from ``settings.SESSIONSTORE``; e.g. for
-    ``store().create_table()`` or ``store().all()``.
-
-    Returns:
-        The store.
+    """This process's `Store` (the sync methods'), opened on first use.
 
     Raises:
         ImproperlyConfigured: If ``settings.SESSIONSTORE`` is invalid.
@@ -410,10 +355,7 @@ def store() -> Store:
 
 
 async def astore() -> AsyncStore:
-    """The running event loop's `AsyncStore`, the one the async session methods use.
-
-    Returns:
-        The store.
+    """The running event loop's `AsyncStore` (the async methods'), opened on first use.
 
     Raises:
         ImproperlyConfigured: If ``settings.SESSIONSTORE`` is invalid.
@@ -422,11 +364,7 @@ async def astore() -> AsyncStore:
 
 
 def close() -> None:
-    """Close this process's sync pool (and the async pools of idle event loops).
-
-    Runs at exit by itself; the next use opens new pools. An async pool whose loop is
-    running is left to `aclose` in that loop.
-    """
+    """Close this process's pools (runs at exit; the next use opens new ones)."""
     _stores.close()
 
 
@@ -441,19 +379,14 @@ _ASGIApp = Callable[[dict[str, Any], _Receive, _Send], Awaitable[None]]
 
 
 def with_lifespan(application: _ASGIApp) -> _ASGIApp:
-    """Wrap a Django ASGI application so that the server's shutdown closes the pools.
-
-    Django's ASGI handler does not speak the ASGI lifespan protocol; this wrapper
-    answers it (startup opens nothing: the pools open on first use) and runs `aclose`
-    at shutdown, in the server's loop::
-
-        application = with_lifespan(get_asgi_application())
+    """Wrap Django's ASGI application so that the server's shutdown closes the pools.
 
     Args:
-        application: The ASGI application (``get_asgi_application()``).
+        application: ``get_asgi_application()``.
 
     Returns:
-        An ASGI application that passes every other scope to `application`.
+        An ASGI application that answers the lifespan protocol (`aclose` at
+            shutdown) and passes every other scope to `application`.
     """
 
     async def app(scope: dict[str, Any], receive: _Receive, send: _Send) -> None:
@@ -513,14 +446,16 @@ def _public(data: dict[str, Any]) -> dict[str, Any]:
 class SessionStore(SessionBase):
     """Django's session engine on sessionstore (``SESSION_ENGINE`` names this module).
 
-    Django's ``SessionMiddleware`` makes one per request from the cookie's key; views
-    use it as ``request.session``. Loading goes through `SessionManager.load` (the
-    `Loaded` is kept on the instance) and every save through `SessionManager.save`;
-    this module's `SessionMiddleware` applies the save's `Outcome` to the response.
+    Django's ``SessionMiddleware`` makes one per request; views use it as
+    ``request.session``. Loading goes through `SessionManager.load` (the `Loaded` is
+    kept on the instance), every save through `SessionManager.save`, and this
+    module's `SessionMiddleware` applies the save's `Outcome`. Each method has its
+    ``a``-prefixed twin on the running loop's `AsyncStore`. A database failure raises
+    `sessionstore.DatabaseError`.
 
     Args:
-        session_key: The key from the session cookie, or None. A key that is not
-            shaped like one is treated as None.
+        session_key: The key from the session cookie, or None (also for a value
+            that is not shaped like a key).
     """
 
     # SessionBase's own private helpers, which django-stubs leaves out.
@@ -538,7 +473,7 @@ class SessionStore(SessionBase):
     def _manager(
         self, idle: dt.timedelta | None = None, now: dt.datetime | None = None
     ) -> SessionManager:
-        """The manager for the settings, with `idle` as the idle timeout (and `now` as the time)."""
+        """The manager for the settings, `idle` its idle timeout, `now` its time."""
         config = _stores.config()
         return SessionManager(
             self._dumps,
@@ -609,14 +544,8 @@ class SessionStore(SessionBase):
         steps, after = self._steps(self._get_session(no_load=must_create), must_create, had_cookie)
         return after(run(steps, _stores.sync()))
 
-    async def _asave(self, must_create: bool = False) -> Outcome:
-        """Run the manager's save on the loop's `AsyncStore`."""
-        data = await self._aget_session(no_load=must_create)
-        steps, after = self._steps(data, must_create, None)
-        return after(await arun(steps, await astore()))
-
     def _raise_if_gone(self, outcome: Outcome) -> None:
-        """UpdateError for data left unsaved because the session is gone."""
+        """UpdateError when data was left unsaved because the session is gone."""
         if outcome.token is None and self._get_session():
             raise UpdateError
 
@@ -628,84 +557,20 @@ class SessionStore(SessionBase):
             return None
         return Loaded(session_key, True, found=True)
 
-    # -- sync
-
     def load(self) -> dict[str, Any]:
-        """Load the session through the manager.
-
-        Returns:
-            Its data; ``{}`` and no key any more if the key names no live session
-            (missing, expired, past its lifetime, or not decoding).
-
-        Raises:
-            sessionstore.DatabaseError: If the database failed.
-        """
-        steps = self._manager().load(self.session_key)
-        return self._use(run(steps, _stores.sync()))
-
-    def exists(self, session_key: str | None) -> bool:
-        """Whether a live session has the key.
-
-        Raises:
-            sessionstore.DatabaseError: If the database failed.
-        """
-        if session_key is None or not self._validate_session_key(session_key):
-            return False
-        return _stores.sync().exists(session_key)
-
-    def create(self) -> None:
-        """Save the session under a new key (an empty session is not stored).
-
-        Raises:
-            sessionstore.DatabaseError: If the database failed.
-        """
-        self.save(must_create=True)
-        self.modified = True
-
-    def save(self, must_create: bool = False) -> None:
-        """Save the session as the manager decides (the middleware does at the response).
-
-        Args:
-            must_create: Save under a new key, whatever key the session has.
-
-        Raises:
-            UpdateError: If the session was deleted or expired since it was read
-                (it is not brought back).
-            sessionstore.DatabaseError: If the database failed.
-        """
-        self._raise_if_gone(self._save(must_create))
-
-    def cycle_key(self) -> None:
-        """Have the session saved under a new key; the old row is deleted at that save."""
-        self._get_session()
-        self._renew = self.modified = True
-
-    def delete(self, session_key: str | None = None) -> None:
-        """Delete a session's row (this session's if no key is given).
-
-        Raises:
-            sessionstore.DatabaseError: If the database failed.
-        """
-        loaded = self._doomed(session_key)
-        if loaded is not None:
-            run(self._manager().save(loaded, {}), _stores.sync())
-
-    @classmethod
-    def clear_expired(cls) -> None:
-        """Delete the expired sessions in batches (``manage.py clearsessions``).
-
-        Raises:
-            sessionstore.DatabaseError: If the database failed.
-        """
-        deleted = _stores.sync().purge_expired()
-        logger.info("clear_expired: %d expired sessions deleted", deleted)
-
-    # -- async (Django 5.1+): the same, on the loop's AsyncStore
+        """The session's data; ``{}`` (and no key) if the key names no live session."""
+        return self._use(run(self._manager().load(self.session_key), _stores.sync()))
 
     async def aload(self) -> dict[str, Any]:
         """`load` on the running loop's `AsyncStore`."""
         steps = self._manager().load(self.session_key)
         return self._use(await arun(steps, await astore()))
+
+    def exists(self, session_key: str | None) -> bool:
+        """Whether a live session has the key."""
+        if session_key is None or not self._validate_session_key(session_key):
+            return False
+        return _stores.sync().exists(session_key)
 
     async def aexists(self, session_key: str | None) -> bool:
         """`exists` on the running loop's `AsyncStore`."""
@@ -713,19 +578,49 @@ class SessionStore(SessionBase):
             return False
         return await (await astore()).exists(session_key)
 
+    def create(self) -> None:
+        """Save the session under a new key (an empty session is not stored)."""
+        self.save(must_create=True)
+        self.modified = True
+
     async def acreate(self) -> None:
         """`create` on the running loop's `AsyncStore`."""
         await self.asave(must_create=True)
         self.modified = True
 
+    def save(self, must_create: bool = False) -> None:
+        """Save the session as the manager decides (the middleware does, at the response).
+
+        Args:
+            must_create: Save under a new key, whatever key the session has.
+
+        Raises:
+            UpdateError: If the session was deleted or expired since it was read
+                (it is not brought back).
+        """
+        self._raise_if_gone(self._save(must_create))
+
     async def asave(self, must_create: bool = False) -> None:
         """`save` on the running loop's `AsyncStore`."""
-        self._raise_if_gone(await self._asave(must_create))
+        data = await self._aget_session(no_load=must_create)
+        steps, after = self._steps(data, must_create, None)
+        self._raise_if_gone(after(await arun(steps, await astore())))
+
+    def cycle_key(self) -> None:
+        """Have the next save use a new key and delete the old row (as at login)."""
+        self._get_session()
+        self._renew = self.modified = True
 
     async def acycle_key(self) -> None:
-        """`cycle_key` for async code."""
+        """`cycle_key` in async code."""
         await self._aget_session()
         self._renew = self.modified = True
+
+    def delete(self, session_key: str | None = None) -> None:
+        """Delete a session's row now (this session's if no key is given)."""
+        loaded = self._doomed(session_key)
+        if loaded is not None:
+            run(self._manager().save(loaded, {}), _stores.sync())
 
     async def adelete(self, session_key: str | None = None) -> None:
         """`delete` on the running loop's `AsyncStore`."""
@@ -734,10 +629,14 @@ class SessionStore(SessionBase):
             await arun(self._manager().save(loaded, {}), await astore())
 
     @classmethod
+    def clear_expired(cls) -> None:
+        """Delete the expired sessions in batches (``manage.py clearsessions``)."""
+        logger.info("clear_expired: %d deleted", _stores.sync().purge_expired())
+
+    @classmethod
     async def aclear_expired(cls) -> None:
         """`clear_expired` on the running loop's `AsyncStore`."""
-        deleted = await (await astore()).purge_expired()
-        logger.info("clear_expired: %d expired sessions deleted", deleted)
+        logger.info("clear_expired: %d deleted", await (await astore()).purge_expired())
 
 
 class SessionMiddleware(_DjangoSessionMiddleware):
@@ -845,21 +744,18 @@ def _listing(listed: list[UserSession]) -> list[UserSession]:
 
 
 def sessions_of(user: object, current: SessionBase | str | None = None) -> list[UserSession]:
-    """List a user's live sessions ("where you are logged in"); needs ``owners=True``.
+    """List a user's live sessions, soonest to expire first; needs ``owners=True``.
 
     Args:
         user: A user model instance (``request.user``) or the owner id as text.
-        current: The session to mark as `UserSession.current` (``request.session``),
-            or its key.
+        current: The session to mark as `UserSession.current`, or its key.
 
     Returns:
-        The sessions, soonest to expire first; empty for an anonymous user. Show
-            only a prefix of each `UserSession.key`.
+        The sessions (none for an anonymous user); show only a prefix of each key.
 
     Raises:
         TypeError: If `user` is neither a model instance nor a str.
         sessionstore.OwnersNotEnabledError: Without ``owners=True``.
-        sessionstore.DatabaseError: If the database failed.
     """
     owner = _owner_of(user)
     if owner is None:
@@ -878,20 +774,18 @@ async def asessions_of(user: object, current: SessionBase | str | None = None) -
 
 
 def logout_everywhere(user: object, keep: SessionBase | str | None = None) -> int:
-    """End every session of a user at once, except `keep`; needs ``owners=True``.
+    """End every session of a user at once but `keep`; needs ``owners=True``.
 
     Args:
         user: A user model instance or the owner id as text.
-        keep: The session to leave logged in (``request.session``), or its key;
-            None ends them all.
+        keep: The session to leave logged in (``request.session``), or its key.
 
     Returns:
-        How many sessions were deleted; 0 for an anonymous user.
+        How many sessions were deleted (0 for an anonymous user).
 
     Raises:
         TypeError: If `user` is neither a model instance nor a str.
         sessionstore.OwnersNotEnabledError: Without ``owners=True``.
-        sessionstore.DatabaseError: If the database failed.
     """
     owner = _owner_of(user)
     if owner is None:
@@ -908,20 +802,18 @@ async def alogout_everywhere(user: object, keep: SessionBase | str | None = None
 
 
 def revoke(user: object, key: str) -> bool:
-    """End one of a user's sessions, by the `UserSession.key` that `sessions_of` listed.
+    """End one of a user's sessions by the `UserSession.key` `sessions_of` listed.
 
     Args:
         user: A user model instance or the owner id.
-        key: The listed key.
+        key: The listed key (a key of another user's session ends nothing).
 
     Returns:
         True if it was the user's session and is gone.
 
     Raises:
-        TypeError: If an argument has the wrong type.
-        ValueError: If `key` is invalid.
+        TypeError, ValueError: If an argument is invalid.
         sessionstore.OwnersNotEnabledError: Without ``owners=True``.
-        sessionstore.DatabaseError: If the database failed.
     """
     owner = _owner_of(user)
     return owner is not None and run(SessionManager.revoke(owner, key), _stores.sync())
