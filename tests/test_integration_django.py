@@ -276,6 +276,23 @@ async def test_load_without_a_usable_row_is_a_fresh_session_without_the_key(
     assert session.session_key not in (None, key)
 
 
+async def test_a_session_under_a_django_key_still_loads(
+    sessions: None, mode: Mode, db: psycopg.Connection[Any]
+) -> None:
+    """Sessions saved before the upgrade (Django's keys, Django's encoding) stay valid."""
+    key = "d" * 32
+    db.execute(
+        "INSERT INTO sessions (token, data, expiry) VALUES (%s, %s, %s)",
+        (key, encoded({"a": 1}), in_(3600)),
+    )
+    session = SessionStore(key)
+    assert await mode(session, "load") == {"a": 1}
+    session["b"] = 2
+    await mode(session, "save")
+    assert session.session_key == key
+    assert await mode(SessionStore(key), "load") == {"a": 1, "b": 2}
+
+
 async def test_an_emptied_session_is_deleted(
     sessions: None, mode: Mode, db: psycopg.Connection[Any]
 ) -> None:

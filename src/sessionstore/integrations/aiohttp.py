@@ -162,14 +162,7 @@ class PostgresStorage(AbstractStorage):
         return data
 
     async def new_session(self) -> Session:
-        """A new, empty session; the row of the session the request loaded is deleted now.
-
-        Returns:
-            The new session (it gets a token when it is saved).
-
-        Raises:
-            sessionstore.DatabaseError: If the store failed.
-        """
+        """A new, empty session (aiohttp-session's ``new_session``); the loaded row goes now."""
         state = _current.get()
         if state is not None and state.storage is self:
             await arun(self.manager.save(state.loaded, {}), self.store)  # deletes the row
@@ -179,17 +172,7 @@ class PostgresStorage(AbstractStorage):
         return session
 
     async def load_session(self, request: web.Request) -> Session:
-        """Load the session the cookie names through the manager; a new one if none.
-
-        Args:
-            request: The request.
-
-        Returns:
-            The session.
-
-        Raises:
-            sessionstore.DatabaseError: If the store failed.
-        """
+        """Load the session the cookie names through the manager; a new one if none."""
         loaded = await arun(self.manager.load(self.load_cookie(request)), self.store)
         _current.set(_State(self, loaded))
         data = {key: value for key, value in loaded.data.items() if key != CREATED_KEY}
@@ -205,15 +188,8 @@ class PostgresStorage(AbstractStorage):
     ) -> None:
         """Save the session as the manager decides, and set or delete its cookie.
 
-        Args:
-            request: The request.
-            response: The response, to set the cookie on.
-            session: The session.
-
         Raises:
             ValueError: If the session is larger than the store's ``max_data_size``.
-            sessionstore.ConcurrentUpdateError: If other requests kept writing it.
-            sessionstore.DatabaseError: If the store failed (aiohttp answers 500).
         """
         state = _current.get()
         if state is None or state.storage is not self:  # saved without being loaded
@@ -252,10 +228,6 @@ async def vary_cookie(request: web.Request, response: web.StreamResponse) -> Non
     """``on_response_prepare`` signal: ``Vary: Cookie`` if the request used the session.
 
     `setup` installs it; with aiohttp-session's own ``setup``, add it yourself.
-
-    Args:
-        request: The request.
-        response: Its response, about to be sent.
     """
     if request.get(SESSION_KEY) is not None:
         merged = vary_with_cookie(response.headers.getall("Vary", []))
@@ -268,14 +240,8 @@ def postgres_context(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A ``cleanup_ctx`` entry: open the pool and the store with the app, close after.
 
-    The pool opens in the process that serves (after a ``--preload`` fork).
-
-    Args:
-        pool: The store's pool, not opened yet (``open=False``).
-        store: The store (its cleanup task starts with it).
-
-    Returns:
-        The async generator function aiohttp runs at startup and cleanup.
+    The pool (made with ``open=False``) opens in the process that serves, after a
+    ``--preload`` fork.
     """
 
     async def context(app: web.Application) -> AsyncIterator[None]:
@@ -299,22 +265,18 @@ def setup(
     store_options: dict[str, Any] | None = None,
     **storage_options: Any,
 ) -> PostgresStorage:
-    """Keep the app's aiohttp sessions in PostgreSQL: everything in one call.
+    """Keep the app's aiohttp sessions in PostgreSQL: pool, store, storage, middleware.
 
-    Makes a pool (opened when the app starts, in each worker, through
-    `postgres_context`), an `AsyncStore` and a `PostgresStorage`; installs
-    aiohttp-session's middleware and the `vary_cookie` signal. Nothing connects
-    before the app starts, so it is safe at import under ``gunicorn --preload``.
+    Nothing connects before the app starts (the pool opens in `postgres_context`,
+    in each worker), so it is safe at import under ``gunicorn --preload``.
 
     Args:
         app: The application (before it starts).
         dsn: The PostgreSQL connection string.
-        min_size: The pool's minimum size.
-        max_size: The pool's maximum size.
+        min_size, max_size: The pool's sizes.
         timeout: How long a request waits for a connection.
         store_options: `AsyncStore`'s options (``table``, ``owners``, ...).
-        **storage_options: `PostgresStorage`'s options (``max_age``, ``lifetime``,
-            ``renew_after``, ``cookie_name``, ``secure``, ...).
+        **storage_options: `PostgresStorage`'s options.
 
     Returns:
         The storage (its ``store`` is the `AsyncStore`).
@@ -350,20 +312,12 @@ def _state(storage: PostgresStorage) -> _State | None:
 
 
 async def renew_token(request: web.Request) -> Session:
-    """Have the request's session saved under a new token; the old row is deleted then.
+    """Have the session saved under a new token at the response; the old row goes then.
 
-    Call it on login (session fixation defence); `login_session` does.
-
-    Args:
-        request: The request.
-
-    Returns:
-        The session (the same data).
+    Call it on login (session fixation); `login_session` does.
 
     Raises:
-        RuntimeError: If the app has no aiohttp-session middleware with a
-            `PostgresStorage`.
-        sessionstore.DatabaseError: If the store failed.
+        RuntimeError: Without aiohttp-session's middleware on a `PostgresStorage`.
     """
     storage = _storage(request, "renew_token")
     session = await get_session(request)
@@ -375,24 +329,13 @@ async def renew_token(request: web.Request) -> Session:
 
 
 async def login_session(request: web.Request, owner: str) -> Session:
-    """Log the request's session in as `owner`: a new token, the row owned by the user.
+    """Log the session in as `owner` (the user id): a new token, the row owned.
 
-    Needs a store with ``owners=True``; the owner is kept in the session (under
-    ``"_session_owner"``), and ``invalidate()`` (logout) drops it.
-
-    Args:
-        request: The request.
-        owner: The user id, as text.
-
-    Returns:
-        The session.
+    Needs ``owners=True``; the owner is kept in the session (``"_session_owner"``).
 
     Raises:
-        TypeError: If `owner` is not a str.
-        ValueError: If `owner` is empty, too long, or holds NUL or lone surrogates.
-        RuntimeError: If the app has no aiohttp-session middleware with a
-            `PostgresStorage`.
-        sessionstore.DatabaseError: If the store failed.
+        TypeError, ValueError: If `owner` is not a valid owner id.
+        RuntimeError: Without aiohttp-session's middleware on a `PostgresStorage`.
     """
     owned: dict[str, Any] = {}
     SessionManager.log_in(owned, owner)
@@ -405,26 +348,21 @@ async def session_owner(request: web.Request) -> str | None:
     """The user the request's session belongs to (set by `login_session`), or None.
 
     Raises:
-        RuntimeError: If the app has no aiohttp-session middleware with a
-            `PostgresStorage`.
-        sessionstore.DatabaseError: If the store failed.
+        RuntimeError: Without aiohttp-session's middleware on a `PostgresStorage`.
     """
     _storage(request, "session_owner")
     return owner_of(dict(await get_session(request)))
 
 
 async def user_sessions(request: web.Request) -> list[UserSession]:
-    """List the live sessions of the request's owner ("where am I logged in").
+    """List the live sessions of the request's owner, soonest to expire first.
 
     Returns:
-        The sessions, soonest to expire first, the current one marked `current`;
-            empty if the session belongs to nobody. Show only a prefix of each key.
+        The sessions, the current one marked (none for an anonymous session).
 
     Raises:
-        RuntimeError: If the app has no aiohttp-session middleware with a
-            `PostgresStorage`.
+        RuntimeError: Without aiohttp-session's middleware on a `PostgresStorage`.
         sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
-        sessionstore.DatabaseError: If the store failed.
     """
     storage = _storage(request, "user_sessions")
     owner = await session_owner(request)
@@ -438,16 +376,14 @@ async def user_sessions(request: web.Request) -> list[UserSession]:
 
 
 async def logout_everywhere(request: web.Request) -> int:
-    """End every other session of the request's owner, at once; this one stays.
+    """End every other session of the request's owner at once; this one stays.
 
     Returns:
-        How many sessions were deleted; 0 if the session belongs to nobody.
+        How many sessions were deleted (0 for an anonymous session).
 
     Raises:
-        RuntimeError: If the app has no aiohttp-session middleware with a
-            `PostgresStorage`.
+        RuntimeError: Without aiohttp-session's middleware on a `PostgresStorage`.
         sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
-        sessionstore.DatabaseError: If the store failed.
     """
     storage = _storage(request, "logout_everywhere")
     owner = await session_owner(request)

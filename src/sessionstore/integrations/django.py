@@ -77,15 +77,8 @@ _KEY_RE = re.compile(rf"[A-Za-z0-9_-]{{8,{MAX_TOKEN_LENGTH}}}")
 #: Connection parameters of Django's backend that are Django's or psycopg's, not
 #: libpq's (the engine's connections take no Django adapters or cursor classes).
 _NOT_CONNINFO = frozenset(
-    {
-        "assume_role",
-        "context",
-        "cursor_factory",
-        "isolation_level",
-        "pool",
-        "prepare_threshold",
-        "server_side_binding",
-    }
+    "assume_role context cursor_factory isolation_level pool prepare_threshold "
+    "server_side_binding".split()
 )
 
 _SETTING = "SESSIONSTORE"
@@ -443,6 +436,13 @@ def _public(data: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in data.items() if key not in (CREATED_KEY, OWNER_KEY)}
 
 
+class _Manager(SessionManager):
+    """The session manager, taking Django's keys too (sessions from before the upgrade)."""
+
+    def token_of(self, cookie: object) -> str | None:
+        return cookie if isinstance(cookie, str) and _KEY_RE.fullmatch(cookie) else None
+
+
 class SessionStore(SessionBase):
     """Django's session engine on sessionstore (``SESSION_ENGINE`` names this module).
 
@@ -475,7 +475,7 @@ class SessionStore(SessionBase):
     ) -> SessionManager:
         """The manager for the settings, `idle` its idle timeout, `now` its time."""
         config = _stores.config()
-        return SessionManager(
+        return _Manager(
             self._dumps,
             self._loads,
             idle_timeout=idle or dt.timedelta(seconds=settings.SESSION_COOKIE_AGE),
