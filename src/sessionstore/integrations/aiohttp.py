@@ -273,7 +273,8 @@ def setup(
     Args:
         app: The application (before it starts).
         dsn: The PostgreSQL connection string.
-        min_size, max_size: The pool's sizes.
+        min_size: The pool's minimum size.
+        max_size: The pool's maximum size.
         timeout: How long a request waits for a connection.
         store_options: `AsyncStore`'s options (``table``, ``owners``, ...).
         **storage_options: `PostgresStorage`'s options.
