@@ -331,7 +331,7 @@ atexit.register(_stores.close)
 def _on_setting_changed(*, setting: str, **_: Any) -> None:
     # Tests (override_settings) and reloaders change settings at run time: the next
     # use opens pools for the new configuration.
-    if setting in (_SETTING, "DATABASES"):
+    if setting in (_SETTING, "DATABASES", "SESSION_SAVE_EVERY_REQUEST"):
         _stores.close()
 
 
