@@ -1,25 +1,38 @@
-"""The aiohttp integration, through the example app on aiohttp's own server over HTTP.
+"""The aiohttp integration over real HTTP: the example app, the session contract, gunicorn.
 
-The app is `sessionstore.examples.aiohttp_app`, the one the demo serves. Each test
-runs it (or a variant) with aiohttp's ``AppRunner`` and a ``TCPSite`` on loopback in
-the test's event loop, drives it with aiohttp's HTTP client and a cookie jar, and
-looks at the sessions table directly.
+The app is `sessionstore.examples.aiohttp_app`, the one the demo serves. Most tests run
+it with aiohttp's ``AppRunner`` and a ``TCPSite`` on loopback in the test's event
+loop and drive it with aiohttp's client; the session contract's checks (blocking
+clients in threads) run against it served in a thread of its own; the docs' set-up
+snippets and the example's ``module:app`` run under ``gunicorn --preload`` with
+aiohttp's worker. Each test looks at the sessions table directly.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import json
+import os
 import re
+import signal
+import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import _session_contract as contract
 import aiohttp
 import psycopg
 import pytest
+from _docs import ROOT, blocks_of
+from _gates import Gates, params
+from _http import Client as HttpClient
 from _support import new_token, table_rows
 from aiohttp import web
 from aiohttp_session import get_session, new_session
@@ -197,9 +210,11 @@ async def test_the_session_expires(example: App, db: psycopg.Connection[Any]) ->
 async def test_the_cookie_and_the_row_last_the_lifetime(
     serve: Callable[..., Awaitable[App]], db: psycopg.Connection[Any]
 ) -> None:
-    example = await serve(lifetime=dt.timedelta(minutes=10))
+    example = await serve(idle_timeout=dt.timedelta(minutes=10))
     [header] = (await example.client().get("/put")).cookies
-    assert "Max-Age=600" in header
+    max_age = re.search(r"Max-Age=(\d+)", header)
+    assert max_age is not None
+    assert 590 <= int(max_age[1]) <= 600  # whole seconds, never past the row's expiry
     [(_, _, expiry)] = table_rows(db)
     left = expiry - dt.datetime.now(dt.UTC)
     assert dt.timedelta(minutes=9) < left <= dt.timedelta(minutes=10)
@@ -303,7 +318,7 @@ async def test_an_identity_set_by_the_app_is_not_a_token(
     assert tokens(db) == [token]
 
 
-async def test_changed_without_new_data_touches_and_never_revives(
+async def test_changed_without_new_data_renews_when_due_and_never_revives(
     serve: Callable[..., Awaitable[App]], db: psycopg.Connection[Any]
 ) -> None:
     def configure(app: web.Application) -> None:
@@ -320,12 +335,14 @@ async def test_changed_without_new_data_touches_and_never_revives(
     example = await serve(configure)
     client = example.client()
     await client.get("/put")
-    layout = json.dumps(json.loads(bytes(table_rows(db)[0][1])), indent=2).encode()
-    db.execute("UPDATE sessions SET data = %s, expiry = now() + interval '1 minute'", (layout,))
+    [(_, layout, _)] = table_rows(db)
+    # A minute left of 24 hours: renewal is due.
+    db.execute("UPDATE sessions SET expiry = now() + interval '1 minute'")
     assert (await client.get("/refresh")).body == MESSAGE
     [(_, data, expiry)] = table_rows(db)
-    assert bytes(data) == layout  # not rewritten
+    assert bytes(data) == bytes(layout)  # not rewritten
     assert expiry - dt.datetime.now(dt.UTC) > dt.timedelta(hours=23)  # slid
+    db.execute("UPDATE sessions SET expiry = now() + interval '1 minute'")
     reply = await client.get("/refresh?delete=1")
     assert reply.body == MESSAGE
     assert tokens(db) == []  # not brought back
@@ -341,7 +358,7 @@ async def test_vary_and_cache_control_as_scs_sends_them(
 ) -> None:
     def configure(app: web.Application) -> None:
         async def put_cached(request: web.Request) -> web.Response:
-            (await get_session(request))["message"] = MESSAGE
+            (await get_session(request))["message"] = "cached"  # a change: a save
             return web.Response(
                 text="ok", headers={"Vary": "Accept-Encoding", "Cache-Control": "private"}
             )
@@ -363,6 +380,7 @@ async def test_vary_and_cache_control_as_scs_sends_them(
     assert reply.headers.getall("Cache-Control") == ['private, no-cache="Set-Cookie"']
     reply = await client.get("/vary-cookie")
     assert reply.headers.getall("Vary") == ["cookie"]
+    assert "Cache-Control" not in reply.headers  # read only, renewal not due: no cookie
     reply = await client.get("/get")  # used the session, set no cookie
     assert reply.cookies == []
     assert reply.headers.getall("Vary") == ["Cookie"]
@@ -523,3 +541,243 @@ def test_aiohttp_is_imported_only_by_the_integration() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     assert 'pip install "sessionstore[aiohttp]"' in out
+
+
+# --------------------------------------------------------------------------- cookie defaults
+
+
+async def test_cookie_defaults_httponly_lax_and_secure_outside_localhost(
+    example: App,
+) -> None:
+    client = example.client()
+    [local] = (await client.get("/put")).cookies
+    assert "HttpOnly" in local
+    assert "SameSite=Lax" in local
+    assert "Secure" not in local  # plain HTTP on a local host
+    async with (
+        aiohttp.ClientSession() as bare,
+        bare.get(example.url + "/put", headers={"Host": "shop.example"}) as response,
+    ):
+        [remote] = response.headers.getall("Set-Cookie")
+    assert "Secure" in remote
+    assert "HttpOnly" in remote
+    assert "SameSite=Lax" in remote
+
+
+# --------------------------------------------------------------------------- the session contract
+
+
+def contract_app(dsn: str, **options: Any) -> web.Application:
+    """The example app plus the session contract's routes."""
+    app = create_app(dsn, **options)
+    gates = Gates()
+
+    async def set_(request: web.Request) -> web.Response:
+        session = await get_session(request)
+        key, value, group, n, hold = params(dict(request.query))
+        await gates.await_(group, n, hold)
+        session[key] = value
+        return web.Response(text="ok")
+
+    async def get(request: web.Request) -> web.Response:
+        session = await get_session(request)
+        return web.json_response({k: v for k, v in session.items() if not k.startswith("_")})
+
+    async def logout(request: web.Request) -> web.Response:
+        (await get_session(request)).invalidate()
+        return web.Response(text="ok")
+
+    async def arrived(request: web.Request) -> web.Response:
+        return web.Response(text=str(gates.arrived(request.query["group"])))
+
+    async def release(request: web.Request) -> web.Response:
+        gates.release(request.query["hold"])
+        return web.Response(text="ok")
+
+    for path, handler in (
+        ("/c/set", set_),
+        ("/c/get", get),
+        ("/c/logout", logout),
+        ("/c/arrived", arrived),
+        ("/c/release", release),
+    ):
+        app.router.add_get(path, handler)
+    return app
+
+
+@contextlib.contextmanager
+def served_in_a_thread(app: web.Application) -> Iterator[contract.Served]:
+    """Serve `app` on aiohttp's own server, in an event loop of a thread of its own."""
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, access_log=None)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = runner.addresses[0][1]
+    thread = threading.Thread(target=loop.run_forever, name="test-aiohttp")
+    thread.start()
+    try:
+        yield contract.Served(f"http://127.0.0.1:{port}", COOKIE)
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
+
+
+@pytest.fixture
+def contract_served(sessionstore_dsn: str) -> Iterator[Callable[..., contract.Served]]:
+    """Start the contract app (with `create_app`'s options); stopped after the test."""
+    with contextlib.ExitStack() as stack:
+
+        def start(**options: Any) -> contract.Served:
+            return stack.enter_context(
+                served_in_a_thread(contract_app(sessionstore_dsn, **options))
+            )
+
+        yield start
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_overlapping_requests_keep_every_key(
+    contract_served: Callable[..., contract.Served], count: int
+) -> None:
+    contract.check_overlapping_requests_keep_every_key(contract_served(), count)
+
+
+def test_many_sessions_lose_no_key(contract_served: Callable[..., contract.Served]) -> None:
+    contract.check_many_sessions_lose_no_key(contract_served())
+
+
+def test_a_logout_racing_a_slower_request_stays_logged_out(
+    contract_served: Callable[..., contract.Served], db: psycopg.Connection[Any]
+) -> None:
+    contract.check_a_logout_racing_a_slower_request_stays_logged_out(contract_served(), db)
+
+
+def test_a_read_only_request_writes_nothing(
+    contract_served: Callable[..., contract.Served], db: psycopg.Connection[Any]
+) -> None:
+    contract.check_a_read_only_request_writes_nothing(contract_served(), db)
+
+
+def test_the_idle_timeout_ends_a_session(
+    contract_served: Callable[..., contract.Served],
+) -> None:
+    contract.check_the_idle_timeout_ends_a_session(contract_served(idle_timeout=2), 2)
+
+
+def test_the_lifetime_ends_a_busy_session(
+    contract_served: Callable[..., contract.Served],
+) -> None:
+    app = contract_served(idle_timeout=2, lifetime=4, renew_after=0)
+    contract.check_the_lifetime_ends_a_busy_session(app, 2, 4)
+
+
+def test_renewal_on_every_request_moves_the_row_and_the_cookie(
+    contract_served: Callable[..., contract.Served], db: psycopg.Connection[Any]
+) -> None:
+    app = contract_served(renew_after=0)
+    token = app.start()
+    before = contract.row_version(db)
+    reply = app.get("/c/get", token)
+    assert contract.cookie_value(reply, COOKIE) == token  # the same token, a new expiry
+    assert contract.row_version(db) != before
+
+
+# --------------------------------------------------------------------------- gunicorn --preload
+
+
+@dataclass
+class Gunicorn:
+    """A gunicorn master (the leader of its process group) and its URL."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+            pytest.fail("gunicorn ignored SIGTERM:\n" + self.log.read_text(errors="replace"))
+
+
+def start_gunicorn(app: str, env: dict[str, str], log: Path, cwd: Path | None = None) -> Gunicorn:
+    """``gunicorn --preload`` with aiohttp's worker, two workers, on a socket bound here."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port, fd = sock.getsockname()[1], sock.fileno()
+    argv = [
+        *(sys.executable, "-m", "gunicorn", "--preload", "--workers", "2"),
+        *("-k", "aiohttp.GunicornWebWorker", "--bind", f"fd://{fd}", "--graceful-timeout", "10"),
+        app,
+    ]
+    path = os.pathsep.join(filter(None, [str(cwd or ""), os.environ.get("PYTHONPATH", "")]))
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv,
+            pass_fds=[fd],
+            env={**os.environ, **env, "PYTHONPATH": path},
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    sock.close()
+    return Gunicorn(f"http://127.0.0.1:{port}", proc, log)
+
+
+def setup_snippets() -> str:
+    """The set-up code of docs/integrations-aiohttp.md, as a reader would paste it."""
+    blocks = [b for b in blocks_of(ROOT / "docs" / "integrations-aiohttp.md") if not b.fragment]
+    return "\n".join(block.code for block in blocks if "web.Application()" in block.code)
+
+
+def put_then_get(url: str) -> None:
+    for _ in range(4):  # more sessions than workers: each worker serves some
+        client = HttpClient(url)
+        put = client.get("/put")
+        assert put.status == 200, put.body
+        got = client.get("/get")
+        assert (got.status, got.body.strip()) == (200, MESSAGE)
+
+
+@pytest.mark.parametrize("name", ["app", "own"])
+def test_the_docs_set_up_works_under_gunicorn_preload(
+    sessionstore_dsn: str, tmp_path: Path, name: str
+) -> None:
+    from sessionstore._oneshot import create_table
+
+    create_table(sessionstore_dsn)
+    (tmp_path / "docs_setup.py").write_text(setup_snippets())
+    env = {"DATABASE_URL": sessionstore_dsn}
+    server = start_gunicorn(f"docs_setup:{name}", env, tmp_path / "gunicorn.log", tmp_path)
+    try:
+        put_then_get(server.url)
+    finally:
+        server.stop()
+    assert "ForkedProcessError" not in server.log.read_text(errors="replace")
+
+
+def test_the_example_app_loads_as_module_app_under_gunicorn_preload(
+    sessionstore_dsn: str, tmp_path: Path, db: psycopg.Connection[Any]
+) -> None:
+    from sessionstore._oneshot import create_table
+
+    create_table(sessionstore_dsn, owners=True)
+    server = start_gunicorn(
+        "sessionstore.examples.aiohttp_app:app",
+        {"SESSIONSTORE_DSN": sessionstore_dsn},
+        tmp_path / "gunicorn.log",
+    )
+    try:
+        put_then_get(server.url)
+    finally:
+        server.stop()
+    assert len(tokens(db)) == 4

@@ -22,11 +22,13 @@ import signal
 import socket
 import subprocess
 import sys
+import types
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _session_contract as contract
 import django
 import psycopg
 import pytest
@@ -34,7 +36,7 @@ from _http import Client, Reply, issued_token, listed
 from _support import new_token, table_rows, wait_until
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
-from django.contrib.sessions.backends.base import CreateError, UpdateError
+from django.contrib.sessions.backends.base import UpdateError
 from django.core import signing
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
@@ -45,11 +47,12 @@ from sessionstore._core import hash_token
 from sessionstore._oneshot import create_table
 from sessionstore.integrations import django as engine
 from sessionstore.integrations.django import SessionStore
+from sessionstore.manager import CREATED_KEY
 
 MESSAGE = "Hello from a session!"
 USER = "alice"  # whom the example's /login logs in
 COOKIE = "sessionid"  # Django's SESSION_COOKIE_NAME
-KEY_RE = re.compile(r"[a-z0-9]{32}")  # Django's session keys
+KEY_RE = re.compile(r"[A-Za-z0-9_-]{43}")  # the session manager's tokens
 STOP_TIMEOUT = 30.0
 
 
@@ -146,13 +149,28 @@ def in_(seconds: float) -> dt.datetime:
     return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
 
 
+class _AnyInt:
+    """Equal to any int: the creation time the manager stores in the session."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, int)
+
+
+ANY_INT: Any = _AnyInt()
+
+
 # --------------------------------------------------------------------------- in process
 
 
-async def test_create_saves_an_empty_session_under_a_django_key(
+async def test_create_saves_under_a_fresh_token_and_an_empty_session_not_at_all(
     sessions: None, mode: Mode, db: psycopg.Connection[Any]
 ) -> None:
+    empty = SessionStore()
+    await mode(empty, "create")
+    assert empty.session_key is None  # the manager stores no empty session
+    assert rows(db) == {}
     session = SessionStore()
+    session["a"] = 1
     await mode(session, "create")
     key = session.session_key
     assert key is not None
@@ -160,7 +178,7 @@ async def test_create_saves_an_empty_session_under_a_django_key(
     assert session.modified
     [(data, expiry)] = rows(db).values()
     assert list(rows(db)) == [key]
-    assert SessionStore().decode(data.decode()) == {}
+    assert SessionStore().decode(data.decode()) == {"a": 1, CREATED_KEY: ANY_INT}
     age = expiry - dt.datetime.now(dt.UTC)
     assert dt.timedelta(weeks=2) - dt.timedelta(minutes=1) < age <= dt.timedelta(weeks=2)
     assert await mode(SessionStore(), "exists", key)
@@ -180,13 +198,14 @@ async def test_save_then_load_in_another_instance(
     assert signing.loads(data.decode(), salt=session.key_salt, serializer=session.serializer) == {
         "message": MESSAGE,
         "when": [1, 2],
+        CREATED_KEY: ANY_INT,  # the start of its lifetime
     }
     again = SessionStore(key)
     assert await mode(again, "load") == {"message": MESSAGE, "when": [1, 2]}
     assert again.session_key == key
 
 
-async def test_must_create_on_a_taken_key_raises_create_error(
+async def test_must_create_never_takes_the_given_key(
     sessions: None, mode: Mode, db: psycopg.Connection[Any]
 ) -> None:
     first = SessionStore()
@@ -197,9 +216,9 @@ async def test_must_create_on_a_taken_key_raises_create_error(
     before = rows(db)
     second = SessionStore(key)
     second._session_cache = {"owner": "second"}  # type: ignore[attr-defined]
-    with pytest.raises(CreateError):
-        await mode(second, "save", True)
-    assert rows(db) == before
+    await mode(second, "save", True)
+    assert second.session_key not in (None, key)  # a fresh token
+    assert rows(db)[key] == before[key]  # the other session untouched
 
 
 async def test_update_of_a_vanished_session_raises_update_error_and_stays_gone(
@@ -257,12 +276,33 @@ async def test_load_without_a_usable_row_is_a_fresh_session_without_the_key(
     assert session.session_key not in (None, key)
 
 
-async def test_an_empty_session_that_decodes_keeps_its_key(sessions: None, mode: Mode) -> None:
-    session = SessionStore()
-    await mode(session, "create")
-    again = SessionStore(session.session_key)
-    assert await mode(again, "load") == {}
-    assert again.session_key == session.session_key
+async def test_a_session_under_a_django_key_still_loads(
+    sessions: None, mode: Mode, db: psycopg.Connection[Any]
+) -> None:
+    """Sessions saved before the upgrade (Django's keys, Django's encoding) stay valid."""
+    key = "d" * 32
+    db.execute(
+        "INSERT INTO sessions (token, data, expiry) VALUES (%s, %s, %s)",
+        (key, encoded({"a": 1}), in_(3600)),
+    )
+    session = SessionStore(key)
+    assert await mode(session, "load") == {"a": 1}
+    session["b"] = 2
+    await mode(session, "save")
+    assert session.session_key == key
+    assert await mode(SessionStore(key), "load") == {"a": 1, "b": 2}
+
+
+async def test_an_emptied_session_is_deleted(
+    sessions: None, mode: Mode, db: psycopg.Connection[Any]
+) -> None:
+    session = await mode.saved(a=1)
+    key = session.session_key
+    del session["a"]
+    await mode(session, "save")
+    assert session.session_key is None
+    assert rows(db) == {}
+    assert await mode(SessionStore(key), "load") == {}
 
 
 @pytest.mark.parametrize(
@@ -284,7 +324,9 @@ async def test_cycle_key_keeps_the_data_and_deletes_the_old_row(
     session = await mode.saved(message=MESSAGE)
     old = session.session_key
     assert old is not None
-    await mode(session, "cycle_key")
+    await mode(session, "cycle_key")  # takes effect at the save
+    assert list(rows(db)) == [old]
+    await mode(session, "save")
     new = session.session_key
     assert new is not None
     assert new != old
@@ -294,8 +336,7 @@ async def test_cycle_key_keeps_the_data_and_deletes_the_old_row(
 
 
 async def test_delete_and_exists(sessions: None, mode: Mode, db: psycopg.Connection[Any]) -> None:
-    session = SessionStore()
-    await mode(session, "create")
+    session = await mode.saved(a=1)
     key = session.session_key
     assert key is not None
     assert await mode(session, "exists", key)
@@ -309,8 +350,7 @@ async def test_delete_and_exists(sessions: None, mode: Mode, db: psycopg.Connect
 async def test_exists_is_false_for_an_expired_row(
     sessions: None, mode: Mode, db: psycopg.Connection[Any]
 ) -> None:
-    session = SessionStore()
-    await mode(session, "create")
+    session = await mode.saved(a=1)
     db.execute("UPDATE sessions SET expiry = now() - interval '1 second'")
     assert not await mode(SessionStore(), "exists", session.session_key)
 
@@ -345,8 +385,7 @@ async def test_naive_expiries_without_use_tz_are_local_time(
 async def test_clear_expired_deletes_only_expired_rows(
     sessions: None, mode: Mode, db: psycopg.Connection[Any]
 ) -> None:
-    live = SessionStore()
-    await mode(live, "create")
+    live = await mode.saved(a=1)
     for _ in range(3):
         db.execute(
             "INSERT INTO sessions (token, data, expiry) VALUES (%s, '', now() - interval '1 s')",
@@ -388,14 +427,13 @@ async def test_a_database_failure_raises_and_is_never_no_session(
     with pytest.raises(DatabaseError):
         await mode(session, "save")
     with pytest.raises(DatabaseError):
-        await mode(SessionStore(), "create")
+        await mode.saved(b=1)
     db.execute("ALTER TABLE sessions_gone RENAME TO sessions")
     assert await mode(SessionStore(key), "load") == {"a": 1}
 
 
 async def test_the_async_methods_run_on_the_loops_own_store(sessions: None) -> None:
-    session = SessionStore()
-    await session.acreate()
+    session = await Mode(True).saved(a=1)
     mine = await engine.astore()
     assert mine is await engine.astore()
 
@@ -456,7 +494,7 @@ async def test_sessions_of_logout_everywhere_and_revoke(
     listing = await call("sessions_of", "7", current=laptop)
     assert sorted(s.key for s in listing) == sorted(str(d.session_key) for d in devices)
     assert [s.key for s in listing if s.current] == [laptop.session_key]
-    assert all(s.data == {SESSION_KEY: "7"} for s in listing)
+    assert all(s.data == {SESSION_KEY: "7"} for s in listing)  # as views see it
     assert await call("revoke", "8", tablet.session_key) is False  # not 8's session
     assert await call("revoke", "7", tablet.session_key) is True
     assert await call("logout_everywhere", "7", keep=laptop) == 1  # the phone
@@ -550,7 +588,8 @@ def test_the_dsn_defaults_to_the_default_database(
     try:
         with override_settings(DATABASES=databases, SESSIONSTORE={}):
             session = SessionStore()
-            session.create()
+            session["a"] = 1
+            session.save()
             assert list(rows(db)) == [session.session_key]
     finally:
         engine.close()
@@ -577,7 +616,13 @@ def test_the_dsn_defaults_to_the_default_database(
         ),
         (
             {},
-            {"default": {"ENGINE": "django.db.backends.postgresql", "OPTIONS": {"nope": 1}}},
+            {
+                "default": {
+                    "ENGINE": "django.db.backends.postgresql",
+                    "NAME": "x",
+                    "OPTIONS": {"nope": 1},
+                }
+            },
             "no valid connection string",
         ),
     ],
@@ -599,6 +644,49 @@ def test_bad_settings_are_improperly_configured(
         engine.close()
 
 
+@NO_ORM
+def test_the_engine_connects_with_what_djangos_backend_computes(
+    django_configured: None,
+    sessionstore_dsn: str,
+    db: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A backend that supplies credentials itself (IAM or Azure tokens) keeps working."""
+    from django.db.backends.postgresql import base
+
+    issued: list[str] = []
+
+    class DatabaseWrapper(base.DatabaseWrapper):
+        def get_connection_params(self) -> dict[str, Any]:
+            params: dict[str, Any] = super().get_connection_params()
+            issued.append(f"token-{len(issued)}")  # a fresh short-lived token each time
+            params["password"] = issued[-1]
+            return params
+
+    backend = types.ModuleType("iam_backend.base")
+    backend.DatabaseWrapper = DatabaseWrapper  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "iam_backend", types.ModuleType("iam_backend"))
+    monkeypatch.setitem(sys.modules, "iam_backend.base", backend)
+    info = psycopg.conninfo.conninfo_to_dict(sessionstore_dsn)
+    databases = {
+        "default": {
+            "ENGINE": "iam_backend",  # no PASSWORD here: the backend supplies it
+            **{key.upper(): info[key] for key in ("host", "port", "user")},
+            "NAME": info["dbname"],
+        }
+    }
+    try:
+        with override_settings(DATABASES=databases, SESSIONSTORE={}):
+            session = SessionStore()
+            session["a"] = 1
+            session.save()
+            assert list(rows(db)) == [session.session_key]
+            with engine.store().pool.connection() as conn:
+                assert conn.info.password in issued
+    finally:
+        engine.close()
+
+
 def test_nothing_connects_before_first_use(
     configured: Callable[..., contextlib.AbstractContextManager[None]],
     sessionstore_dsn: str,
@@ -616,8 +704,9 @@ def test_nothing_connects_before_first_use(
         return int(row[0])
 
     with configured(dsn=psycopg.conninfo.make_conninfo(sessionstore_dsn, application_name=name)):
-        session = SessionStore("k" * 32)
-        assert session.session_key == "k" * 32
+        token = new_token()
+        session = SessionStore(token)
+        assert session.session_key == token
         assert backends() == 0
         session.load()
         assert backends() >= 1
@@ -733,8 +822,13 @@ class Server:
             assert code == 0, f"{self.kind} server exited {code}; output:\n{self.output()}"
 
 
-def start_server(kind: str, dsn: str, log: Path, **options: Any) -> Server:
+def start_server(
+    kind: str, dsn: str, log: Path, app: str = "sessionstore.examples.django_app", **options: Any
+) -> Server:
     """Start the example app on a socket bound here and handed over (no port race).
+
+    ``kind`` "contract" serves `_django_contract_app` under gunicorn with one gthread
+    worker of many threads: its requests overlap, and share its gates.
 
     Requests queue in the socket's backlog until the server accepts them, so no
     readiness wait is needed; if the server dies, its socket closes and requests fail
@@ -745,17 +839,23 @@ def start_server(kind: str, dsn: str, log: Path, **options: Any) -> Server:
     sock.listen(128)
     port, fd = sock.getsockname()[1], sock.fileno()
     options = {"secret_key": SECRET, **options}
-    if kind == "wsgi":
+    if kind in ("wsgi", "contract"):
         # gunicorn parses the call's arguments as literals.
         call = ", ".join(f"{name}={value!r}" for name, value in options.items())
+        workers: tuple[str, ...] = ("--workers", "2")
+        if kind == "contract":
+            app = "_django_contract_app"
+            workers = ("--workers", "1", "--worker-class", "gthread", "--threads", "160")
         argv = [
-            *(sys.executable, "-m", "gunicorn", "--preload", "--workers", "2"),
+            *(sys.executable, "-m", "gunicorn", "--preload", *workers),
             *("--bind", f"fd://{fd}", "--graceful-timeout", "10"),
-            f"sessionstore.examples.django_app:create_app({call})",
+            f"{app}:create_app({call})",
         ]
     else:
         argv = [sys.executable, "-c", UVICORN, json.dumps(options), str(fd)]
-    env = {**os.environ, "SESSIONSTORE_DSN": dsn}
+    tests = str(Path(__file__).resolve().parent)  # for _django_contract_app
+    path = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH", "")]))
+    env = {**os.environ, "SESSIONSTORE_DSN": dsn, "PYTHONPATH": path}
     with log.open("wb") as out:
         proc = subprocess.Popen(
             argv,
@@ -801,7 +901,10 @@ def stored(db: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
     """The sessions table, decoded with the servers' secret."""
     with override_settings(SECRET_KEY=SECRET):
         decoder = SessionStore()
-        return {key: decoder.decode(data.decode()) for key, (data, _) in rows(db).items()}
+        decoded = {key: decoder.decode(data.decode()) for key, (data, _) in rows(db).items()}
+    for data in decoded.values():
+        assert isinstance(data.pop(CREATED_KEY), int)  # the start of its lifetime
+    return decoded
 
 
 def test_put_then_get(
@@ -834,7 +937,7 @@ def test_two_clients_never_see_each_others_data(
 
 
 def test_the_session_expires(serve: Callable[..., Server], db: psycopg.Connection[Any]) -> None:
-    example = serve(lifetime=2)
+    example = serve(idle_timeout=2)
     client = example.client()
     key = issued_token(client.get("/put"))
     assert client.get("/get", cookie=f"{COOKIE}={key}").body == MESSAGE + "\n"
@@ -1005,7 +1108,7 @@ def test_clearsessions_deletes_what_the_app_let_expire(
     configured: Callable[..., contextlib.AbstractContextManager[None]],
     db: psycopg.Connection[Any],
 ) -> None:
-    example = serve(lifetime=3600)
+    example = serve(idle_timeout=3600)
     stale, fresh = example.client(), example.client()
     stale.get("/put")
     fresh.get("/put")
@@ -1103,3 +1206,91 @@ def test_django_is_imported_only_by_the_integration() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     assert 'pip install "sessionstore[django]"' in out
+
+
+# --------------------------------------------------------------------------- the session contract
+
+
+@pytest.fixture
+def contract_served(
+    sessionstore_dsn: str, tmp_path: Path
+) -> Iterator[Callable[..., contract.Served]]:
+    """The contract app under gunicorn (one gthread worker), with `configure`'s options."""
+    create_table(sessionstore_dsn, owners=True)
+    servers: list[Server] = []
+
+    def start(**options: Any) -> contract.Served:
+        log = tmp_path / f"contract-{len(servers)}.log"
+        servers.append(start_server("contract", sessionstore_dsn, log, **options))
+        return contract.Served(servers[-1].url, COOKIE)
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_overlapping_requests_keep_every_key(
+    contract_served: Callable[..., contract.Served], count: int
+) -> None:
+    contract.check_overlapping_requests_keep_every_key(contract_served(), count)
+
+
+def test_many_sessions_lose_no_key(contract_served: Callable[..., contract.Served]) -> None:
+    contract.check_many_sessions_lose_no_key(contract_served())
+
+
+def test_a_logout_racing_a_slower_request_stays_logged_out(
+    contract_served: Callable[..., contract.Served], db: psycopg.Connection[Any]
+) -> None:
+    contract.check_a_logout_racing_a_slower_request_stays_logged_out(contract_served(), db)
+
+
+def test_a_read_only_request_writes_nothing(
+    contract_served: Callable[..., contract.Served], db: psycopg.Connection[Any]
+) -> None:
+    contract.check_a_read_only_request_writes_nothing(contract_served(), db)
+
+
+def test_the_idle_timeout_ends_a_session(
+    contract_served: Callable[..., contract.Served],
+) -> None:
+    contract.check_the_idle_timeout_ends_a_session(contract_served(idle_timeout=2), 2)
+
+
+def test_the_lifetime_ends_a_busy_session(
+    contract_served: Callable[..., contract.Served],
+) -> None:
+    app = contract_served(idle_timeout=2, lifetime=4, renew_after=0)
+    contract.check_the_lifetime_ends_a_busy_session(app, 2, 4)
+
+
+@pytest.mark.parametrize("setting", ["renew_after", "SESSION_SAVE_EVERY_REQUEST"])
+def test_renewal_on_every_request(
+    django_configured: None,
+    configured: Callable[..., contextlib.AbstractContextManager[None]],
+    db: psycopg.Connection[Any],
+    setting: str,
+) -> None:
+    from django.http import HttpRequest, HttpResponse
+
+    from sessionstore.integrations.django import SessionMiddleware
+
+    every = setting == "SESSION_SAVE_EVERY_REQUEST"
+    options = {} if every else {"renew_after": 0}
+    with override_settings(SESSION_SAVE_EVERY_REQUEST=every), configured(**options):
+        session = SessionStore()
+        session["a"] = 1
+        session.save()
+        key = session.session_key
+        before = rows(db)
+
+        def view(request: HttpRequest) -> HttpResponse:
+            return HttpResponse(str(request.session["a"]))  # read only
+
+        request = HttpRequest()
+        request.COOKIES[COOKIE] = str(key)
+        response = SessionMiddleware(view)(request)
+        assert isinstance(response, HttpResponse)
+        assert response.cookies[COOKIE].value == key  # sent again, a new expiry
+        assert rows(db)[str(key)][1] > before[str(key)][1]

@@ -5,7 +5,10 @@
 
 Then open http://127.0.0.1:4000/put and http://127.0.0.1:4000/get. The server is a
 throw-away PostgreSQL started for the run (the ``testing`` extra brings its binaries)
-and deleted on Ctrl-C; aiohttp's own server serves the app.
+and deleted on Ctrl-C; aiohttp's own server serves the app. Under a server of your
+own, ``app`` is the application on ``$SESSIONSTORE_DSN``::
+
+    gunicorn --preload -k aiohttp.GunicornWebWorker sessionstore.examples.aiohttp_app:app
 
 Beyond the Go example's ``/put`` and ``/get``: ``/login`` logs the session in as
 "alice" (a new token, the session owned by her: what a real login does after checking
@@ -21,6 +24,7 @@ can drive them.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -52,7 +56,9 @@ STORAGE = web.AppKey("sessionstore_storage", PostgresStorage)
 def create_app(
     dsn: str,
     *,
-    lifetime: dt.timedelta = dt.timedelta(hours=24),
+    idle_timeout: dt.timedelta | float = dt.timedelta(hours=24),
+    lifetime: dt.timedelta | float | None = None,
+    renew_after: float | None = None,
     table: str = "sessions",
     schema: str | None = None,
     timeout: float = 30.0,
@@ -66,7 +72,12 @@ def create_app(
 
     Args:
         dsn: The PostgreSQL server.
-        lifetime: How long a session lives (SCS's ``Lifetime``).
+        idle_timeout: A session ends this long after its last request (SCS's
+            ``IdleTimeout``; the storage's ``max_age``).
+        lifetime: A session ends this long after it was created (SCS's
+            ``Lifetime``); None for none.
+        renew_after: The share of `idle_timeout` after which an unchanged
+            session's expiry moves again; None for the default.
         table: The sessions table.
         schema: The table's schema, or None for the search_path.
         timeout: How long a request waits for a database connection.
@@ -122,6 +133,12 @@ def create_app(
         session.invalidate()  # the row and the cookie are deleted
         return web.Response(text="Logged out; your session is gone.\n")
 
+    idle = (
+        idle_timeout
+        if isinstance(idle_timeout, dt.timedelta)
+        else dt.timedelta(seconds=idle_timeout)
+    )
+    renewal: dict[str, Any] = {} if renew_after is None else {"renew_after": renew_after}
     app = web.Application()
     storage = setup(
         app,
@@ -129,7 +146,9 @@ def create_app(
         max_size=4,
         timeout=timeout,
         store_options={"table": table, "schema": schema, "owners": True, **store_options},
-        max_age=int(lifetime.total_seconds()),  # like SCS's Lifetime
+        max_age=int(idle.total_seconds()),  # the idle timeout
+        lifetime=lifetime,
+        **renewal,
     )
 
     async def create_table(app: web.Application) -> AsyncIterator[None]:
@@ -140,6 +159,16 @@ def create_app(
     app[STORAGE] = storage
     app.add_routes(routes)
     return app
+
+
+def __getattr__(name: str) -> Any:
+    # `gunicorn ...aiohttp_app:app`: made on first access, not at import, so that
+    # importing the module (the demo, the tests) needs no $SESSIONSTORE_DSN.
+    if name == "app":
+        app = create_app(os.environ["SESSIONSTORE_DSN"])
+        globals()[name] = app
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:

@@ -220,7 +220,8 @@ urlpatterns: list[URLPattern] = []
 def configure(
     dsn: str | None = None,
     *,
-    lifetime: dt.timedelta | float = dt.timedelta(hours=24),
+    idle_timeout: dt.timedelta | float = dt.timedelta(hours=24),
+    lifetime: dt.timedelta | float | None = None,
     asgi: bool = False,
     secret_key: str | None = None,
     allowed_hosts: Sequence[str] = LOCAL_HOSTS,
@@ -230,8 +231,10 @@ def configure(
 
     Args:
         dsn: The PostgreSQL server; None for ``$SESSIONSTORE_DSN``.
-        lifetime: How long a session lives (SCS's ``Lifetime``; Django's
-            ``SESSION_COOKIE_AGE``): a timedelta or seconds.
+        idle_timeout: A session ends this long after its last request (SCS's
+            ``IdleTimeout``; Django's ``SESSION_COOKIE_AGE``): a timedelta or seconds.
+        lifetime: A session ends this long after it was created (SCS's
+            ``Lifetime``; ``SESSIONSTORE["lifetime"]``); None for none.
         asgi: Serve the async views (for an ASGI server) instead of the sync ones.
         secret_key: Django's ``SECRET_KEY``, which signs the session data; None for
             ``$DJANGO_SECRET_KEY`` or else a random one. Processes that share sessions
@@ -239,7 +242,8 @@ def configure(
             set it.
         allowed_hosts: Django's ``ALLOWED_HOSTS``.
         **sessionstore: More ``SESSIONSTORE`` settings (``table``, ``schema``,
-            ``hash_tokens``, ``timeout``, ...); ``owners`` is always on.
+            ``hash_tokens``, ``timeout``, ``renew_after``, ...); ``owners`` is
+            always on.
 
     Raises:
         RuntimeError: If Django is configured already, or there is no DSN.
@@ -249,7 +253,9 @@ def configure(
     dsn = dsn if dsn is not None else os.environ.get("SESSIONSTORE_DSN")
     if not dsn:
         raise RuntimeError("no DSN: pass one, or set $SESSIONSTORE_DSN")
-    seconds = lifetime.total_seconds() if isinstance(lifetime, dt.timedelta) else lifetime
+    seconds = (
+        idle_timeout.total_seconds() if isinstance(idle_timeout, dt.timedelta) else idle_timeout
+    )
     urlpatterns[:] = _ASYNC_URLS if asgi else _SYNC_URLS
     settings.configure(
         DEBUG=False,
@@ -261,7 +267,8 @@ def configure(
         MIDDLEWARE=["sessionstore.integrations.django.SessionMiddleware"],
         SESSION_ENGINE="sessionstore.integrations.django",
         SESSION_COOKIE_AGE=int(seconds),
-        SESSIONSTORE={"dsn": dsn, **sessionstore, "owners": True},  # for /sessions
+        # owners for /sessions
+        SESSIONSTORE={"dsn": dsn, "lifetime": lifetime, **sessionstore, "owners": True},
         USE_TZ=True,
     )
     django.setup()

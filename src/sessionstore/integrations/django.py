@@ -1,59 +1,7 @@
-"""Django sessions in PostgreSQL: a session engine on `Store` and `AsyncStore`.
+"""Django sessions in PostgreSQL: a session engine driven by `SessionManager`.
 
-Install with ``pip install "sessionstore[django]"``, create the table once (``python
--m sessionstore migrate --dsn ...``, with ``--owners`` for sessions per user), then in
-``settings.py``::
-
-    SESSION_ENGINE = "sessionstore.integrations.django"
-    SESSIONSTORE = {"owners": True}  # every key is optional; see below
-    MIDDLEWARE = [
-        # Django's SessionMiddleware, plus SCS's Cache-Control on a cookie change:
-        "sessionstore.integrations.django.SessionMiddleware",
-        ...
-    ]
-
-`SessionStore` is a ``SessionBase`` with the semantics of Django's ``db`` backend:
-``load`` gives an empty session (and forgets the key) when the row is missing,
-expired or does not decode; ``save(must_create=True)`` raises ``CreateError`` on a
-taken key; ``save()`` of a session deleted meanwhile raises ``UpdateError`` (Django's
-middleware answers ``SessionInterrupted``, a 400); ``cycle_key`` deletes the old row;
-``clear_expired`` (``manage.py clearsessions``) runs the store's batched purge. The
-data is Django's own encoding (signed with ``SECRET_KEY``, ``SESSION_SERIALIZER``),
-the expiry Django's (``SESSION_COOKIE_AGE``, ``set_expiry``), and every
-``SESSION_COOKIE_*`` setting applies, as with any engine. Django 5.1's async methods
-(``aload``, ``asave``, ``acycle_key``, ... and so ``alogin``/``alogout``) run on
-`AsyncStore`, without a thread. A database failure raises
-`sessionstore.DatabaseError`: Django's 500 page, never an empty session.
-
-Differences from the ``db`` backend, all of them savings: a new key is saved with one
-``INSERT ... ON CONFLICT`` (no "does it exist?" query first), an update is one
-``UPDATE`` (no transaction around it), and the rows live in the SCS table, not in
-``django_session`` (no ORM, no migration, no model).
-
-The ``SESSIONSTORE`` setting (a dict; any key may be left out):
-
-- ``dsn``: the PostgreSQL connection string. Default: built from
-  ``DATABASES[database]`` (``NAME``, ``USER``, ``PASSWORD``, ``HOST``, ``PORT`` and the
-  libpq parameters among its ``OPTIONS``), which must be PostgreSQL.
-- ``database``: the ``DATABASES`` alias to build the DSN from (default ``"default"``).
-- ``table``, ``schema``, ``hash_tokens``, ``owners``: as for `Store`.
-- ``min_size``, ``max_size``, ``timeout``: the pools' sizes and how long a request
-  waits for a connection (default 1, 10 and 30 seconds).
-- ``prepare_threshold``: psycopg's (default 5); None behind PgBouncer older than 1.21
-  in transaction mode.
-
-Pools are opened on first use, in the process that uses them: one
-``ConnectionPool`` per process for the sync methods, and one ``AsyncConnectionPool``
-per event loop for the async ones (an ASGI server runs one loop). Nothing connects at
-import or in ``django.setup()``, so ``gunicorn --preload`` forks before any connection
-exists. The sync pool closes at exit; wrap an ASGI application in `with_lifespan` to
-close the async one when the server stops.
-
-Sessions per user (``owners=True``): the owner of a row is the session's
-``_auth_user_id`` (what ``django.contrib.auth.login`` stores), written with every save.
-`sessions_of` lists a user's live sessions, `logout_everywhere` ends them (but the
-current one, if asked) and `revoke` ends one of them; each has an ``a``-prefixed async
-twin.
+``SESSION_ENGINE = "sessionstore.integrations.django"`` with this module's
+`SessionMiddleware`; views keep ``request.session``. See docs/integrations-django.md.
 """
 
 from __future__ import annotations
@@ -67,7 +15,7 @@ import re
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -75,31 +23,31 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from .._core import MAX_TOKEN_LENGTH, validate_owner
 from ..cleanup import NoCleanup
+from ..manager import (
+    CREATED_KEY,
+    DEFAULT_RENEW_AFTER,
+    Loaded,
+    Outcome,
+    SessionManager,
+    Steps,
+    arun,
+    run,
+)
 from ..store import Store
 from ..store_async import AsyncStore
-from ._common import (
-    UserSession,
-    cache_control_with_no_cache_set_cookie,
-    listing,
-    missing_extra,
-)
+from ._common import OWNER_KEY, UserSession, cache_control_with_no_cache_set_cookie, missing_extra
 
 try:
     from django.conf import settings
     from django.contrib.auth import SESSION_KEY
-    from django.contrib.sessions.backends.base import (
-        VALID_KEY_CHARS,
-        CreateError,
-        SessionBase,
-        UpdateError,
-    )
+    from django.contrib.sessions.backends.base import SessionBase, UpdateError
     from django.contrib.sessions.middleware import SessionMiddleware as _DjangoSessionMiddleware
     from django.core import signing
     from django.core.exceptions import ImproperlyConfigured
     from django.core.signals import setting_changed
     from django.http import HttpRequest, HttpResponse
     from django.utils import timezone
-    from django.utils.crypto import get_random_string
+    from django.utils.cache import patch_vary_headers
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra(__name__, "django", exc) from exc
 
@@ -122,28 +70,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: What a session key may look like to be looked up: Django's own rule (at least 8
-#: characters) and only url-safe characters, so an odd cookie (quoted, with escapes or
-#: NUL) is a new session at once and never reaches the store's validation or SQL.
-#: Django's keys (32 of ``[a-z0-9]``) and SCS's tokens (43 url-safe base64) both pass.
+#: What a session key may look like to be used at all (Django's rule: at least 8
+#: characters; url-safe only), so an odd cookie never reaches the store.
 _KEY_RE = re.compile(rf"[A-Za-z0-9_-]{{8,{MAX_TOKEN_LENGTH}}}")
 
-#: How many fresh keys `SessionStore.create` tries. Two 165-bit random keys never
-#: collide in practice; the bound turns a broken random source into an error instead
-#: of an endless loop.
-_CREATE_ATTEMPTS = 10
-
-#: Keys of ``DATABASES[...]["OPTIONS"]`` that are Django's or psycopg's, not libpq's.
+#: Connection parameters of Django's backend that are Django's or psycopg's, not
+#: libpq's (the engine's connections take no Django adapters or cursor classes).
 _NOT_CONNINFO = frozenset(
-    {
-        "assume_role",
-        "context",
-        "cursor_factory",
-        "isolation_level",
-        "pool",
-        "prepare_threshold",
-        "server_side_binding",
-    }
+    "assume_role context cursor_factory isolation_level pool prepare_threshold "
+    "server_side_binding".split()
 )
 
 _SETTING = "SESSIONSTORE"
@@ -151,64 +86,48 @@ _SETTING = "SESSIONSTORE"
 #: How long `close` waits for an async pool closing in another thread's loop.
 _CLOSE_TIMEOUT = 10.0
 
+#: The keys of ``SESSIONSTORE`` and the types each takes.
+_KEYS: dict[str, tuple[type, ...]] = {
+    "dsn": (str,),
+    "database": (str,),
+    "table": (str,),
+    "schema": (str, type(None)),
+    "hash_tokens": (bool,),
+    "owners": (bool,),
+    "min_size": (int,),
+    "max_size": (int,),
+    "timeout": (int, float),
+    "prepare_threshold": (int, type(None)),
+    "lifetime": (int, float, dt.timedelta, type(None)),
+    "renew_after": (int, float),
+}
+
 
 @dataclass(frozen=True)
 class _Config:
-    """The ``SESSIONSTORE`` setting, checked."""
+    """The ``SESSIONSTORE`` setting, checked: what the stores, pools and manager take."""
 
-    dsn: str
-    table: str = "sessions"
-    schema: str | None = None
-    hash_tokens: bool = False
-    owners: bool = False
-    min_size: int = 1
-    max_size: int = 10
-    timeout: float = 30.0
-    connect_kwargs: dict[str, Any] = field(default_factory=dict)
+    store_options: dict[str, Any]
+    pool_options: dict[str, Any]
+    lifetime: dt.timedelta | float | None
+    renew_after: float
 
     @classmethod
     def from_settings(cls) -> _Config:
-        """Read and check ``settings.SESSIONSTORE``.
-
-        Raises:
-            ImproperlyConfigured: If it is not a dict, has an unknown key or a value
-                of the wrong type, or no DSN can be had.
-        """
+        """Read and check ``settings.SESSIONSTORE``; ImproperlyConfigured if it is wrong."""
         raw = getattr(settings, _SETTING, {})
         if not isinstance(raw, dict):
             raise ImproperlyConfigured(f"settings.{_SETTING} must be a dict")
-        known = {
-            "dsn",
-            "database",
-            "table",
-            "schema",
-            "hash_tokens",
-            "owners",
-            "min_size",
-            "max_size",
-            "timeout",
-            "prepare_threshold",
-        }
-        unknown = sorted(set(raw) - known)
+        unknown = sorted(set(raw) - set(_KEYS))
         if unknown:
             raise ImproperlyConfigured(
-                f"settings.{_SETTING} has unknown keys {unknown}; the keys are {sorted(known)}"
+                f"settings.{_SETTING} has unknown keys {unknown}; the keys are {sorted(_KEYS)}"
             )
-        checks: list[tuple[str, type | tuple[type, ...]]] = [
-            ("dsn", str),
-            ("database", str),
-            ("table", str),
-            ("schema", (str, type(None))),
-            ("hash_tokens", bool),
-            ("owners", bool),
-            ("min_size", int),
-            ("max_size", int),
-            ("timeout", (int, float)),
-            ("prepare_threshold", (int, type(None))),
-        ]
-        for key, kind in checks:
-            value = raw.get(key)
-            if key in raw and (not isinstance(value, kind) or _is_bool_for_number(value, kind)):
+        for key, value in raw.items():
+            # bool subclasses int: True is no size.
+            if not isinstance(value, _KEYS[key]) or (
+                isinstance(value, bool) and bool not in _KEYS[key]
+            ):
                 raise ImproperlyConfigured(
                     f"settings.{_SETTING}[{key!r}] has the wrong type: {type(value).__name__}"
                 )
@@ -219,78 +138,67 @@ class _Config:
             )
         if raw.get("timeout", 30.0) <= 0:
             raise ImproperlyConfigured(f"settings.{_SETTING}['timeout'] must be positive")
-        dsn = raw["dsn"] if "dsn" in raw else _dsn_of_database(raw.get("database", "default"))
-        kwargs: dict[str, Any] = {"autocommit": True}
+        # SESSION_SAVE_EVERY_REQUEST: Django's way to say "renew on every request".
+        every = getattr(settings, "SESSION_SAVE_EVERY_REQUEST", False)
+        renew_after = 0.0 if every else raw.get("renew_after", DEFAULT_RENEW_AFTER)
+        lifetime = raw.get("lifetime")
+        try:
+            SessionManager(
+                _never, _never, idle_timeout=1, lifetime=lifetime, renew_after=renew_after
+            )
+        except (TypeError, ValueError) as exc:
+            raise ImproperlyConfigured(f"settings.{_SETTING}: {exc}") from exc
+        kwargs: Any = {"autocommit": True}
         if "prepare_threshold" in raw:
             kwargs["prepare_threshold"] = raw["prepare_threshold"]
-        return cls(
-            dsn=dsn,
-            table=raw.get("table", "sessions"),
-            schema=raw.get("schema"),
-            hash_tokens=raw.get("hash_tokens", False),
-            owners=raw.get("owners", False),
-            min_size=min_size,
-            max_size=max_size,
-            timeout=float(raw.get("timeout", 30.0)),
-            connect_kwargs=kwargs,
-        )
-
-    def store_options(self) -> dict[str, Any]:
-        """The `Store`/`AsyncStore` options (cleanup off: ``clearsessions`` purges)."""
-        return {
-            "table": self.table,
-            "schema": self.schema,
-            "hash_tokens": self.hash_tokens,
-            "owners": self.owners,
-            "cleanup": NoCleanup(),
+        if "dsn" not in raw:
+            alias, static = raw.get("database", "default"), kwargs
+            _database_params(alias)  # checked now; computed again for each connection
+            kwargs = lambda: {**_database_params(alias), **static}  # noqa: E731
+        store_options = {
+            key: raw[key] for key in ("table", "schema", "hash_tokens", "owners") if key in raw
         }
-
-    def pool_options(self) -> dict[str, Any]:
-        """The pools' options."""
-        return {
-            "min_size": self.min_size,
-            "max_size": self.max_size,
-            "timeout": self.timeout,
-            "kwargs": dict(self.connect_kwargs),
+        pool_options = {
+            "conninfo": raw.get("dsn", ""),
+            "min_size": min_size,
+            "max_size": max_size,
+            "timeout": float(raw.get("timeout", 30.0)),
+            "kwargs": kwargs,
             "name": "sessionstore-django",
         }
+        return cls(store_options, pool_options, lifetime, renew_after)
 
 
-def _is_bool_for_number(value: object, kind: type | tuple[type, ...]) -> bool:
-    """True for a bool given where a number is expected (bool subclasses int)."""
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return isinstance(value, bool) and bool not in kinds
+def _never(_: Any) -> Any:
+    raise NotImplementedError  # a manager made only to check the settings
 
 
-def _dsn_of_database(alias: str) -> str:
-    """The connection string of ``DATABASES[alias]``, as Django's backend connects."""
-    databases = getattr(settings, "DATABASES", {})
-    if alias not in databases:
+def _database_params(alias: str) -> dict[str, Any]:
+    """What Django's backend for ``DATABASES[alias]`` connects with (credentials included)."""
+    from django.db.utils import ConnectionHandler
+
+    if alias not in getattr(settings, "DATABASES", {}):
         raise ImproperlyConfigured(
             f"settings.{_SETTING} has no 'dsn' and settings.DATABASES has no {alias!r}"
         )
-    db = databases[alias]
-    engine = str(db.get("ENGINE", ""))
-    if not engine.endswith(("postgresql", "postgis")):
+    # A handler of its own: the settings as they are now (Django's `connections`
+    # keeps the DATABASES it first read), and no connection of Django's is touched.
+    wrapper = ConnectionHandler()[alias]
+    if wrapper.vendor != "postgresql":
+        engine = wrapper.settings_dict.get("ENGINE")
         raise ImproperlyConfigured(
             f"settings.{_SETTING} has no 'dsn' and DATABASES[{alias!r}] is not PostgreSQL "
             f"(ENGINE {engine!r}): set settings.{_SETTING}['dsn']"
         )
-    options = {k: v for k, v in (db.get("OPTIONS") or {}).items() if k not in _NOT_CONNINFO}
-    params: dict[str, Any] = {"dbname": db.get("NAME") or "postgres", **options}
-    for key, param in (("USER", "user"), ("PASSWORD", "password"), ("HOST", "host")):
-        if db.get(key):
-            params[param] = db[key]
-    if db.get("PORT"):
-        params["port"] = str(db["PORT"])
-    if not db.get("NAME") and options.get("service"):
-        del params["dbname"]  # the service file names the database
+    params = wrapper.get_connection_params()
+    params = {key: value for key, value in params.items() if key not in _NOT_CONNINFO}
     try:
-        return psycopg.conninfo.make_conninfo(**params)
+        psycopg.conninfo.make_conninfo(**params)
     except psycopg.ProgrammingError as exc:
         raise ImproperlyConfigured(
             f"DATABASES[{alias!r}] gives no valid connection string: {exc}"
         ) from exc
+    return params
 
 
 @dataclass
@@ -302,12 +210,10 @@ class _LoopStore:
 
 
 class _Stores:
-    """This process's stores: one `Store`, and one `AsyncStore` per event loop.
+    """This process's stores, made on first use: one `Store`, one `AsyncStore` per loop."""
 
-    Everything is made on first use and belongs to the process that made it: after a
-    fork the child starts afresh (the parent's pools are the parent's, and closing
-    them from the child would close the parent's connections).
-    """
+    # After a fork the child starts afresh: the parent's pools are the parent's, and
+    # closing them from the child would close the parent's connections.
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -345,10 +251,9 @@ class _Stores:
         config = self.config()
         with self._lock:
             if self._sync is None:
-                pool: ConnectionPool[Any] = ConnectionPool(
-                    config.dsn, open=True, **config.pool_options()
-                )
-                self._sync = Store(pool, **config.store_options())
+                pool: ConnectionPool[Any] = ConnectionPool(open=True, **config.pool_options)
+                # No cleanup thread: ``clearsessions`` purges, as with Django's backends.
+                self._sync = Store(pool, **config.store_options, cleanup=NoCleanup())
                 logger.debug("opened the sync pool of process %d", self._pid)
             return self._sync
 
@@ -365,10 +270,10 @@ class _Stores:
         async with entry.lock:
             if entry.store is None:
                 pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                    config.dsn, open=False, **config.pool_options()
+                    open=False, **config.pool_options
                 )
                 await pool.open()
-                entry.store = AsyncStore(pool, **config.store_options())
+                entry.store = AsyncStore(pool, **config.store_options, cleanup=NoCleanup())
                 logger.debug("opened an async pool in process %d", self._pid)
         return entry.store
 
@@ -426,7 +331,7 @@ atexit.register(_stores.close)
 def _on_setting_changed(*, setting: str, **_: Any) -> None:
     # Tests (override_settings) and reloaders change settings at run time: the next
     # use opens pools for the new configuration.
-    if setting in (_SETTING, "DATABASES"):
+    if setting in (_SETTING, "DATABASES", "SESSION_SAVE_EVERY_REQUEST"):
         _stores.close()
 
 
@@ -434,13 +339,7 @@ setting_changed.connect(_on_setting_changed)
 
 
 def store() -> Store:
-    """This process's `Store`, the one the sync session methods use.
-
-    Opened on first use from ``settings.SESSIONSTORE``; e.g. for
-    ``store().create_table()`` or ``store().all()``.
-
-    Returns:
-        The store.
+    """This process's `Store` (the sync methods'), opened on first use.
 
     Raises:
         ImproperlyConfigured: If ``settings.SESSIONSTORE`` is invalid.
@@ -449,10 +348,7 @@ def store() -> Store:
 
 
 async def astore() -> AsyncStore:
-    """The running event loop's `AsyncStore`, the one the async session methods use.
-
-    Returns:
-        The store.
+    """The running event loop's `AsyncStore` (the async methods'), opened on first use.
 
     Raises:
         ImproperlyConfigured: If ``settings.SESSIONSTORE`` is invalid.
@@ -461,11 +357,7 @@ async def astore() -> AsyncStore:
 
 
 def close() -> None:
-    """Close this process's sync pool (and the async pools of idle event loops).
-
-    Runs at exit by itself; the next use opens new pools. An async pool whose loop is
-    running is left to `aclose` in that loop.
-    """
+    """Close this process's pools (runs at exit; the next use opens new ones)."""
     _stores.close()
 
 
@@ -480,19 +372,14 @@ _ASGIApp = Callable[[dict[str, Any], _Receive, _Send], Awaitable[None]]
 
 
 def with_lifespan(application: _ASGIApp) -> _ASGIApp:
-    """Wrap a Django ASGI application so that the server's shutdown closes the pools.
-
-    Django's ASGI handler does not speak the ASGI lifespan protocol; this wrapper
-    answers it (startup opens nothing: the pools open on first use) and runs `aclose`
-    at shutdown, in the server's loop::
-
-        application = with_lifespan(get_asgi_application())
+    """Wrap Django's ASGI application so that the server's shutdown closes the pools.
 
     Args:
-        application: The ASGI application (``get_asgi_application()``).
+        application: ``get_asgi_application()``.
 
     Returns:
-        An ASGI application that passes every other scope to `application`.
+        An ASGI application that answers the lifespan protocol (`aclose` at
+            shutdown) and passes every other scope to `application`.
     """
 
     async def app(scope: dict[str, Any], receive: _Receive, send: _Send) -> None:
@@ -523,47 +410,88 @@ def _aware(expiry: dt.datetime) -> dt.datetime:
     return expiry
 
 
+#: The shortest idle timeout a save is given (a `set_expiry` in the past ends it at once).
+_MIN_IDLE = dt.timedelta(microseconds=1)
+
+
+class _StableSigner(signing.TimestampSigner):
+    """Django's session signing with a fixed timestamp: the same data, the same bytes."""
+
+    def timestamp(self) -> str:
+        # Sessions are never checked for the signature's age (Django's decode passes
+        # no max_age); a fixed one lets the manager tell an unchanged session by its bytes.
+        return "0"
+
+
+def _owned(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with the logged-in user's id (``_auth_user_id``) as the manager's owner."""
+    user = data.get(SESSION_KEY)
+    if user is not None and user != "":
+        data[OWNER_KEY] = str(user)
+    return data
+
+
+def _public(data: dict[str, Any]) -> dict[str, Any]:
+    """The session as views see it: without the manager's keys."""
+    return {key: value for key, value in data.items() if key not in (CREATED_KEY, OWNER_KEY)}
+
+
+class _Manager(SessionManager):
+    """The session manager, taking Django's keys too (sessions from before the upgrade)."""
+
+    def token_of(self, cookie: object) -> str | None:
+        return cookie if isinstance(cookie, str) and _KEY_RE.fullmatch(cookie) else None
+
+
 class SessionStore(SessionBase):
     """Django's session engine on sessionstore (``SESSION_ENGINE`` names this module).
 
-    Django's ``SessionMiddleware`` makes one per request from the cookie's key; views
-    use it as ``request.session``. See the module's documentation for the settings.
+    Django's ``SessionMiddleware`` makes one per request; views use it as
+    ``request.session``. Loading goes through `SessionManager.load` (the `Loaded` is
+    kept on the instance), every save through `SessionManager.save`, and this
+    module's `SessionMiddleware` applies the save's `Outcome`. Each method has its
+    ``a``-prefixed twin on the running loop's `AsyncStore`. A database failure raises
+    `sessionstore.DatabaseError`.
 
     Args:
-        session_key: The key from the session cookie, or None. A key that is not
-            shaped like one (see `_validate_session_key`) is treated as None.
+        session_key: The key from the session cookie, or None (also for a value
+            that is not shaped like a key).
     """
 
-    # SessionBase's own private helpers, which django-stubs leaves out; used the way
-    # Django's db backend uses them.
+    # SessionBase's own private helpers, which django-stubs leaves out.
     _get_session: Callable[..., dict[str, Any]]
     _aget_session: Callable[..., Awaitable[dict[str, Any]]]
+
+    def __init__(self, session_key: str | None = None) -> None:
+        super().__init__(session_key)
+        self._loaded: Loaded | None = None
+        self._renew = False
 
     def _validate_session_key(self, key: str | None) -> bool:
         return isinstance(key, str) and _KEY_RE.fullmatch(key) is not None
 
-    def _get_new_session_key(self) -> str:
-        # No "does it exist?" query (the base class asks): `create` saves with an
-        # INSERT that leaves a taken key alone and says so, which is the real check.
-        return get_random_string(32, VALID_KEY_CHARS)
+    def _manager(
+        self, idle: dt.timedelta | None = None, now: dt.datetime | None = None
+    ) -> SessionManager:
+        """The manager for the settings, `idle` its idle timeout, `now` its time."""
+        config = _stores.config()
+        return _Manager(
+            self._dumps,
+            self._loads,
+            idle_timeout=idle or dt.timedelta(seconds=settings.SESSION_COOKIE_AGE),
+            lifetime=config.lifetime,
+            renew_after=config.renew_after,
+            **({} if now is None else {"clock": lambda: now}),
+        )
 
-    async def _aget_new_session_key(self) -> str:
-        return self._get_new_session_key()
+    def _dumps(self, data: dict[str, Any]) -> bytes:
+        """Django's signed encoding, byte for byte the same for the same data."""
+        stored = {key: value for key, value in sorted(data.items()) if key != OWNER_KEY}
+        signer = _StableSigner(salt=self.key_salt)
+        return signer.sign_object(stored, serializer=self.serializer, compress=True).encode()
 
-    def _owner(self, data: dict[str, Any]) -> str | None:
-        """The owner to save the row with: the logged-in user's id, if owners are kept."""
-        if not _stores.config().owners:
-            return None
-        user_id = data.get(SESSION_KEY)
-        return None if user_id is None or user_id == "" else str(user_id)
-
-    def _decode(self, raw: bytes) -> dict[str, Any] | None:
-        """Decode a row's data as Django's `decode` does; None if it does not decode.
-
-        Unlike `decode`, which returns ``{}`` for both, this tells an empty session
-        from data that is corrupt, tampered with or signed with another
-        ``SECRET_KEY``: the latter loses its key, as a missing row does.
-        """
+    def _loads(self, raw: bytes) -> dict[str, Any] | None:
+        """Decode as Django does; None for data corrupt or signed with another key."""
         try:
             data = signing.loads(raw.decode(), salt=self.key_salt, serializer=self.serializer)
         except signing.BadSignature:
@@ -571,188 +499,159 @@ class SessionStore(SessionBase):
             return None
         except Exception:  # the serializer's errors, as Django's decode catches them
             return None
-        return data if isinstance(data, dict) else None
+        return _owned(data) if isinstance(data, dict) else None
 
-    def _loaded(self, raw: bytes | None) -> dict[str, Any]:
-        data = None if raw is None else self._decode(raw)
-        if data is None:
-            logger.debug("no live session for the cookie's key; new session")
+    def _use(self, loaded: Loaded) -> dict[str, Any]:
+        """Keep what was loaded; forget the key if it named no live session."""
+        self._loaded = loaded
+        if not loaded.found:
             self._session_key = None
-            return {}
-        return data
+        return _public(loaded.data)
 
-    def _row(self, data: dict[str, Any], expiry: dt.datetime) -> tuple[bytes, dt.datetime]:
-        return self.encode(data).encode(), _aware(expiry)
+    def _steps(
+        self, data: dict[str, Any], must_create: bool, had_cookie: bool | None
+    ) -> tuple[Steps[Outcome], Callable[[Outcome], Outcome]]:
+        """The manager's save of `data`, and what the instance learns from its outcome."""
+        loaded = (
+            self._loaded if self._loaded is not None and not must_create else Loaded(None, False)
+        )
+        if had_cookie is not None:
+            loaded.had_cookie = had_cookie
+        full = _owned(dict(data))
+        if CREATED_KEY in loaded.data:
+            full[CREATED_KEY] = loaded.data[CREATED_KEY]
+        now = timezone.now()
+        # The idle timeout is the session's expiry age: SESSION_COOKIE_AGE or set_expiry.
+        idle = _aware(self.get_expiry_date(modification=now)) - _aware(now)
+        manager = self._manager(max(idle, _MIN_IDLE), _aware(now))
 
-    # -- sync
+        def after(outcome: Outcome) -> Outcome:
+            self._renew = False
+            if outcome.set_cookie and outcome.token is not None:
+                # The Outcome does not carry the written row's version: 0 matches no
+                # row, so a later save of this instance re-reads the row and merges.
+                raw = self._dumps(full)
+                self._loaded = Loaded(outcome.token, True, full, True, 0, outcome.expiry, raw)
+                self._session_key = outcome.token
+            elif outcome.token is None:
+                self._loaded, self._session_key = None, None
+            return outcome
 
-    def load(self) -> dict[str, Any]:
-        """Read the session's data; an empty session if missing, expired or undecodable.
+        return manager.save(loaded, full, renew=self._renew), after
 
-        Returns:
-            The data (``{}`` and no key any more when there is no usable row).
+    def _save(self, must_create: bool = False, had_cookie: bool | None = None) -> Outcome:
+        """Run the manager's save on the process's `Store`."""
+        steps, after = self._steps(self._get_session(no_load=must_create), must_create, had_cookie)
+        return after(run(steps, _stores.sync()))
 
-        Raises:
-            sessionstore.DatabaseError: If the database failed.
-        """
-        key = self.session_key
-        return self._loaded(None if key is None else _stores.sync().find(key))
-
-    def exists(self, session_key: str | None) -> bool:
-        """Whether a live session has the key.
-
-        Args:
-            session_key: The key.
-
-        Returns:
-            True if it names a live session.
-
-        Raises:
-            sessionstore.DatabaseError: If the database failed.
-        """
-        if not self._validate_session_key(session_key):
-            return False
-        assert session_key is not None
-        return _stores.sync().exists(session_key)
-
-    def create(self) -> None:
-        """Save the session under a new key (retrying on a taken one), as Django's ``db``.
-
-        Raises:
-            RuntimeError: If every attempt met a taken key (a broken random source).
-            sessionstore.DatabaseError: If the database failed.
-        """
-        for _ in range(_CREATE_ATTEMPTS):
-            self._session_key = self._get_new_session_key()
-            try:
-                self.save(must_create=True)
-            except CreateError:
-                logger.warning("a freshly generated session key was already taken; trying another")
-                continue
-            self.modified = True
-            return
-        raise RuntimeError(f"no free session key after {_CREATE_ATTEMPTS} attempts")
-
-    def save(self, must_create: bool = False) -> None:
-        """Save the session's data and expiry.
-
-        Args:
-            must_create: Create a new row (a taken key raises ``CreateError``);
-                otherwise rewrite the existing live row only.
-
-        Raises:
-            CreateError: If `must_create` and a live session has the key.
-            UpdateError: If not `must_create` and the row is gone (deleted or
-                expired since it was read: it is not brought back).
-            sessionstore.DatabaseError: If the database failed.
-        """
-        if self.session_key is None:
-            self.create()
-            return
-        data = self._get_session(no_load=must_create)
-        raw, expiry = self._row(data, self.get_expiry_date())
-        sync = _stores.sync()
-        owner = self._owner(data)
-        if must_create:
-            if not sync.create(self.session_key, raw, expiry, owner=owner):
-                raise CreateError
-        elif not sync.update(self.session_key, raw, expiry, owner=owner):
+    def _raise_if_gone(self, outcome: Outcome) -> None:
+        """UpdateError when data was left unsaved because the session is gone."""
+        if outcome.token is None and self._get_session():
             raise UpdateError
 
-    def delete(self, session_key: str | None = None) -> None:
-        """Delete a session's row (this session's if no key is given); a missing one is fine.
+    def _doomed(self, session_key: str | None) -> Loaded | None:
+        """What `delete` deletes: the row of `session_key`, this session's if None."""
+        if session_key is None or session_key == self.session_key:
+            session_key, self._loaded = self.session_key, None  # new from now on
+        if session_key is None or not self._validate_session_key(session_key):
+            return None
+        return Loaded(session_key, True, found=True)
+
+    def load(self) -> dict[str, Any]:
+        """The session's data; ``{}`` (and no key) if the key names no live session."""
+        return self._use(run(self._manager().load(self.session_key), _stores.sync()))
+
+    async def aload(self) -> dict[str, Any]:
+        """`load` on the running loop's `AsyncStore`."""
+        steps = self._manager().load(self.session_key)
+        return self._use(await arun(steps, await astore()))
+
+    def exists(self, session_key: str | None) -> bool:
+        """Whether a live session has the key."""
+        if session_key is None or not self._validate_session_key(session_key):
+            return False
+        return _stores.sync().exists(session_key)
+
+    async def aexists(self, session_key: str | None) -> bool:
+        """`exists` on the running loop's `AsyncStore`."""
+        if session_key is None or not self._validate_session_key(session_key):
+            return False
+        return await (await astore()).exists(session_key)
+
+    def create(self) -> None:
+        """Save the session under a new key (an empty session is not stored)."""
+        self.save(must_create=True)
+        self.modified = True
+
+    async def acreate(self) -> None:
+        """`create` on the running loop's `AsyncStore`."""
+        await self.asave(must_create=True)
+        self.modified = True
+
+    def save(self, must_create: bool = False) -> None:
+        """Save the session as the manager decides (the middleware does, at the response).
 
         Args:
-            session_key: The key, or None for this session's.
+            must_create: Save under a new key, whatever key the session has.
 
         Raises:
-            sessionstore.DatabaseError: If the database failed.
+            UpdateError: If the session was deleted or expired since it was read
+                (it is not brought back).
         """
-        if session_key is None:
-            session_key = self.session_key
-        if session_key is None or not self._validate_session_key(session_key):
-            return
-        _stores.sync().delete(session_key)
+        self._raise_if_gone(self._save(must_create))
+
+    async def asave(self, must_create: bool = False) -> None:
+        """`save` on the running loop's `AsyncStore`."""
+        data = await self._aget_session(no_load=must_create)
+        steps, after = self._steps(data, must_create, None)
+        self._raise_if_gone(after(await arun(steps, await astore())))
+
+    def cycle_key(self) -> None:
+        """Have the next save use a new key and delete the old row (as at login)."""
+        self._get_session()
+        self._renew = self.modified = True
+
+    async def acycle_key(self) -> None:
+        """`cycle_key` in async code."""
+        await self._aget_session()
+        self._renew = self.modified = True
+
+    def delete(self, session_key: str | None = None) -> None:
+        """Delete a session's row now (this session's if no key is given)."""
+        loaded = self._doomed(session_key)
+        if loaded is not None:
+            run(self._manager().save(loaded, {}), _stores.sync())
+
+    async def adelete(self, session_key: str | None = None) -> None:
+        """`delete` on the running loop's `AsyncStore`."""
+        loaded = self._doomed(session_key)
+        if loaded is not None:
+            await arun(self._manager().save(loaded, {}), await astore())
 
     @classmethod
     def clear_expired(cls) -> None:
-        """Delete the expired sessions, in batches: what ``manage.py clearsessions`` runs.
-
-        Raises:
-            sessionstore.DatabaseError: If the database failed.
-        """
-        deleted = _stores.sync().purge_expired()
-        logger.info("clear_expired: %d expired sessions deleted", deleted)
-
-    # -- async (Django 5.1+): the same, on the loop's AsyncStore
-
-    async def aload(self) -> dict[str, Any]:
-        """`load` on the running loop's `AsyncStore` (same arguments, result, errors)."""
-        key = self.session_key
-        return self._loaded(None if key is None else await (await astore()).find(key))
-
-    async def aexists(self, session_key: str | None) -> bool:
-        """`exists` on the running loop's `AsyncStore` (same arguments, result, errors)."""
-        if not self._validate_session_key(session_key):
-            return False
-        assert session_key is not None
-        return await (await astore()).exists(session_key)
-
-    async def acreate(self) -> None:
-        """`create` on the running loop's `AsyncStore` (same arguments, result, errors)."""
-        for _ in range(_CREATE_ATTEMPTS):
-            self._session_key = await self._aget_new_session_key()
-            try:
-                await self.asave(must_create=True)
-            except CreateError:
-                logger.warning("a freshly generated session key was already taken; trying another")
-                continue
-            self.modified = True
-            return
-        raise RuntimeError(f"no free session key after {_CREATE_ATTEMPTS} attempts")
-
-    async def asave(self, must_create: bool = False) -> None:
-        """`save` on the running loop's `AsyncStore` (same arguments, result, errors)."""
-        if self.session_key is None:
-            await self.acreate()
-            return
-        data = await self._aget_session(no_load=must_create)
-        raw, expiry = self._row(data, await self.aget_expiry_date())
-        astore_ = await astore()
-        owner = self._owner(data)
-        if must_create:
-            if not await astore_.create(self.session_key, raw, expiry, owner=owner):
-                raise CreateError
-        elif not await astore_.update(self.session_key, raw, expiry, owner=owner):
-            raise UpdateError
-
-    async def adelete(self, session_key: str | None = None) -> None:
-        """`delete` on the running loop's `AsyncStore` (same arguments, result, errors)."""
-        if session_key is None:
-            session_key = self.session_key
-        if session_key is None or not self._validate_session_key(session_key):
-            return
-        await (await astore()).delete(session_key)
+        """Delete the expired sessions in batches (``manage.py clearsessions``)."""
+        logger.info("clear_expired: %d deleted", _stores.sync().purge_expired())
 
     @classmethod
     async def aclear_expired(cls) -> None:
-        """`clear_expired` on the running loop's `AsyncStore` (same arguments, result, errors)."""
-        deleted = await (await astore()).purge_expired()
-        logger.info("clear_expired: %d expired sessions deleted", deleted)
+        """`clear_expired` on the running loop's `AsyncStore`."""
+        logger.info("clear_expired: %d deleted", await (await astore()).purge_expired())
 
 
 class SessionMiddleware(_DjangoSessionMiddleware):
-    """Django's ``SessionMiddleware``, plus SCS's ``Cache-Control`` on a cookie change.
+    """Django's ``SessionMiddleware``, applying the session manager's decision.
 
-    Put it in ``MIDDLEWARE`` where ``django.contrib.sessions.middleware.SessionMiddleware``
-    was. Everything Django's does stays (``Vary: Cookie`` when the session was used,
-    the cookie set or deleted, ``SessionInterrupted``); a response that sets or
-    deletes the session cookie also gets ``no-cache="Set-Cookie"`` merged into its
-    ``Cache-Control``, so a shared cache may keep the page but never the cookie.
+    Put it in ``MIDDLEWARE`` in place of Django's. A request that used the session
+    saves it as `SessionManager.save` decides: a read-only request writes nothing and
+    sends no cookie until renewal is due; a session deleted since it was read (a
+    logout that raced this request) gets its cookie deleted, not Django's
+    ``SessionInterrupted``. ``Vary: Cookie`` as Django sends it, and ``no-cache=
+    "Set-Cookie"`` merged into ``Cache-Control`` when the cookie is set or deleted.
     """
 
     def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
-        """Save the session as Django does, then mark a cookie change for caches.
+        """Save the session and set, keep or delete its cookie.
 
         Args:
             request: The request.
@@ -760,15 +659,59 @@ class SessionMiddleware(_DjangoSessionMiddleware):
 
         Returns:
             The response.
+
+        Raises:
+            sessionstore.DatabaseError: If the database failed (Django answers 500).
         """
-        response = super().process_response(request, response)
-        if settings.SESSION_COOKIE_NAME in response.cookies:
+        session = getattr(request, "session", None)
+        name = settings.SESSION_COOKIE_NAME
+        if (
+            isinstance(session, SessionStore)
+            and response.status_code < 500
+            and (session.accessed or session.modified or settings.SESSION_SAVE_EVERY_REQUEST)
+        ):
+            patch_vary_headers(response, ("Cookie",))
+            outcome = session._save(had_cookie=name in request.COOKIES)
+            _apply(response, session, outcome)
+            changed = outcome.cookie_changed
+        else:  # untouched, another engine, or a server error: Django's own way
+            response = super().process_response(request, response)
+            changed = name in response.cookies
+        if changed:
             merged = cache_control_with_no_cache_set_cookie(
                 [response.headers.get("Cache-Control", "")]
             )
             if merged is not None:
                 response.headers["Cache-Control"] = merged
         return response
+
+
+def _apply(response: HttpResponse, session: SessionStore, outcome: Outcome) -> None:
+    """Set or delete the session cookie as `outcome` says, with Django's cookie settings."""
+    name = settings.SESSION_COOKIE_NAME
+    if outcome.delete_cookie:
+        response.delete_cookie(
+            name,
+            path=settings.SESSION_COOKIE_PATH,
+            domain=settings.SESSION_COOKIE_DOMAIN,
+            samesite=settings.SESSION_COOKIE_SAMESITE,
+        )
+    elif outcome.set_cookie and outcome.token is not None:
+        max_age = None
+        if outcome.expiry is not None and not session.get_expire_at_browser_close():
+            # Whole seconds, rounded down: the cookie never outlives the row.
+            left = (outcome.expiry - dt.datetime.now(dt.UTC)).total_seconds()
+            max_age = max(int(left), 0)
+        response.set_cookie(
+            name,
+            outcome.token,
+            max_age=max_age,
+            domain=settings.SESSION_COOKIE_DOMAIN,
+            path=settings.SESSION_COOKIE_PATH,
+            secure=bool(settings.SESSION_COOKIE_SECURE),
+            httponly=bool(settings.SESSION_COOKIE_HTTPONLY),
+            samesite=settings.SESSION_COOKIE_SAMESITE,
+        )
 
 
 # -- sessions per user
@@ -790,111 +733,93 @@ def _owner_of(user: object) -> str | None:
 
 
 def _key_of(current: SessionBase | str | None) -> str | None:
+    """The session key of `current` (a session or a key), if it is shaped like one."""
     key = current.session_key if isinstance(current, SessionBase) else current
     return key if isinstance(key, str) and _KEY_RE.fullmatch(key) else None
 
 
-def _decoder() -> Callable[[bytes], dict[str, Any]]:
-    decoding = SessionStore()
-    return lambda raw: decoding._decode(raw) or {}
+def _listing(listed: list[UserSession]) -> list[UserSession]:
+    """The listed sessions' data as views see it."""
+    return [replace(each, data=_public(each.data)) for each in listed]
 
 
 def sessions_of(user: object, current: SessionBase | str | None = None) -> list[UserSession]:
-    """List a user's live sessions ("where you are logged in"); needs ``owners=True``.
+    """List a user's live sessions, soonest to expire first; needs ``owners=True``.
 
     Args:
         user: A user model instance (``request.user``) or the owner id as text.
-        current: The session to mark as `UserSession.current` (``request.session``),
-            or its key.
+        current: The session to mark as `UserSession.current`, or its key.
 
     Returns:
-        The sessions, soonest to expire first; empty for an anonymous user. Show
-            only a prefix of each `UserSession.key`: without ``hash_tokens`` it is a
-            working session key.
+        The sessions (none for an anonymous user); show only a prefix of each key.
 
     Raises:
         TypeError: If `user` is neither a model instance nor a str.
         sessionstore.OwnersNotEnabledError: Without ``owners=True``.
-        sessionstore.DatabaseError: If the database failed.
     """
     owner = _owner_of(user)
     if owner is None:
         return []
-    return listing(_stores.sync().sessions_of(owner), _key_of(current), _decoder())
+    steps = SessionStore()._manager().sessions(owner, _key_of(current))
+    return _listing(run(steps, _stores.sync()))
 
 
 async def asessions_of(user: object, current: SessionBase | str | None = None) -> list[UserSession]:
-    """`sessions_of` on the running loop's `AsyncStore` (same arguments, result, errors)."""
+    """`sessions_of` on the running loop's `AsyncStore`."""
     owner = _owner_of(user)
     if owner is None:
         return []
-    owned = await (await astore()).sessions_of(owner)
-    return listing(owned, _key_of(current), _decoder())
+    steps = SessionStore()._manager().sessions(owner, _key_of(current))
+    return _listing(await arun(steps, await astore()))
 
 
 def logout_everywhere(user: object, keep: SessionBase | str | None = None) -> int:
-    """End every session of a user at once, except `keep`; needs ``owners=True``.
-
-    The sessions' next requests get an empty session (Django's ``AnonymousUser``)::
-
-        def logout_other_devices(request):
-            ended = logout_everywhere(request.user, keep=request.session)
+    """End every session of a user at once but `keep`; needs ``owners=True``.
 
     Args:
         user: A user model instance or the owner id as text.
-        keep: The session to leave logged in (``request.session``), or its key;
-            None ends them all.
+        keep: The session to leave logged in (``request.session``), or its key.
 
     Returns:
-        How many sessions were deleted; 0 for an anonymous user.
+        How many sessions were deleted (0 for an anonymous user).
 
     Raises:
         TypeError: If `user` is neither a model instance nor a str.
         sessionstore.OwnersNotEnabledError: Without ``owners=True``.
-        sessionstore.DatabaseError: If the database failed.
     """
     owner = _owner_of(user)
     if owner is None:
         return 0
-    ended = _stores.sync().delete_owned(owner, keep=_key_of(keep))
-    logger.debug("logged out everywhere: %d sessions deleted", ended)
-    return ended
+    return run(SessionManager.log_out_everywhere(owner, _key_of(keep)), _stores.sync())
 
 
 async def alogout_everywhere(user: object, keep: SessionBase | str | None = None) -> int:
-    """`logout_everywhere` on the running loop's `AsyncStore` (same arguments, result, errors)."""
+    """`logout_everywhere` on the running loop's `AsyncStore`."""
     owner = _owner_of(user)
     if owner is None:
         return 0
-    ended = await (await astore()).delete_owned(owner, keep=_key_of(keep))
-    logger.debug("logged out everywhere: %d sessions deleted", ended)
-    return ended
+    return await arun(SessionManager.log_out_everywhere(owner, _key_of(keep)), await astore())
 
 
 def revoke(user: object, key: str) -> bool:
-    """End one of a user's sessions, by the `UserSession.key` that `sessions_of` listed.
-
-    Only a session of `user` is deleted: a key from one user's list ends no one
-    else's session.
+    """End one of a user's sessions by the `UserSession.key` `sessions_of` listed.
 
     Args:
         user: A user model instance or the owner id.
-        key: The listed key.
+        key: The listed key (a key of another user's session ends nothing).
 
     Returns:
         True if it was the user's session and is gone.
 
     Raises:
-        TypeError: If an argument has the wrong type.
-        ValueError: If `key` is invalid.
+        TypeError, ValueError: If an argument is invalid.
         sessionstore.OwnersNotEnabledError: Without ``owners=True``.
-        sessionstore.DatabaseError: If the database failed.
     """
     owner = _owner_of(user)
-    return owner is not None and _stores.sync().revoke(owner, key)
+    return owner is not None and run(SessionManager.revoke(owner, key), _stores.sync())
 
 
 async def arevoke(user: object, key: str) -> bool:
-    """`revoke` on the running loop's `AsyncStore` (same arguments, result, errors)."""
+    """`revoke` on the running loop's `AsyncStore`."""
     owner = _owner_of(user)
-    return owner is not None and await (await astore()).revoke(owner, key)
+    return owner is not None and await arun(SessionManager.revoke(owner, key), await astore())
