@@ -24,7 +24,7 @@ with the client each store's docs use (``redis.asyncio`` for the async stores,
 defaults (hiredis parses the replies where it is installed, as the ``bench`` extra
 installs it).
 
-sessionstore's two variants differ only in `renewal_options`.
+sessionstore's two variants differ only in `renew_after`.
 """
 
 from __future__ import annotations
@@ -68,29 +68,17 @@ class AppConfig:
         return self.redis_url
 
 
-def renewal_options(framework: str, every_request: bool) -> dict[str, Any]:
-    """The settings of sessionstore's integration for `framework` that decide renewal.
+def renew_after(store: str) -> float:
+    """The renewal share sessionstore's variant `store` runs with.
 
-    The one place the two sessionstore variants differ: ``sessionstore`` renews an
-    unchanged session's expiry only once a share of its idle timeout has passed
-    ("renewal when due"), ``sessionstore-every-request`` renews it on every request
-    (what the integrations did before). Each app passes the result, as keyword
-    arguments, to the object of the integration that takes its session settings.
-
-    Args:
-        framework: One of `benchmarks.web.contenders.FRAMEWORKS`.
-        every_request: True for the ``sessionstore-every-request`` variant.
-
-    Returns:
-        Keyword arguments for the integration (none yet: see the TODO).
+    The one place the two variants differ: ``sessionstore`` keeps the integrations'
+    default (an unchanged session's expiry is renewed once a share of its idle
+    timeout has passed), ``sessionstore-every-request`` renews it on every request,
+    as the integrations did before the session manager.
     """
-    # TODO(renewal_options): wire the integrations' renewal setting here once
-    # "renewal when due" lands in src/sessionstore/integrations/ (it is being built
-    # in parallel): every_request=True must keep renewing on every request, False
-    # must give the integration's default (renewal when due). Until then both
-    # variants run the same code, and their rows show the noise between two runs.
-    del framework, every_request
-    return {}
+    from sessionstore.manager import DEFAULT_RENEW_AFTER
+
+    return 0.0 if store == "sessionstore-every-request" else DEFAULT_RENEW_AFTER
 
 
 # --------------------------------------------------------------------------- Litestar
@@ -145,8 +133,7 @@ def litestar(store: str, config: AppConfig) -> Any:
             cleanup=NoCleanup(),
         )
         stores["sessions"] = root.with_namespace("sessions")
-        renewal = renewal_options("litestar", store == "sessionstore-every-request")
-        middleware = SessionConfig(secure=False, **renewal).middleware
+        middleware = SessionConfig(secure=False, renew_after=renew_after(store)).middleware
     else:
         raise ValueError(f"Litestar has no store {store!r} here")
     return Litestar(
@@ -221,7 +208,7 @@ def aiohttp(store: str, config: AppConfig) -> Any:
             min_size=config.pool,
             max_size=config.pool,
             store_options={"table": config.table, "cleanup": NoCleanup()},
-            **renewal_options("aiohttp", store == "sessionstore-every-request"),
+            renew_after=renew_after(store),
         )
     else:
         raise ValueError(f"aiohttp has no store {store!r} here")
@@ -262,17 +249,24 @@ def starlette(store: str, config: AppConfig) -> Any:
     elif store in ("memory", "redis", "sessionstore", "sessionstore-every-request"):
         import starsessions
 
-        backend: starsessions.SessionStore
-        session_middleware: type[starsessions.SessionMiddleware] = starsessions.SessionMiddleware
+        session: Middleware
         if store == "memory":
-            backend = starsessions.InMemoryStore()
+            session = Middleware(
+                starsessions.SessionMiddleware,
+                store=starsessions.InMemoryStore(),
+                cookie_https_only=False,
+            )
         elif store == "redis":
             from redis.asyncio import Redis
             from starsessions.stores.redis import RedisStore
 
             # starsessions' docs: a redis.asyncio connection (its url= is deprecated).
             client = Redis.from_url(config.redis())
-            backend = RedisStore(connection=client)
+            session = Middleware(
+                starsessions.SessionMiddleware,
+                store=RedisStore(connection=client),
+                cookie_https_only=False,
+            )
 
             @contextlib.asynccontextmanager
             async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -289,8 +283,6 @@ def starlette(store: str, config: AppConfig) -> Any:
             from sessionstore.integrations import starlette as integration
             from sessionstore.integrations.starlette import PostgresStore
 
-            session_middleware = integration.SessionMiddleware  # the session manager's saves
-
             pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
                 config.dsn,
                 open=False,
@@ -299,8 +291,12 @@ def starlette(store: str, config: AppConfig) -> Any:
                 kwargs={"autocommit": True},
             )
             async_store = AsyncStore(pool, table=config.table, cleanup=NoCleanup())
-            renewal = renewal_options("starlette", store == "sessionstore-every-request")
-            backend = PostgresStore(async_store, **renewal)
+            session = Middleware(
+                integration.SessionMiddleware,  # the session manager's saves
+                store=PostgresStore(async_store),
+                cookie_https_only=False,
+                renew_after=renew_after(store),
+            )
 
             @contextlib.asynccontextmanager
             async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -308,10 +304,7 @@ def starlette(store: str, config: AppConfig) -> Any:
                     await pool.wait()
                     yield
 
-        middleware = [
-            Middleware(session_middleware, store=backend, cookie_https_only=False),
-            Middleware(starsessions.SessionAutoloadMiddleware),
-        ]
+        middleware = [session, Middleware(starsessions.SessionAutoloadMiddleware)]
     else:
         raise ValueError(f"Starlette has no store {store!r} here")
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
@@ -371,8 +364,7 @@ def flask(store: str, config: AppConfig) -> tuple[Any, Callable[[], None]]:
         )
         pool.wait()
         sync_store = Store(pool, table=config.table, cleanup=NoCleanup())
-        renewal = renewal_options("flask", store == "sessionstore-every-request")
-        app.session_interface = PostgresSessionInterface(sync_store, **renewal)
+        app.session_interface = PostgresSessionInterface(sync_store, renew_after=renew_after(store))
 
         def close() -> None:
             try:

@@ -24,7 +24,7 @@ Every framework has:
 - sessionstore's integration for it, twice: ``sessionstore`` (its settings for
   renewing an unchanged session's expiry when due) and
   ``sessionstore-every-request`` (renewing it on every request), both from
-  `benchmarks.web.apps.renewal_options`.
+  `benchmarks.web.apps.renew_after`.
 
 Every session contender answers ``GET /count`` (read an integer from the session,
 add one, store it, return it) and ``GET /read`` (return the integer, changing

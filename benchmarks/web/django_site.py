@@ -5,8 +5,9 @@
 the benchmark's, through Django's PostgreSQL backend (psycopg 3) with persistent
 connections (``CONN_MAX_AGE = None``: one per worker thread, kept across requests,
 as production settings keep them; Django's default of 0 would connect on every
-request). Every backend runs behind Django's own ``SessionMiddleware``, so that the
-contenders differ in ``SESSION_ENGINE`` only. The Redis contender is the ``cache``
+request). Django's own backends run behind Django's ``SessionMiddleware``,
+sessionstore's behind its engine's (which applies the session manager's decision,
+as its docs set it up). The Redis contender is the ``cache``
 backend on Django's own ``RedisCache`` as the default cache, as Django's docs set
 it up (``cached_db`` keeps the local-memory cache it has always been measured
 with).
@@ -20,7 +21,7 @@ import psycopg.conninfo
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
-from .apps import SECRET, AppConfig, renewal_options
+from .apps import SECRET, AppConfig, renew_after
 from .contenders import DJANGO_INTEGRATION
 
 ENGINES = {
@@ -29,6 +30,13 @@ ENGINES = {
     "redis": "django.contrib.sessions.backends.cache",
     "sessionstore": DJANGO_INTEGRATION,
     "sessionstore-every-request": DJANGO_INTEGRATION,
+}
+
+DJANGO_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
+#: The session middleware of a contender, where it is not Django's own.
+MIDDLEWARE = {
+    "sessionstore": f"{DJANGO_INTEGRATION}.SessionMiddleware",
+    "sessionstore-every-request": f"{DJANGO_INTEGRATION}.SessionMiddleware",
 }
 
 #: libpq parameters passed on to Django's backend as OPTIONS (the search_path, TLS).
@@ -75,9 +83,7 @@ def configure(store: str, config: AppConfig) -> None:
         ALLOWED_HOSTS=["127.0.0.1", "localhost"],
         ROOT_URLCONF=__name__,
         INSTALLED_APPS=["django.contrib.sessions"],
-        MIDDLEWARE=[]
-        if store == "none"
-        else ["django.contrib.sessions.middleware.SessionMiddleware"],
+        MIDDLEWARE=[] if store == "none" else [MIDDLEWARE.get(store, DJANGO_MIDDLEWARE)],
         DATABASES={"default": database(config.dsn)},
         SESSION_ENGINE=ENGINES.get(store, ENGINES["db"]),
         SESSIONSTORE={
@@ -85,7 +91,7 @@ def configure(store: str, config: AppConfig) -> None:
             "table": config.table,
             "min_size": config.pool,
             "max_size": config.pool,
-            **renewal_options("django", store == "sessionstore-every-request"),
+            "renew_after": renew_after(store),
         },
         CACHES={"default": cache},
         USE_TZ=True,
