@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 
-from sessionstore._oneshot import create_table
+from sessionstore._from_dsn import create_table
 from sessionstore.testing import ephemeral_postgres
 
 from .noise import Meter, Noise

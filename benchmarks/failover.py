@@ -54,7 +54,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from sessionstore import DatabaseError, Store
-from sessionstore._oneshot import create_table
+from sessionstore._from_dsn import create_table
 from sessionstore.cleanup import NoCleanup
 from sessionstore.testing import (
     PostgresServer,

@@ -37,7 +37,7 @@ from psycopg import pq
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sessionstore import AsyncStore, Store
-from sessionstore._oneshot import create_table
+from sessionstore._from_dsn import create_table
 from sessionstore.cleanup import NoCleanup
 
 from .cli import database

@@ -38,7 +38,7 @@ from psycopg_pool import ConnectionPool
 
 from sessionstore import Store
 from sessionstore._core import Result, SessionCore
-from sessionstore._oneshot import create_table
+from sessionstore._from_dsn import create_table
 from sessionstore.cleanup import NoCleanup
 from sessionstore.testing import ephemeral_postgres
 

@@ -30,7 +30,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from sessionstore import Store
-from sessionstore._oneshot import create_table
+from sessionstore._from_dsn import create_table
 from sessionstore.cleanup import NoCleanup
 from sessionstore.testing import ephemeral_postgres
 
