@@ -131,7 +131,7 @@ class ExampleAppContract:
         [(token, data, _)] = table_rows(db)
         assert token == value
         stored = json.loads(bytes(data))
-        assert isinstance(stored.pop(CREATED_KEY), int)  # when its lifetime began
+        assert isinstance(stored.pop(CREATED_KEY), float)  # when its lifetime began
         assert stored == {"_permanent": True, "message": MESSAGE}
 
     def test_renew_token_keeps_the_data_and_kills_the_old_token(

@@ -149,14 +149,14 @@ def in_(seconds: float) -> dt.datetime:
     return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
 
 
-class _AnyInt:
-    """Equal to any int: the creation time the manager stores in the session."""
+class _AnyTime:
+    """Equal to any float: the creation time (Unix seconds) the manager stores."""
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, int)
+        return isinstance(other, float)
 
 
-ANY_INT: Any = _AnyInt()
+ANY_TIME: Any = _AnyTime()
 
 
 # --------------------------------------------------------------------------- in process
@@ -178,7 +178,7 @@ async def test_create_saves_under_a_fresh_token_and_an_empty_session_not_at_all(
     assert session.modified
     [(data, expiry)] = rows(db).values()
     assert list(rows(db)) == [key]
-    assert SessionStore().decode(data.decode()) == {"a": 1, CREATED_KEY: ANY_INT}
+    assert SessionStore().decode(data.decode()) == {"a": 1, CREATED_KEY: ANY_TIME}
     age = expiry - dt.datetime.now(dt.UTC)
     assert dt.timedelta(weeks=2) - dt.timedelta(minutes=1) < age <= dt.timedelta(weeks=2)
     assert await mode(SessionStore(), "exists", key)
@@ -198,7 +198,7 @@ async def test_save_then_load_in_another_instance(
     assert signing.loads(data.decode(), salt=session.key_salt, serializer=session.serializer) == {
         "message": MESSAGE,
         "when": [1, 2],
-        CREATED_KEY: ANY_INT,  # the start of its lifetime
+        CREATED_KEY: ANY_TIME,  # the start of its lifetime
     }
     again = SessionStore(key)
     assert await mode(again, "load") == {"message": MESSAGE, "when": [1, 2]}
@@ -903,7 +903,7 @@ def stored(db: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
         decoder = SessionStore()
         decoded = {key: decoder.decode(data.decode()) for key, (data, _) in rows(db).items()}
     for data in decoded.values():
-        assert isinstance(data.pop(CREATED_KEY), int)  # the start of its lifetime
+        assert isinstance(data.pop(CREATED_KEY), float)  # the start of its lifetime
     return decoded
 
 
