@@ -374,45 +374,6 @@ def test_scale_part(bench: Any, sessionstore_dsn: str, tmp_path: Path) -> None:
     assert row == (None,)
 
 
-def test_lifecycle_benchmark_reports_both_mixes_with_wal_and_noise(
-    bench: Any, sessionstore_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import benchmarks.lifecycle
-
-    out = tmp_path / "lifecycle.json"
-    args = ["--dsn", sessionstore_dsn, "--rows", "200", "--callers", "2", "--payloads", "100"]
-    args += ["--duration", "0.2", "--warmup", "0.05", "--rounds", "1", "--json", str(out)]
-    args += ["--http-clients", "2"]
-    assert benchmarks.lifecycle.main(args) == 0
-    printed = capsys.readouterr().out
-    assert "touch against commit (same run):" in printed
-    assert "steal " in printed  # the noise of every round is printed
-    results = json.loads(out.read_text())["results"]
-    assert {(r["facade"], r["mix"]) for r in results} == {
-        (facade, mix) for facade in ("Store", "AsyncStore") for mix in ("find+commit", "find+touch")
-    } | {("Flask", "touch"), ("Flask", "rewrite")}
-    for row in results:
-        if row["rounds"]:  # a round can be left out for steal; the kept ones have figures
-            assert row["requests_per_s"] > 0
-            assert row["wal_bytes_per_request"] > 0
-
-
-def test_handoff_benchmark_passes_every_turn_and_leaves_no_thread(
-    bench: Any, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import benchmarks.handoff
-
-    before = set(threading.enumerate())
-    cpu, wall = benchmarks.handoff.ring(8, 500)
-    assert cpu > 0
-    assert wall > 0
-    assert set(threading.enumerate()) == before  # every thread of the ring returned
-    assert benchmarks.handoff.main(["--threads", "2,4", "--hops", "200", "--rounds", "2"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines[2:]] == ["2", "4"]
-    assert all("steal " in line for line in lines[2:])  # each size with its noise
-
-
 # --------------------------------------------------------------------------- issue 14
 
 DELAY_MS = 5.0
@@ -901,19 +862,6 @@ async def test_web_client_stops_on_a_lost_session(bench: Any) -> None:
     finally:
         server.close()
         await server.wait_closed()
-
-
-def test_web_client_cost_compares_both_clients(
-    bench: Any, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from benchmarks.web.clientcost import main
-
-    assert main(["--clients", "2", "--duration", "0.2", "--rounds", "1"]) == 0
-    out = capsys.readouterr().out
-    for key in ("starlette_none", "aiohttp_none"):
-        line = next(line for line in out.splitlines() if line.strip().startswith(key))
-        assert "raw: " in line
-        assert "aiohttp: " in line
 
 
 def _load(ops_per_s: float, steal: float, others: float) -> Any:

@@ -41,7 +41,6 @@ from psycopg import sql
 from sessionstore._oneshot import create_table
 
 from ..cli import _finite, _say, database, run_meta
-from ..lifecycle import wal_lsn
 from ..noise import Probe, Snapshot, postmaster_of
 from ..progress import Progress
 from ..runner import concurrency_list, names_list
@@ -264,7 +263,9 @@ class WalProbe(Probe):
 
     def snap(self) -> Snapshot:
         """The counters now, the WAL position first (its query is the slower part)."""
-        self.lsns.append(wal_lsn(self.conn))
+        row = self.conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        assert row is not None
+        self.lsns.append(str(row[0]))
         return super().snap()
 
     def wal_bytes(self) -> int | None:
