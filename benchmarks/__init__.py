@@ -12,7 +12,7 @@ cost of reading every session. Modules:
 - `benchmarks.measure`: the timed worker loops (threads and asyncio tasks).
 - `benchmarks.pgbench`: pgbench scripts and log parsing.
 - `benchmarks.workload`: deterministic tokens, preload with COPY, the delete pool.
-- `benchmarks.report`, `benchmarks.plot`: summaries, targets, the chart.
+- `benchmarks.report`, `benchmarks.plot`: summaries, comparisons, the chart.
 - `benchmarks.scale`: the ``--scale`` part.
 - `benchmarks.web`: requests/s and latency of a session-updating view over HTTP, for
   sessionstore's integrations against each framework's own session stores

@@ -13,7 +13,7 @@ is dropped and the server stops.
 
 ``--network loopback,0.5`` (the full run's default) measures everything twice: on
 direct connections, then through a proxy process adding 0.5 ms each way
-(`benchmarks.netdelay`); ``--delay-ms D`` is ``--network loopback,D``. Every round
+(`sessionstore.testing.TcpProxy`); ``--delay-ms D`` is ``--network loopback,D``. Every round
 records the CPU the host stole, the other processes' load and the CPU time of the
 client, the server and the proxy (`benchmarks.noise`); rounds with more steal than
 ``--max-steal`` are left out of the medians.
@@ -44,7 +44,6 @@ from sessionstore.testing import PostgresServer, ephemeral_postgres
 from . import plot, report
 from .contenders import CONTENDERS
 from .measure import OPS, Sample
-from .netdelay import DelayProxy
 from .pgbench import PgbenchChoice, find_pgbench
 from .progress import Progress
 from .runner import (
@@ -52,6 +51,7 @@ from .runner import (
     Key,
     Settings,
     concurrency_list,
+    delay_proxy,
     delete_pool_size,
     names_list,
     network_label,
@@ -294,10 +294,10 @@ def _run_network(
     if delay is None:
         bench.use_network(label, dsn)
         return bench.run(on_step=progress.step, before_step=progress.show)
-    with DelayProxy(dsn, delay) as proxy:
-        _say(f"network {label} each way: proxy process {proxy.pid}")
-        meta.setdefault("proxy_pids", {})[label] = proxy.pid
-        bench.use_network(label, proxy.dsn, {"proxy": proxy.pid})
+    with delay_proxy(dsn, delay) as (proxy_dsn, pid):
+        _say(f"network {label} each way: proxy process {pid}")
+        meta.setdefault("proxy_pids", {})[label] = pid
+        bench.use_network(label, proxy_dsn, {"proxy": pid})
         try:
             return bench.run(on_step=progress.step, before_step=progress.show)
         finally:
@@ -354,7 +354,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"warning: threads still running: {', '.join(leftovers)}")
 
     cells = report.summarize(samples, settings.max_steal)
-    targets = report.check_targets(cells)
     elapsed = time.monotonic() - started
     server = meta["server"]
     print(f"sessionstore benchmark, {meta['date']}: {meta['command']}")
@@ -389,10 +388,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "\nnote: one round per cell; on a shared machine single samples vary by tens "
                 "of percent: compare contenders with the full run (3 rounds, 2 s each)"
             )
-    text = report.format_targets(targets)
-    if text:
+    comparison = report.compare(cells)
+    if comparison:
         print()
-        print(text)
+        print("\n".join(comparison))
     if scale is not None:
         print()
         print(format_scale(scale))
@@ -400,7 +399,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     document = {
         "meta": meta,
         "results": report.cells_json(cells),
-        "targets": report.targets_json(targets),
         "scale": scale,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -15,16 +15,21 @@ report leaves noisy samples out of the medians.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import math
 import random
+import subprocess
+import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from subprocess import PIPE
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from sessionstore import Store
@@ -103,7 +108,7 @@ class Settings:
         scale: Run the scale part.
         scale_rows: Table sizes for the scale part.
         networks: The networks to measure on: None for direct (loopback) connections,
-            or a delay in ms each way, added by a proxy process (`benchmarks.netdelay`).
+            or a delay in ms each way, added by a proxy process (`delay_proxy`).
         max_steal: Samples in which the host stole more than this share of the CPU
             are left out of the medians (their round is measured once more).
     """
@@ -357,3 +362,63 @@ def names_list(text: str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
             f"unknown {what}: {', '.join(unknown) or '(none)'}; choose from " + ", ".join(allowed)
         )
     return values
+
+
+#: The network mode's proxy process: `sessionstore.testing.TcpProxy` in ``delay`` mode,
+#: in a process of its own (in a thread of the benchmark it would share the GIL and the
+#: CPU with the contenders it delays), on a `select` loop (epoll's timeout is rounded up
+#: to a millisecond, so a 0.5 ms delay would take 1 ms; select's is in microseconds).
+#: It prints its port once it listens and runs until its stdin closes.
+_PROXY_CHILD = """
+import asyncio, selectors, sys
+from sessionstore.testing import TcpProxy
+
+class SelectLoops(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self):
+        return asyncio.SelectorEventLoop(selectors.SelectSelector())
+
+asyncio.set_event_loop_policy(SelectLoops())
+with TcpProxy(sys.argv[1], int(sys.argv[2])) as proxy:
+    proxy.delay(float(sys.argv[3]) / 1000)
+    print(proxy.port, flush=True)
+    try:
+        sys.stdin.read()
+    except KeyboardInterrupt:
+        pass
+"""
+
+
+@contextlib.contextmanager
+def delay_proxy(dsn: str, delay_ms: float) -> Iterator[tuple[str, int]]:
+    """A proxy process adding `delay_ms` each way in front of `dsn`'s server.
+
+    Yields:
+        The DSN through the proxy, and the proxy's pid.
+
+    Raises:
+        ValueError: The DSN has no TCP address.
+        RuntimeError: The proxy did not start listening.
+    """
+    params = conninfo_to_dict(dsn)
+    host = str(params.get("hostaddr") or params.get("host") or "")
+    if not host or host.startswith("/") or "," in host:
+        raise ValueError(f"network mode needs the server's TCP address in the DSN, not {host!r}")
+    argv = [sys.executable, "-c", _PROXY_CHILD, host, str(params.get("port") or 5432)]
+    proc = subprocess.Popen([*argv, str(delay_ms)], stdin=PIPE, stdout=PIPE, text=True)
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    try:
+        port = proc.stdout.readline().strip()
+        if not port.isdigit():
+            raise RuntimeError(f"the delaying proxy did not start (it said {port!r})")
+        params.pop("hostaddr", None)
+        params.update(host="127.0.0.1", port=port)
+        yield make_conninfo("", **params), proc.pid
+    finally:
+        proc.stdin.close()  # asks the child to stop
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
