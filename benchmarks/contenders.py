@@ -24,7 +24,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from sessionstore import AsyncStore, Store
+from sessionstore import AsyncStore, Store, _wire
 from sessionstore.cleanup import NoCleanup
 
 from . import measure
@@ -52,6 +52,8 @@ class Contender:
         kind: ``"thread"``, ``"asyncio"`` or ``"pgbench"``.
         autocommit: Whether its pool's connections are in autocommit mode.
         store: Whether it is a sessionstore store (else raw psycopg or pgbench).
+        wire: For a store: statements on libpq directly (`sessionstore._wire`), else
+            on psycopg's public prepared path (``cursor.execute(..., prepare=True)``).
     """
 
     key: str
@@ -59,6 +61,7 @@ class Contender:
     kind: Kind
     autocommit: bool = True
     store: bool = False
+    wire: bool = True
 
     @property
     def baseline(self) -> str | None:
@@ -69,6 +72,10 @@ class Contender:
 CONTENDERS: tuple[Contender, ...] = (
     Contender("store", "Store (threads)", "thread", store=True),
     Contender("async_store", "AsyncStore (asyncio)", "asyncio", store=True),
+    Contender("store_public", "Store, psycopg's public path", "thread", store=True, wire=False),
+    Contender(
+        "async_store_public", "AsyncStore, psycopg's public path", "asyncio", store=True, wire=False
+    ),
     Contender("raw_sync", "raw psycopg sync, autocommit", "thread"),
     Contender("raw_async", "raw psycopg async, autocommit", "asyncio"),
     Contender("raw_sync_tx", "raw psycopg sync, default pool", "thread", autocommit=False),
@@ -156,11 +163,15 @@ class Run:
 
 def measure_python(contender: Contender, run: Run, inputs: Inputs) -> Sample:
     """Measure a threaded or asyncio contender: open its pool, run the workers, close it."""
-    if contender.kind == "thread":
-        return _measure_threads(contender, run, inputs)
-    if contender.kind == "asyncio":
-        return asyncio.run(_measure_tasks(contender, run, inputs))
-    raise ValueError(f"{contender.key} is not a Python contender")
+    _wire.enabled = contender.wire
+    try:
+        if contender.kind == "thread":
+            return _measure_threads(contender, run, inputs)
+        if contender.kind == "asyncio":
+            return asyncio.run(_measure_tasks(contender, run, inputs))
+        raise ValueError(f"{contender.key} is not a Python contender")
+    finally:
+        _wire.enabled = True
 
 
 def _pool_kwargs(contender: Contender) -> dict[str, Any]:

@@ -174,7 +174,7 @@ def run_noise(cells: Sequence[Cell]) -> str:
     return text
 
 
-STORES = ("async_store", "store")
+STORES = tuple(key for key, c in BY_KEY.items() if c.store)
 
 
 def delay_of(network: str) -> float | None:

@@ -26,7 +26,7 @@ from psycopg_pool import ConnectionPool
 
 from benchmarks.noise import Meter
 from sessionstore import DatabaseError, Store
-from sessionstore._oneshot import create_table
+from sessionstore._from_dsn import create_table
 from sessionstore.cleanup import NoCleanup
 from sessionstore.testing import (
     PostgresServer,

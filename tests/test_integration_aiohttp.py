@@ -752,7 +752,7 @@ def put_then_get(url: str) -> None:
 def test_the_docs_set_up_works_under_gunicorn_preload(
     sessionstore_dsn: str, tmp_path: Path, name: str
 ) -> None:
-    from sessionstore._oneshot import create_table
+    from sessionstore._from_dsn import create_table
 
     create_table(sessionstore_dsn)
     (tmp_path / "docs_setup.py").write_text(setup_snippets())
@@ -768,7 +768,7 @@ def test_the_docs_set_up_works_under_gunicorn_preload(
 def test_the_example_app_loads_as_module_app_under_gunicorn_preload(
     sessionstore_dsn: str, tmp_path: Path, db: psycopg.Connection[Any]
 ) -> None:
-    from sessionstore._oneshot import create_table
+    from sessionstore._from_dsn import create_table
 
     create_table(sessionstore_dsn, owners=True)
     server = start_gunicorn(

@@ -44,7 +44,7 @@ from django.test import override_settings
 
 from sessionstore import DatabaseError, OwnersNotEnabledError
 from sessionstore._core import hash_token
-from sessionstore._oneshot import create_table
+from sessionstore._from_dsn import create_table
 from sessionstore.integrations import django as engine
 from sessionstore.integrations.django import SessionStore
 from sessionstore.manager import CREATED_KEY

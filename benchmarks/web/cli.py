@@ -38,7 +38,7 @@ import psycopg
 import psycopg.conninfo
 from psycopg import sql
 
-from sessionstore._oneshot import create_table
+from sessionstore._from_dsn import create_table
 
 from ..cli import _finite, _say, database, run_meta
 from ..noise import Probe, Snapshot, postmaster_of

@@ -6,8 +6,9 @@ from `store_async.py` (see ``tools/async_to_sync.py``), so both stores use these
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 #: The fewest times a statement runs again after its connection broke (the most is
@@ -47,3 +48,15 @@ def pool_type_error(pool: object, expected: type) -> TypeError:
     return TypeError(
         f"pool must be a psycopg_pool.{expected.__name__}, not {type(pool).__name__}{hint}"
     )
+
+
+def binary_results(conn: psycopg.BaseConnection[Any]) -> bool:
+    """Whether the cursor path may ask `conn`'s cursors for binary results.
+
+    Not from a client-side-binding cursor (``cursor_factory=psycopg.ClientCursor``),
+    which can't return them: there the rows come as text, which psycopg decodes to
+    the same values.
+    """
+    factory = getattr(conn, "cursor_factory", None)
+    client = (psycopg.ClientCursor, psycopg.AsyncClientCursor)
+    return not (isinstance(factory, type) and issubclass(factory, client))

@@ -28,6 +28,7 @@ The generators here are psycopg's `PQGen`s: the facade runs them with
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import threading
 import weakref
@@ -62,29 +63,15 @@ _numbered: dict[bytes, bytes] = {}
 _names: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
 
 
+#: Whether the stores run statements here; ``SESSIONSTORE_WIRE=0`` sends them all
+#: through psycopg's public prepared path instead (the comparison in the benchmark).
+enabled = os.environ.get("SESSIONSTORE_WIRE", "1") != "0"
+
+
 def direct(conn: psycopg.BaseConnection[Any]) -> bool:
-    """Whether a statement on `conn` may run on libpq directly (see the module's notes).
-
-    Args:
-        conn: A connection taken from the pool.
-    """
+    """Whether a statement on `conn` may run on libpq directly (see the module's notes)."""
     factory = getattr(conn, "cursor_factory", None)  # on Connection and AsyncConnection
-    return conn.autocommit and factory in (psycopg.Cursor, psycopg.AsyncCursor)
-
-
-def binary_results(conn: psycopg.BaseConnection[Any]) -> bool:
-    """Whether the cursor path may ask `conn`'s cursors for binary results.
-
-    Not from a client-side-binding cursor (``cursor_factory=psycopg.ClientCursor``),
-    which can't return them: there the rows come as text, which psycopg decodes to
-    the same values.
-
-    Args:
-        conn: A connection taken from the pool.
-    """
-    factory = getattr(conn, "cursor_factory", None)
-    client = (psycopg.ClientCursor, psycopg.AsyncClientCursor)
-    return not (isinstance(factory, type) and issubclass(factory, client))
+    return enabled and conn.autocommit and factory in (psycopg.Cursor, psycopg.AsyncCursor)
 
 
 def run(conn: psycopg.BaseConnection[Any], statement: Statement, fetch: Fetch) -> PQGen[Any]:

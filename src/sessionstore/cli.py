@@ -35,7 +35,7 @@ import psycopg
 
 from . import __version__
 from ._core import DEFAULT_PURGE_BATCH_SIZE, DEFAULT_TABLE, SessionCore
-from ._oneshot import CONNECT_TIMEOUT, connect_store, create_table
+from ._from_dsn import CONNECT_TIMEOUT, connect_store, create_table
 from ._table_report import format_stats, table_stats
 from .errors import SessionStoreError
 from .schema import ddl

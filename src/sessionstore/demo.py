@@ -50,7 +50,7 @@ import psycopg
 import psycopg.sql
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from ._oneshot import create_table
+from ._from_dsn import create_table
 from .errors import first_line
 from .store import Store
 

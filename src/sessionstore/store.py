@@ -39,9 +39,9 @@ from ._core import (
     Steps,
     Versioned,
 )
-from ._pool import MIN_RETRIES, NOT_AUTOCOMMIT, Fetch, pool_type_error
+from ._pool import MIN_RETRIES, NOT_AUTOCOMMIT, Fetch, binary_results, pool_type_error
 from ._validate import DEFAULT_MAX_DATA_SIZE, validate_batch_size
-from ._wire import binary_results, direct, run
+from ._wire import direct, run
 from .cleanup import Cancellation, CleanupStrategy, ThreadCleanup, cancelling
 from .errors import DatabaseError, should_retry
 from .metrics import OnOperation, measure, recorder_for
@@ -805,8 +805,10 @@ class Store:
                     if direct(conn):  # on libpq, without a cursor: see `_wire`
                         with conn.lock:
                             return conn.wait(run(conn, statement, fetch))
+                    # psycopg's public path: prepared at first use (unless the
+                    # connection's prepare_threshold is None, which psycopg honours).
                     cursor = conn.cursor(binary=binary_results(conn), row_factory=tuple_row)
-                    cursor.execute(statement.query, statement.params)
+                    cursor.execute(statement.query, statement.params, prepare=True)
                     if fetch == "one":
                         return cursor.fetchone()
                     if fetch == "all":

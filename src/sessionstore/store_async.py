@@ -37,9 +37,9 @@ from ._core import (
     Steps,
     Versioned,
 )
-from ._pool import MIN_RETRIES, NOT_AUTOCOMMIT, Fetch, pool_type_error
+from ._pool import MIN_RETRIES, NOT_AUTOCOMMIT, Fetch, binary_results, pool_type_error
 from ._validate import DEFAULT_MAX_DATA_SIZE, validate_batch_size
-from ._wire import binary_results, direct, run
+from ._wire import direct, run
 from .cleanup import AsyncCleanupStrategy, Cancellation, TaskCleanup, cancelling
 from .errors import DatabaseError, should_retry
 from .metrics import OnOperation, measure, recorder_for
@@ -826,8 +826,10 @@ class AsyncStore:
                     if direct(conn):  # on libpq, without a cursor: see `_wire`
                         async with conn.lock:
                             return await conn.wait(run(conn, statement, fetch))
+                    # psycopg's public path: prepared at first use (unless the
+                    # connection's prepare_threshold is None, which psycopg honours).
                     cursor = conn.cursor(binary=binary_results(conn), row_factory=tuple_row)
-                    await cursor.execute(statement.query, statement.params)
+                    await cursor.execute(statement.query, statement.params, prepare=True)
                     if fetch == "one":
                         return await cursor.fetchone()
                     if fetch == "all":

@@ -21,7 +21,7 @@ from pytest_postgresql.executors import NoopExecutor
 from pytest_postgresql.factories.noprocess import xdistify_dbname
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from .._oneshot import create_table
+from .._from_dsn import create_table
 from ..cleanup import NoCleanup
 from ..store import Store
 from ..store_async import AsyncStore
