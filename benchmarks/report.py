@@ -1,13 +1,4 @@
-"""Summaries of the samples: medians, percentiles, ratios, the table, the comparison.
-
-For each (network, operation, contender, concurrency): throughput is the median of
-the kept rounds' ops/s, a round being left out when the host stole more than
-``max_steal`` of the CPU during it; p50 and p99 are taken over the latencies of the
-kept rounds together; client and server CPU per operation are the medians of the kept
-rounds'. Each contender is compared with the raw psycopg autocommit contender *of its
-own kind* (threads with threads, asyncio with asyncio) and with pgbench at the same
-concurrency, on the same network.
-"""
+"""Summaries of the samples: medians, percentiles, ratios, the table, the comparison."""
 
 from __future__ import annotations
 
@@ -30,36 +21,7 @@ OP_TITLES = {
 
 @dataclasses.dataclass
 class Cell:
-    """The summary of one (operation, contender, concurrency).
-
-    Attributes:
-        op: The operation.
-        contender: The contender's key.
-        label: The contender's label.
-        concurrency: Concurrent callers.
-        ops_per_s: Median throughput over the rounds.
-        rounds_ops_per_s: Each round's throughput.
-        p50_ms: Median latency, milliseconds.
-        p99_ms: 99th percentile latency, milliseconds.
-        mean_ms: Mean latency, milliseconds.
-        ops: Operations counted, all rounds together.
-        exhausted: A round ran out of delete-pool rows.
-        vs_raw: Throughput over the raw autocommit contender of the same kind.
-        vs_pgbench: Throughput over pgbench's.
-        network: ``"loopback"`` or the added delay, e.g. ``"0.5 ms"``.
-        rounds_noisy: Rounds left out because the host stole too much CPU.
-        missing: Every round was left out: no figures (NaN throughput).
-        steal_max: The most CPU the host stole in any round (0-1), or None.
-        steal_median: The median over the rounds, or None.
-        others_median: The median share of the machine's CPU that other processes
-            used (not the benchmark, its server, pgbench or proxy), or None.
-        client_us_per_op: CPU microseconds per operation of the client: this
-            process (all its threads), or pgbench's process for pgbench.
-        server_us_per_op: CPU microseconds per operation of the PostgreSQL server's
-            processes, or None when the server is not on this machine.
-        proxy_us_per_op: CPU microseconds per operation of the delaying proxy's
-            process (network mode only), or None.
-    """
+    """The summary of one (operation, contender, concurrency)."""
 
     op: str
     contender: str
@@ -183,20 +145,12 @@ def delay_of(network: str) -> float | None:
 
 
 def round_trip_ceiling(callers: int, delay_ms: float) -> float:
-    """The most ops/s `callers` closed-loop callers can make when a round trip takes 2 x delay.
-
-    Each caller waits for its answer before asking again, so it makes at most one
-    operation per round trip whatever the client and server do: N / (2 D).
-    """
+    """The most ops/s `callers` closed-loop callers can make when a round trip takes 2 x delay."""
     return callers / (2 * delay_ms / 1000)
 
 
 def compare(cells: Sequence[Cell]) -> list[str]:
-    """How each store compares, per network and operation, at every concurrency.
-
-    With raw psycopg of its own kind and with pgbench; on a delayed network also with
-    the most N closed-loop callers can make at that round trip (`round_trip_ceiling`).
-    """
+    """How each store compares, per network and operation, at every concurrency."""
     lines: list[str] = []
     ns = sorted({c.concurrency for c in cells})
     by = {(c.network, c.op, c.contender, c.concurrency): c for c in cells}

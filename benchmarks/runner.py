@@ -1,17 +1,4 @@
-"""The throughput part: set the table up, then measure every contender in rounds.
-
-Rounds interleave the contenders within a cell (one network, operation and
-concurrency): round 1 of every contender, then round 2 of every contender, and so
-on, each round starting with a different contender, so that the ratios of a cell
-compare measurements made seconds apart, under the same machine's drift (other
-tenants, autovacuum, the page cache). Each (network, operation, contender,
-concurrency) then has one sample per round.
-
-Every sample records the machine's noise over its window (`benchmarks.noise`): a
-round in which the host stole more than ``max_steal`` of the CPU is measured once
-more, all contenders again, so that the cell keeps its like-with-like rounds; the
-report leaves noisy samples out of the medians.
-"""
+"""The throughput part: set the table up, then measure every contender in rounds."""
 
 from __future__ import annotations
 
@@ -90,28 +77,7 @@ def networks_list(text: str) -> tuple[float | None, ...]:
 
 @dataclasses.dataclass
 class Settings:
-    """What to run (the command line's options).
-
-    Attributes:
-        rows: Live sessions in the table.
-        payload: Bytes of data per session.
-        concurrency: Concurrent callers to measure at.
-        rounds: Samples per (op, contender, concurrency).
-        duration: Seconds counted per measurement.
-        warmup: Seconds before counting starts.
-        ops: Operations to run.
-        contenders: Contender keys to run.
-        table: The benchmark's table (dropped and re-created).
-        seed: Seeds payloads and the workers' random choices.
-        pgbench: The pgbench executable, or None to search for it.
-        keep_table: Leave the table behind at the end.
-        scale: Run the scale part.
-        scale_rows: Table sizes for the scale part.
-        networks: The networks to measure on: None for direct (loopback) connections,
-            or a delay in ms each way, added by a proxy process (`delay_proxy`).
-        max_steal: Samples in which the host stole more than this share of the CPU
-            are left out of the medians (their round is measured once more).
-    """
+    """What to run (the command line's options)."""
 
     rows: int = 100_000
     payload: int = 200
@@ -154,13 +120,7 @@ def server_info(dsn: str) -> dict[str, Any]:
 
 
 class Bench:
-    """The throughput benchmark against one database.
-
-    Args:
-        dsn: Where the database is.
-        settings: What to run.
-        pgbench_path: The pgbench executable, or None to leave pgbench out.
-    """
+    """The throughput benchmark against one database."""
 
     def __init__(self, dsn: str, settings: Settings, pgbench_path: str | None) -> None:
         self.dsn = dsn
@@ -237,13 +197,7 @@ class Bench:
     # ------------------------------------------------------------------ measuring
 
     def use_network(self, label: str, dsn: str, helpers: dict[str, int] | None = None) -> None:
-        """Measure from now on through `dsn` (e.g. a proxy's), labelled `label`.
-
-        Args:
-            label: The network's name in the results.
-            dsn: Where every contender connects.
-            helpers: Processes of this network (the proxy) whose CPU time to record.
-        """
+        """Measure from now on through `dsn` (e.g. a proxy's), labelled `label`."""
         self.network, self._dsn = label, dsn
         self._probe = Probe(self.server_pid, helpers or {})
 
@@ -282,12 +236,7 @@ class Bench:
         self._pool.clear(self._admin)
 
     def plan(self) -> list[tuple[str, int, int, Contender]]:
-        """Every measurement of one network, in order: ops, concurrency, rounds, contenders.
-
-        Returns:
-            (op, concurrency, round, contender) tuples; rounds are innermost but for
-            the contenders, so that a cell's rounds interleave its contenders.
-        """
+        """Every measurement of one network, in order: ops, concurrency, rounds, contenders."""
         s = self.settings
         steps = []
         for op in s.ops:
@@ -301,19 +250,7 @@ class Bench:
     def run(
         self, on_step: Callable[[str], None], before_step: Callable[[str], None]
     ) -> dict[Key, list[Sample]]:
-        """Run every measurement of `plan` on the current network.
-
-        A round of a cell in which any contender's sample was noisy (steal above
-        ``max_steal``) is run once more, for every contender; the noisy samples stay in
-        the results (the report leaves them out of the medians and counts them).
-
-        Args:
-            on_step: Called with a label after each planned measurement.
-            before_step: Called with a label before each measurement.
-
-        Returns:
-            The samples of each (network, op, contender key, concurrency).
-        """
+        """Run every measurement of `plan` on the current network."""
         s = self.settings
         samples: dict[Key, list[Sample]] = {}
         steps = self.plan()
@@ -390,15 +327,7 @@ with TcpProxy(sys.argv[1], int(sys.argv[2])) as proxy:
 
 @contextlib.contextmanager
 def delay_proxy(dsn: str, delay_ms: float) -> Iterator[tuple[str, int]]:
-    """A proxy process adding `delay_ms` each way in front of `dsn`'s server.
-
-    Yields:
-        The DSN through the proxy, and the proxy's pid.
-
-    Raises:
-        ValueError: The DSN has no TCP address.
-        RuntimeError: The proxy did not start listening.
-    """
+    """A proxy process adding `delay_ms` each way in front of `dsn`'s server."""
     params = conninfo_to_dict(dsn)
     host = str(params.get("hostaddr") or params.get("host") or "")
     if not host or host.startswith("/") or "," in host:
