@@ -144,19 +144,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
     values: dict[str, Any] = {}
     if args.quick:
         values.update(QUICK)
-    for name in (
-        "rows",
-        "payload",
-        "concurrency",
-        "rounds",
-        "duration",
-        "warmup",
-        "table",
-        "seed",
-        "pgbench",
-        "scale_rows",
-        "max_steal",
-    ):
+    names = (
+        "rows payload concurrency rounds duration warmup table seed pgbench scale_rows max_steal"
+    )
+    for name in names.split():
         value = getattr(args, name)
         if value is not None:
             values[name] = value

@@ -107,13 +107,9 @@ def server_info(dsn: str) -> dict[str, Any]:
     """Describe the server: version and the settings that matter for throughput."""
     info: dict[str, Any] = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for name in (
-            "server_version",
-            "fsync",
-            "synchronous_commit",
-            "shared_buffers",
-            "max_connections",
-        ):
+        for (
+            name
+        ) in "server_version fsync synchronous_commit shared_buffers max_connections".split():
             row = conn.execute(f"SHOW {name}".encode()).fetchone()
             info[name] = row[0] if row else None
     return info

@@ -54,22 +54,9 @@ DEFAULT_OUTPUT = Path("benchmarks") / "results" / "web.json"
 NOISY_RERUNS = 1
 
 _VERSIONS = (
-    "litestar",
-    "uvicorn",
-    "httptools",
-    "aiohttp",
-    "aiohttp-session",
-    "cryptography",
-    "django",
-    "gunicorn",
-    "flask",
-    "werkzeug",
-    "starlette",
-    "starsessions",
-    "redis",
-    "hiredis",
-    "flask-session",
-)
+    "litestar uvicorn httptools aiohttp aiohttp-session cryptography django gunicorn flask "
+    "werkzeug starlette starsessions redis hiredis flask-session"
+).split()
 
 
 @dataclasses.dataclass
