@@ -12,15 +12,9 @@ cost of reading every session. Modules:
 - `benchmarks.measure`: the timed worker loops (threads and asyncio tasks).
 - `benchmarks.pgbench`: pgbench scripts and log parsing.
 - `benchmarks.workload`: deterministic tokens, preload with COPY, the delete pool.
-- `benchmarks.report`, `benchmarks.plot`: summaries, targets, the chart.
+- `benchmarks.report`, `benchmarks.plot`: summaries, comparisons, the chart.
 - `benchmarks.scale`: the ``--scale`` part.
-- `benchmarks.profile_find`: client CPU per find, layer by layer, and a cProfile
-  (``python -m benchmarks.profile_find``).
-- `benchmarks.handoff`: what one thread waking another costs, with no database: the
-  floor of a thread-per-caller store's CPU per call (``python -m benchmarks.handoff``).
-- `benchmarks.purge`: batched purges against one DELETE (``python -m benchmarks.purge``).
 - `benchmarks.web`: requests/s and latency of a session-updating view over HTTP, for
   sessionstore's integrations against each framework's own session stores
-  (``python -m benchmarks.web``); `benchmarks.web.clientcost` measures why its load
-  generator is a raw asyncio client.
+  (``python -m benchmarks.web``).
 """

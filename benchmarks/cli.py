@@ -1,23 +1,4 @@
-"""The command line: ``python -m benchmarks [options]``.
-
-Without ``--dsn`` (or ``SESSIONSTORE_DSN``) it starts a throw-away PostgreSQL with
-`sessionstore.testing.ephemeral_postgres`, durable (fsync and synchronous commit on),
-so commit numbers mean what they would on a real server. The benchmark creates its own
-table (``bench_sessions`` by default; dropped at the end) and never touches others.
-
-Results go to the terminal (a table), to JSON (``--json``) and to a chart as PNG and
-SVG (``--plot``; needs matplotlib, the ``bench`` extra: without it the run says how to
-install it and goes on without the chart); progress goes to stderr. Ctrl-C stops the
-run cleanly: workers finish their operation, pools close, pgbench is stopped, the table
-is dropped and the server stops.
-
-``--network loopback,0.5`` (the full run's default) measures everything twice: on
-direct connections, then through a proxy process adding 0.5 ms each way
-(`benchmarks.netdelay`); ``--delay-ms D`` is ``--network loopback,D``. Every round
-records the CPU the host stole, the other processes' load and the CPU time of the
-client, the server and the proxy (`benchmarks.noise`); rounds with more steal than
-``--max-steal`` are left out of the medians.
-"""
+"""The command line: ``python -m benchmarks [options]``; what it measures: docs/performance.md."""
 
 from __future__ import annotations
 
@@ -44,7 +25,6 @@ from sessionstore.testing import PostgresServer, ephemeral_postgres
 from . import plot, report
 from .contenders import CONTENDERS
 from .measure import OPS, Sample
-from .netdelay import DelayProxy
 from .pgbench import PgbenchChoice, find_pgbench
 from .progress import Progress
 from .runner import (
@@ -52,6 +32,7 @@ from .runner import (
     Key,
     Settings,
     concurrency_list,
+    delay_proxy,
     delete_pool_size,
     names_list,
     network_label,
@@ -163,19 +144,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
     values: dict[str, Any] = {}
     if args.quick:
         values.update(QUICK)
-    for name in (
-        "rows",
-        "payload",
-        "concurrency",
-        "rounds",
-        "duration",
-        "warmup",
-        "table",
-        "seed",
-        "pgbench",
-        "scale_rows",
-        "max_steal",
-    ):
+    names = (
+        "rows payload concurrency rounds duration warmup table seed pgbench scale_rows max_steal"
+    )
+    for name in names.split():
         value = getattr(args, name)
         if value is not None:
             values[name] = value
@@ -201,11 +173,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 @contextlib.contextmanager
 def database(dsn: str | None) -> Iterator[tuple[str, str, PostgresServer | None]]:
-    """Yield (dsn, description, server) of the server to use, starting one if none is named.
-
-    The server is None for one named by a DSN; for one started here it tells where its
-    binaries are, so that pgbench can come from the same install.
-    """
+    """Yield (dsn, description, server) of the server to use, starting one if none is named."""
     if dsn:
         yield dsn, "--dsn", None
         return
@@ -224,13 +192,7 @@ def _say(message: str) -> None:
 
 
 def run_meta(program: str, source: str, dsn: str) -> dict[str, Any]:
-    """What a benchmark's JSON says first: when, how it was run, on what server and machine.
-
-    Args:
-        program: How the benchmark is invoked (``"python -m benchmarks"``).
-        source: Where the database server came from.
-        dsn: The database (asked for its version and settings).
-    """
+    """What a benchmark's JSON says first: when, how it was run, on what server and machine."""
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": program + " " + " ".join(sys.argv[1:]),
@@ -286,18 +248,15 @@ def _finite(value: Any) -> Any:
 def _run_network(
     bench: Bench, dsn: str, delay: float | None, progress: Progress, meta: dict[str, Any]
 ) -> dict[Key, list[Sample]]:
-    """Run the sweep on one network: direct, or through a delaying proxy process.
-
-    The proxy's pid goes into ``meta["proxy_pids"]`` (by network), for the record.
-    """
+    """Run the sweep on one network: direct, or through a delaying proxy process."""
     label = network_label(delay)
     if delay is None:
         bench.use_network(label, dsn)
         return bench.run(on_step=progress.step, before_step=progress.show)
-    with DelayProxy(dsn, delay) as proxy:
-        _say(f"network {label} each way: proxy process {proxy.pid}")
-        meta.setdefault("proxy_pids", {})[label] = proxy.pid
-        bench.use_network(label, proxy.dsn, {"proxy": proxy.pid})
+    with delay_proxy(dsn, delay) as (proxy_dsn, pid):
+        _say(f"network {label} each way: proxy process {pid}")
+        meta.setdefault("proxy_pids", {})[label] = pid
+        bench.use_network(label, proxy_dsn, {"proxy": pid})
         try:
             return bench.run(on_step=progress.step, before_step=progress.show)
         finally:
@@ -354,7 +313,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"warning: threads still running: {', '.join(leftovers)}")
 
     cells = report.summarize(samples, settings.max_steal)
-    targets = report.check_targets(cells)
     elapsed = time.monotonic() - started
     server = meta["server"]
     print(f"sessionstore benchmark, {meta['date']}: {meta['command']}")
@@ -389,10 +347,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "\nnote: one round per cell; on a shared machine single samples vary by tens "
                 "of percent: compare contenders with the full run (3 rounds, 2 s each)"
             )
-    text = report.format_targets(targets)
-    if text:
+    comparison = report.compare(cells)
+    if comparison:
         print()
-        print(text)
+        print("\n".join(comparison))
     if scale is not None:
         print()
         print(format_scale(scale))
@@ -400,7 +358,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     document = {
         "meta": meta,
         "results": report.cells_json(cells),
-        "targets": report.targets_json(targets),
         "scale": scale,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -1,18 +1,4 @@
-"""The contenders: the two stores, the plain psycopg pattern, and pgbench.
-
-Every Python contender gets a fresh pool per measurement, of ``min(N, 16)`` connections
-(opened and filled before the clock starts), and is driven by the same worker loop
-(`measure`): threads for the sync ones, asyncio tasks for the async ones.
-
-The raw contenders are the pattern most code uses::
-
-    with pool.connection() as conn:
-        conn.execute(SQL, params).fetchone()
-
-with the store's SQL, on an autocommit pool (``kwargs={"autocommit": True}``), and
-again on a default pool, where psycopg wraps every statement in a transaction. The
-stores run on a pool configured exactly like the raw autocommit one.
-"""
+"""The contenders: the two stores, the plain psycopg pattern, and pgbench."""
 
 from __future__ import annotations
 
@@ -44,17 +30,7 @@ Kind = Literal["thread", "asyncio", "pgbench"]
 
 @dataclasses.dataclass(frozen=True)
 class Contender:
-    """One way of running the workload.
-
-    Attributes:
-        key: Short name, used by ``--contenders`` and in the JSON.
-        label: What the table and the plot call it.
-        kind: ``"thread"``, ``"asyncio"`` or ``"pgbench"``.
-        autocommit: Whether its pool's connections are in autocommit mode.
-        store: Whether it is a sessionstore store (else raw psycopg or pgbench).
-        wire: For a store: statements on libpq directly (`sessionstore._wire`), else
-            on psycopg's public prepared path (``cursor.execute(..., prepare=True)``).
-    """
+    """One way of running the workload."""
 
     key: str
     label: str
@@ -138,18 +114,7 @@ class RawAsync:
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """One measurement to make.
-
-    Attributes:
-        dsn: Where the database is.
-        table: The sessions table.
-        op: ``"find"``, ``"commit"``, ``"mix"`` or ``"delete"``.
-        concurrency: Concurrent callers (threads or tasks).
-        warmup: Seconds before counting starts.
-        duration: Seconds counted.
-        seed: Seeds the workers' random choices.
-        probe: Measures the window's noise and CPU time, or None.
-    """
+    """One measurement to make."""
 
     dsn: str
     table: Table

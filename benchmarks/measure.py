@@ -1,14 +1,4 @@
-"""Timed runs: N threads or N asyncio tasks calling one operation in a loop.
-
-Every measurement has the same shape: the workers start, run for a warm-up (pools fill,
-statements get prepared), then for a fixed window; an operation counts if it
-*completed* inside the window, which keeps the throughput unbiased however long
-operations take. Each counted operation's latency is kept (all of them: at a few
-thousand operations a second that is a few hundred kilobytes).
-
-Timing uses `time.perf_counter`; picking the token and the expiry is inside the timed
-part, as it is inside any real request (it costs well under a microsecond).
-"""
+"""Timed runs: N threads or N asyncio tasks calling one operation in a loop."""
 
 from __future__ import annotations
 
@@ -65,13 +55,7 @@ class AsyncClient(Protocol):
 
 @dataclasses.dataclass
 class Inputs:
-    """What the workers work on.
-
-    Attributes:
-        tokens: Tokens of live sessions (find, commit, mix pick among them).
-        payload: The data commit writes.
-        delete_tokens: Tokens of delete-pool rows, taken in order by delete.
-    """
+    """What the workers work on."""
 
     tokens: Sequence[str]
     payload: bytes
@@ -80,21 +64,7 @@ class Inputs:
 
 @dataclasses.dataclass
 class Sample:
-    """One measurement of one contender, operation and concurrency.
-
-    Attributes:
-        ops: Operations completed in the window.
-        seconds: The window's length.
-        latencies: Each counted operation's latency, in seconds.
-        exhausted: The delete pool ran out (the window was cut short, or pgbench
-            deleted rows that were already gone).
-        consumed: Delete-pool rows handed out (delete only).
-        usage: The machine's noise and each process's CPU time over the window (None
-            when not measured, or when the window was cut short).
-        cpu_ops: The operations `usage` covers: `ops` for the Python contenders;
-            for pgbench, whose CPU is known for its whole run only, every
-            transaction it logged.
-    """
+    """One measurement of one contender, operation and concurrency."""
 
     ops: int
     seconds: float
@@ -151,11 +121,7 @@ def _collect(
 def _clock_thread(
     win: Window, probe: Probe | None, marks: list[Snapshot]
 ) -> tuple[threading.Event, threading.Thread | None]:
-    """Snapshot `probe` at the window's start and end from a thread; set the event to stop.
-
-    A thread of its own, woken twice: the workers' loop stays exactly what it is
-    without a probe.
-    """
+    """Snapshot `probe` at the window's start and end from a thread; set the event to stop."""
     stop = threading.Event()
     if probe is None:
         return stop, None
@@ -225,14 +191,7 @@ def run_threads(
     seed: int,
     probe: Probe | None = None,
 ) -> Sample:
-    """Call `run` from `concurrency` threads for `warmup` + `duration` seconds.
-
-    Ctrl-C ends the workers after their current operation and is raised again. With a
-    `probe`, the sample's `Sample.usage` covers the counted window.
-
-    Raises:
-        Exception: The first exception a worker raised (other workers are stopped).
-    """
+    """Call `run` from `concurrency` threads for `warmup` + `duration` seconds."""
     win = window(warmup, duration)
     results: list[tuple[list[float], list[float]]] = [([], []) for _ in range(concurrency)]
     errors: list[BaseException] = []
@@ -340,13 +299,7 @@ async def run_tasks(
     seed: int,
     probe: Probe | None = None,
 ) -> Sample:
-    """Await `run` from `concurrency` asyncio tasks for `warmup` + `duration` seconds.
-
-    With a `probe`, the sample's `Sample.usage` covers the counted window.
-
-    Raises:
-        Exception: The first exception a task raised (the others are cancelled).
-    """
+    """Await `run` from `concurrency` asyncio tasks for `warmup` + `duration` seconds."""
     win = window(warmup, duration)
     exhausted: list[float] = []
 
@@ -380,10 +333,7 @@ async def run_tasks(
 
 
 async def snap_window(win: Window, probe: Probe, marks: list[Snapshot]) -> None:
-    """Append `probe`'s snapshots at the window's start and end to `marks` (a task's job).
-
-    The asyncio twin of `_clock_thread`: a task of the workers' loop, asleep but twice.
-    """
+    """Append `probe`'s snapshots at the window's start and end to `marks` (a task's job)."""
     for due in (win.start, win.end):
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
         marks.append(probe.snap())

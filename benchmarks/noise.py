@@ -1,16 +1,4 @@
-"""What else the machine did during a measurement: CPU stolen by the host, and load.
-
-These machines are shared: for minutes at a time the host steals 10-40% of the cores
-(the ``steal`` column of ``/proc/stat``, invisible in per-process accounting). A
-benchmark records both figures for every round, leaves out the noisy rounds, and
-prints them beside its results.
-
-`Probe` takes the same figures plus CPU time by owner (this process, the PostgreSQL
-server's process tree when the server is local, helper processes such as the network
-proxy) at two instants; `Probe.usage` turns two snapshots into a `Usage`: the noise of
-the interval and each owner's CPU seconds, which the throughput benchmark divides by
-the operations counted to get CPU microseconds per operation.
-"""
+"""What else the machine did during a measurement: CPU stolen by the host, and load."""
 
 from __future__ import annotations
 
@@ -36,16 +24,7 @@ def _cpu() -> tuple[int, int, int] | None:
 
 @dataclass(frozen=True)
 class Noise:
-    """The machine during one round.
-
-    Attributes:
-        steal: The share of CPU time the host stole (0-1), or None if unknown.
-        busy: The share of CPU time anything ran (0-1), ours included, or None.
-        ours: The share of the machine's CPU time this process used (0-1).
-        others: The share of the machine's CPU time used by processes that are neither
-            this one nor the ones a `Probe` watches (server, proxy, pgbench), or None
-            when not measured: the load of other tenants of the machine.
-    """
+    """The machine during one round."""
 
     steal: float | None
     busy: float | None
@@ -88,12 +67,7 @@ class Meter:
 
 
 def _on_cpu(pid: int) -> float | None:
-    """Nanosecond-exact CPU seconds of `pid`'s live threads, from /proc/<pid>/task/*/schedstat.
-
-    /proc/<pid>/stat counts in clock ticks (10 ms): a backend serving a few hundred
-    operations in a window would round to 0 or 1 tick. schedstat's first field is
-    the time on CPU in nanoseconds; None where the kernel has no schedstat.
-    """
+    """Nanosecond-exact CPU seconds of `pid`'s live threads, from /proc/<pid>/task/*/schedstat."""
     try:
         threads = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -108,12 +82,7 @@ def _on_cpu(pid: int) -> float | None:
 
 
 def process_cpu(pid: int) -> float | None:
-    """CPU seconds of process `pid` and of its reaped children, or None if it is gone.
-
-    /proc/<pid>/stat and schedstat are readable for other users' processes too (a
-    server run by another account). Its second field, the command in parentheses,
-    may hold spaces: the numbers are counted from the last ``)``.
-    """
+    """CPU seconds of process `pid` and of its reaped children, or None if it is gone."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -141,12 +110,7 @@ def _children(pid: int) -> list[int]:
 
 
 def tree_cpu(pid: int) -> float | None:
-    """CPU seconds of process `pid` and all its descendants, alive or reaped.
-
-    For PostgreSQL's postmaster this is the whole server: its backends, the
-    background processes, and (through the postmaster's reaped-children times) the
-    ones that exited. None if the process is gone.
-    """
+    """CPU seconds of process `pid` and all its descendants, alive or reaped."""
     total = process_cpu(pid)
     if total is None:
         return None
@@ -161,12 +125,7 @@ def tree_cpu(pid: int) -> float | None:
 
 
 def postmaster_of(backend_pid: int) -> int | None:
-    """The postmaster of a local PostgreSQL backend, or None if the server is not local.
-
-    A backend is a child of the postmaster; both are named ``postgres``. A remote
-    server's backend pid names no such process here (or an unrelated one, which the
-    names rule out).
-    """
+    """The postmaster of a local PostgreSQL backend, or None if the server is not local."""
 
     def comm(pid: int) -> str:
         try:
@@ -197,15 +156,7 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class Usage:
-    """What the machine did between two snapshots.
-
-    Attributes:
-        noise: Steal, busy, this process's share, and other processes' share.
-        seconds: Wall-clock seconds between the snapshots.
-        client: CPU seconds this process used.
-        server: CPU seconds the server's processes used, or None if not local.
-        helpers: CPU seconds of each watched helper process (None if it was gone).
-    """
+    """What the machine did between two snapshots."""
 
     noise: Noise
     seconds: float
@@ -215,12 +166,7 @@ class Usage:
 
 
 class Probe:
-    """Takes `Snapshot` s of the machine, the server and helper processes.
-
-    Args:
-        server_pid: The postmaster's pid when the server runs on this machine, else None.
-        helpers: Names and pids of other processes of the benchmark (the proxy).
-    """
+    """Takes `Snapshot` s of the machine, the server and helper processes."""
 
     def __init__(self, server_pid: int | None = None, helpers: Mapping[str, int] = {}) -> None:
         self.server_pid = server_pid
@@ -238,15 +184,7 @@ class Probe:
 
     @staticmethod
     def usage(start: Snapshot, end: Snapshot, extra_cpu: float = 0.0) -> Usage:
-        """What happened between two snapshots.
-
-        Args:
-            start: The earlier snapshot.
-            end: The later one.
-            extra_cpu: CPU seconds of other processes of the benchmark that the
-                snapshots do not cover (pgbench, measured by getrusage), so that they
-                do not count as other tenants' load.
-        """
+        """What happened between two snapshots."""
         wall = end.wall - start.wall
         client = end.ours - start.ours
         server = None if start.server is None or end.server is None else end.server - start.server

@@ -1,21 +1,4 @@
-"""pgbench as the ceiling: the same statements from C, prepared, with no pool in between.
-
-pgbench has no pool: its clients are connections, so it runs ``min(N, 16)`` clients,
-the same number of server connections the Python contenders get (callers beyond the
-pool size only queue in Python). It runs ``-M prepared`` custom scripts written from
-the same SQL as the store's, the token computed server side from a random row number
-(see `workload`): find and commit pick ``random(0, rows - 1)``; the mix runs the two
-scripts weighted 9:1; delete walks the delete pool with a per-client counter (client
-``k`` of ``c`` deletes rows ``base + k``, ``base + k + c``, ...), so every delete hits
-a real row. Commit writes ``current_timestamp + 1 day`` as the expiry, where the
-Python contenders send ``now() + 1 day`` as a parameter: either way every upsert
-changes the indexed expiry.
-
-Every transaction is logged (``-l``), and throughput and latencies are computed from
-the log over the same kind of window as the Python contenders': counting starts a
-warm-up after the first transaction completed. The DSN is handed over in
-``PGDATABASE`` (libpq expands a conninfo there), never on the command line.
-"""
+"""pgbench as the ceiling: the same statements from C, prepared, with no pool in between."""
 
 from __future__ import annotations
 
@@ -53,14 +36,7 @@ _VERSION = re.compile(r"^pgbench \(PostgreSQL\) \d+")
 
 @dataclasses.dataclass(frozen=True)
 class PgbenchChoice:
-    """The pgbench the benchmark runs, or why it runs none.
-
-    Attributes:
-        path: The executable, or None if no usable pgbench was found.
-        version: Its ``--version`` line, or None.
-        reason: Why there is none (each place looked at, and what was wrong there);
-            empty when ``path`` is set.
-    """
+    """The pgbench the benchmark runs, or why it runs none."""
 
     path: str | None
     version: str | None = None
@@ -68,12 +44,7 @@ class PgbenchChoice:
 
 
 def pgbench_version(path: str) -> str | None:
-    """Return the version line of the pgbench at ``path``, or None if it gives none.
-
-    Debian's ``/usr/bin/pgbench`` is ``pg_wrapper``, which exits non-zero ("PostgreSQL
-    version 15 is not installed") when no matching client is installed: a program that
-    cannot even say its version cannot run a benchmark either.
-    """
+    """Return the version line of the pgbench at ``path``, or None if it gives none."""
     return _probe(path)[0]
 
 
@@ -101,22 +72,7 @@ def _probe(path: str) -> tuple[str | None, str]:
 def find_pgbench(
     explicit: str | None = None, server: PostgresServer | None = None
 ) -> PgbenchChoice:
-    """Find a pgbench that works, preferring the one of the server's own install.
-
-    An ``explicit`` path is the only candidate: what the user named is used or nothing
-    is. Otherwise the first that reports its version (see `pgbench_version`) wins, in
-    order: beside the server's binaries (`sessionstore.testing.server_binary`; a server
-    named by a DSN has no known install), beside
-    `sessionstore.testing.find_postgres_bindir`, then on ``PATH``. PATH comes last
-    because Debian's ``pg_wrapper`` or another major version may sit there.
-
-    Args:
-        explicit: The ``--pgbench`` option, if given.
-        server: The server the benchmark runs against, if it was started here.
-
-    Returns:
-        The pgbench to run, or no path and the reason.
-    """
+    """Find a pgbench that works, preferring the one of the server's own install."""
     tried: list[str] = []
     seen: set[str] = set()
     for path in _candidates(explicit, server, tried):
@@ -133,10 +89,7 @@ def find_pgbench(
 def _candidates(
     explicit: str | None, server: PostgresServer | None, tried: list[str]
 ) -> Iterator[str]:
-    """Yield pgbench paths in `find_pgbench`'s order, noting in ``tried`` places without one.
-
-    A generator, so that later places are searched only when earlier ones fail.
-    """
+    """Yield pgbench paths in `find_pgbench`'s order, noting in ``tried`` places without one."""
     if explicit:
         yield explicit
         return
@@ -160,16 +113,7 @@ def _candidates(
 
 
 class Pgbench:
-    """Runs pgbench measurements against the benchmark's table.
-
-    Args:
-        path: The pgbench executable.
-        dsn: Where the database is.
-        table: The sessions table.
-        rows: How many live rows there are (row numbers ``0 .. rows-1``).
-        payload: The data commit writes.
-        workdir: A private directory for scripts and logs.
-    """
+    """Runs pgbench measurements against the benchmark's table."""
 
     def __init__(
         self, path: str, dsn: str, table: Table, rows: int, payload: bytes, workdir: Path
@@ -207,18 +151,7 @@ class Pgbench:
         }
 
     def check(self) -> list[str]:
-        """Check that pgbench can connect, adapting the DSN to its libpq.
-
-        pgbench may link an older libpq than psycopg's, which rejects connection options
-        it does not know (a DSN built from a newer libpq's parameters names them all, e.g.
-        ``sslcertmode``). Such options are dropped one by one.
-
-        Returns:
-            The options dropped.
-
-        Raises:
-            RuntimeError: pgbench cannot connect.
-        """
+        """Check that pgbench can connect, adapting the DSN to its libpq."""
         probe = self._script("probe", "SELECT 1;\n")
         self.dropped = dropped = list[str]()
         while True:
@@ -250,28 +183,7 @@ class Pgbench:
         dsn: str | None = None,
         probe: Probe | None = None,
     ) -> Sample:
-        """Run pgbench for one measurement.
-
-        With a `probe`, the sample's usage covers pgbench's whole run (its CPU is
-        known only once it has exited, from getrusage of the children), and
-        ``cpu_ops`` counts every transaction it logged, warm-up included.
-
-        Args:
-            op: ``"find"``, ``"commit"``, ``"mix"`` or ``"delete"``.
-            clients: Concurrent clients (connections).
-            warmup: Seconds after the first transaction before counting starts.
-            duration: Seconds counted.
-            delete_base: The first delete-pool row number (delete only).
-            delete_size: How many delete-pool rows exist (delete only).
-            dsn: Where to connect (e.g. through a proxy); default the one checked.
-            probe: Measures noise and CPU time, or None.
-
-        Returns:
-            The sample; for delete, ``consumed`` and ``exhausted`` are set.
-
-        Raises:
-            RuntimeError: pgbench failed.
-        """
+        """Run pgbench for one measurement."""
         seconds = max(1, math.ceil(warmup + duration + _CONNECT_MARGIN))
         threads = max(1, min(clients, os.cpu_count() or 1))
         logdir = Path(tempfile.mkdtemp(prefix="log-", dir=self.workdir))

@@ -1,17 +1,4 @@
-"""The chart: throughput against concurrency, one panel per operation, as PNG and SVG.
-
-Drawn with matplotlib, an optional extra (``pip install "sessionstore[bench]"``): without
-it the benchmark still prints its table and writes its JSON, and `unavailable` says how
-to get the chart. The figure is built on the Agg canvas directly, never through pyplot,
-so no display or GUI backend is ever involved and no global state is changed.
-
-The y axis is logarithmic, so that pgbench's ceiling and the Python contenders fit in
-one panel and equal ratios look equally far apart; the x axis has one evenly spaced stop
-per concurrency level (1, 4, 16, 64 would crowd at the left on a linear axis).
-
-Redraw a recorded run: ``python -m benchmarks.plot RESULTS.json OUT.png`` (writes
-``OUT.png`` and ``OUT.svg``).
-"""
+"""The chart: throughput against concurrency, one panel per operation, as PNG and SVG."""
 
 from __future__ import annotations
 
@@ -57,11 +44,7 @@ _HEADER, _LEGEND_ROW = 0.75, 0.3  # inches: title block, one legend row
 
 
 def unavailable() -> str | None:
-    """Say why no chart can be drawn.
-
-    Returns:
-        `INSTALL_HINT` when matplotlib cannot be imported, else None.
-    """
+    """Say why no chart can be drawn."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -107,21 +90,7 @@ def draw(
     subtitle: str,
     path: str | Path,
 ) -> tuple[Path, Path]:
-    """Draw the chart and save it as a PNG and an SVG.
-
-    Args:
-        cells: The results.
-        ops: The operations, one panel each (in this order).
-        concurrency: The x axis.
-        subtitle: A line under the title (server, table size, rounds).
-        path: Where to save the chart; its suffix is replaced by ``.png`` and ``.svg``.
-
-    Returns:
-        The paths of the PNG and the SVG.
-
-    Raises:
-        ImportError: matplotlib is not installed (see `unavailable`).
-    """
+    """Draw the chart and save it as a PNG and an SVG."""
     # Imported here, not at the top: the benchmark imports this module whether or not
     # the optional extra is installed.
     import matplotlib
@@ -221,14 +190,7 @@ def _panel(
 
 
 def subtitle(meta: dict[str, object]) -> str:
-    """The line under the title, from a run's ``meta`` (as written to the JSON).
-
-    Args:
-        meta: The run's metadata: ``server``, ``settings``, ``cpus`` and ``date``.
-
-    Returns:
-        Server version, table size, payload size, CPUs, rounds and date.
-    """
+    """The line under the title, from a run's ``meta`` (as written to the JSON)."""
     server, settings = meta["server"], meta["settings"]
     assert isinstance(server, dict)
     assert isinstance(settings, dict)

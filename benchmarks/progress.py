@@ -1,8 +1,4 @@
-"""A plain-text progress bar on stderr, with no dependency.
-
-On a terminal the bar redraws itself in place; otherwise (a log file, CI) it prints a
-line each time another tenth of the work is done, so logs stay short.
-"""
+"""A plain-text progress bar on stderr, with no dependency."""
 
 from __future__ import annotations
 
@@ -17,13 +13,7 @@ def _clock(seconds: float) -> str:
 
 
 class Progress:
-    """Counts steps and shows how far along the run is.
-
-    Args:
-        total: How many steps there are.
-        stream: Where to draw (stderr by default).
-        width: Characters in the bar.
-    """
+    """Counts steps and shows how far along the run is."""
 
     def __init__(self, total: int, stream: TextIO | None = None, width: int = 30) -> None:
         self.total = max(1, total)

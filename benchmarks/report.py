@@ -1,13 +1,4 @@
-"""Summaries of the samples: medians, percentiles, ratios, the issue's targets, the table.
-
-For each (network, operation, contender, concurrency): throughput is the median of
-the kept rounds' ops/s, a round being left out when the host stole more than
-``max_steal`` of the CPU during it; p50 and p99 are taken over the latencies of the
-kept rounds together; client and server CPU per operation are the medians of the kept
-rounds'. Each contender is compared with the raw psycopg autocommit contender *of its
-own kind* (threads with threads, asyncio with asyncio) and with pgbench at the same
-concurrency, on the same network.
-"""
+"""Summaries of the samples: medians, percentiles, ratios, the table, the comparison."""
 
 from __future__ import annotations
 
@@ -30,36 +21,7 @@ OP_TITLES = {
 
 @dataclasses.dataclass
 class Cell:
-    """The summary of one (operation, contender, concurrency).
-
-    Attributes:
-        op: The operation.
-        contender: The contender's key.
-        label: The contender's label.
-        concurrency: Concurrent callers.
-        ops_per_s: Median throughput over the rounds.
-        rounds_ops_per_s: Each round's throughput.
-        p50_ms: Median latency, milliseconds.
-        p99_ms: 99th percentile latency, milliseconds.
-        mean_ms: Mean latency, milliseconds.
-        ops: Operations counted, all rounds together.
-        exhausted: A round ran out of delete-pool rows.
-        vs_raw: Throughput over the raw autocommit contender of the same kind.
-        vs_pgbench: Throughput over pgbench's.
-        network: ``"loopback"`` or the added delay, e.g. ``"0.5 ms"``.
-        rounds_noisy: Rounds left out because the host stole too much CPU.
-        missing: Every round was left out: no figures (NaN throughput).
-        steal_max: The most CPU the host stole in any round (0-1), or None.
-        steal_median: The median over the rounds, or None.
-        others_median: The median share of the machine's CPU that other processes
-            used (not the benchmark, its server, pgbench or proxy), or None.
-        client_us_per_op: CPU microseconds per operation of the client: this
-            process (all its threads), or pgbench's process for pgbench.
-        server_us_per_op: CPU microseconds per operation of the PostgreSQL server's
-            processes, or None when the server is not on this machine.
-        proxy_us_per_op: CPU microseconds per operation of the delaying proxy's
-            process (network mode only), or None.
-    """
+    """The summary of one (operation, contender, concurrency)."""
 
     op: str
     contender: str
@@ -85,19 +47,9 @@ class Cell:
     proxy_us_per_op: float | None = None
 
 
-@dataclasses.dataclass
-class Target:
-    """One of the issue's targets, checked against this run."""
-
-    description: str
-    met: bool
-    detail: str
-    issue: int = 14
-
-
 #: The default of ``--max-steal``: rounds in which the host stole more than this share
 #: of the CPU are left out. Beyond a tenth, a CPU-bound round on 2 cores loses a tenth
-#: of its throughput to the host, as large as the differences the targets judge.
+#: of its throughput to the host, as large as the differences between contenders.
 MAX_STEAL = 0.10
 
 
@@ -184,27 +136,7 @@ def run_noise(cells: Sequence[Cell]) -> str:
     return text
 
 
-#: Issue 14's targets against pgbench, at loopback: (store, concurrency) -> the least
-#: ratio, for find, commit and the mix alike.
-PGBENCH_TARGETS = {
-    ("async_store", 64): 1.0,
-    ("async_store", 16): 0.6,
-    ("store", 64): 0.6,
-    ("store", 16): 0.4,
-}
-
-#: Where nothing can be combined the library must cost nothing: the least ratio to raw
-#: psycopg (autocommit) at these concurrencies, loopback, for these operations.
-RAW_TARGET_LEVELS = (1, 4)
-RAW_TARGET_OPS = ("find", "commit")
-
-#: On a delayed network: the least ratio to raw psycopg at these concurrencies, and the
-#: least anywhere; for these operations.
-NETWORK_TARGET = 2.0
-NETWORK_TARGET_LEVELS = (16, 64)
-NETWORK_TARGET_OPS = ("find", "commit", "mix")
-
-STORES = ("async_store", "store")
+STORES = tuple(key for key, c in BY_KEY.items() if c.store)
 
 
 def delay_of(network: str) -> float | None:
@@ -213,144 +145,47 @@ def delay_of(network: str) -> float | None:
 
 
 def round_trip_ceiling(callers: int, delay_ms: float) -> float:
-    """The most ops/s `callers` closed-loop callers can make when a round trip takes 2 x delay.
-
-    Each caller waits for its answer before asking again, so it makes at most one
-    operation per round trip whatever the client and server do: N / (2 D).
-    """
+    """The most ops/s `callers` closed-loop callers can make when a round trip takes 2 x delay."""
     return callers / (2 * delay_ms / 1000)
 
 
-def issue4_targets(cells: Sequence[Cell]) -> list[Target]:
-    """Check issue 4's targets (the first speed issue) on the loopback cells."""
-    cells = [c for c in cells if c.network == "loopback" and not c.missing]
-    by = {(c.op, c.contender, c.concurrency): c for c in cells}
-    stores = [key for key in ("store", "async_store") if any(c.contender == key for c in cells)]
-    levels = sorted({c.concurrency for c in cells})
-    targets: list[Target] = []
-    for key in stores:
-        label = BY_KEY[key].label.split(" ")[0]
-        for op in ("find", "commit"):
-            ratios = [(n, by[(op, key, n)].vs_raw) for n in levels if (op, key, n) in by]
-            known = [(n, r) for n, r in ratios if r is not None]
-            if known:
-                worst_n, worst = min(known, key=lambda item: item[1])
-                targets.append(
-                    Target(
-                        f"{label} {op} >= 1.0x raw psycopg at every concurrency",
-                        worst >= 1.0,
-                        f"lowest {worst:.2f}x at N={worst_n}",
-                    )
-                )
-        for n in (16, 64):
-            cell = by.get(("find", key, n))
-            if cell is not None and cell.vs_raw is not None:
-                targets.append(
-                    Target(
-                        f"{label} find >= 1.3x raw psycopg at N={n}",
-                        cell.vs_raw >= 1.3,
-                        f"{cell.vs_raw:.2f}x",
-                    )
-                )
-        if 64 in levels:
-            for op in ("find", "commit"):
-                own = [by[(op, key, n)] for n in levels if (op, key, n) in by]
-                top = by.get((op, key, 64))
-                if top is not None and own:
-                    best = max(own, key=lambda c: c.ops_per_s)
-                    share = top.ops_per_s / best.ops_per_s if best.ops_per_s else 0.0
-                    targets.append(
-                        Target(
-                            f"{label} {op} at N=64 >= 90% of its best",
-                            share >= 0.9,
-                            f"{share:.0%} of {best.ops_per_s:,.0f}/s (N={best.concurrency})",
-                        )
-                    )
-    return targets
-
-
-def check_targets(cells: Sequence[Cell]) -> list[Target]:
-    """Check issue 14's targets that this run measured (each one with its figure).
-
-    Args:
-        cells: The run's cells.
-
-    Returns:
-        Issue 4's targets (`issue4_targets`), then one target per figure checked for
-        issue 14: the ratios to pgbench at loopback, the ratios to raw psycopg at 1
-        and 4 callers, and on each delayed network the ratios to raw psycopg at 16 and
-        64 callers and the lowest at any concurrency.
-    """
-    targets = [dataclasses.replace(t, issue=4) for t in issue4_targets(cells)]
-    by = {(c.network, c.op, c.contender, c.concurrency): c for c in cells if not c.missing}
+def compare(cells: Sequence[Cell]) -> list[str]:
+    """How each store compares, per network and operation, at every concurrency."""
+    lines: list[str] = []
+    ns = sorted({c.concurrency for c in cells})
+    by = {(c.network, c.op, c.contender, c.concurrency): c for c in cells}
     networks = sorted({c.network for c in cells}, key=lambda n: (delay_of(n) or 0.0, n))
-
-    def short(key: str) -> str:
-        return BY_KEY[key].label.split(" ")[0]
-
-    for (key, n), least in PGBENCH_TARGETS.items():
-        for op in ("find", "commit", "mix"):
-            cell = by.get(("loopback", op, key, n))
-            if cell is not None and cell.vs_pgbench is not None:
-                targets.append(
-                    Target(
-                        f"{short(key)} {op} at N={n} >= {least:.1f}x pgbench",
-                        cell.vs_pgbench >= least,
-                        f"{cell.vs_pgbench:.2f}x ({cell.ops_per_s:,.0f}/s)",
-                    )
-                )
-    for key in STORES:
-        for op in RAW_TARGET_OPS:
-            for n in RAW_TARGET_LEVELS:
-                cell = by.get(("loopback", op, key, n))
-                if cell is not None and cell.vs_raw is not None:
-                    targets.append(
-                        Target(
-                            f"{short(key)} {op} at N={n} >= 1.0x raw psycopg",
-                            cell.vs_raw >= 1.0,
-                            f"{cell.vs_raw:.2f}x",
-                        )
-                    )
+    ops = list(dict.fromkeys(c.op for c in cells))
     for network in networks:
         delay = delay_of(network)
-        if delay is None:
-            continue
-        for key in STORES:
-            for op in NETWORK_TARGET_OPS:
-                own = sorted(
-                    (c for c in cells if (c.network, c.op, c.contender) == (network, op, key)),
-                    key=lambda c: c.concurrency,
-                )
-                for n in NETWORK_TARGET_LEVELS:
-                    cell = by.get((network, op, key, n))
-                    if cell is None or cell.vs_raw is None:
-                        continue
-                    raw = by[(network, op, BY_KEY[key].baseline or "", n)]
-                    detail = f"{cell.vs_raw:.2f}x, p99 {cell.p99_ms:.2f} ms"
-                    if delay > 0:
-                        ceiling = round_trip_ceiling(n, delay)
-                        detail += (
-                            f" (raw {raw.ops_per_s:,.0f}/s; {n} callers can make at most "
-                            f"{ceiling:,.0f}/s at a {2 * delay:g} ms round trip)"
-                        )
-                    targets.append(
-                        Target(
-                            f"[{network}] {short(key)} {op} at N={n} >= {NETWORK_TARGET:g}x raw",
-                            cell.vs_raw >= NETWORK_TARGET,
-                            detail,
+        for op in ops:
+            for key in STORES:
+                row = [by.get((network, op, key, n)) for n in ns]
+                if not any(row):
+                    continue
+                parts = [
+                    "x raw " + " / ".join(_ratio(c.vs_raw if c else None) for c in row),
+                    "x pgbench " + " / ".join(_ratio(c.vs_pgbench if c else None) for c in row),
+                ]
+                if delay is not None:
+                    parts.append(
+                        "of the round-trip ceiling "
+                        + " / ".join(
+                            "-"
+                            if c is None or c.missing
+                            else _pct(c.ops_per_s / round_trip_ceiling(n, delay))
+                            for c, n in zip(row, ns, strict=True)
                         )
                     )
-                known = [c for c in own if c.vs_raw is not None and not c.missing]
-                if known:
-                    worst = min(known, key=lambda c: c.vs_raw or 0.0)
-                    targets.append(
-                        Target(
-                            f"[{network}] {short(key)} {op} >= 1.0x raw at every N",
-                            (worst.vs_raw or 0.0) >= 1.0,
-                            f"lowest {worst.vs_raw:.2f}x at N={worst.concurrency}",
-                        )
-                    )
-    return targets
+                where = "" if network == "loopback" else f" [{network} each way]"
+                lines.append(f"  {BY_KEY[key].label} {op}{where}: " + "; ".join(parts))
+    if not lines:
+        return []
+    head = "how the stores compare, at N = " + " / ".join(map(str, ns))
+    return [
+        head + " (x raw: raw psycopg of the same kind; x pgbench: PostgreSQL's C client):",
+        *lines,
+    ]
 
 
 def _ratio(value: float | None) -> str:
@@ -443,25 +278,6 @@ def format_table(cells: Sequence[Cell], ops: Sequence[str], rounds: int) -> str:
     return "\n".join(lines)
 
 
-def format_targets(targets: Sequence[Target]) -> str:
-    """Render the targets as lines of text."""
-    if not targets:
-        return ""
-    blocks = []
-    for issue in sorted({t.issue for t in targets}):
-        lines = [f"targets (issue {issue}):"]
-        for t in targets:
-            if t.issue == issue:
-                lines.append(f"  [{'met ' if t.met else 'MISS'}] {t.description}: {t.detail}")
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks)
-
-
 def cells_json(cells: Sequence[Cell]) -> list[dict[str, Any]]:
     """The cells as JSON-ready dicts."""
     return [dataclasses.asdict(c) for c in cells]
-
-
-def targets_json(targets: Sequence[Target]) -> list[dict[str, Any]]:
-    """The targets as JSON-ready dicts."""
-    return [dataclasses.asdict(t) for t in targets]

@@ -1,30 +1,22 @@
-"""The throughput part: set the table up, then measure every contender in rounds.
-
-Rounds interleave the contenders within a cell (one network, operation and
-concurrency): round 1 of every contender, then round 2 of every contender, and so
-on, each round starting with a different contender, so that the ratios of a cell
-compare measurements made seconds apart, under the same machine's drift (other
-tenants, autovacuum, the page cache). Each (network, operation, contender,
-concurrency) then has one sample per round.
-
-Every sample records the machine's noise over its window (`benchmarks.noise`): a
-round in which the host stole more than ``max_steal`` of the CPU is measured once
-more, all contenders again, so that the cell keeps its like-with-like rounds; the
-report leaves noisy samples out of the medians.
-"""
+"""The throughput part: set the table up, then measure every contender in rounds."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import math
 import random
+import subprocess
+import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from subprocess import PIPE
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from sessionstore import Store
@@ -85,28 +77,7 @@ def networks_list(text: str) -> tuple[float | None, ...]:
 
 @dataclasses.dataclass
 class Settings:
-    """What to run (the command line's options).
-
-    Attributes:
-        rows: Live sessions in the table.
-        payload: Bytes of data per session.
-        concurrency: Concurrent callers to measure at.
-        rounds: Samples per (op, contender, concurrency).
-        duration: Seconds counted per measurement.
-        warmup: Seconds before counting starts.
-        ops: Operations to run.
-        contenders: Contender keys to run.
-        table: The benchmark's table (dropped and re-created).
-        seed: Seeds payloads and the workers' random choices.
-        pgbench: The pgbench executable, or None to search for it.
-        keep_table: Leave the table behind at the end.
-        scale: Run the scale part.
-        scale_rows: Table sizes for the scale part.
-        networks: The networks to measure on: None for direct (loopback) connections,
-            or a delay in ms each way, added by a proxy process (`benchmarks.netdelay`).
-        max_steal: Samples in which the host stole more than this share of the CPU
-            are left out of the medians (their round is measured once more).
-    """
+    """What to run (the command line's options)."""
 
     rows: int = 100_000
     payload: int = 200
@@ -136,26 +107,16 @@ def server_info(dsn: str) -> dict[str, Any]:
     """Describe the server: version and the settings that matter for throughput."""
     info: dict[str, Any] = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for name in (
-            "server_version",
-            "fsync",
-            "synchronous_commit",
-            "shared_buffers",
-            "max_connections",
-        ):
+        for (
+            name
+        ) in "server_version fsync synchronous_commit shared_buffers max_connections".split():
             row = conn.execute(f"SHOW {name}".encode()).fetchone()
             info[name] = row[0] if row else None
     return info
 
 
 class Bench:
-    """The throughput benchmark against one database.
-
-    Args:
-        dsn: Where the database is.
-        settings: What to run.
-        pgbench_path: The pgbench executable, or None to leave pgbench out.
-    """
+    """The throughput benchmark against one database."""
 
     def __init__(self, dsn: str, settings: Settings, pgbench_path: str | None) -> None:
         self.dsn = dsn
@@ -232,13 +193,7 @@ class Bench:
     # ------------------------------------------------------------------ measuring
 
     def use_network(self, label: str, dsn: str, helpers: dict[str, int] | None = None) -> None:
-        """Measure from now on through `dsn` (e.g. a proxy's), labelled `label`.
-
-        Args:
-            label: The network's name in the results.
-            dsn: Where every contender connects.
-            helpers: Processes of this network (the proxy) whose CPU time to record.
-        """
+        """Measure from now on through `dsn` (e.g. a proxy's), labelled `label`."""
         self.network, self._dsn = label, dsn
         self._probe = Probe(self.server_pid, helpers or {})
 
@@ -277,12 +232,7 @@ class Bench:
         self._pool.clear(self._admin)
 
     def plan(self) -> list[tuple[str, int, int, Contender]]:
-        """Every measurement of one network, in order: ops, concurrency, rounds, contenders.
-
-        Returns:
-            (op, concurrency, round, contender) tuples; rounds are innermost but for
-            the contenders, so that a cell's rounds interleave its contenders.
-        """
+        """Every measurement of one network, in order: ops, concurrency, rounds, contenders."""
         s = self.settings
         steps = []
         for op in s.ops:
@@ -296,19 +246,7 @@ class Bench:
     def run(
         self, on_step: Callable[[str], None], before_step: Callable[[str], None]
     ) -> dict[Key, list[Sample]]:
-        """Run every measurement of `plan` on the current network.
-
-        A round of a cell in which any contender's sample was noisy (steal above
-        ``max_steal``) is run once more, for every contender; the noisy samples stay in
-        the results (the report leaves them out of the medians and counts them).
-
-        Args:
-            on_step: Called with a label after each planned measurement.
-            before_step: Called with a label before each measurement.
-
-        Returns:
-            The samples of each (network, op, contender key, concurrency).
-        """
+        """Run every measurement of `plan` on the current network."""
         s = self.settings
         samples: dict[Key, list[Sample]] = {}
         steps = self.plan()
@@ -357,3 +295,55 @@ def names_list(text: str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
             f"unknown {what}: {', '.join(unknown) or '(none)'}; choose from " + ", ".join(allowed)
         )
     return values
+
+
+#: The network mode's proxy process: `sessionstore.testing.TcpProxy` in ``delay`` mode,
+#: in a process of its own (in a thread of the benchmark it would share the GIL and the
+#: CPU with the contenders it delays), on a `select` loop (epoll's timeout is rounded up
+#: to a millisecond, so a 0.5 ms delay would take 1 ms; select's is in microseconds).
+#: It prints its port once it listens and runs until its stdin closes.
+_PROXY_CHILD = """
+import asyncio, selectors, sys
+from sessionstore.testing import TcpProxy
+
+class SelectLoops(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self):
+        return asyncio.SelectorEventLoop(selectors.SelectSelector())
+
+asyncio.set_event_loop_policy(SelectLoops())
+with TcpProxy(sys.argv[1], int(sys.argv[2])) as proxy:
+    proxy.delay(float(sys.argv[3]) / 1000)
+    print(proxy.port, flush=True)
+    try:
+        sys.stdin.read()
+    except KeyboardInterrupt:
+        pass
+"""
+
+
+@contextlib.contextmanager
+def delay_proxy(dsn: str, delay_ms: float) -> Iterator[tuple[str, int]]:
+    """A proxy process adding `delay_ms` each way in front of `dsn`'s server."""
+    params = conninfo_to_dict(dsn)
+    host = str(params.get("hostaddr") or params.get("host") or "")
+    if not host or host.startswith("/") or "," in host:
+        raise ValueError(f"network mode needs the server's TCP address in the DSN, not {host!r}")
+    argv = [sys.executable, "-c", _PROXY_CHILD, host, str(params.get("port") or 5432)]
+    proc = subprocess.Popen([*argv, str(delay_ms)], stdin=PIPE, stdout=PIPE, text=True)
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    try:
+        port = proc.stdout.readline().strip()
+        if not port.isdigit():
+            raise RuntimeError(f"the delaying proxy did not start (it said {port!r})")
+        params.pop("hostaddr", None)
+        params.update(host="127.0.0.1", port=port)
+        yield make_conninfo("", **params), proc.pid
+    finally:
+        proc.stdin.close()  # asks the child to stop
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()

@@ -1,18 +1,4 @@
-"""The scale part (``--scale``): find latency as the table grows, and walking all sessions.
-
-One table (``<table>_scale``) grows through the sizes given (10k, 100k and 1M rows by
-default), loaded with COPY and analyzed; at each size one caller (N=1) finds random
-live sessions through `Store`, `AsyncStore` and the raw psycopg pattern, interleaved
-over the rounds of the main part (ops/s: median of rounds; p50/p99 over all of them).
-
-At the largest size every live session is read through ``all()`` (a dict of all of
-them) and, when the stores have one, through the streaming method named by
-`STREAMING_METHOD` (a server-side cursor): time, the peak of Python allocations
-(tracemalloc, in a second pass since tracing slows the walk), and the peak growth of
-the process's resident memory (sampled every few milliseconds, which also counts what
-libpq holds outside Python). The streaming walk runs first, so that memory the dict
-leaves in the allocator cannot flatter it.
-"""
+"""The scale part (``--scale``): find latency as the table grows, and walking all sessions."""
 
 from __future__ import annotations
 
@@ -135,17 +121,7 @@ def _measure_walk(run_once: Callable[[], int]) -> dict[str, float]:
 
 
 def run_scale(dsn: str, settings: Settings, say: Callable[[str], None]) -> dict[str, Any]:
-    """Run the scale part.
-
-    Args:
-        dsn: Where the database is.
-        settings: ``scale_rows``, ``payload``, ``duration``, ``warmup``, ``seed`` and
-            ``table`` are used.
-        say: Reports progress (a line at a time).
-
-    Returns:
-        ``{"find": [...], "walk": [...], "streaming_method": ...}`` for the JSON.
-    """
+    """Run the scale part."""
     table = Table(settings.table + "_scale")
     sizes = sorted(set(settings.scale_rows))
     rng = random.Random(settings.seed + 3)

@@ -1,24 +1,4 @@
-"""The benchmark's data: deterministic tokens, the table, its preload, the delete pool.
-
-Tokens are derived from a row number: ``token(i)`` is the unpadded url-safe base64 of
-``sha256("sessionstore-bench:<i>")``, 43 characters like ``secrets.token_urlsafe(32)``
-(SCS's tokens), spread over the whole btree as random tokens are. The server computes
-the very same token with `token_sql`, so pgbench, which has integer variables only,
-can pick a random row number and look up a real row: its find is
-
-    SELECT data FROM t WHERE token = <token_sql(:id)> AND current_timestamp < expiry
-
-which is the store's statement with the token computed server side (one sha256 of
-about 25 bytes, a few microseconds of server CPU beside ~65 us per find; this makes
-the pgbench ceiling very slightly conservative). The alternative, a side table of
-``(id, token)`` looked up in a subquery, would cost pgbench a second index scan.
-
-Rows ``0 .. rows-1`` are the live sessions that find, commit and the mix work on. The
-delete workload deletes rows of a separate pool (row numbers from ``rows`` upwards,
-expiry in 2100 so they are easy to sweep away), topped up before each delete
-measurement and never reused, so every delete deletes a real row and the other
-workloads always see exactly ``rows`` rows.
-"""
+"""The benchmark's data: deterministic tokens, the table, its preload, the delete pool."""
 
 from __future__ import annotations
 
@@ -66,14 +46,7 @@ def sample_ids(rows: int, limit: int, rng: random.Random) -> list[int]:
 
 
 class Table:
-    """The benchmark's sessions table: its name and the SQL every contender runs.
-
-    The SQL is the store's (same statements as `sessionstore._core`), as text for the
-    raw psycopg contenders and as pgbench scripts.
-
-    Args:
-        name: The table's name (quoted wherever it is used).
-    """
+    """The benchmark's sessions table: its name and the SQL every contender runs."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -102,16 +75,7 @@ class Table:
         expiry: dt.datetime,
         rng: random.Random,
     ) -> None:
-        """Bulk-load rows `start` .. `stop`-1 with COPY: random payloads, the given expiry.
-
-        Args:
-            conn: An autocommit connection.
-            start: The first row number.
-            stop: One past the last row number.
-            payload_size: Bytes of random data per row.
-            expiry: The rows' expiry.
-            rng: Where the payloads come from.
-        """
+        """Bulk-load rows `start` .. `stop`-1 with COPY: random payloads, the given expiry."""
         expiry_text = expiry.isoformat()
         query = sql.SQL("COPY {} (token, data, expiry) FROM STDIN").format(self.ident)
         with conn.cursor() as cur, cur.copy(query) as copy:
@@ -128,11 +92,7 @@ class Table:
     def insert_generated(
         self, conn: psycopg.Connection[Any], start: int, stop: int, payload: bytes
     ) -> int:
-        """Insert rows `start` .. `stop`-1 computed server side, expiring in 2100.
-
-        Returns:
-            How many rows were inserted (existing ones are left alone).
-        """
+        """Insert rows `start` .. `stop`-1 computed server side, expiring in 2100."""
         if stop <= start:
             return 0
         query = (
@@ -159,11 +119,7 @@ class Table:
         return int(row[0]) if row else 0
 
     def check_tokens(self, conn: psycopg.Connection[Any], ids: Sequence[int]) -> None:
-        """Check that the server computes the same tokens as `token` (pgbench relies on it).
-
-        Raises:
-            RuntimeError: If a token differs.
-        """
+        """Check that the server computes the same tokens as `token` (pgbench relies on it)."""
         for i in ids:
             row = conn.execute(f"SELECT {token_sql('%s::int')}".encode(), (i,)).fetchone()
             if row is None or row[0] != token(i):
@@ -171,17 +127,7 @@ class Table:
 
 
 class DeletePool:
-    """Rows for the delete workload, taken in order and never reused.
-
-    Before a delete measurement `prepare` makes sure `size` rows from the next unused
-    row number on exist; afterwards `consume` moves past the ones handed out. `clear`
-    sweeps the leftovers away, so that the other workloads see the live rows only.
-
-    Args:
-        table: The table.
-        first_id: The first row number of the pool (the number of live rows).
-        payload: The rows' data.
-    """
+    """Rows for the delete workload, taken in order and never reused."""
 
     def __init__(self, table: Table, first_id: int, payload: bytes) -> None:
         self.table = table
@@ -192,11 +138,7 @@ class DeletePool:
         self._tokens: list[str] = []
 
     def prepare(self, conn: psycopg.Connection[Any], size: int) -> tuple[int, list[str]]:
-        """Make rows ``next_id .. next_id+size-1`` exist.
-
-        Returns:
-            The first row number, and the tokens of the `size` rows from it.
-        """
+        """Make rows ``next_id .. next_id+size-1`` exist."""
         base = self.next_id
         stop = base + size
         self.table.insert_generated(conn, max(self._filled_to, base), stop, self.payload)

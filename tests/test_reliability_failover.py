@@ -1,7 +1,7 @@
 """The primary killed with SIGKILL under load: failover to a standby, or crash recovery.
 
-Each test runs `benchmarks.failover.run_scenario` (the scenarios the benchmark
-measures) on its own fresh servers: a durable primary started by
+Each test runs `_failover.run_scenario` (the scenarios whose figures
+docs/reliability.md gives) on its own fresh servers: a durable primary started by
 `ephemeral_postgres(env_var=None, durable=True)` and, for failover, a streaming
 standby from `streaming_standby`. Four threads commit new sessions (distinct tokens)
 through one `Store` on a pool with a multi-host DSN (``target_session_attrs=read-write``);
@@ -44,11 +44,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def failover(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The `benchmarks.failover` module (the benchmarks live at the repository root)."""
+    """The `_failover` scenarios (they import `benchmarks.noise`, at the repository root)."""
     monkeypatch.syspath_prepend(str(ROOT))
-    import benchmarks.failover
+    import _failover
 
-    return benchmarks.failover
+    return _failover
 
 
 def run_and_check(failover: Any, scenario: str) -> Any:

@@ -29,5 +29,4 @@ Modules:
   clients with cookie jars, every answer checked).
 - `benchmarks.web.report`: medians, ratios to the default and the Redis store, the
   tables.
-- `benchmarks.web.clientcost`: that client's CPU per request against aiohttp's.
 """

@@ -1,31 +1,4 @@
-"""The apps the web benchmark serves, one per contender; built in the server process.
-
-Every app answers ``GET /ping`` with ``pong`` without touching a session (the
-server's readiness check, and the no-session ceiling's workload), and, unless it is
-the ceiling, ``GET /count``: read ``count`` from the session (0 if absent), add one,
-store it, answer the new value as text; and ``GET /read``: answer ``count`` (0 if
-absent) without changing the session, so that whatever the store writes then is
-its own doing (renewing an expiry, re-saving a session nothing changed). The load
-generator checks every answer, so a session that is lost (a fresh one where the
-client's cookie named one) fails the run instead of being counted.
-
-sessionstore's contenders use its integrations as their docs show, on a pool of
-``pool`` connections in autocommit mode opened before the server accepts, and
-`NoCleanup` (as in the other benchmarks: a purge would land in some rounds only;
-no framework's default store here purges on its own either). Every store keeps its
-defaults otherwise; cookies are not ``Secure`` (the benchmark speaks plain HTTP).
-The stores of one framework run behind the same middleware (starsessions' own for
-both starsessions stores, Django's own for every Django backend), so that they
-differ in the store only: the integrations' middlewares add response headers only.
-
-The Redis contenders connect to the benchmark's ``redis-server`` (``redis_url``)
-with the client each store's docs use (``redis.asyncio`` for the async stores,
-``redis.Redis`` for Flask-Session, Django's own ``RedisCache``), keeping their
-defaults (hiredis parses the replies where it is installed, as the ``bench`` extra
-installs it).
-
-sessionstore's two variants differ only in `renew_after`.
-"""
+"""The apps the web benchmark serves, one per contender; built in the server process."""
 
 from __future__ import annotations
 
@@ -42,17 +15,7 @@ SECRET = "sessionstore-web-benchmark-secret-not-for-production"
 
 @dataclasses.dataclass(frozen=True)
 class AppConfig:
-    """What an app is built with.
-
-    Attributes:
-        dsn: The database (its search_path names the benchmark's schema).
-        table: sessionstore's sessions table.
-        pool: Connections in the app's pool (min and max).
-        workdir: A directory of the server's own (Litestar's FileStore).
-        threads: Threads of the WSGI worker (Django's db backend opens one
-            connection per thread).
-        redis_url: The benchmark's Redis (None when no Redis contender runs).
-    """
+    """What an app is built with."""
 
     dsn: str
     table: str
@@ -69,13 +32,7 @@ class AppConfig:
 
 
 def renew_after(store: str) -> float:
-    """The renewal share sessionstore's variant `store` runs with.
-
-    The one place the two variants differ: ``sessionstore`` keeps the integrations'
-    default (an unchanged session's expiry is renewed once a share of its idle
-    timeout has passed), ``sessionstore-every-request`` renews it on every request,
-    as the integrations did before the session manager.
-    """
+    """The renewal share sessionstore's variant `store` runs with."""
     from sessionstore.manager import DEFAULT_RENEW_AFTER
 
     return 0.0 if store == "sessionstore-every-request" else DEFAULT_RENEW_AFTER

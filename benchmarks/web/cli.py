@@ -1,20 +1,4 @@
-"""The command line: ``python -m benchmarks.web [options]``.
-
-Without ``--dsn`` (or ``SESSIONSTORE_DSN``) it starts a throw-away PostgreSQL with
-`sessionstore.testing.ephemeral_postgres`, durable (fsync and synchronous commit
-on) as ``python -m benchmarks`` does, so that every session write includes the WAL
-flush it costs on a real server. Everything the benchmark creates lives in a schema
-of its own (`SCHEMA`, dropped at the end): sessionstore's table and Django's,
-each preloaded with ``--rows`` live sessions, reached through the connections'
-``search_path``. When a Redis contender is chosen it also starts a ``redis-server``
-of its own (`benchmarks.web.redis_server`), preloaded likewise, and stops it at the
-end.
-
-Each measurement also reads PostgreSQL's WAL position (``pg_current_wal_lsn()``) at
-its window's start and end, on a connection of its own: the bytes between them
-(``pg_wal_lsn_diff``) over the requests counted is what each request cost in WAL.
-With ``--dsn`` on a server others write to, their WAL counts too.
-"""
+"""The command line: ``python -m benchmarks.web [options]``; see docs/performance.md."""
 
 from __future__ import annotations
 
@@ -41,7 +25,6 @@ from psycopg import sql
 from sessionstore._from_dsn import create_table
 
 from ..cli import _finite, _say, database, run_meta
-from ..lifecycle import wal_lsn
 from ..noise import Probe, Snapshot, postmaster_of
 from ..progress import Progress
 from ..runner import concurrency_list, names_list
@@ -71,48 +54,14 @@ DEFAULT_OUTPUT = Path("benchmarks") / "results" / "web.json"
 NOISY_RERUNS = 1
 
 _VERSIONS = (
-    "litestar",
-    "uvicorn",
-    "httptools",
-    "aiohttp",
-    "aiohttp-session",
-    "cryptography",
-    "django",
-    "gunicorn",
-    "flask",
-    "werkzeug",
-    "starlette",
-    "starsessions",
-    "redis",
-    "hiredis",
-    "flask-session",
-)
+    "litestar uvicorn httptools aiohttp aiohttp-session cryptography django gunicorn flask "
+    "werkzeug starlette starsessions redis hiredis flask-session"
+).split()
 
 
 @dataclasses.dataclass
 class WebSettings:
-    """What to run (the command line's options).
-
-    Attributes:
-        frameworks: The frameworks to measure.
-        workloads: What the clients do (`benchmarks.web.contenders.WORKLOADS`).
-        stores: The stores to measure (None: all), by store name
-            (`benchmarks.web.contenders.STORES`).
-        clients: The numbers of concurrent clients.
-        rounds: Samples per (contender, clients).
-        duration: Seconds counted per measurement.
-        warmup: Seconds before counting starts.
-        rows: Live sessions preloaded into each sessions table.
-        payload: Bytes of data of each preloaded session.
-        pool: Connections in each sessionstore app's pool.
-        threads: Threads of the WSGI worker (Django, Flask).
-        max_steal: Rounds in which the host stole more than this share of the CPU
-            are left out (and run once more).
-        max_others: Likewise for rounds in which other processes used more than this
-            share of the machine's CPU.
-        keep: Leave the benchmark's schema behind.
-        seed: Seeds the preload.
-    """
+    """What to run (the command line's options)."""
 
     frameworks: tuple[str, ...] = FRAMEWORKS
     workloads: tuple[str, ...] = WORKLOADS
@@ -247,13 +196,7 @@ def server_descriptions(settings: WebSettings) -> dict[str, str]:
 
 
 class WalProbe(Probe):
-    """A `Probe` that also reads PostgreSQL's WAL position at each snapshot.
-
-    Args:
-        conn: An autocommit connection of the benchmark's own (not the apps').
-        server_pid: As `Probe`'s.
-        helpers: As `Probe`'s.
-    """
+    """A `Probe` that also reads PostgreSQL's WAL position at each snapshot."""
 
     def __init__(
         self, conn: psycopg.Connection[Any], server_pid: int | None, helpers: dict[str, int]
@@ -264,7 +207,9 @@ class WalProbe(Probe):
 
     def snap(self) -> Snapshot:
         """The counters now, the WAL position first (its query is the slower part)."""
-        self.lsns.append(wal_lsn(self.conn))
+        row = self.conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        assert row is not None
+        self.lsns.append(str(row[0]))
         return super().snap()
 
     def wal_bytes(self) -> int | None:
@@ -279,13 +224,7 @@ class WalProbe(Probe):
 
 
 class WebBench:
-    """The web benchmark against one database.
-
-    Args:
-        dsn: The database (the benchmark's schema is created in it).
-        settings: What to run.
-        say: Where progress messages go.
-    """
+    """The web benchmark against one database."""
 
     def __init__(self, dsn: str, settings: WebSettings, say: Callable[[str], None]) -> None:
         self.admin_dsn = dsn
@@ -385,12 +324,7 @@ class WebBench:
             )
 
     def plan(self) -> list[tuple[str, str, int, int, WebContender]]:
-        """Every measurement: frameworks, workloads, clients, rounds, the contenders rotated.
-
-        Returns:
-            (framework, workload, clients, round, contender) tuples: a cell's rounds
-            interleave its contenders, each round starting with another one.
-        """
+        """Every measurement: frameworks, workloads, clients, rounds, the contenders rotated."""
         s = self.settings
         steps = []
         for framework in s.frameworks:
@@ -408,12 +342,7 @@ class WebBench:
     def measure(
         self, contender: WebContender, workload: str, clients: int
     ) -> tuple[Load, list[int]]:
-        """One measurement: start the contender's server, load it, stop it.
-
-        Returns:
-            The load's result (with the WAL written in its window), and the server's
-            processes (all gone by now).
-        """
+        """One measurement: start the contender's server, load it, stop it."""
         s = self.settings
         assert self._wal_conn is not None, "setup() first"
         redis_url = self.redis.url if self.redis is not None and contender.redis else None
@@ -436,11 +365,7 @@ class WebBench:
         return load, server.processes
 
     def run(self, progress: Progress) -> dict[Key, list[Load]]:
-        """Run the plan; a round with a noisy sample is run once more, all contenders.
-
-        Noisy: the host stole more than ``max_steal`` of the CPU, or other processes
-        used more than ``max_others`` of it (`benchmarks.web.report.noisy`).
-        """
+        """Run the plan; a round with a noisy sample is run once more, all contenders."""
         s = self.settings
         samples: dict[Key, list[Load]] = {}
         rounds: dict[tuple[str, str, int, int], list[WebContender]] = {}

@@ -1,30 +1,4 @@
-"""The load generator: N HTTP/1.1 clients, each on its own keep-alive connection.
-
-Each client is a closed loop (send a request, wait for the whole response, send the
-next) on one connection kept open for the whole measurement, with a cookie jar of
-its own: its first request has no cookie, the response's ``Set-Cookie`` gives it its
-session, and every later request sends that cookie back, as a browser does. Clients
-run as asyncio tasks in the benchmark's process, a process apart from the server's.
-
-It speaks HTTP/1.1 over raw asyncio transports (a `asyncio.Protocol`, requests built
-once per cookie change, responses parsed for the status, ``Content-Length`` or
-chunked bodies, ``Set-Cookie`` and ``Connection``) rather than through aiohttp's
-client, because the client shares the machine's two cores with the server and
-PostgreSQL: every microsecond of client CPU per request is taken from them. aiohttp's
-client spends several times as much per request (connector, cookie jar with
-domain matching, multidict headers, response objects and their streams) for features
-no request here needs. The run reports the client's CPU per request and its share
-of one core, and the no-session ceiling of each framework shows how far above the
-session contenders the client can drive one server.
-
-What a client requests is its workload's `Steps`: requests made once (creating its
-session) and then a cycle repeated until the window ends (`steps_for`).
-
-Every answer is checked: the status must be 200, ``/count`` must answer one more
-than the client's previous ``/count`` (1 for its first), and ``/read`` the same
-value as the previous ``/count``. A session that was lost or mixed up with another
-client's stops the run with `SessionLost`: it is never counted as a request served.
-"""
+"""The load generator: N HTTP/1.1 clients, each on its own keep-alive connection."""
 
 from __future__ import annotations
 
@@ -48,24 +22,14 @@ READS_PER_WRITE = 9
 
 @dataclasses.dataclass(frozen=True)
 class Steps:
-    """What one client requests.
-
-    Attributes:
-        first: Requests made once, at the start (they create the session).
-        cycle: Requests repeated, in order, until the window ends.
-    """
+    """What one client requests."""
 
     first: tuple[str, ...]
     cycle: tuple[str, ...]
 
 
 def steps_for(workload: str, sessions: bool) -> Steps:
-    """The requests of `workload` (one of ``write``, ``read``, ``mostly``).
-
-    Args:
-        workload: What the clients do.
-        sessions: False for a no-session ceiling, which answers ``/ping`` only.
-    """
+    """The requests of `workload` (one of ``write``, ``read``, ``mostly``)."""
     if not sessions:
         return Steps((), ("/ping",))
     if workload == "write":
@@ -130,14 +94,7 @@ class Jar:
 
 
 def parse(buffer: bytearray, jar: Jar) -> tuple[Response, int] | None:
-    """Parse one response from the front of `buffer`, applying its cookies to `jar`.
-
-    Returns:
-        The response and how many bytes it took, or None if it is not all there yet.
-
-    Raises:
-        HttpError: If the response can't be delimited on a kept-alive connection.
-    """
+    """Parse one response from the front of `buffer`, applying its cookies to `jar`."""
     end = buffer.find(b"\r\n\r\n")
     if end < 0:
         return None
@@ -198,12 +155,7 @@ def parse(buffer: bytearray, jar: Jar) -> tuple[Response, int] | None:
 
 
 class Connection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection: one request at a time.
-
-    Args:
-        host: The ``Host`` header's value.
-        jar: The client's cookie jar (kept across reconnections).
-    """
+    """One keep-alive HTTP/1.1 connection: one request at a time."""
 
     def __init__(self, host: str, jar: Jar) -> None:
         self.host = host
@@ -279,15 +231,7 @@ class Connection(asyncio.Protocol):
 
 @dataclasses.dataclass
 class Load:
-    """One measurement's result on the client side.
-
-    Attributes:
-        sample: Requests completed in the window, their latencies, and the
-            machine's noise and CPU time over the window.
-        reconnects: How often a server closed a connection it should have kept.
-        wal_bytes: The WAL PostgreSQL wrote between the window's start and end
-            (set by the benchmark, which reads the WAL position; None if not read).
-    """
+    """One measurement's result on the client side."""
 
     sample: Sample
     reconnects: int
@@ -354,27 +298,7 @@ async def run_load(
     duration: float,
     probe: Probe | None = None,
 ) -> Load:
-    """Run `clients` clients against 127.0.0.1:`port` for `warmup` + `duration` seconds.
-
-    Args:
-        port: The server's port.
-        steps: What each client requests (a path: that one, again and again).
-        counts: Check every answer against the client's count (`WRITE`, `READ`).
-        clients: Concurrent clients, each with its own connection and cookies.
-        warmup: Seconds before counting starts (the clients' first requests, which
-            create their sessions, fall in it).
-        duration: Seconds counted.
-        probe: Takes the noise and CPU snapshots at the window's start and end.
-
-    Returns:
-        The sample and the reconnection count.
-
-    Raises:
-        HttpError: A response was wrong (`SessionLost` for a lost session).
-        OSError: A connection failed.
-        TimeoutError: The measurement did not end within `STUCK_AFTER` seconds of
-            its window.
-    """
+    """Run `clients` clients against 127.0.0.1:`port` for `warmup` + `duration` seconds."""
     if isinstance(steps, str):
         steps = Steps((), (steps,))
     win = window(warmup, duration)

@@ -1,38 +1,4 @@
-"""The web benchmark's contenders: a framework, the store behind its sessions, a server.
-
-Nothing here imports a web framework: the main process is the load generator, and a
-contender's framework is imported only in the server process that serves it
-(`benchmarks.web.serve`, building the app with `benchmarks.web.apps`).
-
-Every framework has:
-
-- a **no-session ceiling** (``<framework>_none``): the same framework on the same
-  server, with no session middleware, answering ``GET /ping``; what one worker of the
-  framework can serve at all, and the load the client can generate;
-- its **default store** (the one ratios are taken to): Litestar's server-side
-  sessions on ``MemoryStore``, aiohttp-session's ``EncryptedCookieStorage``, Django's
-  ``db`` backend, Flask's signed cookie, Starlette's own ``SessionMiddleware`` (a
-  signed cookie);
-- other stores it ships (Litestar's ``FileStore``, Django's ``cached_db``,
-  starsessions' ``InMemoryStore``);
-- its usual **Redis** store, set up as its users set it up (starsessions'
-  ``RedisStore``, Litestar's ``RedisStore``, Django's ``cache`` backend on
-  ``RedisCache``, Flask-Session's Redis interface, aiohttp-session's
-  ``RedisStorage``), against one ``redis-server`` the benchmark starts
-  (`benchmarks.web.redis_server`): the store sessionstore is most often weighed
-  against;
-- sessionstore's integration for it, twice: ``sessionstore`` (its settings for
-  renewing an unchanged session's expiry when due) and
-  ``sessionstore-every-request`` (renewing it on every request), both from
-  `benchmarks.web.apps.renew_after`.
-
-Every session contender answers ``GET /count`` (read an integer from the session,
-add one, store it, return it) and ``GET /read`` (return the integer, changing
-nothing); which of them the clients send is the workload (`WORKLOADS`).
-
-Quart has no contender set: Quart is not one of the frameworks measured here (its
-integration shares Flask's session layer, which Flask's contenders measure).
-"""
+"""The web benchmark's contenders: a framework, the store behind its sessions, a server."""
 
 from __future__ import annotations
 
@@ -82,21 +48,7 @@ DJANGO_INTEGRATION = "sessionstore.integrations.django"
 
 @dataclasses.dataclass(frozen=True)
 class WebContender:
-    """One app to serve and load.
-
-    Attributes:
-        key: ``<framework>_<store>``, the contender's name in the JSON.
-        framework: One of `FRAMEWORKS`.
-        store: What keeps the sessions: ``"none"`` (the no-session ceiling),
-            ``"sessionstore"`` or ``"sessionstore-every-request"``, ``"redis"``, or
-            the framework's own (``"memory"``, ``"file"``, ``"cookie"``, ``"db"``,
-            ``"cached_db"``).
-        label: What the table calls it.
-        default: The framework's default store: the ratios are taken to it.
-        optional: A module it needs may not exist yet (`needs`): then it is
-            reported as not available instead of failing the run.
-        needs: Modules beyond the framework's that must exist for it to run.
-    """
+    """One app to serve and load."""
 
     key: str
     framework: str

@@ -1,17 +1,4 @@
-"""The web benchmark's Django project: settings, views and URLs in one module.
-
-`configure` sets Django up in the server process for one contender (its
-``SESSION_ENGINE``); this module is then also the ``ROOT_URLCONF``. The database is
-the benchmark's, through Django's PostgreSQL backend (psycopg 3) with persistent
-connections (``CONN_MAX_AGE = None``: one per worker thread, kept across requests,
-as production settings keep them; Django's default of 0 would connect on every
-request). Django's own backends run behind Django's ``SessionMiddleware``,
-sessionstore's behind its engine's (which applies the session manager's decision,
-as its docs set it up). The Redis contender is the ``cache``
-backend on Django's own ``RedisCache`` as the default cache, as Django's docs set
-it up (``cached_db`` keeps the local-memory cache it has always been measured
-with).
-"""
+"""The web benchmark's Django project: settings, views and URLs in one module."""
 
 from __future__ import annotations
 

@@ -1,17 +1,4 @@
-"""The Redis server of the web benchmark's Redis contenders: started and stopped here.
-
-Debian's ``redis-server`` (``apt-get install -y redis-server``) is run as a child
-of the benchmark, never the system's service: on 127.0.0.1, a free port, its
-working directory a temp dir of its own, and no persistence (``--save ''
---appendonly no``), so that it writes nothing to disk and needs no rights beyond
-the user's (it runs as whoever runs the benchmark). Sessions in Redis then cost
-what Redis users usually run it with for sessions: memory only. The server is
-preloaded with as many keys as the PostgreSQL tables have rows, so that every
-store holds the same number of sessions.
-
-Without ``redis-server`` the benchmark fails at once with the command that
-installs it: a Redis contender is never silently left out.
-"""
+"""The Redis server of the web benchmark's Redis contenders: started and stopped here."""
 
 from __future__ import annotations
 
@@ -41,11 +28,7 @@ class RedisError(RuntimeError):
 
 
 def find_redis_server() -> str:
-    """The redis-server binary.
-
-    Raises:
-        RedisError: If there is none, with the command that installs it.
-    """
+    """The redis-server binary."""
     found = shutil.which("redis-server") or (str(DEBIAN_PATH) if DEBIAN_PATH.exists() else None)
     if found is None:
         raise RedisError(
@@ -71,12 +54,7 @@ def _ping(port: int) -> bool:
 
 
 class RedisServer:
-    """One redis-server, as a context manager.
-
-    Attributes:
-        port: Its port on 127.0.0.1 (0 until started).
-        version: What ``redis-server --version`` says.
-    """
+    """One redis-server, as a context manager."""
 
     def __init__(self) -> None:
         self.binary = find_redis_server()
@@ -107,11 +85,7 @@ class RedisServer:
         self.stop()
 
     def start(self) -> None:
-        """Start it and wait until it answers PING.
-
-        Raises:
-            RedisError: If it did not start (its log is in the message).
-        """
+        """Start it and wait until it answers PING."""
         self.version = subprocess.run(
             [self.binary, "--version"], capture_output=True, text=True, check=True
         ).stdout.strip()

@@ -1,15 +1,4 @@
-"""The web benchmark's summaries: medians, percentiles, ratios, noise, and the tables.
-
-For each (framework, workload, contender, clients): requests/s is the median of the kept
-rounds (a round is left out when the host stole more than ``max_steal`` of the
-CPU during it, or other processes used more than ``max_others`` of the machine:
-on a machine shared with other people's test suites the second is the usual
-noise), p50 and p99 are taken over the latencies of the kept rounds
-together, CPU and WAL figures are medians of the kept rounds'. Every contender is
-compared with its framework's default store and with its Redis store at the same
-workload and number of clients (so sessionstore's row in the ``x redis`` column is
-the ratio sessionstore/Redis).
-"""
+"""The web benchmark's summaries: medians, percentiles, ratios, noise, and the tables."""
 
 from __future__ import annotations
 
@@ -28,40 +17,7 @@ Key = tuple[str, str, str, int]  # (framework, workload, contender key, clients)
 
 @dataclasses.dataclass
 class WebCell:
-    """The summary of one contender at one number of clients.
-
-    Attributes:
-        framework: The framework.
-        workload: What the clients did (`benchmarks.web.contenders.WORKLOADS`).
-        contender: The contender's key.
-        label: The contender's label.
-        store: What keeps its sessions (``"none"`` for the ceiling).
-        clients: Concurrent clients.
-        requests_per_s: Median throughput of the kept rounds.
-        rounds_requests_per_s: Each round's throughput (noisy ones included).
-        p50_ms: Median latency over the kept rounds, milliseconds.
-        p99_ms: 99th percentile latency, milliseconds.
-        mean_ms: Mean latency, milliseconds.
-        requests: Requests counted in the kept rounds.
-        default: Whether this is the framework's default store.
-        vs_default: Throughput over the default store's, same workload and clients.
-        vs_redis: Throughput over the framework's Redis store's, same workload and
-            clients.
-        wal_bytes_per_request: The WAL PostgreSQL wrote per request counted
-            (median of the kept rounds; every contender's, so that the stores
-            that write nothing to PostgreSQL show the background's share).
-        rounds_noisy: Rounds left out for steal or other processes' load above the
-            thresholds.
-        missing: Every round was left out.
-        steal_by_round: The share of CPU the host stole in each round (0-1).
-        others_by_round: Other processes' share of the machine in each round.
-        steal_max: The most the host stole in any round.
-        client_us_per_request: The load generator's CPU per request, µs.
-        client_core: The share of one core the load generator used.
-        server_us_per_request: The web server's CPU per request (all its processes), µs.
-        db_us_per_request: PostgreSQL's CPU per request (all its processes), µs.
-        reconnects: Connections the server closed (keep-alive refused), all rounds.
-    """
+    """The summary of one contender at one number of clients."""
 
     framework: str
     workload: str
@@ -225,14 +181,7 @@ def format_tables(
     servers: Mapping[str, str],
     unavailable: Mapping[str, str],
 ) -> str:
-    """One table per framework: a row per contender and number of clients.
-
-    Args:
-        cells: The run's cells.
-        frameworks: The frameworks, in order.
-        servers: What served each framework (its description).
-        unavailable: Contender keys that could not run, and why.
-    """
+    """One table per framework: a row per contender and number of clients."""
     lines = [
         "workload: write (every request changes the session), read (one write creates it, "
         "then reads only), mostly (nine reads per write); "

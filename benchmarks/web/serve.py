@@ -1,23 +1,4 @@
-"""The server process of one web benchmark contender: ``python -m benchmarks.web.serve``.
-
-The benchmark starts one of these per measurement, in a session of its own, with the
-listening socket already bound by the benchmark (``--fd``: connections queue in its
-backlog from the start, so readiness is simply the first answer to ``GET /ping``).
-It serves with ONE worker, so that every contender gets one core's worth of Python
-and the comparison is per core:
-
-- ``uvicorn`` (Litestar, Starlette): one process, its httptools parser and asyncio
-  loop, lifespan on (the apps open their pools there);
-- ``aiohttp``: aiohttp's own server (``AppRunner`` and ``SockSite``) on asyncio;
-- ``gunicorn`` (Django, Flask): the master and ONE ``gthread`` worker with
-  ``--threads`` threads: the sync worker class would close every connection after
-  its response, and the clients keep theirs alive.
-
-SIGTERM stops it gracefully (the apps close their pools); the benchmark then checks
-that no process of the session is left.
-
-``--migrate-django DSN`` instead creates Django's session table and exits.
-"""
+"""The server process of one web benchmark contender: ``python -m benchmarks.web.serve``."""
 
 from __future__ import annotations
 

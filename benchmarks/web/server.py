@@ -1,18 +1,4 @@
-"""Start, check and stop the server process of one measurement.
-
-The benchmark binds the listening socket itself (127.0.0.1, a free port, a backlog
-of 1024) and hands it to the child (`benchmarks.web.serve`) by file descriptor, then
-closes its own copy: connections queue in the backlog from the first instant, so
-readiness is one ``GET /ping`` that blocks until the app answers, with no polling;
-and if the child dies, the socket dies with it, so that request fails at once
-instead of hanging.
-
-The child runs in a session (process group) of its own. Stopping it sends SIGTERM
-to the server (gunicorn's master passes it to its worker), waits for it, kills the
-group if it does not stop in time, and then looks for any process of the group
-still alive: there must be none (a server that leaves workers behind fails the
-run, after they are killed).
-"""
+"""Start, check and stop the server process of one measurement."""
 
 from __future__ import annotations
 
@@ -80,12 +66,7 @@ def group_members(pgid: int) -> list[int]:
 
 
 class WebServer:
-    """The server process of one contender, as a context manager.
-
-    Args:
-        contender: What to serve.
-        config: The app's settings (its ``workdir`` is replaced by a fresh one).
-    """
+    """The server process of one contender, as a context manager."""
 
     def __init__(self, contender: WebContender, config: AppConfig) -> None:
         self.contender = contender
@@ -184,12 +165,7 @@ class WebServer:
         return f"{status}; its output:\n{text}" if text else status
 
     def stop(self) -> None:
-        """Stop the server gracefully (or kill it), and check that nothing is left.
-
-        Raises:
-            ServerError: If a process of the server's group outlived it (it is
-                killed first).
-        """
+        """Stop the server gracefully (or kill it), and check that nothing is left."""
         proc, self._proc = self._proc, None
         try:
             if proc is not None:
