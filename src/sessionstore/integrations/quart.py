@@ -53,13 +53,9 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface[AsyncStore]
     """Quart's session interface, with the sessions stored through an `AsyncStore`.
 
     Set it as ``app.session_interface``; open the store's pool in the loop that
-    serves the app (``before_serving``), in each process.
-
-    Args:
-        store: The store to keep sessions in.
-        **options: ``session_only_ttl``, ``serializer``, ``lifetime``,
-            ``renew_after``, ``secure``, ``samesite``: as the Flask integration's
-            ``PostgresSessionInterface`` takes them.
+    serves the app (``before_serving``), in each process. It takes the options of
+    the Flask integration's ``PostgresSessionInterface`` (``session_only_ttl``,
+    ``serializer``, ``lifetime``, ``renew_after``, ``secure``, ``samesite``).
 
     Raises:
         TypeError: If `store` is not an `AsyncStore`, or a setting has the wrong type.
