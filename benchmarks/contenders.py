@@ -128,7 +128,8 @@ class Run:
 
 def measure_python(contender: Contender, run: Run, inputs: Inputs) -> Sample:
     """Measure a threaded or asyncio contender: open its pool, run the workers, close it."""
-    _wire.enabled = contender.wire
+    enabled = _wire.enabled
+    _wire.enabled = contender.wire and _wire.AVAILABLE
     try:
         if contender.kind == "thread":
             return _measure_threads(contender, run, inputs)
@@ -136,7 +137,7 @@ def measure_python(contender: Contender, run: Run, inputs: Inputs) -> Sample:
             return asyncio.run(_measure_tasks(contender, run, inputs))
         raise ValueError(f"{contender.key} is not a Python contender")
     finally:
-        _wire.enabled = True
+        _wire.enabled = enabled
 
 
 def _pool_kwargs(contender: Contender) -> dict[str, Any]:

@@ -7,6 +7,9 @@ Where the path matters, a test reads back from PostgreSQL itself
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
+import textwrap
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -202,3 +205,40 @@ def test_a_statements_name_is_its_query_and_types() -> None:
     assert _name(b"SELECT $1", (25,)) != _name(b"SELECT $1", (0,))
     assert _name(b"SELECT $1", (25,)) != _name(b"SELECT $2", (25,))
     assert _name(b"SELECT $1", (25,)).startswith(b"_sessionstore_")
+
+
+def test_a_psycopg_without_the_names_wire_uses_still_works(
+    sessionstore_dsn: str, tmp_path: Any
+) -> None:
+    """A psycopg release that moved a name `_wire` uses: the stores take the public path."""
+    script = tmp_path / "moved.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import datetime as dt
+            import psycopg.generators
+            del psycopg.generators.execute  # as a release that moved it would have it
+
+            from psycopg_pool import ConnectionPool
+            from sessionstore import Store, _wire
+            from sessionstore.cleanup import NoCleanup
+
+            assert not _wire.AVAILABLE and not _wire.enabled
+            with ConnectionPool({sessionstore_dsn!r}, kwargs={{"autocommit": True}}) as pool:
+                store = Store(pool, cleanup=NoCleanup())
+                expiry = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+                store.commit("t" * 43, b"public path", expiry)
+                assert store.find("t" * 43) == b"public path"
+                with pool.connection() as conn:
+                    names = [r[0] for r in conn.execute("SELECT name FROM pg_prepared_statements")]
+                store.close()
+            print("ok", names)
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "error", str(script)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok")
+    assert "_sessionstore_" not in result.stdout  # nothing ran on _wire
