@@ -1,4 +1,4 @@
-"""What the integrations share: tokens, the session's owner, listings, the missing-extra error."""
+"""What the integrations share: tokens, owners, listings, headers, the missing extra."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .._core import OwnedSession, hash_token
 #: Tokens as SCS issues them: 32 random bytes in url-safe base64 without padding.
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 
-#: The server-side lifetime of a session whose cookie lasts as long as the browser
+#: The server-side idle timeout of a session whose cookie lasts as long as the browser
 #: runs: the server never learns when the browser closes.
 DEFAULT_SESSION_ONLY_TTL = dt.timedelta(hours=24)
 
@@ -52,17 +52,10 @@ class UserSession:
 
 
 def is_current(key: str, token: str | None) -> bool:
-    """Tell whether a stored key is that of `token`, with or without ``hash_tokens``.
+    """Whether a stored key is `token`'s, with or without ``hash_tokens``.
 
-    Checking both forms needs no knowledge of the store's setting: a raw token equal
-    to the hash of another token would be a SHA-256 preimage.
-
-    Args:
-        key: An `OwnedSession.key`.
-        token: The request's token, or None.
-
-    Returns:
-        True if `key` stores `token`.
+    Both forms are checked, so no knowledge of the store's setting is needed: a raw
+    token equal to the hash of another would be a SHA-256 preimage.
     """
     return token is not None and key in (token, hash_token(token))
 
@@ -70,16 +63,7 @@ def is_current(key: str, token: str | None) -> bool:
 def listing(
     owned: list[OwnedSession], token: str | None, decode: Callable[[bytes], dict[str, Any]]
 ) -> list[UserSession]:
-    """Turn the store's `OwnedSession` rows into `UserSession`s for one request.
-
-    Args:
-        owned: What the store's ``sessions_of`` returned.
-        token: The request's token, to mark its own session.
-        decode: Turns stored data into a dict (returns ``{}`` when it can't).
-
-    Returns:
-        The sessions, in the store's order (soonest to expire first).
-    """
+    """The store's `OwnedSession` rows as `UserSession`s, `token`'s marked current."""
     return [UserSession(s.key, s.expiry, is_current(s.key, token), decode(s.data)) for s in owned]
 
 
@@ -93,16 +77,10 @@ def owner_of(data: object) -> str | None:
 
 
 async def create_fresh(create: Callable[[str], Awaitable[bool]]) -> str:
-    """Save a new session under a fresh token with ``create``; retry on a collision.
+    """Save a new session under a fresh token with `create` (False: taken); the token.
 
     `create` never overwrites a live session, so a token that happens to be taken
-    leaves the other session alone and is simply replaced by another.
-
-    Args:
-        create: Saves the session under the token it is given; False if taken.
-
-    Returns:
-        The token the session was saved under.
+    leaves the other session alone and is replaced by another.
 
     Raises:
         RuntimeError: If every attempt collided (a broken random source).
@@ -116,17 +94,7 @@ async def create_fresh(create: Callable[[str], Awaitable[bool]]) -> str:
 
 
 def create_fresh_sync(create: Callable[[str], bool]) -> str:
-    """`create_fresh` for a synchronous ``create``.
-
-    Args:
-        create: Saves the session under the token it is given; False if taken.
-
-    Returns:
-        The token the session was saved under.
-
-    Raises:
-        RuntimeError: If every attempt collided (a broken random source).
-    """
+    """`create_fresh` for a synchronous `create`."""
     for _ in range(_CREATE_ATTEMPTS):
         token = new_token()
         if create(token):
@@ -136,38 +104,21 @@ def create_fresh_sync(create: Callable[[str], bool]) -> str:
 
 
 def new_token() -> str:
-    """Return a fresh session token: 32 random bytes, url-safe base64 (43 characters).
-
-    Returns:
-        The token.
-    """
+    """A fresh session token: 32 random bytes, url-safe base64 (43 characters)."""
     return secrets.token_urlsafe(32)
 
 
 def is_token(value: object) -> bool:
-    """Tell whether a cookie value has the shape of a token this library issues.
+    """Whether a cookie value has the shape of a token this library issues.
 
     Anything else (empty, tampered, another library's ID) is never looked up: it can
     name no session, and the check keeps odd input away from the database.
-
-    Args:
-        value: The cookie's value.
-
-    Returns:
-        True if it is 43 url-safe base64 characters.
     """
     return isinstance(value, str) and _TOKEN_RE.fullmatch(value) is not None
 
 
 def to_timedelta(value: dt.timedelta | float, name: str) -> dt.timedelta:
-    """Check a duration given in seconds or as a timedelta.
-
-    Args:
-        value: The duration.
-        name: The option's name, for the error message.
-
-    Returns:
-        The duration as a timedelta.
+    """A positive duration given in seconds or as a timedelta.
 
     Raises:
         TypeError: If it is neither a number nor a timedelta.
@@ -182,16 +133,7 @@ def to_timedelta(value: dt.timedelta | float, name: str) -> dt.timedelta:
 
 
 def missing_extra(module: str, extra: str, exc: ImportError) -> ImportError:
-    """Build the ImportError raised when an integration's extra is not installed.
-
-    Args:
-        module: The integration module, e.g. ``"sessionstore.integrations.flask"``.
-        extra: The extra that installs its dependencies, e.g. ``"flask"``.
-        exc: The original ImportError.
-
-    Returns:
-        An ImportError whose message says what to install.
-    """
+    """The ImportError raised when an integration's extra is not installed: what to install."""
     missing = exc.name or "a dependency"
     error = ImportError(
         f'{module} needs {missing}, which is not installed: pip install "sessionstore[{extra}]"',
@@ -207,15 +149,9 @@ NO_CACHE_SET_COOKIE = 'no-cache="Set-Cookie"'
 
 
 def vary_with_cookie(values: list[str]) -> str | None:
-    """The ``Vary`` value with ``Cookie`` merged in, or None if it is there already.
+    """The one ``Vary`` value with ``Cookie`` merged into `values`; None if it is there.
 
-    Args:
-        values: The response's ``Vary`` header values (possibly several, each a
-            comma-separated list).
-
-    Returns:
-        The single value to set (the old ones joined, then ``Cookie``), or None when
-        nothing changes (``Cookie`` or ``*`` is listed).
+    `values` may be several headers, each a comma-separated list; ``*`` covers it.
     """
     names = [name.strip() for value in values for name in value.split(",") if name.strip()]
     if any(name == "*" or name.lower() == "cookie" for name in names):
@@ -224,14 +160,10 @@ def vary_with_cookie(values: list[str]) -> str | None:
 
 
 def cache_control_with_no_cache_set_cookie(values: list[str]) -> str | None:
-    """The ``Cache-Control`` value with ``no-cache="Set-Cookie"`` merged in.
+    """The one ``Cache-Control`` value with ``no-cache="Set-Cookie"`` merged in.
 
-    Args:
-        values: The response's ``Cache-Control`` header values.
-
-    Returns:
-        The single value to set, or None when nothing changes (the directive, or a
-        plain ``no-cache`` or ``no-store``, which covers it, is there already).
+    None when nothing changes: the directive, or a plain ``no-cache`` or ``no-store``
+    (which covers it), is there already.
     """
     directives = [d.strip() for value in values for d in value.split(",") if d.strip()]
     for directive in directives:
