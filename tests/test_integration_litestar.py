@@ -416,8 +416,6 @@ def test_the_idle_timeout_ends_a_session(serve: Callable[..., App]) -> None:
 
 
 def test_the_lifetime_ends_a_busy_session(serve: Callable[..., App]) -> None:
-    # An idle timeout of 4 s: the lifetime counts from the creation time in whole
-    # seconds, up to 1 s before the session was made, which the check allows idle/2 for.
     app = serve(
         contract_routes,
         lifetime=dt.timedelta(seconds=4),
