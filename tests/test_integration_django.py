@@ -1030,9 +1030,12 @@ def test_data_signed_with_another_secret_is_not_trusted(
     example: Server, db: psycopg.Connection[Any]
 ) -> None:
     key = "f" * 32
-    forged = signing.dumps(
-        {SESSION_KEY: "mallory"}, key="not-the-secret", salt=SessionStore().key_salt, compress=True
+    # Signed in this process without its settings (only some tests configure them):
+    # the engine's salt as Django's SessionBase.key_salt makes it, and no fallbacks.
+    signer = signing.TimestampSigner(
+        key="not-the-secret", salt="django.contrib.sessions.SessionStore", fallback_keys=[]
     )
+    forged = signer.sign_object({SESSION_KEY: "mallory"}, compress=True)
     db.execute(
         "INSERT INTO sessions (token, data, expiry) VALUES (%s, %s, now() + interval '1 hour')",
         (key, forged.encode()),

@@ -353,15 +353,29 @@ class _Signals:
         self._raising = True
         self._on_signal: Callable[[], None] | None = None
         self._saved: dict[int, Any] = {}
+        self._unraisable = sys.unraisablehook
 
     def __enter__(self) -> _Signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._saved[sig] = signal.signal(sig, self._handle)
+        self._unraisable = sys.unraisablehook
+        sys.unraisablehook = self._dropped
         return self
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._saved.items():
             signal.signal(sig, handler)
+        sys.unraisablehook = self._unraisable
+
+    def _dropped(self, unraisable: Any) -> None:
+        """Keep quiet about an interrupt that landed where Python can't raise it.
+
+        A signal can arrive while the main thread runs a weakref callback or a
+        ``__del__``: the handler's `_Interrupted` is dropped there, with a traceback
+        on stderr. `received` is set all the same, so `serving` raises it again.
+        """
+        if not isinstance(unraisable.exc_value, _Interrupted):
+            self._unraisable(unraisable)
 
     def serving(self, on_signal: Callable[[], None] | None = None) -> None:
         """From now on a signal only asks the server to stop.
