@@ -661,9 +661,20 @@ class Store:
         with measure(self._metrics, "create_table"):
             created, index_pending = self._run("create_table", steps, create_table_hint)
             if index_pending:
-                self._run_outside_transaction(
-                    "create_table", owner_index_steps(self._core), create_table_hint
-                )
+                try:
+                    self._run_outside_transaction(
+                        "create_table", owner_index_steps(self._core), create_table_hint
+                    )
+                except DatabaseError as exc:
+                    # Two processes building the index at once (workers starting
+                    # together) deadlock: each CONCURRENTLY build waits for the
+                    # other's snapshot. The one PostgreSQL cancels finds the index
+                    # there the second time (IF NOT EXISTS) and goes on.
+                    if exc.sqlstate != "40P01":
+                        raise
+                    self._run_outside_transaction(
+                        "create_table", owner_index_steps(self._core), create_table_hint
+                    )
         return bool(created)
 
     def stop_cleanup(self) -> None:
