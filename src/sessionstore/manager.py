@@ -16,9 +16,9 @@ import copy
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ._core import OwnedSession, Versioned, validate_owner
 from .errors import ConcurrentUpdateError
@@ -235,9 +235,11 @@ class SessionManager:
 
     def token_of(self, cookie: object) -> str | None:
         """The token a cookie value holds, if it has the shape of one this library issues."""
-        if cookie is not None and not is_token(cookie):
+        if isinstance(cookie, str) and is_token(cookie):
+            return cookie
+        if cookie is not None:
             logger.debug("ignoring a session cookie that is not a token; new session")
-        return cookie if is_token(cookie) else None  # type: ignore[return-value]
+        return None
 
     def load(self, cookie: str | None) -> Steps[Loaded]:
         """Load the session a request's cookie names.
@@ -481,7 +483,7 @@ def run(steps: Steps[T], store: Store) -> T:
             try:
                 step = steps.send(result)
             except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+                return cast(T, done.value)
             result = _call(step, store)
 
 
@@ -497,7 +499,7 @@ async def arun(steps: Steps[T], store: AsyncStore) -> T:
             try:
                 step = steps.send(result)
             except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+                return cast(T, done.value)
             result = await _acall(step, store)
 
 
@@ -539,10 +541,7 @@ async def _acall(step: Step, store: AsyncStore) -> Any:
         case Touch(token, expiry):
             return await store.touch(token, expiry)
         case Create(data, expiry, owner):
-            create: Callable[[str], Awaitable[bool]] = lambda token: store.create(  # noqa: E731
-                token, data, expiry, owner=owner
-            )
-            return await create_fresh(create)
+            return await create_fresh(lambda token: store.create(token, data, expiry, owner=owner))
         case Delete(token):
             return await store.delete(token)
         case SessionsOf(owner):
