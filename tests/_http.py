@@ -87,9 +87,11 @@ class Client:
         self.jar = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
 
-    def get(self, path: str, cookie: str | None = None) -> Reply:
+    def get(self, path: str, cookie: str | None = None, agent: str | None = None) -> Reply:
         """GET with the jar's cookies, or with exactly `cookie` as the Cookie header."""
         request = urllib.request.Request(self.base + path)
+        if agent is not None:
+            request.add_header("User-Agent", agent)
         opener = self.opener
         if cookie is not None:
             request.add_header("Cookie", cookie)

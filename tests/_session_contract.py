@@ -12,10 +12,24 @@ in its framework (the session is loaded before the gate, changed after it; see
 - ``GET /c/logout``: clear the session.
 - ``GET /c/arrived?group=G``: how many requests reached gate G.
 - ``GET /c/release?hold=H``: release the requests held at H.
+
+The per-user checks (`check_devices_are_listed_and_revoked` and the next three) serve
+the app on a store with ``owners=True`` and ``max_sessions_per_owner=CAP``, its
+integration set to record devices and to rotate tokens every `ROTATE_EVERY` seconds
+with a grace of `ROTATE_GRACE` seconds, and these routes on top:
+
+- ``GET /c/login?user=U``: the integration's login helper signs U in; ``ok``.
+- ``GET /c/sessions``: the integration's listing of the user's sessions, as JSON: a
+  list of objects with ``id``, ``current``, ``created``, ``last_seen``, ``expiry``,
+  ``signed_in`` (ISO 8601 or null), ``ip`` and ``user_agent``.
+- ``GET /c/revoke?id=ID``: the integration's revoke; ``true`` or ``false``.
+- ``GET /c/fresh?within=S``: whether the user signed in within S seconds;
+  ``true`` or ``false``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import secrets
 import threading
@@ -36,9 +50,10 @@ class Served:
     base: str
     cookie: str
 
-    def get(self, path: str, token: str | None = None) -> Reply:
+    def get(self, path: str, token: str | None = None, agent: str | None = None) -> Reply:
         """GET as a browser holding the session cookie `token` (or none)."""
-        return Client(self.base).get(path, cookie=f"{self.cookie}={token}" if token else "")
+        cookie = f"{self.cookie}={token}" if token else ""
+        return Client(self.base).get(path, cookie=cookie, agent=agent)
 
     def start(self) -> str:
         """A new session with one key; its token."""
@@ -160,6 +175,95 @@ def check_the_lifetime_ends_a_busy_session(app: Served, idle: float, lifetime: f
         time.sleep(idle / 3)
     time.sleep(max(0.0, lifetime - (time.monotonic() - started)) + 0.5)
     assert app.data(token) == {}
+
+
+#: The per-user app's settings (see the module's docstring).
+CAP = 2
+ROTATE_EVERY = 2.0
+ROTATE_GRACE = 1.5
+
+
+def logged_in(app: Served, user: str, agent: str) -> str:
+    """A new session of `user` from a client with `agent`; its token."""
+    token = app.start()
+    reply = app.get(f"/c/login?user={user}", token, agent)
+    assert reply.status == 200, reply.body
+    fresh = cookie_value(reply, app.cookie)
+    assert fresh
+    assert fresh != token  # a login renews the token
+    return fresh
+
+
+def listing(app: Served, token: str) -> list[dict[str, Any]]:
+    reply = app.get("/c/sessions", token)
+    assert reply.status == 200, reply.body
+    listed: list[dict[str, Any]] = json.loads(reply.body)
+    return listed
+
+
+def check_devices_are_listed_and_revoked(app: Served) -> None:
+    laptop = logged_in(app, "ann", "Laptop/1.0")
+    phone = logged_in(app, "ann", "Phone/2.0")
+    other = logged_in(app, "bob", "Laptop/1.0")
+    reply = app.get("/c/sessions", laptop)
+    for token in (laptop, phone, other):
+        assert token not in reply.body  # the listing never holds a token
+    listed = listing(app, laptop)
+    assert sorted(each["user_agent"] for each in listed) == ["Laptop/1.0", "Phone/2.0"]
+    assert {each["ip"] for each in listed} == {"127.0.0.1"}
+    [mine] = [each for each in listed if each["current"]]
+    [theirs] = [each for each in listed if not each["current"]]
+    assert mine["user_agent"] == "Laptop/1.0"
+    for each in listed:
+        created, seen = dt.datetime.fromisoformat(each["created"]), each["last_seen"]
+        assert abs(dt.datetime.now(dt.UTC) - created) < dt.timedelta(minutes=1)
+        assert dt.datetime.fromisoformat(seen) >= created
+        assert dt.datetime.fromisoformat(each["expiry"]) > dt.datetime.now(dt.UTC)
+        assert each["signed_in"] is not None
+    # Bob can't end Ann's session; an id is no token and a token is no id.
+    [bobs] = listing(app, other)
+    assert app.get(f"/c/revoke?id={theirs['id']}", other).body.strip() == "false"
+    assert app.get(f"/c/revoke?id={bobs['id']}", laptop).body.strip() == "false"
+    assert app.get(f"/c/revoke?id={phone}", laptop).body.strip() == "false"
+    assert app.data(phone) != {}
+    assert app.get(f"/c/revoke?id={theirs['id']}", laptop).body.strip() == "true"
+    assert app.data(phone) == {}
+    assert [each["current"] for each in listing(app, laptop)] == [True]
+    assert app.data(other) != {}
+
+
+def check_the_cap_ends_the_oldest_sessions(app: Served) -> None:
+    tokens = [logged_in(app, "cap", f"Device/{i}") for i in range(CAP + 2)]
+    assert len(listing(app, tokens[-1])) == CAP
+    assert [app.data(token) != {} for token in tokens] == [False] * 2 + [True] * CAP
+
+
+def check_tokens_rotate_on_a_timer_with_a_grace(app: Served) -> None:
+    old = logged_in(app, "rot", "Laptop/1.0")
+    assert cookie_value(app.get("/c/set?key=a&value=1", old), app.cookie) in (None, old)
+    time.sleep(ROTATE_EVERY + 0.2)
+    reply = app.get("/c/set?key=b&value=2", old)
+    assert reply.status == 200, reply.body
+    new = cookie_value(reply, app.cookie)
+    assert new
+    assert new != old
+    # A request in flight with the old cookie still works during the grace.
+    assert app.data(old) == {"start": "1", "a": "1", "b": "2"}
+    assert app.data(new) == {"start": "1", "a": "1", "b": "2"}
+    assert len(listing(app, new)) == 1
+    time.sleep(ROTATE_GRACE + 0.5)
+    assert app.data(old) == {}
+    assert app.data(new) == {"start": "1", "a": "1", "b": "2"}
+
+
+def check_re_authentication_asks_when_the_user_signed_in(app: Served) -> None:
+    token = app.start()
+    assert app.get("/c/fresh?within=60", token).body.strip() == "false"
+    token = logged_in(app, "fresh", "Laptop/1.0")
+    assert app.get("/c/fresh?within=60", token).body.strip() == "true"
+    time.sleep(1.2)
+    assert app.get("/c/fresh?within=1", token).body.strip() == "false"
+    assert app.get("/c/fresh?within=60", token).body.strip() == "true"
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:

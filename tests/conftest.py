@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import psycopg
 import pytest
 from _docs import all_blocks
 from _support import Both
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from sessionstore import AsyncStore, Store
+from sessionstore.cleanup import NoCleanup
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -16,6 +20,28 @@ def store(request: pytest.FixtureRequest) -> Both:
     """The test's store, once as `Store` and once as `AsyncStore`."""
     name = "session_store" if request.param == "sync" else "async_session_store"
     return Both(request.getfixturevalue(name))
+
+
+@pytest.fixture(params=["sync", "async"])
+async def open_store(request: pytest.FixtureRequest, sessionstore_dsn: str) -> AsyncIterator[Any]:
+    """A factory of stores on the test's database: ``open_store(**options)``."""
+    kwargs = {"autocommit": True}
+    if request.param == "sync":
+        with ConnectionPool(sessionstore_dsn, min_size=1, max_size=4, kwargs=kwargs) as pool:
+            yield lambda **options: Both(Store(pool, cleanup=NoCleanup(), **options))
+    else:
+        async with AsyncConnectionPool(
+            sessionstore_dsn, min_size=1, max_size=4, kwargs=kwargs
+        ) as apool:
+            yield lambda **options: Both(AsyncStore(apool, cleanup=NoCleanup(), **options))
+
+
+@pytest.fixture
+async def owned(open_store: Any) -> Both:
+    """A store with ``owners=True`` on the test's table, its owner column added."""
+    store: Both = open_store(owners=True)
+    assert await store.create_table() is True  # adds the column and its index
+    return store
 
 
 @pytest.fixture

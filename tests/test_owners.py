@@ -6,17 +6,15 @@ the way a user would (`create_table()` / ``migrate --owners`` on a populated tab
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
 import pytest
 from _support import Both, in_, new_token, table_rows
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import ConnectionPool
 
 from sessionstore import (
     MAX_OWNER_LENGTH,
-    AsyncStore,
     DatabaseError,
     OwnedSession,
     OwnersNotEnabledError,
@@ -32,27 +30,6 @@ def owner_of(db: psycopg.Connection[Any], key: str) -> str | None:
     assert row is not None
     owner: str | None = row[0]
     return owner
-
-
-@pytest.fixture(params=["sync", "async"])
-async def open_store(request: pytest.FixtureRequest, sessionstore_dsn: str) -> AsyncIterator[Any]:
-    """A factory of stores on the test's database: ``open_store(**options)``."""
-    kwargs = {"autocommit": True}
-    if request.param == "sync":
-        with ConnectionPool(sessionstore_dsn, min_size=1, max_size=4, kwargs=kwargs) as pool:
-            yield lambda **options: Both(Store(pool, cleanup=NoCleanup(), **options))
-    else:
-        async with AsyncConnectionPool(
-            sessionstore_dsn, min_size=1, max_size=4, kwargs=kwargs
-        ) as apool:
-            yield lambda **options: Both(AsyncStore(apool, cleanup=NoCleanup(), **options))
-
-
-@pytest.fixture
-async def owned(open_store: Any) -> Both:
-    store: Both = open_store(owners=True)
-    assert await store.create_table() is True  # adds the column and its index
-    return store
 
 
 def test_migrate_owners_on_a_populated_scs_table_keeps_everything(

@@ -15,7 +15,9 @@ import contextlib
 import copy
 import dataclasses
 import datetime as dt
+import hmac
 import logging
+import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -27,9 +29,10 @@ from .integrations._common import (
     UserSession,
     create_fresh,
     create_fresh_sync,
+    is_current,
     is_token,
-    listing,
     owner_of,
+    session_id,
     to_timedelta,
 )
 from .store import Store
@@ -38,6 +41,8 @@ from .store_async import AsyncStore
 __all__ = [
     "CREATED_KEY",
     "DEFAULT_RENEW_AFTER",
+    "DEFAULT_ROTATE_GRACE",
+    "Device",
     "Loaded",
     "Outcome",
     "SessionManager",
@@ -51,6 +56,32 @@ logger = logging.getLogger("sessionstore.manager")
 #: The key under which a session's data holds when it was created (Unix seconds):
 #: the start of its absolute lifetime, kept across token renewals.
 CREATED_KEY = "_session_created"
+
+#: The key under which a session's data holds when its user last signed in (Unix
+#: seconds), for pages that ask for the password again (`signed_in_within`).
+SIGNED_IN_KEY = "_session_signed_in"
+
+#: The key under which a session's data holds when its token was last rotated.
+ROTATED_KEY = "_session_rotated"
+
+#: Set on the old token's row while it is rotated: its requests in flight are served,
+#: but their saves write nothing (the session lives on under the new token).
+MOVED_KEY = "_session_moved"
+
+#: The key under which a session's data holds the device it was signed in from
+#: (``record_devices``): ``{"ip": ..., "user_agent": ...}``.
+DEVICE_KEY = "_session_device"
+
+#: Keys the manager keeps for itself: a session holding only these is empty (the
+#: owner and the sign-in time are not among them: they mean someone is logged in).
+_BOOKKEEPING = frozenset({CREATED_KEY, ROTATED_KEY, MOVED_KEY, DEVICE_KEY})
+
+#: The longest user agent kept; longer ones are cut (they are free text from clients).
+MAX_USER_AGENT = 256
+
+#: How long an old token keeps working after a timed rotation, by default: long
+#: enough for the requests a browser has in flight when the new cookie arrives.
+DEFAULT_ROTATE_GRACE = dt.timedelta(seconds=30)
 
 #: The default share of the idle timeout that must pass before an unchanged
 #: session's expiry is moved again.
@@ -103,6 +134,24 @@ class Create:
 
 
 @dataclass(frozen=True, slots=True)
+class Rotate:
+    """``rotate(token, grace=grace)``; sent the new token or None."""
+
+    token: str
+    grace: dt.timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    """``update(token, data, expiry, owner=owner)``: no version checked; sent whether live."""
+
+    token: str
+    data: bytes
+    expiry: dt.datetime
+    owner: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Delete:
     """``delete(token)``; sent None."""
 
@@ -132,7 +181,9 @@ class Revoke:
     key: str
 
 
-Step = Find | Update | Touch | Create | Delete | SessionsOf | DeleteOwned | Revoke
+Step = (
+    Find | Update | Touch | Create | Rotate | Rewrite | Delete | SessionsOf | DeleteOwned | Revoke
+)
 #: A decision: yields store calls, is sent their results, returns T.
 Steps = Generator[Step, Any, T]
 
@@ -149,6 +200,8 @@ class Loaded:
         version: The row's version when it was read (for the save).
         expiry: The row's expiry when it was read.
         raw: The stored bytes as read (what "unchanged" is compared with).
+        moved: The token was rotated while this request was in flight: the
+            request is served, its save writes nothing.
     """
 
     token: str | None
@@ -158,6 +211,21 @@ class Loaded:
     version: int = 0
     expiry: dt.datetime | None = None
     raw: bytes = b""
+    moved: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """The client a request came from, recorded when a session gets a token.
+
+    Attributes:
+        ip: The client's IP address as the application sees it (behind a proxy,
+            whatever the application trusts, e.g. the first ``X-Forwarded-For``).
+        user_agent: The ``User-Agent`` header.
+    """
+
+    ip: str | None
+    user_agent: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,11 +267,18 @@ class SessionManager:
         renew_after: The share of `idle_timeout` (0 to 1) that must pass since
             the last renewal before an unchanged session's expiry is moved; 0
             renews on every request.
+        rotate_every: Give an active session a new token this often (None: never);
+            the old token keeps working for `rotate_grace`.
+        rotate_grace: How long an old token keeps working after a rotation; shorter
+            than `idle_timeout`.
+        record_devices: Keep the client's IP address and user agent in the session
+            when it gets a token (off by default: they are personal data).
         clock: The current time, timezone-aware (for tests).
 
     Raises:
         TypeError: If a duration or `renew_after` has the wrong type.
-        ValueError: If a duration is not positive or `renew_after` not in [0, 1].
+        ValueError: If a duration is not positive, `renew_after` not in [0, 1], or
+            `rotate_grace` not shorter than `idle_timeout`.
     """
 
     def __init__(
@@ -214,6 +289,9 @@ class SessionManager:
         idle_timeout: dt.timedelta | float,
         lifetime: dt.timedelta | float | None = None,
         renew_after: float = DEFAULT_RENEW_AFTER,
+        rotate_every: dt.timedelta | float | None = None,
+        rotate_grace: dt.timedelta | float = DEFAULT_ROTATE_GRACE,
+        record_devices: bool = False,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.idle_timeout = to_timedelta(idle_timeout, "idle_timeout")
@@ -223,6 +301,13 @@ class SessionManager:
         if not 0 <= renew_after <= 1:
             raise ValueError("renew_after must be between 0 and 1 (a share of idle_timeout)")
         self.renew_after = float(renew_after)
+        self.rotate_every = (
+            None if rotate_every is None else to_timedelta(rotate_every, "rotate_every")
+        )
+        self.rotate_grace = to_timedelta(rotate_grace, "rotate_grace")
+        if self.rotate_every is not None and self.rotate_grace >= self.idle_timeout:
+            raise ValueError("rotate_grace must be shorter than idle_timeout")
+        self.record_devices = bool(record_devices)
         self._dumps = dumps
         self._loads = loads
         self._clock = clock
@@ -230,7 +315,7 @@ class SessionManager:
     def __repr__(self) -> str:
         return (
             f"<SessionManager idle_timeout={self.idle_timeout} lifetime={self.lifetime} "
-            f"renew_after={self.renew_after}>"
+            f"renew_after={self.renew_after} rotate_every={self.rotate_every}>"
         )
 
     def token_of(self, cookie: object) -> str | None:
@@ -272,10 +357,16 @@ class SessionManager:
         loaded.found = True
         loaded.data = data
         loaded.version, loaded.expiry, loaded.raw = row.version, row.expiry, row.data
+        loaded.moved = bool(data.get(MOVED_KEY))
         return loaded
 
     def save(
-        self, loaded: Loaded, data: Mapping[str, Any], *, renew: bool = False
+        self,
+        loaded: Loaded,
+        data: Mapping[str, Any],
+        *,
+        renew: bool = False,
+        device: Device | None = None,
     ) -> Steps[Outcome]:
         """Decide what a request's end writes, and what becomes of the cookie.
 
@@ -288,6 +379,9 @@ class SessionManager:
           values) and the write is tried again;
         - unchanged: the expiry is moved only when renewal is due (`renew_after`);
           most requests write nothing;
+        - due for rotation (`rotate_every`): saved as changed, then moved to a new
+          token; the old one works for `rotate_grace` more, for requests in flight,
+          whose saves write nothing;
         - gone since it was read (a logout, a revoke, the expiry): nothing is
           written and the cookie is deleted; a session is never brought back.
 
@@ -295,6 +389,8 @@ class SessionManager:
             loaded: What `load` returned for this request.
             data: The session's data at the end of the request.
             renew: Save under a fresh token and delete the old row.
+            device: The request's client, kept when the session gets a token and
+                `record_devices` is on.
 
         Returns:
             A decision that returns the `Outcome`.
@@ -305,8 +401,11 @@ class SessionManager:
             TypeError, ValueError: If the data does not serialise or is too large
                 for the store (raised before anything is written).
         """
+        if loaded.moved:
+            logger.debug("session moved to a new token meanwhile: this save writes nothing")
+            return Outcome(loaded.token, expiry=loaded.expiry)
         data = dict(data)
-        if not data.keys() - {CREATED_KEY}:  # emptied, or never filled
+        if not data.keys() - _BOOKKEEPING:  # emptied, or never filled
             if loaded.found and loaded.token is not None:
                 yield Delete(loaded.token)
                 logger.debug("session emptied: row deleted")
@@ -314,18 +413,31 @@ class SessionManager:
             return Outcome(delete_cookie=loaded.had_cookie)
         now = self._clock()
         if renew or not loaded.found:
-            return (yield from self._create(loaded, data, now))
+            return (yield from self._create(loaded, data, now, device))
+        if self._rotation_due(data, now):
+            return (yield from self._rotate(loaded, data, now))
         raw = self._dumps(data)
         # Equal bytes, or equal data stored in another layout (an older serializer
         # setting): either way the request changed nothing.
         if raw == loaded.raw or data == self._decode(loaded.raw):
             return (yield from self._renew(loaded, data, now))
-        return (yield from self._update(loaded, data, raw, now))
+        expiry = self._expiry(data, now)
+        written = yield from self._write(loaded, data, raw, expiry)
+        if isinstance(written, Outcome):
+            return written
+        return Outcome(loaded.token, set_cookie=True, expiry=expiry)
 
-    def _create(self, loaded: Loaded, data: dict[str, Any], now: dt.datetime) -> Steps[Outcome]:
+    def _create(
+        self, loaded: Loaded, data: dict[str, Any], now: dt.datetime, device: Device | None
+    ) -> Steps[Outcome]:
         """Save under a fresh token; delete the old row first."""
         if not loaded.found or not isinstance(data.get(CREATED_KEY), int | float):
             data[CREATED_KEY] = now.timestamp()
+        if self.rotate_every is not None:
+            data[ROTATED_KEY] = now.timestamp()
+        if self.record_devices and device is not None:
+            agent = None if device.user_agent is None else device.user_agent[:MAX_USER_AGENT]
+            data[DEVICE_KEY] = {"ip": device.ip, "user_agent": agent}
         payload = self._dumps(data)  # before the delete: bad data loses nothing
         if loaded.token is not None and loaded.found:
             # First: if the create then fails, the old token is dead all the same.
@@ -343,33 +455,83 @@ class SessionManager:
         remaining = loaded.expiry - now
         if remaining > self.idle_timeout * (1 - self.renew_after) or expiry <= loaded.expiry:
             return Outcome(loaded.token, expiry=loaded.expiry)
+        if self.rotate_every is not None:
+            # A touch checks no version, so it would give back the full idle timeout
+            # to an old token that a rotation has just cut to its grace.
+            if (yield Update(loaded.token, loaded.raw, expiry, loaded.version, owner_of(data))):
+                return Outcome(loaded.token, set_cookie=True, expiry=expiry)
+            # Written meanwhile (which renewed it), moved, or gone.
+            row: Versioned | None = yield Find(loaded.token)
+            return self._gone() if row is None else Outcome(loaded.token, expiry=row.expiry)
         if not (yield Touch(loaded.token, expiry)):
             return self._gone()
         return Outcome(loaded.token, set_cookie=True, expiry=expiry)
 
-    def _update(
-        self, loaded: Loaded, data: dict[str, Any], raw: bytes, now: dt.datetime
-    ) -> Steps[Outcome]:
-        """A changed session: write it if unchanged since read, else merge and retry."""
+    def _write(
+        self, loaded: Loaded, data: dict[str, Any], raw: bytes, expiry: dt.datetime
+    ) -> Steps[dict[str, Any] | Outcome]:
+        """Write changed data if the row is unchanged since read, else merge and retry.
+
+        Returns the data written, or the `Outcome` when it can't be: the session is
+        gone, or moved to a new token by a rotation.
+        """
         assert loaded.token is not None
         base = self._decode(loaded.raw) or {}
         version = loaded.version
-        expiry = self._expiry(data, now)
         for _ in range(MAX_MERGES):
             if (yield Update(loaded.token, raw, expiry, version, owner_of(data))):
-                return Outcome(loaded.token, set_cookie=True, expiry=expiry)
+                return data
             row: Versioned | None = yield Find(loaded.token)
-            if row is None:
+            theirs = None if row is None else self._decode(row.data)
+            if row is None or theirs is None:
                 return self._gone()
-            theirs = self._decode(row.data)
-            if theirs is None:
-                return self._gone()
+            if theirs.get(MOVED_KEY):
+                logger.debug("session moved to a new token meanwhile: this save writes nothing")
+                return Outcome(loaded.token, expiry=row.expiry)
             data = merge(base, data, theirs)
             raw, version = self._dumps(data), row.version
             logger.debug("session written by another request meanwhile: merged, trying again")
         raise ConcurrentUpdateError(
             f"the session was written by other requests {MAX_MERGES} times during one save"
         )
+
+    def _rotation_due(self, data: Mapping[str, Any], now: dt.datetime) -> bool:
+        if self.rotate_every is None:
+            return False
+        since = data.get(ROTATED_KEY, data.get(CREATED_KEY))
+        if not isinstance(since, int | float):
+            return True
+        # A session that ends within the grace is not worth a new token.
+        due = now.timestamp() - since >= self.rotate_every.total_seconds()
+        return due and self._expiry(data, now) - now > self.rotate_grace
+
+    def _rotate(self, loaded: Loaded, data: dict[str, Any], now: dt.datetime) -> Steps[Outcome]:
+        """Move the session to a new token; the old one works for `rotate_grace` more.
+
+        Three statements, once per `rotate_every`: mark the old row moved (as a
+        changed save, merging what other requests wrote), copy it to a new token
+        while cutting the old one's expiry to the grace (the store's atomic
+        `rotate`), then take the mark off the new row, which nobody else knows yet.
+        The mark stops the old token's requests in flight from writing: their
+        writes would be lost with it, and a renewal would give it back a full
+        idle timeout.
+        """
+        assert loaded.token is not None
+        data[ROTATED_KEY] = now.timestamp()
+        expiry = self._expiry(data, now)
+        marked = {**data, MOVED_KEY: True}
+        written = yield from self._write(loaded, marked, self._dumps(marked), expiry)
+        if isinstance(written, Outcome):
+            return written
+        del written[MOVED_KEY]
+        payload, owner = self._dumps(written), owner_of(written)
+        token: str | None = yield Rotate(loaded.token, self.rotate_grace)
+        if token is None:  # it expired meanwhile
+            yield Rewrite(loaded.token, payload, expiry, owner)
+            return Outcome(loaded.token, set_cookie=True, expiry=expiry)
+        yield Rewrite(token, payload, expiry, owner)
+        logger.debug("session token rotated")
+        return Outcome(token, set_cookie=True, expiry=expiry)
 
     @staticmethod
     def _gone() -> Outcome:
@@ -404,18 +566,69 @@ class SessionManager:
 
     @staticmethod
     def log_in(data: dict[str, Any], owner: str) -> None:
-        """Make the session `owner`'s; the caller saves it under a fresh token (``renew``).
+        """Make the session `owner`'s, signed in now; the caller saves it under a fresh token.
 
         Raises:
             TypeError: If `owner` is not a str.
             ValueError: If `owner` is empty, too long, or holds NUL or lone surrogates.
         """
         data[OWNER_KEY] = validate_owner(owner)
+        data[SIGNED_IN_KEY] = time.time()
+
+    def signed_in_within(self, data: Mapping[str, Any], within: dt.timedelta | float) -> bool:
+        """Whether the session's user signed in (`log_in`) no longer than `within` ago.
+
+        For pages that ask for the password again before a sensitive change.
+
+        Raises:
+            TypeError: If `within` is neither a timedelta nor a number of seconds.
+            ValueError: If `within` is not positive.
+        """
+        limit = to_timedelta(within, "within").total_seconds()
+        at = data.get(SIGNED_IN_KEY)
+        if not isinstance(at, int | float) or isinstance(at, bool):
+            return False
+        return self._clock().timestamp() - at <= limit
 
     def sessions(self, owner: str, token: str | None) -> Steps[list[UserSession]]:
-        """List `owner`'s live sessions, marking the one of `token` as current."""
+        """List `owner`'s live sessions, soonest to expire first, `token`'s marked current."""
         owned: list[OwnedSession] = yield SessionsOf(owner)
-        return listing(owned, token, lambda raw: self._decode(raw) or {})
+        now = self._clock()
+        listed = []
+        for each in owned:
+            data = self._decode(each.data) or {}
+            if not data.get(MOVED_KEY):  # an old token in its grace: the new one is listed
+                listed.append(self._listed(each, data, token, now))
+        return listed
+
+    def _listed(
+        self, owned: OwnedSession, data: dict[str, Any], token: str | None, now: dt.datetime
+    ) -> UserSession:
+        """One listed session; no token in it."""
+        created = _moment(data.get(CREATED_KEY))
+        # Every renewal sets the expiry to its time plus the idle timeout, so the
+        # expiry tells when the session was last seen, to within the renewal
+        # interval, without a write per request.
+        seen = min(owned.expiry - self.idle_timeout, now)
+        if created is not None:
+            seen = max(seen, created)
+        device = data.get(DEVICE_KEY)
+        ip, agent = (
+            (device.get("ip"), device.get("user_agent"))
+            if isinstance(device, dict)
+            else (None, None)
+        )
+        return UserSession(
+            id=session_id(owned.key),
+            current=is_current(owned.key, token),
+            created=created,
+            last_seen=seen,
+            expiry=owned.expiry,
+            signed_in=_moment(data.get(SIGNED_IN_KEY)),
+            ip=ip if isinstance(ip, str) else None,
+            user_agent=agent if isinstance(agent, str) else None,
+            data=data,
+        )
 
     @staticmethod
     def log_out_everywhere(owner: str, keep: str | None) -> Steps[int]:
@@ -424,10 +637,29 @@ class SessionManager:
         return count
 
     @staticmethod
-    def revoke(owner: str, key: str) -> Steps[bool]:
-        """End one of `owner`'s sessions by its listed key; whether it was theirs."""
-        revoked: bool = yield Revoke(owner, key)
-        return revoked
+    def revoke(owner: str, session: str) -> Steps[bool]:
+        """End one of `owner`'s sessions by its listed `UserSession.id`; whether it was theirs.
+
+        Raises:
+            TypeError: If `session` is not a str.
+        """
+        if not isinstance(session, str):
+            raise TypeError(
+                f"session must be a listed session id (str), not {type(session).__name__}"
+            )
+        owned: list[OwnedSession] = yield SessionsOf(owner)
+        for each in owned:
+            if hmac.compare_digest(session_id(each.key), session):
+                revoked: bool = yield Revoke(owner, each.key)
+                return revoked
+        return False
+
+
+def _moment(value: object) -> dt.datetime | None:
+    """A Unix time kept in session data as an aware datetime; None if it is not one."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return dt.datetime.fromtimestamp(value, dt.UTC)
 
 
 #: Hosts of local development, where a cookie can't be ``Secure`` (plain HTTP).
@@ -514,6 +746,10 @@ def _call(step: Step, store: Store) -> Any:
             return store.touch(token, expiry)
         case Create(data, expiry, owner):
             return create_fresh_sync(lambda token: store.create(token, data, expiry, owner=owner))
+        case Rotate(token, grace):
+            return store.rotate(token, grace=grace)
+        case Rewrite(token, data, expiry, owner):
+            return store.update(token, data, expiry, owner=owner)
         case Delete(token):
             return store.delete(token)
         case SessionsOf(owner):
@@ -526,7 +762,7 @@ def _call(step: Step, store: Store) -> Any:
 
 def _owned(step: Step, owners: bool) -> Step:
     """The step as a store without the owner column takes it (no owner to write)."""
-    if not owners and isinstance(step, Update | Create) and step.owner is not None:
+    if not owners and isinstance(step, Update | Create | Rewrite) and step.owner is not None:
         return dataclasses.replace(step, owner=None)
     return step
 
@@ -542,6 +778,10 @@ async def _acall(step: Step, store: AsyncStore) -> Any:
             return await store.touch(token, expiry)
         case Create(data, expiry, owner):
             return await create_fresh(lambda token: store.create(token, data, expiry, owner=owner))
+        case Rotate(token, grace):
+            return await store.rotate(token, grace=grace)
+        case Rewrite(token, data, expiry, owner):
+            return await store.update(token, data, expiry, owner=owner)
         case Delete(token):
             return await store.delete(token)
         case SessionsOf(owner):

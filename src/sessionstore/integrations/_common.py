@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import logging
 import re
 import secrets
@@ -10,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._core import OwnedSession, hash_token
+from .._core import hash_token
 
 #: Tokens as SCS issues them: 32 random bytes in url-safe base64 without padding.
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -33,21 +35,32 @@ logger = logging.getLogger("sessionstore.integrations")
 
 @dataclass(frozen=True)
 class UserSession:
-    """One of a user's live sessions, as the "where am I logged in" helpers list them.
+    """One of a user's live sessions, as a "where am I signed in" page lists it.
+
+    It holds no token: `id` names the session for `revoke` and nothing else.
 
     Attributes:
-        key: The stored key (`OwnedSession.key`): the token itself, or its hash on a
-            store with ``hash_tokens=True``. It is what the store's ``revoke`` takes.
-            Show users only a prefix: without ``hash_tokens`` the whole key is a
-            working token.
-        expiry: When it expires, timezone-aware, in UTC.
+        id: An opaque id, derived from the stored key by a one-way hash: never a
+            usable token, whatever the store's ``hash_tokens``.
         current: Whether it is the session of the request that asked.
+        created: When the session began (kept across token renewals), if known.
+        last_seen: When it was last used, to within the renewal interval
+            (``renew_after`` of the idle timeout): no write per request records it.
+        expiry: When it expires, timezone-aware, in UTC.
+        signed_in: When its user last signed in, if known.
+        ip: The client's IP address when it got its token (``record_devices``).
+        user_agent: The client's user agent then (``record_devices``).
         data: The session's data, decoded; empty if it does not decode.
     """
 
-    key: str
-    expiry: dt.datetime
+    id: str
     current: bool
+    created: dt.datetime | None
+    last_seen: dt.datetime
+    expiry: dt.datetime
+    signed_in: dt.datetime | None = None
+    ip: str | None = None
+    user_agent: str | None = None
     data: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -60,11 +73,10 @@ def is_current(key: str, token: str | None) -> bool:
     return token is not None and key in (token, hash_token(token))
 
 
-def listing(
-    owned: list[OwnedSession], token: str | None, decode: Callable[[bytes], dict[str, Any]]
-) -> list[UserSession]:
-    """The store's `OwnedSession` rows as `UserSession`s, `token`'s marked current."""
-    return [UserSession(s.key, s.expiry, is_current(s.key, token), decode(s.data)) for s in owned]
+def session_id(key: str) -> str:
+    """The listed id of the session stored under `key`: 128 bits of a one-way hash."""
+    digest = hashlib.sha256(b"sessionstore session id\0" + key.encode()).digest()
+    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
 
 
 def owner_of(data: object) -> str | None:
