@@ -54,7 +54,7 @@ from sessionstore.integrations.quart import (
     signed_in_within,
     user_sessions,
 )
-from sessionstore.manager import CREATED_KEY
+from sessionstore.manager import CREATED_KEY, DEVICE_KEY
 from sessionstore.testing import TcpProxy
 
 MESSAGE = "Hello from a session!"
@@ -126,10 +126,11 @@ def tokens(db: psycopg.Connection[Any]) -> list[str]:
 
 
 def stored(db: psycopg.Connection[Any]) -> dict[str, Any]:
-    """The one session's stored data, without the time its lifetime began."""
+    """The one session's stored data, without the time its lifetime began and its device."""
     [(_, data, _)] = table_rows(db)
     decoded: dict[str, Any] = json.loads(bytes(data))
     assert isinstance(decoded.pop(CREATED_KEY), float)
+    assert decoded.pop(DEVICE_KEY)["ip"] == "127.0.0.1"  # the example records devices
     return decoded
 
 
