@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import psycopg
 import pytest
 from _docs import all_blocks
 from _support import Both
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from sessionstore import AsyncStore, Store
+from sessionstore.cleanup import NoCleanup
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -16,6 +20,20 @@ def store(request: pytest.FixtureRequest) -> Both:
     """The test's store, once as `Store` and once as `AsyncStore`."""
     name = "session_store" if request.param == "sync" else "async_session_store"
     return Both(request.getfixturevalue(name))
+
+
+@pytest.fixture(params=["sync", "async"])
+async def open_store(request: pytest.FixtureRequest, sessionstore_dsn: str) -> AsyncIterator[Any]:
+    """A factory of stores on the test's database: ``open_store(**options)``."""
+    kwargs = {"autocommit": True}
+    if request.param == "sync":
+        with ConnectionPool(sessionstore_dsn, min_size=1, max_size=4, kwargs=kwargs) as pool:
+            yield lambda **options: Both(Store(pool, cleanup=NoCleanup(), **options))
+    else:
+        async with AsyncConnectionPool(
+            sessionstore_dsn, min_size=1, max_size=4, kwargs=kwargs
+        ) as apool:
+            yield lambda **options: Both(AsyncStore(apool, cleanup=NoCleanup(), **options))
 
 
 @pytest.fixture
