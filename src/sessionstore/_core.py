@@ -13,6 +13,7 @@ receive its `Result`, so one description of the flow drives both facades.
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from ._validate import (
     validate_expiry,
     validate_identifier,
     validate_max_data_size,
+    validate_max_sessions,
     validate_token,
 )
 
@@ -51,10 +53,15 @@ Rows = list[tuple[Any, ...]]
 
 @dataclass(frozen=True, slots=True)
 class Statement:
-    """One statement for a facade to execute: rendered SQL (bytes) and its parameters."""
+    """One statement for a facade to execute: rendered SQL (bytes) and its parameters.
+
+    `lock`, when set, is a statement (an advisory lock) to run first, in one
+    transaction with this one.
+    """
 
     query: bytes
     params: Sequence[Any] = ()
+    lock: Statement | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,10 +141,14 @@ class SessionCore:
         hash_tokens: Store `hash_token(token)` instead of the token itself.
         owners: The table has the nullable ``owner`` column: commits and creates
             may set it, and the per-owner operations work.
+        max_sessions_per_owner: The most live sessions an owner keeps, or None for
+            no cap (needs `owners`): a write that gives a session an owner deletes
+            the owner's others beyond it.
 
     Raises:
         TypeError: If an argument has the wrong type.
-        ValueError: If a name or size is out of range.
+        ValueError: If a name or size is out of range, or a cap is given without
+            owners.
     """
 
     def __init__(
@@ -148,9 +159,11 @@ class SessionCore:
         purge_batch_size: int = DEFAULT_PURGE_BATCH_SIZE,
         hash_tokens: bool = False,
         owners: bool = False,
+        max_sessions_per_owner: int | None = None,
     ) -> None:
         self.purge_batch_size = validate_batch_size(purge_batch_size)
         self.owners = bool(owners)
+        self.max_sessions_per_owner = validate_max_sessions(max_sessions_per_owner, self.owners)
         self.hash_tokens = bool(hash_tokens)
         self._key: Callable[[str], str] = hash_token if hash_tokens else _unchanged
         self.table = validate_identifier(table, "table")
@@ -185,14 +198,16 @@ class SessionCore:
     def commit(
         self, token: str, data: Data, expiry: dt.datetime, owner: str | None = None
     ) -> Statement:
-        """Upsert a session; with owners, a None owner keeps the row's."""
-        return self._save(self.sql.commit, "commit", token, data, expiry, owner)
+        """Upsert a session; with owners, a None owner keeps the row's (see `_capped`)."""
+        saved = self._save(self.sql.commit, "commit", token, data, expiry, owner)
+        return self._capped(saved, self.sql.commit_capped, owner)
 
     def create(
         self, token: str, data: Data, expiry: dt.datetime, owner: str | None = None
     ) -> Statement:
-        """Insert a session unless a live one has the token (one row affected if created)."""
-        return self._save(self.sql.create, "create", token, data, expiry, owner)
+        """Insert a session unless a live one has the token (one row if created; `_capped`)."""
+        saved = self._save(self.sql.create, "create", token, data, expiry, owner)
+        return self._capped(saved, self.sql.create_capped, owner)
 
     def update(
         self, token: str, data: Data, expiry: dt.datetime, owner: str | None = None
@@ -257,12 +272,23 @@ class SessionCore:
             raise OwnersNotEnabledError(operation)
 
     def set_owner(self, token: str, owner: str | None) -> Statement:
-        """Set (or, with None, clear) a live session's owner."""
+        """Set (or, with None, clear) a live session's owner (one row if live; `_capped`)."""
         self._need_owners("set_owner")
         key = self._key(validate_token(token))
-        return Statement(
+        saved = Statement(
             self.sql.set_owner, (None if owner is None else validate_owner(owner), key)
         )
+        return self._capped(saved, self.sql.set_owner_capped, owner)
+
+    def _capped(self, saved: Statement, capped: bytes, owner: str | None) -> Statement:
+        """`saved`, or with a cap and an owner, `capped`: it, then the trim, under the owner's lock.
+
+        Its rows count the sessions written (a facade reads the count as `saved`'s).
+        """
+        if self.max_sessions_per_owner is None or owner is None:
+            return saved
+        lock = Statement(self.sql.owner_lock, (advisory_key("owner", self.qualified_name, owner),))
+        return Statement(capped, (*saved.params, self.max_sessions_per_owner - 1), lock)
 
     def sessions_of(self, owner: str) -> Statement:
         """Read an owner's live sessions, soonest to expire first (decode with `decode_owned`)."""
@@ -340,6 +366,10 @@ class SessionCore:
     @staticmethod
     def payload_size(statement: Statement) -> int:
         """The payload bytes of a single statement (0 but for writes), for `MAX_BATCH_BYTES`."""
+        if statement.lock is not None:
+            # It needs its own transaction, so it counts as more than any batch may
+            # carry: the batchers run it alone, as they do a payload over the cap.
+            return sys.maxsize
         for data in statement.params:  # the payload is the one bytes-like parameter
             if isinstance(data, memoryview):
                 return data.nbytes

@@ -51,6 +51,9 @@ _TEMPLATES = {
     # An expired session is never brought back: only a live row is touched.
     "touch": "UPDATE {t} SET expiry = %s WHERE token = %s AND current_timestamp < expiry",
     "set_owner": "UPDATE {t} SET owner = %s WHERE token = %s AND current_timestamp < expiry",
+    # The advisory lock that lets one write of an owner's at a time trim its sessions;
+    # a transaction's, so it also works through PgBouncer's transaction pooling.
+    "owner_lock": "SELECT pg_advisory_xact_lock(%s)",
     "sessions_of": (
         "SELECT token, data, expiry FROM {t} WHERE owner = %s "
         "AND current_timestamp < expiry ORDER BY expiry, token"
@@ -147,6 +150,39 @@ _TEMPLATES = {
     ),
 }
 
+# The cap on an owner's sessions (`max_sessions_per_owner`): a write that gives a
+# session an owner, as the CTE "written" (returning its key and owner), and the trim
+# of that owner's other live sessions beyond the %s kept (the cap less one, for the
+# written row), those that expire soonest first; the written key is never a victim.
+# Under READ COMMITTED the trim sees what was committed when this statement began,
+# never a concurrent login's insert; so the same transaction first takes the owner's
+# advisory lock (`owner_lock`, its own statement, as `SessionCore._capped` pairs
+# them), and this statement starts after every earlier login of the owner committed.
+# Victims are locked in key order, as combined commits lock rows, so the two can't
+# deadlock over them; a victim deleted meanwhile is skipped.
+_TRIM = (
+    "victims AS (SELECT o.token FROM {t} AS o JOIN written AS w "
+    "ON o.owner = w.owner AND o.token <> w.token WHERE current_timestamp < o.expiry "
+    "ORDER BY o.expiry DESC, o.token DESC OFFSET %s), "
+    "locked AS (SELECT token FROM {t} WHERE token IN (SELECT token FROM victims) "
+    "ORDER BY token FOR UPDATE), "
+    "trimmed AS (DELETE FROM {t} WHERE token IN (SELECT token FROM locked)) "
+    "SELECT FROM written"
+)
+
+
+def _capped(write: str) -> str:
+    """`write` (an owner's write, without RETURNING) followed by the trim of its owner."""
+    return f"WITH written AS ({write} RETURNING token, owner), {_TRIM}"
+
+
+# Only a store with owners has a cap, so these need no "NAME:owners" variant.
+_TEMPLATES |= {
+    "commit_capped": _capped(_TEMPLATES["commit:owners"]),
+    "create_capped": _capped(_TEMPLATES["create:owners"]),
+    "set_owner_capped": _capped(_TEMPLATES["set_owner"]),
+}
+
 _OWNER_PARTS = {
     "owner_set": ", owner = COALESCE(%s, owner)",
     "owner_many": ", owner = COALESCE(v.owner, s.owner)",
@@ -168,6 +204,10 @@ class Statements:
     delete: bytes
     touch: bytes
     set_owner: bytes
+    owner_lock: bytes
+    commit_capped: bytes
+    create_capped: bytes
+    set_owner_capped: bytes
     sessions_of: bytes
     delete_owned: bytes
     revoke: bytes
@@ -202,7 +242,14 @@ def escape_percent(text: str) -> str:
     return text.replace("%", "%%")
 
 
-def advisory_key(purpose: str, qualified_name: str) -> int:
-    """A signed 64-bit advisory lock key for `purpose` (``"create"``, ``"purge"``) on a table."""
-    digest = hashlib.sha256(f"sessionstore:{purpose}:{qualified_name}".encode()).digest()
+def advisory_key(purpose: str, qualified_name: str, owner: str | None = None) -> int:
+    """A signed 64-bit advisory lock key for `purpose` (``"create"``, ``"purge"``) on a table.
+
+    With `owner`, the key is that owner's on the table (``"owner"``).
+    """
+    text = f"sessionstore:{purpose}:{qualified_name}"
+    if owner is not None:
+        # Neither a name nor an owner holds NUL, so no two pairs make the same text.
+        text += f"\x00{owner}"
+    digest = hashlib.sha256(text.encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)

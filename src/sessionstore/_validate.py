@@ -130,6 +130,21 @@ def validate_batch_size(batch_size: object) -> int:
     return batch_size
 
 
+def validate_max_sessions(max_sessions: object, owners: bool) -> int | None:
+    """Return the `max_sessions_per_owner` option: None, or an int of at least 1 with owners."""
+    if max_sessions is None:
+        return None
+    if isinstance(max_sessions, bool) or not isinstance(max_sessions, int):
+        raise TypeError(f"max_sessions_per_owner must be an int, not {type(max_sessions).__name__}")
+    if max_sessions < 1:
+        raise ValueError(f"max_sessions_per_owner must be at least 1, got {max_sessions}")
+    if not owners:
+        raise ValueError(
+            "max_sessions_per_owner needs owners=True (sessions are counted per owner)"
+        )
+    return max_sessions
+
+
 def hash_token(token: str) -> str:
     """The key a token is stored under with ``hash_tokens=True``, as SCS's HashTokenInStore.
 
