@@ -152,6 +152,11 @@ class Both:
             return await self.store.update_versioned(token, data, expiry, version, owner=owner)
         return self.store.update_versioned(token, data, expiry, version, owner=owner)
 
+    async def rotate(self, token: str, *, grace: dt.timedelta) -> str | None:
+        if isinstance(self.store, AsyncStore):
+            return await self.store.rotate(token, grace=grace)
+        return self.store.rotate(token, grace=grace)
+
     async def exists(self, token: str) -> bool:
         if isinstance(self.store, AsyncStore):
             return await self.store.exists(token)

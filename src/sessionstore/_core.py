@@ -27,15 +27,17 @@ from ._validate import (
     validate_batch_size,
     validate_data,
     validate_expiry,
+    validate_grace,
     validate_identifier,
     validate_max_data_size,
     validate_max_sessions,
     validate_token,
 )
 
-# The integrations and the session manager import these three from here.
+# The integrations and the session manager import these four from here.
 from ._validate import MAX_TOKEN_LENGTH as MAX_TOKEN_LENGTH
 from ._validate import hash_token as hash_token
+from ._validate import new_token as new_token
 from ._validate import validate_owner as validate_owner
 from .errors import OwnersNotEnabledError
 
@@ -46,6 +48,11 @@ DEFAULT_TABLE = "sessions"
 
 #: Where a purge's walk along the expiry index starts.
 _BEGINNING_OF_TIME = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+#: How many fresh tokens to try before giving up (`rotate_steps`, the integrations'
+#: ``create_fresh``). A collision of two 256-bit random tokens never happens in
+#: practice; a second one in a row means a broken random source.
+FRESH_TOKEN_ATTEMPTS = 3
 
 #: Rows returned by a statement, as psycopg gives them.
 Rows = list[tuple[Any, ...]]
@@ -376,6 +383,28 @@ class SessionCore:
             if isinstance(data, bytes | bytearray):
                 return len(data)
         return 0
+
+    def rotate_steps(self, token: str, grace: dt.timedelta) -> Steps:
+        """Copy a live session to a fresh token, the old one kept for `grace`; return the token.
+
+        None if the old token names no session with more than `grace` left. A fresh
+        token that a live session holds is replaced by another, as `create` callers do.
+        """
+        old = self._key(validate_token(token))
+        return self._rotations(old, validate_grace(grace))
+
+    def _rotations(self, old: str, grace: dt.timedelta) -> Steps:
+        """The statements of `rotate_steps`, its arguments checked."""
+        for _ in range(FRESH_TOKEN_ATTEMPTS):
+            token = new_token()
+            params = (old, grace, self._key(token), grace, old)
+            result: Result = yield Statement(self.sql.rotate, params)
+            found, created = result.rows[0]
+            if created:
+                return token
+            if not found:
+                return None
+        raise RuntimeError(f"no free session token after {FRESH_TOKEN_ATTEMPTS} attempts")
 
     # Batched deletes: each batch is one statement, hence its own transaction, so none
     # holds its locks or its WAL for long. Batch sizes are validated when the steps

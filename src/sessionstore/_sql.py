@@ -48,6 +48,26 @@ _TEMPLATES = {
         "WHERE token = %s AND current_timestamp < expiry"
     ),
     "delete": "DELETE FROM {t} WHERE token = %s",
+    # Rotation: a new key gets the old row's data, expiry (and owner), and the old
+    # row keeps at most the grace. No column marks a rotated row (the table is SCS's,
+    # shared with Go apps), so a row with at most the grace left counts as rotated:
+    # of two rotations of one row, the second waits on the row lock, then re-checks
+    # its WHERE on the row the first left (READ COMMITTED), with clock_timestamp()
+    # read after the first committed, finds at most the grace left and does nothing.
+    # A new key that a live row holds is left alone (no row in "new"): the first
+    # column tells the caller whether the old row was there, to try another key.
+    "rotate": (
+        "WITH old AS (SELECT data, expiry{owner_column} FROM {t} "
+        "WHERE token = %s AND expiry > clock_timestamp() + %s FOR UPDATE), "
+        "new AS (INSERT INTO {t} AS s (token, data, expiry{owner_column}) "
+        "SELECT %s, data, expiry{owner_column} FROM old "
+        "ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, "
+        "expiry = EXCLUDED.expiry{owner_replace} "
+        "WHERE s.expiry <= current_timestamp RETURNING token), "
+        "cut AS (UPDATE {t} SET expiry = LEAST(expiry, current_timestamp + %s) "
+        "WHERE token = %s AND EXISTS (SELECT FROM new)) "
+        "SELECT EXISTS (SELECT FROM old), EXISTS (SELECT FROM new)"
+    ),
     # An expired session is never brought back: only a live row is touched.
     "touch": "UPDATE {t} SET expiry = %s WHERE token = %s AND current_timestamp < expiry",
     "set_owner": "UPDATE {t} SET owner = %s WHERE token = %s AND current_timestamp < expiry",
@@ -188,6 +208,7 @@ _OWNER_PARTS = {
     "owner_many": ", owner = COALESCE(v.owner, s.owner)",
     "owner_array": ", %s::text[]",
     "owner_column": ", owner",
+    "owner_replace": ", owner = EXCLUDED.owner",
 }
 
 
@@ -208,6 +229,7 @@ class Statements:
     commit_capped: bytes
     create_capped: bytes
     set_owner_capped: bytes
+    rotate: bytes
     sessions_of: bytes
     delete_owned: bytes
     revoke: bytes

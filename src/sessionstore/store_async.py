@@ -384,6 +384,46 @@ class AsyncStore:
         statement = self._core.update(token, data, expiry, owner)
         return bool(await self._query("update", statement, "count"))
 
+    async def rotate(self, token: str, *, grace: dt.timedelta) -> str | None:
+        """Move a live session to a new token; the old one lives on for at most `grace`.
+
+        The new token is random (256 bits, never derived from the old one); its
+        session has the old one's data, expiry and owner. The old token's expiry
+        becomes the earlier of its own and now + `grace`, so requests already on
+        their way with it still work for a moment; ``timedelta(0)`` ends it at
+        once. One statement: of concurrent rotations of a token, one wins and the
+        others get None, so a session never has two successors.
+
+        A rotated row is known by having at most `grace` left (the table has no
+        column to mark it), so a session with no more than `grace` left is not
+        rotated: None, and it ends as it would have. A later `commit` of the old
+        token sets its expiry again, as any commit does.
+
+        Args:
+            token: The session's current token.
+            grace: How long the old token stays valid: a timedelta, 0 or more.
+
+        Returns:
+            The new token, or None, with nothing changed, if the old token names
+                no live session with more than `grace` left.
+
+        Raises:
+            TypeError: If the token is not a str or `grace` not a timedelta.
+            ValueError: If the token is invalid or `grace` negative (or too long
+                to add to a date).
+            DatabaseError: If the database failed.
+        """
+        steps = self._core.rotate_steps(token, grace)
+        with measure(self._metrics, "rotate"):
+            # Not `_query`: running it again after a lost reply could find the first
+            # run's work and answer None, and lose the new token.
+            try:
+                async with self._pool.connection() as conn:
+                    token_or_none: str | None = await self._drive(conn, steps, commit_each=True)
+                    return token_or_none
+            except psycopg.Error as exc:
+                raise DatabaseError("rotate", exc, self._core.failure_hint(exc)) from exc
+
     async def delete(self, token: str) -> None:
         """Delete a session; a missing token is not an error.
 
