@@ -92,6 +92,25 @@ def check_two_devices_log_out_everywhere(example: ExampleApp, db: psycopg.Connec
     assert owners(db) == {mine: USER}
 
 
+def check_a_device_is_revoked_by_its_listed_id(example: ExampleApp) -> None:
+    """Log in on two devices; one ends the other by the id ``/sessions`` lists (``/revoke``).
+
+    The Starlette and Litestar examples list each session's device as
+    "<user agent> at <IP address>".
+    """
+    laptop, phone = example.client(), example.client()
+    for device, agent in ((laptop, "Laptop/1.0"), (phone, "Phone/2.0")):
+        assert device.get("/login", agent=agent).status == 200
+    [that] = [line for line in listed(laptop.get("/sessions")) if "(this one)" not in line]
+    assert "  Phone/2.0 at 127.0.0.1  " in that
+    theirs = phone.token()
+    assert theirs is not None
+    assert laptop.get(f"/revoke?id={theirs}").status == 404  # a token is no id
+    assert laptop.get(f"/revoke?id={that.split()[0]}").body == "Ended that session.\n"
+    assert phone.get("/sessions").status == 403
+    assert len(listed(laptop.get("/sessions"))) == 1
+
+
 class ExampleAppContract:
     """What both example apps do over HTTP; subclass it in a module with the fixtures."""
 
