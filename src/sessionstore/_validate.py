@@ -21,7 +21,7 @@ MAX_TOKEN_LENGTH = 512
 MAX_OWNER_LENGTH = 512
 
 #: The default `max_data_size`: the largest payload a store accepts, in bytes.
-DEFAULT_MAX_DATA_SIZE = 64 * 1024 * 1024
+DEFAULT_MAX_DATA_SIZE = 1024 * 1024
 
 #: PostgreSQL truncates identifiers longer than this many bytes (NAMEDATALEN - 1).
 MAX_IDENTIFIER_BYTES = 63

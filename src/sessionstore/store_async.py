@@ -65,7 +65,7 @@ class AsyncStore:
         cleanup: When to purge expired sessions: `TaskCleanup` every 5
             minutes by default; pass `NoCleanup` to disable it.
         max_data_size: The largest payload `commit` accepts, in bytes
-            (default 64 MiB; PostgreSQL's own limit is 1 GiB).
+            (default 1 MiB; PostgreSQL's own limit is 1 GiB).
         purge_batch_size: The most expired sessions one purge statement
             deletes (default 5,000), so no statement holds locks for long.
         hash_tokens: Store only the SHA-256 of each token (as SCS's
