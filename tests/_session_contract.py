@@ -183,13 +183,6 @@ ROTATE_EVERY = 2.0
 ROTATE_GRACE = 1.5
 
 
-def listing_json(sessions: list[Any]) -> str:
-    """The ``/c/sessions`` body of a listing of `UserSession`s."""
-    fields = ("id", "current", "created", "last_seen", "expiry", "signed_in", "ip", "user_agent")
-    listed = [{name: getattr(each, name) for name in fields} for each in sessions]
-    return json.dumps(listed, default=dt.datetime.isoformat)
-
-
 def logged_in(app: Served, user: str, agent: str) -> str:
     """A new session of `user` from a client with `agent`; its token."""
     token = app.start()
