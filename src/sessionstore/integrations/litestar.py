@@ -320,6 +320,11 @@ class _Namespaced:
     async def update(self, token: str, *args: Any, **kwargs: Any) -> bool:
         return await self.inner.update(self.key(token), *args, **kwargs)
 
+    async def rotate(self, token: str, *, grace: dt.timedelta) -> str | None:
+        prefix = self.key("")  # the new token in the namespace too
+        new = await self.inner.rotate(prefix + token, grace=grace, prefix=prefix)
+        return None if new is None else new.removeprefix(prefix)
+
     async def create(self, token: str, *args: Any, **kwargs: Any) -> bool:
         return await self.inner.create(self.key(token), *args, **kwargs)
 
