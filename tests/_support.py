@@ -152,10 +152,10 @@ class Both:
             return await self.store.update_versioned(token, data, expiry, version, owner=owner)
         return self.store.update_versioned(token, data, expiry, version, owner=owner)
 
-    async def rotate(self, token: str, *, grace: dt.timedelta) -> str | None:
+    async def rotate(self, token: str, *, grace: dt.timedelta, prefix: str = "") -> str | None:
         if isinstance(self.store, AsyncStore):
-            return await self.store.rotate(token, grace=grace)
-        return self.store.rotate(token, grace=grace)
+            return await self.store.rotate(token, grace=grace, prefix=prefix)
+        return self.store.rotate(token, grace=grace, prefix=prefix)
 
     async def exists(self, token: str) -> bool:
         if isinstance(self.store, AsyncStore):

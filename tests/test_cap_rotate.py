@@ -291,6 +291,28 @@ async def test_rotate_with_hashed_tokens(open_store: Any, db: psycopg.Connection
     assert await store.find(old) is None
 
 
+async def test_rotate_with_a_prefix_keeps_the_new_token_under_it(
+    open_store: Any, db: psycopg.Connection[Any]
+) -> None:
+    """Litestar's namespaced keys: the new token is the prefix and a fresh token."""
+    for hashed in (False, True):
+        store: Both = open_store(hash_tokens=hashed)
+        old = "ns:" + new_token()
+        await store.commit(old, b"data", in_(3600))
+        new = await store.rotate(old, grace=GRACE, prefix="ns:")
+        assert new is not None
+        assert new.startswith("ns:")
+        assert is_token(new.removeprefix("ns:"))
+        assert await store.find(new) == b"data"
+        before = table_rows(db)
+        with pytest.raises(TypeError, match="prefix must be a str"):
+            await store.rotate(new, grace=GRACE, prefix=1)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="token"):
+            await store.rotate(new, grace=GRACE, prefix="a\x00b")
+        assert table_rows(db) == before
+        await store.clear()
+
+
 @pytest.mark.parametrize(
     ("token", "grace", "error", "match"),
     [

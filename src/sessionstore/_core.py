@@ -384,19 +384,23 @@ class SessionCore:
                 return len(data)
         return 0
 
-    def rotate_steps(self, token: str, grace: dt.timedelta) -> Steps:
+    def rotate_steps(self, token: str, grace: dt.timedelta, prefix: str = "") -> Steps:
         """Copy a live session to a fresh token, the old one kept for `grace`; return the token.
 
-        None if the old token names no session with more than `grace` left. A fresh
-        token that a live session holds is replaced by another, as `create` callers do.
+        The fresh token is `prefix` followed by a new random one. None if the old
+        token names no session with more than `grace` left. A fresh token that a live
+        session holds is replaced by another, as `create` callers do.
         """
         old = self._key(validate_token(token))
-        return self._rotations(old, validate_grace(grace))
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
+        validate_token(prefix + new_token())  # the fresh tokens' shape, before any SQL
+        return self._rotations(old, validate_grace(grace), prefix)
 
-    def _rotations(self, old: str, grace: dt.timedelta) -> Steps:
+    def _rotations(self, old: str, grace: dt.timedelta, prefix: str) -> Steps:
         """The statements of `rotate_steps`, its arguments checked."""
         for _ in range(FRESH_TOKEN_ATTEMPTS):
-            token = new_token()
+            token = prefix + new_token()
             params = (old, grace, self._key(token), grace, old)
             result: Result = yield Statement(self.sql.rotate, params)
             found, created = result.rows[0]

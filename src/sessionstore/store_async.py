@@ -384,7 +384,7 @@ class AsyncStore:
         statement = self._core.update(token, data, expiry, owner)
         return bool(await self._query("update", statement, "count"))
 
-    async def rotate(self, token: str, *, grace: dt.timedelta) -> str | None:
+    async def rotate(self, token: str, *, grace: dt.timedelta, prefix: str = "") -> str | None:
         """Move a live session to a new token; the old one lives on for at most `grace`.
 
         The new token is random (256 bits, never derived from the old one); its
@@ -402,18 +402,22 @@ class AsyncStore:
         Args:
             token: The session's current token.
             grace: How long the old token stays valid: a timedelta, 0 or more.
+            prefix: Put before the new random token: the new token is `prefix`
+                and 43 random characters (a namespace, as Litestar's
+                ``PostgresStore`` keys its sessions).
 
         Returns:
-            The new token, or None, with nothing changed, if the old token names
-                no live session with more than `grace` left.
+            The new token (`prefix` included), or None, with nothing changed, if the
+                old token names no live session with more than `grace` left.
 
         Raises:
-            TypeError: If the token is not a str or `grace` not a timedelta.
-            ValueError: If the token is invalid or `grace` negative (or too long
-                to add to a date).
+            TypeError: If the token or `prefix` is not a str, or `grace` not a
+                timedelta.
+            ValueError: If the token (or `prefix` and a token) is invalid or `grace`
+                negative (or too long to add to a date).
             DatabaseError: If the database failed.
         """
-        steps = self._core.rotate_steps(token, grace)
+        steps = self._core.rotate_steps(token, grace, prefix)
         with measure(self._metrics, "rotate"):
             # Not `_query`: running it again after a lost reply could find the first
             # run's work and answer None, and lose the new token.
