@@ -34,7 +34,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -183,6 +183,17 @@ ROTATE_EVERY = 2.0
 ROTATE_GRACE = 1.5
 
 
+def sessions_json(listed: Iterable[Any]) -> str:
+    """The ``/c/sessions`` body for an integration's listing (`UserSession`s)."""
+
+    def value(field: str, each: Any) -> Any:
+        got = getattr(each, field)
+        return got.isoformat() if isinstance(got, dt.datetime) else got
+
+    fields = ("id", "current", "created", "last_seen", "expiry", "signed_in", "ip", "user_agent")
+    return json.dumps([{field: value(field, each) for field in fields} for each in listed])
+
+
 def logged_in(app: Served, user: str, agent: str) -> str:
     """A new session of `user` from a client with `agent`; its token."""
     token = app.start()
@@ -264,6 +275,16 @@ def check_re_authentication_asks_when_the_user_signed_in(app: Served) -> None:
     time.sleep(1.2)
     assert app.get("/c/fresh?within=1", token).body.strip() == "false"
     assert app.get("/c/fresh?within=60", token).body.strip() == "true"
+
+
+#: The per-user checks by name, each to run on a per-user app of its own
+#: (``pytest.mark.parametrize("check", PER_USER_CHECKS)``).
+PER_USER_CHECKS: dict[str, Callable[[Served], None]] = {
+    "devices": check_devices_are_listed_and_revoked,
+    "cap": check_the_cap_ends_the_oldest_sessions,
+    "rotation": check_tokens_rotate_on_a_timer_with_a_grace,
+    "re-authentication": check_re_authentication_asks_when_the_user_signed_in,
+}
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
