@@ -149,7 +149,8 @@ async def test_purge_expired_deletes_only_expired_and_counts(
 
 
 @pytest.mark.parametrize("size", [0, 1_000_000, 16_000_000], ids=["0B", "1MB", "16MB"])
-async def test_payload_sizes_round_trip(store: Both, size: int) -> None:
+async def test_payload_sizes_round_trip(open_store: Any, size: int) -> None:
+    store: Both = open_store(max_data_size=32 * 1024 * 1024)  # beyond the 1 MiB default
     token = new_token()
     data = bytes(range(256)) * (size // 256) + b"\xff" * (size % 256)
     await store.commit(token, data, in_(60))

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from _support import Both, in_, new_token, table_rows
 
-from sessionstore import MAX_TOKEN_LENGTH, AsyncStore, Store
+from sessionstore import DEFAULT_MAX_DATA_SIZE, MAX_TOKEN_LENGTH, AsyncStore, Store
 from sessionstore.cleanup import NoCleanup
 
 BAD_TOKENS: list[tuple[object, type[Exception]]] = [
@@ -138,10 +138,13 @@ async def test_max_data_size_is_enforced_before_sql(
     assert [row[:2] for row in table_rows(db)] == [(token, b"x" * 10)]
 
 
-def test_default_max_data_size_accepts_16_mib() -> None:
-    from sessionstore import DEFAULT_MAX_DATA_SIZE
-
-    assert DEFAULT_MAX_DATA_SIZE >= 16 * 1024 * 1024
+async def test_the_default_max_data_size_is_1_mib(store: Both, db: psycopg.Connection[Any]) -> None:
+    token = new_token()
+    await store.commit(token, bytes(DEFAULT_MAX_DATA_SIZE), in_(60))
+    assert await store.find(token) == bytes(1024 * 1024)
+    with pytest.raises(ValueError, match="accepts at most 1048576"):
+        await store.commit(new_token(), bytes(DEFAULT_MAX_DATA_SIZE + 1), in_(60))
+    assert len(table_rows(db)) == 1
 
 
 @pytest.mark.parametrize(

@@ -270,7 +270,9 @@ class ServerSideInterface(Generic[_Store]):
         """
         if not isinstance(session, ServerSideSession):
             raise TypeError(f"not a session of this interface: {type(session).__name__}")
-        if session.accessed and response is not None:
+        # Whether the request used the data, not ``accessed``: Quart 0.23 sets that on
+        # every request when it saves (its ``ctx.session`` property marks it).
+        if session.loaded and response is not None:
             merge_header(response, "Vary", vary_with_cookie)
         loaded, data = session._loaded, session._data
         if loaded is None or data is None:
