@@ -183,6 +183,17 @@ ROTATE_EVERY = 2.0
 ROTATE_GRACE = 1.5
 
 
+def sessions_json(listed: Iterable[Any]) -> str:
+    """The ``/c/sessions`` body for an integration's listing (`UserSession`s)."""
+
+    def value(field: str, each: Any) -> Any:
+        got = getattr(each, field)
+        return got.isoformat() if isinstance(got, dt.datetime) else got
+
+    fields = ("id", "current", "created", "last_seen", "expiry", "signed_in", "ip", "user_agent")
+    return json.dumps([{field: value(field, each) for field in fields} for each in listed])
+
+
 def logged_in(app: Served, user: str, agent: str) -> str:
     """A new session of `user` from a client with `agent`; its token."""
     token = app.start()

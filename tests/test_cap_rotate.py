@@ -176,14 +176,15 @@ async def test_concurrent_logins_of_one_owner_leave_the_most_recent_within_the_c
 
 
 def test_a_bad_cap_is_refused_when_the_store_is_made(open_store: Any) -> None:
-    for options, error in [
+    cases: list[tuple[dict[str, Any], type[Exception]]] = [
         ({"max_sessions_per_owner": 3}, ValueError),  # no owners
         ({"owners": True, "max_sessions_per_owner": 0}, ValueError),
         ({"owners": True, "max_sessions_per_owner": -1}, ValueError),
         ({"owners": True, "max_sessions_per_owner": "3"}, TypeError),
         ({"owners": True, "max_sessions_per_owner": True}, TypeError),
         ({"owners": True, "max_sessions_per_owner": 2.0}, TypeError),
-    ]:
+    ]
+    for options, error in cases:
         with pytest.raises(error, match="max_sessions_per_owner"):
             open_store(**options)
 

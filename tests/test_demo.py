@@ -240,18 +240,16 @@ def test_demo_logs_out_everywhere(
         assert get(device, demo.url + "/login").startswith("Logged in as alice")
     mine, theirs = ([cookie.value or "" for cookie in jar] for jar in jars)
     assert len(mine) == len(theirs) == 1
-    keys = dict(db.execute("SELECT token, owner FROM sessions").fetchall())
-    assert {unprefixed(key): owner for key, owner in keys.items()} == {
-        mine[0]: "alice",
-        theirs[0]: "alice",
-    }
+    stored = db.execute("SELECT token, owner FROM sessions").fetchall()
+    rows = {unprefixed(token): owner for token, owner in stored}
+    assert rows == {mine[0]: "alice", theirs[0]: "alice"}
     for device in (laptop, phone):
         listing = get(device, demo.url + "/sessions")
         entries = [line for line in listing.splitlines() if "expires" in line]
         assert len(entries) == 2
         assert sum("(this one)" in line for line in entries) == 1
-        # Each line starts with the session's listed id: never a token or a prefix of one.
-        assert {session_id(key) for key in keys} == {line.split()[0] for line in entries}
+        # Each session by its listed id; no token, nor a prefix of one.
+        assert {session_id(token) for token, _ in stored} == {line.split()[0] for line in entries}
         assert mine[0][:8] not in listing
         assert theirs[0][:8] not in listing
     assert "Logged out 1 other" in get(laptop, demo.url + "/logout-everywhere")
