@@ -73,7 +73,7 @@ def _routes(message: str) -> tuple[tuple[str, str], ...]:
         ("/put", f'stores "{message}" in your session'),
         ("/get", "shows what the session holds"),
         ("/login", "logs you in: a new token (the data stays, the old token dies)"),
-        ("/sessions", "lists your sessions (a key prefix and expiry each)"),
+        ("/sessions", "lists your sessions (an id, times and expiry each)"),
         ("/logout-everywhere", "ends all your other sessions; this one stays"),
         ("/logout", "deletes the session (its row and its cookie)"),
     )
