@@ -69,10 +69,10 @@ class _Instance:
         settings: Mapping[str, str],
         startup_timeout: float,
     ) -> None:
-        self._bindir = bindir
-        self._source = source
-        self._durable = durable
-        self._settings = dict(settings)
+        self.bindir = bindir
+        self.source = source
+        self.durable = durable
+        self.settings = dict(settings)
         self._startup_timeout = startup_timeout
         self._owner_pid = os.getpid()
         self._lock = threading.Lock()
@@ -87,13 +87,18 @@ class _Instance:
         self._env["LC_ALL"] = "C"  # English messages: the log is searched for errors.
         atexit.register(self.stop)
 
+    @property
+    def port(self) -> int | None:
+        """The port it listens on, once started."""
+        return self._port
+
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> int:
         """Create the cluster and start the server; return its port."""
         started = time.monotonic()
         self._tmpdir = tmpdir = _account_tmpdir(self._account, "sessionstore-pg-")
-        bindir = _usable_bindir(self._bindir, tmpdir, self._account, self._subprocess_kwargs())
+        bindir = _usable_bindir(self.bindir, tmpdir, self._account, self._subprocess_kwargs())
         datadir = tmpdir / "data"
         self._initdb(bindir, datadir)
         initdb_done = time.monotonic()
@@ -105,7 +110,7 @@ class _Instance:
                     "PostgreSQL ready on %s:%d (%s; initdb %.2f s, start %.2f s; data in %s)",
                     _HOST,
                     port,
-                    self._source,
+                    self.source,
                     initdb_done - started,
                     time.monotonic() - initdb_done,
                     datadir,
@@ -185,7 +190,7 @@ class _Instance:
             "UTF8",
             "--locale=C",
         ]
-        if not self._durable:
+        if not self.durable:
             cmd.append("--no-sync")
         self._run_setup("initdb", cmd)
 
@@ -221,7 +226,7 @@ class _Instance:
         settings = {
             "listen_addresses": _HOST,
             "unix_socket_directories": str(self._tmpdir),
-            **self._settings,
+            **self.settings,
         }
         cmd = [str(bindir / "postgres"), "-D", str(datadir), "-p", str(port)]
         for name, value in settings.items():

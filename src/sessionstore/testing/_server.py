@@ -94,6 +94,11 @@ class PostgresServer:
         return make_conninfo(**params)
 
     @property
+    def instance(self) -> _Instance | None:
+        """The process behind the server, if it was started here."""
+        return self._instance
+
+    @property
     def restartable(self) -> bool:
         """Whether `restart` and `stopped` work: True for servers started here."""
         return self._instance is not None
@@ -330,7 +335,7 @@ def _server_of(instance: _Instance, port: int) -> PostgresServer:
         user=_SUPERUSER,
         password=None,
         dbname=_DBNAME,
-        source=instance._source,
-        bindir=instance._bindir,
+        source=instance.source,
+        bindir=instance.bindir,
         _instance=instance,
     )

@@ -215,8 +215,8 @@ def streaming_standby(
             f"application_name {application_name!r} must be lower case letters, digits "
             "and underscores (it also names the replication slot)"
         )
-    primary_instance = primary._instance
-    if primary_instance is None or primary_instance._port is None:
+    primary_instance = primary.instance
+    if primary_instance is None or primary_instance.port is None:
         raise RuntimeError(
             f"cannot start a standby of the server from {primary.source}: only servers "
             "started by ephemeral_postgres() can have one"
@@ -302,7 +302,7 @@ class _StandbyInstance(_Instance):
         standby_settings = {
             # Same settings as the primary: a hot standby needs max_connections and a
             # few others at least as high, and the same durability is what a test expects.
-            **primary._settings,
+            **primary.settings,
             "primary_conninfo": self._primary_conninfo,
             "primary_slot_name": application_name,
             "hot_standby": "on",
@@ -313,9 +313,9 @@ class _StandbyInstance(_Instance):
         super().__init__(
             # The primary's own install (not the copy it may run from, which goes away
             # with the primary's directory): copied again for this account if need be.
-            bindir=primary._bindir,
-            source=f"standby of {_HOST}:{primary_port} ({primary._source})",
-            durable=primary._durable,
+            bindir=primary.bindir,
+            source=f"standby of {_HOST}:{primary_port} ({primary.source})",
+            durable=primary.durable,
             settings=standby_settings,
             startup_timeout=startup_timeout,
         )
@@ -341,7 +341,7 @@ class _StandbyInstance(_Instance):
             self._slot,
             "--no-password",
         ]
-        if not self._durable:
+        if not self.durable:
             cmd.append("--no-sync")
         self._run_setup("pg_basebackup", cmd)
         signal_file = datadir / "standby.signal"
