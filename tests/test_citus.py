@@ -208,6 +208,10 @@ async def test_delete_prefix_on_a_distributed_table(make: Any) -> None:
 async def test_concurrent_calls_are_right_and_not_combined_across_shards(make: Any) -> None:
     store: Both = make()
     tokens = [new_token() for _ in range(200)]
+    assert await store.create(tokens[0], b"first", in_(60)) is True  # the store asks here
+    assert store.store.distributed is True
+    batchers = [store.store._finds, store.store._commits, store.store._touches]
+    assert [batcher.combine for batcher in batchers] == [False, False, False]
 
     if store.is_async:
         s: AsyncStore = store.store
@@ -235,7 +239,6 @@ async def test_concurrent_calls_are_right_and_not_combined_across_shards(make: A
         for thread in threads:
             thread.join()
     assert sorted(f for f in found if f is not None) == sorted(t.encode() for t in tokens)
-    assert store.store.distributed is True
     assert len(await store.all()) == 200
 
 

@@ -790,6 +790,22 @@ class Store:
                 self._core.use_distributed(distributed)
                 self._set_combining()
 
+    def _distributed_now(self) -> bool:
+        """Whether the table is distributed, asked before a combined statement.
+
+        The first combined statements of a new store on Citus were taken before the
+        store knew: they run singly, since combined ones would span shards (and,
+        several at once, deadlock across them until Citus cancels one, 2 s later).
+        """
+        self._learn_distribution()
+        return bool(self._core.distributed)
+
+    def _each_alone(
+        self, single: Callable[[Statement], Any], statements: Sequence[Statement]
+    ) -> list[Any]:
+        """Run the statements a combined one was to serve, each alone (`_distributed_now`)."""
+        return [single(statement) for statement in statements]
+
     def _pool_size(self) -> int:
         """The most statements a batcher may run at once: the pool's size."""
         return max(1, self._pool.max_size)
@@ -802,7 +818,8 @@ class Store:
         return self._core.decode_find(self._query("find", statement, "one"))
 
     def _find_many(self, finds: Sequence[Statement]) -> list[bytes | None]:
-        self._learn_distribution()
+        if self._distributed_now():
+            return self._each_alone(self._find_one, finds)
         if self._metrics is not None:
             self._metrics.batch("find", len(finds))
         rows = self._query("find", self._core.find_many(finds), "all")
@@ -812,7 +829,8 @@ class Store:
         self._query("commit", statement, "none")
 
     def _commit_many(self, commits: Sequence[Statement]) -> list[None]:
-        self._learn_distribution()
+        if self._distributed_now():
+            return self._each_alone(self._commit_one, commits)
         if self._metrics is not None:
             self._metrics.batch("commit", len(commits))
         self._query("commit", self._core.commit_many(commits), "none")
@@ -822,7 +840,8 @@ class Store:
         return bool(self._query("touch", statement, "count"))
 
     def _touch_many(self, touches: Sequence[Statement]) -> list[bool]:
-        self._learn_distribution()
+        if self._distributed_now():
+            return self._each_alone(self._touch_one, touches)
         if self._metrics is not None:
             self._metrics.batch("touch", len(touches))
         rows = self._query("touch", self._core.touch_many(touches), "all")
@@ -832,7 +851,8 @@ class Store:
         return self._core.decode_versioned(self._query("find_versioned", statement, "one"))
 
     def _find_versioned_many(self, finds: Sequence[Statement]) -> list[Versioned | None]:
-        self._learn_distribution()
+        if self._distributed_now():
+            return self._each_alone(self._find_versioned_one, finds)
         if self._metrics is not None:
             self._metrics.batch("find_versioned", len(finds))
         rows = self._query("find_versioned", self._core.find_versioned_many(finds), "all")
@@ -842,7 +862,8 @@ class Store:
         return bool(self._query("update_versioned", statement, "count"))
 
     def _update_versioned_many(self, updates: Sequence[Statement]) -> list[bool]:
-        self._learn_distribution()
+        if self._distributed_now():
+            return self._each_alone(self._update_versioned_one, updates)
         if self._metrics is not None:
             self._metrics.batch("update_versioned", len(updates))
         statement = self._core.update_versioned_many(updates)

@@ -13,6 +13,10 @@ differs is written once, in the async source, between ``# async-only:`` and
 
 from __future__ import annotations
 
+# async-only: begin
+import asyncio
+
+# async-only: end
 import contextlib
 import datetime as dt
 import logging
@@ -811,6 +815,25 @@ class AsyncStore:
                 self._core.use_distributed(distributed)
                 self._set_combining()
 
+    async def _distributed_now(self) -> bool:
+        """Whether the table is distributed, asked before a combined statement.
+
+        The first combined statements of a new store on Citus were taken before the
+        store knew: they run singly, since combined ones would span shards (and,
+        several at once, deadlock across them until Citus cancels one, 2 s later).
+        """
+        await self._learn_distribution()
+        return bool(self._core.distributed)
+
+    async def _each_alone(
+        self, single: Callable[[Statement], Any], statements: Sequence[Statement]
+    ) -> list[Any]:
+        """Run the statements a combined one was to serve, each alone (`_distributed_now`)."""
+        # async-only: begin
+        return list(await asyncio.gather(*(single(statement) for statement in statements)))
+        # async-only: end
+        # sync-only: return [single(statement) for statement in statements]
+
     def _pool_size(self) -> int:
         """The most statements a batcher may run at once: the pool's size."""
         return max(1, self._pool.max_size)
@@ -823,7 +846,8 @@ class AsyncStore:
         return self._core.decode_find(await self._query("find", statement, "one"))
 
     async def _find_many(self, finds: Sequence[Statement]) -> list[bytes | None]:
-        await self._learn_distribution()
+        if await self._distributed_now():
+            return await self._each_alone(self._find_one, finds)
         if self._metrics is not None:
             self._metrics.batch("find", len(finds))
         rows = await self._query("find", self._core.find_many(finds), "all")
@@ -833,7 +857,8 @@ class AsyncStore:
         await self._query("commit", statement, "none")
 
     async def _commit_many(self, commits: Sequence[Statement]) -> list[None]:
-        await self._learn_distribution()
+        if await self._distributed_now():
+            return await self._each_alone(self._commit_one, commits)
         if self._metrics is not None:
             self._metrics.batch("commit", len(commits))
         await self._query("commit", self._core.commit_many(commits), "none")
@@ -843,7 +868,8 @@ class AsyncStore:
         return bool(await self._query("touch", statement, "count"))
 
     async def _touch_many(self, touches: Sequence[Statement]) -> list[bool]:
-        await self._learn_distribution()
+        if await self._distributed_now():
+            return await self._each_alone(self._touch_one, touches)
         if self._metrics is not None:
             self._metrics.batch("touch", len(touches))
         rows = await self._query("touch", self._core.touch_many(touches), "all")
@@ -853,7 +879,8 @@ class AsyncStore:
         return self._core.decode_versioned(await self._query("find_versioned", statement, "one"))
 
     async def _find_versioned_many(self, finds: Sequence[Statement]) -> list[Versioned | None]:
-        await self._learn_distribution()
+        if await self._distributed_now():
+            return await self._each_alone(self._find_versioned_one, finds)
         if self._metrics is not None:
             self._metrics.batch("find_versioned", len(finds))
         rows = await self._query("find_versioned", self._core.find_versioned_many(finds), "all")
@@ -863,7 +890,8 @@ class AsyncStore:
         return bool(await self._query("update_versioned", statement, "count"))
 
     async def _update_versioned_many(self, updates: Sequence[Statement]) -> list[bool]:
-        await self._learn_distribution()
+        if await self._distributed_now():
+            return await self._each_alone(self._update_versioned_one, updates)
         if self._metrics is not None:
             self._metrics.batch("update_versioned", len(updates))
         statement = self._core.update_versioned_many(updates)
