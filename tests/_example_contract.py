@@ -22,7 +22,8 @@ from _http import Client, issued_token, listed
 from _support import new_token, table_rows, wait_until
 
 from sessionstore import Store
-from sessionstore.manager import CREATED_KEY
+from sessionstore.integrations._common import session_id
+from sessionstore.manager import CREATED_KEY, DEVICE_KEY
 
 MESSAGE = "Hello from a session!"
 USER = "alice"  # whom the examples' /login logs in
@@ -47,7 +48,10 @@ def check_two_devices_log_out_everywhere(example: ExampleApp, db: psycopg.Connec
     """Log in on two devices, list them, log out everywhere from one: the other is out.
 
     A function, not only a contract method, so that apps served other than by the
-    contract's fixtures (the Starlette example) check the same behaviour.
+    contract's fixtures (the Starlette example) check the same behaviour. Each line of
+    ``/sessions`` is ``  <id>  ...  expires <iso>[  (this one)]``: the session's
+    `UserSession.id` first (the example's store keeps raw tokens as keys), never a
+    token or a prefix of one.
     """
     laptop, phone = example.client(), example.client()
     for device in (laptop, phone):
@@ -68,12 +72,12 @@ def check_two_devices_log_out_everywhere(example: ExampleApp, db: psycopg.Connec
         [that] = [line for line in lines if "(this one)" not in line]
         own = device.token()
         assert own is not None
-        assert f"{own[:8]}..." in this
-        assert f"{other[:8]}..." in that
-        for token in (own, other):  # prefixes only, never a usable token
+        assert this.split()[0] == session_id(own)
+        assert that.split()[0] == session_id(other)
+        for token in (own, other):  # ids only: neither a token nor a prefix of one
             expires = expiries[token].astimezone(dt.UTC).isoformat(timespec="seconds")
-            assert expires in (this if token == own else that)
-            assert token not in reply.body
+            assert f"  expires {expires}" in (this if token == own else that)
+            assert token[:8] not in reply.body
 
     reply = laptop.get("/logout-everywhere")
     assert (reply.status, reply.body) == (
@@ -90,6 +94,30 @@ def check_two_devices_log_out_everywhere(example: ExampleApp, db: psycopg.Connec
     assert phone.get("/get").body.strip() == ""
     assert phone.get("/logout-everywhere").status == 403
     assert owners(db) == {mine: USER}
+
+
+def check_a_device_is_revoked_by_its_listed_id(example: ExampleApp) -> None:
+    """Log in on two devices; one ends the other by the id ``/sessions`` lists (``/revoke``).
+
+    A function, as `check_two_devices_log_out_everywhere`, for the Starlette and
+    Litestar examples too; over HTTP only (Litestar's stored keys are namespaced).
+    Each line shows the device as "<user agent> at <IP address>".
+    """
+    laptop, phone = example.client(), example.client()
+    for device, agent in ((laptop, "Laptop/1.0"), (phone, "Phone/2.0")):
+        assert device.get("/put").status == 200
+        assert device.get("/login", agent=agent).status == 200
+    [that] = [line for line in listed(laptop.get("/sessions")) if "(this one)" not in line]
+    assert "  Phone/2.0 at 127.0.0.1  " in that
+    theirs, that_id = phone.token(), that.split()[0]
+    assert theirs is not None
+    assert laptop.get(f"/revoke?id={theirs}").status == 404  # a token is no id
+    assert laptop.get(f"/revoke?id={that_id}").status == 200
+    assert phone.get("/get").body.strip() == ""
+    assert laptop.get(f"/revoke?id={that_id}").status == 404
+    [this] = listed(laptop.get("/sessions"))
+    assert example.client().get(f"/revoke?id={this.split()[0]}").status == 404  # nobody's
+    assert laptop.get("/get").body.strip() == MESSAGE
 
 
 class ExampleAppContract:
@@ -132,6 +160,8 @@ class ExampleAppContract:
         assert token == value
         stored = json.loads(bytes(data))
         assert isinstance(stored.pop(CREATED_KEY), float)  # when its lifetime began
+        # The examples record devices (SESSION_RECORD_DEVICES) for /sessions.
+        assert stored.pop(DEVICE_KEY)["ip"] == "127.0.0.1"
         assert stored == {"_permanent": True, "message": MESSAGE}
 
     def test_renew_token_keeps_the_data_and_kills_the_old_token(
@@ -247,6 +277,9 @@ class ExampleAppContract:
         self, example: ExampleApp, db: psycopg.Connection[Any]
     ) -> None:
         check_two_devices_log_out_everywhere(example, db)
+
+    def test_revoke_ends_one_listed_session_of_the_user(self, example: ExampleApp) -> None:
+        check_a_device_is_revoked_by_its_listed_id(example)
 
     def test_login_creates_an_owned_row_and_logout_deletes_it(
         self, example: ExampleApp, db: psycopg.Connection[Any]

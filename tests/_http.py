@@ -79,23 +79,36 @@ class Reply:
         return list(self.headers.get_all(name) or [])
 
 
+#: An opener without a cookie jar, for requests that send their own Cookie header.
+_PLAIN = urllib.request.build_opener()
+
+
 class Client:
     """A browser stand-in: urllib with its own cookie jar."""
 
     def __init__(self, base: str) -> None:
         self.base = base
         self.jar = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        self._opener: urllib.request.OpenerDirector | None = None
+
+    @property
+    def opener(self) -> urllib.request.OpenerDirector:
+        """The opener with this client's jar, made on first use."""
+        # Lazily and once: from Python 3.13 every opener loads the system's CA
+        # certificates when it is made, which holds the GIL for milliseconds; a
+        # test's 128 threads each making openers then queue for seconds.
+        if self._opener is None:
+            self._opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        return self._opener
 
     def get(self, path: str, cookie: str | None = None, agent: str | None = None) -> Reply:
         """GET with the jar's cookies, or with exactly `cookie` as the Cookie header."""
         request = urllib.request.Request(self.base + path)
         if agent is not None:
             request.add_header("User-Agent", agent)
-        opener = self.opener
         if cookie is not None:
             request.add_header("Cookie", cookie)
-            opener = urllib.request.build_opener()
+        opener = self.opener if cookie is None else _PLAIN
         try:
             with opener.open(request, timeout=30) as response:
                 return Reply(

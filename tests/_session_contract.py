@@ -34,7 +34,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -183,6 +183,17 @@ ROTATE_EVERY = 2.0
 ROTATE_GRACE = 1.5
 
 
+def sessions_json(listed: Iterable[Any]) -> str:
+    """The ``/c/sessions`` body for an integration's listing (`UserSession`s)."""
+
+    def value(field: str, each: Any) -> Any:
+        got = getattr(each, field)
+        return got.isoformat() if isinstance(got, dt.datetime) else got
+
+    fields = ("id", "current", "created", "last_seen", "expiry", "signed_in", "ip", "user_agent")
+    return json.dumps([{field: value(field, each) for field in fields} for each in listed])
+
+
 def logged_in(app: Served, user: str, agent: str) -> str:
     """A new session of `user` from a client with `agent`; its token."""
     token = app.start()
@@ -199,6 +210,27 @@ def listing(app: Served, token: str) -> list[dict[str, Any]]:
     assert reply.status == 200, reply.body
     listed: list[dict[str, Any]] = json.loads(reply.body)
     return listed
+
+
+def as_json(sessions: Iterable[Any]) -> list[dict[str, Any]]:
+    """An integration's `UserSession` listing as ``/c/sessions`` answers it (json.dumps it)."""
+
+    def iso(moment: dt.datetime | None) -> str | None:
+        return None if moment is None else moment.isoformat()
+
+    return [
+        {
+            "id": each.id,
+            "current": each.current,
+            "created": iso(each.created),
+            "last_seen": iso(each.last_seen),
+            "expiry": iso(each.expiry),
+            "signed_in": iso(each.signed_in),
+            "ip": each.ip,
+            "user_agent": each.user_agent,
+        }
+        for each in sessions
+    ]
 
 
 def check_devices_are_listed_and_revoked(app: Served) -> None:
@@ -264,6 +296,25 @@ def check_re_authentication_asks_when_the_user_signed_in(app: Served) -> None:
     time.sleep(1.2)
     assert app.get("/c/fresh?within=1", token).body.strip() == "false"
     assert app.get("/c/fresh?within=60", token).body.strip() == "true"
+
+
+def check_devices_are_not_recorded_by_default(app: Served, db: psycopg.Connection[Any]) -> None:
+    """The app is served on a store with ``owners=True``, its integration's defaults."""
+    token = logged_in(app, "ann", "Laptop/1.0")
+    [listed] = listing(app, token)
+    assert (listed["ip"], listed["user_agent"]) == (None, None)
+    [(data,)] = db.execute("SELECT data FROM sessions").fetchall()
+    assert b"Laptop/1.0" not in bytes(data)
+    assert b"127.0.0.1" not in bytes(data)
+
+
+#: The per-user checks, each run on the per-user app (see the module's docstring).
+PER_USER_CHECKS = (
+    check_devices_are_listed_and_revoked,
+    check_the_cap_ends_the_oldest_sessions,
+    check_tokens_rotate_on_a_timer_with_a_grace,
+    check_re_authentication_asks_when_the_user_signed_in,
+)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:

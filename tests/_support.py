@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg_pool import ConnectionPool
 
 from sessionstore import AsyncStore, OwnedSession, Store, Versioned
-from sessionstore.cleanup import Cancellation
+from sessionstore.cleanup import Cancellation, NoCleanup
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
@@ -39,6 +41,26 @@ def db_now(conn: psycopg.Connection[Any]) -> dt.datetime:
     assert row is not None
     now: dt.datetime = row[0]
     return now
+
+
+@contextlib.contextmanager
+def least_privileged_store(
+    dsn: str, db: psycopg.Connection[Any], role: str, **options: Any
+) -> Iterator[Store]:
+    """A `Store` as a new `role` with only SELECT, INSERT, UPDATE and DELETE on the table.
+
+    The role is dropped afterwards.
+    """
+    name = sql.Identifier(role)
+    db.execute(sql.SQL("CREATE ROLE {} LOGIN").format(name))
+    db.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON sessions TO {}").format(name))
+    role_dsn = psycopg.conninfo.make_conninfo(dsn, user=role)
+    try:
+        with ConnectionPool(role_dsn, min_size=1, kwargs={"autocommit": True}) as pool:
+            yield Store(pool, cleanup=NoCleanup(), **options)
+    finally:
+        db.execute(sql.SQL("DROP OWNED BY {}").format(name))
+        db.execute(sql.SQL("DROP ROLE {}").format(name))
 
 
 def table_rows(
@@ -129,6 +151,11 @@ class Both:
         if isinstance(self.store, AsyncStore):
             return await self.store.update_versioned(token, data, expiry, version, owner=owner)
         return self.store.update_versioned(token, data, expiry, version, owner=owner)
+
+    async def rotate(self, token: str, *, grace: dt.timedelta, prefix: str = "") -> str | None:
+        if isinstance(self.store, AsyncStore):
+            return await self.store.rotate(token, grace=grace, prefix=prefix)
+        return self.store.rotate(token, grace=grace, prefix=prefix)
 
     async def exists(self, token: str) -> bool:
         if isinstance(self.store, AsyncStore):

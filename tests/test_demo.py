@@ -30,6 +30,7 @@ import pytest
 from _support import table_rows
 
 from sessionstore.demo import FRAMEWORKS
+from sessionstore.integrations._common import session_id
 
 MESSAGE = "Hello from a session!"
 START_TIMEOUT = 120.0  # initdb included; CI machines are slow and shared
@@ -239,19 +240,18 @@ def test_demo_logs_out_everywhere(
         assert get(device, demo.url + "/login").startswith("Logged in as alice")
     mine, theirs = ([cookie.value or "" for cookie in jar] for jar in jars)
     assert len(mine) == len(theirs) == 1
-    rows = {
-        unprefixed(token): owner
-        for token, owner in db.execute("SELECT token, owner FROM sessions").fetchall()
-    }
+    stored = db.execute("SELECT token, owner FROM sessions").fetchall()
+    rows = {unprefixed(token): owner for token, owner in stored}
     assert rows == {mine[0]: "alice", theirs[0]: "alice"}
     for device in (laptop, phone):
         listing = get(device, demo.url + "/sessions")
         entries = [line for line in listing.splitlines() if "expires" in line]
         assert len(entries) == 2
         assert sum("(this one)" in line for line in entries) == 1
-        assert {mine[0][:8], theirs[0][:8]} == {line.split()[0].rstrip(".") for line in entries}
-        assert mine[0] not in listing
-        assert theirs[0] not in listing
+        # Each session by its listed id; no token, nor a prefix of one.
+        assert {session_id(token) for token, _ in stored} == {line.split()[0] for line in entries}
+        assert mine[0][:8] not in listing
+        assert theirs[0][:8] not in listing
     assert "Logged out 1 other" in get(laptop, demo.url + "/logout-everywhere")
     assert get(laptop, demo.url + "/get").strip() == MESSAGE
     assert fetch(phone, demo.url + "/sessions")[0] == 403

@@ -55,7 +55,7 @@ def manager(**options: Any) -> SessionManager:
 async def log_in(store: Both, sessions: SessionManager, device: Device | None = None) -> str:
     """A request that signs `OWNER` in on a new session; its token."""
     loaded = await drive(sessions.load(None), store)
-    data = {"cart": []}
+    data: dict[str, Any] = {"cart": []}
     sessions.log_in(data, OWNER)
     outcome: Outcome = await drive(sessions.save(loaded, data, renew=True, device=device), store)
     assert outcome.token is not None

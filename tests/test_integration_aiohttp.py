@@ -40,12 +40,16 @@ from aiohttp_session import get_session, new_session
 from sessionstore import AsyncStore
 from sessionstore._core import hash_token
 from sessionstore.examples.aiohttp_app import STORAGE, create_app
+from sessionstore.integrations._common import session_id
 from sessionstore.integrations.aiohttp import (
     PostgresStorage,
     login_session,
     postgres_context,
     renew_token,
+    revoke,
     session_owner,
+    signed_in_within,
+    user_sessions,
 )
 from sessionstore.testing import TcpProxy
 
@@ -447,9 +451,10 @@ async def test_two_devices_log_out_everywhere(example: App, db: psycopg.Connecti
         [that] = [line for line in lines if "(this one)" not in line]
         own = device.token()
         assert own is not None
-        assert f"{own[:8]}..." in this
-        assert f"{other[:8]}..." in that
-        assert own not in reply.body
+        assert this.startswith(f"  {session_id(own)}  created ")
+        assert that.startswith(f"  {session_id(other)}  created ")
+        for token in (own, other):  # no token, nor a prefix of one
+            assert token[:8] not in reply.body
     reply = await laptop.get("/logout-everywhere")
     assert (reply.status, reply.body) == (200, "Logged out 1 other session(s); this one stays.\n")
     assert owners(db) == {mine: USER}
@@ -471,16 +476,23 @@ async def test_with_hashed_tokens_the_table_holds_no_token(
     assert hash_token(token) in tokens(db)
     assert token not in tokens(db)
     [this] = [line for line in listed(await laptop.get("/sessions")) if "(this one)" in line]
-    assert f"{hash_token(token)[:8]}..." in this
+    assert this.startswith(f"  {session_id(hash_token(token))}  ")
+    assert hash_token(token)[:8] not in this
     assert "Logged out 1 other" in (await laptop.get("/logout-everywhere")).body
     assert (await phone.get("/sessions")).status == 403
 
 
 async def test_the_helpers_need_the_storage(serve: Callable[..., Awaitable[App]]) -> None:
     async def index(request: web.Request) -> web.Response:
-        for helper in (renew_token, session_owner):
+        for call in (
+            renew_token(request),
+            session_owner(request),
+            user_sessions(request),
+            revoke(request, "id"),
+            signed_in_within(request, 60),
+        ):
             with pytest.raises(RuntimeError, match="PostgresStorage"):
-                await helper(request)
+                await call
         with pytest.raises(TypeError, match="str"):
             await login_session(request, 42)  # type: ignore[arg-type]
         return web.Response(text="checked")
@@ -525,6 +537,16 @@ async def test_bad_arguments(async_session_store: AsyncStore) -> None:
         PostgresStorage(async_session_store, max_age=0)
     with pytest.raises(ValueError, match="positive"):
         PostgresStorage(async_session_store, session_only_ttl=0)
+    with pytest.raises(ValueError, match="rotate_every must be positive"):
+        PostgresStorage(async_session_store, rotate_every=0)
+    with pytest.raises(TypeError, match="rotate_every must be a timedelta"):
+        PostgresStorage(async_session_store, rotate_every="900")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="rotate_grace must be shorter than idle_timeout"):
+        PostgresStorage(async_session_store, max_age=60, rotate_every=600, rotate_grace=60)
+    storage = PostgresStorage(async_session_store, rotate_every=600, record_devices=True)
+    assert storage.manager.rotate_every == dt.timedelta(minutes=10)
+    assert storage.manager.record_devices
+    assert not PostgresStorage(async_session_store).manager.record_devices
 
 
 def test_aiohttp_is_imported_only_by_the_integration() -> None:
@@ -590,6 +612,21 @@ def contract_app(dsn: str, **options: Any) -> web.Application:
     async def arrived(request: web.Request) -> web.Response:
         return web.Response(text=str(gates.arrived(request.query["group"])))
 
+    async def login(request: web.Request) -> web.Response:
+        await login_session(request, request.query["user"])
+        return web.Response(text="ok")
+
+    async def sessions(request: web.Request) -> web.Response:
+        listed = await user_sessions(request)
+        return web.Response(text=contract.sessions_json(listed), content_type="application/json")
+
+    async def revoke_(request: web.Request) -> web.Response:
+        return web.json_response(await revoke(request, request.query["id"]))
+
+    async def fresh(request: web.Request) -> web.Response:
+        within = float(request.query["within"])
+        return web.json_response(await signed_in_within(request, within))
+
     async def release(request: web.Request) -> web.Response:
         gates.release(request.query["hold"])
         return web.Response(text="ok")
@@ -600,6 +637,10 @@ def contract_app(dsn: str, **options: Any) -> web.Application:
         ("/c/logout", logout),
         ("/c/arrived", arrived),
         ("/c/release", release),
+        ("/c/login", login),
+        ("/c/sessions", sessions),
+        ("/c/revoke", revoke_),
+        ("/c/fresh", fresh),
     ):
         app.router.add_get(path, handler)
     return app
@@ -683,6 +724,40 @@ def test_renewal_on_every_request_moves_the_row_and_the_cookie(
     reply = app.get("/c/get", token)
     assert contract.cookie_value(reply, COOKIE) == token  # the same token, a new expiry
     assert contract.row_version(db) != before
+
+
+#: The per-user checks' app (see `_session_contract`).
+PER_USER: dict[str, Any] = {
+    "idle_timeout": 60,
+    "max_sessions_per_owner": contract.CAP,
+    "storage_options": {
+        "rotate_every": contract.ROTATE_EVERY,
+        "rotate_grace": contract.ROTATE_GRACE,
+        "record_devices": True,
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "check", contract.PER_USER_CHECKS, ids=lambda check: check.__name__.removeprefix("check_")
+)
+def test_sessions_per_user(
+    contract_served: Callable[..., contract.Served], check: Callable[[contract.Served], None]
+) -> None:
+    check(contract_served(**PER_USER))
+
+
+def test_devices_are_not_recorded_by_default(
+    contract_served: Callable[..., contract.Served], db: psycopg.Connection[Any]
+) -> None:
+    app = contract_served()
+    token = contract.logged_in(app, "ann", "Laptop/1.0")
+    [listed] = contract.listing(app, token)
+    assert (listed["ip"], listed["user_agent"]) == (None, None)
+    assert listed["signed_in"] is not None
+    [(_, data, _)] = table_rows(db)
+    assert "Laptop" not in bytes(data).decode()
+    assert "127.0.0.1" not in bytes(data).decode()
 
 
 # --------------------------------------------------------------------------- gunicorn --preload

@@ -36,6 +36,7 @@ from _http import Client, Reply, issued_token, listed
 from _support import new_token, table_rows, wait_until
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
+from django.contrib.auth.signals import user_logged_in
 from django.contrib.sessions.backends.base import UpdateError
 from django.core import signing
 from django.core.exceptions import ImproperlyConfigured
@@ -46,8 +47,9 @@ from sessionstore import DatabaseError, OwnersNotEnabledError
 from sessionstore._core import hash_token
 from sessionstore._from_dsn import create_table
 from sessionstore.integrations import django as engine
+from sessionstore.integrations._common import session_id
 from sessionstore.integrations.django import SessionStore
-from sessionstore.manager import CREATED_KEY
+from sessionstore.manager import CREATED_KEY, DEVICE_KEY, SIGNED_IN_KEY
 
 MESSAGE = "Hello from a session!"
 USER = "alice"  # whom the example's /login logs in
@@ -492,11 +494,14 @@ async def test_sessions_of_logout_everywhere_and_revoke(
         return getattr(engine, name)(*args, **kwargs)
 
     listing = await call("sessions_of", "7", current=laptop)
-    assert sorted(s.key for s in listing) == sorted(str(d.session_key) for d in devices)
-    assert [s.key for s in listing if s.current] == [laptop.session_key]
+    ids = {str(d.session_key): session_id(str(d.session_key)) for d in devices}
+    assert sorted(s.id for s in listing) == sorted(ids.values())
+    assert [s.id for s in listing if s.current] == [ids[str(laptop.session_key)]]
     assert all(s.data == {SESSION_KEY: "7"} for s in listing)  # as views see it
-    assert await call("revoke", "8", tablet.session_key) is False  # not 8's session
-    assert await call("revoke", "7", tablet.session_key) is True
+    tablets = ids[str(tablet.session_key)]
+    assert await call("revoke", "8", tablets) is False  # not 8's session
+    assert await call("revoke", "7", tablet.session_key) is False  # a key is no id
+    assert await call("revoke", "7", tablets) is True
     assert await call("logout_everywhere", "7", keep=laptop) == 1  # the phone
     assert sorted(owners(db).values(), key=str) == ["7", "8"]
     assert await mode(SessionStore(phone.session_key), "load") == {}
@@ -556,8 +561,93 @@ async def test_hashed_keys(
         assert list(rows(db)) == [hash_token(key)]
         assert await mode(SessionStore(key), "load") == {SESSION_KEY: "7"}
         [listed_session] = engine.sessions_of("7", current=key)
-        assert listed_session.key == hash_token(key)
+        assert listed_session.id == session_id(hash_token(key))
         assert listed_session.current
+        await engine.aclose()
+
+
+@pytest.fixture
+def no_last_login() -> Iterator[None]:
+    """auth's ``update_last_login`` off: it saves the user, and there is no ORM database."""
+    from django.contrib.auth.models import update_last_login
+
+    user_logged_in.disconnect(dispatch_uid="update_last_login")
+    yield
+    user_logged_in.connect(update_last_login, dispatch_uid="update_last_login")
+
+
+async def test_login_records_the_sign_in_time(
+    sessions: None, mode: Mode, no_last_login: None
+) -> None:
+    from django.contrib.auth import alogin, login
+    from django.contrib.auth.models import User
+    from django.http import HttpRequest
+
+    async def signed_in_within(current: Any, within: dt.timedelta | float) -> bool:
+        if mode.is_async:
+            return await engine.asigned_in_within(current, within)
+        return engine.signed_in_within(current, within)
+
+    async def log_in(request: HttpRequest, user: User) -> None:
+        if mode.is_async:
+            await alogin(request, user)
+        else:
+            login(request, user)
+
+    request = HttpRequest()
+    request.session = SessionStore()
+    user = User(pk=7, username="bob", password="x")
+    assert not await signed_in_within(request, 60)  # not signed in
+    await log_in(request, user)
+    assert await signed_in_within(request, 60)
+    await mode(request.session, "save")
+    again = SessionStore(request.session.session_key)
+    assert await signed_in_within(again, 60)
+    # Signed in an hour ago; then asked for the password again: login() once more,
+    # which keeps the session key (the same user) and records the time anew.
+    again[SIGNED_IN_KEY] -= 3600
+    assert not await signed_in_within(again, 60)
+    request.session = again
+    await log_in(request, user)
+    assert request.session.session_key == again.session_key
+    assert await signed_in_within(request.session, dt.timedelta(minutes=1))
+    with pytest.raises(ValueError, match="within must be positive"):
+        await signed_in_within(request, 0)
+
+
+@pytest.mark.parametrize("record", [False, True])
+def test_the_middleware_records_the_device_only_when_asked(
+    configured: Callable[..., contextlib.AbstractContextManager[None]],
+    db: psycopg.Connection[Any],
+    record: bool,
+) -> None:
+    from django.http import HttpRequest, HttpResponse
+
+    from sessionstore.integrations.django import SessionMiddleware
+
+    def view(request: HttpRequest) -> HttpResponse:
+        request.session["a"] = 1
+        return HttpResponse("ok")
+
+    request = HttpRequest()
+    request.META.update(REMOTE_ADDR="192.0.2.1", HTTP_USER_AGENT="Laptop/1.0")
+    with configured(**({"record_devices": True} if record else {})):
+        SessionMiddleware(view)(request)
+    [(data, _)] = rows(db).values()
+    device = SessionStore().decode(data.decode()).get(DEVICE_KEY)
+    assert device == ({"ip": "192.0.2.1", "user_agent": "Laptop/1.0"} if record else None)
+
+
+async def test_a_session_ending_within_the_grace_is_not_rotated(
+    configured: Callable[..., contextlib.AbstractContextManager[None]],
+    db: psycopg.Connection[Any],
+) -> None:
+    with configured(rotate_every=1, rotate_grace=30):
+        session = SessionStore()
+        session.set_expiry(10)  # shorter than the grace: no rotation, and no error
+        session["a"] = 1
+        await session.asave()
+        assert list(rows(db)) == [session.session_key]
         await engine.aclose()
 
 
@@ -603,6 +693,14 @@ def test_the_dsn_defaults_to_the_default_database(
         ({"max_size": True}, {}, "'max_size'.*wrong type"),
         ({"min_size": 5, "max_size": 2}, {}, "min_size <= max_size"),
         ({"timeout": 0}, {}, "\\['timeout'\\] must be positive"),
+        ({"table": ""}, {}, "table name must not be empty"),
+        ({"rotate_every": 0}, {}, "rotate_every must be positive"),
+        ({"rotate_every": 600, "rotate_grace": 15 * 24 * 3600}, {}, "shorter than idle_timeout"),
+        ({"rotate_grace": "30"}, {}, "'rotate_grace'.*wrong type"),
+        ({"record_devices": 1}, {}, "'record_devices'.*wrong type"),
+        ({"max_sessions_per_owner": True}, {}, "'max_sessions_per_owner'.*wrong type"),
+        ({"max_sessions_per_owner": 0, "owners": True}, {}, "max_sessions_per_owner.*1"),
+        ({"max_sessions_per_owner": 2}, {}, "max_sessions_per_owner.*owners"),
         ({}, {}, "no 'dsn' and settings.DATABASES has no 'default'"),
         (
             {},
@@ -973,7 +1071,7 @@ def test_login_renews_the_key_and_deletes_the_old_row(
     assert new is not None
     assert old is not None
     assert new != old
-    assert stored(db) == {new: {"message": MESSAGE, SESSION_KEY: USER}}
+    assert stored(db) == {new: {"message": MESSAGE, SESSION_KEY: USER, SIGNED_IN_KEY: ANY_TIME}}
     assert owners(db) == {new: USER}
     assert client.get("/get").body == MESSAGE + "\n"
     assert client.get("/get", cookie=f"{COOKIE}={old}").body == "\n"
@@ -1076,9 +1174,10 @@ def test_two_devices_log_out_everywhere(example: Server, db: psycopg.Connection[
         assert len(lines) == 2
         [this] = [line for line in lines if "(this one)" in line]
         [that] = [line for line in lines if "(this one)" not in line]
-        assert f"{own[:8]}..." in this
-        assert f"{other[:8]}..." in that
-        assert own not in reply.body  # prefixes only, never a usable key
+        assert this.startswith(f"  {session_id(own)}  created ")
+        assert that.startswith(f"  {session_id(other)}  created ")
+        for key in (own, other):  # no key, nor a prefix of one
+            assert key[:8] not in reply.body
     reply = laptop.get("/logout-everywhere")
     assert (reply.status, reply.body) == (200, "Logged out 1 other session(s); this one stays.\n")
     assert owners(db) == {mine: USER}
@@ -1101,7 +1200,8 @@ def test_with_hashed_keys_the_table_holds_no_key(
     assert hash_token(key) in rows(db)
     assert key not in rows(db)
     [this] = [line for line in listed(laptop.get("/sessions")) if "(this one)" in line]
-    assert f"{hash_token(key)[:8]}..." in this
+    assert this.startswith(f"  {session_id(hash_token(key))}  ")
+    assert hash_token(key)[:8] not in this
     assert "Logged out 1 other" in laptop.get("/logout-everywhere").body
     assert phone.get("/sessions").status == 403
 
@@ -1266,6 +1366,25 @@ def test_the_lifetime_ends_a_busy_session(
 ) -> None:
     app = contract_served(idle_timeout=2, lifetime=4, renew_after=0)
     contract.check_the_lifetime_ends_a_busy_session(app, 2, 4)
+
+
+#: The per-user checks' app (see `_session_contract`).
+PER_USER: dict[str, Any] = {
+    "idle_timeout": 60,
+    "max_sessions_per_owner": contract.CAP,
+    "rotate_every": contract.ROTATE_EVERY,
+    "rotate_grace": contract.ROTATE_GRACE,
+    "record_devices": True,
+}
+
+
+@pytest.mark.parametrize(
+    "check", contract.PER_USER_CHECKS, ids=lambda check: check.__name__.removeprefix("check_")
+)
+def test_sessions_per_user(
+    contract_served: Callable[..., contract.Served], check: Callable[[contract.Served], None]
+) -> None:
+    check(contract_served(**PER_USER))
 
 
 @pytest.mark.parametrize("setting", ["renew_after", "SESSION_SAVE_EVERY_REQUEST"])

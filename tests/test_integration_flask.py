@@ -36,16 +36,19 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from sessionstore import OwnersNotEnabledError, Store
 from sessionstore._core import hash_token
 from sessionstore.cleanup import NoCleanup
+from sessionstore.integrations._common import session_id
 from sessionstore.integrations.flask import (
     PostgresSessionInterface,
     ServerSideSession,
     login_session,
     logout_everywhere,
     renew_token,
+    revoke,
     session_owner,
+    signed_in_within,
     user_sessions,
 )
-from sessionstore.manager import CREATED_KEY
+from sessionstore.manager import CREATED_KEY, DEVICE_KEY
 
 MESSAGE = "Hello from a session!"
 USER = "alice"  # whom the example's /login logs in
@@ -114,10 +117,11 @@ def tokens(db: psycopg.Connection[Any]) -> list[str]:
 
 
 def stored(db: psycopg.Connection[Any]) -> dict[str, Any]:
-    """The one session's stored data, without the time its lifetime began."""
+    """The one session's stored data, without the time its lifetime began and its device."""
     [(_, data, _)] = table_rows(db)
     decoded: dict[str, Any] = json.loads(bytes(data))
     assert isinstance(decoded.pop(CREATED_KEY), float)
+    assert decoded.pop(DEVICE_KEY)["ip"] == "127.0.0.1"  # the example records devices
     return decoded
 
 
@@ -406,7 +410,7 @@ def test_with_hashed_tokens_the_listing_marks_the_current_session(
             lines = listed(device.get("/sessions"))
             assert len(lines) == 2
             [this] = [line for line in lines if "(this one)" in line]
-            assert f"{hash_token(token)[:8]}..." in this  # the stored key: the hash
+            assert this.split()[0] == session_id(hash_token(token))  # of the stored key
         assert "Logged out 1 other" in laptop.get("/logout-everywhere").body
         assert phone.get("/sessions").status == 403
         assert len(listed(laptop.get("/sessions"))) == 1
@@ -419,12 +423,17 @@ def test_the_helpers(owners_store: Store, session_store: Store) -> None:
         assert session_owner() is None
         assert user_sessions() == []
         assert logout_everywhere() == 0
+        assert revoke("A" * 22) is False
+        assert signed_in_within(60) is False
         with pytest.raises(TypeError, match="str"):
             login_session(42)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="empty"):
             login_session("")
         login_session("bob")
         assert session_owner() == "bob"
+        assert signed_in_within(dt.timedelta(minutes=1))
+        with pytest.raises(ValueError, match="within must be positive"):
+            signed_in_within(0)
         assert flask.session.modified
     plain = flask.Flask(__name__)
     plain.session_interface = PostgresSessionInterface(session_store)
@@ -435,9 +444,24 @@ def test_the_helpers(owners_store: Store, session_store: Store) -> None:
         assert session_owner() == "bob"
         with pytest.raises(OwnersNotEnabledError):
             user_sessions()
+    # Helpers called before anything loaded the session know which one is current.
+    expiry = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    mine, other = new_token(), new_token()
+    for each in (mine, other):
+        owners_store.commit(each, data, expiry, owner="bob")
+    with app.test_request_context("/", headers={"Cookie": f"session={mine}"}):
+        assert sorted(each.current for each in user_sessions()) == [False, True]
+    with app.test_request_context("/", headers={"Cookie": f"session={mine}"}):
+        assert logout_everywhere() == 1
+    assert owners_store.find(mine) is not None
+    assert owners_store.find(other) is None
     for helper in (session_owner, user_sessions, logout_everywhere):
         with pytest.raises(RuntimeError, match="during a request"):
             helper()
+    with pytest.raises(RuntimeError, match="during a request"):
+        revoke("A" * 22)
+    with pytest.raises(RuntimeError, match="during a request"):
+        signed_in_within(60)
 
 
 def test_renew_token_outside_a_request_or_with_another_interface() -> None:
@@ -456,6 +480,43 @@ def test_bad_arguments(session_store: Store, async_session_store: Any) -> None:
         PostgresSessionInterface(session_store, session_only_ttl=0)
     with pytest.raises(TypeError, match="timedelta"):
         PostgresSessionInterface(session_store, session_only_ttl="1h")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="rotate_every must be positive"):
+        PostgresSessionInterface(session_store, rotate_every=0)
+    with pytest.raises(TypeError, match="rotate_grace must be a timedelta"):
+        PostgresSessionInterface(session_store, rotate_every=60, rotate_grace="30")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="rotate_grace must be shorter than idle_timeout"):
+        PostgresSessionInterface(session_store, rotate_every=60, session_only_ttl=30)
+
+
+def test_the_rotation_and_device_settings_come_from_the_config(session_store: Store) -> None:
+    app = flask.Flask(__name__)
+    interface = PostgresSessionInterface(session_store, rotate_every=600)
+    manager = interface.manager(app)
+    assert (manager.rotate_every, manager.rotate_grace) == (
+        dt.timedelta(minutes=10),
+        dt.timedelta(seconds=30),
+    )
+    assert manager.record_devices is False  # off by default: personal data
+    app.config.update(
+        SESSION_ROTATE_EVERY=dt.timedelta(minutes=15),
+        SESSION_ROTATE_GRACE=10,
+        SESSION_RECORD_DEVICES=True,
+    )
+    manager = interface.manager(app)
+    assert (manager.rotate_every, manager.rotate_grace, manager.record_devices) == (
+        dt.timedelta(minutes=15),
+        dt.timedelta(seconds=10),
+        True,
+    )
+    for setting, value, error in (
+        ("SESSION_ROTATE_EVERY", -1, ValueError),
+        ("SESSION_ROTATE_EVERY", "15m", TypeError),
+        ("SESSION_ROTATE_GRACE", dt.timedelta(days=31), ValueError),  # not under the idle timeout
+    ):
+        app.config[setting], before = value, app.config[setting]
+        with pytest.raises(error, match=setting.removeprefix("SESSION_").lower()):
+            interface.manager(app)
+        app.config[setting] = before
 
 
 def test_flask_is_imported_only_by_the_integration() -> None:
@@ -513,6 +574,23 @@ def contract_app(store: Store, **config: Any) -> flask.Flask:
         gates.release(flask.request.args["hold"])
         return "ok"
 
+    @app.get("/c/login")
+    def login() -> str:
+        login_session(flask.request.args["user"])
+        return "ok"
+
+    @app.get("/c/sessions")
+    def sessions() -> flask.Response:
+        return flask.jsonify(contract_checks.as_json(user_sessions()))
+
+    @app.get("/c/revoke")
+    def revoke_one() -> str:
+        return json.dumps(revoke(flask.request.args["id"]))
+
+    @app.get("/c/fresh")
+    def fresh() -> str:
+        return json.dumps(signed_in_within(float(flask.request.args["within"])))
+
     return app
 
 
@@ -543,6 +621,50 @@ def contract(
     return lambda **config: contract_checks.Served(
         wsgi(contract_app(owners_store, **config)), "session"
     )
+
+
+@pytest.fixture
+def per_user(
+    wsgi: Callable[[flask.Flask], str], sessionstore_dsn: str
+) -> Iterator[contract_checks.Served]:
+    """The contract app for the per-user checks (see _session_contract), capped store."""
+    with (
+        ConnectionPool(
+            sessionstore_dsn, min_size=1, max_size=4, kwargs={"autocommit": True}
+        ) as pool,
+        Store(
+            pool,
+            owners=True,
+            max_sessions_per_owner=contract_checks.CAP,
+            cleanup=NoCleanup(),
+        ) as store,
+    ):
+        store.create_table()
+        app = contract_app(
+            store,
+            PERMANENT_SESSION_LIFETIME=60,
+            SESSION_ROTATE_EVERY=contract_checks.ROTATE_EVERY,
+            SESSION_ROTATE_GRACE=contract_checks.ROTATE_GRACE,
+            SESSION_RECORD_DEVICES=True,
+        )
+        yield contract_checks.Served(wsgi(app), "session")
+
+
+@pytest.mark.parametrize(
+    "check",
+    contract_checks.PER_USER_CHECKS,
+    ids=lambda check: check.__name__.removeprefix("check_"),
+)
+def test_sessions_per_user(
+    per_user: contract_checks.Served, check: Callable[[contract_checks.Served], None]
+) -> None:
+    check(per_user)
+
+
+def test_devices_are_not_recorded_by_default(
+    contract: Callable[..., contract_checks.Served], db: psycopg.Connection[Any]
+) -> None:
+    contract_checks.check_devices_are_not_recorded_by_default(contract(), db)
 
 
 @pytest.mark.parametrize("count", [2, 4])
@@ -605,6 +727,11 @@ def test_flask_login_gives_a_new_token_at_login(
         flask_login.login_user(User("alice"))
         return "ok"
 
+    @app.get("/flask-logout")
+    def log_out() -> str:
+        flask_login.logout_user()
+        return "ok"
+
     served = contract_checks.Served(wsgi(app), "session")
     planted = served.start()  # a live session the attacker made, in the victim's browser
     reply = served.get("/flask-login", planted)
@@ -615,6 +742,19 @@ def test_flask_login_gives_a_new_token_at_login(
     assert tokens(db) == [fresh]
     assert served.data(planted) == {}
     assert served.data(fresh) == {"start": "1"}
+    # login_user is login_session for its user id: owned, and signed in now.
+    assert owners(db) == {fresh: "alice"}
+    assert served.get("/c/fresh?within=60", fresh).body == "true"
+    [listed_session] = contract_checks.listing(served, fresh)
+    assert listed_session["current"]
+    # logout_user keeps the other keys, under a new token nobody owns.
+    reply = served.get("/flask-logout", fresh)
+    after = contract_checks.cookie_value(reply, "session")
+    assert after
+    assert after != fresh
+    assert owners(db) == {after: None}
+    assert served.data(after) == {"start": "1"}
+    assert served.get("/c/fresh?within=60", after).body == "false"
 
 
 def test_cookies_are_httponly_lax_and_secure_except_locally(

@@ -27,9 +27,10 @@ import httpx
 import psycopg
 import pytest
 import uvicorn
+from _example_contract import check_a_device_is_revoked_by_its_listed_id
 from _gates import Gates, params
 from _gunicorn import UVICORN_WORKER, docs_set_up, gunicorn
-from _http import Client, issued_token, listed, run_uvicorn, stop_uvicorn
+from _http import Client, Reply, issued_token, listed, run_uvicorn, stop_uvicorn
 from _support import new_token, table_rows, wait_until
 from litestar import Litestar, Request, Response, get
 from litestar.config.response_cache import ResponseCacheConfig
@@ -43,15 +44,19 @@ from sessionstore import AsyncStore
 from sessionstore._core import hash_token
 from sessionstore.cleanup import NoCleanup
 from sessionstore.examples.litestar_app import create_app
+from sessionstore.integrations._common import session_id
 from sessionstore.integrations.litestar import (
     NO_EXPIRY,
     PostgresStore,
     SessionConfig,
     login_session,
     renew_token,
+    revoke,
     session_owner,
+    signed_in_within,
+    user_sessions,
 )
-from sessionstore.manager import CREATED_KEY
+from sessionstore.manager import CREATED_KEY, DEVICE_KEY
 from sessionstore.testing import TcpProxy
 
 MESSAGE = "Hello from a session!"
@@ -115,6 +120,7 @@ def test_put_then_get(example: App, db: psycopg.Connection[Any]) -> None:
     [(key, data, _)] = table_rows(db)
     assert key == PREFIX + token
     stored = json.loads(bytes(data))
+    assert stored.pop(DEVICE_KEY)["ip"] == "127.0.0.1"  # the example records devices
     assert stored == {"message": MESSAGE, CREATED_KEY: stored[CREATED_KEY]}
 
 
@@ -309,6 +315,16 @@ def test_the_settings_are_checked() -> None:
         SessionConfig(absolute_max_age=0)
     with pytest.raises(ImproperlyConfiguredException, match="max_age"):
         SessionConfig(max_age=0)
+    with pytest.raises(ValueError, match="rotate_every must be positive"):
+        SessionConfig(rotate_every=0)
+    with pytest.raises(TypeError, match="rotate_every must be a timedelta"):
+        SessionConfig(rotate_every="1h")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="rotate_grace must be shorter than idle_timeout"):
+        SessionConfig(max_age=60, rotate_every=600, rotate_grace=60)
+    with pytest.raises(ValueError, match="rotate_grace must be positive"):
+        SessionConfig(rotate_grace=-1)
+    manager = SessionConfig(rotate_every=900).manager
+    assert (manager.rotate_every, manager.record_devices) == (dt.timedelta(minutes=15), False)
 
 
 # --------------------------------------------------------------------------- headers
@@ -380,7 +396,25 @@ def contract_routes(app: Litestar) -> None:
         gates.release(request.query_params["hold"])
         return "ok"
 
-    for handler in (set_key, get_data, logout, arrived, release):
+    @get("/c/login")
+    async def login(request: Request[Any, Any, Any]) -> str:
+        login_session(request, request.query_params["user"])
+        return "ok"
+
+    @get("/c/sessions")
+    async def sessions(request: Request[Any, Any, Any]) -> str:
+        return json.dumps(contract.as_json(await user_sessions(request)))
+
+    @get("/c/revoke")
+    async def revoke_one(request: Request[Any, Any, Any]) -> str:
+        return json.dumps(await revoke(request, request.query_params["id"]))
+
+    @get("/c/fresh")
+    async def fresh(request: Request[Any, Any, Any]) -> str:
+        return json.dumps(signed_in_within(request, float(request.query_params["within"])))
+
+    handlers = (set_key, get_data, logout, arrived, release, login, sessions, revoke_one, fresh)
+    for handler in handlers:
         app.register(handler)
 
 
@@ -424,6 +458,56 @@ def test_the_lifetime_ends_a_busy_session(serve: Callable[..., App]) -> None:
     )
     served = contract.Served(app.url, "session")
     contract.check_the_lifetime_ends_a_busy_session(served, idle=4, lifetime=8)
+
+
+@pytest.fixture
+def per_user(serve: Callable[..., App]) -> contract.Served:
+    """The contract app with the per-user settings (see `_session_contract`)."""
+    app = serve(
+        contract_routes,
+        lifetime=dt.timedelta(seconds=60),
+        rotate_every=dt.timedelta(seconds=contract.ROTATE_EVERY),
+        rotate_grace=dt.timedelta(seconds=contract.ROTATE_GRACE),
+        record_devices=True,
+        max_sessions_per_owner=contract.CAP,
+    )
+    return contract.Served(app.url, "session")
+
+
+@pytest.mark.parametrize(
+    "check", contract.PER_USER_CHECKS, ids=lambda check: check.__name__.removeprefix("check_")
+)
+def test_sessions_per_user(
+    per_user: contract.Served, check: Callable[[contract.Served], None]
+) -> None:
+    """The per-user checks (see _session_contract), on a capped store."""
+    check(per_user)
+
+
+def test_devices_are_not_recorded_by_default(
+    serve: Callable[..., App], db: psycopg.Connection[Any]
+) -> None:
+    assert SessionConfig().record_devices is False  # the example turns it on: off here
+    served = contract.Served(serve(contract_routes, record_devices=False).url, "session")
+    contract.check_devices_are_not_recorded_by_default(served, db)
+
+
+def test_a_listing_holds_only_its_namespace(
+    serve: Callable[..., App], db: psycopg.Connection[Any]
+) -> None:
+    """The owner's rows of another namespace (another app on the table) are not listed."""
+    served = contract.Served(serve(contract_routes).url, "session")
+    token = contract.logged_in(served, "ann", "Laptop/1.0")
+    db.execute(
+        "INSERT INTO sessions (token, data, expiry, owner) "
+        "SELECT 'other:' || token, data, expiry, owner FROM sessions"
+    )
+    [listed] = contract.listing(served, token)
+    assert listed["current"]
+    other = session_id("other:" + PREFIX + token)
+    assert served.get("/c/revoke?id=" + other, token).body == "false"
+    assert served.get("/c/revoke?id=" + listed["id"], token).body == "true"
+    assert [row[0] for row in table_rows(db)] == ["other:" + PREFIX + token]
 
 
 @pytest.mark.parametrize("source", ["example", "docs"])
@@ -484,6 +568,27 @@ def owners(db: psycopg.Connection[Any]) -> dict[str, str | None]:
     return {key.removeprefix(PREFIX): owner for key, owner in rows}
 
 
+#: A line of the example's /sessions: "  <id>  ...  expires <iso>[  (this one)]".
+LINE_RE = re.compile(
+    r"  (?P<id>[A-Za-z0-9_-]{22})  .*  expires (?P<expires>\S+)(?P<this>  \(this one\))?"
+)
+
+
+def listed_sessions(reply: Reply, *secrets: str) -> dict[str, tuple[str, bool]]:
+    """The example's /sessions page: each listed id's expiry and whether it is this one.
+
+    None of `secrets` (tokens, stored keys), nor a prefix of one, is on the page.
+    """
+    for secret in secrets:
+        assert secret[:8] not in reply.body
+    lines = {}
+    for line in listed(reply):
+        match = LINE_RE.fullmatch(line)
+        assert match, line
+        lines[match["id"]] = (match["expires"], bool(match["this"]))
+    return lines
+
+
 def test_two_devices_log_out_everywhere(example: App, db: psycopg.Connection[Any]) -> None:
     laptop, phone = example.client(), example.client()
     for device in (laptop, phone):
@@ -493,17 +598,12 @@ def test_two_devices_log_out_everywhere(example: App, db: psycopg.Connection[Any
     assert mine is not None
     assert theirs is not None
     assert owners(db) == {mine: USER, theirs: USER}
-    for device, other in ((laptop, theirs), (phone, mine)):
-        reply = device.get("/sessions")
-        lines = listed(reply)
+    for device, own in ((laptop, mine), (phone, theirs)):
+        expiries = {key.removeprefix(PREFIX): expiry for key, _, expiry in table_rows(db)}
+        lines = listed_sessions(device.get("/sessions"), mine, theirs, PREFIX + mine)
+        [this] = [expires for expires, current in lines.values() if current]
         assert len(lines) == 2
-        [this] = [line for line in lines if "(this one)" in line]
-        [that] = [line for line in lines if "(this one)" not in line]
-        own = device.token()
-        assert own is not None
-        assert f"{own[:8]}..." in this
-        assert f"{other[:8]}..." in that
-        assert own not in reply.body
+        assert this == expiries[own].astimezone(dt.UTC).isoformat(timespec="seconds")
     reply = laptop.get("/logout-everywhere")
     assert (reply.status, reply.body) == (200, "Logged out 1 other session(s); this one stays.\n")
     assert owners(db) == {mine: USER}
@@ -511,6 +611,10 @@ def test_two_devices_log_out_everywhere(example: App, db: psycopg.Connection[Any
     assert phone.get("/sessions").status == 403
     assert phone.get("/get").body.strip() == ""
     assert owners(db) == {mine: USER}
+
+
+def test_a_device_is_revoked_by_its_listed_id(example: App) -> None:
+    check_a_device_is_revoked_by_its_listed_id(example)
 
 
 def test_with_hashed_tokens_the_table_holds_no_token(
@@ -525,8 +629,8 @@ def test_with_hashed_tokens_the_table_holds_no_token(
     keys = [row[0] for row in table_rows(db)]
     assert hash_token(PREFIX + token) in keys
     assert all(token not in key for key in keys)
-    [this] = [line for line in listed(laptop.get("/sessions")) if "(this one)" in line]
-    assert f"{hash_token(PREFIX + token)[:8]}..." in this
+    lines = listed_sessions(laptop.get("/sessions"), token, *keys)
+    assert sorted(current for _, current in lines.values()) == [False, True]
     assert "Logged out 1 other" in laptop.get("/logout-everywhere").body
     assert phone.get("/sessions").status == 403
 

@@ -49,10 +49,12 @@ from sessionstore.integrations.quart import (
     login_session,
     logout_everywhere,
     renew_token,
+    revoke,
     session_owner,
+    signed_in_within,
     user_sessions,
 )
-from sessionstore.manager import CREATED_KEY
+from sessionstore.manager import CREATED_KEY, DEVICE_KEY
 from sessionstore.testing import TcpProxy
 
 MESSAGE = "Hello from a session!"
@@ -124,10 +126,11 @@ def tokens(db: psycopg.Connection[Any]) -> list[str]:
 
 
 def stored(db: psycopg.Connection[Any]) -> dict[str, Any]:
-    """The one session's stored data, without the time its lifetime began."""
+    """The one session's stored data, without the time its lifetime began and its device."""
     [(_, data, _)] = table_rows(db)
     decoded: dict[str, Any] = json.loads(bytes(data))
     assert isinstance(decoded.pop(CREATED_KEY), float)
+    assert decoded.pop(DEVICE_KEY)["ip"] == "127.0.0.1"  # the example records devices
     return decoded
 
 
@@ -416,9 +419,13 @@ async def test_the_helpers(async_session_store: AsyncStore) -> None:
             helper()
     with pytest.raises(RuntimeError, match="during a request"):
         login_session("bob")
+    with pytest.raises(RuntimeError, match="during a request"):
+        signed_in_within(60)
     for coroutine in (user_sessions, logout_everywhere):
         with pytest.raises(RuntimeError, match="during a request"):
             await coroutine()
+    with pytest.raises(RuntimeError, match="during a request"):
+        await revoke("A" * 22)
     app = quart.Quart(__name__)
     app.secret_key = "test"  # Quart's own cookie sessions
     async with app.test_request_context("/"):
@@ -433,6 +440,12 @@ async def test_the_helpers(async_session_store: AsyncStore) -> None:
         assert session_owner() is None
         assert await user_sessions() == []
         assert await logout_everywhere() == 0
+        assert await revoke("A" * 22) is False
+        assert signed_in_within(60) is False
+        login_session("bob")
+        assert signed_in_within(dt.timedelta(minutes=1))
+        with pytest.raises(ValueError, match="within must be positive"):
+            signed_in_within(0)
 
 
 def test_bad_arguments(session_store: Store, async_session_store: AsyncStore) -> None:
@@ -442,6 +455,26 @@ def test_bad_arguments(session_store: Store, async_session_store: AsyncStore) ->
         PostgresSessionInterface(async_session_store, session_only_ttl=0)
     with pytest.raises(TypeError, match="timedelta"):
         PostgresSessionInterface(async_session_store, session_only_ttl="1h")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="rotate_grace must be shorter than idle_timeout"):
+        PostgresSessionInterface(async_session_store, rotate_every=60, session_only_ttl=30)
+
+
+def test_the_rotation_and_device_settings_come_from_the_config(
+    async_session_store: AsyncStore,
+) -> None:
+    """The Flask integration's settings code (tested there), on Quart's config."""
+    app = quart.Quart(__name__)
+    interface = PostgresSessionInterface(async_session_store, rotate_grace=5, record_devices=True)
+    app.config.update(SESSION_ROTATE_EVERY=900, SESSION_RECORD_DEVICES=False)
+    manager = interface.manager(app)
+    assert (manager.rotate_every, manager.rotate_grace, manager.record_devices) == (
+        dt.timedelta(minutes=15),
+        dt.timedelta(seconds=5),
+        False,
+    )
+    app.config["SESSION_ROTATE_GRACE"] = "5s"
+    with pytest.raises(TypeError, match="rotate_grace must be a timedelta"):
+        interface.manager(app)
 
 
 def test_quart_is_imported_only_by_the_integration() -> None:
@@ -464,9 +497,11 @@ def test_quart_is_imported_only_by_the_integration() -> None:
 # --------------------------------------------------------------------------- the session contract
 
 
-def contract_app(pool: AsyncConnectionPool[Any], **config: Any) -> quart.Quart:
+def contract_app(
+    pool: AsyncConnectionPool[Any], store_options: dict[str, Any] | None = None, **config: Any
+) -> quart.Quart:
     """An app with the contract's routes (see _session_contract), on `pool`."""
-    store = AsyncStore(pool, cleanup=NoCleanup())
+    store = AsyncStore(pool, cleanup=NoCleanup(), **(store_options or {}))
     app = quart.Quart(__name__)
     app.config.update(config)
     app.session_interface = PostgresSessionInterface(store)  # type: ignore[assignment]
@@ -475,6 +510,7 @@ def contract_app(pool: AsyncConnectionPool[Any], **config: Any) -> quart.Quart:
     @app.before_serving
     async def open_pool() -> None:
         await pool.open(wait=True)
+        await store.create_table()  # the owner column, for a store with owners=True
 
     @app.after_serving
     async def close_pool() -> None:
@@ -507,6 +543,23 @@ def contract_app(pool: AsyncConnectionPool[Any], **config: Any) -> quart.Quart:
         gates.release(quart.request.args["hold"])
         return "ok"
 
+    @app.get("/c/login")
+    async def login() -> str:
+        login_session(quart.request.args["user"])
+        return "ok"
+
+    @app.get("/c/sessions")
+    async def sessions() -> quart.Response:
+        return quart.jsonify(contract_checks.as_json(await user_sessions()))
+
+    @app.get("/c/revoke")
+    async def revoke_one() -> str:
+        return json.dumps(await revoke(quart.request.args["id"]))
+
+    @app.get("/c/fresh")
+    async def fresh() -> str:
+        return json.dumps(signed_in_within(float(quart.request.args["within"])))
+
     return app
 
 
@@ -515,17 +568,43 @@ def contract(sessionstore_dsn: str) -> Iterator[Callable[..., contract_checks.Se
     """Serve the contract app with these ``app.config`` settings, in a uvicorn thread."""
     running: list[tuple[uvicorn.Server, threading.Thread]] = []
 
-    def start(**config: Any) -> contract_checks.Served:
+    def start(store_options: dict[str, Any] | None = None, **config: Any) -> contract_checks.Served:
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             sessionstore_dsn, open=False, min_size=1, max_size=4, kwargs={"autocommit": True}
         )
-        server, thread, url = run_uvicorn(contract_app(pool, **config))
+        server, thread, url = run_uvicorn(contract_app(pool, store_options, **config))
         running.append((server, thread))
         return contract_checks.Served(url, "session")
 
     yield start
     for server, thread in running:
         stop_uvicorn(server, thread)
+
+
+@pytest.mark.parametrize(
+    "check",
+    contract_checks.PER_USER_CHECKS,
+    ids=lambda check: check.__name__.removeprefix("check_"),
+)
+def test_sessions_per_user(
+    contract: Callable[..., contract_checks.Served],
+    check: Callable[[contract_checks.Served], None],
+) -> None:
+    """The per-user checks (see _session_contract), on a capped store."""
+    app = contract(
+        {"owners": True, "max_sessions_per_owner": contract_checks.CAP},
+        PERMANENT_SESSION_LIFETIME=60,
+        SESSION_ROTATE_EVERY=contract_checks.ROTATE_EVERY,
+        SESSION_ROTATE_GRACE=contract_checks.ROTATE_GRACE,
+        SESSION_RECORD_DEVICES=True,
+    )
+    check(app)
+
+
+def test_devices_are_not_recorded_by_default(
+    contract: Callable[..., contract_checks.Served], db: psycopg.Connection[Any]
+) -> None:
+    contract_checks.check_devices_are_not_recorded_by_default(contract({"owners": True}), db)
 
 
 @pytest.mark.parametrize("count", [2, 4])

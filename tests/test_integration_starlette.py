@@ -25,7 +25,13 @@ import httpx
 import psycopg
 import pytest
 import uvicorn
-from _example_contract import MESSAGE, USER, check_two_devices_log_out_everywhere, owners
+from _example_contract import (
+    MESSAGE,
+    USER,
+    check_a_device_is_revoked_by_its_listed_id,
+    check_two_devices_log_out_everywhere,
+    owners,
+)
 from _gates import Gates, params
 from _gunicorn import UVICORN_WORKER, docs_set_up, gunicorn
 from _http import (
@@ -51,7 +57,9 @@ from sessionstore.integrations.starlette import (
     SessionMiddleware,
     login_session,
     logout_everywhere,
+    revoke,
     session_owner,
+    signed_in_within,
     user_sessions,
 )
 
@@ -421,6 +429,10 @@ def test_two_devices_log_out_everywhere(example: App, db: psycopg.Connection[Any
     check_two_devices_log_out_everywhere(example, db)
 
 
+def test_a_device_is_revoked_by_its_listed_id(example: App) -> None:
+    check_a_device_is_revoked_by_its_listed_id(example)
+
+
 def test_login_creates_an_owned_row_and_logout_deletes_it(
     example: App, db: psycopg.Connection[Any]
 ) -> None:
@@ -466,6 +478,20 @@ def contract_routes(app: Starlette) -> None:
         gates.release(request.query_params["hold"])
         return PlainTextResponse("ok")
 
+    async def login(request: Request) -> PlainTextResponse:
+        await login_session(request, request.query_params["user"])
+        return PlainTextResponse("ok")
+
+    async def sessions(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(json.dumps(contract.as_json(await user_sessions(request))))
+
+    async def revoke_one(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(json.dumps(await revoke(request, request.query_params["id"])))
+
+    async def fresh(request: Request) -> PlainTextResponse:
+        within = float(request.query_params["within"])
+        return PlainTextResponse(json.dumps(await signed_in_within(request, within)))
+
     app.router.routes.extend(
         [
             Route("/c/set", set_key),
@@ -473,6 +499,10 @@ def contract_routes(app: Starlette) -> None:
             Route("/c/logout", logout),
             Route("/c/arrived", arrived),
             Route("/c/release", release),
+            Route("/c/login", login),
+            Route("/c/sessions", sessions),
+            Route("/c/revoke", revoke_one),
+            Route("/c/fresh", fresh),
         ]
     )
 
@@ -519,6 +549,45 @@ def test_the_lifetime_ends_a_busy_session(serve: Callable[..., App]) -> None:
     contract.check_the_lifetime_ends_a_busy_session(served, idle=4, lifetime=8)
 
 
+@pytest.fixture
+def per_user(serve: Callable[..., App]) -> contract.Served:
+    """The contract app with the per-user settings (see `_session_contract`)."""
+
+    def configure(app: Starlette) -> None:
+        contract_routes(app)
+        set_middleware_options(
+            app,
+            record_devices=True,
+            rotate_every=contract.ROTATE_EVERY,
+            rotate_grace=contract.ROTATE_GRACE,
+        )
+
+    app = serve(configure, lifetime=dt.timedelta(seconds=60), max_sessions_per_owner=contract.CAP)
+    return contract.Served(app.url, "session")
+
+
+@pytest.mark.parametrize(
+    "check", contract.PER_USER_CHECKS, ids=lambda check: check.__name__.removeprefix("check_")
+)
+def test_sessions_per_user(
+    per_user: contract.Served, check: Callable[[contract.Served], None]
+) -> None:
+    """The per-user checks (see _session_contract), on a capped store."""
+    check(per_user)
+
+
+def test_devices_are_not_recorded_by_default(
+    serve: Callable[..., App], db: psycopg.Connection[Any]
+) -> None:
+    def configure(app: Starlette) -> None:
+        contract_routes(app)
+        [middleware] = [m for m in app.user_middleware if m.kwargs.get("record_devices")]
+        del middleware.kwargs["record_devices"]  # the example records them
+
+    served = contract.Served(serve(configure).url, "session")
+    contract.check_devices_are_not_recorded_by_default(served, db)
+
+
 @pytest.mark.parametrize("source", ["example", "docs"])
 def test_the_example_app_under_gunicorn_preload(
     sessionstore_dsn: str, tmp_path: Path, source: str
@@ -558,11 +627,34 @@ async def test_the_helpers_need_the_middleware_and_a_valid_owner() -> None:
         with pytest.raises(RuntimeError, match="SessionMiddleware"):
             await helper(request)
     with pytest.raises(RuntimeError, match="SessionMiddleware"):
+        await revoke(request, "id")
+    with pytest.raises(RuntimeError, match="SessionMiddleware"):
+        await signed_in_within(request, 60)
+    with pytest.raises(RuntimeError, match="SessionMiddleware"):
         await login_session(request, "bob")
     with pytest.raises(TypeError, match="str"):
         await login_session(request, 42)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="empty"):
         await login_session(request, "")
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"rotate_every": 0}, ValueError, "rotate_every must be positive"),
+        ({"rotate_every": "1h"}, TypeError, "rotate_every must be a timedelta"),
+        ({"rotate_every": 600, "rotate_grace": 3600}, ValueError, "shorter than idle_timeout"),
+        ({"rotate_grace": -1}, ValueError, "rotate_grace must be positive"),
+    ],
+)
+async def test_the_rotation_settings_are_checked(
+    async_session_store: AsyncStore, options: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    store = PostgresStore(async_session_store)
+    with pytest.raises(error, match=match):
+        SessionMiddleware(PlainTextResponse("x"), store=store, lifetime=3600, **options)
+    default = SessionMiddleware(PlainTextResponse("x"), store=store, lifetime=3600).manager
+    assert (default.rotate_every, default.record_devices) == (None, False)
 
 
 async def test_store_bad_arguments(async_session_store: AsyncStore, session_store: Store) -> None:

@@ -59,6 +59,7 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\bAsyncIterator\b", "Iterator"),
     (r"\bAsyncConnectionPool\b", "ConnectionPool"),
     (r"\bpsycopg\.AsyncConnection\b", "psycopg.Connection"),
+    (r"\bpsycopg\.AsyncCursor\b", "psycopg.Cursor"),
     (r"\bAsyncStore\b", "Store"),
     (r"\bAsyncBatcher\b", "Batcher"),
     (r"\b_batch_async\b", "_batch"),

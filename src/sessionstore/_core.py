@@ -13,6 +13,7 @@ receive its `Result`, so one description of the flow drives both facades.
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,14 +27,17 @@ from ._validate import (
     validate_batch_size,
     validate_data,
     validate_expiry,
+    validate_grace,
     validate_identifier,
     validate_max_data_size,
+    validate_max_sessions,
     validate_token,
 )
 
-# The integrations and the session manager import these three from here.
+# The integrations and the session manager import these four from here.
 from ._validate import MAX_TOKEN_LENGTH as MAX_TOKEN_LENGTH
 from ._validate import hash_token as hash_token
+from ._validate import new_token as new_token
 from ._validate import validate_owner as validate_owner
 from .errors import OwnersNotEnabledError
 
@@ -45,16 +49,26 @@ DEFAULT_TABLE = "sessions"
 #: Where a purge's walk along the expiry index starts.
 _BEGINNING_OF_TIME = dt.datetime.min.replace(tzinfo=dt.UTC)
 
+#: How many fresh tokens to try before giving up (`rotate_steps`, the integrations'
+#: ``create_fresh``). A collision of two 256-bit random tokens never happens in
+#: practice; a second one in a row means a broken random source.
+FRESH_TOKEN_ATTEMPTS = 3
+
 #: Rows returned by a statement, as psycopg gives them.
 Rows = list[tuple[Any, ...]]
 
 
 @dataclass(frozen=True, slots=True)
 class Statement:
-    """One statement for a facade to execute: rendered SQL (bytes) and its parameters."""
+    """One statement for a facade to execute: rendered SQL (bytes) and its parameters.
+
+    `lock`, when set, is a statement (an advisory lock) to run first, in one
+    transaction with this one.
+    """
 
     query: bytes
     params: Sequence[Any] = ()
+    lock: Statement | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,10 +157,14 @@ class SessionCore:
             may set it, and the per-owner operations work.
         distributed: Citus distributes the table (its forms of `create` and the
             deletes are used); None until known (see `detect_steps`).
+        max_sessions_per_owner: The most live sessions an owner keeps, or None for
+            no cap (needs `owners`): a write that gives a session an owner deletes
+            the owner's others beyond it.
 
     Raises:
         TypeError: If an argument has the wrong type.
-        ValueError: If a name or size is out of range.
+        ValueError: If a name or size is out of range, or a cap is given without
+            owners.
     """
 
     def __init__(
@@ -158,9 +176,11 @@ class SessionCore:
         hash_tokens: bool = False,
         owners: bool = False,
         distributed: bool | None = None,
+        max_sessions_per_owner: int | None = None,
     ) -> None:
         self.purge_batch_size = validate_batch_size(purge_batch_size)
         self.owners = bool(owners)
+        self.max_sessions_per_owner = validate_max_sessions(max_sessions_per_owner, self.owners)
         self.hash_tokens = bool(hash_tokens)
         self._key: Callable[[str], str] = hash_token if hash_tokens else _unchanged
         self.table = validate_identifier(table, "table")
@@ -216,17 +236,18 @@ class SessionCore:
     def commit(
         self, token: str, data: Data, expiry: dt.datetime, owner: str | None = None
     ) -> Statement:
-        """Upsert a session; with owners, a None owner keeps the row's."""
-        return self._save(self.sql.commit, "commit", token, data, expiry, owner)
+        """Upsert a session; with owners, a None owner keeps the row's (see `_capped`)."""
+        saved = self._save(self.sql.commit, "commit", token, data, expiry, owner)
+        return self._capped(saved, self.sql.commit_capped, owner)
 
     def create(
         self, token: str, data: Data, expiry: dt.datetime, owner: str | None = None
     ) -> Statement:
-        """Insert a session unless a live one has the token (one row affected if created)."""
+        """Insert a session unless a live one has the token (one row if created; `_capped`)."""
         saved = self._save(self.sql.create, "create", token, data, expiry, owner)
-        if self.distributed:  # the Citus form names the key twice (see `_sql`)
+        if self.distributed:  # the Citus form names the key twice (see `_sql`); no cap there
             return Statement(saved.query, (saved.params[0], *saved.params))
-        return saved
+        return self._capped(saved, self.sql.create_capped, owner)
 
     def update(
         self, token: str, data: Data, expiry: dt.datetime, owner: str | None = None
@@ -291,12 +312,23 @@ class SessionCore:
             raise OwnersNotEnabledError(operation)
 
     def set_owner(self, token: str, owner: str | None) -> Statement:
-        """Set (or, with None, clear) a live session's owner."""
+        """Set (or, with None, clear) a live session's owner (one row if live; `_capped`)."""
         self._need_owners("set_owner")
         key = self._key(validate_token(token))
-        return Statement(
+        saved = Statement(
             self.sql.set_owner, (None if owner is None else validate_owner(owner), key)
         )
+        return self._capped(saved, self.sql.set_owner_capped, owner)
+
+    def _capped(self, saved: Statement, capped: bytes, owner: str | None) -> Statement:
+        """`saved`, or with a cap and an owner, `capped`: it, then the trim, under the owner's lock.
+
+        Its rows count the sessions written (a facade reads the count as `saved`'s).
+        """
+        if self.max_sessions_per_owner is None or owner is None:
+            return saved
+        lock = Statement(self.sql.owner_lock, (advisory_key("owner", self.qualified_name, owner),))
+        return Statement(capped, (*saved.params, self.max_sessions_per_owner - 1), lock)
 
     def sessions_of(self, owner: str) -> Statement:
         """Read an owner's live sessions, soonest to expire first (decode with `decode_owned`)."""
@@ -374,12 +406,42 @@ class SessionCore:
     @staticmethod
     def payload_size(statement: Statement) -> int:
         """The payload bytes of a single statement (0 but for writes), for `MAX_BATCH_BYTES`."""
+        if statement.lock is not None:
+            # It needs its own transaction, so it counts as more than any batch may
+            # carry: the batchers run it alone, as they do a payload over the cap.
+            return sys.maxsize
         for data in statement.params:  # the payload is the one bytes-like parameter
             if isinstance(data, memoryview):
                 return data.nbytes
             if isinstance(data, bytes | bytearray):
                 return len(data)
         return 0
+
+    def rotate_steps(self, token: str, grace: dt.timedelta, prefix: str = "") -> Steps:
+        """Copy a live session to a fresh token, the old one kept for `grace`; return the token.
+
+        The fresh token is `prefix` followed by a new random one. None if the old
+        token names no session with more than `grace` left. A fresh token that a live
+        session holds is replaced by another, as `create` callers do.
+        """
+        old = self._key(validate_token(token))
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
+        validate_token(prefix + new_token())  # the fresh tokens' shape, before any SQL
+        return self._rotations(old, validate_grace(grace), prefix)
+
+    def _rotations(self, old: str, grace: dt.timedelta, prefix: str) -> Steps:
+        """The statements of `rotate_steps`, its arguments checked."""
+        for _ in range(FRESH_TOKEN_ATTEMPTS):
+            token = prefix + new_token()
+            params = (old, grace, self._key(token), grace, old)
+            result: Result = yield Statement(self.sql.rotate, params)
+            found, created = result.rows[0]
+            if created:
+                return token
+            if not found:
+                return None
+        raise RuntimeError(f"no free session token after {FRESH_TOKEN_ATTEMPTS} attempts")
 
     # Batched deletes: each batch is one statement, hence its own transaction, so none
     # holds its locks or its WAL for long. Batch sizes are validated when the steps

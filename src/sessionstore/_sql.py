@@ -49,9 +49,32 @@ _TEMPLATES = {
         "WHERE token = %s AND current_timestamp < expiry"
     ),
     "delete": "DELETE FROM {t} WHERE token = %s",
+    # Rotation: a new key gets the old row's data, expiry (and owner), and the old
+    # row keeps at most the grace. No column marks a rotated row (the table is SCS's,
+    # shared with Go apps), so a row with at most the grace left counts as rotated:
+    # of two rotations of one row, the second waits on the row lock, then re-checks
+    # its WHERE on the row the first left (READ COMMITTED), with clock_timestamp()
+    # read after the first committed, finds at most the grace left and does nothing.
+    # A new key that a live row holds is left alone (no row in "new"): the first
+    # column tells the caller whether the old row was there, to try another key.
+    "rotate": (
+        "WITH old AS (SELECT data, expiry{owner_column} FROM {t} "
+        "WHERE token = %s AND expiry > clock_timestamp() + %s FOR UPDATE), "
+        "new AS (INSERT INTO {t} AS s (token, data, expiry{owner_column}) "
+        "SELECT %s, data, expiry{owner_column} FROM old "
+        "ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, "
+        "expiry = EXCLUDED.expiry{owner_replace} "
+        "WHERE s.expiry <= current_timestamp RETURNING token), "
+        "cut AS (UPDATE {t} SET expiry = LEAST(expiry, current_timestamp + %s) "
+        "WHERE token = %s AND EXISTS (SELECT FROM new)) "
+        "SELECT EXISTS (SELECT FROM old), EXISTS (SELECT FROM new)"
+    ),
     # An expired session is never brought back: only a live row is touched.
     "touch": "UPDATE {t} SET expiry = %s WHERE token = %s AND current_timestamp < expiry",
     "set_owner": "UPDATE {t} SET owner = %s WHERE token = %s AND current_timestamp < expiry",
+    # The advisory lock that lets one write of an owner's at a time trim its sessions;
+    # a transaction's, so it also works through PgBouncer's transaction pooling.
+    "owner_lock": "SELECT pg_advisory_xact_lock(%s)",
     "sessions_of": (
         "SELECT token, data, expiry FROM {t} WHERE owner = %s "
         "AND current_timestamp < expiry ORDER BY expiry, token"
@@ -198,11 +221,45 @@ DETECT_DISTRIBUTED = (
     b"SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = to_regclass(%s))"
 )
 
+# The cap on an owner's sessions (`max_sessions_per_owner`): a write that gives a
+# session an owner, as the CTE "written" (returning its key and owner), and the trim
+# of that owner's other live sessions beyond the %s kept (the cap less one, for the
+# written row), those that expire soonest first; the written key is never a victim.
+# Under READ COMMITTED the trim sees what was committed when this statement began,
+# never a concurrent login's insert; so the same transaction first takes the owner's
+# advisory lock (`owner_lock`, its own statement, as `SessionCore._capped` pairs
+# them), and this statement starts after every earlier login of the owner committed.
+# Victims are locked in key order, as combined commits lock rows, so the two can't
+# deadlock over them; a victim deleted meanwhile is skipped.
+_TRIM = (
+    "victims AS (SELECT o.token FROM {t} AS o JOIN written AS w "
+    "ON o.owner = w.owner AND o.token <> w.token WHERE current_timestamp < o.expiry "
+    "ORDER BY o.expiry DESC, o.token DESC OFFSET %s), "
+    "locked AS (SELECT token FROM {t} WHERE token IN (SELECT token FROM victims) "
+    "ORDER BY token FOR UPDATE), "
+    "trimmed AS (DELETE FROM {t} WHERE token IN (SELECT token FROM locked)) "
+    "SELECT FROM written"
+)
+
+
+def _capped(write: str) -> str:
+    """`write` (an owner's write, without RETURNING) followed by the trim of its owner."""
+    return f"WITH written AS ({write} RETURNING token, owner), {_TRIM}"
+
+
+# Only a store with owners has a cap, so these need no "NAME:owners" variant.
+_TEMPLATES |= {
+    "commit_capped": _capped(_TEMPLATES["commit:owners"]),
+    "create_capped": _capped(_TEMPLATES["create:owners"]),
+    "set_owner_capped": _capped(_TEMPLATES["set_owner"]),
+}
+
 _OWNER_PARTS = {
     "owner_set": ", owner = COALESCE(%s, owner)",
     "owner_many": ", owner = COALESCE(v.owner, s.owner)",
     "owner_array": ", %s::text[]",
     "owner_column": ", owner",
+    "owner_replace": ", owner = EXCLUDED.owner",
 }
 
 
@@ -219,6 +276,11 @@ class Statements:
     delete: bytes
     touch: bytes
     set_owner: bytes
+    owner_lock: bytes
+    commit_capped: bytes
+    create_capped: bytes
+    set_owner_capped: bytes
+    rotate: bytes
     sessions_of: bytes
     delete_owned: bytes
     revoke: bytes
@@ -266,7 +328,14 @@ def escape_percent(text: str) -> str:
     return text.replace("%", "%%")
 
 
-def advisory_key(purpose: str, qualified_name: str) -> int:
-    """A signed 64-bit advisory lock key for `purpose` (``"create"``, ``"purge"``) on a table."""
-    digest = hashlib.sha256(f"sessionstore:{purpose}:{qualified_name}".encode()).digest()
+def advisory_key(purpose: str, qualified_name: str, owner: str | None = None) -> int:
+    """A signed 64-bit advisory lock key for `purpose` (``"create"``, ``"purge"``) on a table.
+
+    With `owner`, the key is that owner's on the table (``"owner"``).
+    """
+    text = f"sessionstore:{purpose}:{qualified_name}"
+    if owner is not None:
+        # Neither a name nor an owner holds NUL, so no two pairs make the same text.
+        text += f"\x00{owner}"
+    digest = hashlib.sha256(text.encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import secrets
 
 #: The longest token accepted, in characters. SCS tokens are 43 characters; the
 #: limit keeps every token (4 bytes per character at worst) well inside PostgreSQL's
@@ -128,6 +129,40 @@ def validate_batch_size(batch_size: object) -> int:
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     return batch_size
+
+
+def validate_max_sessions(max_sessions: object, owners: bool) -> int | None:
+    """Return the `max_sessions_per_owner` option: None, or an int of at least 1 with owners."""
+    if max_sessions is None:
+        return None
+    if isinstance(max_sessions, bool) or not isinstance(max_sessions, int):
+        raise TypeError(f"max_sessions_per_owner must be an int, not {type(max_sessions).__name__}")
+    if max_sessions < 1:
+        raise ValueError(f"max_sessions_per_owner must be at least 1, got {max_sessions}")
+    if not owners:
+        raise ValueError(
+            "max_sessions_per_owner needs owners=True (sessions are counted per owner)"
+        )
+    return max_sessions
+
+
+def validate_grace(grace: object) -> dt.timedelta:
+    """Return a rotation's `grace` if it is a timedelta from 0 to what a timestamp can add."""
+    if not isinstance(grace, dt.timedelta):
+        raise TypeError(f"grace must be a datetime.timedelta, not {type(grace).__name__}")
+    if grace < dt.timedelta(0):
+        raise ValueError("grace must not be negative (timedelta(0) ends the old token at once)")
+    try:
+        dt.datetime.now(dt.UTC) + grace
+    except OverflowError:
+        # PostgreSQL would fail on the statement (timestamp out of range).
+        raise ValueError("grace is too long: now + grace is past the year 9999") from None
+    return grace
+
+
+def new_token() -> str:
+    """A fresh session token: 32 random bytes, url-safe base64 (43 characters)."""
+    return secrets.token_urlsafe(32)
 
 
 def hash_token(token: str) -> str:

@@ -476,7 +476,7 @@ class SessionManager:
         gone, or moved to a new token by a rotation.
         """
         assert loaded.token is not None
-        base = self._decode(loaded.raw) or {}
+        base: dict[str, Any] | None = None  # decoded on the first conflict only
         version = loaded.version
         for _ in range(MAX_MERGES):
             if (yield Update(loaded.token, raw, expiry, version, owner_of(data))):
@@ -488,6 +488,8 @@ class SessionManager:
             if theirs.get(MOVED_KEY):
                 logger.debug("session moved to a new token meanwhile: this save writes nothing")
                 return Outcome(loaded.token, expiry=row.expiry)
+            if base is None:
+                base = self._decode(loaded.raw) or {}
             data = merge(base, data, theirs)
             raw, version = self._dumps(data), row.version
             logger.debug("session written by another request meanwhile: merged, trying again")

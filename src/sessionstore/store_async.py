@@ -79,6 +79,13 @@ class AsyncStore:
             (``migrate --owners`` adds it): `commit` and `create` take an
             ``owner``, and `sessions_of`, `delete_owned`, `revoke` and
             `set_owner` work. Without it those raise `OwnersNotEnabledError`.
+        max_sessions_per_owner: The most live sessions one owner keeps (needs
+            ``owners=True``), or None for no cap: whenever `commit`, `create` or
+            `set_owner` gives a session an owner, the owner's other live sessions
+            beyond the cap are deleted, those that expire soonest first (never the
+            one written). Such a write and its trim hold a lock on the owner, so
+            concurrent logins of one owner keep the cap too. `update` and
+            `update_versioned` rewrite a live session and never trim.
         on_operation: Where the store reports each operation's duration and
             outcome (see `sessionstore.metrics`): None records OpenTelemetry
             metrics if ``opentelemetry-api`` is installed, and nothing otherwise;
@@ -93,7 +100,8 @@ class AsyncStore:
     Raises:
         TypeError: If `pool` is not an `AsyncConnectionPool`, or an option has
             the wrong type.
-        ValueError: If a name or size is invalid.
+        ValueError: If a name or size is invalid, or `max_sessions_per_owner` is
+            below 1 or given without ``owners=True``.
     """
 
     def __init__(
@@ -107,6 +115,7 @@ class AsyncStore:
         purge_batch_size: int = DEFAULT_PURGE_BATCH_SIZE,
         hash_tokens: bool = False,
         owners: bool = False,
+        max_sessions_per_owner: int | None = None,
         on_operation: OnOperation | None = None,
         distributed: bool | None = None,
     ) -> None:
@@ -122,6 +131,7 @@ class AsyncStore:
             hash_tokens,
             owners=owners,
             distributed=distributed,
+            max_sessions_per_owner=max_sessions_per_owner,
         )
         self._metrics = recorder_for(on_operation, self._core.schema, self._core.table)
         if self._metrics is not None:
@@ -160,6 +170,11 @@ class AsyncStore:
     def owners(self) -> bool:
         """Whether the store keeps sessions per owner (``owners=True``)."""
         return self._core.owners
+
+    @property
+    def max_sessions_per_owner(self) -> int | None:
+        """The most live sessions one owner keeps, or None for no cap."""
+        return self._core.max_sessions_per_owner
 
     @property
     def hash_tokens(self) -> bool:
@@ -225,7 +240,9 @@ class AsyncStore:
             data: The session's data.
             expiry: When the session expires: a timezone-aware datetime.
             owner: Who the session belongs to, e.g. a user id (needs
-                ``owners=True``); None keeps the row's current owner.
+                ``owners=True``); None keeps the row's current owner. With
+                `max_sessions_per_owner`, the owner's other sessions beyond it
+                are deleted (see `max_sessions_per_owner`).
 
         Raises:
             TypeError: If an argument has the wrong type.
@@ -331,7 +348,9 @@ class AsyncStore:
             token: The session token.
             data: The session's data.
             expiry: When the session expires: a timezone-aware datetime.
-            owner: Who the session belongs to (needs ``owners=True``).
+            owner: Who the session belongs to (needs ``owners=True``). With
+                `max_sessions_per_owner`, a created session's owner's other
+                sessions beyond it are deleted.
 
         Returns:
             True if the session was created; False, with nothing changed, if a live
@@ -383,6 +402,50 @@ class AsyncStore:
         """
         statement = self._core.update(token, data, expiry, owner)
         return bool(await self._query("update", statement, "count"))
+
+    async def rotate(self, token: str, *, grace: dt.timedelta, prefix: str = "") -> str | None:
+        """Move a live session to a new token; the old one lives on for at most `grace`.
+
+        The new token is random (256 bits, never derived from the old one); its
+        session has the old one's data, expiry and owner. The old token's expiry
+        becomes the earlier of its own and now + `grace`, so requests already on
+        their way with it still work for a moment; ``timedelta(0)`` ends it at
+        once. One statement: of concurrent rotations of a token, one wins and the
+        others get None, so a session never has two successors.
+
+        A rotated row is known by having at most `grace` left (the table has no
+        column to mark it), so a session with no more than `grace` left is not
+        rotated: None, and it ends as it would have. A later `commit` of the old
+        token sets its expiry again, as any commit does.
+
+        Args:
+            token: The session's current token.
+            grace: How long the old token stays valid: a timedelta, 0 or more.
+            prefix: Put before the new random token: the new token is `prefix`
+                and 43 random characters (a namespace, as Litestar's
+                ``PostgresStore`` keys its sessions).
+
+        Returns:
+            The new token (`prefix` included), or None, with nothing changed, if the
+                old token names no live session with more than `grace` left.
+
+        Raises:
+            TypeError: If the token or `prefix` is not a str, or `grace` not a
+                timedelta.
+            ValueError: If the token (or `prefix` and a token) is invalid or `grace`
+                negative (or too long to add to a date).
+            DatabaseError: If the database failed.
+        """
+        steps = self._core.rotate_steps(token, grace, prefix)
+        with measure(self._metrics, "rotate"):
+            # Not `_query`: running it again after a lost reply could find the first
+            # run's work and answer None, and lose the new token.
+            try:
+                async with self._pool.connection() as conn:
+                    token_or_none: str | None = await self._drive(conn, steps, commit_each=True)
+                    return token_or_none
+            except psycopg.Error as exc:
+                raise DatabaseError("rotate", exc, self._core.failure_hint(exc)) from exc
 
     async def delete(self, token: str) -> None:
         """Delete a session; a missing token is not an error.
@@ -488,7 +551,9 @@ class AsyncStore:
 
         Args:
             token: The session token.
-            owner: The new owner (e.g. the user id at login), or None.
+            owner: The new owner (e.g. the user id at login), or None. With
+                `max_sessions_per_owner`, the owner's other sessions beyond it
+                are deleted.
 
         Returns:
             True if the session was live; False, with nothing written, if not.
@@ -916,6 +981,8 @@ class AsyncStore:
                     if not conn.autocommit and not self._told_autocommit:
                         self._told_autocommit = True
                         logger.warning(NOT_AUTOCOMMIT, self._pool.name)
+                    if statement.lock is not None:
+                        return await self._locked(conn, statement.lock, statement, fetch)
                     if direct(conn):  # on libpq, without a cursor: see `_wire`
                         async with conn.lock:
                             return await conn.wait(run(conn, statement, fetch))
@@ -923,13 +990,7 @@ class AsyncStore:
                     # connection's prepare_threshold is None, which psycopg honours).
                     cursor = conn.cursor(binary=binary_results(conn), row_factory=tuple_row)
                     await cursor.execute(statement.query, statement.params, prepare=True)
-                    if fetch == "one":
-                        return await cursor.fetchone()
-                    if fetch == "all":
-                        return await cursor.fetchall()
-                    if fetch == "count":
-                        return cursor.rowcount
-                    return None
+                    return await _fetched(cursor, fetch)
             except psycopg.Error as exc:
                 if retries >= max(MIN_RETRIES, self._pool.max_size) or not should_retry(exc, conn):
                     raise DatabaseError(operation, exc, self._core.failure_hint(exc)) from exc
@@ -938,6 +999,35 @@ class AsyncStore:
                     self._metrics.retry(operation)
                 logger.warning("%s: connection lost (%s), retrying", operation, type(exc).__name__)
                 await self._pool.check()  # drop the other dead connections first
+
+    async def _locked(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        lock: Statement,
+        statement: Statement,
+        fetch: Fetch,
+    ) -> Any:
+        """Run `lock`, then `statement`, in one transaction and one round trip."""
+        # Pipeline mode sends BEGIN, both statements and COMMIT at once and reads
+        # the results together: one round trip, where `conn.transaction()` would wait
+        # for each of the four (measured through a delayed link: 1.2 round trips
+        # against 4.4; 20% less time on loopback). A connection outside autocommit
+        # begins the transaction itself (psycopg waits for that BEGIN).
+        try:
+            async with conn.pipeline():
+                if conn.autocommit:
+                    await conn.execute(b"BEGIN")
+                await conn.execute(lock.query, lock.params, prepare=True)
+                cursor = conn.cursor(binary=binary_results(conn), row_factory=tuple_row)
+                await cursor.execute(statement.query, statement.params, prepare=True)
+                await conn.execute(b"COMMIT")
+        except psycopg.Error:
+            # A failed statement leaves the transaction aborted (the COMMIT behind it
+            # never ran): end it here rather than hand it back to the pool so.
+            if not conn.broken:
+                await conn.rollback()
+            raise
+        return await _fetched(cursor, fetch)
 
     async def _timed_query(self, operation: str, statement: Statement, fetch: Fetch) -> Any:
         """`_query`, timed for the store's recorder (it replaces `_query` when there is one)."""
@@ -994,3 +1084,14 @@ class AsyncStore:
             if commit_each and not conn.autocommit:
                 await conn.commit()
             result = Result(rows, cursor.rowcount)
+
+
+async def _fetched(cursor: psycopg.AsyncCursor[Any], fetch: Fetch) -> Any:
+    """What `fetch` asks of an executed cursor (see `Fetch`)."""
+    if fetch == "one":
+        return await cursor.fetchone()
+    if fetch == "all":
+        return await cursor.fetchall()
+    if fetch == "count":
+        return cursor.rowcount
+    return None

@@ -12,7 +12,8 @@ own, ``app`` is the application on ``$SESSIONSTORE_DSN``::
 
 Beyond the Go example's ``/put`` and ``/get``: ``/login`` logs the session in as
 "alice" (a new token, the session owned by her: what a real login does after checking
-the password), ``/sessions`` lists her sessions (a prefix of each key, and its expiry),
+the password), ``/sessions`` lists her sessions (each by its opaque id, never a
+token: when it began and was last seen, its device if recorded, its expiry),
 ``/logout-everywhere`` ends all of them but this one, and ``/logout`` deletes the
 session. Log in from two browsers (or two cookie jars) to see both listed.
 
@@ -33,6 +34,7 @@ from aiohttp_session import get_session
 
 from sessionstore.integrations.aiohttp import (
     PostgresStorage,
+    UserSession,
     login_session,
     logout_everywhere,
     session_owner,
@@ -46,9 +48,6 @@ HOST, PORT = "127.0.0.1", 4000
 MESSAGE = "Hello from a session!"
 #: Who ``/login`` logs in (a real app checks a password first).
 USER = "alice"
-#: How much of a session's key ``/sessions`` shows: enough to tell them apart, never
-#: a usable token.
-KEY_PREFIX = 8
 #: Where the app keeps its storage (its ``store`` is the `AsyncStore`).
 STORAGE = web.AppKey("sessionstore_storage", PostgresStorage)
 
@@ -59,6 +58,7 @@ def create_app(
     idle_timeout: dt.timedelta | float = dt.timedelta(hours=24),
     lifetime: dt.timedelta | float | None = None,
     renew_after: float | None = None,
+    storage_options: dict[str, Any] | None = None,
     table: str = "sessions",
     schema: str | None = None,
     timeout: float = 30.0,
@@ -78,6 +78,8 @@ def create_app(
             ``Lifetime``); None for none.
         renew_after: The share of `idle_timeout` after which an unchanged
             session's expiry moves again; None for the default.
+        storage_options: More `PostgresStorage` options (``rotate_every``,
+            ``record_devices``, ...).
         table: The sessions table.
         schema: The table's schema, or None for the search_path.
         timeout: How long a request waits for a database connection.
@@ -114,10 +116,7 @@ def create_app(
         if owner is None:
             return web.Response(text="Not logged in: /login first.\n", status=403)
         lines = [f"Sessions of {owner}:"]
-        for each in await user_sessions(request):
-            mark = "  (this one)" if each.current else ""
-            expires = each.expiry.isoformat(timespec="seconds")
-            lines.append(f"  {each.key[:KEY_PREFIX]}...  expires {expires}{mark}")
+        lines += [listed(each) for each in await user_sessions(request)]
         return web.Response(text="\n".join(lines) + "\n")
 
     @routes.get("/logout-everywhere")
@@ -149,6 +148,7 @@ def create_app(
         max_age=int(idle.total_seconds()),  # the idle timeout
         lifetime=lifetime,
         **renewal,
+        **(storage_options or {}),
     )
 
     async def create_table(app: web.Application) -> AsyncIterator[None]:
@@ -159,6 +159,18 @@ def create_app(
     app[STORAGE] = storage
     app.add_routes(routes)
     return app
+
+
+def listed(each: UserSession) -> str:
+    """One line of ``/sessions``: the session's id (never a token), times and device."""
+    device = f"  {each.user_agent or '?'} at {each.ip or '?'}" if each.ip or each.user_agent else ""
+    created = "?" if each.created is None else each.created.isoformat(timespec="seconds")
+    return (
+        f"  {each.id}  created {created}"
+        f"  last seen {each.last_seen.isoformat(timespec='seconds')}{device}"
+        f"  expires {each.expiry.isoformat(timespec='seconds')}"
+        + ("  (this one)" if each.current else "")
+    )
 
 
 def __getattr__(name: str) -> Any:

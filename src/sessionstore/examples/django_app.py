@@ -23,9 +23,10 @@ request.session.aget("message")``), which run on `AsyncStore`.
 
 Beyond the Go example's ``/put`` and ``/get``: ``/login`` logs the session in as
 "alice" (a new key, the session owned by her: what ``django.contrib.auth.login`` does
-to the session after checking the password), ``/sessions`` lists her sessions (a
-prefix of each key, and its expiry), ``/logout-everywhere`` ends all of them but this
-one, and ``/logout`` deletes the session (``flush``, as ``logout`` does). Log in from
+to the session after checking the password), ``/sessions`` lists her sessions (each
+by its opaque id, never a key: when it began and was last seen, its device if
+recorded, its expiry), ``/logout-everywhere`` ends all of them but this one, and
+``/logout`` deletes the session (``flush``, as ``logout`` does). Log in from
 two browsers (or two cookie jars) to see both listed.
 
 A real app would take ``/login``, ``/logout`` and ``/logout-everywhere`` as POSTs
@@ -47,10 +48,12 @@ from typing import Any
 import django
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
+from django.contrib.auth.signals import user_logged_in
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
 
 from sessionstore.integrations.django import (
+    UserSession,
     alogout_everywhere,
     asessions_of,
     logout_everywhere,
@@ -64,9 +67,6 @@ HOST, PORT = "127.0.0.1", 4000
 MESSAGE = "Hello from a session!"
 #: Who ``/login`` logs in (a real app checks a password first).
 USER = "alice"
-#: How much of a session's key ``/sessions`` shows: enough to tell them apart, never
-#: a usable key.
-KEY_PREFIX = 8
 #: The addresses the app answers to (Django's ``ALLOWED_HOSTS``).
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
@@ -81,13 +81,20 @@ def _text(body: str, status: int = 200) -> HttpResponse:
     return HttpResponse(body, content_type="text/plain; charset=utf-8", status=status)
 
 
-def _listing(owner: str, sessions: list[Any]) -> HttpResponse:
-    lines = [f"Sessions of {owner}:"]
-    for each in sessions:
-        mark = "  (this one)" if each.current else ""
-        expires = each.expiry.isoformat(timespec="seconds")
-        lines.append(f"  {each.key[:KEY_PREFIX]}...  expires {expires}{mark}")
-    return _text("\n".join(lines) + "\n")
+def _listing(owner: str, sessions: list[UserSession]) -> HttpResponse:
+    return _text("\n".join([f"Sessions of {owner}:", *map(listed, sessions)]) + "\n")
+
+
+def listed(each: UserSession) -> str:
+    """One line of ``/sessions``: the session's id (never a key), times and device."""
+    device = f"  {each.user_agent or '?'} at {each.ip or '?'}" if each.ip or each.user_agent else ""
+    created = "?" if each.created is None else each.created.isoformat(timespec="seconds")
+    return (
+        f"  {each.id}  created {created}"
+        f"  last seen {each.last_seen.isoformat(timespec='seconds')}{device}"
+        f"  expires {each.expiry.isoformat(timespec='seconds')}"
+        + ("  (this one)" if each.current else "")
+    )
 
 
 def _ended(count: int) -> HttpResponse:
@@ -116,10 +123,12 @@ def get(request: HttpRequest) -> HttpResponse:
 def login(request: HttpRequest) -> HttpResponse:
     """``/login``: log the session in as `USER`, under a new key."""
     # What django.contrib.auth.login(request, user) does to the session: a new key
-    # (the old row is deleted, the data kept), then the user's id under SESSION_KEY,
-    # which the engine saves as the row's owner.
+    # (the old row is deleted, the data kept), the user's id under SESSION_KEY, which
+    # the engine saves as the row's owner, and the signal by which it records the
+    # sign-in time.
     request.session.cycle_key()
     request.session[SESSION_KEY] = USER
+    user_logged_in.send(sender=None, request=request, user=USER)
     return _text(LOGGED_IN)
 
 
@@ -168,6 +177,7 @@ async def alogin(request: HttpRequest) -> HttpResponse:
     """Async ``/login``: log the session in as `USER`, under a new key."""
     await request.session.acycle_key()  # as django.contrib.auth.alogin
     await request.session.aset(SESSION_KEY, USER)
+    await user_logged_in.asend(sender=None, request=request, user=USER)
     return _text(LOGGED_IN)
 
 
@@ -242,8 +252,8 @@ def configure(
             set it.
         allowed_hosts: Django's ``ALLOWED_HOSTS``.
         **sessionstore: More ``SESSIONSTORE`` settings (``table``, ``schema``,
-            ``hash_tokens``, ``timeout``, ``renew_after``, ...); ``owners`` is
-            always on.
+            ``hash_tokens``, ``timeout``, ``renew_after``, ``rotate_every``,
+            ``record_devices``, ...); ``owners`` is always on.
 
     Raises:
         RuntimeError: If Django is configured already, or there is no DSN.

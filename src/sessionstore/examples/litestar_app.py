@@ -13,13 +13,14 @@ nothing connects at import, Litestar opens each worker's pool at its startup.
 
 Beyond the Go example's ``/put`` and ``/get``: ``/login`` logs the session in as
 "alice" (a new token, the session owned by her: what a real login does after checking
-the password), ``/sessions`` lists her sessions (a prefix of each key, and its expiry),
-``/logout-everywhere`` ends all of them but this one, and ``/logout`` deletes the
-session. Log in from two browsers (or two cookie jars) to see both listed.
+the password), ``/sessions`` lists her sessions (each one's id, when it began and was
+last seen, its browser and IP address, its expiry), ``/revoke?id=<id>`` ends one of
+them, ``/logout-everywhere`` ends all of them but this one, and ``/logout`` deletes
+the session. Log in from two browsers (or two cookie jars) to see both listed.
 
-A real app would take ``/login``, ``/logout`` and ``/logout-everywhere`` as POSTs
-(with CSRF protection); they are GETs here so that a browser's address bar and curl
-can drive them.
+A real app would take ``/login``, ``/logout``, ``/revoke`` and ``/logout-everywhere``
+as POSTs (with CSRF protection); they are GETs here so that a browser's address bar
+and curl can drive them.
 """
 
 from __future__ import annotations
@@ -38,20 +39,20 @@ from litestar.stores.base import Store
 from sessionstore.integrations.litestar import (
     PostgresStore,
     SessionConfig,
+    UserSession,
     login_session,
     logout_everywhere,
+    revoke,
     session_owner,
     user_sessions,
 )
+from sessionstore.manager import DEFAULT_ROTATE_GRACE
 
 HOST, PORT = "127.0.0.1", 4000
 #: What ``/put`` stores and ``/get`` shows: the Go README's message.
 MESSAGE = "Hello from a session!"
 #: Who ``/login`` logs in (a real app checks a password first).
 USER = "alice"
-#: How much of a session's key ``/sessions`` shows: enough to tell them apart, never
-#: a usable token.
-KEY_PREFIX = 8
 
 _Request = Request[Any, Any, Any]
 
@@ -60,12 +61,26 @@ def _text(body: str, status_code: int = 200) -> Response[str]:
     return Response(body, status_code=status_code, media_type="text/plain")
 
 
+def session_line(each: UserSession) -> str:
+    """A session's line on ``/sessions``: its id (never a token), times and device."""
+    created, seen, expires = (
+        "?" if t is None else t.isoformat(timespec="seconds")
+        for t in (each.created, each.last_seen, each.expiry)
+    )
+    device = f"{each.user_agent or 'unknown browser'} at {each.ip or 'unknown address'}"
+    mark = "  (this one)" if each.current else ""
+    return f"  {each.id}  created {created}  last seen {seen}  {device}  expires {expires}{mark}"
+
+
 def create_app(
     dsn: str,
     *,
     lifetime: dt.timedelta = dt.timedelta(hours=24),
     absolute_lifetime: dt.timedelta | None = dt.timedelta(days=7),
     renew_after: float = 0.1,
+    rotate_every: dt.timedelta | None = None,
+    rotate_grace: dt.timedelta = DEFAULT_ROTATE_GRACE,
+    record_devices: bool = True,
     table: str = "sessions",
     schema: str | None = None,
     **store_options: Any,
@@ -81,9 +96,13 @@ def create_app(
         lifetime: The idle timeout (SCS's ``IdleTimeout``).
         absolute_lifetime: When a session ends however busy (SCS's ``Lifetime``).
         renew_after: The share of `lifetime` after which a read moves the expiry.
+        rotate_every: How often an active session gets a new token (None: never).
+        rotate_grace: How long an old token keeps working after a rotation.
+        record_devices: Keep each session's IP address and browser, for ``/sessions``.
         table: The sessions table.
         schema: The table's schema, or None for the search_path.
-        **store_options: More `AsyncStore` options (e.g. ``hash_tokens``).
+        **store_options: More `AsyncStore` options (e.g. ``hash_tokens``,
+            ``max_sessions_per_owner``).
 
     Returns:
         The Litestar app.
@@ -91,7 +110,7 @@ def create_app(
 
     @get("/")
     async def index() -> Response[str]:
-        return _text("/put /get /login /sessions /logout-everywhere /logout\n")
+        return _text("/put /get /login /sessions /revoke /logout-everywhere /logout\n")
 
     @get("/put")
     async def put(request: _Request) -> Response[str]:
@@ -112,12 +131,15 @@ def create_app(
         owner = session_owner(request)
         if owner is None:
             return _text("Not logged in: /login first.\n", 403)
-        lines = [f"Sessions of {owner}:"]
-        for each in await user_sessions(request):
-            mark = "  (this one)" if each.current else ""
-            expires = each.expiry.isoformat(timespec="seconds")
-            lines.append(f"  {each.key[:KEY_PREFIX]}...  expires {expires}{mark}")
+        lines = [f"Sessions of {owner}:", *map(session_line, await user_sessions(request))]
         return _text("\n".join(lines) + "\n")
+
+    @get("/revoke")
+    async def revoke_one(request: _Request) -> Response[str]:
+        # Only the user's own sessions: another user's id ends nothing.
+        if await revoke(request, request.query_params.get("id", "")):
+            return _text("Ended that session.\n")
+        return _text("No such session of yours.\n", 404)
 
     @get("/logout-everywhere")
     async def logout_all(request: _Request) -> Response[str]:
@@ -141,7 +163,7 @@ def create_app(
         await root.store.create_table()  # on_startup runs after the stores were entered
 
     return Litestar(
-        route_handlers=[index, put, get_message, login, sessions, logout_all, logout],
+        route_handlers=[index, put, get_message, login, sessions, revoke_one, logout_all, logout],
         stores=stores,
         on_startup=[create_table],
         middleware=[
@@ -149,6 +171,11 @@ def create_app(
                 max_age=int(lifetime.total_seconds()),  # the idle timeout
                 absolute_max_age=absolute,  # the lifetime, however busy
                 renew_after=renew_after,
+                rotate_every=rotate_every,  # a new token this often, for an active session
+                rotate_grace=rotate_grace,
+                # For /sessions: the client's address and browser (personal data;
+                # behind a proxy, run uvicorn with --proxy-headers).
+                record_devices=record_devices,
                 # Secure unless served as localhost: leave secure unset.
             ).middleware
         ],

@@ -16,13 +16,14 @@ process opens its pool when it starts serving (Quart's ``before_serving``)::
 
 Beyond the Go example's ``/put`` and ``/get``: ``/login`` logs the session in as
 "alice" (a new token, the session owned by her: what a real login does after checking
-the password), ``/sessions`` lists her sessions (a prefix of each key, and its expiry),
+the password), ``/sessions`` lists her sessions (an opaque id, never a token; when it
+began and was last seen; its device; its expiry), ``/revoke?id=ID`` ends one of them,
 ``/logout-everywhere`` ends all of them but this one, and ``/logout`` deletes the
 session. Log in from two browsers (or two cookie jars) to see both listed.
 
-A real app would take ``/login``, ``/logout`` and ``/logout-everywhere`` as POSTs
-(with CSRF protection); they are GETs here so that a browser's address bar and curl
-can drive them.
+A real app would take ``/login``, ``/logout``, ``/revoke`` and ``/logout-everywhere``
+as POSTs (with CSRF protection); they are GETs here so that a browser's address bar and
+curl can drive them.
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ from typing import Any
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from psycopg_pool import AsyncConnectionPool
-from quart import Quart, session
+from quart import Quart, request, session
 
 from sessionstore import AsyncStore
 from sessionstore.integrations.quart import (
     PostgresSessionInterface,
     login_session,
     logout_everywhere,
+    revoke,
     session_owner,
     user_sessions,
 )
@@ -53,9 +55,13 @@ HOST, PORT = "127.0.0.1", 4000
 MESSAGE = "Hello from a session!"
 #: Who ``/login`` logs in (a real app checks a password first).
 USER = "alice"
-#: How much of a session's key ``/sessions`` shows: enough to tell them apart, never
-#: a usable token.
-KEY_PREFIX = 8
+#: ``/sessions`` is text the clients wrote (their user agents): never served as HTML.
+TEXT = {"Content-Type": "text/plain; charset=utf-8"}
+
+
+def when(moment: dt.datetime | None) -> str:
+    """A moment as ``/sessions`` shows it: ISO 8601, to the second."""
+    return "?" if moment is None else moment.isoformat(timespec="seconds")
 
 
 def create_app(
@@ -84,6 +90,9 @@ def create_app(
     store = AsyncStore(pool, table=table, schema=schema, owners=True)
     app = Quart(__name__)
     app.config["PERMANENT_SESSION_LIFETIME"] = lifetime  # like SCS's Lifetime
+    # For /sessions: each session's IP address and user agent (personal data: off by
+    # default). Behind a proxy, set up the framework's proxy-headers support.
+    app.config["SESSION_RECORD_DEVICES"] = True
     # Quart's stubs type the attribute as its cookie interface, not as SessionInterface.
     app.session_interface = PostgresSessionInterface(store)  # type: ignore[assignment]
 
@@ -102,7 +111,7 @@ def create_app(
 
     @app.get("/")
     async def index() -> str:
-        return "/put /get /login /sessions /logout-everywhere /logout\n"
+        return "/put /get /login /sessions /revoke?id= /logout-everywhere /logout\n"
 
     @app.get("/put")
     async def put() -> str:
@@ -120,16 +129,25 @@ def create_app(
         return f"Logged in as {USER}; your session has a new token.\n"
 
     @app.get("/sessions")
-    async def sessions() -> tuple[str, int]:
+    async def sessions() -> tuple[str, int, dict[str, str]]:
         owner = session_owner()
         if owner is None:
-            return "Not logged in: /login first.\n", 403
+            return "Not logged in: /login first.\n", 403, TEXT
         lines = [f"Sessions of {owner}:"]
         for each in await user_sessions():
-            mark = "  (this one)" if each.current else ""
-            expires = each.expiry.isoformat(timespec="seconds")
-            lines.append(f"  {each.key[:KEY_PREFIX]}...  expires {expires}{mark}")
-        return "\n".join(lines) + "\n", 200
+            device = f"{each.user_agent or '?'} at {each.ip or '?'}"
+            lines.append(
+                f"  {each.id}  created {when(each.created)}  last seen {when(each.last_seen)}"
+                f"  {device}  expires {when(each.expiry)}{'  (this one)' if each.current else ''}"
+            )
+        return "\n".join(lines) + "\n", 200, TEXT
+
+    @app.get("/revoke")
+    async def revoke_view() -> tuple[str, int]:
+        # Only the user's own sessions: another user's id ends nothing.
+        if await revoke(request.args.get("id", "")):
+            return "Ended that session.\n", 200
+        return "No such session of yours.\n", 404
 
     @app.get("/logout-everywhere")
     async def logout_everywhere_view() -> tuple[str, int]:

@@ -13,13 +13,14 @@ nothing connects at import, each worker opens its own pool in its lifespan.
 
 Beyond the Go example's ``/put`` and ``/get``: ``/login`` logs the session in as
 "alice" (a new token, the session owned by her: what a real login does after checking
-the password), ``/sessions`` lists her sessions (a prefix of each key, and its expiry),
-``/logout-everywhere`` ends all of them but this one, and ``/logout`` deletes the
-session. Log in from two browsers (or two cookie jars) to see both listed.
+the password), ``/sessions`` lists her sessions (each one's id, when it began and was
+last seen, its browser and IP address, its expiry), ``/revoke?id=<id>`` ends one of
+them, ``/logout-everywhere`` ends all of them but this one, and ``/logout`` deletes
+the session. Log in from two browsers (or two cookie jars) to see both listed.
 
-A real app would take ``/login``, ``/logout`` and ``/logout-everywhere`` as POSTs
-(with CSRF protection); they are GETs here so that a browser's address bar and curl
-can drive them.
+A real app would take ``/login``, ``/logout``, ``/revoke`` and ``/logout-everywhere``
+as POSTs (with CSRF protection); they are GETs here so that a browser's address bar
+and curl can drive them.
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ from sessionstore import AsyncStore
 from sessionstore.integrations.starlette import (
     PostgresStore,
     SessionMiddleware,  # starsessions' own, its saves decided by sessionstore's manager
+    UserSession,
     login_session,
     logout_everywhere,
+    revoke,
     session_owner,
     user_sessions,
 )
@@ -56,9 +59,17 @@ HOST, PORT = "127.0.0.1", 4000
 MESSAGE = "Hello from a session!"
 #: Who ``/login`` logs in (a real app checks a password first).
 USER = "alice"
-#: How much of a session's key ``/sessions`` shows: enough to tell them apart, never
-#: a usable token.
-KEY_PREFIX = 8
+
+
+def session_line(each: UserSession) -> str:
+    """A session's line on ``/sessions``: its id (never a token), times and device."""
+    created, seen, expires = (
+        "?" if t is None else t.isoformat(timespec="seconds")
+        for t in (each.created, each.last_seen, each.expiry)
+    )
+    device = f"{each.user_agent or 'unknown browser'} at {each.ip or 'unknown address'}"
+    mark = "  (this one)" if each.current else ""
+    return f"  {each.id}  created {created}  last seen {seen}  {device}  expires {expires}{mark}"
 
 
 def create_app(
@@ -69,6 +80,7 @@ def create_app(
     renew_after: float = 0.1,
     table: str = "sessions",
     schema: str | None = None,
+    **store_options: Any,
 ) -> Starlette:
     """Build the app: the routes `index` lists, on `pool`.
 
@@ -83,11 +95,12 @@ def create_app(
         renew_after: The share of `lifetime` after which a read moves the expiry.
         table: The sessions table.
         schema: The table's schema, or None for the search_path.
+        **store_options: More `AsyncStore` options (e.g. ``max_sessions_per_owner``).
 
     Returns:
         The Starlette app.
     """
-    store = AsyncStore(pool, table=table, schema=schema, owners=True)
+    store = AsyncStore(pool, table=table, schema=schema, owners=True, **store_options)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -96,7 +109,7 @@ def create_app(
             yield
 
     async def index(request: Request) -> PlainTextResponse:
-        return PlainTextResponse("/put /get /login /sessions /logout-everywhere /logout\n")
+        return PlainTextResponse("/put /get /login /sessions /revoke /logout-everywhere /logout\n")
 
     async def put(request: Request) -> PlainTextResponse:
         request.session["message"] = MESSAGE
@@ -113,12 +126,14 @@ def create_app(
         owner = await session_owner(request)
         if owner is None:
             return PlainTextResponse("Not logged in: /login first.\n", status_code=403)
-        lines = [f"Sessions of {owner}:"]
-        for each in await user_sessions(request):
-            mark = "  (this one)" if each.current else ""
-            expires = each.expiry.isoformat(timespec="seconds")
-            lines.append(f"  {each.key[:KEY_PREFIX]}...  expires {expires}{mark}")
+        lines = [f"Sessions of {owner}:", *map(session_line, await user_sessions(request))]
         return PlainTextResponse("\n".join(lines) + "\n")
+
+    async def revoke_one(request: Request) -> PlainTextResponse:
+        # Only the user's own sessions: another user's id ends nothing.
+        if await revoke(request, request.query_params.get("id", "")):
+            return PlainTextResponse("Ended that session.\n")
+        return PlainTextResponse("No such session of yours.\n", status_code=404)
 
     async def logout_all(request: Request) -> PlainTextResponse:
         if await session_owner(request) is None:
@@ -138,6 +153,7 @@ def create_app(
             Route("/get", get),
             Route("/login", login),
             Route("/sessions", sessions),
+            Route("/revoke", revoke_one),
             Route("/logout-everywhere", logout_all),
             Route("/logout", logout),
         ],
@@ -148,6 +164,9 @@ def create_app(
                 lifetime=lifetime,  # the idle timeout; the cookie outlives the browser
                 absolute_lifetime=absolute_lifetime,
                 renew_after=renew_after,
+                # For /sessions: the client's address and browser (personal data;
+                # behind a proxy, run uvicorn with --proxy-headers).
+                record_devices=True,
                 # Secure unless served as localhost: leave cookie_https_only unset.
             ),
             Middleware(SessionAutoloadMiddleware),

@@ -7,12 +7,11 @@ import datetime as dt
 import hashlib
 import logging
 import re
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._core import hash_token
+from .._core import FRESH_TOKEN_ATTEMPTS, hash_token, new_token
 
 #: Tokens as SCS issues them: 32 random bytes in url-safe base64 without padding.
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -25,10 +24,6 @@ DEFAULT_SESSION_ONLY_TTL = dt.timedelta(hours=24)
 #: Every save passes it to the store, so a row is owned whichever request writes it,
 #: and the "log out everywhere" helpers know whose sessions to end without asking.
 OWNER_KEY = "_session_owner"
-
-#: How many fresh tokens to try before giving up. A collision of two 256-bit random
-#: tokens never happens in practice; a second one in a row means a broken RNG.
-_CREATE_ATTEMPTS = 3
 
 logger = logging.getLogger("sessionstore.integrations")
 
@@ -97,27 +92,22 @@ async def create_fresh(create: Callable[[str], Awaitable[bool]]) -> str:
     Raises:
         RuntimeError: If every attempt collided (a broken random source).
     """
-    for _ in range(_CREATE_ATTEMPTS):
+    for _ in range(FRESH_TOKEN_ATTEMPTS):
         token = new_token()
         if await create(token):
             return token
         logger.warning("a freshly generated session token was already taken; trying another")
-    raise RuntimeError(f"no free session token after {_CREATE_ATTEMPTS} attempts")
+    raise RuntimeError(f"no free session token after {FRESH_TOKEN_ATTEMPTS} attempts")
 
 
 def create_fresh_sync(create: Callable[[str], bool]) -> str:
     """`create_fresh` for a synchronous `create`."""
-    for _ in range(_CREATE_ATTEMPTS):
+    for _ in range(FRESH_TOKEN_ATTEMPTS):
         token = new_token()
         if create(token):
             return token
         logger.warning("a freshly generated session token was already taken; trying another")
-    raise RuntimeError(f"no free session token after {_CREATE_ATTEMPTS} attempts")
-
-
-def new_token() -> str:
-    """A fresh session token: 32 random bytes, url-safe base64 (43 characters)."""
-    return secrets.token_urlsafe(32)
+    raise RuntimeError(f"no free session token after {FRESH_TOKEN_ATTEMPTS} attempts")
 
 
 def is_token(value: object) -> bool:

@@ -16,11 +16,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SessionMixin
+from werkzeug.sansio.request import Request
 from werkzeug.sansio.response import Response
 
 from ..manager import (
     CREATED_KEY,
     DEFAULT_RENEW_AFTER,
+    DEFAULT_ROTATE_GRACE,
+    Device,
     Loaded,
     Outcome,
     SessionManager,
@@ -38,7 +41,17 @@ from ._common import (
 )
 
 _Interface = TypeVar("_Interface")
+_T = TypeVar("_T")
 _Store = TypeVar("_Store", Store, AsyncStore)
+
+#: The ``app.config`` keys that override the constructor's keywords (`SessionManager`'s).
+SETTINGS = {
+    "lifetime": "SESSION_ABSOLUTE_LIFETIME",
+    "renew_after": "SESSION_RENEW_AFTER",
+    "rotate_every": "SESSION_ROTATE_EVERY",
+    "rotate_grace": "SESSION_ROTATE_GRACE",
+    "record_devices": "SESSION_RECORD_DEVICES",
+}
 
 
 class ServerSideSession(SessionMixin):
@@ -192,6 +205,9 @@ class ServerSideInterface(Generic[_Store]):
         serializer: Any = None,
         lifetime: dt.timedelta | float | None = None,
         renew_after: float = DEFAULT_RENEW_AFTER,
+        rotate_every: dt.timedelta | float | None = None,
+        rotate_grace: dt.timedelta | float = DEFAULT_ROTATE_GRACE,
+        record_devices: bool = False,
         secure: bool | None = None,
         samesite: str | None = "Lax",
     ) -> None:
@@ -205,7 +221,13 @@ class ServerSideInterface(Generic[_Store]):
         self.store: _Store = store
         self.session_only_ttl = to_timedelta(session_only_ttl, "session_only_ttl")
         self.serializer: Any = TaggedJSONSerializer() if serializer is None else serializer
-        self.lifetime, self.renew_after = lifetime, renew_after
+        self._defaults: dict[str, Any] = {
+            "lifetime": lifetime,
+            "renew_after": renew_after,
+            "rotate_every": rotate_every,
+            "rotate_grace": rotate_grace,
+            "record_devices": record_devices,
+        }
         self.secure, self.samesite = secure, samesite
         self._managers: dict[tuple[Any, ...], SessionManager] = {}
         self._manager(self.session_only_ttl, {})  # bad durations fail here, not per request
@@ -225,18 +247,13 @@ class ServerSideInterface(Generic[_Store]):
 
     def _manager(self, idle: dt.timedelta, config: Any) -> SessionManager:
         """The manager for these settings, made on first use."""
-        lifetime = config.get("SESSION_ABSOLUTE_LIFETIME", self.lifetime)
-        renew_after = config.get("SESSION_RENEW_AFTER", self.renew_after)
-        key = (idle, lifetime, renew_after)
+        options: dict[str, Any] = {
+            name: config.get(setting, self._defaults[name]) for name, setting in SETTINGS.items()
+        }
+        key = (idle, *options.values())
         manager = self._managers.get(key)
         if manager is None:
-            manager = SessionManager(
-                self._dumps,
-                self._loads,
-                idle_timeout=idle,
-                lifetime=lifetime,
-                renew_after=renew_after,
-            )
+            manager = SessionManager(self._dumps, self._loads, idle_timeout=idle, **options)
             self._managers[key] = manager
         return manager
 
@@ -261,16 +278,21 @@ class ServerSideInterface(Generic[_Store]):
         return loaded
 
     def _save(
-        self, app: Any, session: SessionMixin, response: Response | None
+        self, app: Any, session: SessionMixin, response: Response | None, request: Request
     ) -> Steps[Outcome] | None:
         """The manager's save for this request, or None when there is nothing to decide.
+
+        The request's client is the address the framework reports (``remote_addr``:
+        behind a proxy, what its proxy-headers support, e.g. ``ProxyFix``, makes of it).
 
         Raises:
             TypeError: If `session` is not a `ServerSideSession`.
         """
         if not isinstance(session, ServerSideSession):
             raise TypeError(f"not a session of this interface: {type(session).__name__}")
-        if session.accessed and response is not None:
+        # Whether the request used the data, not ``accessed``: Quart 0.23 sets that on
+        # every request when it saves (its ``ctx.session`` property marks it).
+        if session.loaded and response is not None:
             merge_header(response, "Vary", vary_with_cookie)
         loaded, data = session._loaded, session._data
         if loaded is None or data is None:
@@ -284,7 +306,9 @@ class ServerSideInterface(Generic[_Store]):
                 "a new or renewed session is not saved after a websocket: no cookie"
             )
             return None
-        return self.manager(app, session.permanent).save(loaded, data, renew=session._renew)
+        device = Device(request.remote_addr, request.headers.get("User-Agent"))
+        manager = self.manager(app, session.permanent)
+        return manager.save(loaded, data, renew=session._renew, device=device)
 
     def _respond(
         self,
@@ -292,13 +316,13 @@ class ServerSideInterface(Generic[_Store]):
         session: ServerSideSession,
         response: Response | None,
         outcome: Outcome,
-        host: str | None,
+        request: Request,
     ) -> None:
         """Set or delete the cookie as the save decided, with SCS's headers."""
         session._adopt(outcome)
         if response is None or not outcome.cookie_changed:
             return
-        name, options = self.get_cookie_name(app), self._cookie_options(app, host)
+        name, options = self.get_cookie_name(app), self._cookie_options(app, request.host)
         if outcome.set_cookie and outcome.token is not None:
             # A browser-session cookie for a non-permanent session; never past the row.
             expires = outcome.expiry if session.permanent else None
@@ -336,6 +360,19 @@ def log_in(session: ServerSideSession, owner: str) -> None:
     """
     SessionManager.log_in(session._ensure(), owner)
     session.renew_token()
+
+
+def for_owner(
+    session: ServerSideSession, default: _T, steps: Callable[[str], Steps[_T]]
+) -> Steps[_T]:
+    """The store calls `steps` makes for the session's owner; `default` if nobody logged in.
+
+    `steps` is called once the session is loaded (`live_token` is known then).
+    """
+    owner = session.owner
+    if owner is None:
+        return default
+    return (yield from steps(owner))
 
 
 def live_token(session: ServerSideSession) -> str | None:

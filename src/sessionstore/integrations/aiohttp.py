@@ -15,7 +15,16 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..manager import CREATED_KEY, DEFAULT_RENEW_AFTER, Loaded, Outcome, SessionManager, arun
+from ..manager import (
+    CREATED_KEY,
+    DEFAULT_RENEW_AFTER,
+    DEFAULT_ROTATE_GRACE,
+    Device,
+    Loaded,
+    Outcome,
+    SessionManager,
+    arun,
+)
 from ..manager import secure_by_default as _secure_by_default
 from ._common import (
     DEFAULT_SESSION_ONLY_TTL,
@@ -51,8 +60,10 @@ __all__ = [
     "logout_everywhere",
     "postgres_context",
     "renew_token",
+    "revoke",
     "session_owner",
     "setup",
+    "signed_in_within",
     "user_sessions",
     "vary_cookie",
 ]
@@ -97,12 +108,20 @@ class PostgresStorage(AbstractStorage):
             (seconds or a timedelta; None: no absolute lifetime).
         renew_after: The share of the idle timeout that must pass before an
             unchanged session's expiry is moved again (0: every request).
+        rotate_every: Give an active session a new token this often (seconds or a
+            timedelta; None: never); the old token keeps working for `rotate_grace`.
+        rotate_grace: How long an old token keeps working after a rotation (shorter
+            than the idle timeout).
+        record_devices: Keep the client's address (``request.remote``) and user agent
+            in the session when it gets a token, for `user_sessions` (personal data:
+            off by default).
         encoder: Turns aiohttp-session's session layout into text (default JSON).
         decoder: Turns it back.
 
     Raises:
         TypeError: If `store` is not an `AsyncStore`, or a duration has the wrong type.
-        ValueError: If a duration is not positive or `renew_after` not in [0, 1].
+        ValueError: If a duration is not positive, `renew_after` not in [0, 1], or
+            `rotate_grace` not shorter than the idle timeout.
     """
 
     def __init__(
@@ -119,6 +138,9 @@ class PostgresStorage(AbstractStorage):
         session_only_ttl: dt.timedelta | float = DEFAULT_SESSION_ONLY_TTL,
         lifetime: dt.timedelta | float | None = None,
         renew_after: float = DEFAULT_RENEW_AFTER,
+        rotate_every: dt.timedelta | float | None = None,
+        rotate_grace: dt.timedelta | float = DEFAULT_ROTATE_GRACE,
+        record_devices: bool = False,
         encoder: Callable[[object], str] = json.dumps,
         decoder: Callable[[str], Any] = json.loads,
     ) -> None:
@@ -140,7 +162,14 @@ class PostgresStorage(AbstractStorage):
         )
         self.store = store
         self.manager = SessionManager(
-            self._dumps, self._loads, idle_timeout=idle, lifetime=lifetime, renew_after=renew_after
+            self._dumps,
+            self._loads,
+            idle_timeout=idle,
+            lifetime=lifetime,
+            renew_after=renew_after,
+            rotate_every=rotate_every,
+            rotate_grace=rotate_grace,
+            record_devices=record_devices,
         )
 
     def __repr__(self) -> str:
@@ -197,8 +226,9 @@ class PostgresStorage(AbstractStorage):
         data = dict(session)
         if CREATED_KEY in state.loaded.data:
             data[CREATED_KEY] = state.loaded.data[CREATED_KEY]
-        outcome = await arun(self.manager.save(state.loaded, data, renew=state.renew), self.store)
-        self._apply(request, response, outcome)
+        device = Device(request.remote, request.headers.get("User-Agent"))
+        steps = self.manager.save(state.loaded, data, renew=state.renew, device=device)
+        self._apply(request, response, await arun(steps, self.store))
 
     def _apply(self, request: web.Request, response: web.StreamResponse, outcome: Outcome) -> None:
         """Set or delete the cookie as `outcome` says, and mark the change for caches."""
@@ -330,9 +360,10 @@ async def renew_token(request: web.Request) -> Session:
 
 
 async def login_session(request: web.Request, owner: str) -> Session:
-    """Log the session in as `owner` (the user id): a new token, the row owned.
+    """Log the session in as `owner` (the user id): a new token, the row owned, signed in now.
 
-    Needs ``owners=True``; the owner is kept in the session (``"_session_owner"``).
+    Needs ``owners=True``; the owner is kept in the session (``"_session_owner"``), and
+    the time for `signed_in_within`.
 
     Raises:
         TypeError, ValueError: If `owner` is not a valid owner id.
@@ -392,6 +423,37 @@ async def logout_everywhere(request: web.Request) -> int:
         return 0
     steps = storage.manager.log_out_everywhere(owner, _live_token(storage))
     return await arun(steps, storage.store)
+
+
+async def revoke(request: web.Request, session_id: str) -> bool:
+    """End one of the request's owner's sessions by its listed `UserSession.id`.
+
+    Returns:
+        True if it was the owner's session and is gone (False for an anonymous session).
+
+    Raises:
+        TypeError: If `session_id` is not a str.
+        RuntimeError: Without aiohttp-session's middleware on a `PostgresStorage`.
+        sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
+    """
+    storage = _storage(request, "revoke")
+    owner = await session_owner(request)
+    if owner is None:
+        return False
+    return await arun(SessionManager.revoke(owner, session_id), storage.store)
+
+
+async def signed_in_within(request: web.Request, within: dt.timedelta | float) -> bool:
+    """Whether the session's user signed in (`login_session`) no longer than `within` ago.
+
+    For a handler that asks for the password again before a sensitive change.
+
+    Raises:
+        TypeError, ValueError: If `within` is not a positive duration.
+        RuntimeError: Without aiohttp-session's middleware on a `PostgresStorage`.
+    """
+    storage = _storage(request, "signed_in_within")
+    return storage.manager.signed_in_within(dict(await get_session(request)), within)
 
 
 def _live_token(storage: PostgresStorage) -> str | None:

@@ -21,11 +21,12 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from .._core import MAX_TOKEN_LENGTH, validate_owner
+from .._core import MAX_TOKEN_LENGTH, SessionCore, validate_owner
 from ..cleanup import NoCleanup
 from ..manager import (
     CREATED_KEY,
-    DEFAULT_RENEW_AFTER,
+    DEFAULT_ROTATE_GRACE,
+    Device,
     Loaded,
     Outcome,
     SessionManager,
@@ -35,11 +36,18 @@ from ..manager import (
 )
 from ..store import Store
 from ..store_async import AsyncStore
-from ._common import OWNER_KEY, UserSession, cache_control_with_no_cache_set_cookie, missing_extra
+from ._common import (
+    OWNER_KEY,
+    UserSession,
+    cache_control_with_no_cache_set_cookie,
+    missing_extra,
+    to_timedelta,
+)
 
 try:
     from django.conf import settings
     from django.contrib.auth import SESSION_KEY
+    from django.contrib.auth.signals import user_logged_in
     from django.contrib.sessions.backends.base import SessionBase, UpdateError
     from django.contrib.sessions.middleware import SessionMiddleware as _DjangoSessionMiddleware
     from django.core import signing
@@ -59,11 +67,13 @@ __all__ = [
     "alogout_everywhere",
     "arevoke",
     "asessions_of",
+    "asigned_in_within",
     "astore",
     "close",
     "logout_everywhere",
     "revoke",
     "sessions_of",
+    "signed_in_within",
     "store",
     "with_lifespan",
 ]
@@ -98,9 +108,17 @@ _KEYS: dict[str, tuple[type, ...]] = {
     "max_size": (int,),
     "timeout": (int, float),
     "prepare_threshold": (int, type(None)),
+    "max_sessions_per_owner": (int, type(None)),
     "lifetime": (int, float, dt.timedelta, type(None)),
     "renew_after": (int, float),
+    "rotate_every": (int, float, dt.timedelta, type(None)),
+    "rotate_grace": (int, float, dt.timedelta),
+    "record_devices": (bool,),
 }
+
+#: The keys of ``SESSIONSTORE`` that are the stores' options, and the session manager's.
+_STORE_KEYS = ("table", "schema", "hash_tokens", "owners", "max_sessions_per_owner")
+_MANAGER_KEYS = ("lifetime", "renew_after", "rotate_every", "rotate_grace", "record_devices")
 
 
 @dataclass(frozen=True)
@@ -109,8 +127,7 @@ class _Config:
 
     store_options: dict[str, Any]
     pool_options: dict[str, Any]
-    lifetime: dt.timedelta | float | None
-    renew_after: float
+    manager_options: dict[str, Any]
 
     @classmethod
     def from_settings(cls) -> _Config:
@@ -138,13 +155,15 @@ class _Config:
             )
         if raw.get("timeout", 30.0) <= 0:
             raise ImproperlyConfigured(f"settings.{_SETTING}['timeout'] must be positive")
+        manager_options = {key: raw[key] for key in _MANAGER_KEYS if key in raw}
         # SESSION_SAVE_EVERY_REQUEST: Django's way to say "renew on every request".
-        every = getattr(settings, "SESSION_SAVE_EVERY_REQUEST", False)
-        renew_after = 0.0 if every else raw.get("renew_after", DEFAULT_RENEW_AFTER)
-        lifetime = raw.get("lifetime")
-        try:
+        if getattr(settings, "SESSION_SAVE_EVERY_REQUEST", False):
+            manager_options["renew_after"] = 0.0
+        store_options = {key: raw[key] for key in _STORE_KEYS if key in raw}
+        try:  # checked now, without I/O: the stores' options and the manager's
+            SessionCore(**store_options)
             SessionManager(
-                _never, _never, idle_timeout=1, lifetime=lifetime, renew_after=renew_after
+                _never, _never, idle_timeout=settings.SESSION_COOKIE_AGE, **manager_options
             )
         except (TypeError, ValueError) as exc:
             raise ImproperlyConfigured(f"settings.{_SETTING}: {exc}") from exc
@@ -155,9 +174,6 @@ class _Config:
             alias, static = raw.get("database", "default"), kwargs
             _database_params(alias)  # checked now; computed again for each connection
             kwargs = lambda: {**_database_params(alias), **static}  # noqa: E731
-        store_options = {
-            key: raw[key] for key in ("table", "schema", "hash_tokens", "owners") if key in raw
-        }
         pool_options = {
             "conninfo": raw.get("dsn", ""),
             "min_size": min_size,
@@ -166,7 +182,7 @@ class _Config:
             "kwargs": kwargs,
             "name": "sessionstore-django",
         }
-        return cls(store_options, pool_options, lifetime, renew_after)
+        return cls(store_options, pool_options, manager_options)
 
 
 def _never(_: Any) -> Any:
@@ -466,6 +482,8 @@ class SessionStore(SessionBase):
         super().__init__(session_key)
         self._loaded: Loaded | None = None
         self._renew = False
+        #: The request's client (set by `SessionMiddleware`), kept with ``record_devices``.
+        self.device: Device | None = None
 
     def _validate_session_key(self, key: str | None) -> bool:
         return isinstance(key, str) and _KEY_RE.fullmatch(key) is not None
@@ -474,15 +492,15 @@ class SessionStore(SessionBase):
         self, idle: dt.timedelta | None = None, now: dt.datetime | None = None
     ) -> SessionManager:
         """The manager for the settings, `idle` its idle timeout, `now` its time."""
-        config = _stores.config()
-        return _Manager(
-            self._dumps,
-            self._loads,
-            idle_timeout=idle or dt.timedelta(seconds=settings.SESSION_COOKIE_AGE),
-            lifetime=config.lifetime,
-            renew_after=config.renew_after,
-            **({} if now is None else {"clock": lambda: now}),
-        )
+        options = dict(_stores.config().manager_options)
+        idle = idle or dt.timedelta(seconds=settings.SESSION_COOKIE_AGE)
+        if idle <= to_timedelta(options.get("rotate_grace", DEFAULT_ROTATE_GRACE), "rotate_grace"):
+            # A session that ends within the grace (``set_expiry``) is never due for
+            # rotation anyway (see `SessionManager.save`).
+            options.pop("rotate_every", None)
+        if now is not None:
+            options["clock"] = lambda: now
+        return _Manager(self._dumps, self._loads, idle_timeout=idle, **options)
 
     def _dumps(self, data: dict[str, Any]) -> bytes:
         """Django's signed encoding, byte for byte the same for the same data."""
@@ -537,7 +555,7 @@ class SessionStore(SessionBase):
                 self._loaded, self._session_key = None, None
             return outcome
 
-        return manager.save(loaded, full, renew=self._renew), after
+        return manager.save(loaded, full, renew=self._renew, device=self.device), after
 
     def _save(self, must_create: bool = False, had_cookie: bool | None = None) -> Outcome:
         """Run the manager's save on the process's `Store`."""
@@ -650,6 +668,13 @@ class SessionMiddleware(_DjangoSessionMiddleware):
     "Set-Cookie"`` merged into ``Cache-Control`` when the cookie is set or deleted.
     """
 
+    def process_request(self, request: HttpRequest) -> None:
+        """Make the request's session, knowing its client (``REMOTE_ADDR``, ``User-Agent``)."""
+        super().process_request(request)
+        if isinstance(request.session, SessionStore):
+            meta = request.META
+            request.session.device = Device(meta.get("REMOTE_ADDR"), meta.get("HTTP_USER_AGENT"))
+
     def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         """Save the session and set, keep or delete its cookie.
 
@@ -751,7 +776,7 @@ def sessions_of(user: object, current: SessionBase | str | None = None) -> list[
         current: The session to mark as `UserSession.current`, or its key.
 
     Returns:
-        The sessions (none for an anonymous user); show only a prefix of each key.
+        The sessions (none for an anonymous user), each named by an opaque `UserSession.id`.
 
     Raises:
         TypeError: If `user` is neither a model instance nor a str.
@@ -801,12 +826,12 @@ async def alogout_everywhere(user: object, keep: SessionBase | str | None = None
     return await arun(SessionManager.log_out_everywhere(owner, _key_of(keep)), await astore())
 
 
-def revoke(user: object, key: str) -> bool:
-    """End one of a user's sessions by the `UserSession.key` `sessions_of` listed.
+def revoke(user: object, session_id: str) -> bool:
+    """End one of a user's sessions by the `UserSession.id` `sessions_of` listed.
 
     Args:
         user: A user model instance or the owner id.
-        key: The listed key (a key of another user's session ends nothing).
+        session_id: The listed id (another user's session's id ends nothing).
 
     Returns:
         True if it was the user's session and is gone.
@@ -816,10 +841,55 @@ def revoke(user: object, key: str) -> bool:
         sessionstore.OwnersNotEnabledError: Without ``owners=True``.
     """
     owner = _owner_of(user)
-    return owner is not None and run(SessionManager.revoke(owner, key), _stores.sync())
+    return owner is not None and run(SessionManager.revoke(owner, session_id), _stores.sync())
 
 
-async def arevoke(user: object, key: str) -> bool:
+async def arevoke(user: object, session_id: str) -> bool:
     """`revoke` on the running loop's `AsyncStore`."""
     owner = _owner_of(user)
-    return owner is not None and await arun(SessionManager.revoke(owner, key), await astore())
+    if owner is None:
+        return False
+    return await arun(SessionManager.revoke(owner, session_id), await astore())
+
+
+def _signed_in(sender: object, request: HttpRequest, user: object, **_: Any) -> None:
+    """``user_logged_in`` (``login``, ``alogin``): the session's user signed in now."""
+    session = getattr(request, "session", None)
+    owner = _owner_of(user)
+    if isinstance(session, SessionStore) and owner is not None:
+        signed: dict[str, Any] = {}
+        SessionManager.log_in(signed, owner)
+        del signed[OWNER_KEY]  # the row's owner is ``_auth_user_id``'s (see `_owned`)
+        session.update(signed)
+
+
+user_logged_in.connect(_signed_in, dispatch_uid="sessionstore.signed_in")
+
+
+def _session_of(current: SessionBase | HttpRequest) -> SessionBase:
+    return current.session if isinstance(current, HttpRequest) else current
+
+
+def signed_in_within(current: SessionBase | HttpRequest, within: dt.timedelta | float) -> bool:
+    """Whether the session's user signed in (``login``) no longer than `within` ago.
+
+    For a view that asks for the password again before a sensitive change; a login
+    (``login``/``alogin``, through ``user_logged_in``) records the time.
+
+    Args:
+        current: ``request.session``, or the request.
+        within: Seconds, or a timedelta.
+
+    Raises:
+        TypeError, ValueError: If `within` is not a positive duration.
+    """
+    data = dict(_session_of(current).items())
+    return SessionStore()._manager().signed_in_within(data, within)
+
+
+async def asigned_in_within(
+    current: SessionBase | HttpRequest, within: dt.timedelta | float
+) -> bool:
+    """`signed_in_within` for async views (the session loaded on the running loop's store)."""
+    data = dict(await _session_of(current).aitems())
+    return SessionStore()._manager().signed_in_within(data, within)

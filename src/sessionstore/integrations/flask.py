@@ -5,11 +5,13 @@ Install with ``pip install "sessionstore[flask]"`` and set
 has the set-up (a pool opened per process, after any fork), settings and guarantees.
 The session's life is the `sessionstore.manager.SessionManager`'s: concurrent requests
 merge per key, a logout stays logged out, idle timeout and absolute lifetime, renewal
-only when due. With Flask-Login installed, ``login_user`` renews the token.
+only when due, timed token rotation. With Flask-Login installed, ``login_user`` is
+`login_session` for its user id and ``logout_user`` makes the session nobody's.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import logging
 from typing import Any
@@ -24,12 +26,14 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra(__name__, "flask", exc) from exc
 
 from .._core import validate_owner
-from ..manager import Loaded, SessionManager, run
+from ..manager import SIGNED_IN_KEY, Loaded, SessionManager, Steps, run
 from ..store import Store
+from ._common import OWNER_KEY
 from ._session_interface import (
     ServerSideInterface,
     ServerSideSession,
     current,
+    for_owner,
     live_token,
     log_in,
 )
@@ -41,7 +45,9 @@ __all__ = [
     "login_session",
     "logout_everywhere",
     "renew_token",
+    "revoke",
     "session_owner",
+    "signed_in_within",
     "user_sessions",
 ]
 
@@ -55,8 +61,9 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface[Store]):
     application's to open and close.
 
     A permanent session's idle timeout is ``PERMANENT_SESSION_LIFETIME``; the
-    ``app.config`` keys ``SESSION_ABSOLUTE_LIFETIME`` and ``SESSION_RENEW_AFTER``
-    override `lifetime` and `renew_after`.
+    ``app.config`` keys ``SESSION_ABSOLUTE_LIFETIME``, ``SESSION_RENEW_AFTER``,
+    ``SESSION_ROTATE_EVERY``, ``SESSION_ROTATE_GRACE`` and ``SESSION_RECORD_DEVICES``
+    override the keywords of the same meaning.
 
     Args:
         store: The store to keep sessions in.
@@ -68,6 +75,13 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface[Store]):
         lifetime: The absolute lifetime: a timedelta, seconds, or None for none.
         renew_after: The share of the idle timeout (0 to 1) after which an
             unchanged session is renewed; 0 renews on every request.
+        rotate_every: Give an active session a new token this often: a timedelta,
+            seconds, or None (default) for never.
+        rotate_grace: How long the old token keeps working after a rotation
+            (default 30 seconds); shorter than the idle timeout.
+        record_devices: Keep the client's IP address (``request.remote_addr``) and
+            user agent in the session when it gets a token, for `user_sessions`
+            (default off: personal data).
         secure: Whether the cookie is ``Secure`` when ``SESSION_COOKIE_SECURE``
             is false: None (default) for yes except on localhost and loopback
             hosts, False for never (an app served over plain HTTP).
@@ -76,7 +90,8 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface[Store]):
 
     Raises:
         TypeError: If `store` is not a `Store`, or a duration has the wrong type.
-        ValueError: If a duration is not positive or `renew_after` not in [0, 1].
+        ValueError: If a duration is not positive, `renew_after` not in [0, 1], or
+            `rotate_grace` not shorter than the idle timeout.
     """
 
     _logger = logger
@@ -101,19 +116,39 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface[Store]):
                 writing the session throughout the save.
             sessionstore.DatabaseError: If the store failed.
         """
-        steps = self._save(app, session, response)
+        steps = self._save(app, session, response, flask.request)
         if steps is not None:
             outcome = run(steps, self.store)
             assert isinstance(session, ServerSideSession)
-            self._respond(app, session, response, outcome, flask.request.host)
+            self._respond(app, session, response, outcome, flask.request)
 
 
-def _renew_on_login(sender: flask.Flask, **extra: Any) -> None:
-    """Flask-Login's ``user_logged_in``: a new token at every login (session fixation)."""
-    if isinstance(sender.session_interface, PostgresSessionInterface):
-        session = flask.session
-        if isinstance(session, ServerSideSession):
-            session.renew_token()
+def _flask_login_session(app: flask.Flask) -> ServerSideSession | None:
+    """The request's session, if `app` keeps it through this integration."""
+    session = flask.session
+    if isinstance(app.session_interface, PostgresSessionInterface):
+        return session if isinstance(session, ServerSideSession) else None
+    return None
+
+
+def _on_login(sender: flask.Flask, **extra: Any) -> None:
+    """Flask-Login's ``user_logged_in``: `login_session` for the user id it stored."""
+    session = _flask_login_session(sender)
+    if session is not None:
+        log_in(session, str(session["_user_id"]))
+
+
+def _on_logout(sender: flask.Flask, **extra: Any) -> None:
+    """Flask-Login's ``user_logged_out``: the session is nobody's, under a new token.
+
+    ``logout_user`` keeps the session's other keys; the owner and the sign-in time
+    go, and the new token's row is made without the owner.
+    """
+    session = _flask_login_session(sender)
+    if session is not None:
+        session.pop(OWNER_KEY, None)
+        session.pop(SIGNED_IN_KEY, None)
+        session.renew_token()
 
 
 try:
@@ -121,7 +156,8 @@ try:
 except ImportError:
     pass
 else:
-    _login_signals.user_logged_in.connect(_renew_on_login)
+    _login_signals.user_logged_in.connect(_on_login)
+    _login_signals.user_logged_out.connect(_on_logout)
 
 
 def _current(caller: str) -> tuple[PostgresSessionInterface, ServerSideSession]:
@@ -149,8 +185,8 @@ def login_session(owner: str) -> None:
     """Log the current request's session in as `owner`: a new token, the row owned.
 
     `user_sessions` then lists it and `logout_everywhere` can end it (needs a store
-    with ``owners=True``). The owner is kept in the data (``"_session_owner"``), so
-    ``session.clear()`` at logout drops it.
+    with ``owners=True``). The owner and the sign-in time (for `signed_in_within`)
+    are kept in the data, so ``session.clear()`` at logout drops them.
 
     Args:
         owner: Who the session belongs to: the user id, as text.
@@ -180,7 +216,7 @@ def user_sessions() -> list[UserSession]:
 
     Returns:
         The sessions, this request's marked `current`; empty for a session nobody
-            logged in. Show users only a prefix of each `UserSession.key`.
+            logged in. No token is in them: `UserSession.id` names one for `revoke`.
 
     Raises:
         RuntimeError: Outside a request, or with another session interface.
@@ -188,11 +224,11 @@ def user_sessions() -> list[UserSession]:
         sessionstore.DatabaseError: If the store failed.
     """
     interface, session = _current("user_sessions")
-    owner = session.owner
-    if owner is None:
-        return []
     manager = interface.manager(flask.current_app)
-    return run(manager.sessions(owner, live_token(session)), interface.store)
+    # The token once the owner is known: the session is loaded then.
+    steps: Steps[list[UserSession]]
+    steps = for_owner(session, [], lambda owner: manager.sessions(owner, live_token(session)))
+    return run(steps, interface.store)
 
 
 def logout_everywhere() -> int:
@@ -207,7 +243,46 @@ def logout_everywhere() -> int:
         sessionstore.DatabaseError: If the store failed.
     """
     interface, session = _current("logout_everywhere")
-    owner = session.owner
-    if owner is None:
-        return 0
-    return run(SessionManager.log_out_everywhere(owner, live_token(session)), interface.store)
+    steps = for_owner(
+        session, 0, lambda owner: SessionManager.log_out_everywhere(owner, live_token(session))
+    )
+    return run(steps, interface.store)
+
+
+def revoke(session_id: str) -> bool:
+    """End one of the current session's owner's sessions, by its `UserSession.id`.
+
+    Args:
+        session_id: The `UserSession.id` of a session `user_sessions` listed.
+
+    Returns:
+        Whether it was one of the owner's live sessions (and is ended now); False
+        for a session nobody logged in.
+
+    Raises:
+        TypeError: If `session_id` is not a str.
+        RuntimeError: Outside a request, or with another session interface.
+        sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
+        sessionstore.DatabaseError: If the store failed.
+    """
+    interface, session = _current("revoke")
+    steps = for_owner(session, False, lambda owner: SessionManager.revoke(owner, session_id))
+    return run(steps, interface.store)
+
+
+def signed_in_within(within: dt.timedelta | float) -> bool:
+    """Whether the current session's user signed in (`login_session`) within `within`.
+
+    Ask for the password again before a sensitive change when it is False.
+
+    Args:
+        within: A timedelta or seconds.
+
+    Raises:
+        TypeError: If `within` is neither a timedelta nor a number of seconds.
+        ValueError: If `within` is not positive.
+        RuntimeError: Outside a request, or with another session interface.
+        sessionstore.DatabaseError: If the session's data could not be read.
+    """
+    interface, session = _current("signed_in_within")
+    return interface.manager(flask.current_app).signed_in_within(session, within)

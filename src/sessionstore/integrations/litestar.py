@@ -7,14 +7,23 @@ save. See docs/integrations-litestar.md.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-from .._core import validate_owner
-from ..manager import DEFAULT_RENEW_AFTER, Loaded, SessionManager, arun, secure_by_default
+from .._core import OwnedSession, validate_owner
+from ..manager import (
+    DEFAULT_RENEW_AFTER,
+    DEFAULT_ROTATE_GRACE,
+    Device,
+    Loaded,
+    SessionManager,
+    Steps,
+    arun,
+    secure_by_default,
+)
 from ._common import (
     UserSession,
     cache_control_with_no_cache_set_cookie,
@@ -49,7 +58,9 @@ __all__ = [
     "login_session",
     "logout_everywhere",
     "renew_token",
+    "revoke",
     "session_owner",
+    "signed_in_within",
     "user_sessions",
 ]
 
@@ -65,6 +76,7 @@ _KEY_SEPARATOR = ":"
 _NAMESPACE_SEPARATOR = "/"
 
 _Connection = ASGIConnection[Any, Any, Any, Any]
+T = TypeVar("T")
 
 
 class _Lifecycle:
@@ -287,8 +299,14 @@ class _Namespaced:
     def __init__(self, store: PostgresStore) -> None:
         self.key, self.inner = store.key, store.store
 
-    def __getattr__(self, name: str) -> Any:  # by owner, not token: as they are
+    def __getattr__(self, name: str) -> Any:  # by owner, or a stored key: as they are
         return getattr(self.inner, name)
+
+    async def sessions_of(self, owner: str) -> list[OwnedSession]:
+        """The owner's sessions in this namespace (in every one with ``hash_tokens``)."""
+        owned = await self.inner.sessions_of(owner)
+        prefix = self.key("")
+        return [s for s in owned if self.inner.hash_tokens or s.key.startswith(prefix)]
 
     async def find_versioned(self, token: str) -> Any:
         return await self.inner.find_versioned(self.key(token))
@@ -298,6 +316,14 @@ class _Namespaced:
 
     async def touch(self, token: str, expiry: dt.datetime) -> bool:
         return await self.inner.touch(self.key(token), expiry)
+
+    async def update(self, token: str, *args: Any, **kwargs: Any) -> bool:
+        return await self.inner.update(self.key(token), *args, **kwargs)
+
+    async def rotate(self, token: str, *, grace: dt.timedelta) -> str | None:
+        prefix = self.key("")  # the new token in the namespace too
+        new = await self.inner.rotate(prefix + token, grace=grace, prefix=prefix)
+        return None if new is None else new.removeprefix(prefix)
 
     async def create(self, token: str, *args: Any, **kwargs: Any) -> bool:
         return await self.inner.create(self.key(token), *args, **kwargs)
@@ -379,9 +405,10 @@ class PostgresSessionBackend(ServerSideSessionBackend):
         """
         state = _state(connection, "SessionConfig")
         data = scope_session if isinstance(scope_session, dict) else {}
-        outcome = await arun(
-            self.config.manager.save(state.loaded, data, renew=state.renew), state.sessions()
-        )
+        client = connection.client
+        device = Device(client and client.host, connection.headers.get("user-agent"))
+        save = self.config.manager.save(state.loaded, data, renew=state.renew, device=device)
+        outcome = await arun(save, state.sessions())
         headers = MutableScopeHeaders.from_message(message)
         _merge(headers, "Vary", vary_with_cookie)
         if not outcome.cookie_changed:
@@ -425,12 +452,22 @@ class SessionConfig(ServerSideSessionConfig):
             however busy; None: no such limit.
         renew_after: The share of ``max_age`` (0 to 1) that must pass before a
             request that changes nothing moves the expiry; 0 renews every time.
+        rotate_every: Give an active session a new token this often (seconds or a
+            timedelta; None: never).
+        rotate_grace: How long the old token keeps working after a rotation, for
+            requests in flight; shorter than ``max_age``.
+        record_devices: Keep the client's IP address (``request.client.host``) and
+            user agent in the session when it gets a token, for `user_sessions`.
+            Off by default: they are personal data.
     """
 
     # Litestar's is a bool defaulting to False; None here means "by the request's host".
     secure: bool | None = None  # type: ignore[assignment]
     absolute_max_age: int | None = None
     renew_after: float = DEFAULT_RENEW_AFTER
+    rotate_every: float | dt.timedelta | None = None
+    rotate_grace: float | dt.timedelta = DEFAULT_ROTATE_GRACE
+    record_devices: bool = False
 
     _backend_class = PostgresSessionBackend
 
@@ -442,6 +479,9 @@ class SessionConfig(ServerSideSessionConfig):
             idle_timeout=self.max_age,
             lifetime=self.absolute_max_age,
             renew_after=self.renew_after,
+            rotate_every=self.rotate_every,
+            rotate_grace=self.rotate_grace,
+            record_devices=self.record_devices,
         )
 
 
@@ -500,30 +540,62 @@ def session_owner(connection: _Connection) -> str | None:
     return owner_of(_session(connection))
 
 
+def signed_in_within(connection: _Connection, within: dt.timedelta | float) -> bool:
+    """Whether the session's user signed in (`login_session`) no longer than `within` ago.
+
+    For pages that ask for the password again before a sensitive change.
+
+    Raises:
+        TypeError, ValueError: If `within` is not a positive timedelta or number of seconds.
+        RuntimeError: If the app has no `SessionConfig` middleware.
+    """
+    state = _state(connection, "signed_in_within")
+    return state.manager.signed_in_within(_session(connection), within)
+
+
+async def _owners(
+    connection: _Connection,
+    caller: str,
+    steps: Callable[[SessionManager, str, str | None], Steps[T]],
+    nobody: T,
+) -> T:
+    """Run a decision on the session's owner and stored key; `nobody` if nobody is logged in."""
+    state, owner = _state(connection, caller), session_owner(connection)
+    if owner is None:
+        return nobody
+    key = None if state.token is None else state.store.key(state.token)
+    return await arun(steps(state.manager, owner, key), state.sessions())
+
+
 async def user_sessions(connection: _Connection) -> list[UserSession]:
-    """List the live sessions of the session's owner ("where am I logged in").
+    """List the live sessions of the session's owner in this store's namespace.
 
     Returns:
         The sessions, soonest to expire first, this one marked `current`; empty if
-        nobody is logged in. Each key is the token (its stored hash with
-        ``hash_tokens``): show users only a prefix.
+        nobody is logged in. None holds a token: `UserSession.id` names one for
+        `revoke`. With ``hash_tokens`` the namespace can't be told from a stored
+        key: every namespace's sessions of the owner are listed.
 
     Raises:
         RuntimeError: If the app has no `SessionConfig` middleware.
         sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
     """
-    state, owner = _state(connection, "user_sessions"), session_owner(connection)
-    if owner is None:
-        return []
-    store, token = state.store, state.token
-    current = None if token is None else store.key(token)
-    listed = await arun(state.manager.sessions(owner, current), state.sessions())
-    prefix = store.key("")
-    return [
-        dataclasses.replace(s, key=s.key if store.store.hash_tokens else s.key[len(prefix) :])
-        for s in listed
-        if store.store.hash_tokens or s.key.startswith(prefix)  # else another namespace's
-    ]
+    return await _owners(connection, "user_sessions", lambda m, o, k: m.sessions(o, k), [])
+
+
+async def revoke(connection: _Connection, session_id: str) -> bool:
+    """End one of the owner's sessions by its listed `UserSession.id` ("log out that device").
+
+    Returns:
+        Whether it was a live session of the session's owner (only theirs end);
+        False if nobody is logged in.
+
+    Raises:
+        TypeError: If `session_id` is not a str.
+        RuntimeError: If the app has no `SessionConfig` middleware.
+        sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
+    """
+    return await _owners(connection, "revoke", lambda m, o, k: m.revoke(o, session_id), False)
 
 
 async def logout_everywhere(connection: _Connection) -> int:
@@ -536,8 +608,5 @@ async def logout_everywhere(connection: _Connection) -> int:
         RuntimeError: If the app has no `SessionConfig` middleware.
         sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
     """
-    state, owner = _state(connection, "logout_everywhere"), session_owner(connection)
-    if owner is None:
-        return 0
-    keep = None if state.token is None else state.store.key(state.token)
-    return await arun(SessionManager.log_out_everywhere(owner, keep), state.sessions())
+    steps = SessionManager.log_out_everywhere
+    return await _owners(connection, "logout_everywhere", lambda m, o, k: steps(o, k), 0)

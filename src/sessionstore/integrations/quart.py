@@ -5,12 +5,13 @@ class, settings, cookie and headers, on the same `sessionstore.manager.SessionMa
 (see docs/integrations-quart.md). Quart's session API is asynchronous only at its
 edges, so the session is read when the request starts (if its cookie holds a token),
 a read failure is raised where the view first uses the session (through Quart's error
-handling), `user_sessions` and `logout_everywhere` are coroutines, and after a
+handling), `user_sessions`, `revoke` and `logout_everywhere` are coroutines, and after a
 websocket (no cookie to set) a new or renewed session is not saved.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from ..errors import DatabaseError
@@ -25,12 +26,13 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra(__name__, "quart", exc) from exc
 
 from .._core import validate_owner
-from ..manager import Loaded, SessionManager, arun
+from ..manager import Loaded, SessionManager, Steps, arun
 from ..store_async import AsyncStore
 from ._session_interface import (
     ServerSideInterface,
     ServerSideSession,
     current,
+    for_owner,
     live_token,
     log_in,
 )
@@ -42,7 +44,9 @@ __all__ = [
     "login_session",
     "logout_everywhere",
     "renew_token",
+    "revoke",
     "session_owner",
+    "signed_in_within",
     "user_sessions",
 ]
 
@@ -55,11 +59,14 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface[AsyncStore]
     Set it as ``app.session_interface``; open the store's pool in the loop that
     serves the app (``before_serving``), in each process. It takes the options of
     the Flask integration's ``PostgresSessionInterface`` (``session_only_ttl``,
-    ``serializer``, ``lifetime``, ``renew_after``, ``secure``, ``samesite``).
+    ``serializer``, ``lifetime``, ``renew_after``, ``rotate_every``,
+    ``rotate_grace``, ``record_devices``, ``secure``, ``samesite``) and its
+    ``app.config`` keys.
 
     Raises:
         TypeError: If `store` is not an `AsyncStore`, or a setting has the wrong type.
-        ValueError: If a duration is not positive or `renew_after` not in [0, 1].
+        ValueError: If a duration is not positive, `renew_after` not in [0, 1], or
+            `rotate_grace` not shorter than the idle timeout.
     """
 
     _logger = logger
@@ -95,12 +102,12 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface[AsyncStore]
             TypeError, ValueError: If the data does not serialise or is too large.
             sessionstore.DatabaseError: If the store failed.
         """
-        steps = self._save(app, session, response)
+        request = quart.request if quart.has_request_context() else quart.websocket
+        steps = self._save(app, session, response, request)
         if steps is not None:
             outcome = await arun(steps, self.store)
             assert isinstance(session, ServerSideSession)
-            host = quart.request.host if quart.has_request_context() else None
-            self._respond(app, session, response, outcome, host)
+            self._respond(app, session, response, outcome, request)
 
 
 def _current(caller: str) -> tuple[PostgresSessionInterface, ServerSideSession]:
@@ -152,7 +159,7 @@ async def user_sessions() -> list[UserSession]:
 
     Returns:
         The sessions, this request's marked `current`; empty for a session nobody
-            logged in.
+            logged in. No token is in them: `UserSession.id` names one for `revoke`.
 
     Raises:
         RuntimeError: Outside a request, or with another session interface.
@@ -160,11 +167,11 @@ async def user_sessions() -> list[UserSession]:
         sessionstore.DatabaseError: If the store failed.
     """
     interface, session = _current("user_sessions")
-    owner = session.owner
-    if owner is None:
-        return []
     manager = interface.manager(quart.current_app)
-    return await arun(manager.sessions(owner, live_token(session)), interface.store)
+    # The token once the owner is known: the session is loaded then.
+    steps: Steps[list[UserSession]]
+    steps = for_owner(session, [], lambda owner: manager.sessions(owner, live_token(session)))
+    return await arun(steps, interface.store)
 
 
 async def logout_everywhere() -> int:
@@ -179,8 +186,36 @@ async def logout_everywhere() -> int:
         sessionstore.DatabaseError: If the store failed.
     """
     interface, session = _current("logout_everywhere")
-    owner = session.owner
-    if owner is None:
-        return 0
-    steps = SessionManager.log_out_everywhere(owner, live_token(session))
+    steps = for_owner(
+        session, 0, lambda owner: SessionManager.log_out_everywhere(owner, live_token(session))
+    )
     return await arun(steps, interface.store)
+
+
+async def revoke(session_id: str) -> bool:
+    """End one of the current session's owner's sessions, by its `UserSession.id`.
+
+    As the Flask integration's `revoke`: whether it was one of the owner's.
+
+    Raises:
+        TypeError: If `session_id` is not a str.
+        RuntimeError: Outside a request, or with another session interface.
+        sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
+        sessionstore.DatabaseError: If the store failed.
+    """
+    interface, session = _current("revoke")
+    steps = for_owner(session, False, lambda owner: SessionManager.revoke(owner, session_id))
+    return await arun(steps, interface.store)
+
+
+def signed_in_within(within: dt.timedelta | float) -> bool:
+    """Whether the current session's user signed in (`login_session`) within `within`.
+
+    Raises:
+        TypeError: If `within` is neither a timedelta nor a number of seconds.
+        ValueError: If `within` is not positive.
+        RuntimeError: Outside a request, or with another session interface.
+        sessionstore.DatabaseError: If the session's data could not be read.
+    """
+    interface, session = _current("signed_in_within")
+    return interface.manager(quart.current_app).signed_in_within(session, within)

@@ -10,14 +10,18 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from .._core import validate_owner
 from ..manager import (
     CREATED_KEY,
     DEFAULT_RENEW_AFTER,
+    DEFAULT_ROTATE_GRACE,
+    Device,
     Loaded,
     Outcome,
     SessionManager,
+    Steps,
     arun,
     secure_by_default,
 )
@@ -51,12 +55,16 @@ __all__ = [
     "login_session",
     "logout_everywhere",
     "renew_token",
+    "revoke",
     "session_owner",
+    "signed_in_within",
     "user_sessions",
 ]
 
 #: starsessions' metadata key, which older versions of this integration stored.
 _METADATA = "__metadata__"
+
+T = TypeVar("T")
 
 
 class PostgresStore(SessionStore):
@@ -134,10 +142,18 @@ class SessionMiddleware(starsessions.SessionMiddleware):
             busy (seconds or a timedelta; None: no such limit).
         renew_after: The share of the idle timeout (0 to 1) that must pass before
             a request that changes nothing moves the expiry; 0 renews every time.
+        rotate_every: Give an active session a new token this often (seconds or a
+            timedelta; None: never).
+        rotate_grace: How long the old token keeps working after a rotation, for
+            requests in flight; shorter than the idle timeout.
+        record_devices: Keep the client's IP address (``request.client.host``) and
+            user agent in the session when it gets a token, for `user_sessions`.
+            Off by default: they are personal data.
 
     Raises:
         TypeError: If `store` is not a `PostgresStore`, or an option has the wrong type.
-        ValueError: If a duration is not positive or `renew_after` not in [0, 1].
+        ValueError: If a duration is not positive, `renew_after` not in [0, 1], or
+            `rotate_grace` not shorter than the idle timeout.
     """
 
     def __init__(
@@ -155,6 +171,9 @@ class SessionMiddleware(starsessions.SessionMiddleware):
         *,
         absolute_lifetime: int | dt.timedelta | None = None,
         renew_after: float = DEFAULT_RENEW_AFTER,
+        rotate_every: float | dt.timedelta | None = None,
+        rotate_grace: float | dt.timedelta = DEFAULT_ROTATE_GRACE,
+        record_devices: bool = False,
     ) -> None:
         if not isinstance(store, PostgresStore):
             raise TypeError(f"store must be a PostgresStore, not {type(store).__name__}")
@@ -171,6 +190,9 @@ class SessionMiddleware(starsessions.SessionMiddleware):
             idle_timeout=self.lifetime or store.session_only_ttl,
             lifetime=absolute_lifetime,
             renew_after=renew_after,
+            rotate_every=rotate_every,
+            rotate_grace=rotate_grace,
+            record_devices=record_devices,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -188,10 +210,12 @@ class SessionMiddleware(starsessions.SessionMiddleware):
 
         async def send_saving(message: Message) -> None:
             if message["type"] == "http.response.start" and handler.loaded is not None:
-                outcome = await arun(
-                    self.manager.save(handler.loaded, connection.session, renew=handler.renew),
-                    self.sessions,
+                client = connection.client
+                device = Device(client and client.host, connection.headers.get("user-agent"))
+                save = self.manager.save(
+                    handler.loaded, connection.session, renew=handler.renew, device=device
                 )
+                outcome = await arun(save, self.sessions)
                 handler.session_id = outcome.token
                 headers = MutableHeaders(scope=message)
                 _merge(headers, "Vary", vary_with_cookie)
@@ -320,23 +344,62 @@ async def session_owner(connection: HTTPConnection) -> str | None:
     return owner_of(connection.session)
 
 
+async def signed_in_within(connection: HTTPConnection, within: dt.timedelta | float) -> bool:
+    """Whether the session's user signed in (`login_session`) no longer than `within` ago.
+
+    For pages that ask for the password again before a sensitive change.
+
+    Raises:
+        TypeError, ValueError: If `within` is not a positive timedelta or number of seconds.
+        RuntimeError: Without this package's ``SessionMiddleware``.
+    """
+    handler = await _loaded(connection, "signed_in_within")
+    return handler.middleware.manager.signed_in_within(connection.session, within)
+
+
+async def _owners(
+    connection: HTTPConnection,
+    caller: str,
+    steps: Callable[[SessionManager, str, str | None], Steps[T]],
+    nobody: T,
+) -> T:
+    """Run a decision on the session's owner and token; `nobody` if nobody is logged in."""
+    handler = await _loaded(connection, caller)
+    owner = owner_of(connection.session)
+    if owner is None:
+        return nobody
+    middleware = handler.middleware
+    return await arun(steps(middleware.manager, owner, handler.session_id), middleware.sessions)
+
+
 async def user_sessions(connection: HTTPConnection) -> list[UserSession]:
     """List the live sessions of the session's owner ("where am I logged in").
 
     Returns:
         The sessions, soonest to expire first, this one marked `current`; empty if
-        nobody is logged in. Show users only a prefix of each `UserSession.key`.
+        nobody is logged in. None holds a token: `UserSession.id` names one for
+        `revoke`.
 
     Raises:
         RuntimeError: Without this package's ``SessionMiddleware``.
         sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
     """
-    handler = await _loaded(connection, "user_sessions")
-    owner = owner_of(connection.session)
-    if owner is None:
-        return []
-    middleware = handler.middleware
-    return await arun(middleware.manager.sessions(owner, handler.session_id), middleware.sessions)
+    return await _owners(connection, "user_sessions", lambda m, o, t: m.sessions(o, t), [])
+
+
+async def revoke(connection: HTTPConnection, session_id: str) -> bool:
+    """End one of the owner's sessions by its listed `UserSession.id` ("log out that device").
+
+    Returns:
+        Whether it was a live session of the session's owner (only theirs end);
+        False if nobody is logged in.
+
+    Raises:
+        TypeError: If `session_id` is not a str.
+        RuntimeError: Without this package's ``SessionMiddleware``.
+        sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
+    """
+    return await _owners(connection, "revoke", lambda m, o, t: m.revoke(o, session_id), False)
 
 
 async def logout_everywhere(connection: HTTPConnection) -> int:
@@ -349,9 +412,5 @@ async def logout_everywhere(connection: HTTPConnection) -> int:
         RuntimeError: Without this package's ``SessionMiddleware``.
         sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
     """
-    handler = await _loaded(connection, "logout_everywhere")
-    owner = owner_of(connection.session)
-    if owner is None:
-        return 0
-    steps = handler.middleware.manager.log_out_everywhere(owner, handler.session_id)
-    return await arun(steps, handler.middleware.sessions)
+    steps = SessionManager.log_out_everywhere
+    return await _owners(connection, "logout_everywhere", lambda m, o, t: steps(o, t), 0)
