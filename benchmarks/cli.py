@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="table sizes for --scale (default 10000,100000,1000000)",
     )
     p.add_argument("--keep-table", action="store_true", help="leave the benchmark's tables behind")
+    p.add_argument(
+        "--citus",
+        action="store_true",
+        help="distribute the table by token (--dsn must be a Citus coordinator; "
+        "docs/scaling.md#citus)",
+    )
     net = p.add_mutually_exclusive_group()
     net.add_argument(
         "--network",
@@ -161,6 +167,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         values["networks"] = networks_list(f"loopback,{args.delay_ms}")
     values["scale"] = args.scale or args.scale_only
     values["keep_table"] = args.keep_table
+    values["citus"] = args.citus
     settings = Settings(**values)
     if settings.rows < 1 or settings.payload < 0 or settings.rounds < 1:
         raise ValueError("--rows and --rounds must be at least 1, --payload at least 0")

@@ -20,7 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from sessionstore import Store
-from sessionstore._from_dsn import create_table
+from sessionstore._from_dsn import create_table, distribute_table
 from sessionstore.cleanup import NoCleanup
 
 from .contenders import BY_KEY, CONTENDERS, Contender, Run, measure_python, pool_size
@@ -95,6 +95,7 @@ class Settings:
     scale_rows: tuple[int, ...] = (10_000, 100_000, 1_000_000)
     networks: tuple[float | None, ...] = (None, 0.5)
     max_steal: float = 0.10
+    citus: bool = False
 
 
 def delete_pool_size(settings: Settings) -> int:
@@ -149,6 +150,9 @@ class Bench:
         self._probe = Probe(self.server_pid)
         self.table.drop(admin)
         create_table(self.dsn, self.table.name)
+        if s.citus:
+            say("distributing the table by token (Citus)")
+            distribute_table(self.dsn, self.table.name)
         with ConnectionPool(
             self.dsn, min_size=1, max_size=1, kwargs={"autocommit": True}, open=True
         ) as pool:

@@ -99,6 +99,9 @@ class Batcher(Generic[T]):
         self._size = size
         self._lanes = Lanes(limit, alone=ALONE, depth=depth, joined=1)
         self._queue: collections.deque[_Request] = collections.deque()
+        #: False: every call runs alone, as without a batcher (a Citus distributed
+        #: table, where a combined statement spans shards: docs/scaling.md#citus).
+        self.combine = True
         self._lock = threading.Lock()
 
     def submit(self, statement: Statement) -> T:
@@ -113,6 +116,8 @@ class Batcher(Generic[T]):
         Raises:
             DatabaseError: If the database failed (for this statement).
         """
+        if not self.combine:
+            return self._single(statement)
         with self._lock:
             if self._lanes.start_alone(bool(self._queue)):
                 request = None

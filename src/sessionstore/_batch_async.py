@@ -75,6 +75,9 @@ class AsyncBatcher(Generic[T]):
         self._lanes = Lanes(limit, alone=LANES, depth=depth)
         self._watchdog: asyncio.TimerHandle | None = None  # set while calls are queued
         self._queue: collections.deque[_Request] = collections.deque()
+        #: False: every call runs alone, as without a batcher (a Citus distributed
+        #: table, where a combined statement spans shards: docs/scaling.md#citus).
+        self.combine = True
 
     async def submit(self, statement: Statement) -> T:
         """Run `statement`, alone or combined with concurrent ones; return its result.
@@ -88,6 +91,8 @@ class AsyncBatcher(Generic[T]):
         Raises:
             DatabaseError: If the database failed (for this statement).
         """
+        if not self.combine:
+            return await self._single(statement)
         if self._lanes.start_alone(bool(self._queue)):
             sent = time.perf_counter()
             try:

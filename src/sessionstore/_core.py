@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ._sql import Statements, advisory_key
+from ._sql import DETECT_CITUS, DETECT_DISTRIBUTED, Statements, advisory_key
 from ._validate import (
     DEFAULT_MAX_DATA_SIZE,
     validate_batch_size,
@@ -130,6 +130,13 @@ def _first_per_key(updates: Sequence[Statement]) -> dict[str, Statement]:
     return first
 
 
+def _citus(query: bytes | None) -> bytes:
+    """A statement only distributed tables have (rendered for them by `use_distributed`)."""
+    if query is None:
+        raise RuntimeError("a Citus statement was asked of a table not known to be distributed")
+    return query
+
+
 def _utc(expiry: dt.datetime) -> dt.datetime:
     return expiry.astimezone(dt.UTC)
 
@@ -148,6 +155,8 @@ class SessionCore:
         hash_tokens: Store `hash_token(token)` instead of the token itself.
         owners: The table has the nullable ``owner`` column: commits and creates
             may set it, and the per-owner operations work.
+        distributed: Citus distributes the table (its forms of `create` and the
+            deletes are used); None until known (see `detect_steps`).
         max_sessions_per_owner: The most live sessions an owner keeps, or None for
             no cap (needs `owners`): a write that gives a session an owner deletes
             the owner's others beyond it.
@@ -166,6 +175,7 @@ class SessionCore:
         purge_batch_size: int = DEFAULT_PURGE_BATCH_SIZE,
         hash_tokens: bool = False,
         owners: bool = False,
+        distributed: bool | None = None,
         max_sessions_per_owner: int | None = None,
     ) -> None:
         self.purge_batch_size = validate_batch_size(purge_batch_size)
@@ -179,10 +189,31 @@ class SessionCore:
         parts = (self.table,) if self.schema is None else (self.schema, self.table)
         #: The quoted, schema-qualified table name (safe to show; not a secret).
         self.qualified_name = sql.Identifier(*parts).as_string(None)
-        self.sql = Statements.render(self.qualified_name, self.owners)
+        #: Whether Citus distributes the table; None until known (`use_distributed`).
+        self.distributed = None if distributed is None else bool(distributed)
+        self.sql = Statements.render(self.qualified_name, self.owners, bool(distributed))
         #: The advisory lock key that lets one purge statement at a time run on
         #: this table (see `purge_steps`).
         self.purge_key = advisory_key("purge", self.qualified_name)
+
+    def detect_steps(self) -> Steps:
+        """Whether Citus distributes the table: True or False; None if the table is missing.
+
+        Reads the catalogs only (any role can). Pass the answer to `use_distributed`.
+        """
+        found: Result = yield Statement(DETECT_CITUS, (self.qualified_name,))
+        exists, citus = found.rows[0]
+        if not exists:
+            return None  # maybe created later (and distributed): ask again then
+        if not citus:
+            return False
+        found = yield Statement(DETECT_DISTRIBUTED, (self.qualified_name,))
+        return bool(found.rows[0][0])
+
+    def use_distributed(self, distributed: bool) -> None:
+        """Render the statements for a distributed table (Citus) or a plain one."""
+        self.sql = Statements.render(self.qualified_name, self.owners, distributed)
+        self.distributed = distributed
 
     # Single statements.
 
@@ -214,6 +245,8 @@ class SessionCore:
     ) -> Statement:
         """Insert a session unless a live one has the token (one row if created; `_capped`)."""
         saved = self._save(self.sql.create, "create", token, data, expiry, owner)
+        if self.distributed:  # the Citus form names the key twice (see `_sql`); no cap there
+            return Statement(saved.query, (saved.params[0], *saved.params))
         return self._capped(saved, self.sql.create_capped, owner)
 
     def update(
@@ -427,6 +460,10 @@ class SessionCore:
         return self._purge_batches(validate_batch_size(batch_size), should_stop)
 
     def _purge_batches(self, batch_size: int, should_stop: Callable[[], bool]) -> Steps:
+        # Which form is read when the steps start: a store learns whether the table
+        # is distributed after it made them (and validated their arguments).
+        if self.distributed:
+            return (yield from self._purge_distributed(should_stop))
         deleted, since = 0, _BEGINNING_OF_TIME
         first = True
         while not should_stop():
@@ -443,10 +480,30 @@ class SessionCore:
             since = newest
         return deleted
 
+    def _purge_distributed(self, should_stop: Callable[[], bool]) -> Steps:
+        """On Citus: the purge lock, then one DELETE on every shard; run in one transaction."""
+        if should_stop():
+            return 0
+        lock: Result = yield Statement(_citus(self.sql.purge_lock), (self.purge_key,))
+        if not lock.rows[0][0]:
+            return None
+        deleted: Result = yield Statement(_citus(self.sql.purge))
+        return deleted.rowcount
+
+    def _delete_distributed(self, query: bytes | None, params: tuple[str, ...]) -> Steps:
+        """On Citus: wait for the purge lock, then one DELETE on every shard (one transaction).
+
+        Two multi-shard DELETEs sent through two nodes deadlock; the lock, on one
+        worker whichever node sends them, keeps them in turn.
+        """
+        yield Statement(_citus(self.sql.delete_lock), (self.purge_key,))
+        deleted: Result = yield Statement(_citus(query), params)
+        return deleted.rowcount
+
     def clear_steps(self, batch_size: int | None = None) -> Steps:
         """Delete every session in batches that never wait for a row lock; return the count."""
         batch_size = self.purge_batch_size if batch_size is None else batch_size
-        return self._key_batches(self.sql.clear_batch, (), validate_batch_size(batch_size))
+        return self._key_batches("clear", (), validate_batch_size(batch_size))
 
     def delete_prefix_steps(self, prefix: str, batch_size: int | None = None) -> Steps:
         """Delete every session whose stored key starts with `prefix`, as `clear_steps` does."""
@@ -457,11 +514,13 @@ class SessionCore:
             )
         batch_size = self.purge_batch_size if batch_size is None else batch_size
         validate_batch_size(batch_size)
-        return self._key_batches(self.sql.delete_prefix_batch, (prefix,), batch_size)
+        return self._key_batches("delete_prefix", (prefix,), batch_size)
 
-    @staticmethod
-    def _key_batches(query: bytes, where: tuple[str, ...], batch_size: int) -> Steps:
-        """Walk the primary key in batches of `query` from where the last batch ended."""
+    def _key_batches(self, operation: str, where: tuple[str, ...], batch_size: int) -> Steps:
+        """Walk the primary key in batches of `operation` from where the last batch ended."""
+        if self.distributed:  # read when the steps start, as in `_purge_batches`
+            return (yield from self._delete_distributed(getattr(self.sql, operation), where))
+        query: bytes = getattr(self.sql, f"{operation}_batch")
         deleted, after = 0, ""  # "" sorts before every key (keys are never empty)
         while True:
             result: Result = yield Statement(query, (after, *where, batch_size))

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from ._core import DEFAULT_TABLE
+from ._core import DEFAULT_TABLE, Result, SessionCore, Steps
 from .cleanup import NoCleanup
-from .errors import first_line
+from .errors import DatabaseError, first_line
+from .schema import distribute_hint, distribute_steps
 from .store import Store
 
 #: Seconds to wait for the server before giving up.
@@ -90,3 +92,45 @@ def create_table(
     """
     with connect_store(dsn, table, schema, owners=owners, connect_timeout=connect_timeout) as store:
         return store.name, store.create_table()
+
+
+def distribute_table(
+    dsn: str,
+    table: str = DEFAULT_TABLE,
+    schema: str | None = None,
+    *,
+    connect_timeout: float = CONNECT_TIMEOUT,
+) -> bool:
+    """Distribute the sessions table by token with Citus (`schema.distribute_steps`).
+
+    Args:
+        dsn: The Citus coordinator (a libpq conninfo string or URL).
+        table: The sessions table (which must exist).
+        schema: The table's schema, or None for the search_path.
+        connect_timeout: Seconds to wait for the server.
+
+    Returns:
+        True if the table was distributed now; False if it already was.
+
+    Raises:
+        RuntimeError: If the server can't be reached or the table is missing.
+        sessionstore.DatabaseError: If Citus refused (or is not installed).
+    """
+    with connect_store(dsn, table, schema, connect_timeout=connect_timeout) as store:
+        try:
+            with store.pool.connection() as conn, conn.transaction():
+                return bool(run_steps(conn, distribute_steps(SessionCore(table, schema))))
+        except psycopg.Error as exc:
+            raise DatabaseError("distribute", exc, distribute_hint(exc)) from exc
+
+
+def run_steps(conn: psycopg.Connection[Any], steps: Steps) -> Any:
+    """Drive a core generator on one connection (as the stores' ``_drive`` does)."""
+    result: Result | None = None
+    while True:
+        try:
+            statement = next(steps) if result is None else steps.send(result)
+        except StopIteration as done:
+            return done.value
+        cursor = conn.execute(statement.query, statement.params)
+        result = Result(cursor.fetchall() if cursor.description else [], cursor.rowcount)

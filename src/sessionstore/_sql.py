@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, fields
+from typing import Any
 
 # Placeholders: {t} is the table; {owner_*} are filled only on a table with owners,
 # where a "NAME:owners" template, if any, replaces NAME's.
@@ -168,7 +169,57 @@ _TEMPLATES = {
         "ORDER BY token LIMIT %s FOR UPDATE SKIP LOCKED"
         ")) RETURNING token) SELECT count(*), max(token) FROM deleted"
     ),
+    # On a table Citus distributes (`SessionCore.distributed`), a "NAME:citus" template
+    # replaces NAME's (and "NAME:owners:citus" NAME:owners'). Every form here is routed
+    # to the token's shard or runs on all shards in parallel without row locks, which
+    # Citus refuses in multi-shard queries (docs/scaling.md#citus).
+    #
+    # Citus requires the WHERE of ON CONFLICT to be immutable, and `create`'s holds
+    # current_timestamp: the expired row is deleted first instead, then the insert does
+    # nothing on a live one. Citus runs the CTE as a subplan before the insert, both
+    # routed to the token's shard in one transaction on one worker (no two-phase
+    # commit); the key is passed twice. (On plain PostgreSQL an unreferenced CTE would
+    # run after the insert: this form is for Citus only.) A new session never inherits
+    # the owner of the expired one it replaces.
+    "create:citus": (
+        "WITH gone AS (DELETE FROM {t} WHERE token = %s AND expiry <= current_timestamp) "
+        "INSERT INTO {t} (token, data, expiry) VALUES (%s, %s, %s) ON CONFLICT (token) DO NOTHING"
+    ),
+    "create:owners:citus": (
+        "WITH gone AS (DELETE FROM {t} WHERE token = %s AND expiry <= current_timestamp) "
+        "INSERT INTO {t} (token, data, expiry, owner) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (token) DO NOTHING"
+    ),
+    # The purge lock of a distributed table, taken where every node's purge meets: on
+    # the worker holding the shard of the key '' (a router query: Citus runs the whole
+    # statement there, inside the distributed transaction, so the lock holds until it
+    # ends). A lock on the node the client is connected to would let purges from two
+    # nodes run at once, and two multi-shard DELETEs from two nodes deadlock (tested).
+    "purge_lock:citus": (
+        "SELECT pg_try_advisory_xact_lock(%s) FROM (SELECT count(*) FROM {t} WHERE token = '') "
+        "AS anchor"
+    ),
+    # `clear` and `delete_prefix` wait for it instead: they must run, after the purge.
+    "delete_lock:citus": (
+        "SELECT pg_advisory_xact_lock(%s) FROM (SELECT count(*) FROM {t} WHERE token = '') "
+        "AS anchor"
+    ),
+    # Then one DELETE, which Citus runs on every shard in parallel, each shard deleting
+    # its own rows (no batches: a LIMIT across shards would be merged on the coordinator).
+    "purge:citus": "DELETE FROM {t} WHERE expiry < current_timestamp",
+    "clear:citus": "DELETE FROM {t}",
+    "delete_prefix:citus": "DELETE FROM {t} WHERE starts_with(token, %s)",
 }
+
+#: Whether the table is one Citus distributes: first whether the table exists and
+#: Citus is installed (its catalog exists only then), then whether Citus knows it.
+DETECT_CITUS = (
+    b"SELECT to_regclass(%s) IS NOT NULL, EXISTS (SELECT 1 FROM pg_extension "
+    b"WHERE extname = 'citus')"
+)
+DETECT_DISTRIBUTED = (
+    b"SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = to_regclass(%s))"
+)
 
 # The cap on an owner's sessions (`max_sessions_per_owner`): a write that gives a
 # session an owner, as the CTE "written" (returning its key and owner), and the trim
@@ -243,19 +294,32 @@ class Statements:
     purge_batch: bytes
     clear_batch: bytes
     delete_prefix_batch: bytes
+    # Only on a distributed table (each is None otherwise).
+    purge_lock: bytes | None = None
+    delete_lock: bytes | None = None
+    purge: bytes | None = None
+    clear: bytes | None = None
+    delete_prefix: bytes | None = None
 
     @classmethod
-    def render(cls, qualified_name: str, owners: bool) -> Statements:
-        """Render every statement for the quoted table name, with or without owners."""
+    def render(cls, qualified_name: str, owners: bool, distributed: bool = False) -> Statements:
+        """Render every statement for the quoted table name, with or without owners.
+
+        With `distributed`, the Citus forms ("NAME:citus") replace the usual ones.
+        """
         # Statements always run with a parameter sequence, so psycopg reads "%" as a
         # placeholder: a "%" in a name must reach it doubled.
         table = escape_percent(qualified_name)
         parts = _OWNER_PARTS if owners else dict.fromkeys(_OWNER_PARTS, "")
-        rendered = {}
+        rendered: dict[str, Any] = {}
         for field in fields(cls):
-            name = f"{field.name}:owners"
-            text = _TEMPLATES[name if owners and name in _TEMPLATES else field.name]
-            rendered[field.name] = text.format(t=table, **parts).encode()
+            names = [f"{field.name}:owners", field.name][0 if owners else 1 :]
+            if distributed:
+                names = [f"{name}:citus" for name in names] + names
+            name = next((name for name in names if name in _TEMPLATES), None)
+            rendered[field.name] = (
+                None if name is None else _TEMPLATES[name].format(t=table, **parts).encode()
+            )
         return cls(**rendered)
 
 

@@ -5,6 +5,11 @@ sequential scan: this is an operator's command, not a hot path), then sizes, the
 table's storage options and the statistics collector's counters from the catalogs.
 Both need only SELECT on the table; `pg_stat_user_tables`, `pg_class` and the size
 functions are readable by every role, so the least-privilege role can run it.
+
+On a table Citus distributes, the coordinator's table is an empty shell: the sizes
+come from Citus's functions (``citus_table_size``, ``citus_total_relation_size``) and
+the collector's counters from each shard's on its worker (``run_command_on_shards``),
+summed (the latest time for the vacuums and analyzes).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import psycopg
 from psycopg import sql
 
 from ._core import SessionCore
+from ._from_dsn import run_steps
 from .errors import first_line
 
 __all__ = ["TableStats", "format_stats", "table_stats"]
@@ -50,6 +56,8 @@ class TableStats:
         options: The table's storage parameters (``fillfactor=70``, autovacuum
             settings), as ``pg_class.reloptions`` lists them.
         unlogged: Whether the table is UNLOGGED (emptied after a crash).
+        shards: How many shards Citus splits the table into; None for a table it
+            does not distribute (and then left out of `as_json`).
     """
 
     table: str
@@ -72,12 +80,15 @@ class TableStats:
     autovacuum_count: int
     options: list[str]
     unlogged: bool
+    shards: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The reading as JSON-ready values (datetimes in ISO 8601, UTC)."""
         out: dict[str, Any] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
+            if field.name == "shards" and value is None:
+                continue
             if isinstance(value, dt.datetime):
                 value = value.astimezone(dt.UTC).isoformat()
             out[field.name] = value
@@ -91,6 +102,31 @@ _CATALOG = sql.SQL(
     "coalesce(s.n_tup_hot_upd, 0), coalesce(s.n_tup_del, 0), s.last_vacuum, "
     "s.last_autovacuum, s.last_analyze, s.last_autoanalyze, coalesce(s.autovacuum_count, 0) "
     "FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid "
+    "WHERE c.oid = to_regclass({})"
+)
+
+
+#: The same columns for a distributed table, and its shard count: the shards'
+#: counters, each read on its worker as one JSON row.
+_CITUS_CATALOG = sql.SQL(
+    "SELECT citus_table_size(c.oid), "
+    "citus_total_relation_size(c.oid) - citus_table_size(c.oid), "
+    "citus_total_relation_size(c.oid), coalesce(c.reloptions, '{{}}'), c.relpersistence = 'u', "
+    "s.*, (SELECT count(*) FROM pg_dist_shard d WHERE d.logicalrelid = c.oid) "
+    "FROM pg_class c, (SELECT "
+    + ", ".join(
+        f"coalesce(sum((j->>'{name}')::bigint), 0)"
+        for name in ("n_dead_tup", "n_live_tup", "n_tup_upd", "n_tup_hot_upd", "n_tup_del")
+    )
+    + ", "
+    + ", ".join(
+        f"max((j->>'{name}')::timestamptz)"
+        for name in ("last_vacuum", "last_autovacuum", "last_analyze", "last_autoanalyze")
+    )
+    + ", coalesce(sum((j->>'autovacuum_count')::bigint), 0) "
+    "FROM (SELECT result::json AS j FROM run_command_on_shards({}, "
+    "$q$SELECT row_to_json(t) FROM pg_stat_user_tables t WHERE relid = '%s'::regclass$q$) "
+    "WHERE success AND result <> '') AS shards) AS s "
     "WHERE c.oid = to_regclass({})"
 )
 
@@ -118,7 +154,12 @@ def table_stats(conn: psycopg.Connection[Any], core: SessionCore) -> TableStats:
     ).format(name)
     try:
         live, expired, lag = _one(conn, counts)
-        row = _one(conn, _CATALOG.format(sql.Literal(core.qualified_name)))
+        literal = sql.Literal(core.qualified_name)
+        distributed = bool(run_steps(conn, core.detect_steps()))
+        catalog = (
+            _CITUS_CATALOG.format(literal, literal) if distributed else _CATALOG.format(literal)
+        )
+        row = _one(conn, catalog)
     except psycopg.errors.UndefinedTable as exc:
         raise RuntimeError(
             f"no table {core.qualified_name}: create it with `python -m sessionstore migrate`"
@@ -147,6 +188,7 @@ def table_stats(conn: psycopg.Connection[Any], core: SessionCore) -> TableStats:
         last_analyze=row[12],
         last_autoanalyze=row[13],
         autovacuum_count=int(row[14]),
+        shards=int(row[15]) if distributed else None,
     )
 
 
@@ -193,4 +235,8 @@ def format_stats(stats: TableStats) -> str:
         f"{when(stats.last_autoanalyze)}",
         "storage options: " + (", ".join(stats.options) if stats.options else "defaults"),
     ]
+    if stats.shards is not None:
+        lines.append(
+            f"distributed: {stats.shards} shards (Citus; sizes and counters summed over them)"
+        )
     return "\n".join(lines) + "\n"

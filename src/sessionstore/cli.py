@@ -1,7 +1,8 @@
 """The command line: ``python -m sessionstore {schema,migrate,check,purge,demo}``.
 
 - ``schema`` prints the DDL (the SCS table by default).
-- ``migrate`` creates the schema, table and index that are missing.
+- ``migrate`` creates the schema, table and index that are missing (``--distributed``:
+  then distributes the table by token with Citus).
 - ``check`` runs a round trip (commit, find, expiry, all, purge, delete) and times
   each step, so a server and its permissions can be verified before deploying. With
   no server named (see below) it starts a throw-away PostgreSQL.
@@ -35,7 +36,7 @@ import psycopg
 
 from . import __version__
 from ._core import DEFAULT_PURGE_BATCH_SIZE, DEFAULT_TABLE, SessionCore
-from ._from_dsn import CONNECT_TIMEOUT, connect_store, create_table
+from ._from_dsn import CONNECT_TIMEOUT, connect_store, create_table, distribute_table
 from ._table_report import format_stats, table_stats
 from .errors import SessionStoreError
 from .schema import ddl
@@ -105,6 +106,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help=owners_help + "; on an existing table, adds the column without a rewrite and "
         "builds its index concurrently",
+    )
+    migrate.add_argument(
+        "--distributed",
+        action="store_true",
+        help="then distribute the table by token with Citus (create_distributed_table), "
+        "unless it is already; run it on the coordinator (see docs/scaling.md#citus)",
     )
     add(
         "check",
@@ -192,6 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "migrate":
             name, created = create_table(args.dsn, args.table, args.schema, owners=args.owners)
             print(f"{'created' if created else 'already up to date'}: {name}")
+            if args.distributed:
+                done = distribute_table(args.dsn, args.table, args.schema)
+                print(f"{'distributed by token' if done else 'already distributed'}: {name}")
         elif args.command == "check":
             return _check(args, sys.stdout)
         elif args.command == "purge":

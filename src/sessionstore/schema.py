@@ -28,7 +28,7 @@ from ._core import DEFAULT_TABLE, Result, SessionCore, Statement, Steps
 from ._sql import advisory_key, escape_percent
 from ._validate import MAX_IDENTIFIER_BYTES
 
-__all__ = ["create_table_steps", "ddl", "owner_index_steps"]
+__all__ = ["create_table_steps", "ddl", "distribute_steps", "owner_index_steps"]
 
 # PostgreSQL's keywords that can't be a table or schema name unquoted (reserved, and
 # reserved-but-for-types-and-functions). Any other plain lowercase name is printed bare.
@@ -207,6 +207,54 @@ def owner_index_steps(core: SessionCore) -> Steps:
     """
     yield _ddl(_owner_index(core, " IF NOT EXISTS", concurrently=True))
     return True
+
+
+def distribute_steps(core: SessionCore) -> Steps:
+    """Distribute the table by token with Citus, unless it is already.
+
+    ``create_distributed_table`` splits it into shards on the workers (copying any
+    rows, and blocking writes while it does); the coordinator's table keeps no
+    rows after (``truncate_local_data_after_distributing_table``). Run it as the
+    table's owner, after `create_table_steps`, in its own transaction.
+
+    Args:
+        core: The store's core (names the table).
+
+    Yields:
+        Statement: The statements to execute, in order.
+
+    Returns:
+        bool: True if the table was distributed now; False if it already was.
+
+    Raises:
+        RuntimeError: If the table does not exist.
+    """
+    distributed = yield from core.detect_steps()
+    if distributed is None:
+        raise RuntimeError(f"no table {core.qualified_name} to distribute")
+    if distributed:
+        return False
+    yield Statement(b"SELECT create_distributed_table(%s, 'token')", (core.qualified_name,))
+    yield Statement(
+        b"SELECT truncate_local_data_after_distributing_table(%s)", (core.qualified_name,)
+    )
+    return True
+
+
+def distribute_hint(exc: psycopg.Error) -> str:
+    """The advice to add to a failed `distribute_steps`: install Citus, if that is why.
+
+    Args:
+        exc: What distributing the table raised.
+
+    Returns:
+        The hint, or ``""``.
+    """
+    if isinstance(exc, psycopg.errors.UndefinedFunction):
+        return (
+            "--distributed needs Citus on this server: CREATE EXTENSION citus (see docs/scaling.md)"
+        )
+    return create_table_hint(exc)
 
 
 def _ddl(statement: str) -> Statement:

@@ -88,6 +88,12 @@ class Store:
             outcome (see `sessionstore.metrics`): None records OpenTelemetry
             metrics if ``opentelemetry-api`` is installed, and nothing otherwise;
             a callable is called with ``(operation, seconds, error_type)``.
+        distributed: Whether Citus distributes the table (`create_distributed_table`
+            by token): True or False to say so; None (the default) asks the catalogs
+            (``pg_dist_partition``) once, at the first `create`, purge, `clear`,
+            `delete_prefix` or combined statement. On a distributed table `create`
+            and the deletes take forms Citus runs, and concurrent calls are not
+            combined (see docs/scaling.md#citus).
 
     Raises:
         TypeError: If `pool` is not a `ConnectionPool`, or an option has
@@ -109,6 +115,7 @@ class Store:
         owners: bool = False,
         max_sessions_per_owner: int | None = None,
         on_operation: OnOperation | None = None,
+        distributed: bool | None = None,
     ) -> None:
         if not isinstance(pool, ConnectionPool):
             raise pool_type_error(pool, ConnectionPool)
@@ -121,6 +128,7 @@ class Store:
             purge_batch_size,
             hash_tokens,
             owners=owners,
+            distributed=distributed,
             max_sessions_per_owner=max_sessions_per_owner,
         )
         self._metrics = recorder_for(on_operation, self._core.schema, self._core.table)
@@ -167,6 +175,11 @@ class Store:
     def hash_tokens(self) -> bool:
         """Whether the store keeps only the hash of each token (``hash_tokens=True``)."""
         return self._core.hash_tokens
+
+    @property
+    def distributed(self) -> bool | None:
+        """Whether Citus distributes the table; None until the store has asked (or been told)."""
+        return self._core.distributed
 
     @property
     def cleanup(self) -> CleanupStrategy:
@@ -333,6 +346,8 @@ class Store:
             OwnersNotEnabledError: If an owner is given without ``owners=True``.
             DatabaseError: If the database could not save it.
         """
+        if self._core.distributed is None:
+            self._learn_distribution()
         statement = self._core.create(token, data, expiry, owner)
         return bool(self._query("create", statement, "count"))
 
@@ -643,6 +658,7 @@ class Store:
         """
         should_stop = (lambda: False) if cancel is None else (lambda: cancel.cancelled)
         steps = self._core.purge_steps(batch_size, should_stop)
+        self._learn_distribution()
         with measure(self._metrics, "purge") as measured:
             # measured.steps counts the purge's statements (when measured).
             deleted = self._purge(measured.steps(steps), cancel)
@@ -652,7 +668,7 @@ class Store:
     def _purge(self, steps: Steps, cancel: Cancellation | None) -> int | None:
         try:
             with self._pool.connection() as conn, cancelling(cancel, conn.cancel):
-                deleted = self._drive(conn, steps, commit_each=True)
+                deleted = self._drive_deletes(conn, steps)
                 return None if deleted is None else int(deleted)
         except psycopg.Error as exc:
             raise DatabaseError("purge_expired", exc) from exc
@@ -677,10 +693,11 @@ class Store:
             DatabaseError: If the database could not delete them.
         """
         steps = self._core.clear_steps(batch_size)
+        self._learn_distribution()
         with measure(self._metrics, "clear"):
             try:
                 with self._pool.connection() as conn:
-                    return int(self._drive(conn, steps, commit_each=True))
+                    return int(self._drive_deletes(conn, steps))
             except psycopg.Error as exc:
                 raise DatabaseError("clear", exc) from exc
 
@@ -706,9 +723,10 @@ class Store:
             DatabaseError: If the database could not delete them.
         """
         steps = self._core.delete_prefix_steps(prefix, batch_size)
+        self._learn_distribution()
         try:
             with self._pool.connection() as conn:
-                return int(self._drive(conn, steps, commit_each=True))
+                return int(self._drive_deletes(conn, steps))
         except psycopg.Error as exc:
             raise DatabaseError("delete_prefix", exc) from exc
 
@@ -810,6 +828,48 @@ class Store:
             wait,
             depth,
         )
+        self._set_combining()
+
+    def _set_combining(self) -> None:
+        """Combine concurrent calls, unless Citus distributes the table.
+
+        A combined statement there spans shards: a commit of 16 rows became 60
+        commands to the workers with two-phase commit, and calls run singly were
+        faster (docs/scaling.md#citus).
+        """
+        combine = not self._core.distributed
+        for batcher in (
+            self._finds,
+            self._commits,
+            self._touches,
+            self._versioned_finds,
+            self._versioned_updates,
+        ):
+            batcher.combine = combine
+
+    def _learn_distribution(self) -> None:
+        """Ask the catalogs whether Citus distributes the table, unless known."""
+        if self._core.distributed is None:
+            distributed = self._run("detect", self._core.detect_steps())
+            if distributed is not None:  # None: no table yet; ask again next time
+                self._core.use_distributed(distributed)
+                self._set_combining()
+
+    def _distributed_now(self) -> bool:
+        """Whether the table is distributed, asked before a combined statement.
+
+        The first combined statements of a new store on Citus were taken before the
+        store knew: they run singly, since combined ones would span shards (and,
+        several at once, deadlock across them until Citus cancels one, 2 s later).
+        """
+        self._learn_distribution()
+        return bool(self._core.distributed)
+
+    def _each_alone(
+        self, single: Callable[[Statement], Any], statements: Sequence[Statement]
+    ) -> list[Any]:
+        """Run the statements a combined one was to serve, each alone (`_distributed_now`)."""
+        return [single(statement) for statement in statements]
 
     def _pool_size(self) -> int:
         """The most statements a batcher may run at once: the pool's size."""
@@ -823,6 +883,8 @@ class Store:
         return self._core.decode_find(self._query("find", statement, "one"))
 
     def _find_many(self, finds: Sequence[Statement]) -> list[bytes | None]:
+        if self._distributed_now():
+            return self._each_alone(self._find_one, finds)
         if self._metrics is not None:
             self._metrics.batch("find", len(finds))
         rows = self._query("find", self._core.find_many(finds), "all")
@@ -832,6 +894,8 @@ class Store:
         self._query("commit", statement, "none")
 
     def _commit_many(self, commits: Sequence[Statement]) -> list[None]:
+        if self._distributed_now():
+            return self._each_alone(self._commit_one, commits)
         if self._metrics is not None:
             self._metrics.batch("commit", len(commits))
         self._query("commit", self._core.commit_many(commits), "none")
@@ -841,6 +905,8 @@ class Store:
         return bool(self._query("touch", statement, "count"))
 
     def _touch_many(self, touches: Sequence[Statement]) -> list[bool]:
+        if self._distributed_now():
+            return self._each_alone(self._touch_one, touches)
         if self._metrics is not None:
             self._metrics.batch("touch", len(touches))
         rows = self._query("touch", self._core.touch_many(touches), "all")
@@ -850,6 +916,8 @@ class Store:
         return self._core.decode_versioned(self._query("find_versioned", statement, "one"))
 
     def _find_versioned_many(self, finds: Sequence[Statement]) -> list[Versioned | None]:
+        if self._distributed_now():
+            return self._each_alone(self._find_versioned_one, finds)
         if self._metrics is not None:
             self._metrics.batch("find_versioned", len(finds))
         rows = self._query("find_versioned", self._core.find_versioned_many(finds), "all")
@@ -859,6 +927,8 @@ class Store:
         return bool(self._query("update_versioned", statement, "count"))
 
     def _update_versioned_many(self, updates: Sequence[Statement]) -> list[bool]:
+        if self._distributed_now():
+            return self._each_alone(self._update_versioned_one, updates)
         if self._metrics is not None:
             self._metrics.batch("update_versioned", len(updates))
         statement = self._core.update_versioned_many(updates)
@@ -960,6 +1030,13 @@ class Store:
                     conn.set_autocommit(autocommit)
         except psycopg.Error as exc:
             raise DatabaseError(operation, exc, hint(exc)) from exc
+
+    def _drive_deletes(self, conn: psycopg.Connection[Any], steps: Steps) -> Any:
+        """Drive batched deletes: a transaction per statement; on Citus, one for all."""
+        if self._core.distributed:  # the lock and the DELETE (see `SessionCore`)
+            with conn.transaction():
+                return self._drive(conn, steps, commit_each=False)
+        return self._drive(conn, steps, commit_each=True)
 
     def _drive(self, conn: psycopg.Connection[Any], steps: Steps, *, commit_each: bool) -> Any:
         """Execute what a core generator yields, send back the results, return its value."""

@@ -13,6 +13,10 @@ differs is written once, in the async source, between ``# async-only:`` and
 
 from __future__ import annotations
 
+# async-only: begin
+import asyncio
+
+# async-only: end
 import contextlib
 import datetime as dt
 import logging
@@ -86,6 +90,12 @@ class AsyncStore:
             outcome (see `sessionstore.metrics`): None records OpenTelemetry
             metrics if ``opentelemetry-api`` is installed, and nothing otherwise;
             a callable is called with ``(operation, seconds, error_type)``.
+        distributed: Whether Citus distributes the table (`create_distributed_table`
+            by token): True or False to say so; None (the default) asks the catalogs
+            (``pg_dist_partition``) once, at the first `create`, purge, `clear`,
+            `delete_prefix` or combined statement. On a distributed table `create`
+            and the deletes take forms Citus runs, and concurrent calls are not
+            combined (see docs/scaling.md#citus).
 
     Raises:
         TypeError: If `pool` is not an `AsyncConnectionPool`, or an option has
@@ -107,6 +117,7 @@ class AsyncStore:
         owners: bool = False,
         max_sessions_per_owner: int | None = None,
         on_operation: OnOperation | None = None,
+        distributed: bool | None = None,
     ) -> None:
         if not isinstance(pool, AsyncConnectionPool):
             raise pool_type_error(pool, AsyncConnectionPool)
@@ -119,6 +130,7 @@ class AsyncStore:
             purge_batch_size,
             hash_tokens,
             owners=owners,
+            distributed=distributed,
             max_sessions_per_owner=max_sessions_per_owner,
         )
         self._metrics = recorder_for(on_operation, self._core.schema, self._core.table)
@@ -168,6 +180,11 @@ class AsyncStore:
     def hash_tokens(self) -> bool:
         """Whether the store keeps only the hash of each token (``hash_tokens=True``)."""
         return self._core.hash_tokens
+
+    @property
+    def distributed(self) -> bool | None:
+        """Whether Citus distributes the table; None until the store has asked (or been told)."""
+        return self._core.distributed
 
     @property
     def cleanup(self) -> AsyncCleanupStrategy:
@@ -346,6 +363,8 @@ class AsyncStore:
             OwnersNotEnabledError: If an owner is given without ``owners=True``.
             DatabaseError: If the database could not save it.
         """
+        if self._core.distributed is None:
+            await self._learn_distribution()
         statement = self._core.create(token, data, expiry, owner)
         return bool(await self._query("create", statement, "count"))
 
@@ -658,6 +677,7 @@ class AsyncStore:
         """
         should_stop = (lambda: False) if cancel is None else (lambda: cancel.cancelled)
         steps = self._core.purge_steps(batch_size, should_stop)
+        await self._learn_distribution()
         with measure(self._metrics, "purge") as measured:
             # measured.steps counts the purge's statements (when measured).
             deleted = await self._purge(measured.steps(steps), cancel)
@@ -668,7 +688,7 @@ class AsyncStore:
         try:
             async with self._pool.connection() as conn:
                 with cancelling(cancel, conn.cancel):
-                    deleted = await self._drive(conn, steps, commit_each=True)
+                    deleted = await self._drive_deletes(conn, steps)
                     return None if deleted is None else int(deleted)
         except psycopg.Error as exc:
             raise DatabaseError("purge_expired", exc) from exc
@@ -693,10 +713,11 @@ class AsyncStore:
             DatabaseError: If the database could not delete them.
         """
         steps = self._core.clear_steps(batch_size)
+        await self._learn_distribution()
         with measure(self._metrics, "clear"):
             try:
                 async with self._pool.connection() as conn:
-                    return int(await self._drive(conn, steps, commit_each=True))
+                    return int(await self._drive_deletes(conn, steps))
             except psycopg.Error as exc:
                 raise DatabaseError("clear", exc) from exc
 
@@ -722,9 +743,10 @@ class AsyncStore:
             DatabaseError: If the database could not delete them.
         """
         steps = self._core.delete_prefix_steps(prefix, batch_size)
+        await self._learn_distribution()
         try:
             async with self._pool.connection() as conn:
-                return int(await self._drive(conn, steps, commit_each=True))
+                return int(await self._drive_deletes(conn, steps))
         except psycopg.Error as exc:
             raise DatabaseError("delete_prefix", exc) from exc
 
@@ -831,6 +853,51 @@ class AsyncStore:
             wait,
             depth,
         )
+        self._set_combining()
+
+    def _set_combining(self) -> None:
+        """Combine concurrent calls, unless Citus distributes the table.
+
+        A combined statement there spans shards: a commit of 16 rows became 60
+        commands to the workers with two-phase commit, and calls run singly were
+        faster (docs/scaling.md#citus).
+        """
+        combine = not self._core.distributed
+        for batcher in (
+            self._finds,
+            self._commits,
+            self._touches,
+            self._versioned_finds,
+            self._versioned_updates,
+        ):
+            batcher.combine = combine
+
+    async def _learn_distribution(self) -> None:
+        """Ask the catalogs whether Citus distributes the table, unless known."""
+        if self._core.distributed is None:
+            distributed = await self._run("detect", self._core.detect_steps())
+            if distributed is not None:  # None: no table yet; ask again next time
+                self._core.use_distributed(distributed)
+                self._set_combining()
+
+    async def _distributed_now(self) -> bool:
+        """Whether the table is distributed, asked before a combined statement.
+
+        The first combined statements of a new store on Citus were taken before the
+        store knew: they run singly, since combined ones would span shards (and,
+        several at once, deadlock across them until Citus cancels one, 2 s later).
+        """
+        await self._learn_distribution()
+        return bool(self._core.distributed)
+
+    async def _each_alone(
+        self, single: Callable[[Statement], Any], statements: Sequence[Statement]
+    ) -> list[Any]:
+        """Run the statements a combined one was to serve, each alone (`_distributed_now`)."""
+        # async-only: begin
+        return list(await asyncio.gather(*(single(statement) for statement in statements)))
+        # async-only: end
+        # sync-only: return [single(statement) for statement in statements]
 
     def _pool_size(self) -> int:
         """The most statements a batcher may run at once: the pool's size."""
@@ -844,6 +911,8 @@ class AsyncStore:
         return self._core.decode_find(await self._query("find", statement, "one"))
 
     async def _find_many(self, finds: Sequence[Statement]) -> list[bytes | None]:
+        if await self._distributed_now():
+            return await self._each_alone(self._find_one, finds)
         if self._metrics is not None:
             self._metrics.batch("find", len(finds))
         rows = await self._query("find", self._core.find_many(finds), "all")
@@ -853,6 +922,8 @@ class AsyncStore:
         await self._query("commit", statement, "none")
 
     async def _commit_many(self, commits: Sequence[Statement]) -> list[None]:
+        if await self._distributed_now():
+            return await self._each_alone(self._commit_one, commits)
         if self._metrics is not None:
             self._metrics.batch("commit", len(commits))
         await self._query("commit", self._core.commit_many(commits), "none")
@@ -862,6 +933,8 @@ class AsyncStore:
         return bool(await self._query("touch", statement, "count"))
 
     async def _touch_many(self, touches: Sequence[Statement]) -> list[bool]:
+        if await self._distributed_now():
+            return await self._each_alone(self._touch_one, touches)
         if self._metrics is not None:
             self._metrics.batch("touch", len(touches))
         rows = await self._query("touch", self._core.touch_many(touches), "all")
@@ -871,6 +944,8 @@ class AsyncStore:
         return self._core.decode_versioned(await self._query("find_versioned", statement, "one"))
 
     async def _find_versioned_many(self, finds: Sequence[Statement]) -> list[Versioned | None]:
+        if await self._distributed_now():
+            return await self._each_alone(self._find_versioned_one, finds)
         if self._metrics is not None:
             self._metrics.batch("find_versioned", len(finds))
         rows = await self._query("find_versioned", self._core.find_versioned_many(finds), "all")
@@ -880,6 +955,8 @@ class AsyncStore:
         return bool(await self._query("update_versioned", statement, "count"))
 
     async def _update_versioned_many(self, updates: Sequence[Statement]) -> list[bool]:
+        if await self._distributed_now():
+            return await self._each_alone(self._update_versioned_one, updates)
         if self._metrics is not None:
             self._metrics.batch("update_versioned", len(updates))
         statement = self._core.update_versioned_many(updates)
@@ -981,6 +1058,13 @@ class AsyncStore:
                     await conn.set_autocommit(autocommit)
         except psycopg.Error as exc:
             raise DatabaseError(operation, exc, hint(exc)) from exc
+
+    async def _drive_deletes(self, conn: psycopg.AsyncConnection[Any], steps: Steps) -> Any:
+        """Drive batched deletes: a transaction per statement; on Citus, one for all."""
+        if self._core.distributed:  # the lock and the DELETE (see `SessionCore`)
+            async with conn.transaction():
+                return await self._drive(conn, steps, commit_each=False)
+        return await self._drive(conn, steps, commit_each=True)
 
     async def _drive(
         self, conn: psycopg.AsyncConnection[Any], steps: Steps, *, commit_each: bool
