@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -48,6 +49,22 @@ def table_rows(
     name = sql.Identifier(table) if schema is None else sql.Identifier(schema, table)
     query = sql.SQL("SELECT token, data, expiry FROM {} ORDER BY token").format(name)
     return conn.execute(query).fetchall()
+
+
+@contextlib.contextmanager
+def app_role(db: psycopg.Connection[Any], dsn: str, name: str) -> Iterator[str]:
+    """A role with only SELECT, INSERT, UPDATE and DELETE on the sessions table; its DSN.
+
+    The least an application's role needs at run time; dropped afterwards.
+    """
+    role = sql.Identifier(name)
+    db.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
+    db.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON sessions TO {}").format(role))
+    try:
+        yield psycopg.conninfo.make_conninfo(dsn, user=name)
+    finally:
+        db.execute(sql.SQL("DROP OWNED BY {}").format(role))
+        db.execute(sql.SQL("DROP ROLE {}").format(role))
 
 
 class Both:

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from _support import Both, in_, new_token, table_rows
+from _support import Both, app_role, in_, new_token, table_rows
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sessionstore import (
@@ -248,23 +248,19 @@ def test_the_least_privilege_role_runs_the_per_owner_calls(
     sessionstore_dsn: str, db: psycopg.Connection[Any]
 ) -> None:
     assert main(["migrate", "--owners", "--dsn", sessionstore_dsn]) == 0  # as the owner
-    db.execute("CREATE ROLE web_owners LOGIN")
-    db.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON sessions TO web_owners")
-    dsn = psycopg.conninfo.make_conninfo(sessionstore_dsn, user="web_owners")
-    try:
-        with ConnectionPool(dsn, min_size=1, kwargs={"autocommit": True}) as pool:
-            store = Store(pool, cleanup=NoCleanup(), owners=True)
-            assert store.create_table() is False  # everything is there: no DDL needed
-            a, b = new_token(), new_token()
-            store.commit(a, b"x", in_(60), owner="alice")
-            assert store.create(b, b"y", in_(60), owner="alice") is True
-            assert store.set_owner(b, "alice") is True
-            assert {s.key for s in store.sessions_of("alice")} == {a, b}
-            assert store.revoke("alice", b) is True
-            assert store.delete_owned("alice", keep=None) == 1
-    finally:
-        db.execute("DROP OWNED BY web_owners")
-        db.execute("DROP ROLE web_owners")
+    with (
+        app_role(db, sessionstore_dsn, "web_owners") as dsn,
+        ConnectionPool(dsn, min_size=1, kwargs={"autocommit": True}) as pool,
+    ):
+        store = Store(pool, cleanup=NoCleanup(), owners=True)
+        assert store.create_table() is False  # everything is there: no DDL needed
+        a, b = new_token(), new_token()
+        store.commit(a, b"x", in_(60), owner="alice")
+        assert store.create(b, b"y", in_(60), owner="alice") is True
+        assert store.set_owner(b, "alice") is True
+        assert {s.key for s in store.sessions_of("alice")} == {a, b}
+        assert store.revoke("alice", b) is True
+        assert store.delete_owned("alice", keep=None) == 1
 
 
 @pytest.mark.parametrize("hashed", [False, True])
