@@ -218,6 +218,11 @@ class Both:
             return await self.store.try_purge_expired(batch_size=batch_size, cancel=cancel)
         return self.store.try_purge_expired(batch_size=batch_size, cancel=cancel)
 
+    async def reencrypt(self, *, batch_size: int | None = None) -> int:
+        if isinstance(self.store, AsyncStore):
+            return await self.store.reencrypt(batch_size=batch_size)
+        return self.store.reencrypt(batch_size=batch_size)
+
     async def create_table(self) -> bool:
         if isinstance(self.store, AsyncStore):
             return await self.store.create_table()
