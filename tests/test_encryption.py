@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from _support import Both, app_role, in_, new_token
 from psycopg_pool import ConnectionPool
+from test_cli import run
 
 from sessionstore import AsyncStore, Store
 from sessionstore._core import hash_token
@@ -415,3 +416,64 @@ def test_the_least_privilege_role_runs_the_encrypted_calls_and_reencrypt(
         assert store.reencrypt() == 1
         new = Store(pool, cleanup=NoCleanup(), encryption=Keyring(NEW))
         assert new.all() == {a: b"a", b: b"b3"}
+
+
+# The command line.
+
+
+#: A well-formed key, fixed so that the parameters' ids are the same in every worker.
+GOOD = base64.urlsafe_b64encode(bytes(range(32))).decode()
+
+
+def keys_env(*keys: bytes) -> dict[str, str]:
+    return {"SESSIONSTORE_KEYS": ",".join(base64.urlsafe_b64encode(k).decode() for k in keys)}
+
+
+def test_cli_reencrypt_prints_how_many_it_rewrote(
+    sessionstore_dsn: str, session_store: Store
+) -> None:
+    # Written with hash_tokens: the command needs no such option, as the stored key is
+    # what each value is bound to, however it was made.
+    old = Store(session_store.pool, cleanup=NoCleanup(), hash_tokens=True, encryption=Keyring(OLD))
+    tokens = [new_token() for _ in range(3)]
+    for token in tokens:
+        old.commit(token, b"data", in_(60))
+    foreign = new_token()
+    other = Store(
+        session_store.pool, cleanup=NoCleanup(), hash_tokens=True, encryption=Keyring(OTHER)
+    )
+    other.commit(foreign, b"data", in_(60))
+    env = keys_env(NEW, OLD)
+    env["SESSIONSTORE_KEYS"] = env["SESSIONSTORE_KEYS"].replace("=", "")  # padding optional
+    result = run("reencrypt", "--dsn", sessionstore_dsn, "--batch-size", "2", env=env)
+    assert (result.returncode, result.stdout) == (0, "3\n"), result.stderr
+    [warning] = result.stderr.splitlines()  # the foreign row, left alone
+    assert warning.startswith('a session in "sessions" reads as no session: encrypted under')
+    assert foreign not in warning
+    assert hash_token(foreign) not in warning
+    new = Store(session_store.pool, cleanup=NoCleanup(), hash_tokens=True, encryption=Keyring(NEW))
+    assert [new.find(token) for token in tokens] == [b"data"] * 3
+    result = run("reencrypt", "--dsn", sessionstore_dsn, env=keys_env(NEW))
+    assert (result.returncode, result.stdout) == (0, "0\n")
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        (None, "reencrypt needs the keys in $SESSIONSTORE_KEYS"),
+        ("", "reencrypt needs the keys in $SESSIONSTORE_KEYS"),
+        ("not*base64", "$SESSIONSTORE_KEYS: key 1 is not base64url"),
+        ("c2hvcnQ", "$SESSIONSTORE_KEYS: key 1 is 5 bytes long; AES-256 keys are 32 bytes"),
+        (GOOD + "," + GOOD[:22], "$SESSIONSTORE_KEYS: key 2 is 16 bytes long"),
+    ],
+)
+def test_cli_reencrypt_refuses_missing_or_bad_keys(
+    sessionstore_dsn: str, keys: str | None, message: str
+) -> None:
+    env = {} if keys is None else {"SESSIONSTORE_KEYS": keys}
+    result = run("reencrypt", "--dsn", sessionstore_dsn, env=env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("sessionstore: error: " + message), result.stderr
+    assert len(result.stderr.splitlines()) == 1  # one line, no traceback
+    assert GOOD[:22] not in result.stderr  # never echoed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -18,6 +19,9 @@ from ._core import DEFAULT_TABLE
 from .cleanup import NoCleanup
 from .errors import first_line
 from .store import Store
+
+if TYPE_CHECKING:
+    from .crypto import Keyring
 
 #: Seconds to wait for the server before giving up.
 CONNECT_TIMEOUT = 10
@@ -30,6 +34,7 @@ def connect_store(
     schema: str | None = None,
     *,
     owners: bool = False,
+    encryption: Keyring | None = None,
     connect_timeout: float = CONNECT_TIMEOUT,
 ) -> Iterator[Store]:
     """A `Store` on a one-connection autocommit pool, cleanup off, closed afterwards.
@@ -42,6 +47,7 @@ def connect_store(
         table: The sessions table.
         schema: The table's schema, or None for the search_path.
         owners: A store with sessions per owner.
+        encryption: The store's `Keyring`, if it encrypts.
         connect_timeout: Seconds to wait for the server.
 
     Yields:
@@ -59,7 +65,14 @@ def connect_store(
         ConnectionPool(
             dsn, min_size=1, max_size=1, timeout=connect_timeout, kwargs={"autocommit": True}
         ) as pool,
-        Store(pool, table=table, schema=schema, cleanup=NoCleanup(), owners=owners) as store,
+        Store(
+            pool,
+            table=table,
+            schema=schema,
+            cleanup=NoCleanup(),
+            owners=owners,
+            encryption=encryption,
+        ) as store,
     ):
         yield store
 
