@@ -123,8 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     purge = add("purge", "Delete expired sessions once and print how many.", dsn="required")
     reencrypt = add(
         "reencrypt",
-        f"Rewrite every live session not under the first key of ${KEYS_ENV} (comma-separated "
-        "base64url keys, the one to encrypt with first) and print how many.",
+        f"Rewrite the sessions not under the first of ${KEYS_ENV} (base64url keys, "
+        "comma-separated) and print how many.",
         dsn="required",
     )
     for sub, statement in ((purge, "DELETE removes"), (reencrypt, "UPDATE rewrites")):
