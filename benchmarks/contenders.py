@@ -1,4 +1,4 @@
-"""The contenders: the two stores, the plain psycopg pattern, and pgbench."""
+"""The contenders: the two stores (plain and encrypting), the plain psycopg pattern, pgbench."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sessionstore import AsyncStore, Store, _wire
 from sessionstore.cleanup import NoCleanup
+from sessionstore.crypto import Keyring
 
 from . import measure
 from .measure import Inputs, Sample
@@ -27,6 +28,9 @@ POOL_OPEN_TIMEOUT = 30.0
 
 Kind = Literal["thread", "asyncio", "pgbench"]
 
+#: The encrypting contenders' key (a benchmark's secret needs no secrecy).
+KEYRING = Keyring(bytes(range(32)))
+
 
 @dataclasses.dataclass(frozen=True)
 class Contender:
@@ -38,6 +42,8 @@ class Contender:
     autocommit: bool = True
     store: bool = False
     wire: bool = True
+    #: Encrypts with `KEYRING`, on rows of its own (`Bench.setup` preloads them).
+    encrypted: bool = False
 
     @property
     def baseline(self) -> str | None:
@@ -51,6 +57,10 @@ CONTENDERS: tuple[Contender, ...] = (
     Contender("store_public", "Store, psycopg's public path", "thread", store=True, wire=False),
     Contender(
         "async_store_public", "AsyncStore, psycopg's public path", "asyncio", store=True, wire=False
+    ),
+    Contender("store_encrypted", "Store, encrypted", "thread", store=True, encrypted=True),
+    Contender(
+        "async_store_encrypted", "AsyncStore, encrypted", "asyncio", store=True, encrypted=True
     ),
     Contender("raw_sync", "raw psycopg sync, autocommit", "thread"),
     Contender("raw_async", "raw psycopg async, autocommit", "asyncio"),
@@ -140,6 +150,10 @@ def measure_python(contender: Contender, run: Run, inputs: Inputs) -> Sample:
         _wire.enabled = enabled
 
 
+def _keyring(contender: Contender) -> Keyring | None:
+    return KEYRING if contender.encrypted else None
+
+
 def _pool_kwargs(contender: Contender) -> dict[str, Any]:
     return {"autocommit": True} if contender.autocommit else {}
 
@@ -159,7 +173,9 @@ def _measure_threads(contender: Contender, run: Run, inputs: Inputs) -> Sample:
         client: measure.SyncClient
         store: Store | None = None
         if contender.store:
-            client = store = Store(pool, table=run.table.name, cleanup=NoCleanup())
+            client = store = Store(
+                pool, table=run.table.name, cleanup=NoCleanup(), encryption=_keyring(contender)
+            )
         else:
             client = RawSync(pool, run.table)
         try:
@@ -193,7 +209,9 @@ async def _measure_tasks(contender: Contender, run: Run, inputs: Inputs) -> Samp
         client: measure.AsyncClient
         store: AsyncStore | None = None
         if contender.store:
-            client = store = AsyncStore(pool, table=run.table.name, cleanup=NoCleanup())
+            client = store = AsyncStore(
+                pool, table=run.table.name, cleanup=NoCleanup(), encryption=_keyring(contender)
+            )
         else:
             client = RawAsync(pool, run.table)
         try:

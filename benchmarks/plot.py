@@ -31,6 +31,8 @@ STYLES: dict[str, tuple[str, float, LineStyle]] = {
     "async_store": ("tab:orange", 2.6, "-"),
     "store_public": ("tab:blue", 1.4, ":"),
     "async_store_public": ("tab:orange", 1.4, ":"),
+    "store_encrypted": ("tab:blue", 1.4, "-."),
+    "async_store_encrypted": ("tab:orange", 1.4, "-."),
     "raw_sync": ("tab:green", 1.4, "-"),
     "raw_async": ("tab:red", 1.4, "-"),
     "raw_sync_tx": ("tab:purple", 1.4, "--"),

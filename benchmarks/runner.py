@@ -23,7 +23,7 @@ from sessionstore import Store
 from sessionstore._from_dsn import create_table, distribute_table
 from sessionstore.cleanup import NoCleanup
 
-from .contenders import BY_KEY, CONTENDERS, Contender, Run, measure_python, pool_size
+from .contenders import BY_KEY, CONTENDERS, KEYRING, Contender, Run, measure_python, pool_size
 from .measure import OPS, Inputs, Sample
 from .noise import Probe, postmaster_of
 from .pgbench import Pgbench
@@ -31,6 +31,10 @@ from .workload import DeletePool, Table, sample_ids, token
 
 #: How many live tokens the workers pick from (all of them up to this many rows).
 TOKEN_SAMPLE = 200_000
+
+#: Where the encrypting contenders' rows start: ids no other contender picks (pgbench's
+#: are below `rows`, the delete pool's just above it), so no plaintext ever lands there.
+ENCRYPTED_BASE = 1 << 40
 
 #: The fastest delete rate the delete pool is sized for, in rows per second (pgbench on
 #: a server without fsync); a faster run marks its sample as exhausted instead of
@@ -126,6 +130,7 @@ class Bench:
         rng = random.Random(settings.seed)
         self.payload = rng.randbytes(settings.payload)
         self.tokens: list[str] = []
+        self.encrypted_tokens: list[str] = []
         self.contenders: list[Contender] = [BY_KEY[k] for k in settings.contenders]
         if pgbench_path is None:
             self.contenders = [c for c in self.contenders if c.kind != "pgbench"]
@@ -164,8 +169,15 @@ class Bench:
             self.table.check_tokens(admin, [0, s.rows - 1])
             ids = sample_ids(s.rows, TOKEN_SAMPLE, random.Random(s.seed + 2))
             self.tokens = [token(i) for i in ids]
-            with Store(pool, table=self.table.name, cleanup=NoCleanup()) as store:
-                if store.find(self.tokens[0]) is None:
+            if any(c.encrypted for c in self.contenders):
+                say(f"preloading {s.rows:,} encrypted sessions for the encrypting contenders")
+                stop = ENCRYPTED_BASE + s.rows
+                self.table.preload(admin, ENCRYPTED_BASE, stop, s.payload, expiry, rng, KEYRING)
+                self.table.vacuum(admin, analyze=True)
+                self.encrypted_tokens = [token(ENCRYPTED_BASE + i) for i in ids]
+            for keyring, tokens in ((None, self.tokens), (KEYRING, self.encrypted_tokens)):
+                store = Store(pool, table=self.table.name, cleanup=NoCleanup(), encryption=keyring)
+                if tokens and store.find(tokens[0]) is None:
                     raise RuntimeError("the store does not find a preloaded session")
         if self._pgbench_path is not None:
             self._workdir = tempfile.TemporaryDirectory(prefix="sessionstore-bench-")
@@ -224,7 +236,8 @@ class Bench:
             run = Run(
                 self._dsn, self.table, op, concurrency, s.warmup, s.duration, seed, self._probe
             )
-            inputs = Inputs(self.tokens, self.payload, delete_tokens)
+            tokens = self.encrypted_tokens if contender.encrypted else self.tokens
+            inputs = Inputs(tokens, self.payload, delete_tokens)
             sample = measure_python(contender, run, inputs)
         if op == "delete":
             self._pool.consume(sample.consumed)

@@ -12,6 +12,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from sessionstore.crypto import Keyring
+
 TOKEN_PREFIX = "sessionstore-bench:"
 
 #: The expiry of delete-pool rows: far enough to tell them from the live sessions.
@@ -74,8 +76,15 @@ class Table:
         payload_size: int,
         expiry: dt.datetime,
         rng: random.Random,
+        keyring: Keyring | None = None,
     ) -> None:
-        """Bulk-load rows `start` .. `stop`-1 with COPY: random payloads, the given expiry."""
+        """Bulk-load rows `start` .. `stop`-1 with COPY: random payloads (encrypted with
+        `keyring` for its token, as an encrypting store writes it), the given expiry."""
+
+        def data(t: str) -> bytes:
+            payload = rng.randbytes(payload_size)
+            return payload if keyring is None else keyring.encrypt(payload, t.encode())
+
         expiry_text = expiry.isoformat()
         query = sql.SQL("COPY {} (token, data, expiry) FROM STDIN").format(self.ident)
         with conn.cursor() as cur, cur.copy(query) as copy:
@@ -84,8 +93,8 @@ class Table:
                 copy.write(
                     "".join(
                         # COPY's text format: bytea as \x<hex>, its backslash escaped.
-                        f"{token(i)}\t\\\\x{rng.randbytes(payload_size).hex()}\t{expiry_text}\n"
-                        for i in range(first, last)
+                        f"{t}\t\\\\x{data(t).hex()}\t{expiry_text}\n"
+                        for t in map(token, range(first, last))
                     )
                 )
 

@@ -72,6 +72,22 @@ def table_rows(
     return conn.execute(query).fetchall()
 
 
+@contextlib.contextmanager
+def app_role(db: psycopg.Connection[Any], dsn: str, name: str) -> Iterator[str]:
+    """A role with only SELECT, INSERT, UPDATE and DELETE on the sessions table; its DSN.
+
+    The least an application's role needs at run time; dropped afterwards.
+    """
+    role = sql.Identifier(name)
+    db.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
+    db.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON sessions TO {}").format(role))
+    try:
+        yield psycopg.conninfo.make_conninfo(dsn, user=name)
+    finally:
+        db.execute(sql.SQL("DROP OWNED BY {}").format(role))
+        db.execute(sql.SQL("DROP ROLE {}").format(role))
+
+
 class Both:
     """One awaitable surface over `Store` or `AsyncStore`, for shared test bodies.
 
@@ -227,6 +243,11 @@ class Both:
         if isinstance(self.store, AsyncStore):
             return await self.store.try_purge_expired(batch_size=batch_size, cancel=cancel)
         return self.store.try_purge_expired(batch_size=batch_size, cancel=cancel)
+
+    async def reencrypt(self, *, batch_size: int | None = None) -> int:
+        if isinstance(self.store, AsyncStore):
+            return await self.store.reencrypt(batch_size=batch_size)
+        return self.store.reencrypt(batch_size=batch_size)
 
     async def create_table(self) -> bool:
         if isinstance(self.store, AsyncStore):

@@ -34,7 +34,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 def test_help_everywhere() -> None:
-    for command in ([], ["schema"], ["migrate"], ["check"], ["purge"]):
+    for command in ([], ["schema"], ["migrate"], ["check"], ["purge"], ["reencrypt"]):
         result = run(*command, "--help")
         assert result.returncode == 0, result.stderr
         assert "usage: python -m sessionstore" in result.stdout

@@ -13,10 +13,11 @@ receive its `Result`, so one description of the flow drives both facades.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sys
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
@@ -40,6 +41,12 @@ from ._validate import hash_token as hash_token
 from ._validate import new_token as new_token
 from ._validate import validate_owner as validate_owner
 from .errors import OwnersNotEnabledError
+
+if TYPE_CHECKING:  # crypto needs the optional `cryptography`; only a store with a keyring does
+    from .crypto import Keyring
+
+#: Where a row that does not decrypt is reported (never with its token or key).
+logger = logging.getLogger("sessionstore.crypto")
 
 #: The default number of expired sessions one purge statement deletes.
 DEFAULT_PURGE_BATCH_SIZE = 5000
@@ -122,6 +129,11 @@ def _unchanged(token: str) -> str:
     return token
 
 
+def _plain(key: str, data: bytes) -> bytes:
+    """A row's data as stored, on a store without encryption."""
+    return bytes(data)
+
+
 def _first_per_key(updates: Sequence[Statement]) -> dict[str, Statement]:
     """The first of `updates` for each stored key (an `update_versioned`'s key is second last)."""
     first: dict[str, Statement] = {}
@@ -160,6 +172,7 @@ class SessionCore:
         max_sessions_per_owner: The most live sessions an owner keeps, or None for
             no cap (needs `owners`): a write that gives a session an owner deletes
             the owner's others beyond it.
+        encryption: Encrypt the data written and decrypt the data read with it.
 
     Raises:
         TypeError: If an argument has the wrong type.
@@ -177,7 +190,20 @@ class SessionCore:
         owners: bool = False,
         distributed: bool | None = None,
         max_sessions_per_owner: int | None = None,
+        encryption: Keyring | None = None,
     ) -> None:
+        if encryption is not None:
+            from .crypto import Keyring
+
+            if not isinstance(encryption, Keyring):
+                kind = type(encryption).__name__
+                raise TypeError(f"encryption must be a sessionstore.crypto.Keyring, not {kind}")
+        self.encryption = encryption
+        #: Turns a row's stored data into its plaintext, given the row's key; None
+        #: (after a warning) for data that does not decrypt.
+        self.decode_data: Callable[[str, bytes], bytes | None] = (
+            _plain if encryption is None else self._decrypt
+        )
         self.purge_batch_size = validate_batch_size(purge_batch_size)
         self.owners = bool(owners)
         self.max_sessions_per_owner = validate_max_sessions(max_sessions_per_owner, self.owners)
@@ -294,11 +320,11 @@ class SessionCore:
         owner: str | None,
     ) -> Statement:
         """Validate a write's arguments into `query`'s (key, data, expiry[, owner])."""
-        params = (
-            self._key(validate_token(token)),
-            validate_data(data, self.max_data_size),
-            validate_expiry(expiry),
-        )
+        key = self._key(validate_token(token))
+        payload = validate_data(data, self.max_data_size)  # the limit is on the plaintext
+        params = (key, payload, validate_expiry(expiry))
+        if self.encryption is not None:
+            params = (key, self.encryption.encrypt(payload, key.encode()), params[2])
         if not self.owners:
             if owner is not None:
                 raise OwnersNotEnabledError(f"{operation}(owner=...)")
@@ -516,6 +542,42 @@ class SessionCore:
         validate_batch_size(batch_size)
         return self._key_batches("delete_prefix", (prefix,), batch_size)
 
+    def reencrypt_steps(self, batch_size: int | None = None) -> Steps:
+        """Rewrite every live row not under the keyring's first key; return how many.
+
+        Each batch reads up to `batch_size` such rows, walking the primary key, and
+        rewrites them in one statement that writes only rows still at the version
+        read (so a concurrent write wins). Rows that do not decrypt stay as they are.
+        """
+        if self.encryption is None:
+            raise ValueError("reencrypt needs a store made with encryption=Keyring(...)")
+        batch_size = self.purge_batch_size if batch_size is None else batch_size
+        return self._reencrypt_batches(self.encryption, validate_batch_size(batch_size))
+
+    def _reencrypt_batches(self, keyring: Keyring, batch_size: int) -> Steps:
+        """The batches of `reencrypt_steps`."""
+        rewritten, after = 0, ""  # "" sorts before every key (keys are never empty)
+        prefix = keyring.prefix
+        while True:
+            read: Result = yield Statement(
+                self.sql.reencrypt_batch, (after, len(prefix), prefix, batch_size)
+            )
+            rewrites = []
+            for key, data, version, expiry in read.rows:
+                plain = self.decode_data(key, data)
+                if plain is not None:
+                    rewrites.append((key, keyring.encrypt(plain, key.encode()), expiry, version))
+            if rewrites:
+                # As update_versioned_many's unnest takes them; a NULL owner keeps the row's.
+                columns = [list(column) for column in zip(*rewrites, strict=True)]
+                if self.owners:
+                    columns.append([None] * len(rewrites))
+                written: Result = yield Statement(self.sql.update_versioned_many, tuple(columns))
+                rewritten += len(written.rows)
+            if len(read.rows) < batch_size:
+                return rewritten
+            after = read.rows[-1][0]
+
     def _key_batches(self, operation: str, where: tuple[str, ...], batch_size: int) -> Steps:
         """Walk the primary key in batches of `operation` from where the last batch ended."""
         if self.distributed:  # read when the steps start, as in `_purge_batches`
@@ -530,17 +592,25 @@ class SessionCore:
                 return deleted
             after = last
 
-    # Decoding.
+    # Decoding. A row whose data does not decrypt reads as no session (`_decrypt`).
 
-    @staticmethod
-    def decode_find(row: tuple[Any, ...] | None) -> bytes | None:
+    def _decrypt(self, key: str, data: bytes) -> bytes | None:
+        """The plaintext of a row's data, or None, with one warning, if it does not decrypt."""
+        assert self.encryption is not None
+        try:
+            return self.encryption.decrypt(data, key.encode())
+        except ValueError as exc:
+            # The key is a credential (or leads to one): the warning names the table only.
+            logger.warning("a session in %s reads as no session: %s", self.qualified_name, exc)
+            return None
+
+    def decode_find(self, find: Statement, row: tuple[Any, ...] | None) -> bytes | None:
         """The payload of a find's row (``b""`` for an empty one), or None when not found."""
-        return None if row is None else bytes(row[0])
+        return None if row is None else self.decode_data(find.params[0], row[0])
 
-    @staticmethod
-    def decode_find_many(finds: Sequence[Statement], rows: Rows) -> list[bytes | None]:
+    def decode_find_many(self, finds: Sequence[Statement], rows: Rows) -> list[bytes | None]:
         """Each combined find's result, as `decode_find` gives it."""
-        found = {token: bytes(data) for token, data in rows}
+        found = {token: self.decode_data(token, data) for token, data in rows}
         return [found.get(find.params[0]) for find in finds]
 
     @staticmethod
@@ -549,23 +619,22 @@ class SessionCore:
         touched = {row[0] for row in rows}
         return [touch.params[1] in touched for touch in touches]
 
-    @staticmethod
-    def decode_versioned(row: tuple[Any, ...] | None) -> Versioned | None:
+    def decode_versioned(self, find: Statement, row: tuple[Any, ...] | None) -> Versioned | None:
         """The `Versioned` of a `find_versioned` row, or None when missing or expired."""
-        if row is None:
-            return None
-        data, version, expiry = row
-        return Versioned(bytes(data), version, _utc(expiry))
+        return None if row is None else self._versioned(find.params[0], *row)
 
-    @staticmethod
+    def _versioned(
+        self, key: str, data: bytes, version: int, expiry: dt.datetime
+    ) -> Versioned | None:
+        """A `Versioned` of a row's columns, or None if its data does not decrypt."""
+        plain = self.decode_data(key, data)
+        return None if plain is None else Versioned(plain, version, _utc(expiry))
+
     def decode_find_versioned_many(
-        finds: Sequence[Statement], rows: Rows
+        self, finds: Sequence[Statement], rows: Rows
     ) -> list[Versioned | None]:
         """Each combined `find_versioned`'s result."""
-        found = {
-            token: Versioned(bytes(data), version, _utc(expiry))
-            for token, data, version, expiry in rows
-        }
+        found = {row[0]: self._versioned(*row) for row in rows}
         return [found.get(find.params[0]) for find in finds]
 
     @staticmethod
@@ -583,12 +652,16 @@ class SessionCore:
         """The expiry of an `expiry` row in UTC, or None when missing or expired."""
         return None if row is None else _utc(row[0])
 
-    @staticmethod
-    def decode_owned(rows: Rows) -> list[OwnedSession]:
+    def decode_owned(self, rows: Rows) -> list[OwnedSession]:
         """The `OwnedSession` values of `sessions_of` rows, soonest to expire first."""
-        return [OwnedSession(key, bytes(data), _utc(expiry)) for key, data, expiry in rows]
+        opened = [(key, self.decode_data(key, data), expiry) for key, data, expiry in rows]
+        return [
+            OwnedSession(key, data, _utc(expiry))
+            for key, data, expiry in opened
+            if data is not None
+        ]
 
-    @staticmethod
-    def decode_all(rows: Rows) -> dict[str, bytes]:
+    def decode_all(self, rows: Rows) -> dict[str, bytes]:
         """The rows of `all` as a new dict of token to payload."""
-        return {token: bytes(data) for token, data in rows}
+        opened = ((token, self.decode_data(token, data)) for token, data in rows)
+        return {token: data for token, data in opened if data is not None}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -20,6 +20,9 @@ from .cleanup import NoCleanup
 from .errors import DatabaseError, first_line
 from .schema import distribute_hint, distribute_steps
 from .store import Store
+
+if TYPE_CHECKING:
+    from .crypto import Keyring
 
 #: Seconds to wait for the server before giving up.
 CONNECT_TIMEOUT = 10
@@ -32,6 +35,7 @@ def connect_store(
     schema: str | None = None,
     *,
     owners: bool = False,
+    encryption: Keyring | None = None,
     connect_timeout: float = CONNECT_TIMEOUT,
 ) -> Iterator[Store]:
     """A `Store` on a one-connection autocommit pool, cleanup off, closed afterwards.
@@ -44,6 +48,7 @@ def connect_store(
         table: The sessions table.
         schema: The table's schema, or None for the search_path.
         owners: A store with sessions per owner.
+        encryption: The store's `Keyring`, if it encrypts.
         connect_timeout: Seconds to wait for the server.
 
     Yields:
@@ -61,7 +66,14 @@ def connect_store(
         ConnectionPool(
             dsn, min_size=1, max_size=1, timeout=connect_timeout, kwargs={"autocommit": True}
         ) as pool,
-        Store(pool, table=table, schema=schema, cleanup=NoCleanup(), owners=owners) as store,
+        Store(
+            pool,
+            table=table,
+            schema=schema,
+            cleanup=NoCleanup(),
+            owners=owners,
+            encryption=encryption,
+        ) as store,
     ):
         yield store
 

@@ -160,6 +160,15 @@ _TEMPLATES = {
         "ORDER BY token LIMIT %s FOR UPDATE SKIP LOCKED"
         ")) RETURNING token) SELECT count(*), max(token) FROM deleted"
     ),
+    # A batch of `reencrypt` reads the live rows whose data does not begin with the
+    # keyring's prefix (format byte and first key's id), walking the primary key from
+    # where the last batch ended, with the version and expiry `update_versioned_many`
+    # then checks and keeps: a row written after this read is left alone.
+    "reencrypt_batch": (
+        "SELECT token, data, xmin::text::bigint, expiry FROM {t} "
+        "WHERE token > %s AND current_timestamp < expiry "
+        "AND substring(data FROM 1 FOR %s) <> %s ORDER BY token LIMIT %s"
+    ),
     # As `clear_batch`, only keys that start with a prefix. starts_with() compares
     # code points, whatever the column's collation; the walk orders by the collation,
     # as `clear` does, and only continues from the last key a batch deleted.
@@ -294,6 +303,7 @@ class Statements:
     purge_batch: bytes
     clear_batch: bytes
     delete_prefix_batch: bytes
+    reencrypt_batch: bytes
     # Only on a distributed table (each is None otherwise).
     purge_lock: bytes | None = None
     delete_lock: bytes | None = None

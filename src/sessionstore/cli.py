@@ -1,4 +1,4 @@
-"""The command line: ``python -m sessionstore {schema,migrate,check,purge,demo}``.
+"""The command line: ``python -m sessionstore {schema,migrate,check,purge,reencrypt,demo}``.
 
 - ``schema`` prints the DDL (the SCS table by default).
 - ``migrate`` creates the schema, table and index that are missing (``--distributed``:
@@ -7,6 +7,9 @@
   each step, so a server and its permissions can be verified before deploying. With
   no server named (see below) it starts a throw-away PostgreSQL.
 - ``purge`` deletes expired sessions once, for cron and serverless jobs.
+- ``reencrypt`` rewrites the sessions not under the first key of ``$SESSIONSTORE_KEYS``
+  (comma-separated base64url keys, as `sessionstore.crypto.Keyring` takes them), the
+  step of a key rotation (docs/encryption.md).
 - ``demo`` serves the SCS README's example app (``/put``, ``/get``) on Starlette or
   Flask until Ctrl-C, on a throw-away PostgreSQL without ``--dsn`` (see `sessionstore.demo`).
 
@@ -22,6 +25,8 @@ operation, 2 for a usage error.
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import contextlib
 import datetime as dt
 import json
@@ -30,7 +35,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TextIO, TypeVar
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 import psycopg
 
@@ -42,7 +47,11 @@ from .errors import SessionStoreError
 from .schema import ddl
 from .store import Store
 
+if TYPE_CHECKING:
+    from .crypto import Keyring
+
 DSN_ENV = "SESSIONSTORE_DSN"
+KEYS_ENV = "SESSIONSTORE_KEYS"
 #: libpq's variables that name a server, database or role, and their conninfo keywords.
 #: One of them set (and no DSN given) means "connect where psql would"; the others
 #: (PGPASSWORD, PGSSLMODE, ...) choose no server, and libpq applies them to any DSN anyway.
@@ -119,12 +128,19 @@ def _parser() -> argparse.ArgumentParser:
         dsn="optional",
     )
     purge = add("purge", "Delete expired sessions once and print how many.", dsn="required")
-    purge.add_argument(
-        "--batch-size",
-        type=int,
-        default=DEFAULT_PURGE_BATCH_SIZE,
-        help=f"most sessions one DELETE removes (default: {DEFAULT_PURGE_BATCH_SIZE})",
+    reencrypt = add(
+        "reencrypt",
+        f"Rewrite the sessions not under the first of ${KEYS_ENV} (base64url keys, "
+        "comma-separated) and print how many.",
+        dsn="required",
     )
+    for sub, statement in ((purge, "DELETE removes"), (reencrypt, "UPDATE rewrites")):
+        sub.add_argument(
+            "--batch-size",
+            type=int,
+            default=DEFAULT_PURGE_BATCH_SIZE,
+            help=f"most sessions one {statement} (default: {DEFAULT_PURGE_BATCH_SIZE})",
+        )
     stats = add(
         "stats",
         "Report the table's health: live and expired sessions, how far the cleanup lags, "
@@ -188,9 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dsn is None:
             args.dsn, args.dsn_source = _default_dsn()
     try:
-        # Refuse bad names and sizes before connecting: a usage error.
+        # Refuse bad names, sizes and keys before connecting: a usage error.
         SessionCore(args.table, args.schema, purge_batch_size=getattr(args, "batch_size", 1))
-    except (ValueError, TypeError) as exc:
+        keyring = _keyring_from_env() if args.command == "reencrypt" else None
+    except (ValueError, TypeError, ImportError) as exc:
         print(f"sessionstore: error: {exc}", file=sys.stderr)
         return 2
     try:
@@ -211,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("0 (skipped: another purge of this table is running)")
             else:
                 print(deleted)
+        elif args.command == "reencrypt":
+            with _store(args.dsn, args, keyring) as store:
+                print(store.reencrypt(batch_size=args.batch_size))
         elif args.command == "stats":
             with psycopg.connect(
                 args.dsn, autocommit=True, connect_timeout=round(CONNECT_TIMEOUT)
@@ -240,9 +260,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _store(dsn: str, args: argparse.Namespace) -> contextlib.AbstractContextManager[Store]:
+def _store(
+    dsn: str, args: argparse.Namespace, encryption: Keyring | None = None
+) -> contextlib.AbstractContextManager[Store]:
     """A store on one connection, after a direct connection proved the DSN works."""
-    return connect_store(dsn, args.table, args.schema, connect_timeout=CONNECT_TIMEOUT)
+    return connect_store(
+        dsn, args.table, args.schema, encryption=encryption, connect_timeout=CONNECT_TIMEOUT
+    )
+
+
+def _keyring_from_env() -> Keyring:
+    """The `Keyring` of ``$SESSIONSTORE_KEYS``; errors never show a key."""
+    from .crypto import Keyring
+
+    text = os.environ.get(KEYS_ENV, "").strip()
+    if not text:
+        raise ValueError(
+            f"reencrypt needs the keys in ${KEYS_ENV}: comma-separated base64url, the one "
+            "to encrypt with first"
+        )
+    keys = []
+    for position, part in enumerate(text.split(","), 1):
+        part = part.strip()
+        try:
+            # Padding optional; validate=True refuses what b64decode would skip over.
+            keys.append(base64.b64decode(part + "=" * (-len(part) % 4), b"-_", validate=True))
+        except binascii.Error:
+            raise ValueError(f"${KEYS_ENV}: key {position} is not base64url") from None
+    try:
+        return Keyring(*keys)
+    except ValueError as exc:
+        raise ValueError(f"${KEYS_ENV}: {exc}") from None
 
 
 def _check(args: argparse.Namespace, out: TextIO) -> int:

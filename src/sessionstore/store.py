@@ -20,7 +20,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.rows import tuple_row
@@ -46,6 +46,9 @@ from .cleanup import Cancellation, CleanupStrategy, ThreadCleanup, cancelling
 from .errors import DatabaseError, should_retry
 from .metrics import OnOperation, measure, recorder_for
 from .schema import create_table_hint, create_table_steps, owner_index_steps
+
+if TYPE_CHECKING:
+    from .crypto import Keyring
 
 logger = logging.getLogger("sessionstore.store")
 
@@ -84,6 +87,10 @@ class Store:
             one written). Such a write and its trim hold a lock on the owner, so
             concurrent logins of one owner keep the cap too. `update` and
             `update_versioned` rewrite a live session and never trim.
+        encryption: Encrypt the session data at rest with this `Keyring`
+            (AES-256-GCM; the ``crypto`` extra): the table then holds only
+            ciphertext, bound to its row. A row that does not decrypt reads as no
+            session, with a warning. See docs/encryption.md.
         on_operation: Where the store reports each operation's duration and
             outcome (see `sessionstore.metrics`): None records OpenTelemetry
             metrics if ``opentelemetry-api`` is installed, and nothing otherwise;
@@ -114,6 +121,7 @@ class Store:
         hash_tokens: bool = False,
         owners: bool = False,
         max_sessions_per_owner: int | None = None,
+        encryption: Keyring | None = None,
         on_operation: OnOperation | None = None,
         distributed: bool | None = None,
     ) -> None:
@@ -130,6 +138,7 @@ class Store:
             owners=owners,
             distributed=distributed,
             max_sessions_per_owner=max_sessions_per_owner,
+            encryption=encryption,
         )
         self._metrics = recorder_for(on_operation, self._core.schema, self._core.table)
         if self._metrics is not None:
@@ -523,7 +532,9 @@ class Store:
             ):
                 cursor.itersize = batch_size
                 cursor.execute(statement.query)
-                yield ((token, bytes(data)) for token, data in cursor)
+                # Rows that do not decrypt are left out, as `all` leaves them out.
+                opened = ((key, self._core.decode_data(key, data)) for key, data in cursor)
+                yield ((key, data) for key, data in opened if data is not None)
         except psycopg.Error as exc:
             raise DatabaseError("iter_all", exc) from exc
 
@@ -695,11 +706,7 @@ class Store:
         steps = self._core.clear_steps(batch_size)
         self._learn_distribution()
         with measure(self._metrics, "clear"):
-            try:
-                with self._pool.connection() as conn:
-                    return int(self._drive_deletes(conn, steps))
-            except psycopg.Error as exc:
-                raise DatabaseError("clear", exc) from exc
+            return self._batches("clear", steps)
 
     def delete_prefix(self, prefix: str, *, batch_size: int | None = None) -> int:
         """Delete every session whose key starts with `prefix`, live or expired.
@@ -724,11 +731,34 @@ class Store:
         """
         steps = self._core.delete_prefix_steps(prefix, batch_size)
         self._learn_distribution()
-        try:
-            with self._pool.connection() as conn:
-                return int(self._drive_deletes(conn, steps))
-        except psycopg.Error as exc:
-            raise DatabaseError("delete_prefix", exc) from exc
+        return self._batches("delete_prefix", steps)
+
+    def reencrypt(self, *, batch_size: int | None = None) -> int:
+        """Rewrite every live session that is not under the keyring's first key.
+
+        The step of a key rotation that follows putting the new key first in every
+        process's `Keyring` (docs/encryption.md). Batched like `clear`: each batch
+        reads up to `batch_size` such sessions, walking the primary key, and rewrites
+        them in one statement that leaves alone a session written since it was read
+        (that write wins; one made by a process still on the old key is left for the
+        next run). Sessions that do not decrypt are left as they are, with a warning.
+
+        Args:
+            batch_size: The most sessions one statement rewrites (default: the
+                store's `purge_batch_size`).
+
+        Returns:
+            How many sessions were rewritten.
+
+        Raises:
+            TypeError: If `batch_size` is not an int.
+            ValueError: If `batch_size` is not positive, or the store was made
+                without ``encryption``.
+            DatabaseError: If the database could not rewrite them.
+        """
+        steps = self._core.reencrypt_steps(batch_size)
+        with measure(self._metrics, "reencrypt"):
+            return self._batches("reencrypt", steps)
 
     def create_table(self) -> bool:
         """Create the schema, table and index if missing; never called implicitly.
@@ -880,7 +910,7 @@ class Store:
         return float(self._pool.timeout)
 
     def _find_one(self, statement: Statement) -> bytes | None:
-        return self._core.decode_find(self._query("find", statement, "one"))
+        return self._core.decode_find(statement, self._query("find", statement, "one"))
 
     def _find_many(self, finds: Sequence[Statement]) -> list[bytes | None]:
         if self._distributed_now():
@@ -913,7 +943,8 @@ class Store:
         return self._core.decode_touch_many(touches, rows)
 
     def _find_versioned_one(self, statement: Statement) -> Versioned | None:
-        return self._core.decode_versioned(self._query("find_versioned", statement, "one"))
+        row = self._query("find_versioned", statement, "one")
+        return self._core.decode_versioned(statement, row)
 
     def _find_versioned_many(self, finds: Sequence[Statement]) -> list[Versioned | None]:
         if self._distributed_now():
@@ -1005,6 +1036,14 @@ class Store:
         """`_query`, timed for the store's recorder (it replaces `_query` when there is one)."""
         with measure(self._metrics, operation):
             return Store._query(self, operation, statement, fetch)
+
+    def _batches(self, operation: str, steps: Steps) -> int:
+        """Drive batched deletes or rewrites (see `_drive_deletes`); return the count."""
+        try:
+            with self._pool.connection() as conn:
+                return int(self._drive_deletes(conn, steps))
+        except psycopg.Error as exc:
+            raise DatabaseError(operation, exc) from exc
 
     def _run(
         self, operation: str, steps: Steps, hint: Callable[[psycopg.Error], str] = lambda _: ""

@@ -22,7 +22,7 @@ import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.rows import tuple_row
@@ -48,6 +48,9 @@ from .cleanup import AsyncCleanupStrategy, Cancellation, TaskCleanup, cancelling
 from .errors import DatabaseError, should_retry
 from .metrics import OnOperation, measure, recorder_for
 from .schema import create_table_hint, create_table_steps, owner_index_steps
+
+if TYPE_CHECKING:
+    from .crypto import Keyring
 
 logger = logging.getLogger("sessionstore.store")
 
@@ -86,6 +89,10 @@ class AsyncStore:
             one written). Such a write and its trim hold a lock on the owner, so
             concurrent logins of one owner keep the cap too. `update` and
             `update_versioned` rewrite a live session and never trim.
+        encryption: Encrypt the session data at rest with this `Keyring`
+            (AES-256-GCM; the ``crypto`` extra): the table then holds only
+            ciphertext, bound to its row. A row that does not decrypt reads as no
+            session, with a warning. See docs/encryption.md.
         on_operation: Where the store reports each operation's duration and
             outcome (see `sessionstore.metrics`): None records OpenTelemetry
             metrics if ``opentelemetry-api`` is installed, and nothing otherwise;
@@ -116,6 +123,7 @@ class AsyncStore:
         hash_tokens: bool = False,
         owners: bool = False,
         max_sessions_per_owner: int | None = None,
+        encryption: Keyring | None = None,
         on_operation: OnOperation | None = None,
         distributed: bool | None = None,
     ) -> None:
@@ -132,6 +140,7 @@ class AsyncStore:
             owners=owners,
             distributed=distributed,
             max_sessions_per_owner=max_sessions_per_owner,
+            encryption=encryption,
         )
         self._metrics = recorder_for(on_operation, self._core.schema, self._core.table)
         if self._metrics is not None:
@@ -542,7 +551,9 @@ class AsyncStore:
             ):
                 cursor.itersize = batch_size
                 await cursor.execute(statement.query)
-                yield ((token, bytes(data)) async for token, data in cursor)
+                # Rows that do not decrypt are left out, as `all` leaves them out.
+                opened = ((key, self._core.decode_data(key, data)) async for key, data in cursor)
+                yield ((key, data) async for key, data in opened if data is not None)
         except psycopg.Error as exc:
             raise DatabaseError("iter_all", exc) from exc
 
@@ -715,11 +726,7 @@ class AsyncStore:
         steps = self._core.clear_steps(batch_size)
         await self._learn_distribution()
         with measure(self._metrics, "clear"):
-            try:
-                async with self._pool.connection() as conn:
-                    return int(await self._drive_deletes(conn, steps))
-            except psycopg.Error as exc:
-                raise DatabaseError("clear", exc) from exc
+            return await self._batches("clear", steps)
 
     async def delete_prefix(self, prefix: str, *, batch_size: int | None = None) -> int:
         """Delete every session whose key starts with `prefix`, live or expired.
@@ -744,11 +751,34 @@ class AsyncStore:
         """
         steps = self._core.delete_prefix_steps(prefix, batch_size)
         await self._learn_distribution()
-        try:
-            async with self._pool.connection() as conn:
-                return int(await self._drive_deletes(conn, steps))
-        except psycopg.Error as exc:
-            raise DatabaseError("delete_prefix", exc) from exc
+        return await self._batches("delete_prefix", steps)
+
+    async def reencrypt(self, *, batch_size: int | None = None) -> int:
+        """Rewrite every live session that is not under the keyring's first key.
+
+        The step of a key rotation that follows putting the new key first in every
+        process's `Keyring` (docs/encryption.md). Batched like `clear`: each batch
+        reads up to `batch_size` such sessions, walking the primary key, and rewrites
+        them in one statement that leaves alone a session written since it was read
+        (that write wins; one made by a process still on the old key is left for the
+        next run). Sessions that do not decrypt are left as they are, with a warning.
+
+        Args:
+            batch_size: The most sessions one statement rewrites (default: the
+                store's `purge_batch_size`).
+
+        Returns:
+            How many sessions were rewritten.
+
+        Raises:
+            TypeError: If `batch_size` is not an int.
+            ValueError: If `batch_size` is not positive, or the store was made
+                without ``encryption``.
+            DatabaseError: If the database could not rewrite them.
+        """
+        steps = self._core.reencrypt_steps(batch_size)
+        with measure(self._metrics, "reencrypt"):
+            return await self._batches("reencrypt", steps)
 
     async def create_table(self) -> bool:
         """Create the schema, table and index if missing; never called implicitly.
@@ -908,7 +938,7 @@ class AsyncStore:
         return float(self._pool.timeout)
 
     async def _find_one(self, statement: Statement) -> bytes | None:
-        return self._core.decode_find(await self._query("find", statement, "one"))
+        return self._core.decode_find(statement, await self._query("find", statement, "one"))
 
     async def _find_many(self, finds: Sequence[Statement]) -> list[bytes | None]:
         if await self._distributed_now():
@@ -941,7 +971,8 @@ class AsyncStore:
         return self._core.decode_touch_many(touches, rows)
 
     async def _find_versioned_one(self, statement: Statement) -> Versioned | None:
-        return self._core.decode_versioned(await self._query("find_versioned", statement, "one"))
+        row = await self._query("find_versioned", statement, "one")
+        return self._core.decode_versioned(statement, row)
 
     async def _find_versioned_many(self, finds: Sequence[Statement]) -> list[Versioned | None]:
         if await self._distributed_now():
@@ -1033,6 +1064,14 @@ class AsyncStore:
         """`_query`, timed for the store's recorder (it replaces `_query` when there is one)."""
         with measure(self._metrics, operation):
             return await AsyncStore._query(self, operation, statement, fetch)
+
+    async def _batches(self, operation: str, steps: Steps) -> int:
+        """Drive batched deletes or rewrites (see `_drive_deletes`); return the count."""
+        try:
+            async with self._pool.connection() as conn:
+                return int(await self._drive_deletes(conn, steps))
+        except psycopg.Error as exc:
+            raise DatabaseError(operation, exc) from exc
 
     async def _run(
         self, operation: str, steps: Steps, hint: Callable[[psycopg.Error], str] = lambda _: ""

@@ -78,7 +78,7 @@ class Recorder:
             operation: The store's operation: ``find``, ``commit``, ``touch``,
                 ``create``, ``delete``, ``exists``, ``expiry``, ``all``,
                 ``iter_all``, ``set_owner``, ``sessions_of``, ``delete_owned``,
-                ``revoke``, ``purge``, ``clear`` or ``create_table``.
+                ``revoke``, ``purge``, ``clear``, ``reencrypt`` or ``create_table``.
             seconds: How long it took, retries included (one combined statement
                 is one operation).
             error_type: None on success; else the SQLSTATE the server reported
