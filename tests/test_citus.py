@@ -213,8 +213,8 @@ async def test_concurrent_calls_are_right_and_not_combined_across_shards(make: A
     batchers = [store.store._finds, store.store._commits, store.store._touches]
     assert [batcher.combine for batcher in batchers] == [False, False, False]
 
-    if store.is_async:
-        s: AsyncStore = store.store
+    if isinstance(store.store, AsyncStore):
+        s = store.store
 
         async def one(t: str) -> bytes | None:
             await s.commit(t, t.encode(), in_(60))
@@ -222,7 +222,7 @@ async def test_concurrent_calls_are_right_and_not_combined_across_shards(make: A
 
         found = await asyncio.gather(*(one(t) for t in tokens))
     else:
-        sync: Store = store.store
+        sync = store.store
         found = []
         lock = threading.Lock()
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -341,6 +343,48 @@ async def test_hash_tokens_and_owners(store: Both, db: psycopg.Connection[Any]) 
     assert await secure.all() == {hash_token(token): SECRET}
     assert await secure.walk() == {hash_token(token): SECRET}
     assert await secure.revoke("bob", owned.key) is True
+
+
+async def test_rotate_encrypts_the_data_anew_for_the_new_token(
+    store: Both, db: psycopg.Connection[Any]
+) -> None:
+    grace = dt.timedelta(seconds=30)
+    for options in ({}, {"hash_tokens": True, "owners": True}):
+        sealed = encrypted(store, Keyring.generate_key(), **options)
+        await sealed.create_table()
+        old = new_token()
+        owner = {"owner": "alice"} if options else {}
+        await sealed.commit(old, b"the cart", in_(600), **owner)
+        new = await sealed.rotate(old, grace=grace)
+        assert new is not None
+        assert await sealed.find(new) == b"the cart"
+        assert await sealed.find(old) == b"the cart"  # during the grace
+        keys = [hash_token(t) if options else t for t in (old, new)]
+        assert raw(db, keys[0]) != raw(db, keys[1])  # each sealed for its own row
+        assert b"the cart" not in raw(db, keys[1])
+        assert await sealed.rotate(old, grace=grace) is None  # rotated already
+        if options:
+            assert [s.data for s in await sealed.sessions_of("alice")] == [b"the cart"] * 2
+        await sealed.clear()
+
+
+async def test_concurrent_encrypted_rotations_make_one_successor(
+    store: Both, db: psycopg.Connection[Any]
+) -> None:
+    sealed = encrypted(store, Keyring.generate_key())
+    old = new_token()
+    await sealed.commit(old, b"x", in_(600))
+    grace = dt.timedelta(seconds=30)
+    inner = sealed.store
+    if isinstance(inner, AsyncStore):
+        results = await asyncio.gather(*(inner.rotate(old, grace=grace) for _ in range(8)))
+    else:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda _: inner.rotate(old, grace=grace), range(8)))
+    successors = [token for token in results if token is not None]
+    assert len(successors) == 1
+    assert await sealed.find(successors[0]) == b"x"
+    assert db.execute("SELECT count(*) FROM sessions").fetchone() == (2,)
 
 
 async def test_concurrent_calls_are_combined_and_each_gets_its_own_plaintext(

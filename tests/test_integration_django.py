@@ -701,6 +701,7 @@ def test_the_dsn_defaults_to_the_default_database(
         ({"max_sessions_per_owner": True}, {}, "'max_sessions_per_owner'.*wrong type"),
         ({"max_sessions_per_owner": 0, "owners": True}, {}, "max_sessions_per_owner.*1"),
         ({"max_sessions_per_owner": 2}, {}, "max_sessions_per_owner.*owners"),
+        ({"encryption": b"k" * 32}, {}, "encryption must be a sessionstore.crypto.Keyring"),
         ({}, {}, "no 'dsn' and settings.DATABASES has no 'default'"),
         (
             {},
@@ -740,6 +741,24 @@ def test_bad_settings_are_improperly_configured(
             SessionStore("k" * 32).load()
     finally:
         engine.close()
+
+
+async def test_sessions_are_encrypted_at_rest_with_a_keyring(
+    configured: Callable[..., contextlib.AbstractContextManager[None]],
+    mode: Mode,
+    db: psycopg.Connection[Any],
+) -> None:
+    from sessionstore.crypto import Keyring
+
+    with configured(encryption=Keyring(Keyring.generate_key())):
+        try:
+            session = await mode.saved(message=MESSAGE)
+            [data] = [data for data, _ in rows(db).values()]
+            assert MESSAGE.encode() not in data
+            again = SessionStore(session.session_key)
+            assert await mode(again, "get", "message") == MESSAGE
+        finally:
+            await engine.aclose()
 
 
 @NO_ORM

@@ -40,13 +40,16 @@ from ._validate import MAX_TOKEN_LENGTH as MAX_TOKEN_LENGTH
 from ._validate import hash_token as hash_token
 from ._validate import new_token as new_token
 from ._validate import validate_owner as validate_owner
-from .errors import OwnersNotEnabledError
+from .errors import ConcurrentUpdateError, OwnersNotEnabledError
 
 if TYPE_CHECKING:  # crypto needs the optional `cryptography`; only a store with a keyring does
     from .crypto import Keyring
 
 #: Where a row that does not decrypt is reported (never with its token or key).
 logger = logging.getLogger("sessionstore.crypto")
+
+#: How many times an encrypted rotation reads a session that others keep writing.
+MAX_ROTATION_READS = 16
 
 #: The default number of expired sessions one purge statement deletes.
 DEFAULT_PURGE_BATCH_SIZE = 5000
@@ -458,6 +461,8 @@ class SessionCore:
 
     def _rotations(self, old: str, grace: dt.timedelta, prefix: str) -> Steps:
         """The statements of `rotate_steps`, its arguments checked."""
+        if self.encryption is not None:
+            return (yield from self._encrypted_rotations(self.encryption, old, grace, prefix))
         for _ in range(FRESH_TOKEN_ATTEMPTS):
             token = prefix + new_token()
             params = (old, grace, self._key(token), grace, old)
@@ -468,6 +473,33 @@ class SessionCore:
             if not found:
                 return None
         raise RuntimeError(f"no free session token after {FRESH_TOKEN_ATTEMPTS} attempts")
+
+    def _encrypted_rotations(
+        self, keyring: Keyring, old: str, grace: dt.timedelta, prefix: str
+    ) -> Steps:
+        """`_rotations` on an encrypting store: read, encrypt for the new key, write."""
+        token = prefix + new_token()
+        for _ in range(MAX_ROTATION_READS):
+            read: Result = yield Statement(self.sql.rotate_read, (old, grace))
+            if not read.rows:
+                return None
+            data, version = read.rows[0]
+            plain = self._decrypt(old, data)
+            if plain is None:
+                return None
+            key = self._key(token)
+            sealed = keyring.encrypt(plain, key.encode())
+            params = (old, grace, version, key, sealed, grace, old)
+            result: Result = yield Statement(self.sql.rotate_encrypted, params)
+            found, created = result.rows[0]
+            if created:
+                return token
+            if found:  # the fresh token was taken: another one
+                token = prefix + new_token()
+            # Else the row was written since it was read (or rotated): read it again.
+        raise ConcurrentUpdateError(
+            f"the session was written {MAX_ROTATION_READS} times while it was being rotated"
+        )
 
     # Batched deletes: each batch is one statement, hence its own transaction, so none
     # holds its locks or its WAL for long. Batch sizes are validated when the steps

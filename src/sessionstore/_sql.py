@@ -69,6 +69,26 @@ _TEMPLATES = {
         "WHERE token = %s AND EXISTS (SELECT FROM new)) "
         "SELECT EXISTS (SELECT FROM old), EXISTS (SELECT FROM new)"
     ),
+    # With encryption the data is bound to its row's key, so it can't be copied as it
+    # is: the store reads it (with the row's version), encrypts it for the new key,
+    # and this writes it only while the old row is still at that version.
+    "rotate_read": (
+        "SELECT data, xmin::text::bigint FROM {t} "
+        "WHERE token = %s AND expiry > clock_timestamp() + %s"
+    ),
+    "rotate_encrypted": (
+        "WITH old AS (SELECT expiry{owner_column} FROM {t} "
+        "WHERE token = %s AND expiry > clock_timestamp() + %s "
+        "AND xmin::text::bigint = %s FOR UPDATE), "
+        "new AS (INSERT INTO {t} AS s (token, data, expiry{owner_column}) "
+        "SELECT %s, %s::bytea, expiry{owner_column} FROM old "
+        "ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, "
+        "expiry = EXCLUDED.expiry{owner_replace} "
+        "WHERE s.expiry <= current_timestamp RETURNING token), "
+        "cut AS (UPDATE {t} SET expiry = LEAST(expiry, current_timestamp + %s) "
+        "WHERE token = %s AND EXISTS (SELECT FROM new)) "
+        "SELECT EXISTS (SELECT FROM old), EXISTS (SELECT FROM new)"
+    ),
     # An expired session is never brought back: only a live row is touched.
     "touch": "UPDATE {t} SET expiry = %s WHERE token = %s AND current_timestamp < expiry",
     "set_owner": "UPDATE {t} SET owner = %s WHERE token = %s AND current_timestamp < expiry",
@@ -290,6 +310,8 @@ class Statements:
     create_capped: bytes
     set_owner_capped: bytes
     rotate: bytes
+    rotate_read: bytes
+    rotate_encrypted: bytes
     sessions_of: bytes
     delete_owned: bytes
     revoke: bytes

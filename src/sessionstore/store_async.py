@@ -420,7 +420,9 @@ class AsyncStore:
         becomes the earlier of its own and now + `grace`, so requests already on
         their way with it still work for a moment; ``timedelta(0)`` ends it at
         once. One statement: of concurrent rotations of a token, one wins and the
-        others get None, so a session never has two successors.
+        others get None, so a session never has two successors. With
+        ``encryption``, two: the data is read, then encrypted for the new token
+        and written only if the row is still as read.
 
         A rotated row is known by having at most `grace` left (the table has no
         column to mark it), so a session with no more than `grace` left is not
@@ -443,6 +445,8 @@ class AsyncStore:
                 timedelta.
             ValueError: If the token (or `prefix` and a token) is invalid or `grace`
                 negative (or too long to add to a date).
+            ConcurrentUpdateError: With ``encryption``, if the session was written
+                16 times while it was being rotated.
             DatabaseError: If the database failed.
         """
         steps = self._core.rotate_steps(token, grace, prefix)

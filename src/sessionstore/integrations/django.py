@@ -109,6 +109,7 @@ _KEYS: dict[str, tuple[type, ...]] = {
     "timeout": (int, float),
     "prepare_threshold": (int, type(None)),
     "max_sessions_per_owner": (int, type(None)),
+    "encryption": (object,),  # a sessionstore.crypto.Keyring: SessionCore checks it
     "lifetime": (int, float, dt.timedelta, type(None)),
     "renew_after": (int, float),
     "rotate_every": (int, float, dt.timedelta, type(None)),
@@ -117,7 +118,7 @@ _KEYS: dict[str, tuple[type, ...]] = {
 }
 
 #: The keys of ``SESSIONSTORE`` that are the stores' options, and the session manager's.
-_STORE_KEYS = ("table", "schema", "hash_tokens", "owners", "max_sessions_per_owner")
+_STORE_KEYS = ("table", "schema", "hash_tokens", "owners", "max_sessions_per_owner", "encryption")
 _MANAGER_KEYS = ("lifetime", "renew_after", "rotate_every", "rotate_grace", "record_devices")
 
 
