@@ -47,20 +47,12 @@ def db_now(conn: psycopg.Connection[Any]) -> dt.datetime:
 def least_privileged_store(
     dsn: str, db: psycopg.Connection[Any], role: str, **options: Any
 ) -> Iterator[Store]:
-    """A `Store` as a new `role` with only SELECT, INSERT, UPDATE and DELETE on the table.
-
-    The role is dropped afterwards.
-    """
-    name = sql.Identifier(role)
-    db.execute(sql.SQL("CREATE ROLE {} LOGIN").format(name))
-    db.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON sessions TO {}").format(name))
-    role_dsn = psycopg.conninfo.make_conninfo(dsn, user=role)
-    try:
-        with ConnectionPool(role_dsn, min_size=1, kwargs={"autocommit": True}) as pool:
-            yield Store(pool, cleanup=NoCleanup(), **options)
-    finally:
-        db.execute(sql.SQL("DROP OWNED BY {}").format(name))
-        db.execute(sql.SQL("DROP ROLE {}").format(name))
+    """A `Store` as a new `role` made by `app_role`, dropped afterwards."""
+    with (
+        app_role(db, dsn, role) as role_dsn,
+        ConnectionPool(role_dsn, min_size=1, kwargs={"autocommit": True}) as pool,
+    ):
+        yield Store(pool, cleanup=NoCleanup(), **options)
 
 
 def table_rows(
