@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+import pytest
 from _http import Client, Reply
 
 
@@ -308,13 +309,17 @@ def check_devices_are_not_recorded_by_default(app: Served, db: psycopg.Connectio
     assert b"127.0.0.1" not in bytes(data)
 
 
-#: The per-user checks, each run on the per-user app (see the module's docstring).
-PER_USER_CHECKS = (
-    check_devices_are_listed_and_revoked,
-    check_the_cap_ends_the_oldest_sessions,
-    check_tokens_rotate_on_a_timer_with_a_grace,
-    check_re_authentication_asks_when_the_user_signed_in,
-)
+#: The per-user checks, each run on the per-user app (see the module's docstring), as
+#: pytest parameters named for the check: ``parametrize("check", PER_USER_CHECKS)``.
+PER_USER_CHECKS = [
+    pytest.param(check, id=check.__name__.removeprefix("check_"))
+    for check in (
+        check_devices_are_listed_and_revoked,
+        check_the_cap_ends_the_oldest_sessions,
+        check_tokens_rotate_on_a_timer_with_a_grace,
+        check_re_authentication_asks_when_the_user_signed_in,
+    )
+]
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:

@@ -11,28 +11,14 @@ from typing import Any
 import psycopg
 import pytest
 from _support import Both, table_rows
+from test_manager import drive, manager
 
-from sessionstore import AsyncStore
 from sessionstore._core import hash_token
-from sessionstore.manager import (
-    Device,
-    Loaded,
-    Outcome,
-    SessionManager,
-    Steps,
-    arun,
-    run,
-)
+from sessionstore.manager import Device, Loaded, Outcome, SessionManager
 
 OWNER = "alice"
 LAPTOP = Device("192.0.2.10", "Firefox on a laptop")
 PHONE = Device("2001:db8::7", "Safari on a phone")
-
-
-async def drive(steps: Steps[Any], store: Both) -> Any:
-    if isinstance(store.store, AsyncStore):
-        return await arun(steps, store.store)
-    return run(steps, store.store)
 
 
 class Clock:
@@ -43,13 +29,6 @@ class Clock:
 
     def __call__(self) -> dt.datetime:
         return dt.datetime.now(dt.UTC) + self.offset
-
-
-def manager(**options: Any) -> SessionManager:
-    options.setdefault("idle_timeout", 3600)
-    return SessionManager(
-        lambda data: json.dumps(data).encode(), lambda raw: json.loads(raw), **options
-    )
 
 
 async def log_in(store: Both, sessions: SessionManager, device: Device | None = None) -> str:

@@ -1397,9 +1397,7 @@ PER_USER: dict[str, Any] = {
 }
 
 
-@pytest.mark.parametrize(
-    "check", contract.PER_USER_CHECKS, ids=lambda check: check.__name__.removeprefix("check_")
-)
+@pytest.mark.parametrize("check", contract.PER_USER_CHECKS)
 def test_sessions_per_user(
     contract_served: Callable[..., contract.Served], check: Callable[[contract.Served], None]
 ) -> None:

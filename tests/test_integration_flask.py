@@ -650,11 +650,7 @@ def per_user(
         yield contract_checks.Served(wsgi(app), "session")
 
 
-@pytest.mark.parametrize(
-    "check",
-    contract_checks.PER_USER_CHECKS,
-    ids=lambda check: check.__name__.removeprefix("check_"),
-)
+@pytest.mark.parametrize("check", contract_checks.PER_USER_CHECKS)
 def test_sessions_per_user(
     per_user: contract_checks.Served, check: Callable[[contract_checks.Served], None]
 ) -> None:

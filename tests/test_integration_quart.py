@@ -581,11 +581,7 @@ def contract(sessionstore_dsn: str) -> Iterator[Callable[..., contract_checks.Se
         stop_uvicorn(server, thread)
 
 
-@pytest.mark.parametrize(
-    "check",
-    contract_checks.PER_USER_CHECKS,
-    ids=lambda check: check.__name__.removeprefix("check_"),
-)
+@pytest.mark.parametrize("check", contract_checks.PER_USER_CHECKS)
 def test_sessions_per_user(
     contract: Callable[..., contract_checks.Served],
     check: Callable[[contract_checks.Served], None],

@@ -566,9 +566,7 @@ def per_user(serve: Callable[..., App]) -> contract.Served:
     return contract.Served(app.url, "session")
 
 
-@pytest.mark.parametrize(
-    "check", contract.PER_USER_CHECKS, ids=lambda check: check.__name__.removeprefix("check_")
-)
+@pytest.mark.parametrize("check", contract.PER_USER_CHECKS)
 def test_sessions_per_user(
     per_user: contract.Served, check: Callable[[contract.Served], None]
 ) -> None:
