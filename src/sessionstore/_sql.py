@@ -11,6 +11,21 @@ import hashlib
 from dataclasses import dataclass, fields
 from typing import Any
 
+#: The rotation statements' shape (see "rotate" below): <old> is what the old row
+#: gives besides its expiry, <version> an extra condition on it, <data> the new row's data.
+_ROTATE = (
+    "WITH old AS (SELECT <old>expiry{owner_column} FROM {t} "
+    "WHERE token = %s AND expiry > clock_timestamp() + %s<version> FOR UPDATE), "
+    "new AS (INSERT INTO {t} AS s (token, data, expiry{owner_column}) "
+    "SELECT %s, <data>, expiry{owner_column} FROM old "
+    "ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, "
+    "expiry = EXCLUDED.expiry{owner_replace} "
+    "WHERE s.expiry <= current_timestamp RETURNING token), "
+    "cut AS (UPDATE {t} SET expiry = LEAST(expiry, current_timestamp + %s) "
+    "WHERE token = %s AND EXISTS (SELECT FROM new)) "
+    "SELECT EXISTS (SELECT FROM old), EXISTS (SELECT FROM new)"
+)
+
 # Placeholders: {t} is the table; {owner_*} are filled only on a table with owners,
 # where a "NAME:owners" template, if any, replaces NAME's.
 _TEMPLATES = {
@@ -57,18 +72,7 @@ _TEMPLATES = {
     # read after the first committed, finds at most the grace left and does nothing.
     # A new key that a live row holds is left alone (no row in "new"): the first
     # column tells the caller whether the old row was there, to try another key.
-    "rotate": (
-        "WITH old AS (SELECT data, expiry{owner_column} FROM {t} "
-        "WHERE token = %s AND expiry > clock_timestamp() + %s FOR UPDATE), "
-        "new AS (INSERT INTO {t} AS s (token, data, expiry{owner_column}) "
-        "SELECT %s, data, expiry{owner_column} FROM old "
-        "ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, "
-        "expiry = EXCLUDED.expiry{owner_replace} "
-        "WHERE s.expiry <= current_timestamp RETURNING token), "
-        "cut AS (UPDATE {t} SET expiry = LEAST(expiry, current_timestamp + %s) "
-        "WHERE token = %s AND EXISTS (SELECT FROM new)) "
-        "SELECT EXISTS (SELECT FROM old), EXISTS (SELECT FROM new)"
-    ),
+    "rotate": _ROTATE.replace("<old>", "data, ").replace("<version>", "").replace("<data>", "data"),
     # With encryption the data is bound to its row's key, so it can't be copied as it
     # is: the store reads it (with the row's version), encrypts it for the new key,
     # and this writes it only while the old row is still at that version.
@@ -77,17 +81,9 @@ _TEMPLATES = {
         "WHERE token = %s AND expiry > clock_timestamp() + %s"
     ),
     "rotate_encrypted": (
-        "WITH old AS (SELECT expiry{owner_column} FROM {t} "
-        "WHERE token = %s AND expiry > clock_timestamp() + %s "
-        "AND xmin::text::bigint = %s FOR UPDATE), "
-        "new AS (INSERT INTO {t} AS s (token, data, expiry{owner_column}) "
-        "SELECT %s, %s::bytea, expiry{owner_column} FROM old "
-        "ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, "
-        "expiry = EXCLUDED.expiry{owner_replace} "
-        "WHERE s.expiry <= current_timestamp RETURNING token), "
-        "cut AS (UPDATE {t} SET expiry = LEAST(expiry, current_timestamp + %s) "
-        "WHERE token = %s AND EXISTS (SELECT FROM new)) "
-        "SELECT EXISTS (SELECT FROM old), EXISTS (SELECT FROM new)"
+        _ROTATE.replace("<old>", "")
+        .replace("<version>", " AND xmin::text::bigint = %s")
+        .replace("<data>", "%s::bytea")
     ),
     # An expired session is never brought back: only a live row is touched.
     "touch": "UPDATE {t} SET expiry = %s WHERE token = %s AND current_timestamp < expiry",
