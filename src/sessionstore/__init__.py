@@ -1,15 +1,4 @@
-"""sessionstore: a PostgreSQL session store for Python, sync and async.
-
-A port of Go's scs/pgxstore on psycopg 3 and psycopg_pool::
-
-    from sessionstore import Store
-    from psycopg_pool import ConnectionPool
-
-    pool = ConnectionPool(dsn, kwargs={"autocommit": True})
-    with Store(pool) as store:
-        store.commit(token, b"data", expiry)
-        store.find(token)
-"""
+"""A PostgreSQL session store for Python, a port of Go's scs/pgxstore; see docs/index.md."""
 
 from __future__ import annotations
 

@@ -1,11 +1,7 @@
-"""Stores whose pool was open at `os.fork` refuse to work in the child, with a clear error.
+"""After `os.fork`, stores whose pool was open refuse to work in the child (docs/usage.md).
 
-A forked child inherits the parent's pooled connections: both processes writing to
-one socket interleaves their protocol messages. Right after a fork, each store whose
-pool is open is given, in the child only, a stand-in pool that raises
-`ForkedProcessError` on use, so the hot path needs no per-call check. A pool not yet
-opened holds no connection, so its store works in the child once the child opens it.
-The parent is unaffected.
+Each such store gets, in the child only, a stand-in pool that raises
+`ForkedProcessError` on use, so the hot path needs no per-call check.
 """
 
 from __future__ import annotations
@@ -24,8 +20,7 @@ _hooks: set[weakref.WeakMethod[Callable[[Any], None]]] = set()
 class ForkedPool:
     """Stands in for a pool inherited through `os.fork`; every use raises."""
 
-    #: Read by the stores' batchers before they borrow a connection: a call gets as
-    #: far as `connection`, which raises.
+    #: Read by the stores' batchers; a call then gets as far as `connection`, which raises.
     max_size = 1
     timeout = 30.0
     #: Never "closed": a store forked again keeps its stand-in.
@@ -35,11 +30,7 @@ class ForkedPool:
         self.parent_pid = parent_pid
 
     def connection(self, *args: Any, **kwargs: Any) -> Any:
-        """Raise: the pool's connections belong to the parent process.
-
-        Raises:
-            ForkedProcessError: Always.
-        """
+        """Raise `ForkedProcessError`: the pool's connections belong to the parent."""
         raise ForkedProcessError(
             f"this store was created in process {self.parent_pid} and cannot be used "
             f"after os.fork() (process {os.getpid()}); create a new pool and store in "
@@ -48,10 +39,7 @@ class ForkedPool:
 
 
 def track(hook: Callable[[Any], None]) -> None:
-    """Have the bound method `hook` called with a `ForkedPool` in the child after a fork.
-
-    Held weakly: the hook's object (a store) is not kept alive by it.
-    """
+    """Have the bound method `hook` called with a `ForkedPool` in a forked child (held weakly)."""
     _hooks.add(weakref.WeakMethod(hook, _hooks.discard))
 
 

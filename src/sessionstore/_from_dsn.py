@@ -1,9 +1,7 @@
-"""One-off jobs on a DSN: a store on a single connection, and creating the table.
+"""One-off jobs on a DSN (the CLI, the demo, the benchmarks, the pytest plugin).
 
-The command line, the demo, the benchmarks and the pytest plugin's template database
-all need "connect to this DSN, say clearly why not, and create the sessions table
-through the product's own path" (`Store.create_table`, so the locking and the
-catalog checks are the ones users get). This module is where that is written once.
+A store on a single connection, and creating or distributing the table through the
+store's own path, so the locking and catalog checks are the ones users get.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ from .store import Store
 if TYPE_CHECKING:
     from .crypto import Keyring
 
-#: Seconds to wait for the server before giving up.
+#: Seconds to wait for the server.
 CONNECT_TIMEOUT = 10
 
 
@@ -40,24 +38,11 @@ def connect_store(
 ) -> Iterator[Store]:
     """A `Store` on a one-connection autocommit pool, cleanup off, closed afterwards.
 
-    A direct connection is made first: a pool would only report "couldn't get a
-    connection" after its timeout, where libpq says at once what went wrong.
-
-    Args:
-        dsn: The server (a libpq conninfo string or URL).
-        table: The sessions table.
-        schema: The table's schema, or None for the search_path.
-        owners: A store with sessions per owner.
-        encryption: The store's `Keyring`, if it encrypts.
-        connect_timeout: Seconds to wait for the server.
-
-    Yields:
-        The store.
-
-    Raises:
-        RuntimeError: ``cannot connect: ...`` with libpq's first line, if the
-            server can't be reached.
+    Raises RuntimeError (``cannot connect: ...`` and libpq's reason) if the server can't
+    be reached.
     """
+    # A direct connection first: a pool would only report "couldn't get a connection"
+    # after its timeout, where libpq says at once what went wrong.
     try:
         psycopg.connect(dsn, connect_timeout=max(1, round(connect_timeout))).close()
     except psycopg.Error as exc:
@@ -86,49 +71,22 @@ def create_table(
     owners: bool = False,
     connect_timeout: float = CONNECT_TIMEOUT,
 ) -> tuple[str, bool]:
-    """Create the sessions table (and its index and schema) on `dsn` if missing.
+    """Create what is missing of the table on `dsn` (`Store.create_table`).
 
-    Args:
-        dsn: The server (a libpq conninfo string or URL).
-        table: The sessions table.
-        schema: The table's schema, or None for the search_path.
-        owners: Also the owner column and its index (added to an existing table).
-        connect_timeout: Seconds to wait for the server.
-
-    Returns:
-        The table's quoted, qualified name, and whether anything was created.
-
-    Raises:
-        RuntimeError: If the server can't be reached.
-        sessionstore.DatabaseError: If creating the table failed.
+    Returns the table's quoted, qualified name and whether anything was created; raises
+    RuntimeError if the server can't be reached, DatabaseError if creating failed.
     """
     with connect_store(dsn, table, schema, owners=owners, connect_timeout=connect_timeout) as store:
         return store.name, store.create_table()
 
 
-def distribute_table(
-    dsn: str,
-    table: str = DEFAULT_TABLE,
-    schema: str | None = None,
-    *,
-    connect_timeout: float = CONNECT_TIMEOUT,
-) -> bool:
-    """Distribute the sessions table by token with Citus (`schema.distribute_steps`).
+def distribute_table(dsn: str, table: str = DEFAULT_TABLE, schema: str | None = None) -> bool:
+    """Distribute the existing table by token on the Citus coordinator `dsn`.
 
-    Args:
-        dsn: The Citus coordinator (a libpq conninfo string or URL).
-        table: The sessions table (which must exist).
-        schema: The table's schema, or None for the search_path.
-        connect_timeout: Seconds to wait for the server.
-
-    Returns:
-        True if the table was distributed now; False if it already was.
-
-    Raises:
-        RuntimeError: If the server can't be reached or the table is missing.
-        sessionstore.DatabaseError: If Citus refused (or is not installed).
+    Returns False if it already was; raises RuntimeError if the server can't be reached
+    or the table is missing, DatabaseError if Citus refused (or is not installed).
     """
-    with connect_store(dsn, table, schema, connect_timeout=connect_timeout) as store:
+    with connect_store(dsn, table, schema) as store:
         try:
             with store.pool.connection() as conn, conn.transaction():
                 return bool(run_steps(conn, distribute_steps(SessionCore(table, schema))))

@@ -1,8 +1,4 @@
-"""What the stores ask of their pool: its type, autocommit, and retries after a broken connection.
-
-Also `Fetch`, what a query hands back from its connection. `store.py` is generated
-from `store_async.py` (see ``tools/async_to_sync.py``), so both stores use these.
-"""
+"""What both stores ask of their pool: its type, autocommit, retries; see docs/usage.md#the-pool."""
 
 from __future__ import annotations
 
@@ -12,12 +8,10 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 #: The fewest times a statement runs again after its connection broke (the most is
-#: the pool's size). Every store operation is idempotent, so running one twice is safe.
+#: the pool's size).
 MIN_RETRIES = 2
 
-#: Logged once per store whose pool hands out connections outside autocommit mode:
-#: psycopg then wraps each statement in a transaction, so every call costs three
-#: round trips instead of one (see docs/performance.md).
+#: Logged once per store whose pool hands out connections outside autocommit mode.
 NOT_AUTOCOMMIT = (
     "pool %r: connections are not in autocommit mode, so every store call costs three "
     "round trips (BEGIN, the statement, COMMIT) instead of one; create the pool with "
@@ -25,21 +19,12 @@ NOT_AUTOCOMMIT = (
     "its own transaction)"
 )
 
-#: What a facade's ``_query`` returns: the first row, all rows, the number of rows
-#: affected, or nothing.
+#: What a facade's ``_query`` returns: the first row, all rows, the rowcount, or nothing.
 Fetch = Literal["one", "all", "count", "none"]
 
 
 def pool_type_error(pool: object, expected: type) -> TypeError:
-    """The error for a pool a store can't use, naming the store that takes it.
-
-    Args:
-        pool: What the caller passed.
-        expected: The pool class the store needs.
-
-    Returns:
-        The exception to raise.
-    """
+    """The error for a pool a store can't use, naming the store that takes it."""
     hint = ""
     if isinstance(pool, ConnectionPool):
         hint = "; use Store"
@@ -51,11 +36,9 @@ def pool_type_error(pool: object, expected: type) -> TypeError:
 
 
 def binary_results(conn: psycopg.BaseConnection[Any]) -> bool:
-    """Whether the cursor path may ask `conn`'s cursors for binary results.
+    """Whether `conn`'s cursors may return binary results (a ``ClientCursor`` can't).
 
-    Not from a client-side-binding cursor (``cursor_factory=psycopg.ClientCursor``),
-    which can't return them: there the rows come as text, which psycopg decodes to
-    the same values.
+    Rows then come as text, which psycopg decodes to the same values.
     """
     factory = getattr(conn, "cursor_factory", None)
     client = (psycopg.ClientCursor, psycopg.AsyncClientCursor)

@@ -1,16 +1,4 @@
-"""What ``python -m sessionstore stats`` reports: the sessions table's health, read-only.
-
-Two statements on one connection: live and expired counts from the table itself (a
-sequential scan: this is an operator's command, not a hot path), then sizes, the
-table's storage options and the statistics collector's counters from the catalogs.
-Both need only SELECT on the table; `pg_stat_user_tables`, `pg_class` and the size
-functions are readable by every role, so the least-privilege role can run it.
-
-On a table Citus distributes, the coordinator's table is an empty shell: the sizes
-come from Citus's functions (``citus_table_size``, ``citus_total_relation_size``) and
-the collector's counters from each shard's on its worker (``run_command_on_shards``),
-summed (the latest time for the vacuums and analyzes).
-"""
+"""What ``python -m sessionstore stats`` reports; see docs/operations.md#the-stats-command."""
 
 from __future__ import annotations
 
@@ -30,34 +18,9 @@ __all__ = ["TableStats", "format_stats", "table_stats"]
 
 @dataclasses.dataclass(frozen=True)
 class TableStats:
-    """One reading of a sessions table.
+    """One reading of a sessions table; the fields are ``stats --json``'s keys.
 
-    Attributes:
-        table: The quoted, schema-qualified name.
-        live: Sessions not yet expired (by the database clock).
-        expired: Sessions expired but not yet purged.
-        oldest_expired_age_s: Seconds since the oldest unpurged session expired, or
-            None if none is: how far the cleanup lags.
-        table_bytes: The table's size, TOAST included (``pg_table_size``).
-        index_bytes: Its indexes' size (``pg_indexes_size``).
-        total_bytes: Both (``pg_total_relation_size``).
-        dead_tuples: Row versions awaiting vacuum (``n_dead_tup``; the statistics
-            collector's estimate).
-        live_tuples: The collector's estimate of live row versions (``n_live_tup``).
-        updates: Rows updated since the statistics were reset (``n_tup_upd``).
-        hot_updates: Of those, HOT updates (``n_tup_hot_upd``).
-        hot_ratio: ``hot_updates / updates``, or None before any update.
-        deletes: Rows deleted (``n_tup_del``).
-        last_vacuum: The last manual VACUUM, or None.
-        last_autovacuum: The last autovacuum, or None.
-        last_analyze: The last manual ANALYZE, or None.
-        last_autoanalyze: The last autoanalyze, or None.
-        autovacuum_count: How many times autovacuum has vacuumed the table.
-        options: The table's storage parameters (``fillfactor=70``, autovacuum
-            settings), as ``pg_class.reloptions`` lists them.
-        unlogged: Whether the table is UNLOGGED (emptied after a crash).
-        shards: How many shards Citus splits the table into; None for a table it
-            does not distribute (and then left out of `as_json`).
+    `shards` is None (and left out of `as_json`) for a table Citus does not distribute.
     """
 
     table: str
@@ -84,15 +47,13 @@ class TableStats:
 
     def as_json(self) -> dict[str, Any]:
         """The reading as JSON-ready values (datetimes in ISO 8601, UTC)."""
-        out: dict[str, Any] = {}
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if field.name == "shards" and value is None:
-                continue
-            if isinstance(value, dt.datetime):
-                value = value.astimezone(dt.UTC).isoformat()
-            out[field.name] = value
-        return out
+        out = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        if self.shards is None:
+            del out["shards"]
+        return {
+            key: value.astimezone(dt.UTC).isoformat() if isinstance(value, dt.datetime) else value
+            for key, value in out.items()
+        }
 
 
 _CATALOG = sql.SQL(
@@ -132,33 +93,25 @@ _CITUS_CATALOG = sql.SQL(
 
 
 def table_stats(conn: psycopg.Connection[Any], core: SessionCore) -> TableStats:
-    """Read the health figures of `core`'s table on `conn`.
-
-    Args:
-        conn: A connection (autocommit or not; nothing is written).
-        core: The store core naming the table.
-
-    Returns:
-        The reading.
+    """Read the health figures of `core`'s table on `conn` (autocommit or not: it only reads).
 
     Raises:
         RuntimeError: If the table does not exist or can't be read (the message says
             why, with PostgreSQL's first line).
     """
-    name = sql.SQL(core.qualified_name)
+    # The counts scan the table (an operator's command, not a hot path); the sizes and
+    # counters come from catalogs any role can read, or on Citus from each shard.
     counts = sql.SQL(
         "SELECT count(*) FILTER (WHERE current_timestamp < expiry), "
         "count(*) FILTER (WHERE expiry <= current_timestamp), "
         "extract(epoch FROM current_timestamp - min(expiry) "
         "FILTER (WHERE expiry <= current_timestamp))::float8 FROM {}"
-    ).format(name)
+    ).format(sql.SQL(core.qualified_name))
     try:
         live, expired, lag = _one(conn, counts)
-        literal = sql.Literal(core.qualified_name)
+        name = sql.Literal(core.qualified_name)
         distributed = bool(run_steps(conn, core.detect_steps()))
-        catalog = (
-            _CITUS_CATALOG.format(literal, literal) if distributed else _CATALOG.format(literal)
-        )
+        catalog = _CITUS_CATALOG.format(name, name) if distributed else _CATALOG.format(name)
         row = _one(conn, catalog)
     except psycopg.errors.UndefinedTable as exc:
         raise RuntimeError(
@@ -215,11 +168,8 @@ def format_stats(stats: TableStats) -> str:
     def when(value: dt.datetime | None) -> str:
         return "never" if value is None else value.astimezone(dt.UTC).isoformat(timespec="seconds")
 
-    lag = (
-        "none expired"
-        if stats.oldest_expired_age_s is None
-        else f"{stats.oldest_expired_age_s:,.0f} s ago"
-    )
+    age = stats.oldest_expired_age_s
+    lag = "none expired" if age is None else f"{age:,.0f} s ago"
     hot = "no updates yet" if stats.hot_ratio is None else f"{100 * stats.hot_ratio:.1f}%"
     lines = [
         f"table: {stats.table}" + (" (UNLOGGED)" if stats.unlogged else ""),

@@ -1,23 +1,4 @@
-"""Encryption at rest: AES-256-GCM for the ``data`` column (the ``crypto`` extra).
-
-A store made with ``encryption=Keyring(key)`` writes only ciphertext to the table
-and reads plaintext back. The cipher is `cryptography`'s AESGCM; nothing here is a
-cipher of its own. A stored value is::
-
-    format (1 byte) | key id (4) | nonce (12) | ciphertext (as long as the data) | tag (16)
-
-- the format byte lets a later format (another cipher, a longer id) be told apart from
-  this one, and a value written without encryption fail at once;
-- the key id (the first 4 bytes of the key's SHA-256) picks the key that decrypts,
-  without trying each, and lets SQL find the rows not yet under the first key, which
-  `reencrypt` rewrites. It says nothing useful about a 256-bit key, and a ring whose
-  keys share an id is refused;
-- the nonce is random (GCM's 96 bits): safe for about 2**32 writes per key, which
-  is why keys are meant to be rotated (docs/encryption.md);
-- the associated data is the format byte and key id followed by the row's stored key
-  (the token, or its hash with ``hash_tokens``), so a value copied into another row,
-  or its header changed, does not decrypt.
-"""
+"""Encryption at rest: AES-256-GCM for the ``data`` column; see docs/encryption.md."""
 
 from __future__ import annotations
 
@@ -46,12 +27,11 @@ _TAG_SIZE = 16
 class Keyring:
     """The keys of a store's encryption at rest: the first encrypts, every one decrypts.
 
-    Rotation is adding a key in front (``Keyring(new, old)``), then `Store.reencrypt`,
-    then dropping the old one. Neither repr nor str shows a key.
+    Neither repr nor str shows a key.
 
     Args:
-        *keys: One or more 32-byte AES-256 keys (see `generate_key`), the one to
-            encrypt with first. The same key given twice counts once.
+        *keys: 32-byte AES-256 keys (see `generate_key`), the one to encrypt with
+            first. The same key given twice counts once.
 
     Raises:
         TypeError: If a key is not bytes.
@@ -89,11 +69,7 @@ class Keyring:
 
     @staticmethod
     def generate_key() -> bytes:
-        """Make a new random key.
-
-        Returns:
-            32 bytes from the operating system's secure random source.
-        """
+        """Make a new random key: 32 bytes from the operating system's secure source."""
         return AESGCM.generate_key(bit_length=256)
 
     def __repr__(self) -> str:
@@ -101,15 +77,9 @@ class Keyring:
         return f"<Keyring of {len(self._ciphers)} key(s), encrypting under {self.prefix[1:].hex()}>"
 
     def encrypt(self, data: bytes | bytearray | memoryview, associated_data: bytes) -> bytes:
-        """Encrypt with the first key, under a fresh random nonce.
+        """The stored value of `data`: under the first key and a fresh random nonce.
 
-        Args:
-            data: The plaintext.
-            associated_data: What the value is bound to (the stores pass the row's
-                stored key): decrypting needs the same.
-
-        Returns:
-            The stored value (see the module's notes); different every call.
+        Decrypting needs the same `associated_data` (the stores pass the row's stored key).
         """
         nonce = os.urandom(_NONCE_SIZE)
         sealed = self._first.encrypt(nonce, data, self.prefix + associated_data)
@@ -117,13 +87,6 @@ class Keyring:
 
     def decrypt(self, value: bytes, associated_data: bytes) -> bytes:
         """Decrypt a value `encrypt` made, with whichever key of the ring made it.
-
-        Args:
-            value: The stored value.
-            associated_data: What it was encrypted with.
-
-        Returns:
-            The plaintext.
 
         Raises:
             ValueError: If the value is not in this format, its key is not in the

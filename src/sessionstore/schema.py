@@ -1,20 +1,4 @@
-"""The sessions table's DDL, and the steps that create it idempotently.
-
-By default the DDL is byte for byte the one from SCS's pgxstore README, so a table
-created for a Go SCS application works unchanged, and the reverse:
-
-    CREATE TABLE sessions (
-        token TEXT PRIMARY KEY,
-        data BYTEA NOT NULL,
-        expiry TIMESTAMPTZ NOT NULL
-    );
-    CREATE INDEX sessions_expiry_idx ON sessions (expiry);
-
-`create_table_steps` is sans-IO like the rest of the core: the stores drive it.
-It only needs DDL rights when something is missing, and serialises concurrent
-creators with a transaction-scoped advisory lock, because two plain
-``CREATE TABLE IF NOT EXISTS`` racing each other can raise UniqueViolation.
-"""
+"""The sessions table's DDL and the sans-IO steps that create it; see docs/schema.md."""
 
 from __future__ import annotations
 
@@ -57,10 +41,10 @@ def _name(name: str) -> str:
 
 
 def index_name(table: str, column: str = "expiry") -> str:
-    """Name an index as SCS does (``sessions_expiry_idx``), with a hash suffix if too long.
+    """Name an index as SCS does (``sessions_expiry_idx``), hashed to fit if too long.
 
-    A name over PostgreSQL's identifier limit would be silently truncated; the suffix
-    keeps it unique instead. `column` is ``expiry``, or ``owner`` with ``owners``.
+    PostgreSQL would silently truncate a name over its identifier limit; the hash
+    suffix keeps it unique instead.
     """
     name = f"{table}_{column}_idx"
     if len(name.encode("utf-8")) <= MAX_IDENTIFIER_BYTES:
@@ -70,37 +54,36 @@ def index_name(table: str, column: str = "expiry") -> str:
     return head.decode("utf-8", errors="ignore") + suffix
 
 
-def _qualified(schema: str | None, name: str) -> str:
-    return _name(name) if schema is None else f"{_name(schema)}.{_name(name)}"
+def _qualified(core: SessionCore) -> str:
+    return _name(core.table) if core.schema is None else f"{_name(core.schema)}.{_name(core.table)}"
+
+
+def _index(core: SessionCore, column: str, guard: str, how: str = "") -> str:
+    """The expiry or owner index; the owner one is partial (anonymous sessions need no entry)."""
+    where = " WHERE owner IS NOT NULL" if column == "owner" else ""
+    return (
+        f"CREATE INDEX{how}{guard} {_name(index_name(core.table, column))} "
+        f"ON {_qualified(core)} ({column}){where};"
+    )
 
 
 def _statements(core: SessionCore, *, if_not_exists: bool, create_schema: bool = True) -> list[str]:
     guard = " IF NOT EXISTS" if if_not_exists else ""
-    qualified = _qualified(core.schema, core.table)
     statements = []
     if core.schema is not None and if_not_exists and create_schema:
         statements.append(f"CREATE SCHEMA IF NOT EXISTS {_name(core.schema)};")
     owner = ",\n\towner TEXT" if core.owners else ""
     statements += [
-        f"CREATE TABLE{guard} {qualified} (\n"
+        f"CREATE TABLE{guard} {_qualified(core)} (\n"
         "\ttoken TEXT PRIMARY KEY,\n"
         "\tdata BYTEA NOT NULL,\n"
         f"\texpiry TIMESTAMPTZ NOT NULL{owner}\n"
         ");",
-        f"CREATE INDEX{guard} {_name(index_name(core.table))} ON {qualified} (expiry);",
+        _index(core, "expiry", guard),
     ]
     if core.owners:
-        statements.append(_owner_index(core, guard))
+        statements.append(_index(core, "owner", guard))
     return statements
-
-
-def _owner_index(core: SessionCore, guard: str, concurrently: bool = False) -> str:
-    # Partial: anonymous sessions (no owner) are most rows and need no entry.
-    how = " CONCURRENTLY" if concurrently else ""
-    return (
-        f"CREATE INDEX{how}{guard} {_name(index_name(core.table, 'owner'))} "
-        f"ON {_qualified(core.schema, core.table)} (owner) WHERE owner IS NOT NULL;"
-    )
 
 
 def ddl(
@@ -110,17 +93,10 @@ def ddl(
     if_not_exists: bool = False,
     owners: bool = False,
 ) -> str:
-    """Return the DDL for a sessions table and its expiry index.
+    """Return the DDL for a sessions table and its indexes, one statement per line.
 
-    Args:
-        table: The table's name; any text, quoted where needed.
-        schema: The schema, or None for the search_path.
-        if_not_exists: Add ``IF NOT EXISTS`` (and create the schema), for idempotent use.
-        owners: Add the nullable ``owner`` column and its index, for sessions per
-            user (``Store(pool, owners=True)``); a Go SCS app can share the table.
-
-    Returns:
-        The SQL text, one statement per line (the table's spans several).
+    Names may be any text, quoted where needed; `if_not_exists` also creates the schema,
+    and `owners` adds the nullable ``owner`` column and its index.
 
     Raises:
         TypeError: If a name is not a str.
@@ -131,32 +107,20 @@ def ddl(
 
 
 def create_table_steps(core: SessionCore) -> Steps:
-    """Create the schema, table and indexes that are missing, safely under concurrency.
+    """Create what is missing of the schema, table and indexes, safely under concurrency.
 
-    Run inside one transaction. On an existing table and index it only takes an
-    advisory lock and reads the catalog, so it succeeds without DDL rights.
-
-    With ``owners``, an existing table without the owner column gets it: adding a
-    nullable column without a default changes only the catalog (no rewrite), under a
-    lock timeout so it never queues behind a long transaction for long. The owner
-    index of a table that already has rows is not built here, since that would block
-    writes while it is built: the generator returns `owner_index_steps` for the
-    caller to run outside a transaction (``CREATE INDEX CONCURRENTLY``).
-
-    Args:
-        core: The store's core (names the table).
-
-    Yields:
-        Statement: The statements to execute, in order.
+    Run inside one transaction; it needs DDL rights only when something is missing.
+    With ``owners``, an existing table gets the owner column; its index, if the table
+    existed, is left to `owner_index_steps` (outside a transaction).
 
     Returns:
         tuple[bool, bool]: Whether anything was created, and whether the owner index
         is still to be built concurrently.
     """
-    index = sql.Identifier(*filter(None, (core.schema, index_name(core.table)))).as_string(None)
-    owner_index = sql.Identifier(
-        *filter(None, (core.schema, index_name(core.table, "owner")))
-    ).as_string(None)
+    index, owner_index = (
+        sql.Identifier(*filter(None, (core.schema, index_name(core.table, c)))).as_string(None)
+        for c in ("expiry", "owner")
+    )
     # Lock first: a catalog lookup made before waiting could be answered from a
     # cache that misses what the holder of the lock created meanwhile.
     yield Statement(
@@ -174,7 +138,6 @@ def create_table_steps(core: SessionCore) -> Steps:
     owners_ready = not core.owners or (has_owner and has_owner_index)
     if table_exists and index_exists and owners_ready:
         return False, False
-    qualified = _qualified(core.schema, core.table)
     if not table_exists:
         # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the
         # schema exists, so it only runs when the schema is missing.
@@ -182,12 +145,10 @@ def create_table_steps(core: SessionCore) -> Steps:
             yield _ddl(statement)
         return True, False
     if not index_exists:
-        yield _ddl(
-            f"CREATE INDEX IF NOT EXISTS {_name(index_name(core.table))} ON {qualified} (expiry);"
-        )
+        yield _ddl(_index(core, "expiry", " IF NOT EXISTS"))
     if core.owners and not has_owner:
         yield Statement(b"SET LOCAL lock_timeout = '5s'")
-        yield _ddl(f"ALTER TABLE {qualified} ADD COLUMN IF NOT EXISTS owner TEXT;")
+        yield _ddl(f"ALTER TABLE {_qualified(core)} ADD COLUMN IF NOT EXISTS owner TEXT;")
     return True, core.owners and not has_owner_index
 
 
@@ -195,33 +156,15 @@ def owner_index_steps(core: SessionCore) -> Steps:
     """Build the owner index of an existing table without blocking its writes.
 
     Run outside a transaction (``CREATE INDEX CONCURRENTLY`` can't run in one).
-
-    Args:
-        core: The store's core.
-
-    Yields:
-        Statement: The statement to execute.
-
-    Returns:
-        bool: True.
     """
-    yield _ddl(_owner_index(core, " IF NOT EXISTS", concurrently=True))
+    yield _ddl(_index(core, "owner", " IF NOT EXISTS", " CONCURRENTLY"))
     return True
 
 
 def distribute_steps(core: SessionCore) -> Steps:
-    """Distribute the table by token with Citus, unless it is already.
+    """Distribute the table by token with Citus, unless it is already (docs/scaling.md#citus).
 
-    ``create_distributed_table`` splits it into shards on the workers (copying any
-    rows, and blocking writes while it does); the coordinator's table keeps no
-    rows after (``truncate_local_data_after_distributing_table``). Run it as the
-    table's owner, after `create_table_steps`, in its own transaction.
-
-    Args:
-        core: The store's core (names the table).
-
-    Yields:
-        Statement: The statements to execute, in order.
+    Run it as the table's owner, after `create_table_steps`, in its own transaction.
 
     Returns:
         bool: True if the table was distributed now; False if it already was.
@@ -242,42 +185,21 @@ def distribute_steps(core: SessionCore) -> Steps:
 
 
 def distribute_hint(exc: psycopg.Error) -> str:
-    """The advice to add to a failed `distribute_steps`: install Citus, if that is why.
-
-    Args:
-        exc: What distributing the table raised.
-
-    Returns:
-        The hint, or ``""``.
-    """
-    if isinstance(exc, psycopg.errors.UndefinedFunction):
-        return (
-            "--distributed needs Citus on this server: CREATE EXTENSION citus (see docs/scaling.md)"
-        )
-    return create_table_hint(exc)
+    """The advice to add to a failed `distribute_steps`, or ``""``."""
+    if not isinstance(exc, psycopg.errors.UndefinedFunction):
+        return create_table_hint(exc)
+    return "--distributed needs Citus on this server: CREATE EXTENSION citus (see docs/scaling.md)"
 
 
 def _ddl(statement: str) -> Statement:
     return Statement(escape_percent(statement).encode("utf-8"))
 
 
-#: Why create_table fails for an application role, and what to do instead.
-_CREATE_HINT = (
-    "creating the table needs DDL rights; run `python -m sessionstore migrate` as the "
-    "table's owner, and give the application only SELECT, INSERT, UPDATE, DELETE"
-)
-
-
 def create_table_hint(exc: psycopg.Error) -> str:
-    """The advice to add to a failed `create_table`, if any.
-
-    Only a refusal for lack of privilege gets it: a pool timeout or a lost
-    connection has nothing to do with DDL rights.
-
-    Args:
-        exc: What creating the table raised.
-
-    Returns:
-        The hint, or ``""``.
-    """
-    return _CREATE_HINT if isinstance(exc, psycopg.errors.InsufficientPrivilege) else ""
+    """The advice to add to a failed `create_table`: only for a lack of privilege, else ``""``."""
+    if not isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return ""
+    return (
+        "creating the table needs DDL rights; run `python -m sessionstore migrate` as the "
+        "table's owner, and give the application only SELECT, INSERT, UPDATE, DELETE"
+    )

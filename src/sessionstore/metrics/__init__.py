@@ -1,21 +1,7 @@
 """What the stores report about their own work: durations, batch sizes, retries, purges.
 
-Every store holds one recorder, chosen when it is built (`recorder_for`):
-
-- ``on_operation=None`` (the default): OpenTelemetry's, if ``opentelemetry-api`` is
-  installed (the ``otel`` extra), recording through the application's global meter
-  provider; otherwise none at all, and the store then runs exactly the code it runs
-  without this package (nothing is imported, nothing is timed).
-- ``on_operation=callable``: the callable alone, called after each operation with
-  ``(operation, seconds, error_type)``, for those who use neither OpenTelemetry nor
-  Prometheus (statsd, logs, a test).
-- ``on_operation=OpenTelemetryRecorder(meter_provider=...)``: OpenTelemetry on an
-  explicit meter provider rather than the global one.
-
-A `Recorder` subclass also receives what does not fit the three-argument call:
-combined-statement sizes, retries after a broken connection and purge details.
-Tokens never reach a recorder: it is given operation names, durations, the error's
-type (a SQLSTATE or an exception class), counts, and the table's name.
+A store's ``on_operation`` picks its recorder: OpenTelemetry's by default (if installed),
+a plain callable, or a `Recorder`. See docs/operations.md#metrics.
 """
 
 from __future__ import annotations
@@ -23,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .._core import Result, Statement, Steps
@@ -52,62 +37,34 @@ def __getattr__(name: str) -> Any:
 class Recorder:
     """The base of recorders: subclass it to receive everything a store reports.
 
-    A plain callable passed as ``on_operation`` receives only `__call__`'s
-    arguments; a subclass may override the other methods too (they do nothing
-    here). The methods run on the caller's thread or task, right after the work
-    they describe: keep them quick, and let them not raise (a store logs and
-    swallows what a plain callable raises, never failing the operation for it).
+    A plain ``on_operation`` callable receives only `__call__`'s arguments; the other
+    methods do nothing here. They run on the caller's thread or task, right after the
+    work they describe: keep them quick, and don't let them raise.
     """
 
     def for_store(self, collection: str) -> Recorder:
-        """The recorder a store uses; called once per store with its table.
+        """The recorder for the store of table `collection` (unquoted, ``app.sessions``).
 
-        Args:
-            collection: The table's name, schema-qualified if a schema is set
-                (``app.sessions``), unquoted.
-
-        Returns:
-            A recorder for that store (this one by default).
+        Called once per store; returns this recorder by default.
         """
         return self
 
     def __call__(self, operation: str, seconds: float, error_type: str | None) -> None:
-        """One operation ended.
+        """An operation ended after `seconds`, retries included (a combined statement is one).
 
-        Args:
-            operation: The store's operation: ``find``, ``commit``, ``touch``,
-                ``create``, ``delete``, ``exists``, ``expiry``, ``all``,
-                ``iter_all``, ``set_owner``, ``sessions_of``, ``delete_owned``,
-                ``revoke``, ``purge``, ``clear``, ``reencrypt`` or ``create_table``.
-            seconds: How long it took, retries included (one combined statement
-                is one operation).
-            error_type: None on success; else the SQLSTATE the server reported
-                (``42P01``), or the exception's qualified class name
-                (``psycopg.OperationalError``) when there is none.
+        `error_type` is None on success, else `error_type` of the exception.
         """
 
     def batch(self, operation: str, size: int) -> None:
-        """A combined statement is about to run for `size` concurrent calls.
-
-        Args:
-            operation: ``find``, ``commit`` or ``touch``.
-            size: How many calls the one statement serves (2 or more).
-        """
+        """A combined ``find``, ``commit`` or ``touch`` is about to serve `size` (2+) calls."""
 
     def retry(self, operation: str) -> None:
-        """A statement met a broken connection and runs again on another one.
-
-        Args:
-            operation: The operation being retried.
-        """
+        """A statement of `operation` met a broken connection and runs again on another one."""
 
     def purge(self, rows: int | None, rounds: int) -> None:
-        """A purge (`try_purge_expired`, hence the cleanup's too) ended without error.
+        """A purge (the cleanup's too) ran `rounds` statements and deleted `rows` sessions.
 
-        Args:
-            rows: How many expired sessions it deleted; None if it was skipped
-                because another purge of the table was running.
-            rounds: How many purge statements it ran.
+        `rows` is None if the purge was skipped: another purge of the table was running.
         """
 
 
@@ -133,18 +90,9 @@ _otel_missing = False
 def recorder_for(
     on_operation: OnOperation | None, schema: str | None, table: str
 ) -> Recorder | None:
-    """The recorder a store built with `on_operation` uses, or None for none.
+    """The recorder of a store built with `on_operation`, or None if nothing records.
 
-    Args:
-        on_operation: The store's ``on_operation`` argument.
-        schema: The store's schema, or None.
-        table: The store's table.
-
-    Returns:
-        The recorder, or None when there is nothing to record to.
-
-    Raises:
-        TypeError: If `on_operation` is neither None nor callable.
+    Raises TypeError if `on_operation` is neither None nor callable.
     """
     global _otel_missing
     # db.collection.name: as the conventions ask, unquoted and dotted.
@@ -166,17 +114,10 @@ def recorder_for(
 
 
 def error_type(exc: BaseException) -> str:
-    """The ``error.type`` of a failure: the SQLSTATE, else the exception's class.
+    """The ``error.type`` of a failure: the SQLSTATE, else the exception's qualified class.
 
-    OpenTelemetry's database conventions ask for the status code when the
-    database reported one, else the exception's fully qualified class name. The
-    message is never used: it may quote a value.
-
-    Args:
-        exc: The exception the operation raised.
-
-    Returns:
-        E.g. ``"42P01"`` or ``"psycopg.OperationalError"``.
+    E.g. ``"42P01"`` or ``"psycopg.OperationalError"``, as OpenTelemetry's database
+    conventions ask; never the message, which may quote a value.
     """
     if isinstance(exc, DatabaseError):
         if exc.sqlstate:
@@ -191,37 +132,33 @@ def error_type(exc: BaseException) -> str:
 
 
 class Measure:
-    """Times one operation for a recorder: ``with measure(recorder, "purge") as m:``.
+    """Times one operation for a recorder, with the error type if the block raised.
 
-    Records the duration and the error type (if the block raised) on exit; a
-    multi-statement operation wraps its steps with `steps` to count statements.
+    Without a recorder it times, counts and records nothing.
     """
 
     __slots__ = ("_operation", "_recorder", "_start", "rounds")
 
-    def __init__(self, recorder: Recorder, operation: str) -> None:
+    def __init__(self, recorder: Recorder | None, operation: str) -> None:
         self._recorder = recorder
         self._operation = operation
         self._start = 0.0
         self.rounds = 0
 
     def __enter__(self) -> Measure:
-        self._start = time.perf_counter()
+        if self._recorder is not None:
+            self._start = time.perf_counter()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        seconds = time.perf_counter() - self._start
-        error = None if exc_value is None else error_type(exc_value)
-        self._recorder(self._operation, seconds, error)
+    def __exit__(self, *exc_info: object) -> None:
+        if self._recorder is not None:
+            exc = exc_info[1]
+            error = error_type(exc) if isinstance(exc, BaseException) else None
+            self._recorder(self._operation, time.perf_counter() - self._start, error)
 
     def steps(self, steps: Steps) -> Steps:
-        """`steps`, counting the statements it yields into `rounds`."""
-        return self._counted(steps)
+        """`steps`, counting the statements it yields into `rounds` (with a recorder)."""
+        return steps if self._recorder is None else self._counted(steps)
 
     def _counted(self, steps: Steps) -> Steps:
         # By hand rather than `yield from`, which hides each yield from the counter.
@@ -236,48 +173,9 @@ class Measure:
 
     def purged(self, rows: int | None) -> None:
         """Report the purge's outcome (rows deleted, or None if skipped)."""
-        self._recorder.purge(rows, self.rounds)
+        if self._recorder is not None:
+            self._recorder.purge(rows, self.rounds)
 
 
-class _NoMeasure(Measure):
-    """What `measure` gives without a recorder: records nothing, counts nothing."""
-
-    __slots__ = ()
-
-    def __init__(self) -> None:
-        pass
-
-    def __enter__(self) -> Measure:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        return None
-
-    def steps(self, steps: Steps) -> Steps:
-        """`steps` unchanged."""
-        return steps
-
-    def purged(self, rows: int | None) -> None:
-        """Nothing to report to."""
-
-
-_NO_MEASURE = _NoMeasure()
-
-
-def measure(recorder: Recorder | None, operation: str) -> Measure:
-    """A context manager timing `operation` for `recorder` (a no-op for None).
-
-    Args:
-        recorder: The store's recorder, or None.
-        operation: The operation's name.
-
-    Returns:
-        The context manager; its `Measure.steps` and `Measure.purged` report
-            purge details.
-    """
-    return _NO_MEASURE if recorder is None else Measure(recorder, operation)
+#: ``with measure(recorder, "purge") as measured:``
+measure = Measure

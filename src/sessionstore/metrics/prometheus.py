@@ -1,19 +1,4 @@
-"""A Prometheus collector for a store's pool and cleanup (the ``prometheus`` extra).
-
-`StoreCollector` reads, at each scrape, the pool's `get_stats` (never `pop_stats`,
-which would reset the counters under the application's feet) and the cleanup's
-`CleanupStats`, and reports them labelled with the table::
-
-    from prometheus_client import REGISTRY
-    from sessionstore.metrics.prometheus import StoreCollector
-
-    REGISTRY.register(StoreCollector(store))
-
-Then mount ``prometheus_client.make_wsgi_app()`` (Flask, Django) or
-``make_asgi_app()`` (Starlette, FastAPI) on ``/metrics``: see docs/operations.md.
-Operation durations are OpenTelemetry's part (`sessionstore.metrics`); its
-Prometheus exporter serves those on the same endpoint if wanted.
-"""
+"""A Prometheus collector for a store's pool and cleanup; see docs/operations.md#prometheus."""
 
 from __future__ import annotations
 
@@ -46,6 +31,8 @@ class _Store(Protocol):
     def cleanup(self) -> object: ...
 
 
+_Family = type[GaugeMetricFamily] | type[CounterMetricFamily]
+
 #: The pool's gauges: (get_stats key, metric name, help).
 _POOL_GAUGES = (
     ("pool_min", "pool_min", "The pool's min_size."),
@@ -69,16 +56,20 @@ _POOL_COUNTERS = (
     ("connections_lost", "pool_connections_lost", "Connections found broken.", 1.0),
 )
 
+#: The cleanup's counters: (`CleanupStats` field, name, help).
+_CLEANUP_COUNTERS = (
+    ("runs", "cleanup_runs", "Purges attempted."),
+    ("rows_deleted", "cleanup_rows_deleted", "Expired sessions the cleanup deleted."),
+    ("skipped", "cleanup_skipped", "Purges left to another store purging the table."),
+    ("errors", "cleanup_errors", "Failed purges."),
+)
+
 
 class StoreCollector(Collector):
-    """Expose a store's pool and cleanup figures to a Prometheus registry.
+    """Expose a `Store`'s or `AsyncStore`'s pool and cleanup figures, read at each scrape.
 
     Every metric carries a ``table`` label (schema-qualified if a schema is set),
     so one registry can hold the collectors of several stores.
-
-    Args:
-        store: The `Store` or `AsyncStore` to report on.
-        prefix: The metric names' prefix.
 
     Raises:
         TypeError: If `store` is not a store.
@@ -92,12 +83,10 @@ class StoreCollector(Collector):
         self._table = store.table if store.schema is None else f"{store.schema}.{store.table}"
 
     def collect(self) -> Iterator[Metric]:
-        """The current figures, read at each scrape.
-
-        Yields:
-            One metric family per figure.
-        """
-        stats = self._store.pool.get_stats()  # only the non-zero keys are present
+        """One metric family per figure, read now."""
+        # get_stats, never pop_stats (which would reset the application's counters);
+        # it holds only the non-zero keys.
+        stats = self._store.pool.get_stats()
         for key, name, text in _POOL_GAUGES:
             yield self._one(GaugeMetricFamily, name, text, stats.get(key, 0))
         for key, name, text, scale in _POOL_COUNTERS:
@@ -106,42 +95,17 @@ class StoreCollector(Collector):
         cleanup = getattr(self._store.cleanup, "stats", None)
         if not isinstance(cleanup, CleanupStats):
             return
-        yield self._one(CounterMetricFamily, "cleanup_runs", "Purges attempted.", cleanup.runs)
-        yield self._one(
-            CounterMetricFamily,
-            "cleanup_rows_deleted",
-            "Expired sessions the cleanup deleted.",
-            cleanup.rows_deleted,
-        )
-        yield self._one(
-            CounterMetricFamily,
-            "cleanup_skipped",
-            "Purges left to another store purging the table.",
-            cleanup.skipped,
-        )
-        yield self._one(CounterMetricFamily, "cleanup_errors", "Failed purges.", cleanup.errors)
-        if cleanup.last_run is not None:
-            yield self._one(
-                GaugeMetricFamily,
-                "cleanup_last_run_timestamp_seconds",
-                "When the last purge started (Unix time).",
-                cleanup.last_run.timestamp(),
-            )
-        if cleanup.last_duration is not None:
-            yield self._one(
-                GaugeMetricFamily,
-                "cleanup_last_duration_seconds",
-                "How long the last purge took.",
-                cleanup.last_duration,
-            )
+        for field, name, text in _CLEANUP_COUNTERS:
+            yield self._one(CounterMetricFamily, name, text, getattr(cleanup, field))
+        last_run = None if cleanup.last_run is None else cleanup.last_run.timestamp()
+        for name, text, value in (
+            ("last_run_timestamp_seconds", "When the last purge started (Unix time).", last_run),
+            ("last_duration_seconds", "How long the last purge took.", cleanup.last_duration),
+        ):
+            if value is not None:  # until the first purge
+                yield self._one(GaugeMetricFamily, f"cleanup_{name}", text, value)
 
-    def _one(
-        self,
-        family: type[GaugeMetricFamily] | type[CounterMetricFamily],
-        name: str,
-        text: str,
-        value: float,
-    ) -> Metric:
+    def _one(self, family: _Family, name: str, text: str, value: float) -> Metric:
         metric = family(f"{self._prefix}_{name}", text, labels=["table"])
         metric.add_metric([self._table], float(value))
         return metric
