@@ -2,15 +2,9 @@
 # edit store_async.py and run `python tools/async_to_sync.py`.
 """`Store`: the session store for threaded code, on a `psycopg_pool.ConnectionPool`.
 
-A thin facade over the sans-IO core: every method validates and builds its SQL in
-`SessionCore`, borrows a pooled connection to run it, and hands the rows back to the
-core.
-
-The sync facade (`store.py`) is generated from the async one (`store_async.py`, the
-only one written by hand) by ``tools/async_to_sync.py``: ``async``/``await`` dropped,
-names mapped to their sync twins. CI fails when the generated file is stale. What truly
-differs is written once, in the async source, between ``# async-only:`` and
-``# sync-only:`` markers.
+A thin facade over the sans-IO core (`SessionCore` validates, builds the SQL and
+decodes the rows); only this file borrows connections. ``tools/async_to_sync.py``
+generates the sync facade, `store.py`, from it. See docs/usage.md.
 """
 
 from __future__ import annotations
@@ -153,7 +147,7 @@ class Store:
         return f"<{type(self).__name__} {self.name}>"
 
     def find(self, token: str) -> bytes | None:
-        """Return the data of a live session."""
+        """Return a live session's data (``b""`` if empty), or None if missing or expired."""
         return self._finds.submit(self._core.find(token))
 
     def commit(
@@ -232,16 +226,16 @@ class Store:
         self._query("delete", self._core.delete(token), "none")
 
     def exists(self, token: str) -> bool:
-        """Whether a live session has the token."""
+        """Return whether a live session has the token."""
         return self._query("exists", self._core.expiry(token), "one") is not None
 
     def expiry(self, token: str) -> dt.datetime | None:
-        """When a live session expires."""
+        """Return when a live session expires (aware, in UTC), or None if missing or expired."""
         row = self._query("expiry", self._core.expiry(token), "one")
         return self._core.decode_expiry(row)
 
     def all(self) -> dict[str, bytes]:
-        """Return every live session."""
+        """Return a new dict of every live session's token and data (``{}`` if none)."""
         rows = self._query("all", self._core.all(), "all")
         return self._core.decode_all(rows)
 
@@ -270,21 +264,21 @@ class Store:
         return bool(self._query("set_owner", statement, "count"))
 
     def sessions_of(self, owner: str) -> list[OwnedSession]:
-        """List an owner's live sessions ("where you are logged in")."""
+        """List an owner's live sessions ("where you are logged in"), soonest to expire first."""
         rows = self._query("sessions_of", self._core.sessions_of(owner), "all")
         return self._core.decode_owned(rows)
 
     def delete_owned(self, owner: str, *, keep: str | None = None) -> int:
-        """Delete every session of an owner: "log out everywhere"."""
+        """Delete every session of an owner ("log out everywhere"); return how many."""
         statement = self._core.delete_owned(owner, keep)
         return int(self._query("delete_owned", statement, "count"))
 
     def revoke(self, owner: str, key: str) -> bool:
-        """Delete one of an owner's sessions, as listed by `sessions_of`."""
+        """Delete one of an owner's sessions, by its key as `sessions_of` lists it."""
         return bool(self._query("revoke", self._core.revoke(owner, key), "count"))
 
     def purge_expired(self, *, batch_size: int | None = None) -> int:
-        """Delete every expired session now, in batches."""
+        """Delete every expired session now, in batches; return how many."""
         return self.try_purge_expired(batch_size=batch_size) or 0
 
     def try_purge_expired(
@@ -309,20 +303,20 @@ class Store:
             raise DatabaseError("purge_expired", exc) from exc
 
     def clear(self, *, batch_size: int | None = None) -> int:
-        """Delete every session in the table, live or expired, in batches."""
+        """Delete every session in the table, live or expired, in batches; return how many."""
         steps = self._core.clear_steps(batch_size)
         self._learn_distribution()
         with measure(self._metrics, "clear"):
             return self._batches("clear", steps)
 
     def delete_prefix(self, prefix: str, *, batch_size: int | None = None) -> int:
-        """Delete every session whose key starts with `prefix`, live or expired."""
+        """Delete every session whose key starts with `prefix`, live or expired; return how many."""
         steps = self._core.delete_prefix_steps(prefix, batch_size)
         self._learn_distribution()
         return self._batches("delete_prefix", steps)
 
     def reencrypt(self, *, batch_size: int | None = None) -> int:
-        """Rewrite every live session that is not under the keyring's first key."""
+        """Rewrite every live session that is not under the keyring's first key; return how many."""
         steps = self._core.reencrypt_steps(batch_size)
         with measure(self._metrics, "reencrypt"):
             return self._batches("reencrypt", steps)
@@ -372,42 +366,28 @@ class Store:
 
     def _after_fork_in_child(self, stand_in: Any) -> None:
         """In a forked child, make every use raise `ForkedProcessError` (see `_fork`)."""
+        # A pool not open at the fork holds nothing of the parent's: the child may open
+        # it (``gunicorn --preload`` makes the store in the master, the pool per worker).
         if not self._pool.closed:
             self._pool = stand_in
         self._start_batchers()  # a parent thread may have held a batcher's lock
 
     def _start_batchers(self) -> None:
-        size, limit, wait = SessionCore.payload_size, self._pool_size, self._pool_timeout
-        depth = Depth()  # one path to the server, whatever the operation
-        self._finds = Batcher("find", self._find_one, self._find_many, size, limit, wait, depth)
-        self._commits = Batcher(
-            "commit", self._commit_one, self._commit_many, size, limit, wait, depth
-        )
-        self._touches = Batcher(
-            "touch", self._touch_one, self._touch_many, size, limit, wait, depth
-        )
+        # One `Depth`: one path to the server, whatever the operation.
+        shared = (SessionCore.payload_size, self._pool_size, self._pool_timeout, Depth())
+        self._finds = Batcher("find", self._find_one, self._find_many, *shared)
+        self._commits = Batcher("commit", self._commit_one, self._commit_many, *shared)
+        self._touches = Batcher("touch", self._touch_one, self._touch_many, *shared)
         self._versioned_finds = Batcher(
-            "find_versioned",
-            self._find_versioned_one,
-            self._find_versioned_many,
-            size,
-            limit,
-            wait,
-            depth,
+            "find_versioned", self._find_versioned_one, self._find_versioned_many, *shared
         )
         self._versioned_updates = Batcher(
-            "update_versioned",
-            self._update_versioned_one,
-            self._update_versioned_many,
-            size,
-            limit,
-            wait,
-            depth,
+            "update_versioned", self._update_versioned_one, self._update_versioned_many, *shared
         )
         self._set_combining()
 
     def _set_combining(self) -> None:
-        """Combine concurrent calls, unless Citus distributes the table."""
+        """Combine concurrent calls, unless Citus distributes the table (docs/scaling.md#citus)."""
         combine = not self._core.distributed
         for batcher in (
             self._finds,
@@ -426,15 +406,19 @@ class Store:
                 self._core.use_distributed(distributed)
                 self._set_combining()
 
-    def _distributed_now(self) -> bool:
-        """Whether the table is distributed, asked before a combined statement."""
-        self._learn_distribution()
-        return bool(self._core.distributed)
+    def _combining(self, operation: str, count: int) -> bool:
+        """Whether a batch of `count` calls runs as one statement (recorded if so): not on Citus."""
+        self._learn_distribution()  # the batch may have been taken before the answer
+        if self._core.distributed:
+            return False
+        if self._metrics is not None:
+            self._metrics.batch(operation, count)
+        return True
 
     def _each_alone(
         self, single: Callable[[Statement], Any], statements: Sequence[Statement]
     ) -> list[Any]:
-        """Run the statements a combined one was to serve, each alone (`_distributed_now`)."""
+        """Run the statements a combined one was to serve, each alone (`_combining`)."""
         return [single(statement) for statement in statements]
 
     def _pool_size(self) -> int:
@@ -449,10 +433,8 @@ class Store:
         return self._core.decode_find(statement, self._query("find", statement, "one"))
 
     def _find_many(self, finds: Sequence[Statement]) -> list[bytes | None]:
-        if self._distributed_now():
+        if not self._combining("find", len(finds)):
             return self._each_alone(self._find_one, finds)
-        if self._metrics is not None:
-            self._metrics.batch("find", len(finds))
         rows = self._query("find", self._core.find_many(finds), "all")
         return self._core.decode_find_many(finds, rows)
 
@@ -460,10 +442,8 @@ class Store:
         self._query("commit", statement, "none")
 
     def _commit_many(self, commits: Sequence[Statement]) -> list[None]:
-        if self._distributed_now():
+        if not self._combining("commit", len(commits)):
             return self._each_alone(self._commit_one, commits)
-        if self._metrics is not None:
-            self._metrics.batch("commit", len(commits))
         self._query("commit", self._core.commit_many(commits), "none")
         return [None] * len(commits)
 
@@ -471,10 +451,8 @@ class Store:
         return bool(self._query("touch", statement, "count"))
 
     def _touch_many(self, touches: Sequence[Statement]) -> list[bool]:
-        if self._distributed_now():
+        if not self._combining("touch", len(touches)):
             return self._each_alone(self._touch_one, touches)
-        if self._metrics is not None:
-            self._metrics.batch("touch", len(touches))
         rows = self._query("touch", self._core.touch_many(touches), "all")
         return self._core.decode_touch_many(touches, rows)
 
@@ -483,10 +461,8 @@ class Store:
         return self._core.decode_versioned(statement, row)
 
     def _find_versioned_many(self, finds: Sequence[Statement]) -> list[Versioned | None]:
-        if self._distributed_now():
+        if not self._combining("find_versioned", len(finds)):
             return self._each_alone(self._find_versioned_one, finds)
-        if self._metrics is not None:
-            self._metrics.batch("find_versioned", len(finds))
         rows = self._query("find_versioned", self._core.find_versioned_many(finds), "all")
         return self._core.decode_find_versioned_many(finds, rows)
 
@@ -494,16 +470,14 @@ class Store:
         return bool(self._query("update_versioned", statement, "count"))
 
     def _update_versioned_many(self, updates: Sequence[Statement]) -> list[bool]:
-        if self._distributed_now():
+        if not self._combining("update_versioned", len(updates)):
             return self._each_alone(self._update_versioned_one, updates)
-        if self._metrics is not None:
-            self._metrics.batch("update_versioned", len(updates))
         statement = self._core.update_versioned_many(updates)
         rows = self._query("update_versioned", statement, "all")
         return self._core.decode_update_versioned_many(updates, rows)
 
     def _query(self, operation: str, statement: Statement, fetch: Fetch) -> Any:
-        """Run one statement on a pooled connection; again if the connection broke."""
+        """Run one statement on a pooled connection; again if it broke (docs/usage.md#retries)."""
         retries = 0
         while True:
             conn = None
@@ -539,11 +513,10 @@ class Store:
         fetch: Fetch,
     ) -> Any:
         """Run `lock`, then `statement`, in one transaction and one round trip."""
-        # Pipeline mode sends BEGIN, both statements and COMMIT at once and reads
-        # the results together: one round trip, where `conn.transaction()` would wait
-        # for each of the four (measured through a delayed link: 1.2 round trips
-        # against 4.4; 20% less time on loopback). A connection outside autocommit
-        # begins the transaction itself (psycopg waits for that BEGIN).
+        # Pipeline mode sends BEGIN, both statements and COMMIT at once and reads the
+        # results together: one round trip, where `conn.transaction()` would wait for
+        # each of the four. A connection outside autocommit begins the transaction
+        # itself (psycopg waits for that BEGIN).
         try:
             with conn.pipeline():
                 if conn.autocommit:
