@@ -162,11 +162,11 @@ class Store:
         self._commits.submit(self._core.commit(token, data, expiry, owner))
 
     def touch(self, token: str, expiry: dt.datetime) -> bool:
-        """Move a live session's expiry without rewriting its data."""
+        """Move a live session's expiry without rewriting its data; whether it was live."""
         return self._touches.submit(self._core.touch(token, expiry))
 
     def find_versioned(self, token: str) -> Versioned | None:
-        """Return a live session's data with its row's version, for `update_versioned`."""
+        """Return a live session's data, version and expiry, for `update_versioned`; else None."""
         return self._versioned_finds.submit(self._core.find_versioned(token))
 
     def update_versioned(
@@ -190,7 +190,7 @@ class Store:
         *,
         owner: str | None = None,
     ) -> bool:
-        """Save a new session, unless a live session already has the token."""
+        """Save a new session, unless a live session has the token; whether it was created."""
         if self._core.distributed is None:
             self._learn_distribution()
         statement = self._core.create(token, data, expiry, owner)
@@ -204,7 +204,7 @@ class Store:
         *,
         owner: str | None = None,
     ) -> bool:
-        """Rewrite a live session's data and expiry; never create or revive one."""
+        """Rewrite a live session's data and expiry, never reviving one; whether it was live."""
         statement = self._core.update(token, data, expiry, owner)
         return bool(self._query("update", statement, "count"))
 
@@ -259,7 +259,7 @@ class Store:
             raise DatabaseError("iter_all", exc) from exc
 
     def set_owner(self, token: str, owner: str | None) -> bool:
-        """Set the owner of a live session, or clear it with None."""
+        """Set the owner of a live session, or clear it with None; whether it was live."""
         statement = self._core.set_owner(token, owner)
         return bool(self._query("set_owner", statement, "count"))
 
@@ -274,7 +274,7 @@ class Store:
         return int(self._query("delete_owned", statement, "count"))
 
     def revoke(self, owner: str, key: str) -> bool:
-        """Delete one of an owner's sessions, by its key as `sessions_of` lists it."""
+        """Delete an owner's session by its `sessions_of` key; whether it was theirs and is gone."""
         return bool(self._query("revoke", self._core.revoke(owner, key), "count"))
 
     def purge_expired(self, *, batch_size: int | None = None) -> int:
@@ -322,7 +322,7 @@ class Store:
             return self._batches("reencrypt", steps)
 
     def create_table(self) -> bool:
-        """Create the schema, table and index if missing; never called implicitly."""
+        """Create the schema, table and index if missing; whether anything was created."""
         steps = create_table_steps(self._core)
         with measure(self._metrics, "create_table"):
             created, index_pending = self._run("create_table", steps, create_table_hint)

@@ -224,20 +224,14 @@ class AsyncStore:
         await self._commits.submit(self._core.commit(token, data, expiry, owner))
 
     async def touch(self, token: str, expiry: dt.datetime) -> bool:
-        """Move a live session's expiry without rewriting its data.
+        """Move a live session's expiry without rewriting its data; whether it was live.
 
-        Returns:
-            True if the session was live (its expiry is now `expiry`); False, with nothing
-                written, if it is missing or expired (it is never brought back).
+        False means nothing was written: a missing or expired session is never brought back.
         """
         return await self._touches.submit(self._core.touch(token, expiry))
 
     async def find_versioned(self, token: str) -> Versioned | None:
-        """Return a live session's data with its row's version, for `update_versioned`.
-
-        Returns:
-            The data, version and expiry, or None if the session is missing or expired.
-        """
+        """Return a live session's data, version and expiry, for `update_versioned`; else None."""
         return await self._versioned_finds.submit(self._core.find_versioned(token))
 
     async def update_versioned(
@@ -269,14 +263,11 @@ class AsyncStore:
         *,
         owner: str | None = None,
     ) -> bool:
-        """Save a new session, unless a live session already has the token.
+        """Save a new session, unless a live session has the token; whether it was created.
 
-        An expired session with the token counts as free and is replaced. Use it where a
-        token must never be taken over, e.g. a token just generated. `owner` as for `commit`.
-
-        Returns:
-            True if the session was created; False, with nothing changed, if a live session
-                holds the token (for a fresh token, a collision: pick another).
+        An expired session with the token counts as free and is replaced. False changes
+        nothing; for a token just generated it is a collision: pick another. `owner` as for
+        `commit`.
         """
         if self._core.distributed is None:
             await self._learn_distribution()
@@ -291,15 +282,11 @@ class AsyncStore:
         *,
         owner: str | None = None,
     ) -> bool:
-        """Rewrite a live session's data and expiry; never create or revive one.
+        """Rewrite a live session's data and expiry, never reviving one; whether it was live.
 
         The counterpart of `create`: a session deleted meanwhile (logged out elsewhere,
         expired, purged) stays deleted, e.g. for Django's ``UpdateError``. `owner` as for
         `commit`.
-
-        Returns:
-            True if the session was live and is rewritten; False, with nothing written, if
-                it is missing or expired.
         """
         statement = self._core.update(token, data, expiry, owner)
         return bool(await self._query("update", statement, "count"))
@@ -390,12 +377,9 @@ class AsyncStore:
             raise DatabaseError("iter_all", exc) from exc
 
     async def set_owner(self, token: str, owner: str | None) -> bool:
-        """Set the owner of a live session, or clear it with None.
+        """Set the owner of a live session, or clear it with None; whether it was live.
 
         With `max_sessions_per_owner`, the owner's other sessions beyond the cap are deleted.
-
-        Returns:
-            True if the session was live; False, with nothing written, if not.
         """
         statement = self._core.set_owner(token, owner)
         return bool(await self._query("set_owner", statement, "count"))
@@ -419,13 +403,10 @@ class AsyncStore:
         return int(await self._query("delete_owned", statement, "count"))
 
     async def revoke(self, owner: str, key: str) -> bool:
-        """Delete one of an owner's sessions, by its key as `sessions_of` lists it.
+        """Delete an owner's session by its `sessions_of` key; whether it was theirs and is gone.
 
         Only a session that belongs to `owner` is deleted, so a key from one user's list
         can't end another user's session.
-
-        Returns:
-            True if it was the owner's session and is gone.
         """
         return bool(await self._query("revoke", self._core.revoke(owner, key), "count"))
 
@@ -514,15 +495,12 @@ class AsyncStore:
             return await self._batches("reencrypt", steps)
 
     async def create_table(self) -> bool:
-        """Create the schema, table and index if missing; never called implicitly.
+        """Create the schema, table and index if missing; whether anything was created.
 
-        Idempotent, and safe when several processes run it at once. On an existing table it
-        only reads the catalog, so it needs no DDL rights. With ``owners=True`` it adds the
-        owner column to an existing table (a catalog change, no rewrite) and builds its index
-        without blocking writes.
-
-        Returns:
-            True if anything was created, False if all of it existed.
+        Never called implicitly. Idempotent, and safe when several processes run it at once.
+        On an existing table it only reads the catalog, so it needs no DDL rights. With
+        ``owners=True`` it adds the owner column to an existing table (a catalog change, no
+        rewrite) and builds its index without blocking writes.
         """
         steps = create_table_steps(self._core)
         with measure(self._metrics, "create_table"):
