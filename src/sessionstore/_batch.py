@@ -55,16 +55,10 @@ class _Request:
 class Batcher(Generic[T]):
     """Run calls of one operation singly while connections are free, combined when not.
 
-    Args:
-        operation: The operation's name, for errors.
-        single: Runs one statement, returns its result.
-        combined: Runs many statements as one, returns one result per statement.
-        size: The payload bytes of a statement, to cap combined statements.
-        limit: The most statements that may run at once (the pool's size, read at each
-            call, so a resized pool is followed).
-        timeout: How long a call may wait in the queue (the pool's ``timeout``: a queued
-            call is waiting for a connection), read at each call.
-        depth: The store's `Depth` (shared by its batchers); None for one of its own.
+    `single` runs one statement and `combined` many as one (a result each); `size` gives
+    a statement's payload bytes, for the caps. `limit` (the most statements at once) and
+    `timeout` (the longest wait in the queue) are read at each call: the pool's size and
+    timeout. `depth` is the store's `Depth`, shared by its batchers.
     """
 
     def __init__(

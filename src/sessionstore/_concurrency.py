@@ -38,22 +38,14 @@ MAX_BATCH_BYTES = 1024 * 1024
 LANES = 2
 
 #: How many calls may run singly at once on threads (while nobody queues), within the
-#: pool's size: a hand-over between threads costs a wake-up and GIL switches, but past
-#: this many, threads running their own statements fight over the GIL. Asyncio hands
-#: results over cheaply (a future), so there `LANES` run singly (docs/performance.md).
+#: pool's size; on asyncio `LANES` do (docs/performance.md).
 ALONE = 2 * LANES
 
 
 class Depth:
     """How many statements the round trip holds: its length over the client's CPU per statement.
 
-    On loopback a statement's wall time is mostly CPU and the depth is about one; through
-    a network most of it is on the wire, and a client can keep many statements in flight
-    per round trip, so the lanes follow the depth rather than a constant tuned to a box.
-    The round trip is the least wall time of recent statements (the least inflated by
-    queueing), drifting up by `DRIFT` per statement so a slower path is followed; the CPU
-    per statement is the whole process's (`time.process_time`) over each `WINDOW`
-    statements, so an application busy between calls keeps fewer in flight. One per
+    How it is estimated: docs/performance.md#lanes-how-many-statements-run-at-once. One per
     store, shared by its batchers: two recording at once may lose a sample, which an
     estimate can afford.
     """
@@ -89,15 +81,12 @@ class Depth:
 class Lanes:
     """How many statements of one operation run, and who may start the next one.
 
-    A call runs alone while fewer than `alone` statements run (None: `limit`), nobody
-    queues and fewer than `joined` lanes serve the queue; otherwise it queues. A statement
-    that ends hands its turn to the oldest queued call, which leads a combined statement,
-    while fewer than `LANES` lanes run; a batch that hit the cap opens one more lane,
-    within `limit` (the pool's size, read at each decision). Where the round trip holds
-    more (`depth`), the depth raises both bounds. `joined` is `LANES` on asyncio, whose
-    callers come back after their lane closed, and 1 for threads, where running alone
-    costs no hand-over (docs/performance.md). Not thread-safe: the thread batcher holds
-    its lock.
+    A call runs alone while fewer than `alone` statements run (None: `limit`, the pool's
+    size, read at each decision), nobody queues and fewer than `joined` lanes serve the
+    queue; else it queues, served by up to `LANES` lanes and one more per batch that hit
+    the cap, within `limit`; the `depth` raises both bounds
+    (docs/performance.md#lanes-how-many-statements-run-at-once). Not thread-safe: the
+    thread batcher holds its lock.
     """
 
     __slots__ = ("_alone", "_depth", "_joined", "_limit", "busy", "lanes")

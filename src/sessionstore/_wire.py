@@ -1,13 +1,9 @@
 """Running a store's statement on libpq directly, below psycopg's cursor.
 
-A store runs a handful of fixed statements, so the work a cursor does on every call
-(parsing the query, its prepared-statement cache, composing results) is done once per
-query here, and a call is one `send_query_prepared` and one read of the result.
-psycopg still encodes the parameters and decodes the rows (the connection's
-`Transformer`, so registered adapters apply), waits on the socket (``conn.wait``,
-which cancels on Ctrl-C or a cancelled task) and raises its exception for the
-SQLSTATE, so a failure reaches the facade as through a cursor. The generators are
-psycopg's `PQGen`s, driven by both stores. See docs/performance.md.
+The work a cursor does on every call is done once per query here, and a call is one
+`send_query_prepared` and one read; psycopg's adapters, wait and exceptions stay, so a
+failure reaches the facade as through a cursor. The generators are psycopg's `PQGen`s,
+driven by both stores. See docs/performance.md#where-a-finds-cpu-goes.
 """
 
 from __future__ import annotations

@@ -348,7 +348,8 @@ class AsyncStore:
         """Walk every live session without loading them all: a server-side cursor.
 
         Rows arrive `batch_size` at a time. The cursor holds a pooled connection (in one
-        transaction, so it sees one snapshot) until the ``async with`` block ends::
+        transaction, so it sees one snapshot) until the ``async with`` block ends; a
+        database failure, also while iterating, raises `DatabaseError`::
 
             async with store.iter_all() as sessions:
                 async for token, data in sessions:
@@ -356,9 +357,6 @@ class AsyncStore:
 
         Yields:
             An iterator of (token, data) pairs (token hashes with ``hash_tokens``).
-
-        Raises:
-            DatabaseError: If the database failed, also while iterating.
         """
         validate_batch_size(batch_size)
         statement = self._core.all()
