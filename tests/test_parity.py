@@ -65,8 +65,9 @@ def test_same_order_signatures_and_docstrings() -> None:
         else:
             assert inspect.iscoroutinefunction(a), f"AsyncStore.{name} must be a coroutine"
             assert inspect.signature(s) == inspect.signature(a), name
+        # The sync twin keeps the summary; the full text is the async one's.
         doc_s, doc_a = inspect.getdoc(s) or "", inspect.getdoc(a) or ""
-        assert doc_s.replace("async ", "") == doc_a.replace("async ", ""), name
+        assert doc_s == doc_a.split("\n\n")[0], name
 
 
 def test_context_managers_start_and_stop_the_cleanup(sessionstore_dsn: str) -> None:

@@ -1,24 +1,11 @@
 """Combining concurrent calls of one operation into shared statements, for threads.
 
-The client's CPU, not the server, bounds a Python session store: each statement costs
-tens of microseconds of psycopg and pool work. So calls of an operation run singly
-while the pool has connections for them; once they have to wait, they queue, and a
-caller handed a lane serves every queued call (up to a cap) with one combined
-statement (`SessionCore.find_many`/`commit_many`). With few callers nothing queues
-and each call is a single statement, so low concurrency pays only a lock; at high
-concurrency one round trip serves many.
-
-How many statements run at once adapts to the pool and the queue (`Lanes` in
-`_concurrency.py`): up to `ALONE` single calls run at once, within the pool's size,
-because handing a result from one thread to another costs a wake-up and GIL
-switches that a cheap statement can't amortise; queued calls are served by `LANES`
-lanes, plus one for each batch that left calls behind at the cap. Through a network,
-the round trip's depth (`Depth`) raises both bounds.
-
-No thread is started: the callers do the work, and the lane passes from hand to hand.
-`_batch_async.py` is its twin for asyncio; the rules both follow (the caps of a
-batch, what a failed combined statement does, when to open a lane) are in
-`_concurrency.py`.
+Calls run singly while the pool has connections for them; once they would wait, they
+queue, and a caller handed a lane serves the queued calls (up to a cap) with one
+combined statement (`SessionCore.find_many`...), so a round trip serves many. No
+thread is started: the callers do the work, and the lane passes from hand to hand.
+`_batch_async.py` is the asyncio twin; the rules both follow are in `_concurrency.py`.
+See docs/usage.md#concurrency and docs/performance.md.
 """
 
 from __future__ import annotations
@@ -40,12 +27,7 @@ _PENDING: Any = object()
 
 
 class _Request:
-    """One queued call: its statement, and where its outcome goes.
-
-    The caller sleeps on a lock that is created held and released by whoever
-    settles the call: a plain lock is the cheapest one-shot signal between threads
-    (an `threading.Event` is a condition variable, a lock and a list of waiters).
-    """
+    """One queued call: its statement, and where its outcome goes."""
 
     __slots__ = ("_settled", "error", "lead", "next", "result", "statement")
 
@@ -55,6 +37,9 @@ class _Request:
         self.error: BaseException | None = None
         self.lead = False  # set when the call is handed a lane instead of a result
         self.next: _Request | None = None  # the follower this one wakes, when woken
+        # The caller sleeps on a lock created held and released by whoever settles the
+        # call: the cheapest one-shot signal between threads (an Event is a condition
+        # variable, a lock and a list of waiters).
         self._settled = threading.Lock()
         self._settled.acquire()
 
@@ -70,16 +55,10 @@ class _Request:
 class Batcher(Generic[T]):
     """Run calls of one operation singly while connections are free, combined when not.
 
-    Args:
-        operation: The operation's name, for errors.
-        single: Runs one statement, returns its result.
-        combined: Runs many statements as one, returns one result per statement.
-        size: The payload bytes of a statement, to cap combined statements.
-        limit: The most statements that may run at once (the pool's size, read at
-            each call, so a resized pool is followed).
-        timeout: How long a call may wait in the queue (the pool's ``timeout``: a
-            queued call is waiting for a connection), read at each call.
-        depth: The store's `Depth` (shared by its batchers); None for one of its own.
+    `single` runs one statement and `combined` many as one (a result each); `size` gives
+    a statement's payload bytes, for the caps. `limit` (the most statements at once) and
+    `timeout` (the longest wait in the queue) are read at each call: the pool's size and
+    timeout. `depth` is the store's `Depth`, shared by its batchers.
     """
 
     def __init__(
@@ -105,17 +84,7 @@ class Batcher(Generic[T]):
         self._lock = threading.Lock()
 
     def submit(self, statement: Statement) -> T:
-        """Run `statement`, alone or combined with concurrent ones; return its result.
-
-        Args:
-            statement: What a single call would run.
-
-        Returns:
-            Its result.
-
-        Raises:
-            DatabaseError: If the database failed (for this statement).
-        """
+        """Run `statement`, alone or combined with concurrent ones; return its result."""
         if not self.combine:
             return self._single(statement)
         with self._lock:
@@ -157,14 +126,11 @@ class Batcher(Generic[T]):
             return False
 
     def _abandon(self, request: _Request) -> None:
-        """A waiting caller is interrupted: never leave the others stuck behind it.
-
-        Off the queue, it is simply dropped. Taken into a batch or handed a lane, it
-        waits for that (a statement already at the server) and passes on what it
-        holds: the chain of wake-ups, or the lane.
-        """
-        if self._withdraw(request):
+        """A waiting caller is interrupted: never leave the others stuck behind it."""
+        if self._withdraw(request):  # off the queue: simply dropped
             return
+        # Taken into a batch or handed a lane: wait for that (a statement already at
+        # the server), then pass on what it holds, the chain of wake-ups or the lane.
         request.wait()
         if request.next is not None:
             request.next.wake()
@@ -172,10 +138,7 @@ class Batcher(Generic[T]):
             self._release(lane=True, sent=None)
 
     def _release(self, *, lane: bool, sent: float | None) -> None:
-        """A statement sent at `sent` is done (None: a lane given up unused).
-
-        Its turn passes to the queue, or its connection is freed.
-        """
+        """A statement sent at `sent` (None: a lane given up unused) is done: pass its turn on."""
         wall = None if sent is None else time.perf_counter() - sent
         with self._lock:
             if not self._lanes.finish(lane=lane, queued=bool(self._queue), wall=wall):
@@ -187,7 +150,7 @@ class Batcher(Generic[T]):
     def _take(self, first: _Request) -> list[_Request]:
         with self._lock:
             most = self._lanes.share(len(self._queue) + 1)
-            batch = take_batch(first, self._queue, _statement, self._size, most=most)
+            batch = take_batch(first, self._queue, self._size, most=most)
             extra = None
             if self._lanes.open_extra(bool(self._queue)):
                 extra = self._queue.popleft()
@@ -221,11 +184,10 @@ class Batcher(Generic[T]):
                 raise  # KeyboardInterrupt and friends go on up the leader's thread
         finally:
             self._release(lane=True, sent=sent)
-            # The leader wakes one follower, and each follower the next: waking a
-            # thread costs the waker a context switch while it holds the GIL, so a
-            # leader waking a whole batch in a row keeps every other thread, the next
-            # lane's leader among them, from running. In a chain each wake-up is paid
-            # by a thread that has nothing else to do (see docs/performance.md).
+            # The leader wakes one follower, and each follower the next: a wake-up
+            # costs the waker a context switch under the GIL, so a leader waking a
+            # whole batch would keep every other thread, the next lane's leader among
+            # them, from running; in a chain it is paid by threads with nothing to do.
             for request, successor in itertools.pairwise(batch[1:]):
                 request.next = successor
             if len(batch) > 1:
@@ -242,7 +204,3 @@ class Batcher(Generic[T]):
             except DatabaseError as own:
                 outcomes.append(own)
         return outcomes
-
-
-def _statement(request: _Request) -> Statement:
-    return request.statement

@@ -1,16 +1,11 @@
 """Combining concurrent calls of one operation into shared statements, for asyncio.
 
-The twin of `_batch.py` (the rules both follow are in `_concurrency.py`): calls of an
-operation run singly while fewer than `LANES` statements run; calls that arrive when
-more do queue, and the oldest of them, handed a lane, serves the queue with one
-combined statement; a batch that hit the cap opens another lane, up to the pool's
-size; through a network, the round trip's depth (`Depth`) raises both bounds. On
-asyncio every statement costs the one event-loop thread tens of microseconds of
-psycopg and pool work, and handing a result over is cheap (a future), so combining
-pays as soon as two calls wait: unlike threads, singles are not allowed to spread
-over the whole pool. No task is created: the callers do the work. Cancellation is
-safe: a queued call that is cancelled is dropped before it is sent, and a lane holder
-that is cancelled hands its lane, and the calls it was serving, on to the next caller.
+The twin of `_batch.py`, following the same rules (`_concurrency.py`). Handing a
+result over is cheap here (a future), so combining pays as soon as two calls wait:
+singles do not spread over the whole pool as threads' do. No task is created. A queued
+call that is cancelled is dropped before it is sent; a lane holder that is cancelled
+hands its lane, and the calls it was serving, to the next caller. See
+docs/usage.md#concurrency and docs/reliability.md#cancellation-asyncio.
 """
 
 from __future__ import annotations
@@ -45,16 +40,8 @@ class _Request:
 class AsyncBatcher(Generic[T]):
     """Run calls of one operation singly while lanes are free, combined when they are not.
 
-    Args:
-        operation: The operation's name, for errors.
-        single: Runs one statement, returns its result.
-        combined: Runs many statements as one, returns one result per statement.
-        size: The payload bytes of a statement, to cap combined statements.
-        limit: The most statements that may run at once (the pool's size, read at
-            each call, so a resized pool is followed).
-        timeout: How long a call may wait in the queue (the pool's ``timeout``: a
-            queued call is waiting for a connection), read at each call.
-        depth: The store's `Depth` (shared by its batchers); None for one of its own.
+    The asyncio twin of `_batch.Batcher`, with the same arguments (``single`` and
+    ``combined`` are coroutine functions).
     """
 
     def __init__(
@@ -80,17 +67,7 @@ class AsyncBatcher(Generic[T]):
         self.combine = True
 
     async def submit(self, statement: Statement) -> T:
-        """Run `statement`, alone or combined with concurrent ones; return its result.
-
-        Args:
-            statement: What a single call would run.
-
-        Returns:
-            Its result.
-
-        Raises:
-            DatabaseError: If the database failed (for this statement).
-        """
+        """Run `statement`, alone or combined with concurrent ones; return its result."""
         if not self.combine:
             return await self._single(statement)
         if self._lanes.start_alone(bool(self._queue)):
@@ -117,22 +94,16 @@ class AsyncBatcher(Generic[T]):
         return result
 
     def _release(self, *, lane: bool, sent: float | None) -> None:
-        """A statement sent at `sent` is done (None: a lane given up unused).
-
-        Its turn passes to the oldest queued call, or its connection is freed.
-        """
+        """A statement sent at `sent` (None: a lane given up unused) is done: pass its turn on."""
         wall = None if sent is None else time.perf_counter() - sent
         if self._lanes.finish(lane=lane, queued=self._drop_withdrawn(), wall=wall):
             self._queue.popleft().future.set_result(_LEAD)
 
     def _expire(self) -> None:
-        """Fail the calls that waited in the queue for the pool's whole timeout.
-
-        One timer per batcher, not one per call (a timer costs more than the rest of
-        queueing a call): the queue is in arrival order, so its oldest call is the
-        next to expire, and the timer is set for it. An expired call's future fails
-        while it is queued and, like a cancelled one, it is dropped, never sent.
-        """
+        """Fail the calls that waited in the queue for the pool's whole timeout."""
+        # One timer per batcher, not one per call (a timer costs more than the rest of
+        # queueing a call): the queue is in arrival order, so the oldest call expires
+        # next. An expired call fails while queued and, like a cancelled one, is dropped.
         self._watchdog = None
         loop = asyncio.get_running_loop()
         now = loop.time()
@@ -162,7 +133,7 @@ class AsyncBatcher(Generic[T]):
     def _take(self, first: _Request) -> list[_Request]:
         # A call cancelled while queued is never sent.
         most = self._lanes.share(len(self._queue) + 1)
-        batch = take_batch(first, self._queue, _statement, self._size, _withdrawn, most)
+        batch = take_batch(first, self._queue, self._size, _withdrawn, most)
         if self._lanes.open_extra(self._drop_withdrawn()):
             self._queue.popleft().future.set_result(_LEAD)
         return batch
@@ -213,10 +184,6 @@ class AsyncBatcher(Generic[T]):
             except DatabaseError as own:
                 outcomes.append(own)
         return outcomes
-
-
-def _statement(request: _Request) -> Statement:
-    return request.statement
 
 
 def _withdrawn(request: _Request) -> bool:

@@ -1,13 +1,9 @@
 """The sans-IO core shared by `Store` and `AsyncStore`: statement builders and decoders.
 
-A builder validates its arguments (`_validate.py`), so bad input never reaches the
-database, and pairs the table's pre-rendered SQL (`_sql.py`) with the parameters; the
-facade executes it and hands the rows back to a decoder. Nothing here opens a
-connection or waits on a socket.
-
-Multi-statement operations (purging in batches, creating the table) are generators in
-the style of psycopg's ``generators.py``: they yield each `Statement` to run and
-receive its `Result`, so one description of the flow drives both facades.
+A builder validates its arguments (`_validate.py`) and pairs the table's rendered SQL
+(`_sql.py`) with them; a multi-statement operation is a generator, in the style of
+psycopg's ``generators.py``, that yields each `Statement` and receives its `Result`,
+so one flow drives both facades. Nothing here does I/O. See docs/usage.md.
 """
 
 from __future__ import annotations
@@ -30,6 +26,7 @@ from ._validate import (
     validate_expiry,
     validate_grace,
     validate_identifier,
+    validate_int,
     validate_max_data_size,
     validate_max_sessions,
     validate_token,
@@ -72,8 +69,7 @@ Rows = list[tuple[Any, ...]]
 class Statement:
     """One statement for a facade to execute: rendered SQL (bytes) and its parameters.
 
-    `lock`, when set, is a statement (an advisory lock) to run first, in one
-    transaction with this one.
+    `lock`, when set, is an advisory lock to run first, in one transaction with it.
     """
 
     query: bytes
@@ -159,28 +155,8 @@ def _utc(expiry: dt.datetime) -> dt.datetime:
 class SessionCore:
     """Validation, SQL and decoding for one sessions table; one per store.
 
-    The builders' arguments and errors are documented on the store methods that call
-    them (`Store.find` for `find`, and so on).
-
-    Args:
-        table: The table's name (quoted, so any name works).
-        schema: The table's schema, or None to follow the search_path.
-        max_data_size: The largest payload accepted, in bytes.
-        purge_batch_size: The most sessions one purge statement deletes.
-        hash_tokens: Store `hash_token(token)` instead of the token itself.
-        owners: The table has the nullable ``owner`` column: commits and creates
-            may set it, and the per-owner operations work.
-        distributed: Citus distributes the table (its forms of `create` and the
-            deletes are used); None until known (see `detect_steps`).
-        max_sessions_per_owner: The most live sessions an owner keeps, or None for
-            no cap (needs `owners`): a write that gives a session an owner deletes
-            the owner's others beyond it.
-        encryption: Encrypt the data written and decrypt the data read with it.
-
-    Raises:
-        TypeError: If an argument has the wrong type.
-        ValueError: If a name or size is out of range, or a cap is given without
-            owners.
+    It takes the store's options and raises as `AsyncStore` documents; the builders'
+    arguments and errors are documented on the store methods that call them.
     """
 
     def __init__(
@@ -226,10 +202,7 @@ class SessionCore:
         self.purge_key = advisory_key("purge", self.qualified_name)
 
     def detect_steps(self) -> Steps:
-        """Whether Citus distributes the table: True or False; None if the table is missing.
-
-        Reads the catalogs only (any role can). Pass the answer to `use_distributed`.
-        """
+        """Whether Citus distributes the table, from the catalogs; None if the table is missing."""
         found: Result = yield Statement(DETECT_CITUS, (self.qualified_name,))
         exists, citus = found.rows[0]
         if not exists:
@@ -238,6 +211,14 @@ class SessionCore:
             return False
         found = yield Statement(DETECT_DISTRIBUTED, (self.qualified_name,))
         return bool(found.rows[0][0])
+
+    def _stored(self, token: str) -> str:
+        """The key a token is stored under, the token checked."""
+        return self._key(validate_token(token))
+
+    def _batch_size(self, batch_size: int | None) -> int:
+        """`batch_size`, checked, or the store's `purge_batch_size` for None."""
+        return self.purge_batch_size if batch_size is None else validate_batch_size(batch_size)
 
     def use_distributed(self, distributed: bool) -> None:
         """Render the statements for a distributed table (Citus) or a plain one."""
@@ -248,15 +229,15 @@ class SessionCore:
 
     def find(self, token: str) -> Statement:
         """Read a live session (decode with `decode_find`)."""
-        return Statement(self.sql.find, (self._key(validate_token(token)),))
+        return Statement(self.sql.find, (self._stored(token),))
 
     def expiry(self, token: str) -> Statement:
         """Read a live session's expiry (decode with `decode_expiry`)."""
-        return Statement(self.sql.expiry, (self._key(validate_token(token)),))
+        return Statement(self.sql.expiry, (self._stored(token),))
 
     def delete(self, token: str) -> Statement:
         """Delete a session."""
-        return Statement(self.sql.delete, (self._key(validate_token(token)),))
+        return Statement(self.sql.delete, (self._stored(token),))
 
     def all(self) -> Statement:
         """Read every live session (decode with `decode_all`)."""
@@ -291,20 +272,17 @@ class SessionCore:
     def touch(self, token: str, expiry: dt.datetime) -> Statement:
         """Move a live session's expiry (one row affected if it was live)."""
         # The key goes last, as in the SQL; `touch_many` reads it from there.
-        return Statement(
-            self.sql.touch, (validate_expiry(expiry), self._key(validate_token(token)))
-        )
+        return Statement(self.sql.touch, (validate_expiry(expiry), self._stored(token)))
 
     def find_versioned(self, token: str) -> Statement:
         """Read a live session with its row's version (decode with `decode_versioned`)."""
-        return Statement(self.sql.find_versioned, (self._key(validate_token(token)),))
+        return Statement(self.sql.find_versioned, (self._stored(token),))
 
     def update_versioned(
         self, token: str, data: Data, expiry: dt.datetime, version: int, owner: str | None = None
     ) -> Statement:
         """Rewrite a live session only if its row is still at `version`."""
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise TypeError(f"version must be an int, not {type(version).__name__}")
+        validate_int(version, "version")
         saved = self._save(
             self.sql.update_versioned, "update_versioned", token, data, expiry, owner
         )
@@ -323,7 +301,7 @@ class SessionCore:
         owner: str | None,
     ) -> Statement:
         """Validate a write's arguments into `query`'s (key, data, expiry[, owner])."""
-        key = self._key(validate_token(token))
+        key = self._stored(token)
         payload = validate_data(data, self.max_data_size)  # the limit is on the plaintext
         params = (key, payload, validate_expiry(expiry))
         if self.encryption is not None:
@@ -343,7 +321,7 @@ class SessionCore:
     def set_owner(self, token: str, owner: str | None) -> Statement:
         """Set (or, with None, clear) a live session's owner (one row if live; `_capped`)."""
         self._need_owners("set_owner")
-        key = self._key(validate_token(token))
+        key = self._stored(token)
         saved = Statement(
             self.sql.set_owner, (None if owner is None else validate_owner(owner), key)
         )
@@ -367,7 +345,7 @@ class SessionCore:
     def delete_owned(self, owner: str, keep: str | None = None) -> Statement:
         """Delete every session of an owner but the one of the raw token `keep`, if given."""
         self._need_owners("delete_owned")
-        spared = None if keep is None else self._key(validate_token(keep))
+        spared = None if keep is None else self._stored(keep)
         return Statement(self.sql.delete_owned, (validate_owner(owner), spared))
 
     def revoke(self, owner: str, key: str) -> Statement:
@@ -384,11 +362,9 @@ class SessionCore:
             )
         return ""
 
-    # Combined statements: concurrent calls that queue up while the store's
-    # connections are busy are served together. Each takes the statements the
-    # single-call builders made (so validation and token hashing happened there).
-    # Rows are taken in token order, so concurrent combined statements lock rows in
-    # one order and can't deadlock.
+    # Combined statements serve queued concurrent calls together, from the statements
+    # the single-call builders made (validated and hashed there). Rows go in token
+    # order, so concurrent combined statements lock rows in one order: no deadlock.
 
     def find_many(self, finds: Sequence[Statement]) -> Statement:
         """Combine finds built by `find` (decode with `decode_find_many`)."""
@@ -414,12 +390,10 @@ class SessionCore:
         return Statement(self.sql.find_versioned_many, ([find.params[0] for find in finds],))
 
     def update_versioned_many(self, updates: Sequence[Statement]) -> Statement:
-        """Combine updates built by `update_versioned`; only the first of each token takes part.
-
-        One statement updates a row once, and which of two joined rows it took could
-        not be told; the others report a changed row, as they would have after it,
-        and their callers read the row again.
-        """
+        """Combine updates built by `update_versioned`; only the first of each token takes part."""
+        # One statement updates a row once, and which of two joined rows it took could
+        # not be told; the others report a changed row, as they would have after it,
+        # and their callers read the row again.
         first = _first_per_key(updates)
         keys = sorted(first)
         columns = [
@@ -508,14 +482,8 @@ class SessionCore:
     def purge_steps(
         self, batch_size: int | None = None, should_stop: Callable[[], bool] = lambda: False
     ) -> Steps:
-        """Delete expired sessions in batches; return the count, or None if another purge ran.
-
-        No two purge statements run on the table at once: a batch that finds another
-        purge's statement running deletes nothing, and the purge ends there.
-        `should_stop` is asked before each batch.
-        """
-        batch_size = self.purge_batch_size if batch_size is None else batch_size
-        return self._purge_batches(validate_batch_size(batch_size), should_stop)
+        """Delete expired sessions in batches (`should_stop` asked before each); count, or None."""
+        return self._purge_batches(self._batch_size(batch_size), should_stop)
 
     def _purge_batches(self, batch_size: int, should_stop: Callable[[], bool]) -> Steps:
         # Which form is read when the steps start: a store learns whether the table
@@ -549,19 +517,16 @@ class SessionCore:
         return deleted.rowcount
 
     def _delete_distributed(self, query: bytes | None, params: tuple[str, ...]) -> Steps:
-        """On Citus: wait for the purge lock, then one DELETE on every shard (one transaction).
-
-        Two multi-shard DELETEs sent through two nodes deadlock; the lock, on one
-        worker whichever node sends them, keeps them in turn.
-        """
+        """On Citus: wait for the purge lock, then one DELETE on every shard (one transaction)."""
+        # Two multi-shard DELETEs sent through two nodes deadlock; the lock, on one
+        # worker whichever node sends them, keeps them in turn.
         yield Statement(_citus(self.sql.delete_lock), (self.purge_key,))
         deleted: Result = yield Statement(_citus(query), params)
         return deleted.rowcount
 
     def clear_steps(self, batch_size: int | None = None) -> Steps:
         """Delete every session in batches that never wait for a row lock; return the count."""
-        batch_size = self.purge_batch_size if batch_size is None else batch_size
-        return self._key_batches("clear", (), validate_batch_size(batch_size))
+        return self._key_batches("clear", (), self._batch_size(batch_size))
 
     def delete_prefix_steps(self, prefix: str, batch_size: int | None = None) -> Steps:
         """Delete every session whose stored key starts with `prefix`, as `clear_steps` does."""
@@ -570,21 +535,13 @@ class SessionCore:
             raise ValueError(
                 "delete_prefix needs hash_tokens=False: a hashed key keeps no prefix to match"
             )
-        batch_size = self.purge_batch_size if batch_size is None else batch_size
-        validate_batch_size(batch_size)
-        return self._key_batches("delete_prefix", (prefix,), batch_size)
+        return self._key_batches("delete_prefix", (prefix,), self._batch_size(batch_size))
 
     def reencrypt_steps(self, batch_size: int | None = None) -> Steps:
-        """Rewrite every live row not under the keyring's first key; return how many.
-
-        Each batch reads up to `batch_size` such rows, walking the primary key, and
-        rewrites them in one statement that writes only rows still at the version
-        read (so a concurrent write wins). Rows that do not decrypt stay as they are.
-        """
+        """Rewrite every live row not under the keyring's first key, in batches; return how many."""
         if self.encryption is None:
             raise ValueError("reencrypt needs a store made with encryption=Keyring(...)")
-        batch_size = self.purge_batch_size if batch_size is None else batch_size
-        return self._reencrypt_batches(self.encryption, validate_batch_size(batch_size))
+        return self._reencrypt_batches(self.encryption, self._batch_size(batch_size))
 
     def _reencrypt_batches(self, keyring: Keyring, batch_size: int) -> Steps:
         """The batches of `reencrypt_steps`."""

@@ -98,17 +98,14 @@ _TEMPLATES = {
     # Expired rows of the owner go too: they are dead anyway.
     "delete_owned": "DELETE FROM {t} WHERE owner = %s AND token IS DISTINCT FROM %s",
     "revoke": "DELETE FROM {t} WHERE owner = %s AND token = %s",
-    # Versions for optimistic concurrency: xmin, the id of the transaction that wrote
-    # the row version, changes with every write of the row and needs no column of its
-    # own, so the SCS table stays as Go apps share it. It is read as bigint (xid has no
-    # ordering and no binary cast to int).
+    # Versions for optimistic concurrency are xmin, which every write of a row changes
+    # (docs/sessions.md#how-the-version-is-kept), read as bigint: xid has no binary cast.
     "find_versioned": (
         "SELECT data, xmin::text::bigint, expiry FROM {t} "
         "WHERE token = %s AND current_timestamp < expiry"
     ),
-    # A row another transaction is writing is waited for, then its WHERE is evaluated
-    # again on the new version (READ COMMITTED), whose xmin differs: of two saves from
-    # one version, exactly one writes.
+    # A row being written is waited for, then the WHERE re-checked on the new version
+    # (READ COMMITTED), whose xmin differs: of two saves from one version, one writes.
     "update_versioned": (
         "UPDATE {t} SET data = %s, expiry = %s{owner_set} "
         "WHERE token = %s AND xmin::text::bigint = %s AND current_timestamp < expiry"
@@ -145,20 +142,11 @@ _TEMPLATES = {
         "WHERE s.token = v.token AND s.xmin::text::bigint = v.version "
         "AND current_timestamp < s.expiry RETURNING s.token"
     ),
-    # One purge batch is one statement, hence one transaction, so it works the same
-    # through PgBouncer's transaction pooling, where a session-level lock could be
-    # taken on one server connection and released on another (and leak):
-    # - it takes the table's purge lock with a transaction-level try-lock, and deletes
-    #   nothing when another purge statement holds it;
-    # - it walks the expiry index from where the last batch ended, so no batch
-    #   re-reads live rows or what earlier batches deleted;
-    # - it locks the rows it picks with SKIP LOCKED: a row a commit, touch or delete
-    #   holds is left for a later round, so the purge never waits on a row lock and
-    #   can't take part in a deadlock, whatever order others lock rows in. The lock
-    #   re-checks the expiry on the newest row version, so a session a commit has just
-    #   extended is never picked, and nobody can change a picked row before the delete.
-    # Rows are deleted by token, the primary key: ctid would repeat across the
-    # partitions of a partitioned table.
+    # One purge batch is one statement, hence one transaction, so its try-lock on the
+    # table's purge key works through PgBouncer's transaction pooling too. It walks the
+    # expiry index from where the last batch ended, skips rows others hold (SKIP LOCKED:
+    # it never waits, never deadlocks, never takes a session just extended) and deletes
+    # by token, as ctid repeats across partitions (docs/cleanup.md#how-a-purge-runs).
     "purge_batch": (
         "WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(%s) AS held), "
         "deleted AS (DELETE FROM {t} WHERE token = ANY(ARRAY("
@@ -194,18 +182,12 @@ _TEMPLATES = {
         "ORDER BY token LIMIT %s FOR UPDATE SKIP LOCKED"
         ")) RETURNING token) SELECT count(*), max(token) FROM deleted"
     ),
-    # On a table Citus distributes (`SessionCore.distributed`), a "NAME:citus" template
-    # replaces NAME's (and "NAME:owners:citus" NAME:owners'). Every form here is routed
-    # to the token's shard or runs on all shards in parallel without row locks, which
-    # Citus refuses in multi-shard queries (docs/scaling.md#citus).
-    #
-    # Citus requires the WHERE of ON CONFLICT to be immutable, and `create`'s holds
-    # current_timestamp: the expired row is deleted first instead, then the insert does
-    # nothing on a live one. Citus runs the CTE as a subplan before the insert, both
-    # routed to the token's shard in one transaction on one worker (no two-phase
-    # commit); the key is passed twice. (On plain PostgreSQL an unreferenced CTE would
-    # run after the insert: this form is for Citus only.) A new session never inherits
-    # the owner of the expired one it replaces.
+    # On a table Citus distributes, a "NAME:citus" template replaces NAME's (and
+    # "NAME:owners:citus" NAME:owners'): each is routed to the token's shard or runs on
+    # all shards without row locks, which Citus refuses there (docs/scaling.md#citus).
+    # Citus wants an immutable WHERE on ON CONFLICT, so `create` deletes an expired row
+    # first, in a CTE Citus runs before the insert (plain PostgreSQL would run it
+    # after); the key is passed twice.
     "create:citus": (
         "WITH gone AS (DELETE FROM {t} WHERE token = %s AND expiry <= current_timestamp) "
         "INSERT INTO {t} (token, data, expiry) VALUES (%s, %s, %s) ON CONFLICT (token) DO NOTHING"
@@ -215,11 +197,9 @@ _TEMPLATES = {
         "INSERT INTO {t} (token, data, expiry, owner) VALUES (%s, %s, %s, %s) "
         "ON CONFLICT (token) DO NOTHING"
     ),
-    # The purge lock of a distributed table, taken where every node's purge meets: on
-    # the worker holding the shard of the key '' (a router query: Citus runs the whole
-    # statement there, inside the distributed transaction, so the lock holds until it
-    # ends). A lock on the node the client is connected to would let purges from two
-    # nodes run at once, and two multi-shard DELETEs from two nodes deadlock (tested).
+    # The purge lock of a distributed table, where every node's purge meets: on the
+    # worker of the key '' (a router query, inside the distributed transaction), since
+    # multi-shard DELETEs from two nodes deadlock (docs/scaling.md#citus).
     "purge_lock:citus": (
         "SELECT pg_try_advisory_xact_lock(%s) FROM (SELECT count(*) FROM {t} WHERE token = '') "
         "AS anchor"
@@ -331,10 +311,7 @@ class Statements:
 
     @classmethod
     def render(cls, qualified_name: str, owners: bool, distributed: bool = False) -> Statements:
-        """Render every statement for the quoted table name, with or without owners.
-
-        With `distributed`, the Citus forms ("NAME:citus") replace the usual ones.
-        """
+        """Render every statement for the quoted table name, with owners or not, Citus or not."""
         # Statements always run with a parameter sequence, so psycopg reads "%" as a
         # placeholder: a "%" in a name must reach it doubled.
         table = escape_percent(qualified_name)
@@ -357,10 +334,7 @@ def escape_percent(text: str) -> str:
 
 
 def advisory_key(purpose: str, qualified_name: str, owner: str | None = None) -> int:
-    """A signed 64-bit advisory lock key for `purpose` (``"create"``, ``"purge"``) on a table.
-
-    With `owner`, the key is that owner's on the table (``"owner"``).
-    """
+    """A signed 64-bit advisory lock key for `purpose` on a table (with `owner`, that owner's)."""
     text = f"sessionstore:{purpose}:{qualified_name}"
     if owner is not None:
         # Neither a name nor an owner holds NUL, so no two pairs make the same text.

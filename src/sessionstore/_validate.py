@@ -1,9 +1,7 @@
 """The limits on what a store accepts, and the checks that apply them before any SQL.
 
-PostgreSQL answers bad input late or wrongly (a NUL raises DataError, a lone
-surrogate UnicodeEncodeError, a long token fails the btree on commit only, a naive
-datetime is read in the server's TimeZone), so every argument is checked here first.
-Error messages never contain a token: it is a credential.
+PostgreSQL answers bad input late or wrongly, so every argument is checked here first;
+messages never contain a token (a credential). See docs/usage.md#bad-input.
 """
 
 from __future__ import annotations
@@ -13,9 +11,8 @@ import datetime as dt
 import hashlib
 import secrets
 
-#: The longest token accepted, in characters. SCS tokens are 43 characters; the
-#: limit keeps every token (4 bytes per character at worst) well inside PostgreSQL's
-#: btree entry limit of about 2.7 KB, which would otherwise fail on commit only.
+#: The longest token accepted, in characters: inside PostgreSQL's btree entry limit
+#: even at 4 bytes a character (docs/usage.md#bad-input).
 MAX_TOKEN_LENGTH = 512
 
 #: The longest owner (a user id) accepted, in characters.
@@ -26,6 +23,13 @@ DEFAULT_MAX_DATA_SIZE = 1024 * 1024
 
 #: PostgreSQL truncates identifiers longer than this many bytes (NAMEDATALEN - 1).
 MAX_IDENTIFIER_BYTES = 63
+
+
+def validate_int(value: object, what: str) -> int:
+    """Return `value` if it is an int and not a bool, else raise TypeError."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    return value
 
 
 def _text(value: object, what: str, longest: int) -> str:
@@ -47,10 +51,7 @@ def _text(value: object, what: str, longest: int) -> str:
 
 
 def validate_token(token: object) -> str:
-    """Return `token` if it may reach SQL, else raise TypeError or ValueError.
-
-    A token is a str of 1 to `MAX_TOKEN_LENGTH` characters, without NUL or lone surrogates.
-    """
+    """Return `token` if it may reach SQL: a str of 1 to `MAX_TOKEN_LENGTH` characters (`_text`)."""
     return _text(token, "token", MAX_TOKEN_LENGTH)
 
 
@@ -60,12 +61,7 @@ def validate_owner(owner: object) -> str:
 
 
 def validate_identifier(name: object, what: str) -> str:
-    """Return a table or schema name unchanged if PostgreSQL can store it as written.
-
-    Any text is accepted, since it is always quoted: capitals, spaces, quotes,
-    semicolons and dots name exactly that relation. An empty name, NUL, lone
-    surrogates or more than 63 bytes (PostgreSQL would truncate it) raise ValueError.
-    """
+    """Return a table or schema name unchanged if PostgreSQL can store it as written, quoted."""
     if not isinstance(name, str):
         raise TypeError(f"{what} name must be a str, not {type(name).__name__}")
     if not name:
@@ -85,10 +81,7 @@ def validate_identifier(name: object, what: str) -> str:
 
 
 def validate_data(data: object, max_size: int) -> bytes | bytearray | memoryview:
-    """Return a bytes-like payload of at most `max_size` bytes, as psycopg can send it.
-
-    A memoryview that is not a flat, contiguous buffer of single bytes is copied to bytes.
-    """
+    """Return a bytes-like payload of at most `max_size` bytes, as psycopg can send it."""
     if isinstance(data, bytes | bytearray):
         size = len(data)
     elif isinstance(data, memoryview):
@@ -115,35 +108,32 @@ def validate_expiry(expiry: object) -> dt.datetime:
 
 def validate_max_data_size(max_data_size: object) -> int:
     """Return the `max_data_size` option if it is an int from 0 to PostgreSQL's 1 GiB limit."""
-    if isinstance(max_data_size, bool) or not isinstance(max_data_size, int):
-        raise TypeError(f"max_data_size must be an int, not {type(max_data_size).__name__}")
-    if not 0 <= max_data_size < 1024**3:
+    size = validate_int(max_data_size, "max_data_size")
+    if not 0 <= size < 1024**3:
         raise ValueError("max_data_size must be between 0 and 1 GiB (PostgreSQL's limit)")
-    return max_data_size
+    return size
 
 
 def validate_batch_size(batch_size: object) -> int:
     """Return a batch size (the most sessions one statement deletes) if it is a positive int."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        raise TypeError(f"batch_size must be an int, not {type(batch_size).__name__}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    return batch_size
+    size = validate_int(batch_size, "batch_size")
+    if size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {size}")
+    return size
 
 
 def validate_max_sessions(max_sessions: object, owners: bool) -> int | None:
     """Return the `max_sessions_per_owner` option: None, or an int of at least 1 with owners."""
     if max_sessions is None:
         return None
-    if isinstance(max_sessions, bool) or not isinstance(max_sessions, int):
-        raise TypeError(f"max_sessions_per_owner must be an int, not {type(max_sessions).__name__}")
-    if max_sessions < 1:
-        raise ValueError(f"max_sessions_per_owner must be at least 1, got {max_sessions}")
+    cap = validate_int(max_sessions, "max_sessions_per_owner")
+    if cap < 1:
+        raise ValueError(f"max_sessions_per_owner must be at least 1, got {cap}")
     if not owners:
         raise ValueError(
             "max_sessions_per_owner needs owners=True (sessions are counted per owner)"
         )
-    return max_sessions
+    return cap
 
 
 def validate_grace(grace: object) -> dt.timedelta:
@@ -166,10 +156,6 @@ def new_token() -> str:
 
 
 def hash_token(token: str) -> str:
-    """The key a token is stored under with ``hash_tokens=True``, as SCS's HashTokenInStore.
-
-    Unpadded base64url of the SHA-256 digest of the token's UTF-8 bytes: 43
-    characters, so a table shared with a Go SCS application stays compatible.
-    """
+    """The key a token is stored under with ``hash_tokens=True``, as SCS's HashTokenInStore."""
     digest = hashlib.sha256(token.encode("utf-8")).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")

@@ -1,28 +1,9 @@
 """Running a store's statement on libpq directly, below psycopg's cursor.
 
-A cursor is built for any use: it parses the query, keeps the prepared-statement
-cache, composes results, and each of those steps costs Python work on every call. A
-store runs a handful of fixed statements, so it can do that work once: each query's
-numbered form and prepared name are made the first time and kept, and a call is one
-`send_query_prepared` and one read of the result, which spends less client CPU per
-call than a cursor does (see docs/performance.md).
-
-What stays psycopg's: encoding the parameters and decoding the rows (a `Transformer`
-of the connection, so its adapters, and any the application registered, apply),
-waiting on the socket (`Connection.wait`, which also cancels the query on Ctrl-C or
-a cancelled task), and turning an error result into psycopg's exception for its
-SQLSTATE. So a failure reaches the facade exactly as through a cursor.
-
-Used only where it is the same as a cursor would do (`direct`): an autocommit
-connection (else psycopg's implicit transaction is what the application asked for)
-whose cursors are psycopg's own (a custom or traced cursor factory, such as
-OpenTelemetry's psycopg instrumentation, is honoured by taking the cursor path).
-The connection's ``prepare_threshold`` is followed as psycopg follows it: None (the
-setting behind PgBouncer older than 1.21) runs each statement unnamed, anything
-else prepares it on the connection at its first use.
-
-The generators here are psycopg's `PQGen`s: the facade runs them with
-``conn.wait(...)``, awaited or not, so the sync and async stores share this code.
+The work a cursor does on every call is done once per query here, and a call is one
+`send_query_prepared` and one read; psycopg's adapters, wait and exceptions stay, so a
+failure reaches the facade as through a cursor. The generators are psycopg's `PQGen`s,
+driven by both stores. See docs/performance.md#where-a-finds-cpu-goes.
 """
 
 from __future__ import annotations
@@ -88,37 +69,23 @@ enabled = AVAILABLE and os.environ.get("SESSIONSTORE_WIRE", "1") != "0"
 
 
 def direct(conn: psycopg.BaseConnection[Any]) -> bool:
-    """Whether a statement on `conn` may run on libpq directly (see the module's notes)."""
+    """Whether a statement on `conn` may run here, doing what the cursor path would."""
+    # Outside autocommit, psycopg's implicit transaction is what the application asked
+    # for; a custom or traced cursor factory (OpenTelemetry's instrumentation) is
+    # honoured by taking the cursor path.
     factory = getattr(conn, "cursor_factory", None)  # on Connection and AsyncConnection
     return enabled and conn.autocommit and factory in (psycopg.Cursor, psycopg.AsyncCursor)
 
 
 def run(conn: psycopg.BaseConnection[Any], statement: Statement, fetch: Fetch) -> PQGen[Any]:
-    """Run `statement` on `conn`; return what the cursor path's `fetch` would.
-
-    The caller holds the connection (from the pool, and its lock) and drives this
-    generator with ``conn.wait``.
-
-    Args:
-        conn: The connection (`direct`).
-        statement: What to run.
-        fetch: "one" (the first row or None), "all" (the rows), "count" (rows
-            affected) or "none".
-
-    Returns:
-        The rows as tuples, the count, or None.
-
-    Raises:
-        psycopg.Error: As a cursor would raise it: the server's error for its
-            SQLSTATE, or `OperationalError` if the connection failed.
-    """
+    """Run `statement` on a held `conn`; return or raise what the cursor path's `fetch` would."""
     prepared = _prepared_on(conn)
     pgconn = conn.pgconn
     tx = Transformer(conn)
     params = tx.dump_sequence(statement.params, [PyFormat.AUTO] * len(statement.params))
     types, formats = tx.types or (), tx.formats
     query = _numbered_query(statement.query)
-    if conn.prepare_threshold is None:
+    if conn.prepare_threshold is None:  # PgBouncer before 1.21: unnamed, as psycopg does
         pgconn.send_query_params(
             query, params, param_types=types, param_formats=formats, result_format=pq.Format.BINARY
         )
@@ -181,13 +148,9 @@ def _check(conn: psycopg.BaseConnection[Any], result: PGresult) -> None:
 
 
 def _numbered_query(query: bytes) -> bytes:
-    """The query with libpq's ``$1, $2...`` for the ``%s`` placeholders psycopg takes.
-
-    The core renders each query once, with ``%s`` for parameters and ``%%`` for a
-    literal percent sign (psycopg's syntax). psycopg converts that on every call
-    (cached, but behind a cursor, and its converter in `psycopg._queries` is private,
-    hence these few lines); done once here, kept per query text.
-    """
+    """The query with libpq's ``$1, $2...`` for psycopg's ``%s`` placeholders, kept per query."""
+    # psycopg converts the query on every call, behind a cursor, and its converter
+    # (`psycopg._queries`) is private.
     numbered = _numbered.get(query)
     if numbered is None:
         count = 0
@@ -206,13 +169,10 @@ def _numbered_query(query: bytes) -> bytes:
 
 
 def _name(query: bytes, types: tuple[int, ...]) -> bytes:
-    """The prepared statement's name for a numbered query with these parameter types.
-
-    A hash of both, not a counter: the same name always means the same statement, in
-    every process, so a name met on a server connection shared through a pooler can
-    never be another query. Different types (an array of owners that is all NULL, then
-    not) make different statements, as psycopg's own cache keys them.
-    """
+    """The prepared statement's name for a numbered query with these parameter types."""
+    # A hash, not a counter: the same name always means the same statement, in every
+    # process, so a name met on a server connection shared through a pooler is never
+    # another query. Other types (an all-NULL array of owners) make another statement.
     key = (query, types)
     name = _names.get(key)
     if name is None:

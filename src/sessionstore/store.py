@@ -2,15 +2,9 @@
 # edit store_async.py and run `python tools/async_to_sync.py`.
 """`Store`: the session store for threaded code, on a `psycopg_pool.ConnectionPool`.
 
-A thin facade over the sans-IO core: every method validates and builds its SQL in
-`SessionCore`, borrows a pooled connection to run it, and hands the rows back to the
-core.
-
-The sync facade (`store.py`) is generated from the async one (`store_async.py`, the
-only one written by hand) by ``tools/async_to_sync.py``: ``async``/``await`` dropped,
-names mapped to their sync twins. CI fails when the generated file is stale. What truly
-differs is written once, in the async source, between ``# async-only:`` and
-``# sync-only:`` markers.
+A thin facade over the sans-IO core (`SessionCore` validates, builds the SQL and
+decodes the rows); only this file borrows connections. ``tools/async_to_sync.py``
+generates the sync facade, `store.py`, from it. See docs/usage.md.
 """
 
 from __future__ import annotations
@@ -58,55 +52,9 @@ __all__ = ["Store"]
 class Store:
     """A PostgreSQL session store for threads, the Python port of SCS's pgxstore.
 
-    Expiry is judged by the database's clock. The store never closes `pool`.
-    Its operations work at once. The cleanup starts with the store (the async
-    store's, a task, when the store is entered or opened: it needs a running loop).
-
-    Args:
-        pool: The connection pool to borrow connections from. An autocommit pool
-            (``kwargs={"autocommit": True}``) saves a round trip per operation.
-        table: The sessions table's name (any text: it is always quoted).
-        schema: The table's schema, or None to follow the search_path.
-        cleanup: When to purge expired sessions: `ThreadCleanup` every 5
-            minutes by default; pass `NoCleanup` to disable it.
-        max_data_size: The largest payload `commit` accepts, in bytes
-            (default 1 MiB; PostgreSQL's own limit is 1 GiB).
-        purge_batch_size: The most expired sessions one purge statement
-            deletes (default 5,000), so no statement holds locks for long.
-        hash_tokens: Store only the SHA-256 of each token (as SCS's
-            ``HashTokenInStore``), so a leaked table or backup holds no usable
-            session; `all` then returns the hashes as keys.
-        owners: Keep sessions per user in the table's nullable ``owner`` column
-            (``migrate --owners`` adds it): `commit` and `create` take an
-            ``owner``, and `sessions_of`, `delete_owned`, `revoke` and
-            `set_owner` work. Without it those raise `OwnersNotEnabledError`.
-        max_sessions_per_owner: The most live sessions one owner keeps (needs
-            ``owners=True``), or None for no cap: whenever `commit`, `create` or
-            `set_owner` gives a session an owner, the owner's other live sessions
-            beyond the cap are deleted, those that expire soonest first (never the
-            one written). Such a write and its trim hold a lock on the owner, so
-            concurrent logins of one owner keep the cap too. `update` and
-            `update_versioned` rewrite a live session and never trim.
-        encryption: Encrypt the session data at rest with this `Keyring`
-            (AES-256-GCM; the ``crypto`` extra): the table then holds only
-            ciphertext, bound to its row. A row that does not decrypt reads as no
-            session, with a warning. See docs/encryption.md.
-        on_operation: Where the store reports each operation's duration and
-            outcome (see `sessionstore.metrics`): None records OpenTelemetry
-            metrics if ``opentelemetry-api`` is installed, and nothing otherwise;
-            a callable is called with ``(operation, seconds, error_type)``.
-        distributed: Whether Citus distributes the table (`create_distributed_table`
-            by token): True or False to say so; None (the default) asks the catalogs
-            (``pg_dist_partition``) once, at the first `create`, purge, `clear`,
-            `delete_prefix` or combined statement. On a distributed table `create`
-            and the deletes take forms Citus runs, and concurrent calls are not
-            combined (see docs/scaling.md#citus).
-
-    Raises:
-        TypeError: If `pool` is not a `ConnectionPool`, or an option has
-            the wrong type.
-        ValueError: If a name or size is invalid, or `max_sessions_per_owner` is
-            below 1 or given without ``owners=True``.
+    The synchronous twin of `AsyncStore`, with the same methods, arguments and
+    guarantees, documented there and in docs/usage.md. Its cleanup thread starts
+    in the constructor; `close` stops it.
     """
 
     def __init__(
@@ -199,22 +147,7 @@ class Store:
         return f"<{type(self).__name__} {self.name}>"
 
     def find(self, token: str) -> bytes | None:
-        """Return the data of a live session.
-
-        Args:
-            token: The session token.
-
-        Returns:
-            The session's data (``b""`` if empty), or None if the session
-                is missing or expired.
-
-        Raises:
-            TypeError: If the token is not a str.
-            ValueError: If the token is empty, too long, or contains NUL or lone
-                surrogates.
-            DatabaseError: If the database could not answer.
-            ForkedProcessError: If used in a child after `os.fork`.
-        """
+        """Return a live session's data (``b""`` if empty), or None if missing or expired."""
         return self._finds.submit(self._core.find(token))
 
     def commit(
@@ -225,64 +158,15 @@ class Store:
         *,
         owner: str | None = None,
     ) -> None:
-        """Save a session, replacing any with the same token (last writer wins).
-
-        Args:
-            token: The session token.
-            data: The session's data.
-            expiry: When the session expires: a timezone-aware datetime.
-            owner: Who the session belongs to, e.g. a user id (needs
-                ``owners=True``); None keeps the row's current owner. With
-                `max_sessions_per_owner`, the owner's other sessions beyond it
-                are deleted (see `max_sessions_per_owner`).
-
-        Raises:
-            TypeError: If an argument has the wrong type.
-            ValueError: If the token is invalid, the data is larger than
-                `max_data_size`, or the expiry is naive.
-            OwnersNotEnabledError: If an owner is given without ``owners=True``.
-            DatabaseError: If the database could not save it.
-        """
+        """Save a session, replacing any with the same token (last writer wins)."""
         self._commits.submit(self._core.commit(token, data, expiry, owner))
 
     def touch(self, token: str, expiry: dt.datetime) -> bool:
-        """Move a live session's expiry without rewriting its data.
-
-        Concurrent touches are combined into shared statements, like finds and
-        commits. An expired session is never brought back.
-
-        Args:
-            token: The session token.
-            expiry: The new expiry: a timezone-aware datetime.
-
-        Returns:
-            True if the session was live (its expiry is now `expiry`); False, with
-                nothing written, if it is missing or expired.
-
-        Raises:
-            TypeError: If an argument has the wrong type.
-            ValueError: If the token is invalid or the expiry is naive.
-            DatabaseError: If the database could not update it.
-        """
+        """Move a live session's expiry without rewriting its data; whether it was live."""
         return self._touches.submit(self._core.touch(token, expiry))
 
     def find_versioned(self, token: str) -> Versioned | None:
-        """Return a live session's data with its row's version, for `update_versioned`.
-
-        Concurrent calls are combined into shared statements, like `find`.
-
-        Args:
-            token: The session token.
-
-        Returns:
-            The data, version and expiry, or None if the session is missing or
-                expired.
-
-        Raises:
-            TypeError: If the token is not a str.
-            ValueError: If the token is invalid.
-            DatabaseError: If the database could not answer.
-        """
+        """Return a live session's data, version and expiry, for `update_versioned`; else None."""
         return self._versioned_finds.submit(self._core.find_versioned(token))
 
     def update_versioned(
@@ -294,31 +178,7 @@ class Store:
         *,
         owner: str | None = None,
     ) -> bool:
-        """Rewrite a live session only if nothing wrote it since it was read at `version`.
-
-        Optimistic concurrency: read with `find_versioned`, change, write with this;
-        False means another writer came first (or the session is gone): read it
-        again and decide. Concurrent calls are combined into shared statements.
-
-        Args:
-            token: The session token.
-            data: The session's data.
-            expiry: When the session expires: a timezone-aware datetime.
-            version: The `Versioned.version` the change was made on.
-            owner: Who the session belongs to (needs ``owners=True``); None keeps
-                the row's current owner.
-
-        Returns:
-            True if the session was live at `version` and is rewritten; False, with
-                nothing written, if it changed, expired or is gone.
-
-        Raises:
-            TypeError: If an argument has the wrong type.
-            ValueError: If the token is invalid, the data is larger than
-                `max_data_size`, or the expiry is naive.
-            OwnersNotEnabledError: If an owner is given without ``owners=True``.
-            DatabaseError: If the database could not update it.
-        """
+        """Rewrite a live session only if nothing wrote it since it was read at `version`."""
         statement = self._core.update_versioned(token, data, expiry, version, owner)
         return self._versioned_updates.submit(statement)
 
@@ -330,31 +190,7 @@ class Store:
         *,
         owner: str | None = None,
     ) -> bool:
-        """Save a new session, unless a live session already has the token.
-
-        An expired session with the token counts as free and is replaced. Use it
-        where a token must never be taken over, e.g. for a token just generated:
-        ``False`` then means a collision, and the caller picks another token.
-
-        Args:
-            token: The session token.
-            data: The session's data.
-            expiry: When the session expires: a timezone-aware datetime.
-            owner: Who the session belongs to (needs ``owners=True``). With
-                `max_sessions_per_owner`, a created session's owner's other
-                sessions beyond it are deleted.
-
-        Returns:
-            True if the session was created; False, with nothing changed, if a live
-                session holds the token.
-
-        Raises:
-            TypeError: If an argument has the wrong type.
-            ValueError: If the token is invalid, the data is larger than
-                `max_data_size`, or the expiry is naive.
-            OwnersNotEnabledError: If an owner is given without ``owners=True``.
-            DatabaseError: If the database could not save it.
-        """
+        """Save a new session, unless a live session has the token; whether it was created."""
         if self._core.distributed is None:
             self._learn_distribution()
         statement = self._core.create(token, data, expiry, owner)
@@ -368,70 +204,12 @@ class Store:
         *,
         owner: str | None = None,
     ) -> bool:
-        """Rewrite a live session's data and expiry; never create or revive one.
-
-        The counterpart of `create`: use it where a session deleted meanwhile (logged
-        out elsewhere, expired, purged) must stay deleted, e.g. for Django's
-        ``UpdateError``.
-
-        Args:
-            token: The session token.
-            data: The session's data.
-            expiry: When the session expires: a timezone-aware datetime.
-            owner: Who the session belongs to (needs ``owners=True``); None keeps
-                the row's current owner.
-
-        Returns:
-            True if the session was live and is rewritten; False, with nothing
-                written, if it is missing or expired.
-
-        Raises:
-            TypeError: If an argument has the wrong type.
-            ValueError: If the token is invalid, the data is larger than
-                `max_data_size`, or the expiry is naive.
-            OwnersNotEnabledError: If an owner is given without ``owners=True``.
-            DatabaseError: If the database could not update it.
-        """
+        """Rewrite a live session's data and expiry, never reviving one; whether it was live."""
         statement = self._core.update(token, data, expiry, owner)
         return bool(self._query("update", statement, "count"))
 
     def rotate(self, token: str, *, grace: dt.timedelta, prefix: str = "") -> str | None:
-        """Move a live session to a new token; the old one lives on for at most `grace`.
-
-        The new token is random (256 bits, never derived from the old one); its
-        session has the old one's data, expiry and owner. The old token's expiry
-        becomes the earlier of its own and now + `grace`, so requests already on
-        their way with it still work for a moment; ``timedelta(0)`` ends it at
-        once. One statement: of concurrent rotations of a token, one wins and the
-        others get None, so a session never has two successors. With
-        ``encryption``, two: the data is read, then encrypted for the new token
-        and written only if the row is still as read.
-
-        A rotated row is known by having at most `grace` left (the table has no
-        column to mark it), so a session with no more than `grace` left is not
-        rotated: None, and it ends as it would have. A later `commit` of the old
-        token sets its expiry again, as any commit does.
-
-        Args:
-            token: The session's current token.
-            grace: How long the old token stays valid: a timedelta, 0 or more.
-            prefix: Put before the new random token: the new token is `prefix`
-                and 43 random characters (a namespace, as Litestar's
-                ``PostgresStore`` keys its sessions).
-
-        Returns:
-            The new token (`prefix` included), or None, with nothing changed, if the
-                old token names no live session with more than `grace` left.
-
-        Raises:
-            TypeError: If the token or `prefix` is not a str, or `grace` not a
-                timedelta.
-            ValueError: If the token (or `prefix` and a token) is invalid or `grace`
-                negative (or too long to add to a date).
-            ConcurrentUpdateError: With ``encryption``, if the session was written
-                16 times while it was being rotated.
-            DatabaseError: If the database failed.
-        """
+        """Move a live session to a new token; the old one lives on for at most `grace`."""
         steps = self._core.rotate_steps(token, grace, prefix)
         with measure(self._metrics, "rotate"):
             # Not `_query`: running it again after a lost reply could find the first
@@ -444,88 +222,26 @@ class Store:
                 raise DatabaseError("rotate", exc, self._core.failure_hint(exc)) from exc
 
     def delete(self, token: str) -> None:
-        """Delete a session; a missing token is not an error.
-
-        Args:
-            token: The session token.
-
-        Raises:
-            TypeError: If the token is not a str.
-            ValueError: If the token is invalid.
-            DatabaseError: If the database could not delete it.
-        """
+        """Delete a session; a missing token is not an error."""
         self._query("delete", self._core.delete(token), "none")
 
     def exists(self, token: str) -> bool:
-        """Whether a live session has the token.
-
-        Args:
-            token: The session token.
-
-        Returns:
-            True if the session exists and has not expired.
-
-        Raises:
-            TypeError: If the token is not a str.
-            ValueError: If the token is invalid.
-            DatabaseError: If the database could not answer.
-        """
+        """Return whether a live session has the token."""
         return self._query("exists", self._core.expiry(token), "one") is not None
 
     def expiry(self, token: str) -> dt.datetime | None:
-        """When a live session expires.
-
-        Args:
-            token: The session token.
-
-        Returns:
-            The expiry as a timezone-aware UTC datetime, or None if the session is
-                missing or expired.
-
-        Raises:
-            TypeError: If the token is not a str.
-            ValueError: If the token is invalid.
-            DatabaseError: If the database could not answer.
-        """
+        """Return when a live session expires (aware, in UTC), or None if missing or expired."""
         row = self._query("expiry", self._core.expiry(token), "one")
         return self._core.decode_expiry(row)
 
     def all(self) -> dict[str, bytes]:
-        """Return every live session.
-
-        Returns:
-            A new dict of token to data; empty if there are none. With
-                ``hash_tokens=True`` the keys are the stored hashes.
-
-        Raises:
-            DatabaseError: If the database could not answer.
-        """
+        """Return a new dict of every live session's token and data (``{}`` if none)."""
         rows = self._query("all", self._core.all(), "all")
         return self._core.decode_all(rows)
 
     @contextlib.contextmanager
     def iter_all(self, *, batch_size: int = 1000) -> Iterator[Iterator[tuple[str, bytes]]]:
-        """Walk every live session without loading them all: a server-side cursor.
-
-        Memory stays flat however big the table is: rows arrive `batch_size` at a
-        time. The cursor holds a pooled connection (in one transaction, so it sees
-        one snapshot) until the ``with`` block ends::
-
-            with store.iter_all() as sessions:
-                for token, data in sessions:
-                    ...
-
-        Args:
-            batch_size: Rows fetched per round trip.
-
-        Yields:
-            An iterator of (token, data) pairs (token hashes with ``hash_tokens``).
-
-        Raises:
-            TypeError: If `batch_size` is not an int.
-            ValueError: If `batch_size` is not positive.
-            DatabaseError: If the database failed, also while iterating.
-        """
+        """Walk every live session without loading them all: a server-side cursor."""
         validate_batch_size(batch_size)
         statement = self._core.all()
         try:
@@ -543,134 +259,32 @@ class Store:
             raise DatabaseError("iter_all", exc) from exc
 
     def set_owner(self, token: str, owner: str | None) -> bool:
-        """Set the owner of a live session, or clear it with None.
-
-        Args:
-            token: The session token.
-            owner: The new owner (e.g. the user id at login), or None. With
-                `max_sessions_per_owner`, the owner's other sessions beyond it
-                are deleted.
-
-        Returns:
-            True if the session was live; False, with nothing written, if not.
-
-        Raises:
-            TypeError: If an argument has the wrong type.
-            ValueError: If an argument is invalid.
-            OwnersNotEnabledError: Without ``owners=True``.
-            DatabaseError: If the database failed.
-        """
+        """Set the owner of a live session, or clear it with None; whether it was live."""
         statement = self._core.set_owner(token, owner)
         return bool(self._query("set_owner", statement, "count"))
 
     def sessions_of(self, owner: str) -> list[OwnedSession]:
-        """List an owner's live sessions ("where you are logged in").
-
-        Args:
-            owner: The owner.
-
-        Returns:
-            The sessions, soonest to expire first; each `OwnedSession.key` is the
-                stored key (the token's hash with ``hash_tokens``), for `revoke`.
-
-        Raises:
-            TypeError: If the owner is not a str.
-            ValueError: If the owner is invalid.
-            OwnersNotEnabledError: Without ``owners=True``.
-            DatabaseError: If the database failed.
-        """
+        """List an owner's live sessions ("where you are logged in"), soonest to expire first."""
         rows = self._query("sessions_of", self._core.sessions_of(owner), "all")
         return self._core.decode_owned(rows)
 
     def delete_owned(self, owner: str, *, keep: str | None = None) -> int:
-        """Delete every session of an owner: "log out everywhere".
-
-        Args:
-            owner: The owner.
-            keep: The caller's own raw token, to stay logged in here; None deletes
-                them all.
-
-        Returns:
-            How many sessions were deleted (expired ones of the owner included).
-
-        Raises:
-            TypeError: If an argument has the wrong type.
-            ValueError: If an argument is invalid.
-            OwnersNotEnabledError: Without ``owners=True``.
-            DatabaseError: If the database failed.
-        """
+        """Delete every session of an owner ("log out everywhere"); return how many."""
         statement = self._core.delete_owned(owner, keep)
         return int(self._query("delete_owned", statement, "count"))
 
     def revoke(self, owner: str, key: str) -> bool:
-        """Delete one of an owner's sessions, as listed by `sessions_of`.
-
-        Only a session that belongs to `owner` is deleted, so a key from one
-        user's list can't end another user's session.
-
-        Args:
-            owner: The owner.
-            key: The session's `OwnedSession.key`.
-
-        Returns:
-            True if it was the owner's session and is gone.
-
-        Raises:
-            TypeError: If an argument has the wrong type.
-            ValueError: If an argument is invalid.
-            OwnersNotEnabledError: Without ``owners=True``.
-            DatabaseError: If the database failed.
-        """
+        """Delete an owner's session by its `sessions_of` key; whether it was theirs and is gone."""
         return bool(self._query("revoke", self._core.revoke(owner, key), "count"))
 
     def purge_expired(self, *, batch_size: int | None = None) -> int:
-        """Delete every expired session now, in batches.
-
-        If another store (in this or any process) is purging the same table at this
-        moment, this returns 0 at once: that purge deletes them.
-
-        Args:
-            batch_size: The most sessions one statement deletes (default: the
-                store's `purge_batch_size`).
-
-        Returns:
-            How many sessions were deleted.
-
-        Raises:
-            TypeError: If `batch_size` is not an int.
-            ValueError: If `batch_size` is not positive.
-            DatabaseError: If the database could not delete them.
-        """
+        """Delete every expired session now, in batches; return how many."""
         return self.try_purge_expired(batch_size=batch_size) or 0
 
     def try_purge_expired(
         self, *, batch_size: int | None = None, cancel: Cancellation | None = None
     ) -> int | None:
-        """Purge like `purge_expired`, unless another purge of the table is running.
-
-        This is what the cleanup strategies call. Each batch is one short
-        statement that walks the expiry index and takes the table's purge lock (a
-        transaction-level advisory try-lock, so it also works through PgBouncer's
-        transaction pooling): no two purge statements on a table run at once, and
-        a purge that meets another one's statement ends there. Rows that a
-        concurrent commit or delete holds are skipped, never waited for.
-
-        Args:
-            batch_size: The most sessions one statement deletes (default: the
-                store's `purge_batch_size`).
-            cancel: If given, cancelling it stops the purge between batches and
-                cancels its running statement on the server.
-
-        Returns:
-            How many sessions were deleted, or None if another purge was running
-                when this one began (0 if `cancel` was cancelled before it began).
-
-        Raises:
-            TypeError: If `batch_size` is not an int.
-            ValueError: If `batch_size` is not positive.
-            DatabaseError: If the database failed, or the purge was cancelled
-                while a statement ran.
-        """
+        """Purge like `purge_expired`, unless another purge of the table is running."""
         should_stop = (lambda: False) if cancel is None else (lambda: cancel.cancelled)
         steps = self._core.purge_steps(batch_size, should_stop)
         self._learn_distribution()
@@ -689,96 +303,26 @@ class Store:
             raise DatabaseError("purge_expired", exc) from exc
 
     def clear(self, *, batch_size: int | None = None) -> int:
-        """Delete every session in the table, live or expired, in batches.
-
-        Each batch is one short statement that never waits for a row lock (a row a
-        concurrent commit holds is left to that commit). The role needs no rights
-        beyond SELECT, UPDATE and DELETE.
-
-        Args:
-            batch_size: The most sessions one statement deletes (default: the
-                store's `purge_batch_size`).
-
-        Returns:
-            How many sessions were deleted.
-
-        Raises:
-            TypeError: If `batch_size` is not an int.
-            ValueError: If `batch_size` is not positive.
-            DatabaseError: If the database could not delete them.
-        """
+        """Delete every session in the table, live or expired, in batches; return how many."""
         steps = self._core.clear_steps(batch_size)
         self._learn_distribution()
         with measure(self._metrics, "clear"):
             return self._batches("clear", steps)
 
     def delete_prefix(self, prefix: str, *, batch_size: int | None = None) -> int:
-        """Delete every session whose key starts with `prefix`, live or expired.
-
-        For keys that carry a namespace (``"app:sessions:..."``), as a key-value
-        store built on the table keeps them; tokens this library issues share no
-        prefix. Batched like `clear`, and like it, never waits for a row lock.
-
-        Args:
-            prefix: The start of the keys to delete (checked like a token).
-            batch_size: The most sessions one statement deletes (default: the
-                store's `purge_batch_size`).
-
-        Returns:
-            How many sessions were deleted.
-
-        Raises:
-            TypeError: If `prefix` is not a str or `batch_size` not an int.
-            ValueError: If `prefix` is invalid, `batch_size` is not positive, or
-                the store has ``hash_tokens=True`` (a hashed key keeps no prefix).
-            DatabaseError: If the database could not delete them.
-        """
+        """Delete every session whose key starts with `prefix`, live or expired; return how many."""
         steps = self._core.delete_prefix_steps(prefix, batch_size)
         self._learn_distribution()
         return self._batches("delete_prefix", steps)
 
     def reencrypt(self, *, batch_size: int | None = None) -> int:
-        """Rewrite every live session that is not under the keyring's first key.
-
-        The step of a key rotation that follows putting the new key first in every
-        process's `Keyring` (docs/encryption.md). Batched like `clear`: each batch
-        reads up to `batch_size` such sessions, walking the primary key, and rewrites
-        them in one statement that leaves alone a session written since it was read
-        (that write wins; one made by a process still on the old key is left for the
-        next run). Sessions that do not decrypt are left as they are, with a warning.
-
-        Args:
-            batch_size: The most sessions one statement rewrites (default: the
-                store's `purge_batch_size`).
-
-        Returns:
-            How many sessions were rewritten.
-
-        Raises:
-            TypeError: If `batch_size` is not an int.
-            ValueError: If `batch_size` is not positive, or the store was made
-                without ``encryption``.
-            DatabaseError: If the database could not rewrite them.
-        """
+        """Rewrite every live session that is not under the keyring's first key; return how many."""
         steps = self._core.reencrypt_steps(batch_size)
         with measure(self._metrics, "reencrypt"):
             return self._batches("reencrypt", steps)
 
     def create_table(self) -> bool:
-        """Create the schema, table and index if missing; never called implicitly.
-
-        Idempotent, and safe when several processes run it at once. On an existing
-        table it only reads the catalog, so it needs no DDL rights. With
-        ``owners=True`` it adds the owner column to an existing table (a catalog
-        change, no rewrite) and builds its index without blocking writes.
-
-        Returns:
-            True if anything was created, False if all of it existed.
-
-        Raises:
-            DatabaseError: If the database refused (e.g. no CREATE rights while
-                something is missing).
-        """
+        """Create the schema, table and index if missing; whether anything was created."""
         steps = create_table_steps(self._core)
         with measure(self._metrics, "create_table"):
             created, index_pending = self._run("create_table", steps, create_table_hint)
@@ -800,10 +344,7 @@ class Store:
         return bool(created)
 
     def stop_cleanup(self) -> None:
-        """Stop the cleanup worker and wait for it (within its bound).
-
-        Idempotent and safe from any thread or task; the store's other methods go on working.
-        """
+        """Stop the cleanup worker and wait for it (within its bound)."""
         self._cleanup.stop()
 
     def close(self) -> None:
@@ -824,53 +365,29 @@ class Store:
     # Private: the only places that borrow connections.
 
     def _after_fork_in_child(self, stand_in: Any) -> None:
-        """In a forked child, make every use raise `ForkedProcessError` (see `_fork`).
-
-        A pool that was not open at the fork holds nothing of the parent's, so the
-        child may open it and use the store (``gunicorn --preload`` makes the store
-        in the master and opens the pool in each worker).
-        """
+        """In a forked child, make every use raise `ForkedProcessError` (see `_fork`)."""
+        # A pool not open at the fork holds nothing of the parent's: the child may open
+        # it (``gunicorn --preload`` makes the store in the master, the pool per worker).
         if not self._pool.closed:
             self._pool = stand_in
         self._start_batchers()  # a parent thread may have held a batcher's lock
 
     def _start_batchers(self) -> None:
-        size, limit, wait = SessionCore.payload_size, self._pool_size, self._pool_timeout
-        depth = Depth()  # one path to the server, whatever the operation
-        self._finds = Batcher("find", self._find_one, self._find_many, size, limit, wait, depth)
-        self._commits = Batcher(
-            "commit", self._commit_one, self._commit_many, size, limit, wait, depth
-        )
-        self._touches = Batcher(
-            "touch", self._touch_one, self._touch_many, size, limit, wait, depth
-        )
+        # One `Depth`: one path to the server, whatever the operation.
+        shared = (SessionCore.payload_size, self._pool_size, self._pool_timeout, Depth())
+        self._finds = Batcher("find", self._find_one, self._find_many, *shared)
+        self._commits = Batcher("commit", self._commit_one, self._commit_many, *shared)
+        self._touches = Batcher("touch", self._touch_one, self._touch_many, *shared)
         self._versioned_finds = Batcher(
-            "find_versioned",
-            self._find_versioned_one,
-            self._find_versioned_many,
-            size,
-            limit,
-            wait,
-            depth,
+            "find_versioned", self._find_versioned_one, self._find_versioned_many, *shared
         )
         self._versioned_updates = Batcher(
-            "update_versioned",
-            self._update_versioned_one,
-            self._update_versioned_many,
-            size,
-            limit,
-            wait,
-            depth,
+            "update_versioned", self._update_versioned_one, self._update_versioned_many, *shared
         )
         self._set_combining()
 
     def _set_combining(self) -> None:
-        """Combine concurrent calls, unless Citus distributes the table.
-
-        A combined statement there spans shards: a commit of 16 rows became 60
-        commands to the workers with two-phase commit, and calls run singly were
-        faster (docs/scaling.md#citus).
-        """
+        """Combine concurrent calls, unless Citus distributes the table (docs/scaling.md#citus)."""
         combine = not self._core.distributed
         for batcher in (
             self._finds,
@@ -889,20 +406,19 @@ class Store:
                 self._core.use_distributed(distributed)
                 self._set_combining()
 
-    def _distributed_now(self) -> bool:
-        """Whether the table is distributed, asked before a combined statement.
-
-        The first combined statements of a new store on Citus were taken before the
-        store knew: they run singly, since combined ones would span shards (and,
-        several at once, deadlock across them until Citus cancels one, 2 s later).
-        """
-        self._learn_distribution()
-        return bool(self._core.distributed)
+    def _combining(self, operation: str, count: int) -> bool:
+        """Whether a batch of `count` calls runs as one statement (recorded if so): not on Citus."""
+        self._learn_distribution()  # the batch may have been taken before the answer
+        if self._core.distributed:
+            return False
+        if self._metrics is not None:
+            self._metrics.batch(operation, count)
+        return True
 
     def _each_alone(
         self, single: Callable[[Statement], Any], statements: Sequence[Statement]
     ) -> list[Any]:
-        """Run the statements a combined one was to serve, each alone (`_distributed_now`)."""
+        """Run the statements a combined one was to serve, each alone (`_combining`)."""
         return [single(statement) for statement in statements]
 
     def _pool_size(self) -> int:
@@ -917,10 +433,8 @@ class Store:
         return self._core.decode_find(statement, self._query("find", statement, "one"))
 
     def _find_many(self, finds: Sequence[Statement]) -> list[bytes | None]:
-        if self._distributed_now():
+        if not self._combining("find", len(finds)):
             return self._each_alone(self._find_one, finds)
-        if self._metrics is not None:
-            self._metrics.batch("find", len(finds))
         rows = self._query("find", self._core.find_many(finds), "all")
         return self._core.decode_find_many(finds, rows)
 
@@ -928,10 +442,8 @@ class Store:
         self._query("commit", statement, "none")
 
     def _commit_many(self, commits: Sequence[Statement]) -> list[None]:
-        if self._distributed_now():
+        if not self._combining("commit", len(commits)):
             return self._each_alone(self._commit_one, commits)
-        if self._metrics is not None:
-            self._metrics.batch("commit", len(commits))
         self._query("commit", self._core.commit_many(commits), "none")
         return [None] * len(commits)
 
@@ -939,10 +451,8 @@ class Store:
         return bool(self._query("touch", statement, "count"))
 
     def _touch_many(self, touches: Sequence[Statement]) -> list[bool]:
-        if self._distributed_now():
+        if not self._combining("touch", len(touches)):
             return self._each_alone(self._touch_one, touches)
-        if self._metrics is not None:
-            self._metrics.batch("touch", len(touches))
         rows = self._query("touch", self._core.touch_many(touches), "all")
         return self._core.decode_touch_many(touches, rows)
 
@@ -951,10 +461,8 @@ class Store:
         return self._core.decode_versioned(statement, row)
 
     def _find_versioned_many(self, finds: Sequence[Statement]) -> list[Versioned | None]:
-        if self._distributed_now():
+        if not self._combining("find_versioned", len(finds)):
             return self._each_alone(self._find_versioned_one, finds)
-        if self._metrics is not None:
-            self._metrics.batch("find_versioned", len(finds))
         rows = self._query("find_versioned", self._core.find_versioned_many(finds), "all")
         return self._core.decode_find_versioned_many(finds, rows)
 
@@ -962,24 +470,14 @@ class Store:
         return bool(self._query("update_versioned", statement, "count"))
 
     def _update_versioned_many(self, updates: Sequence[Statement]) -> list[bool]:
-        if self._distributed_now():
+        if not self._combining("update_versioned", len(updates)):
             return self._each_alone(self._update_versioned_one, updates)
-        if self._metrics is not None:
-            self._metrics.batch("update_versioned", len(updates))
         statement = self._core.update_versioned_many(updates)
         rows = self._query("update_versioned", statement, "all")
         return self._core.decode_update_versioned_many(updates, rows)
 
     def _query(self, operation: str, statement: Statement, fetch: Fetch) -> Any:
-        """Run one statement on a pooled connection; again if the connection broke.
-
-        A connection that broke (a restart, a killed backend) is discarded by the
-        pool; the pool's other idle connections are checked, and the statement runs
-        again. Connections that died while in use elsewhere come back to the pool
-        unnoticed by the check, so a caller can meet several: it retries up to the
-        pool's size (each dead connection is discarded after one failure), and at
-        least `MIN_RETRIES` times.
-        """
+        """Run one statement on a pooled connection; again if it broke (docs/usage.md#retries)."""
         retries = 0
         while True:
             conn = None
@@ -1015,11 +513,10 @@ class Store:
         fetch: Fetch,
     ) -> Any:
         """Run `lock`, then `statement`, in one transaction and one round trip."""
-        # Pipeline mode sends BEGIN, both statements and COMMIT at once and reads
-        # the results together: one round trip, where `conn.transaction()` would wait
-        # for each of the four (measured through a delayed link: 1.2 round trips
-        # against 4.4; 20% less time on loopback). A connection outside autocommit
-        # begins the transaction itself (psycopg waits for that BEGIN).
+        # Pipeline mode sends BEGIN, both statements and COMMIT at once and reads the
+        # results together: one round trip, where `conn.transaction()` would wait for
+        # each of the four. A connection outside autocommit begins the transaction
+        # itself (psycopg waits for that BEGIN).
         try:
             with conn.pipeline():
                 if conn.autocommit:

@@ -1,14 +1,8 @@
 """`AsyncStore`: the session store for asyncio code, on a `psycopg_pool.AsyncConnectionPool`.
 
-A thin facade over the sans-IO core: every method validates and builds its SQL in
-`SessionCore`, borrows a pooled connection to run it, and hands the rows back to the
-core.
-
-The sync facade (`store.py`) is generated from the async one (`store_async.py`, the
-only one written by hand) by ``tools/async_to_sync.py``: ``async``/``await`` dropped,
-names mapped to their sync twins. CI fails when the generated file is stale. What truly
-differs is written once, in the async source, between ``# async-only:`` and
-``# sync-only:`` markers.
+A thin facade over the sans-IO core (`SessionCore` validates, builds the SQL and
+decodes the rows); only this file borrows connections. ``tools/async_to_sync.py``
+generates the sync facade, `store.py`, from it. See docs/usage.md.
 """
 
 from __future__ import annotations
@@ -60,55 +54,49 @@ __all__ = ["AsyncStore"]
 class AsyncStore:
     """A PostgreSQL session store for asyncio, the Python port of SCS's pgxstore.
 
-    Expiry is judged by the database's clock. The store never closes `pool`.
-    Its operations work at once. The cleanup starts with the store (the async
-    store's, a task, when the store is entered or opened: it needs a running loop).
+    Expiry is judged by the database's clock. The store never closes `pool`. Its
+    operations work at once; its cleanup task starts when the store is entered or opened
+    (a task needs a running loop). Concurrent finds, commits, touches and versioned calls
+    are combined into shared statements (docs/usage.md#concurrency).
+
+    Every method checks its arguments before any SQL runs and raises `TypeError` or
+    `ValueError` for bad ones (docs/usage.md#bad-input). A failure of the database, the
+    network or the pool raises `DatabaseError`; a use in a child after `os.fork`,
+    `ForkedProcessError`; an ``owner`` or a per-owner method without ``owners=True``,
+    `OwnersNotEnabledError`.
 
     Args:
-        pool: The connection pool to borrow connections from. An autocommit pool
+        pool: The pool to borrow connections from; an autocommit one
             (``kwargs={"autocommit": True}``) saves a round trip per operation.
         table: The sessions table's name (any text: it is always quoted).
         schema: The table's schema, or None to follow the search_path.
-        cleanup: When to purge expired sessions: `TaskCleanup` every 5
-            minutes by default; pass `NoCleanup` to disable it.
-        max_data_size: The largest payload `commit` accepts, in bytes
-            (default 1 MiB; PostgreSQL's own limit is 1 GiB).
-        purge_batch_size: The most expired sessions one purge statement
-            deletes (default 5,000), so no statement holds locks for long.
+        cleanup: When to purge expired sessions: `TaskCleanup` every 5 minutes by
+            default; `NoCleanup` to disable it.
+        max_data_size: The largest payload a write accepts, in bytes.
+        purge_batch_size: The most expired sessions one purge statement deletes.
         hash_tokens: Store only the SHA-256 of each token (as SCS's
-            ``HashTokenInStore``), so a leaked table or backup holds no usable
-            session; `all` then returns the hashes as keys.
+            ``HashTokenInStore``), so a leaked table or backup holds no usable session.
         owners: Keep sessions per user in the table's nullable ``owner`` column
-            (``migrate --owners`` adds it): `commit` and `create` take an
-            ``owner``, and `sessions_of`, `delete_owned`, `revoke` and
-            `set_owner` work. Without it those raise `OwnersNotEnabledError`.
+            (``migrate --owners`` adds it), for `sessions_of`, `delete_owned`, `revoke`
+            and `set_owner` (docs/users.md).
         max_sessions_per_owner: The most live sessions one owner keeps (needs
-            ``owners=True``), or None for no cap: whenever `commit`, `create` or
-            `set_owner` gives a session an owner, the owner's other live sessions
-            beyond the cap are deleted, those that expire soonest first (never the
-            one written). Such a write and its trim hold a lock on the owner, so
-            concurrent logins of one owner keep the cap too. `update` and
-            `update_versioned` rewrite a live session and never trim.
+            ``owners=True``), or None: a `commit`, `create` or `set_owner` that gives a
+            session an owner deletes the owner's other live sessions beyond it, soonest
+            to expire first, also under concurrent logins (docs/users.md).
         encryption: Encrypt the session data at rest with this `Keyring`
-            (AES-256-GCM; the ``crypto`` extra): the table then holds only
-            ciphertext, bound to its row. A row that does not decrypt reads as no
-            session, with a warning. See docs/encryption.md.
-        on_operation: Where the store reports each operation's duration and
-            outcome (see `sessionstore.metrics`): None records OpenTelemetry
-            metrics if ``opentelemetry-api`` is installed, and nothing otherwise;
-            a callable is called with ``(operation, seconds, error_type)``.
-        distributed: Whether Citus distributes the table (`create_distributed_table`
-            by token): True or False to say so; None (the default) asks the catalogs
-            (``pg_dist_partition``) once, at the first `create`, purge, `clear`,
-            `delete_prefix` or combined statement. On a distributed table `create`
-            and the deletes take forms Citus runs, and concurrent calls are not
-            combined (see docs/scaling.md#citus).
+            (docs/encryption.md); a row that does not decrypt reads as no session, with a
+            warning.
+        on_operation: Where each operation's duration and outcome go (see
+            `sessionstore.metrics`); None records OpenTelemetry metrics if
+            ``opentelemetry-api`` is installed, and nothing otherwise.
+        distributed: Whether Citus distributes the table; None asks the catalogs once,
+            when it first matters (docs/scaling.md#citus).
 
     Raises:
-        TypeError: If `pool` is not an `AsyncConnectionPool`, or an option has
-            the wrong type.
-        ValueError: If a name or size is invalid, or `max_sessions_per_owner` is
-            below 1 or given without ``owners=True``.
+        TypeError: If `pool` is not an `AsyncConnectionPool`, or an option has the
+            wrong type.
+        ValueError: If a name or size is invalid, or `max_sessions_per_owner` is below
+            1 or given without ``owners=True``.
     """
 
     def __init__(
@@ -216,22 +204,7 @@ class AsyncStore:
 
     # async-only: end
     async def find(self, token: str) -> bytes | None:
-        """Return the data of a live session.
-
-        Args:
-            token: The session token.
-
-        Returns:
-            The session's data (``b""`` if empty), or None if the session
-                is missing or expired.
-
-        Raises:
-            TypeError: If the token is not a str.
-            ValueError: If the token is empty, too long, or contains NUL or lone
-                surrogates.
-            DatabaseError: If the database could not answer.
-            ForkedProcessError: If used in a child after `os.fork`.
-        """
+        """Return a live session's data (``b""`` if empty), or None if missing or expired."""
         return await self._finds.submit(self._core.find(token))
 
     async def commit(
@@ -244,62 +217,21 @@ class AsyncStore:
     ) -> None:
         """Save a session, replacing any with the same token (last writer wins).
 
-        Args:
-            token: The session token.
-            data: The session's data.
-            expiry: When the session expires: a timezone-aware datetime.
-            owner: Who the session belongs to, e.g. a user id (needs
-                ``owners=True``); None keeps the row's current owner. With
-                `max_sessions_per_owner`, the owner's other sessions beyond it
-                are deleted (see `max_sessions_per_owner`).
-
-        Raises:
-            TypeError: If an argument has the wrong type.
-            ValueError: If the token is invalid, the data is larger than
-                `max_data_size`, or the expiry is naive.
-            OwnersNotEnabledError: If an owner is given without ``owners=True``.
-            DatabaseError: If the database could not save it.
+        `owner` (needs ``owners=True``) is who the session belongs to, e.g. a user id; None
+        keeps the row's current owner. With `max_sessions_per_owner`, the owner's other
+        sessions beyond the cap are deleted.
         """
         await self._commits.submit(self._core.commit(token, data, expiry, owner))
 
     async def touch(self, token: str, expiry: dt.datetime) -> bool:
-        """Move a live session's expiry without rewriting its data.
+        """Move a live session's expiry without rewriting its data; whether it was live.
 
-        Concurrent touches are combined into shared statements, like finds and
-        commits. An expired session is never brought back.
-
-        Args:
-            token: The session token.
-            expiry: The new expiry: a timezone-aware datetime.
-
-        Returns:
-            True if the session was live (its expiry is now `expiry`); False, with
-                nothing written, if it is missing or expired.
-
-        Raises:
-            TypeError: If an argument has the wrong type.
-            ValueError: If the token is invalid or the expiry is naive.
-            DatabaseError: If the database could not update it.
+        False means nothing was written: a missing or expired session is never brought back.
         """
         return await self._touches.submit(self._core.touch(token, expiry))
 
     async def find_versioned(self, token: str) -> Versioned | None:
-        """Return a live session's data with its row's version, for `update_versioned`.
-
-        Concurrent calls are combined into shared statements, like `find`.
-
-        Args:
-            token: The session token.
-
-        Returns:
-            The data, version and expiry, or None if the session is missing or
-                expired.
-
-        Raises:
-            TypeError: If the token is not a str.
-            ValueError: If the token is invalid.
-            DatabaseError: If the database could not answer.
-        """
+        """Return a live session's data, version and expiry, for `update_versioned`; else None."""
         return await self._versioned_finds.submit(self._core.find_versioned(token))
 
     async def update_versioned(
@@ -313,28 +245,12 @@ class AsyncStore:
     ) -> bool:
         """Rewrite a live session only if nothing wrote it since it was read at `version`.
 
-        Optimistic concurrency: read with `find_versioned`, change, write with this;
-        False means another writer came first (or the session is gone): read it
-        again and decide. Concurrent calls are combined into shared statements.
-
-        Args:
-            token: The session token.
-            data: The session's data.
-            expiry: When the session expires: a timezone-aware datetime.
-            version: The `Versioned.version` the change was made on.
-            owner: Who the session belongs to (needs ``owners=True``); None keeps
-                the row's current owner.
+        Optimistic concurrency: read with `find_versioned`, change, write with this, giving
+        the `Versioned.version` read. `owner` as for `commit`.
 
         Returns:
-            True if the session was live at `version` and is rewritten; False, with
-                nothing written, if it changed, expired or is gone.
-
-        Raises:
-            TypeError: If an argument has the wrong type.
-            ValueError: If the token is invalid, the data is larger than
-                `max_data_size`, or the expiry is naive.
-            OwnersNotEnabledError: If an owner is given without ``owners=True``.
-            DatabaseError: If the database could not update it.
+            True if the session was live at `version` and is rewritten; False, with nothing
+                written, if it changed, expired or is gone: read it again and decide.
         """
         statement = self._core.update_versioned(token, data, expiry, version, owner)
         return await self._versioned_updates.submit(statement)
@@ -347,30 +263,11 @@ class AsyncStore:
         *,
         owner: str | None = None,
     ) -> bool:
-        """Save a new session, unless a live session already has the token.
+        """Save a new session, unless a live session has the token; whether it was created.
 
-        An expired session with the token counts as free and is replaced. Use it
-        where a token must never be taken over, e.g. for a token just generated:
-        ``False`` then means a collision, and the caller picks another token.
-
-        Args:
-            token: The session token.
-            data: The session's data.
-            expiry: When the session expires: a timezone-aware datetime.
-            owner: Who the session belongs to (needs ``owners=True``). With
-                `max_sessions_per_owner`, a created session's owner's other
-                sessions beyond it are deleted.
-
-        Returns:
-            True if the session was created; False, with nothing changed, if a live
-                session holds the token.
-
-        Raises:
-            TypeError: If an argument has the wrong type.
-            ValueError: If the token is invalid, the data is larger than
-                `max_data_size`, or the expiry is naive.
-            OwnersNotEnabledError: If an owner is given without ``owners=True``.
-            DatabaseError: If the database could not save it.
+        An expired session with the token counts as free and is replaced. False changes
+        nothing; for a token just generated it is a collision: pick another. `owner` as for
+        `commit`.
         """
         if self._core.distributed is None:
             await self._learn_distribution()
@@ -385,29 +282,11 @@ class AsyncStore:
         *,
         owner: str | None = None,
     ) -> bool:
-        """Rewrite a live session's data and expiry; never create or revive one.
+        """Rewrite a live session's data and expiry, never reviving one; whether it was live.
 
-        The counterpart of `create`: use it where a session deleted meanwhile (logged
-        out elsewhere, expired, purged) must stay deleted, e.g. for Django's
-        ``UpdateError``.
-
-        Args:
-            token: The session token.
-            data: The session's data.
-            expiry: When the session expires: a timezone-aware datetime.
-            owner: Who the session belongs to (needs ``owners=True``); None keeps
-                the row's current owner.
-
-        Returns:
-            True if the session was live and is rewritten; False, with nothing
-                written, if it is missing or expired.
-
-        Raises:
-            TypeError: If an argument has the wrong type.
-            ValueError: If the token is invalid, the data is larger than
-                `max_data_size`, or the expiry is naive.
-            OwnersNotEnabledError: If an owner is given without ``owners=True``.
-            DatabaseError: If the database could not update it.
+        The counterpart of `create`: a session deleted meanwhile (logged out elsewhere,
+        expired, purged) stays deleted, e.g. for Django's ``UpdateError``. `owner` as for
+        `commit`.
         """
         statement = self._core.update(token, data, expiry, owner)
         return bool(await self._query("update", statement, "count"))
@@ -415,39 +294,20 @@ class AsyncStore:
     async def rotate(self, token: str, *, grace: dt.timedelta, prefix: str = "") -> str | None:
         """Move a live session to a new token; the old one lives on for at most `grace`.
 
-        The new token is random (256 bits, never derived from the old one); its
-        session has the old one's data, expiry and owner. The old token's expiry
-        becomes the earlier of its own and now + `grace`, so requests already on
-        their way with it still work for a moment; ``timedelta(0)`` ends it at
-        once. One statement: of concurrent rotations of a token, one wins and the
-        others get None, so a session never has two successors. With
-        ``encryption``, two: the data is read, then encrypted for the new token
-        and written only if the row is still as read.
-
-        A rotated row is known by having at most `grace` left (the table has no
-        column to mark it), so a session with no more than `grace` left is not
-        rotated: None, and it ends as it would have. A later `commit` of the old
-        token sets its expiry again, as any commit does.
-
-        Args:
-            token: The session's current token.
-            grace: How long the old token stays valid: a timedelta, 0 or more.
-            prefix: Put before the new random token: the new token is `prefix`
-                and 43 random characters (a namespace, as Litestar's
-                ``PostgresStore`` keys its sessions).
+        The new token is `prefix` and 43 random characters (256 bits, never derived from the
+        old one); its session has the old one's data, expiry and owner. The old token's
+        expiry becomes the earlier of its own and now + `grace` (``timedelta(0)`` ends it at
+        once). Of concurrent rotations of a token one wins and the others get None. A session
+        with no more than `grace` left counts as rotated, so it is not rotated again
+        (docs/users.md#a-cap-per-user-and-token-rotation).
 
         Returns:
-            The new token (`prefix` included), or None, with nothing changed, if the
-                old token names no live session with more than `grace` left.
+            The new token, or None, with nothing changed, if the old token names no live
+                session with more than `grace` left.
 
         Raises:
-            TypeError: If the token or `prefix` is not a str, or `grace` not a
-                timedelta.
-            ValueError: If the token (or `prefix` and a token) is invalid or `grace`
-                negative (or too long to add to a date).
-            ConcurrentUpdateError: With ``encryption``, if the session was written
-                16 times while it was being rotated.
-            DatabaseError: If the database failed.
+            ConcurrentUpdateError: With ``encryption``, if the session was written 16 times
+                while it was being rotated.
         """
         steps = self._core.rotate_steps(token, grace, prefix)
         with measure(self._metrics, "rotate"):
@@ -461,61 +321,22 @@ class AsyncStore:
                 raise DatabaseError("rotate", exc, self._core.failure_hint(exc)) from exc
 
     async def delete(self, token: str) -> None:
-        """Delete a session; a missing token is not an error.
-
-        Args:
-            token: The session token.
-
-        Raises:
-            TypeError: If the token is not a str.
-            ValueError: If the token is invalid.
-            DatabaseError: If the database could not delete it.
-        """
+        """Delete a session; a missing token is not an error."""
         await self._query("delete", self._core.delete(token), "none")
 
     async def exists(self, token: str) -> bool:
-        """Whether a live session has the token.
-
-        Args:
-            token: The session token.
-
-        Returns:
-            True if the session exists and has not expired.
-
-        Raises:
-            TypeError: If the token is not a str.
-            ValueError: If the token is invalid.
-            DatabaseError: If the database could not answer.
-        """
+        """Return whether a live session has the token."""
         return await self._query("exists", self._core.expiry(token), "one") is not None
 
     async def expiry(self, token: str) -> dt.datetime | None:
-        """When a live session expires.
-
-        Args:
-            token: The session token.
-
-        Returns:
-            The expiry as a timezone-aware UTC datetime, or None if the session is
-                missing or expired.
-
-        Raises:
-            TypeError: If the token is not a str.
-            ValueError: If the token is invalid.
-            DatabaseError: If the database could not answer.
-        """
+        """Return when a live session expires (aware, in UTC), or None if missing or expired."""
         row = await self._query("expiry", self._core.expiry(token), "one")
         return self._core.decode_expiry(row)
 
     async def all(self) -> dict[str, bytes]:
-        """Return every live session.
+        """Return a new dict of every live session's token and data (``{}`` if none).
 
-        Returns:
-            A new dict of token to data; empty if there are none. With
-                ``hash_tokens=True`` the keys are the stored hashes.
-
-        Raises:
-            DatabaseError: If the database could not answer.
+        With ``hash_tokens=True`` the keys are the stored hashes.
         """
         rows = await self._query("all", self._core.all(), "all")
         return self._core.decode_all(rows)
@@ -526,24 +347,16 @@ class AsyncStore:
     ) -> AsyncIterator[AsyncIterator[tuple[str, bytes]]]:
         """Walk every live session without loading them all: a server-side cursor.
 
-        Memory stays flat however big the table is: rows arrive `batch_size` at a
-        time. The cursor holds a pooled connection (in one transaction, so it sees
-        one snapshot) until the ``async with`` block ends::
+        Rows arrive `batch_size` at a time. The cursor holds a pooled connection (in one
+        transaction, so it sees one snapshot) until the ``async with`` block ends; a
+        database failure, also while iterating, raises `DatabaseError`::
 
             async with store.iter_all() as sessions:
                 async for token, data in sessions:
                     ...
 
-        Args:
-            batch_size: Rows fetched per round trip.
-
         Yields:
             An iterator of (token, data) pairs (token hashes with ``hash_tokens``).
-
-        Raises:
-            TypeError: If `batch_size` is not an int.
-            ValueError: If `batch_size` is not positive.
-            DatabaseError: If the database failed, also while iterating.
         """
         validate_batch_size(batch_size)
         statement = self._core.all()
@@ -562,103 +375,45 @@ class AsyncStore:
             raise DatabaseError("iter_all", exc) from exc
 
     async def set_owner(self, token: str, owner: str | None) -> bool:
-        """Set the owner of a live session, or clear it with None.
+        """Set the owner of a live session, or clear it with None; whether it was live.
 
-        Args:
-            token: The session token.
-            owner: The new owner (e.g. the user id at login), or None. With
-                `max_sessions_per_owner`, the owner's other sessions beyond it
-                are deleted.
-
-        Returns:
-            True if the session was live; False, with nothing written, if not.
-
-        Raises:
-            TypeError: If an argument has the wrong type.
-            ValueError: If an argument is invalid.
-            OwnersNotEnabledError: Without ``owners=True``.
-            DatabaseError: If the database failed.
+        With `max_sessions_per_owner`, the owner's other sessions beyond the cap are deleted.
         """
         statement = self._core.set_owner(token, owner)
         return bool(await self._query("set_owner", statement, "count"))
 
     async def sessions_of(self, owner: str) -> list[OwnedSession]:
-        """List an owner's live sessions ("where you are logged in").
+        """List an owner's live sessions ("where you are logged in"), soonest to expire first.
 
-        Args:
-            owner: The owner.
-
-        Returns:
-            The sessions, soonest to expire first; each `OwnedSession.key` is the
-                stored key (the token's hash with ``hash_tokens``), for `revoke`.
-
-        Raises:
-            TypeError: If the owner is not a str.
-            ValueError: If the owner is invalid.
-            OwnersNotEnabledError: Without ``owners=True``.
-            DatabaseError: If the database failed.
+        Each `OwnedSession.key` is the stored key (the token's hash with ``hash_tokens``),
+        for `revoke`.
         """
         rows = await self._query("sessions_of", self._core.sessions_of(owner), "all")
         return self._core.decode_owned(rows)
 
     async def delete_owned(self, owner: str, *, keep: str | None = None) -> int:
-        """Delete every session of an owner: "log out everywhere".
+        """Delete every session of an owner ("log out everywhere"); return how many.
 
-        Args:
-            owner: The owner.
-            keep: The caller's own raw token, to stay logged in here; None deletes
-                them all.
-
-        Returns:
-            How many sessions were deleted (expired ones of the owner included).
-
-        Raises:
-            TypeError: If an argument has the wrong type.
-            ValueError: If an argument is invalid.
-            OwnersNotEnabledError: Without ``owners=True``.
-            DatabaseError: If the database failed.
+        `keep` is the caller's own raw token, to stay logged in here. The count includes the
+        owner's expired sessions.
         """
         statement = self._core.delete_owned(owner, keep)
         return int(await self._query("delete_owned", statement, "count"))
 
     async def revoke(self, owner: str, key: str) -> bool:
-        """Delete one of an owner's sessions, as listed by `sessions_of`.
+        """Delete an owner's session by its `sessions_of` key; whether it was theirs and is gone.
 
-        Only a session that belongs to `owner` is deleted, so a key from one
-        user's list can't end another user's session.
-
-        Args:
-            owner: The owner.
-            key: The session's `OwnedSession.key`.
-
-        Returns:
-            True if it was the owner's session and is gone.
-
-        Raises:
-            TypeError: If an argument has the wrong type.
-            ValueError: If an argument is invalid.
-            OwnersNotEnabledError: Without ``owners=True``.
-            DatabaseError: If the database failed.
+        Only a session that belongs to `owner` is deleted, so a key from one user's list
+        can't end another user's session.
         """
         return bool(await self._query("revoke", self._core.revoke(owner, key), "count"))
 
     async def purge_expired(self, *, batch_size: int | None = None) -> int:
-        """Delete every expired session now, in batches.
+        """Delete every expired session now, in batches; return how many.
 
-        If another store (in this or any process) is purging the same table at this
-        moment, this returns 0 at once: that purge deletes them.
-
-        Args:
-            batch_size: The most sessions one statement deletes (default: the
-                store's `purge_batch_size`).
-
-        Returns:
-            How many sessions were deleted.
-
-        Raises:
-            TypeError: If `batch_size` is not an int.
-            ValueError: If `batch_size` is not positive.
-            DatabaseError: If the database could not delete them.
+        `batch_size` is the most one statement deletes (default: `purge_batch_size`). If
+        another store (in this or any process) is purging the table at this moment, this
+        returns 0 at once: that purge deletes them (docs/cleanup.md#how-a-purge-runs).
         """
         return await self.try_purge_expired(batch_size=batch_size) or 0
 
@@ -667,28 +422,16 @@ class AsyncStore:
     ) -> int | None:
         """Purge like `purge_expired`, unless another purge of the table is running.
 
-        This is what the cleanup strategies call. Each batch is one short
-        statement that walks the expiry index and takes the table's purge lock (a
-        transaction-level advisory try-lock, so it also works through PgBouncer's
-        transaction pooling): no two purge statements on a table run at once, and
-        a purge that meets another one's statement ends there. Rows that a
-        concurrent commit or delete holds are skipped, never waited for.
-
-        Args:
-            batch_size: The most sessions one statement deletes (default: the
-                store's `purge_batch_size`).
-            cancel: If given, cancelling it stops the purge between batches and
-                cancels its running statement on the server.
+        What the cleanup strategies call. Cancelling `cancel` stops the purge between
+        batches and cancels its running statement on the server.
 
         Returns:
-            How many sessions were deleted, or None if another purge was running
-                when this one began (0 if `cancel` was cancelled before it began).
+            How many sessions were deleted, or None if another purge was running when this
+                one began (0 if `cancel` was cancelled before it began).
 
         Raises:
-            TypeError: If `batch_size` is not an int.
-            ValueError: If `batch_size` is not positive.
-            DatabaseError: If the database failed, or the purge was cancelled
-                while a statement ran.
+            DatabaseError: If the database failed, or the purge was cancelled while a
+                statement ran.
         """
         should_stop = (lambda: False) if cancel is None else (lambda: cancel.cancelled)
         steps = self._core.purge_steps(batch_size, should_stop)
@@ -709,23 +452,11 @@ class AsyncStore:
             raise DatabaseError("purge_expired", exc) from exc
 
     async def clear(self, *, batch_size: int | None = None) -> int:
-        """Delete every session in the table, live or expired, in batches.
+        """Delete every session in the table, live or expired, in batches; return how many.
 
         Each batch is one short statement that never waits for a row lock (a row a
-        concurrent commit holds is left to that commit). The role needs no rights
-        beyond SELECT, UPDATE and DELETE.
-
-        Args:
-            batch_size: The most sessions one statement deletes (default: the
-                store's `purge_batch_size`).
-
-        Returns:
-            How many sessions were deleted.
-
-        Raises:
-            TypeError: If `batch_size` is not an int.
-            ValueError: If `batch_size` is not positive.
-            DatabaseError: If the database could not delete them.
+        concurrent commit holds is left to that commit). The role needs no rights beyond
+        SELECT, UPDATE and DELETE. `batch_size` as for `purge_expired`.
         """
         steps = self._core.clear_steps(batch_size)
         await self._learn_distribution()
@@ -733,71 +464,41 @@ class AsyncStore:
             return await self._batches("clear", steps)
 
     async def delete_prefix(self, prefix: str, *, batch_size: int | None = None) -> int:
-        """Delete every session whose key starts with `prefix`, live or expired.
+        """Delete every session whose key starts with `prefix`, live or expired; return how many.
 
-        For keys that carry a namespace (``"app:sessions:..."``), as a key-value
-        store built on the table keeps them; tokens this library issues share no
-        prefix. Batched like `clear`, and like it, never waits for a row lock.
-
-        Args:
-            prefix: The start of the keys to delete (checked like a token).
-            batch_size: The most sessions one statement deletes (default: the
-                store's `purge_batch_size`).
-
-        Returns:
-            How many sessions were deleted.
+        For keys that carry a namespace (``"app:sessions:..."``), as a key-value store built
+        on the table keeps them. Batched like `clear`, and like it never waits for a row lock.
 
         Raises:
-            TypeError: If `prefix` is not a str or `batch_size` not an int.
-            ValueError: If `prefix` is invalid, `batch_size` is not positive, or
-                the store has ``hash_tokens=True`` (a hashed key keeps no prefix).
-            DatabaseError: If the database could not delete them.
+            ValueError: Also if the store has ``hash_tokens=True`` (a hashed key keeps no
+                prefix).
         """
         steps = self._core.delete_prefix_steps(prefix, batch_size)
         await self._learn_distribution()
         return await self._batches("delete_prefix", steps)
 
     async def reencrypt(self, *, batch_size: int | None = None) -> int:
-        """Rewrite every live session that is not under the keyring's first key.
+        """Rewrite every live session that is not under the keyring's first key; return how many.
 
-        The step of a key rotation that follows putting the new key first in every
-        process's `Keyring` (docs/encryption.md). Batched like `clear`: each batch
-        reads up to `batch_size` such sessions, walking the primary key, and rewrites
-        them in one statement that leaves alone a session written since it was read
-        (that write wins; one made by a process still on the old key is left for the
-        next run). Sessions that do not decrypt are left as they are, with a warning.
-
-        Args:
-            batch_size: The most sessions one statement rewrites (default: the
-                store's `purge_batch_size`).
-
-        Returns:
-            How many sessions were rewritten.
+        The step of a key rotation that follows putting the new key first in every process's
+        `Keyring` (docs/encryption.md#rotating-keys). Batched like `clear`; a session written
+        since its batch read it is left alone (that write wins), and one that does not
+        decrypt is left as it is, with a warning.
 
         Raises:
-            TypeError: If `batch_size` is not an int.
-            ValueError: If `batch_size` is not positive, or the store was made
-                without ``encryption``.
-            DatabaseError: If the database could not rewrite them.
+            ValueError: Also if the store was made without ``encryption``.
         """
         steps = self._core.reencrypt_steps(batch_size)
         with measure(self._metrics, "reencrypt"):
             return await self._batches("reencrypt", steps)
 
     async def create_table(self) -> bool:
-        """Create the schema, table and index if missing; never called implicitly.
+        """Create the schema, table and index if missing; whether anything was created.
 
-        Idempotent, and safe when several processes run it at once. On an existing
-        table it only reads the catalog, so it needs no DDL rights. With
-        ``owners=True`` it adds the owner column to an existing table (a catalog
-        change, no rewrite) and builds its index without blocking writes.
-
-        Returns:
-            True if anything was created, False if all of it existed.
-
-        Raises:
-            DatabaseError: If the database refused (e.g. no CREATE rights while
-                something is missing).
+        Never called implicitly. Idempotent, and safe when several processes run it at once.
+        On an existing table it only reads the catalog, so it needs no DDL rights. With
+        ``owners=True`` it adds the owner column to an existing table (a catalog change, no
+        rewrite) and builds its index without blocking writes.
         """
         steps = create_table_steps(self._core)
         with measure(self._metrics, "create_table"):
@@ -847,55 +548,29 @@ class AsyncStore:
     # Private: the only places that borrow connections.
 
     def _after_fork_in_child(self, stand_in: Any) -> None:
-        """In a forked child, make every use raise `ForkedProcessError` (see `_fork`).
-
-        A pool that was not open at the fork holds nothing of the parent's, so the
-        child may open it and use the store (``gunicorn --preload`` makes the store
-        in the master and opens the pool in each worker).
-        """
+        """In a forked child, make every use raise `ForkedProcessError` (see `_fork`)."""
+        # A pool not open at the fork holds nothing of the parent's: the child may open
+        # it (``gunicorn --preload`` makes the store in the master, the pool per worker).
         if not self._pool.closed:
             self._pool = stand_in
         self._start_batchers()  # a parent thread may have held a batcher's lock
 
     def _start_batchers(self) -> None:
-        size, limit, wait = SessionCore.payload_size, self._pool_size, self._pool_timeout
-        depth = Depth()  # one path to the server, whatever the operation
-        self._finds = AsyncBatcher(
-            "find", self._find_one, self._find_many, size, limit, wait, depth
-        )
-        self._commits = AsyncBatcher(
-            "commit", self._commit_one, self._commit_many, size, limit, wait, depth
-        )
-        self._touches = AsyncBatcher(
-            "touch", self._touch_one, self._touch_many, size, limit, wait, depth
-        )
+        # One `Depth`: one path to the server, whatever the operation.
+        shared = (SessionCore.payload_size, self._pool_size, self._pool_timeout, Depth())
+        self._finds = AsyncBatcher("find", self._find_one, self._find_many, *shared)
+        self._commits = AsyncBatcher("commit", self._commit_one, self._commit_many, *shared)
+        self._touches = AsyncBatcher("touch", self._touch_one, self._touch_many, *shared)
         self._versioned_finds = AsyncBatcher(
-            "find_versioned",
-            self._find_versioned_one,
-            self._find_versioned_many,
-            size,
-            limit,
-            wait,
-            depth,
+            "find_versioned", self._find_versioned_one, self._find_versioned_many, *shared
         )
         self._versioned_updates = AsyncBatcher(
-            "update_versioned",
-            self._update_versioned_one,
-            self._update_versioned_many,
-            size,
-            limit,
-            wait,
-            depth,
+            "update_versioned", self._update_versioned_one, self._update_versioned_many, *shared
         )
         self._set_combining()
 
     def _set_combining(self) -> None:
-        """Combine concurrent calls, unless Citus distributes the table.
-
-        A combined statement there spans shards: a commit of 16 rows became 60
-        commands to the workers with two-phase commit, and calls run singly were
-        faster (docs/scaling.md#citus).
-        """
+        """Combine concurrent calls, unless Citus distributes the table (docs/scaling.md#citus)."""
         combine = not self._core.distributed
         for batcher in (
             self._finds,
@@ -914,20 +589,19 @@ class AsyncStore:
                 self._core.use_distributed(distributed)
                 self._set_combining()
 
-    async def _distributed_now(self) -> bool:
-        """Whether the table is distributed, asked before a combined statement.
-
-        The first combined statements of a new store on Citus were taken before the
-        store knew: they run singly, since combined ones would span shards (and,
-        several at once, deadlock across them until Citus cancels one, 2 s later).
-        """
-        await self._learn_distribution()
-        return bool(self._core.distributed)
+    async def _combining(self, operation: str, count: int) -> bool:
+        """Whether a batch of `count` calls runs as one statement (recorded if so): not on Citus."""
+        await self._learn_distribution()  # the batch may have been taken before the answer
+        if self._core.distributed:
+            return False
+        if self._metrics is not None:
+            self._metrics.batch(operation, count)
+        return True
 
     async def _each_alone(
         self, single: Callable[[Statement], Any], statements: Sequence[Statement]
     ) -> list[Any]:
-        """Run the statements a combined one was to serve, each alone (`_distributed_now`)."""
+        """Run the statements a combined one was to serve, each alone (`_combining`)."""
         # async-only: begin
         return list(await asyncio.gather(*(single(statement) for statement in statements)))
         # async-only: end
@@ -945,10 +619,8 @@ class AsyncStore:
         return self._core.decode_find(statement, await self._query("find", statement, "one"))
 
     async def _find_many(self, finds: Sequence[Statement]) -> list[bytes | None]:
-        if await self._distributed_now():
+        if not await self._combining("find", len(finds)):
             return await self._each_alone(self._find_one, finds)
-        if self._metrics is not None:
-            self._metrics.batch("find", len(finds))
         rows = await self._query("find", self._core.find_many(finds), "all")
         return self._core.decode_find_many(finds, rows)
 
@@ -956,10 +628,8 @@ class AsyncStore:
         await self._query("commit", statement, "none")
 
     async def _commit_many(self, commits: Sequence[Statement]) -> list[None]:
-        if await self._distributed_now():
+        if not await self._combining("commit", len(commits)):
             return await self._each_alone(self._commit_one, commits)
-        if self._metrics is not None:
-            self._metrics.batch("commit", len(commits))
         await self._query("commit", self._core.commit_many(commits), "none")
         return [None] * len(commits)
 
@@ -967,10 +637,8 @@ class AsyncStore:
         return bool(await self._query("touch", statement, "count"))
 
     async def _touch_many(self, touches: Sequence[Statement]) -> list[bool]:
-        if await self._distributed_now():
+        if not await self._combining("touch", len(touches)):
             return await self._each_alone(self._touch_one, touches)
-        if self._metrics is not None:
-            self._metrics.batch("touch", len(touches))
         rows = await self._query("touch", self._core.touch_many(touches), "all")
         return self._core.decode_touch_many(touches, rows)
 
@@ -979,10 +647,8 @@ class AsyncStore:
         return self._core.decode_versioned(statement, row)
 
     async def _find_versioned_many(self, finds: Sequence[Statement]) -> list[Versioned | None]:
-        if await self._distributed_now():
+        if not await self._combining("find_versioned", len(finds)):
             return await self._each_alone(self._find_versioned_one, finds)
-        if self._metrics is not None:
-            self._metrics.batch("find_versioned", len(finds))
         rows = await self._query("find_versioned", self._core.find_versioned_many(finds), "all")
         return self._core.decode_find_versioned_many(finds, rows)
 
@@ -990,24 +656,14 @@ class AsyncStore:
         return bool(await self._query("update_versioned", statement, "count"))
 
     async def _update_versioned_many(self, updates: Sequence[Statement]) -> list[bool]:
-        if await self._distributed_now():
+        if not await self._combining("update_versioned", len(updates)):
             return await self._each_alone(self._update_versioned_one, updates)
-        if self._metrics is not None:
-            self._metrics.batch("update_versioned", len(updates))
         statement = self._core.update_versioned_many(updates)
         rows = await self._query("update_versioned", statement, "all")
         return self._core.decode_update_versioned_many(updates, rows)
 
     async def _query(self, operation: str, statement: Statement, fetch: Fetch) -> Any:
-        """Run one statement on a pooled connection; again if the connection broke.
-
-        A connection that broke (a restart, a killed backend) is discarded by the
-        pool; the pool's other idle connections are checked, and the statement runs
-        again. Connections that died while in use elsewhere come back to the pool
-        unnoticed by the check, so a caller can meet several: it retries up to the
-        pool's size (each dead connection is discarded after one failure), and at
-        least `MIN_RETRIES` times.
-        """
+        """Run one statement on a pooled connection; again if it broke (docs/usage.md#retries)."""
         retries = 0
         while True:
             conn = None
@@ -1043,11 +699,10 @@ class AsyncStore:
         fetch: Fetch,
     ) -> Any:
         """Run `lock`, then `statement`, in one transaction and one round trip."""
-        # Pipeline mode sends BEGIN, both statements and COMMIT at once and reads
-        # the results together: one round trip, where `conn.transaction()` would wait
-        # for each of the four (measured through a delayed link: 1.2 round trips
-        # against 4.4; 20% less time on loopback). A connection outside autocommit
-        # begins the transaction itself (psycopg waits for that BEGIN).
+        # Pipeline mode sends BEGIN, both statements and COMMIT at once and reads the
+        # results together: one round trip, where `conn.transaction()` would wait for
+        # each of the four. A connection outside autocommit begins the transaction
+        # itself (psycopg waits for that BEGIN).
         try:
             async with conn.pipeline():
                 if conn.autocommit:
