@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import itertools
 import math
 import random
 import threading
 import time
 from array import array
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from .noise import Probe, Snapshot, Usage
 from .workload import LIFETIME
@@ -25,32 +24,6 @@ OPS = ("find", "commit", "mix", "delete")
 
 class Exhausted(Exception):
     """The delete pool ran out during a measurement."""
-
-
-class SyncClient(Protocol):
-    """What a threaded contender offers: `sessionstore.Store` has exactly this."""
-
-    def find(self, token: str) -> object:
-        """Read a session."""
-
-    def commit(self, token: str, data: bytes, expiry: dt.datetime) -> None:
-        """Upsert a session."""
-
-    def delete(self, token: str) -> None:
-        """Delete a session."""
-
-
-class AsyncClient(Protocol):
-    """What an asyncio contender offers: `sessionstore.AsyncStore` has exactly this."""
-
-    async def find(self, token: str) -> object:
-        """Read a session."""
-
-    async def commit(self, token: str, data: bytes, expiry: dt.datetime) -> None:
-        """Upsert a session."""
-
-    async def delete(self, token: str) -> None:
-        """Delete a session."""
 
 
 @dataclasses.dataclass
@@ -94,13 +67,13 @@ def window(warmup: float, duration: float) -> Window:
     return Window(start, start + duration)
 
 
-def _collect(
+def collect(
     win: Window,
     results: Sequence[tuple[list[float], list[float]]],
     exhausted_at: float | None,
-    consumed: int,
     marks: Sequence[Snapshot] = (),
 ) -> Sample:
+    """The sample of the workers' (end times, latencies), counted up to the window's end."""
     end = win.end if exhausted_at is None else min(win.end, exhausted_at)
     latencies: array[float] = array("d")
     for ends, lats in results:
@@ -112,10 +85,42 @@ def _collect(
         seconds=max(0.0, end - win.start),
         latencies=latencies,
         exhausted=exhausted_at is not None,
-        consumed=consumed,
         usage=usage,
         cpu_ops=len(latencies),
     )
+
+
+Op = Callable[[random.Random], Any]
+
+
+def op_call(op: str, client: Any, inputs: Inputs, counter: Iterator[int]) -> Op:
+    """A callable doing one `op` on `client`, returning the call (awaitable for async clients)."""
+    tokens, n, payload = inputs.tokens, len(inputs.tokens), inputs.payload
+    find, commit, delete = client.find, client.commit, client.delete
+    now, utc = dt.datetime.now, dt.UTC
+    if op == "find":
+        return lambda rng: find(tokens[rng.randrange(n)])
+    if op == "commit":
+        return lambda rng: commit(tokens[rng.randrange(n)], payload, now(utc) + LIFETIME)
+    if op == "mix":
+
+        def mix(rng: random.Random) -> Any:
+            if rng.random() < MIX_COMMIT_SHARE:
+                return commit(tokens[rng.randrange(n)], payload, now(utc) + LIFETIME)
+            return find(tokens[rng.randrange(n)])
+
+        return mix
+    if op == "delete":
+        doomed = inputs.delete_tokens
+
+        def take(rng: random.Random) -> Any:
+            i = next(counter)  # atomic under the GIL
+            if i >= len(doomed):
+                raise Exhausted
+            return delete(doomed[i])
+
+        return take
+    raise ValueError(f"unknown operation {op!r}")
 
 
 def _clock_thread(
@@ -137,59 +142,8 @@ def _clock_thread(
     return stop, thread
 
 
-# --------------------------------------------------------------------------- threads
-
-SyncOp = Callable[[random.Random], None]
-
-
-def sync_op(op: str, client: SyncClient, inputs: Inputs, counter: Iterator[int]) -> SyncOp:
-    """Return a callable doing one `op` ("find", "commit", "mix", "delete") on `client`."""
-    tokens = inputs.tokens
-    n = len(tokens)
-    payload = inputs.payload
-    find, commit, delete = client.find, client.commit, client.delete
-    now, utc = dt.datetime.now, dt.UTC
-
-    if op == "find":
-
-        def run(rng: random.Random) -> None:
-            find(tokens[rng.randrange(n)])
-
-    elif op == "commit":
-
-        def run(rng: random.Random) -> None:
-            commit(tokens[rng.randrange(n)], payload, now(utc) + LIFETIME)
-
-    elif op == "mix":
-
-        def run(rng: random.Random) -> None:
-            if rng.random() < MIX_COMMIT_SHARE:
-                commit(tokens[rng.randrange(n)], payload, now(utc) + LIFETIME)
-            else:
-                find(tokens[rng.randrange(n)])
-
-    elif op == "delete":
-        doomed = inputs.delete_tokens
-        size = len(doomed)
-
-        def run(rng: random.Random) -> None:
-            i = next(counter)  # atomic under the GIL
-            if i >= size:
-                raise Exhausted
-            delete(doomed[i])
-
-    else:
-        raise ValueError(f"unknown operation {op!r}")
-    return run
-
-
 def run_threads(
-    run: SyncOp,
-    concurrency: int,
-    warmup: float,
-    duration: float,
-    seed: int,
-    probe: Probe | None = None,
+    run: Op, concurrency: int, warmup: float, duration: float, seed: int, probe: Probe | None = None
 ) -> Sample:
     """Call `run` from `concurrency` threads for `warmup` + `duration` seconds."""
     win = window(warmup, duration)
@@ -242,62 +196,11 @@ def run_threads(
             clock.join()
     if errors:
         raise errors[0]
-    return _collect(win, results, min(exhausted) if exhausted else None, 0, marks)
-
-
-# --------------------------------------------------------------------------- asyncio
-
-AsyncOp = Callable[[random.Random], Awaitable[None]]
-
-
-def async_op(op: str, client: AsyncClient, inputs: Inputs, counter: Iterator[int]) -> AsyncOp:
-    """Return a coroutine function doing one `op` on `client` (see `sync_op`)."""
-    tokens = inputs.tokens
-    n = len(tokens)
-    payload = inputs.payload
-    find, commit, delete = client.find, client.commit, client.delete
-    now, utc = dt.datetime.now, dt.UTC
-
-    if op == "find":
-
-        async def run(rng: random.Random) -> None:
-            await find(tokens[rng.randrange(n)])
-
-    elif op == "commit":
-
-        async def run(rng: random.Random) -> None:
-            await commit(tokens[rng.randrange(n)], payload, now(utc) + LIFETIME)
-
-    elif op == "mix":
-
-        async def run(rng: random.Random) -> None:
-            if rng.random() < MIX_COMMIT_SHARE:
-                await commit(tokens[rng.randrange(n)], payload, now(utc) + LIFETIME)
-            else:
-                await find(tokens[rng.randrange(n)])
-
-    elif op == "delete":
-        doomed = inputs.delete_tokens
-        size = len(doomed)
-
-        async def run(rng: random.Random) -> None:
-            i = next(counter)
-            if i >= size:
-                raise Exhausted
-            await delete(doomed[i])
-
-    else:
-        raise ValueError(f"unknown operation {op!r}")
-    return run
+    return collect(win, results, min(exhausted) if exhausted else None, marks)
 
 
 async def run_tasks(
-    run: AsyncOp,
-    concurrency: int,
-    warmup: float,
-    duration: float,
-    seed: int,
-    probe: Probe | None = None,
+    run: Op, concurrency: int, warmup: float, duration: float, seed: int, probe: Probe | None = None
 ) -> Sample:
     """Await `run` from `concurrency` asyncio tasks for `warmup` + `duration` seconds."""
     win = window(warmup, duration)
@@ -327,9 +230,7 @@ async def run_tasks(
         tasks = [group.create_task(worker(i)) for i in range(concurrency)]
         if probe is not None:  # ends at the window's end, as the workers do
             group.create_task(snap_window(win, probe, marks))
-    return _collect(
-        win, [task.result() for task in tasks], min(exhausted) if exhausted else None, 0, marks
-    )
+    return collect(win, [t.result() for t in tasks], min(exhausted) if exhausted else None, marks)
 
 
 async def snap_window(win: Window, probe: Probe, marks: list[Snapshot]) -> None:
@@ -337,16 +238,6 @@ async def snap_window(win: Window, probe: Probe, marks: list[Snapshot]) -> None:
     for due in (win.start, win.end):
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
         marks.append(probe.snap())
-
-
-def delete_counter() -> Iterator[int]:
-    """A shared, thread-safe (under the GIL) source of delete-pool indexes."""
-    return itertools.count()
-
-
-def consumed(counter: Iterator[int], size: int) -> int:
-    """How many delete-pool rows `counter` handed out (at most `size`)."""
-    return min(next(counter), size)
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:

@@ -24,7 +24,7 @@ from sessionstore.testing import (
 )
 
 from .measure import MIX_COMMIT_SHARE, Sample
-from .noise import Probe, Usage
+from .noise import Probe
 from .workload import LIFETIME, Table, token_sql
 
 #: Seconds pgbench may take to connect its clients before the window would be short.
@@ -215,17 +215,15 @@ class Pgbench:
         else:
             cmd.append(f"--file={self.scripts[op]}")
         try:
-            before = probe.snap() if probe is not None else None
+            before = None if probe is None else probe.snap()
             children = _children_cpu()
             self._run(cmd, seconds, dsn)
             spent = _children_cpu() - children
-            usage = None
-            if probe is not None and before is not None:
-                whole = probe.usage(before, probe.snap(), extra_cpu=spent)
-                # The client's CPU is pgbench's, not this process's (which only waited).
-                usage = Usage(whole.noise, whole.seconds, spent, whole.server, whole.helpers)
+            after = None if probe is None else probe.snap()
             sample = self._parse(logdir, warmup, duration, clients, op, delete_size)
-            sample.usage = usage
+            if before is not None and after is not None:
+                # The client's CPU is pgbench's, not this process's (which only waited).
+                sample.usage = Probe.usage(before, after, child_cpu=spent)
             return sample
         finally:
             shutil.rmtree(logdir, ignore_errors=True)

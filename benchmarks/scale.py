@@ -13,7 +13,7 @@ import statistics
 import threading
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -25,18 +25,17 @@ from sessionstore.cleanup import NoCleanup
 
 from .contenders import BY_KEY, Run, measure_python
 from .measure import Inputs, Sample, percentile
+from .report import aligned, num
 from .runner import PRELOAD_LIFETIME, Settings
 from .workload import Table, sample_ids, token
-
-#: The hook for the streaming walk: measured beside ``all()`` on `Store` and
-#: `AsyncStore` when they have a method of this name. It may return an iterator (an
-#: async iterator for `AsyncStore`), or a context manager yielding one.
-STREAMING_METHOD = "iter_all"
 
 #: The contenders whose find latency is measured at each size.
 FIND_CONTENDERS = ("store", "async_store", "raw_sync")
 
 _TOKEN_SAMPLE = 100_000
+
+#: The walks over every session, the streaming one first.
+WALKS = ("iter_all", "all")
 
 
 def _rss() -> int:
@@ -71,34 +70,31 @@ def _rss_peak(result: dict[str, float]) -> Iterator[None]:
         result["rss_peak_mib"] = (peak[0] - base) / 2**20
 
 
-def _walk_sync(walk: Callable[[], Any]) -> int:
-    result = walk()
-    if isinstance(result, dict):
-        return len(result)
-    if hasattr(result, "__enter__"):
-        with result as iterator:
-            return sum(1 for _ in iterator)
-    return sum(1 for _ in result)
+def _walk_sync(store: Store, method: str) -> int:
+    if method == "all":
+        return len(store.all())
+    with store.iter_all() as sessions:
+        return sum(1 for _ in sessions)
 
 
-async def _walk_async(walk: Callable[[], Any]) -> int:
-    result = walk()
-    if hasattr(result, "__aenter__"):
-        async with result as iterator:
-            return await _count_async(iterator)
-    if hasattr(result, "__aiter__"):
-        return await _count_async(result)
-    result = await result
-    if isinstance(result, dict):
-        return len(result)
-    return sum(1 for _ in result)
+def _walk_async(dsn: str, table: Table, method: str) -> int:
+    async def walk() -> int:
+        async with AsyncConnectionPool(
+            dsn, min_size=1, max_size=1, kwargs={"autocommit": True}, open=False
+        ) as pool:
+            store = AsyncStore(pool, table=table.name, cleanup=NoCleanup())
+            try:
+                if method == "all":
+                    return len(await store.all())
+                count = 0
+                async with store.iter_all() as sessions:
+                    async for _ in sessions:
+                        count += 1
+                return count
+            finally:
+                await store.aclose()
 
-
-async def _count_async(iterator: AsyncIterator[Any]) -> int:
-    count = 0
-    async for _ in iterator:
-        count += 1
-    return count
+    return asyncio.run(walk())
 
 
 def _measure_walk(run_once: Callable[[], int]) -> dict[str, float]:
@@ -164,99 +160,52 @@ def run_scale(dsn: str, settings: Settings, say: Callable[[str], None]) -> dict[
         finally:
             if not settings.keep_table:
                 table.drop(admin)
-    return {
-        "find": finds,
-        "walk": walks,
-        "streaming_method": STREAMING_METHOD,
-        "streaming_available": {
-            "Store": hasattr(Store, STREAMING_METHOD),
-            "AsyncStore": hasattr(AsyncStore, STREAMING_METHOD),
-        },
-    }
+    return {"find": finds, "walk": walks}
 
 
 def _walks(dsn: str, table: Table, rows: int, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Time `Store` and `AsyncStore`'s ``iter_all()`` and ``all()`` over the table."""
     walks: list[dict[str, Any]] = []
-    methods = [m for m in (STREAMING_METHOD, "all") if hasattr(Store, m)]
     with ConnectionPool(
         dsn, min_size=1, max_size=1, kwargs={"autocommit": True}, open=True
     ) as pool:
         store = Store(pool, table=table.name, cleanup=NoCleanup())
-        for method in methods:
+        for method in WALKS:
             say(f"scale: Store.{method}() over {rows:,} rows")
-            stats = _measure_walk(functools.partial(_walk_sync, getattr(store, method)))
+            stats = _measure_walk(functools.partial(_walk_sync, store, method))
             walks.append({"store": "Store", "method": method, "table_rows": rows, **stats})
         store.close()
-    amethods = [m for m in (STREAMING_METHOD, "all") if hasattr(AsyncStore, m)]
-    for method in amethods:
+    for method in WALKS:
         say(f"scale: AsyncStore.{method}() over {rows:,} rows")
-        stats = _measure_walk(functools.partial(_run_async_walk, dsn, table, method))
+        stats = _measure_walk(functools.partial(_walk_async, dsn, table, method))
         walks.append({"store": "AsyncStore", "method": method, "table_rows": rows, **stats})
     return walks
 
 
-def _run_async_walk(dsn: str, table: Table, method: str) -> int:
-    return asyncio.run(_async_walk(dsn, table, method))
-
-
-async def _async_walk(dsn: str, table: Table, method: str) -> int:
-    async with AsyncConnectionPool(
-        dsn, min_size=1, max_size=1, kwargs={"autocommit": True}, open=False
-    ) as pool:
-        store = AsyncStore(pool, table=table.name, cleanup=NoCleanup())
-        try:
-            return await _walk_async(getattr(store, method))
-        finally:
-            await store.aclose()
-
-
 def format_scale(result: dict[str, Any]) -> str:
     """Render the scale part as aligned text."""
-    lines = ["scale: find at N=1 by table size (ops/s median of rounds; p50/p99 over all)"]
-    rows = [("rows", "contender", "ops/s", "p50 ms", "p99 ms")]
-    for f in result["find"]:
-        rows.append(
-            (
-                f"{f['rows']:,}",
-                f["label"],
-                f"{f['ops_per_s']:,.0f}",
-                f"{f['p50_ms']:.3f}",
-                f"{f['p99_ms']:.3f}",
-            )
+    finds = [("rows", "contender", "ops/s", "p50 ms", "p99 ms")]
+    finds += [
+        (
+            f"{f['rows']:,}",
+            f["label"],
+            num(f["ops_per_s"]),
+            num(f["p50_ms"], 3),
+            num(f["p99_ms"], 3),
         )
-    lines += _aligned(rows)
-    lines += ["", "scale: reading every live session"]
-    walk_rows = [("method", "rows", "seconds", "tracemalloc peak MiB", "RSS growth MiB")]
+        for f in result["find"]
+    ]
+    walks = [("method", "rows", "seconds", "tracemalloc peak MiB", "RSS growth MiB")]
     for w in result["walk"]:
-        walk_rows.append(
-            (
-                f"{w['store']}.{w['method']}()",
-                f"{int(w['rows']):,}",
-                f"{w['seconds']:.2f}",
-                f"{w['tracemalloc_peak_mib']:,.0f}",
-                f"{w['rss_peak_mib']:,.0f}",
-            )
-        )
-    lines += _aligned(walk_rows)
-    missing = [name for name, ok in result["streaming_available"].items() if not ok]
-    if missing:
-        lines.append(
-            f"  ({' and '.join(missing)} have no {result['streaming_method']}() yet: "
-            "only all() was measured)"
-        )
-    return "\n".join(lines)
-
-
-def _aligned(rows: Sequence[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    out = []
-    for n, r in enumerate(rows):
-        out.append(
-            "  "
-            + "  ".join(
-                r[i].ljust(widths[i]) if i < 2 else r[i].rjust(widths[i]) for i in range(len(r))
-            ).rstrip()
-        )
-        if n == 0:
-            out.append("  " + "  ".join("-" * w for w in widths))
-    return out
+        method = f"{w['store']}.{w['method']}()"
+        memory = (num(w["tracemalloc_peak_mib"]), num(w["rss_peak_mib"]))
+        walks.append((method, num(w["rows"]), num(w["seconds"], 2), *memory))
+    return "\n".join(
+        [
+            "scale: find at N=1 by table size (ops/s median of rounds; p50/p99 over all)",
+            *aligned(finds, 2),
+            "",
+            "scale: reading every live session",
+            *aligned(walks, 2),
+        ]
+    )

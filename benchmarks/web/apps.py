@@ -38,9 +38,6 @@ def renew_after(store: str) -> float:
     return 0.0 if store == "sessionstore-every-request" else DEFAULT_RENEW_AFTER
 
 
-# --------------------------------------------------------------------------- Litestar
-
-
 def litestar(store: str, config: AppConfig) -> Any:
     """The Litestar app of `store` (an ASGI app)."""
     from litestar import Litestar, MediaType, Request, get
@@ -100,9 +97,6 @@ def litestar(store: str, config: AppConfig) -> Any:
         debug=False,
         logging_config=None,
     )
-
-
-# --------------------------------------------------------------------------- aiohttp
 
 
 def aiohttp(store: str, config: AppConfig) -> Any:
@@ -170,9 +164,6 @@ def aiohttp(store: str, config: AppConfig) -> Any:
     else:
         raise ValueError(f"aiohttp has no store {store!r} here")
     return app
-
-
-# --------------------------------------------------------------------------- Starlette
 
 
 def starlette(store: str, config: AppConfig) -> Any:
@@ -265,9 +256,6 @@ def starlette(store: str, config: AppConfig) -> Any:
     else:
         raise ValueError(f"Starlette has no store {store!r} here")
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
-
-
-# --------------------------------------------------------------------------- Flask
 
 
 def flask(store: str, config: AppConfig) -> tuple[Any, Callable[[], None]]:

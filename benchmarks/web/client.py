@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import time
 
-from ..measure import Sample, _collect, snap_window, window
+from ..measure import Sample, collect, snap_window, window
 from ..noise import Probe, Snapshot
 
 #: A measurement that has not ended this long after its window did is stuck.
@@ -319,5 +319,5 @@ async def run_load(
             first = first.exceptions[0]
         raise first from None
     results = [task.result() for task in tasks]
-    sample = _collect(win, [(ends, lats) for ends, lats, _ in results], None, 0, marks)
+    sample = collect(win, [(ends, lats) for ends, lats, _ in results], None, marks)
     return Load(sample, sum(r for _, _, r in results))

@@ -11,7 +11,6 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 #: Where Debian puts it, for a PATH without /usr/bin.
 DEBIAN_PATH = Path("/usr/bin/redis-server")
@@ -54,7 +53,7 @@ def _ping(port: int) -> bool:
 
 
 class RedisServer:
-    """One redis-server, as a context manager."""
+    """One redis-server: `start`, `preload`, `stop`."""
 
     def __init__(self) -> None:
         self.binary = find_redis_server()
@@ -68,22 +67,6 @@ class RedisServer:
         """The URL the apps connect to."""
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def __enter__(self) -> RedisServer:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def start(self) -> None:
         """Start it and wait until it answers PING."""
         self.version = subprocess.run(
@@ -93,24 +76,10 @@ class RedisServer:
         log = Path(self._dir.name) / "redis.log"
         for _ in range(PORT_ATTEMPTS):
             self.port = _free_port()
+            args = f"--port {self.port} --bind 127.0.0.1 --appendonly no --daemonize no".split()
+            args += ["--save", "", "--dir", self._dir.name, "--logfile", str(log)]
             self._proc = subprocess.Popen(
-                [
-                    self.binary,
-                    "--port",
-                    str(self.port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    self._dir.name,
-                    "--logfile",
-                    str(log),
-                    "--daemonize",
-                    "no",
-                ],
+                [self.binary, *args],
                 cwd=self._dir.name,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,

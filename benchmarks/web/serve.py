@@ -111,12 +111,9 @@ def serve(contender: WebContender, config: AppConfig, fd: int) -> None:
     sock = socket.socket(fileno=fd)
     if contender.framework == "aiohttp":
         _aiohttp(apps.aiohttp(store, config), sock)
-    elif contender.framework == "litestar":
-        _uvicorn(apps.litestar(store, config), sock)
-    elif contender.framework == "starlette":
-        _uvicorn(apps.starlette(store, config), sock)
     else:
-        raise ValueError(f"no server for {contender.key}")
+        asgi = {"litestar": apps.litestar, "starlette": apps.starlette}
+        _uvicorn(asgi[contender.framework](store, config), sock)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

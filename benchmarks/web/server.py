@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from ..noise import _children
+from ..noise import descendants
 from .apps import AppConfig
 from .contenders import WebContender
 
@@ -35,17 +35,6 @@ def child_env() -> dict[str, str]:
 
 class ServerError(RuntimeError):
     """The server process failed to start, died, or left processes behind."""
-
-
-def _descendants(pid: int) -> set[int]:
-    found: set[int] = set()
-    pending = [pid]
-    while pending:
-        for child in _children(pending.pop()):
-            if child not in found:
-                found.add(child)
-                pending.append(child)
-    return found
 
 
 def group_members(pgid: int) -> list[int]:
@@ -169,7 +158,7 @@ class WebServer:
         proc, self._proc = self._proc, None
         try:
             if proc is not None:
-                self.processes = [proc.pid, *sorted(_descendants(proc.pid))]
+                self.processes = [proc.pid, *sorted(descendants(proc.pid))]
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
                 try:
