@@ -320,3 +320,73 @@ def flask(store: str, config: AppConfig) -> tuple[Any, Callable[[], None]]:
     elif store != "cookie":
         raise ValueError(f"Flask has no store {store!r} here")
     return app, close
+
+
+def quart(store: str, config: AppConfig) -> Any:
+    """The Quart app of `store` (an ASGI app)."""
+    from quart import Quart, session
+
+    app = Quart("sessionstore_webbench")
+    app.secret_key = SECRET
+
+    @app.get("/ping")
+    async def ping() -> str:
+        return "pong"
+
+    if store == "none":
+        return app
+
+    @app.get("/count")
+    async def count() -> str:
+        n = int(session.get("count", 0)) + 1
+        session["count"] = n
+        return str(n)
+
+    @app.get("/read")
+    async def read() -> str:
+        return str(int(session.get("count", 0)))
+
+    if store == "redis":
+        from quart_session import Session
+
+        # Quart-Session's docs: SESSION_TYPE and SESSION_URI; it makes its redis.asyncio
+        # client when the app starts serving, and leaves closing it to the app.
+        app.config.update(SESSION_TYPE="redis", SESSION_URI=config.redis())
+        Session(app)
+
+        @app.after_serving
+        async def close_redis() -> None:
+            await app.session_interface.backend.aclose()  # type: ignore[attr-defined]
+
+    elif store in ("sessionstore", "sessionstore-every-request"):
+        from psycopg_pool import AsyncConnectionPool
+
+        from sessionstore import AsyncStore
+        from sessionstore.cleanup import NoCleanup
+        from sessionstore.integrations.quart import PostgresSessionInterface
+
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            config.dsn,
+            open=False,
+            min_size=config.pool,
+            max_size=config.pool,
+            kwargs={"autocommit": True},
+        )
+        async_store = AsyncStore(pool, table=config.table, cleanup=NoCleanup())
+        app.session_interface = PostgresSessionInterface(  # type: ignore[assignment]
+            async_store, renew_after=renew_after(store)
+        )
+
+        @app.before_serving
+        async def open_store() -> None:
+            await pool.open(wait=True)  # in the serving loop, as docs/integrations-quart.md says
+            await async_store.open()
+
+        @app.after_serving
+        async def close_store() -> None:
+            await async_store.aclose()
+            await pool.close()
+
+    elif store != "cookie":
+        raise ValueError(f"Quart has no store {store!r} here")
+    return app

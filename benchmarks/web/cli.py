@@ -52,7 +52,7 @@ DEFAULT_OUTPUT = Path("benchmarks") / "results" / "web.json"
 
 _VERSIONS = (
     "litestar uvicorn httptools aiohttp aiohttp-session cryptography django gunicorn flask "
-    "werkzeug starlette starsessions redis hiredis flask-session"
+    "werkzeug starlette starsessions quart quart-session redis hiredis flask-session"
 ).split()
 
 
@@ -147,6 +147,7 @@ def server_descriptions(settings: WebSettings) -> dict[str, str]:
         "django": f"Django {v('django')} on {gunicorn}",
         "flask": f"Flask {v('flask')} on {gunicorn}",
         "starlette": f"Starlette {v('starlette')} (starsessions {v('starsessions')}) on {uvicorn}",
+        "quart": f"Quart {v('quart')} (Quart-Session {v('quart-session')}) on {uvicorn}",
     }
 
 

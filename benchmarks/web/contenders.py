@@ -22,6 +22,7 @@ SERVERS = {
     "django": "gunicorn",
     "flask": "gunicorn",
     "starlette": "uvicorn",
+    "quart": "uvicorn",
 }
 FRAMEWORKS = tuple(SERVERS)
 
@@ -32,6 +33,7 @@ REQUIRES = {
     "django": "django gunicorn redis",
     "flask": "flask gunicorn flask_session redis",
     "starlette": "starlette starsessions itsdangerous uvicorn httptools redis",
+    "quart": "quart quart_session uvicorn httptools redis",
 }
 
 DJANGO_INTEGRATION = "sessionstore.integrations.django"
@@ -104,6 +106,10 @@ CONTENDERS: tuple[WebContender, ...] = (
     _c("starlette", "memory", "starsessions InMemoryStore"),
     _c("starlette", "redis", "starsessions RedisStore"),
     *_ours("starlette", "starsessions + sessionstore PostgresStore"),
+    _c("quart", "none", CEILING),
+    _c("quart", "cookie", "signed cookie (Quart's default)", default=True),
+    _c("quart", "redis", "Quart-Session RedisSessionInterface"),
+    *_ours("quart", "sessionstore PostgresSessionInterface on AsyncStore"),
 )
 
 BY_KEY = {c.key: c for c in CONTENDERS}

@@ -112,7 +112,7 @@ def serve(contender: WebContender, config: AppConfig, fd: int) -> None:
     if contender.framework == "aiohttp":
         _aiohttp(apps.aiohttp(store, config), sock)
     else:
-        asgi = {"litestar": apps.litestar, "starlette": apps.starlette}
+        asgi = {"litestar": apps.litestar, "starlette": apps.starlette, "quart": apps.quart}
         _uvicorn(asgi[contender.framework](store, config), sock)
 
 
