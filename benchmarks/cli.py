@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -40,16 +41,7 @@ DEFAULT_JSON = RESULTS_DIR / "latest.json"
 DEFAULT_PLOT = RESULTS_DIR / "throughput.png"
 
 #: What ``--quick`` changes (options given explicitly still win).
-QUICK = {
-    "rows": 10_000,
-    "concurrency": (1, 16),
-    "rounds": 1,
-    "duration": 0.7,
-    "warmup": 0.2,
-    "networks": (None,),
-}
-
-# --------------------------------------------------------------------------- shared with .web
+QUICK = dict(rows=10_000, concurrency=(1, 16), rounds=1, duration=0.7, warmup=0.2, networks=(None,))
 
 
 def concurrency_list(text: str) -> tuple[int, ...]:
@@ -118,17 +110,13 @@ def add_options(parser: argparse.ArgumentParser, defaults: object, table: str) -
             parser.add_argument(flag, action="store_true", help=text)
             continue
         default = getattr(defaults, flag[2:].replace("-", "_"), None)
+        if isinstance(default, tuple):
+            default = ",".join(map(str, default))
+        elif isinstance(default, int | float):
+            default = f"{default:,}" if type(default) is int else f"{default:g}"
         if default is not None and "(default" not in text:
-            text += f" (default {_shown(default)})"
+            text += f" (default {default})"
         parser.add_argument(flag, type=_TYPES[kind], help=text)
-
-
-def _shown(value: object) -> str:
-    if isinstance(value, tuple):
-        return ",".join(map(str, value))
-    return (
-        f"{value:,}" if type(value) is int else f"{value:g}" if type(value) is float else str(value)
-    )
 
 
 def check_common(s: Any) -> None:
@@ -197,6 +185,12 @@ def run_meta(program: str, source: str, dsn: str) -> dict[str, Any]:
     }
 
 
+def settings_json(settings: Any, **extra: Any) -> dict[str, Any]:
+    """`settings` (a dataclass) for the JSON, tuples as lists, with `extra`."""
+    values = dataclasses.asdict(settings).items()
+    return {**{k: list(v) if isinstance(v, tuple) else v for k, v in values}, **extra}
+
+
 def print_head(title: str, meta: dict[str, Any], server_is: str) -> None:
     """The report's first lines: the run, and the PostgreSQL server (`server_is` its name)."""
     server = meta["server"]
@@ -232,26 +226,11 @@ def warn_leftover_threads() -> None:
         say(f"warning: threads still running: {', '.join(leftovers)}")
 
 
-# --------------------------------------------------------------------------- python -m benchmarks
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser."""
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks",
-        description="Throughput and latency of sessionstore's Store and AsyncStore against "
-        "raw psycopg and pgbench, on a preloaded sessions table (docs/performance.md).",
-    )
-    keys = ", ".join(c.key for c in CONTENDERS)
-    add_options(
-        p,
-        Settings(),
-        COMMON_OPTIONS
-        + f"""
+OPTIONS = f"""
 --payload int bytes per session
 --concurrency ints concurrent callers, comma-separated
 --ops str operations, comma-separated: {", ".join(OPS)} (default all)
---contenders str contenders, comma-separated: {keys} (default all)
+--contenders str contenders, comma-separated: {", ".join(c.key for c in CONTENDERS)} (default all)
 --pgbench str the pgbench executable (default: the server's own, else found)
 --table str the benchmark's table
 --seed int random seed
@@ -264,8 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
 --scale-rows ints table sizes for --scale
 --keep-table flag leave the benchmark's tables behind
 --citus flag distribute the table by token (--dsn a Citus coordinator)
-""",
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser."""
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Throughput and latency of sessionstore's Store and AsyncStore against "
+        "raw psycopg and pgbench, on a preloaded sessions table (docs/performance.md).",
     )
+    add_options(p, Settings(), COMMON_OPTIONS + OPTIONS)
     p.set_defaults(json=DEFAULT_JSON, plot=DEFAULT_PLOT)
     net = p.add_mutually_exclusive_group()
     net.add_argument(
@@ -311,16 +299,12 @@ def _meta(settings: Settings, source: str, dsn: str, pgbench: PgbenchChoice) -> 
         "pgbench": pgbench.path,
         "pgbench_version": pgbench.version,
         "pgbench_missing": pgbench.reason or None,
-        "settings": {
-            **{n: getattr(s, n) for n in "rows payload rounds duration warmup table seed".split()},
-            "concurrency": list(s.concurrency),
-            "ops": list(s.ops),
-            "contenders": list(s.contenders),
-            "pool_size": "min(N, 16)",
-            "delete_pool_rows": delete_pool_size(s),
-            "networks": [network_label(d) for d in s.networks],
-            "max_steal": s.max_steal,
-        },
+        "settings": settings_json(
+            s,
+            pool_size="min(N, 16)",
+            delete_pool_rows=delete_pool_size(s),
+            networks=[network_label(d) for d in s.networks],
+        ),
     }
 
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 #: Clock ticks per second, the unit of /proc/stat and /proc/<pid>/stat.
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -39,38 +40,37 @@ class Noise:
         )
 
 
-def _stat(pid: int) -> list[str] | None:
-    """The fields of /proc/`pid`/stat after the command (state first), or None."""
+def _read(path: str) -> str:
+    """The text of a /proc file, empty if it is gone."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        return Path(path).read_text()
     except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()
+        return ""
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/`pid`/stat after the command (state first), or None."""
+    text = _read(f"/proc/{pid}/stat")
+    return text[text.rindex(")") + 2 :].split() if text else None
 
 
 def _on_cpu(pid: int) -> float | None:
     """Nanosecond-exact CPU seconds of `pid`'s live threads, from /proc/<pid>/task/*/schedstat."""
     try:
-        threads = os.listdir(f"/proc/{pid}/task")
-        return (
-            sum(
-                int(Path(f"/proc/{pid}/task/{t}/schedstat").read_text().split()[0]) for t in threads
-            )
-            / 1e9
-        )
+        tasks = [Path(f"/proc/{pid}/task/{t}/schedstat") for t in os.listdir(f"/proc/{pid}/task")]
+        return sum(int(task.read_text().split()[0]) for task in tasks) / 1e9
     except (OSError, IndexError, ValueError):
         return None
 
 
 def process_cpu(pid: int) -> float | None:
     """CPU seconds of process `pid` and of its reaped children, or None if it is gone."""
-    fields = _stat(pid)
+    fields = proc_stat(pid)
     if fields is None:
         return None
     # utime, stime, cutime, cstime: fields 14-17 of proc(5), 11-14 after the command.
     own = _on_cpu(pid)
-    if own is None:
-        own = (int(fields[11]) + int(fields[12])) / _TICK
+    own = (int(fields[11]) + int(fields[12])) / _TICK if own is None else own
     return own + (int(fields[13]) + int(fields[14])) / _TICK
 
 
@@ -85,11 +85,8 @@ def descendants(pid: int) -> list[int]:
         except OSError:
             continue
         for tid in threads:
-            try:
-                children = Path(f"/proc/{parent}/task/{tid}/children").read_text().split()
-            except OSError:
-                continue
-            new = [int(c) for c in children if int(c) not in found]
+            children = map(int, _read(f"/proc/{parent}/task/{tid}/children").split())
+            new = [c for c in children if c not in found]
             found += new
             pending += new
     return found
@@ -105,15 +102,10 @@ def tree_cpu(pid: int) -> float | None:
 
 def postmaster_of(backend_pid: int) -> int | None:
     """The postmaster of a local PostgreSQL backend, or None if the server is not local."""
-
-    def comm(pid: int) -> str:
-        try:
-            return Path(f"/proc/{pid}/comm").read_text().strip()
-        except OSError:
-            return ""
-
-    fields = _stat(backend_pid)
-    if fields is None or comm(backend_pid) != "postgres" or comm(int(fields[1])) != "postgres":
+    fields = proc_stat(backend_pid)
+    if fields is None or any(
+        _read(f"/proc/{p}/comm") != "postgres\n" for p in (backend_pid, fields[1])
+    ):
         return None
     return int(fields[1])
 
@@ -127,6 +119,7 @@ class Snapshot:
     ours: float
     server: float | None
     helpers: Mapping[str, float | None]
+    wal: int | None = None
 
 
 @dataclass(frozen=True)
@@ -138,18 +131,30 @@ class Usage:
     client: float
     server: float | None
     helpers: Mapping[str, float | None] = field(default_factory=dict)
+    wal_bytes: int | None = None
 
 
 class Probe:
-    """Takes `Snapshot` s of the machine, the server and helper processes."""
+    """Takes `Snapshot` s of the machine, the server and helper processes, and the WAL
+    position of the server that `wal` (a psycopg connection) is connected to."""
 
-    def __init__(self, server_pid: int | None = None, helpers: Mapping[str, int] = {}) -> None:
+    def __init__(
+        self, server_pid: int | None = None, helpers: Mapping[str, int] = {}, wal: Any = None
+    ) -> None:
         self.server_pid = server_pid
         self.helpers = dict(helpers)
+        self.wal = wal
 
     def snap(self) -> Snapshot:
-        """The counters now."""
+        """The counters now, the WAL position first (its query is the slower part)."""
+        lsn = None
+        if self.wal is not None:
+            high, low = (
+                self.wal.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0].split("/")
+            )
+            lsn = int(high, 16) << 32 | int(low, 16)
         return Snapshot(
+            wal=lsn,
             cpu=_cpu(),
             wall=time.perf_counter(),
             ours=time.process_time(),
@@ -169,8 +174,9 @@ class Probe:
             after = end.helpers.get(name)
             helpers[name] = None if before is None or after is None else after - before
         share = ours / (wall * (os.cpu_count() or 1)) if wall > 0 else 0.0
+        wal = None if start.wal is None or end.wal is None else end.wal - start.wal
         if start.cpu is None or end.cpu is None or end.cpu[2] == start.cpu[2]:
-            return Usage(Noise(None, None, share), wall, client, server, helpers)
+            return Usage(Noise(None, None, share), wall, client, server, helpers, wal)
         total = end.cpu[2] - start.cpu[2]
         steal = (end.cpu[0] - start.cpu[0]) / total
         busy = 1 - (end.cpu[1] - start.cpu[1]) / total
@@ -178,4 +184,4 @@ class Probe:
             ours + (child_cpu or 0.0) + (server or 0.0) + sum(v or 0.0 for v in helpers.values())
         )
         others = max(0.0, busy - steal - known * _TICK / total)
-        return Usage(Noise(steal, busy, share, others), wall, client, server, helpers)
+        return Usage(Noise(steal, busy, share, others), wall, client, server, helpers, wal)

@@ -185,20 +185,14 @@ class Bench:
             delete_base, delete_tokens = self._pool.prepare(self._admin, delete_pool_size(s))
         if contender.kind == "pgbench":
             assert self._pgbench is not None
+            dsn = None if self._dsn == self.dsn else self._dsn
+            n, pool = len(delete_tokens), pool_size(concurrency)
             sample = self._pgbench.measure(
-                op,
-                pool_size(concurrency),
-                s.warmup,
-                s.duration,
-                delete_base=delete_base,
-                delete_size=len(delete_tokens),
-                dsn=None if self._dsn == self.dsn else self._dsn,
-                probe=self._probe,
+                op, pool, s.warmup, s.duration, delete_base, n, dsn, self._probe
             )
         else:
-            run = Run(
-                self._dsn, self.table, op, concurrency, s.warmup, s.duration, seed, self._probe
-            )
+            args = (op, concurrency, s.warmup, s.duration, seed, self._probe)
+            run = Run(self._dsn, self.table, *args)
             tokens = self.encrypted_tokens if contender.encrypted else self.tokens
             inputs = Inputs(tokens, self.payload, delete_tokens)
             sample = measure_python(contender, run, inputs)

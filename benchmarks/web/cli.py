@@ -25,7 +25,7 @@ from psycopg import sql
 from sessionstore._from_dsn import create_table
 
 from .. import cli as common
-from ..noise import Probe, Snapshot, postmaster_of
+from ..noise import Probe, postmaster_of
 from ..progress import Progress
 from ..report import cells_json
 from ..runner import PRELOAD_LIFETIME, interleave, run_rounds
@@ -42,7 +42,7 @@ from .contenders import (
 )
 from .redis_server import RedisServer, find_redis_server
 from .report import Key, WebCell, format_tables, noisy, run_noise, summarize
-from .server import ROOT, WebServer, child_env
+from .server import ROOT, child_env, serving
 
 #: The benchmark's schema: dropped (with everything in it) and created at the start.
 SCHEMA = "sessionstore_webbench"
@@ -77,19 +77,7 @@ class WebSettings:
     seed: int = 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser."""
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.web",
-        description="Requests/s, latency and WAL per request of views that read, or read and "
-        "update, the session, for sessionstore's integrations against each framework's "
-        "own session stores and its Redis store (docs/performance.md#web-requests).",
-    )
-    common.add_options(
-        p,
-        WebSettings(),
-        common.COMMON_OPTIONS
-        + f"""
+OPTIONS = f"""
 --frameworks str comma-separated, of {", ".join(FRAMEWORKS)} (default all)
 --workloads str comma-separated, of {", ".join(WORKLOADS)} (default all)
 --stores str comma-separated, of {", ".join(STORES)} (default all)
@@ -99,8 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
 --max-others float leave out rounds where other processes used more than this share of the CPU
 --output path JSON output (default {DEFAULT_OUTPUT})
 --keep-tables flag leave the benchmark's schema
-""",
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser."""
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.web",
+        description="Requests/s, latency and WAL per request of views that read, or read and "
+        "update, the session, for sessionstore's integrations against each framework's "
+        "own session stores and its Redis store (docs/performance.md#web-requests).",
     )
+    common.add_options(p, WebSettings(), common.COMMON_OPTIONS + OPTIONS)
     p.set_defaults(output=DEFAULT_OUTPUT)
     return p
 
@@ -149,34 +147,6 @@ def server_descriptions(settings: WebSettings) -> dict[str, str]:
         "starlette": f"Starlette {v('starlette')} (starsessions {v('starsessions')}) on {uvicorn}",
         "quart": f"Quart {v('quart')} (Quart-Session {v('quart-session')}) on {uvicorn}",
     }
-
-
-class WalProbe(Probe):
-    """A `Probe` that also reads PostgreSQL's WAL position at each snapshot."""
-
-    def __init__(
-        self, conn: psycopg.Connection[Any], server_pid: int | None, helpers: dict[str, int]
-    ) -> None:
-        super().__init__(server_pid, helpers)
-        self.conn = conn
-        self.lsns: list[str] = []
-
-    def snap(self) -> Snapshot:
-        """The counters now, the WAL position first (its query is the slower part)."""
-        row = self.conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-        assert row is not None
-        self.lsns.append(str(row[0]))
-        return super().snap()
-
-    def wal_bytes(self) -> int | None:
-        """WAL written between the first and the last snapshot (None without two)."""
-        if len(self.lsns) < 2:
-            return None
-        row = self.conn.execute(
-            "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)", (self.lsns[-1], self.lsns[0])
-        ).fetchone()
-        assert row is not None
-        return int(row[0])
 
 
 class WebBench:
@@ -229,7 +199,7 @@ class WebBench:
         """Create Django's session table with Django's own migration, and preload it."""
         s = self.settings
         done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.web.serve", "--migrate-django", f"--dsn={self.dsn}"],
+            [sys.executable, "-m", "benchmarks.web.serve", f"--migrate-django={self.dsn}"],
             cwd=ROOT,
             env=child_env(),
             capture_output=True,
@@ -278,16 +248,15 @@ class WebBench:
         s = self.settings
         assert self._wal_conn is not None, "setup() first"
         redis_url = self.redis.url if self.redis is not None and contender.redis else None
-        config = AppConfig(self.dsn, TABLE, s.pool, Path("."), s.threads, redis_url)
-        with WebServer(contender, config) as server:
-            probe = WalProbe(self._wal_conn, self.db_pid, {"web": server.pid})
+        config = AppConfig(self.dsn, TABLE, s.pool, s.threads, redis_url)
+        with serving(contender, config) as server:
+            probe = Probe(self.db_pid, {"web": server.pid}, wal=self._wal_conn)
             steps = steps_for(workload, contender.sessions)
             load = asyncio.run(
                 run_load(
                     server.port, steps, contender.sessions, clients, s.warmup, s.duration, probe
                 )
             )
-            load.wal_bytes = probe.wal_bytes()
         return load, server.processes
 
     def run(self, progress: Progress) -> dict[Key, list[Load]]:
@@ -333,16 +302,13 @@ def _meta(settings: WebSettings, source: str, dsn: str, bench: WebBench) -> dict
         "versions": {name: _version(name) for name in _VERSIONS},
         "redis_server": None if redis is None else {"version": redis.version, "url": redis.url},
         "servers": server_descriptions(settings),
-        "settings": {
-            **{
-                k: list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(settings).items()
-            },
-            "schema": SCHEMA,
-            "table": TABLE,
-            "workers": 1,
-            "contenders": [c.key for c in bench.contenders],
-        },
+        "settings": common.settings_json(
+            settings,
+            schema=SCHEMA,
+            table=TABLE,
+            workers=1,
+            contenders=[c.key for c in bench.contenders],
+        ),
     }
 
 

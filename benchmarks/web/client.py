@@ -235,7 +235,11 @@ class Load:
 
     sample: Sample
     reconnects: int
-    wal_bytes: int | None = None
+
+    @property
+    def wal_bytes(self) -> int | None:
+        """WAL bytes PostgreSQL wrote in the window, if the probe read the WAL position."""
+        return None if self.sample.usage is None else self.sample.usage.wal_bytes
 
     @property
     def wal_per_request(self) -> float | None:

@@ -15,28 +15,17 @@ WORKLOADS = ("write", "read", "mostly")
 SESSIONSTORE = "sessionstore"
 EVERY_REQUEST = "sessionstore-every-request"
 
-#: What serves each framework, one worker process (`benchmarks.web.serve`).
+#: Each framework's server, one worker process (`benchmarks.web.serve`), and the modules
+#: its contenders need (the ``bench`` extra brings them).
 SERVERS = {
-    "litestar": "uvicorn",
-    "aiohttp": "aiohttp",
-    "django": "gunicorn",
-    "flask": "gunicorn",
-    "starlette": "uvicorn",
-    "quart": "uvicorn",
+    "litestar": ("uvicorn", "litestar uvicorn httptools redis"),
+    "aiohttp": ("aiohttp", "aiohttp aiohttp_session cryptography redis"),
+    "django": ("gunicorn", "django gunicorn redis"),
+    "flask": ("gunicorn", "flask gunicorn flask_session redis"),
+    "starlette": ("uvicorn", "starlette starsessions itsdangerous uvicorn httptools redis"),
+    "quart": ("uvicorn", "quart quart_session uvicorn httptools redis"),
 }
 FRAMEWORKS = tuple(SERVERS)
-
-#: The modules each framework's contenders need (the ``bench`` extra brings them).
-REQUIRES = {
-    "litestar": "litestar uvicorn httptools redis",
-    "aiohttp": "aiohttp aiohttp_session cryptography redis",
-    "django": "django gunicorn redis",
-    "flask": "flask gunicorn flask_session redis",
-    "starlette": "starlette starsessions itsdangerous uvicorn httptools redis",
-    "quart": "quart quart_session uvicorn httptools redis",
-}
-
-DJANGO_INTEGRATION = "sessionstore.integrations.django"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +56,7 @@ class WebContender:
     @property
     def server(self) -> str:
         """What serves it."""
-        return SERVERS[self.framework]
+        return SERVERS[self.framework][0]
 
 
 def _c(framework: str, store: str, label: str, default: bool = False) -> WebContender:
@@ -125,5 +114,5 @@ def of_framework(framework: str) -> list[WebContender]:
 
 def missing_requirements(frameworks: tuple[str, ...]) -> list[str]:
     """The modules the chosen frameworks need that are not installed."""
-    needed = dict.fromkeys(m for f in frameworks for m in REQUIRES[f].split())
+    needed = dict.fromkeys(m for f in frameworks for m in SERVERS[f][1].split())
     return [m for m in needed if importlib.util.find_spec(m) is None]

@@ -8,9 +8,9 @@ import psycopg.conninfo
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
-from .apps import SECRET, AppConfig, renew_after
-from .contenders import DJANGO_INTEGRATION
+from .apps import SECRET, AppConfig, bump, peek, renew_after
 
+DJANGO_INTEGRATION = "sessionstore.integrations.django"
 ENGINES = {
     "db": "django.contrib.sessions.backends.db",
     "cached_db": "django.contrib.sessions.backends.cached_db",
@@ -88,11 +88,10 @@ def configure(store: str, config: AppConfig) -> None:
 
 def migrate(dsn: str) -> None:
     """Create Django's session table (``manage.py migrate sessions``) in the benchmark's schema."""
-    from pathlib import Path
 
     from django.core.management import call_command
 
-    configure("db", AppConfig(dsn, "unused", 1, Path("."), 1))
+    configure("db", AppConfig(dsn))
     call_command("migrate", "sessions", verbosity=0)
 
 
@@ -101,13 +100,11 @@ def ping(request: HttpRequest) -> HttpResponse:
 
 
 def count(request: HttpRequest) -> HttpResponse:
-    n = int(request.session.get("count", 0)) + 1
-    request.session["count"] = n
-    return HttpResponse(str(n), content_type="text/plain")
+    return HttpResponse(bump(request.session), content_type="text/plain")
 
 
 def read(request: HttpRequest) -> HttpResponse:
-    return HttpResponse(str(int(request.session.get("count", 0))), content_type="text/plain")
+    return HttpResponse(peek(request.session), content_type="text/plain")
 
 
 urlpatterns = [path("ping", ping), path("count", count), path("read", read)]

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from .server import stop
 
 #: Where Debian puts it, for a PATH without /usr/bin.
 DEBIAN_PATH = Path("/usr/bin/redis-server")
@@ -93,7 +92,7 @@ class RedisServer:
                     return
                 time.sleep(0.05)
             text = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            self._kill()
+            stop(self._proc, STOP_TIMEOUT)
             if "Address already in use" not in text:
                 raise RedisError(f"redis-server did not start on port {self.port}:\n{text}")
         raise RedisError(f"redis-server found no free port in {PORT_ATTEMPTS} attempts")
@@ -114,23 +113,12 @@ class RedisServer:
         finally:
             client.close()
 
-    def _kill(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()  # redis-server exits on SIGTERM (no save: none is configured)
-            try:
-                proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
     def stop(self) -> None:
-        """Stop it and remove its directory."""
+        """Stop it (SIGTERM: it has nothing to save) and remove its directory."""
+        proc, self._proc = self._proc, None
         try:
-            self._kill()
+            if proc is not None:
+                stop(proc, STOP_TIMEOUT)
         finally:
             if self._dir is not None:
                 self._dir.cleanup()

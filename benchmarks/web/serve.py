@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from .apps import AppConfig
@@ -121,22 +121,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.web.serve")
     p.add_argument("contender", nargs="?", choices=sorted(BY_KEY))
     p.add_argument("--fd", type=int, help="the listening socket, inherited")
-    p.add_argument("--dsn", required=True)
-    p.add_argument("--table", default="web_sessions")
-    p.add_argument("--pool", type=int, default=16)
-    p.add_argument("--threads", type=int, default=16)
-    p.add_argument("--workdir", type=Path, default=Path("."))
-    p.add_argument("--redis-url", help="the benchmark's Redis (the Redis contenders)")
-    p.add_argument("--migrate-django", action="store_true")
+    p.add_argument("--config", help="the AppConfig, as JSON")
+    p.add_argument("--migrate-django", metavar="DSN", help="create Django's table, and exit")
     args = p.parse_args(argv)
     if args.migrate_django:
         from . import django_site
 
-        django_site.migrate(args.dsn)
+        django_site.migrate(args.migrate_django)
         return 0
-    if args.contender is None or args.fd is None:
-        p.error("give a contender and --fd")
-    config = AppConfig(args.dsn, args.table, args.pool, args.workdir, args.threads, args.redis_url)
+    if args.contender is None or args.fd is None or args.config is None:
+        p.error("give a contender, --fd and --config")
+    config = AppConfig(**json.loads(args.config))
     serve(BY_KEY[args.contender], config, args.fd)
     return 0
 
