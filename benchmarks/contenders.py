@@ -17,8 +17,7 @@ from sessionstore.cleanup import NoCleanup
 from sessionstore.crypto import Keyring
 
 from . import measure
-from .measure import Inputs, Sample
-from .noise import Probe
+from .measure import Inputs, Run, Sample
 from .workload import Table
 
 #: The largest pool a measurement uses: one connection per caller, at most 16 (callers
@@ -120,20 +119,6 @@ class RawAsync(_Raw):
             await conn.execute(self._delete, (token,))
 
 
-@dataclasses.dataclass(frozen=True)
-class Run:
-    """One measurement to make."""
-
-    dsn: str
-    table: Table
-    op: str
-    concurrency: int
-    warmup: float
-    duration: float
-    seed: int
-    probe: Probe | None = None
-
-
 def measure_python(contender: Contender, run: Run, inputs: Inputs) -> Sample:
     """Measure a threaded or asyncio contender: open its pool, run the workers, close it."""
     enabled = _wire.enabled
@@ -179,9 +164,7 @@ def _measure_threads(contender: Contender, run: Run, inputs: Inputs) -> Sample:
             counter = itertools.count()
             client = RawSync(pool, run.table) if store is None else store
             op = measure.op_call(run.op, client, inputs, counter)
-            sample = measure.run_threads(
-                op, run.concurrency, run.warmup, run.duration, run.seed, run.probe
-            )
+            sample = measure.run_threads(op, run)
             return _counted(sample, run, counter, inputs)
         finally:
             if store is not None:
@@ -201,9 +184,7 @@ async def _measure_tasks(contender: Contender, run: Run, inputs: Inputs) -> Samp
             counter = itertools.count()
             client = RawAsync(pool, run.table) if store is None else store
             op = measure.op_call(run.op, client, inputs, counter)
-            sample = await measure.run_tasks(
-                op, run.concurrency, run.warmup, run.duration, run.seed, run.probe
-            )
+            sample = await measure.run_tasks(op, run)
             return _counted(sample, run, counter, inputs)
         finally:
             if store is not None:

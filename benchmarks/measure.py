@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .noise import Probe, Snapshot, Usage
-from .workload import LIFETIME
+from .workload import LIFETIME, Table
 
 #: The share of commits in the mix workload.
 MIX_COMMIT_SHARE = 0.1
@@ -53,6 +53,20 @@ class Sample:
         return self.ops / self.seconds if self.seconds > 0 else 0.0
 
 
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One measurement to make."""
+
+    dsn: str
+    table: Table
+    op: str
+    concurrency: int
+    warmup: float
+    duration: float
+    seed: int
+    probe: Probe | None = None
+
+
 @dataclasses.dataclass
 class Window:
     """When counting starts and ends (perf_counter seconds); `end` drops to stop early."""
@@ -80,14 +94,8 @@ def collect(
         latencies.extend(lat for t, lat in zip(ends, lats, strict=True) if t <= end)
     # A window cut short has no snapshot at its real end: no CPU figures then.
     usage = Probe.usage(marks[0], marks[1]) if len(marks) == 2 and exhausted_at is None else None
-    return Sample(
-        ops=len(latencies),
-        seconds=max(0.0, end - win.start),
-        latencies=latencies,
-        exhausted=exhausted_at is not None,
-        usage=usage,
-        cpu_ops=len(latencies),
-    )
+    n, seconds = len(latencies), max(0.0, end - win.start)
+    return Sample(n, seconds, latencies, exhausted_at is not None, usage=usage, cpu_ops=n)
 
 
 Op = Callable[[random.Random], Any]
@@ -142,11 +150,9 @@ def _clock_thread(
     return stop, thread
 
 
-def run_threads(
-    run: Op, concurrency: int, warmup: float, duration: float, seed: int, probe: Probe | None = None
-) -> Sample:
-    """Call `run` from `concurrency` threads for `warmup` + `duration` seconds."""
-    win = window(warmup, duration)
+def run_threads(call: Op, run: Run) -> Sample:
+    """Make `call` from `run.concurrency` threads for its warm-up and duration."""
+    win, concurrency, seed = window(run.warmup, run.duration), run.concurrency, run.seed
     results: list[tuple[list[float], list[float]]] = [([], []) for _ in range(concurrency)]
     errors: list[BaseException] = []
     exhausted: list[float] = []
@@ -158,7 +164,7 @@ def run_threads(
         try:
             while True:
                 t0 = clock()
-                run(rng)
+                call(rng)
                 t1 = clock()
                 if t1 >= win.start:
                     ends.append(t1)
@@ -176,7 +182,7 @@ def run_threads(
         for i in range(concurrency)
     ]
     marks: list[Snapshot] = []
-    stop, clock = _clock_thread(win, probe, marks)
+    stop, clock = _clock_thread(win, run.probe, marks)
     for thread in threads:
         thread.start()
     try:
@@ -199,11 +205,9 @@ def run_threads(
     return collect(win, results, min(exhausted) if exhausted else None, marks)
 
 
-async def run_tasks(
-    run: Op, concurrency: int, warmup: float, duration: float, seed: int, probe: Probe | None = None
-) -> Sample:
-    """Await `run` from `concurrency` asyncio tasks for `warmup` + `duration` seconds."""
-    win = window(warmup, duration)
+async def run_tasks(call: Op, run: Run) -> Sample:
+    """Await `call` from `run.concurrency` asyncio tasks for its warm-up and duration."""
+    win, seed, probe = window(run.warmup, run.duration), run.seed, run.probe
     exhausted: list[float] = []
 
     async def worker(index: int) -> tuple[list[float], list[float]]:
@@ -214,7 +218,7 @@ async def run_tasks(
         try:
             while True:
                 t0 = clock()
-                await run(rng)
+                await call(rng)
                 t1 = clock()
                 if t1 >= win.start:
                     ends.append(t1)
@@ -227,7 +231,7 @@ async def run_tasks(
 
     marks: list[Snapshot] = []
     async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(worker(i)) for i in range(concurrency)]
+        tasks = [group.create_task(worker(i)) for i in range(run.concurrency)]
         if probe is not None:  # ends at the window's end, as the workers do
             group.create_task(snap_window(win, probe, marks))
     return collect(win, [t.result() for t in tasks], min(exhausted) if exhausted else None, marks)

@@ -258,14 +258,9 @@ class Pgbench:
             "d", (lat for t, lat in zip(ends, lats, strict=True) if start <= t <= end)
         )
         consumed = clients * last_txn if op == "delete" else 0
-        return Sample(
-            ops=len(latencies),
-            seconds=max(0.0, end - start),
-            latencies=latencies,
-            exhausted=op == "delete" and consumed > delete_size,
-            consumed=consumed,
-            cpu_ops=len(ends),
-        )
+        exhausted = op == "delete" and consumed > delete_size
+        seconds = max(0.0, end - start)
+        return Sample(len(latencies), seconds, latencies, exhausted, consumed, cpu_ops=len(ends))
 
 
 def _children_cpu() -> float:

@@ -8,7 +8,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .contenders import BY_KEY
 from .report import OP_TITLES, Cell
@@ -88,7 +88,7 @@ def output_paths(path: str | Path) -> tuple[Path, Path]:
 def draw(
     cells: Sequence[Cell],
     ops: Sequence[str],
-    concurrency: Sequence[int],
+    levels: Sequence[int],
     subtitle: str,
     path: str | Path,
 ) -> tuple[Path, Path]:
@@ -125,7 +125,7 @@ def draw(
         for index, ax in enumerate(axes.flat):
             if index < len(ops):
                 op = ops[index]
-                _panel(ax, [c for c in cells if c.op == op], op, concurrency, keys)
+                _panel(ax, [c for c in cells if c.op == op], op, list(levels), keys)
             else:
                 ax.set_visible(False)  # an odd number of panels leaves one empty slot
 
@@ -146,16 +146,11 @@ def draw(
 
 
 def _panel(
-    ax: Axes,
-    cells: Sequence[Cell],
-    op: str,
-    concurrency: Sequence[int],
-    keys: Sequence[str],
+    ax: Axes, cells: Sequence[Cell], op: str, levels: list[int], keys: Sequence[str]
 ) -> None:
     """One operation's panel: a line per contender over the concurrency levels."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
-    levels = list(concurrency)
     ax.set_title(OP_TITLES.get(op, op), loc="left", size=11)
     ax.set_title("ops/s (log)", loc="right", size=10, color=_GREY)
     ax.set_xlabel("concurrent callers (N)", color=_GREY)
@@ -172,23 +167,16 @@ def _panel(
         ax.spines[side].set_visible(False)
 
     for key in keys:
-        color, line_width, line_style = STYLES.get(key, _DEFAULT_STYLE)
+        color, width, style = STYLES.get(key, _DEFAULT_STYLE)
         points = sorted(
             (levels.index(c.concurrency), c.ops_per_s)
             for c in cells
             if c.contender == key and c.concurrency in levels and c.ops_per_s > 0
         )
+        xs, ys = [x for x, _ in points], [y for _, y in points]
         # Every contender gets a legend entry, even one with no point in this panel.
-        ax.plot(
-            [x for x, _ in points],
-            [y for _, y in points],
-            color=color,
-            linewidth=line_width,
-            linestyle=line_style,
-            marker="s",
-            markersize=5,
-            label=BY_KEY[key].label,
-        )
+        line: dict[str, Any] = {"color": color, "linewidth": width, "linestyle": style}
+        ax.plot(xs, ys, marker="s", markersize=5, label=BY_KEY[key].label, **line)
 
 
 def subtitle(meta: dict[str, object]) -> str:

@@ -12,12 +12,7 @@ from typing import Any
 from .contenders import BY_KEY
 from .measure import Sample, percentile
 
-OP_TITLES = {
-    "find": "find",
-    "commit": "commit (upsert)",
-    "mix": "mix (90% find, 10% commit)",
-    "delete": "delete",
-}
+OP_TITLES = {"commit": "commit (upsert)", "mix": "mix (90% find, 10% commit)"}
 
 
 @dataclasses.dataclass
@@ -165,6 +160,11 @@ def delay_of(network: str) -> float | None:
     return float(network.split()[0]) if network.endswith(" ms") else None
 
 
+def _networks(cells: Sequence[Cell]) -> list[str]:
+    """The cells' networks, loopback first, then by delay."""
+    return sorted({c.network for c in cells}, key=lambda n: (delay_of(n) or 0.0, n))
+
+
 def round_trip_ceiling(callers: int, delay_ms: float) -> float:
     """The most ops/s `callers` closed-loop callers can make when a round trip takes 2 x delay."""
     return callers / (2 * delay_ms / 1000)
@@ -175,7 +175,7 @@ def compare(cells: Sequence[Cell]) -> list[str]:
     lines: list[str] = []
     ns = sorted({c.concurrency for c in cells})
     by = {(c.network, c.op, c.contender, c.concurrency): c for c in cells}
-    networks = sorted({c.network for c in cells}, key=lambda n: (delay_of(n) or 0.0, n))
+    networks = _networks(cells)
     ops = list(dict.fromkeys(c.op for c in cells))
     for network in networks:
         delay = delay_of(network)
@@ -189,15 +189,13 @@ def compare(cells: Sequence[Cell]) -> list[str]:
                     "x pgbench " + " / ".join(_ratio(c.vs_pgbench if c else None) for c in row),
                 ]
                 if delay is not None:
-                    parts.append(
-                        "of the round-trip ceiling "
-                        + " / ".join(
-                            "-"
-                            if c is None or c.missing
-                            else pct(c.ops_per_s / round_trip_ceiling(n, delay))
-                            for c, n in zip(row, ns, strict=True)
-                        )
-                    )
+                    shares = [
+                        None
+                        if c is None or c.missing
+                        else c.ops_per_s / round_trip_ceiling(n, delay)
+                        for c, n in zip(row, ns, strict=True)
+                    ]
+                    parts.append("of the round-trip ceiling " + " / ".join(map(pct, shares)))
                 where = "" if network == "loopback" else f" [{network} each way]"
                 lines.append(f"  {BY_KEY[key].label} {op}{where}: " + "; ".join(parts))
     if not lines:
@@ -255,7 +253,7 @@ def format_table(cells: Sequence[Cell], ops: Sequence[str], rounds: int) -> str:
         "for pgbench) and of the PostgreSQL server's processes; steal max: most CPU the "
         "host stole in a round; others: other processes' share of the machine's CPU"
     ]
-    networks = sorted({c.network for c in cells}, key=lambda n: (delay_of(n) or 0.0, n))
+    networks = _networks(cells)
     for network in networks:
         for op in ops:
             rows = sorted(

@@ -25,8 +25,8 @@ from sessionstore import Store
 from sessionstore._from_dsn import create_table, distribute_table
 from sessionstore.cleanup import NoCleanup
 
-from .contenders import BY_KEY, CONTENDERS, KEYRING, Contender, Run, measure_python, pool_size
-from .measure import OPS, Inputs, Sample
+from .contenders import BY_KEY, CONTENDERS, KEYRING, Contender, measure_python, pool_size
+from .measure import OPS, Inputs, Run, Sample
 from .noise import Probe, postmaster_of
 from .pgbench import Pgbench
 from .progress import Progress
@@ -107,8 +107,8 @@ class Bench:
             self.contenders = [c for c in self.contenders if c.kind != "pgbench"]
         self._pgbench_path = pgbench_path
         self._pgbench: Pgbench | None = None
-        self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._admin: psycopg.Connection[Any] | None = None
+        self._opened = contextlib.ExitStack()  # what `close` undoes
         self._pool = DeletePool(self.table, settings.rows, self.payload)
         self.server_pid: int | None = None
         #: The DSN and probe of the network being measured (see `use_network`).
@@ -119,7 +119,9 @@ class Bench:
     def setup(self, say: Callable[[str], None] = lambda _: None) -> None:
         """Create the table with `Store.create_table`, preload it with COPY, check it."""
         s = self.settings
-        self._admin = admin = psycopg.connect(self.dsn, autocommit=True)
+        self._admin = admin = self._opened.enter_context(psycopg.connect(self.dsn, autocommit=True))
+        if not s.keep_table:
+            self._opened.callback(self.table.drop, admin)
         self.server_pid = postmaster_of(admin.info.backend_pid)
         self._probe = Probe(self.server_pid)
         self.table.drop(admin)
@@ -149,8 +151,7 @@ class Bench:
                 if tokens and store.find(tokens[0]) is None:
                     raise RuntimeError("the store does not find a preloaded session")
         if self._pgbench_path is not None:
-            self._workdir = tempfile.TemporaryDirectory(prefix="sessionstore-bench-")
-            workdir = Path(self._workdir.name)
+            workdir = Path(self._opened.enter_context(tempfile.TemporaryDirectory()))
             self._pgbench = Pgbench(
                 self._pgbench_path, self.dsn, self.table, s.rows, self.payload, workdir
             )
@@ -160,16 +161,7 @@ class Bench:
 
     def close(self) -> None:
         """Drop the table (unless asked to keep it) and close the admin connection."""
-        try:
-            if self._admin is not None and not self._admin.closed:
-                if not self.settings.keep_table:
-                    self.table.drop(self._admin)
-                self._admin.close()
-        finally:
-            self._admin = None
-            if self._workdir is not None:
-                self._workdir.cleanup()
-                self._workdir = None
+        self._opened.close()
 
     def use_network(self, label: str, dsn: str, helpers: dict[str, int] | None = None) -> None:
         """Measure from now on through `dsn` (e.g. a proxy's), labelled `label`."""

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import functools
 import gc
 import os
 import random
-import statistics
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -23,9 +21,9 @@ from sessionstore import AsyncStore, Store
 from sessionstore._from_dsn import create_table
 from sessionstore.cleanup import NoCleanup
 
-from .contenders import BY_KEY, Run, measure_python
-from .measure import Inputs, Sample, percentile
-from .report import aligned, num
+from .contenders import BY_KEY, measure_python
+from .measure import Inputs, Run, Sample
+from .report import aligned, num, rates
 from .runner import PRELOAD_LIFETIME, Settings
 from .workload import Table, sample_ids, token
 
@@ -45,29 +43,6 @@ def _rss() -> int:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
-
-
-@contextlib.contextmanager
-def _rss_peak(result: dict[str, float]) -> Iterator[None]:
-    """Sample RSS in a thread while the block runs; store the peak growth in MiB."""
-    gc.collect()
-    base = _rss()
-    peak = [base]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.005):
-            peak[0] = max(peak[0], _rss())
-
-    sampler = threading.Thread(target=sample, name="bench-rss", daemon=True)
-    sampler.start()
-    try:
-        yield
-    finally:
-        done.set()
-        sampler.join()
-        peak[0] = max(peak[0], _rss())
-        result["rss_peak_mib"] = (peak[0] - base) / 2**20
 
 
 def _walk_sync(store: Store, method: str) -> int:
@@ -98,22 +73,37 @@ def _walk_async(dsn: str, table: Table, method: str) -> int:
 
 
 def _measure_walk(run_once: Callable[[], int]) -> dict[str, float]:
-    """Time one walk with RSS sampling, then trace a second one with tracemalloc."""
-    result: dict[str, float] = {}
-    with _rss_peak(result):
+    """Time one walk while a thread samples RSS for its peak growth, then trace a second
+    one with tracemalloc."""
+    gc.collect()
+    base = _rss()
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.005):
+            peak[0] = max(peak[0], _rss())
+
+    sampler = threading.Thread(target=sample, name="bench-rss", daemon=True)
+    sampler.start()
+    try:
         started = time.perf_counter()
-        result["rows"] = run_once()
-        result["seconds"] = time.perf_counter() - started
+        rows = run_once()
+        seconds = time.perf_counter() - started
+    finally:
+        done.set()
+        sampler.join()
+    rss_growth = (max(peak[0], _rss()) - base) / 2**20
     gc.collect()
     tracemalloc.start()
     try:
         run_once()
-        _, peak = tracemalloc.get_traced_memory()
+        _, traced = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    result["tracemalloc_peak_mib"] = peak / 2**20
     gc.collect()
-    return result
+    memory = {"tracemalloc_peak_mib": traced / 2**20, "rss_peak_mib": rss_growth}
+    return {"rows": rows, "seconds": seconds, **memory}
 
 
 def run_scale(dsn: str, settings: Settings, say: Callable[[str], None]) -> dict[str, Any]:
@@ -145,16 +135,10 @@ def run_scale(dsn: str, settings: Settings, say: Callable[[str], None]) -> dict[
                             measure_python(BY_KEY[key], run, Inputs(tokens, payload))
                         )
                 for key, runs in samples.items():
-                    ordered = sorted(lat for sample in runs for lat in sample.latencies)
+                    rate, _, p50, p99, *_ = rates(runs, runs)
+                    figures = {"ops_per_s": rate, "p50_ms": p50, "p99_ms": p99}
                     finds.append(
-                        {
-                            "rows": size,
-                            "contender": key,
-                            "label": BY_KEY[key].label,
-                            "ops_per_s": statistics.median(s.ops_per_s for s in runs),
-                            "p50_ms": percentile(ordered, 0.5) * 1000,
-                            "p99_ms": percentile(ordered, 0.99) * 1000,
-                        }
+                        {"rows": size, "contender": key, "label": BY_KEY[key].label, **figures}
                     )
             walks = _walks(dsn, table, sizes[-1], say)
         finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -30,16 +31,10 @@ from ..progress import Progress
 from ..report import cells_json
 from ..runner import PRELOAD_LIFETIME, interleave, run_rounds
 from ..workload import Table
+from . import contenders as wc
 from .apps import AppConfig
 from .client import Load, run_load, steps_for
-from .contenders import (
-    FRAMEWORKS,
-    STORES,
-    WORKLOADS,
-    WebContender,
-    missing_requirements,
-    of_framework,
-)
+from .contenders import FRAMEWORKS, STORES, WORKLOADS, WebContender
 from .redis_server import RedisServer, find_redis_server
 from .report import Key, WebCell, format_tables, noisy, run_noise, summarize
 from .server import ROOT, child_env, serving
@@ -160,13 +155,14 @@ class WebBench:
         self.contenders: list[WebContender] = [
             c
             for framework in settings.frameworks
-            for c in of_framework(framework)
+            for c in wc.of_framework(framework)
             if settings.stores is None or c.store in settings.stores
         ]
         self.db_pid: int | None = None
         self.redis: RedisServer | None = None
-        #: The WAL position's connection (the benchmark's own, opened by `setup`).
-        self._wal_conn: psycopg.Connection[Any] | None = None
+        #: The benchmark's own connection (opened by `setup`): the schema, the WAL position.
+        self._admin: psycopg.Connection[Any] | None = None
+        self._opened = contextlib.ExitStack()  # what `close` undoes
         #: Every measurement, in order: its key, round, attempt and result.
         self.rounds: list[dict[str, Any]] = []
 
@@ -175,16 +171,19 @@ class WebBench:
         s = self.settings
         if any(c.redis for c in self.contenders):
             self.redis = RedisServer()
+            self._opened.callback(self.redis.stop)
             self.redis.start()
             self.say(f"{self.redis.version.split(' sha=')[0]} on {self.redis.url}, no persistence")
             self.say(f"preloading {s.rows:,} keys ({s.payload}-byte values) into Redis")
             self.redis.preload(s.rows, s.payload)
-        self._wal_conn = psycopg.connect(self.admin_dsn, autocommit=True)
-        with psycopg.connect(self.admin_dsn, autocommit=True) as admin:
-            self.db_pid = postmaster_of(admin.info.backend_pid)
-            schema = sql.Identifier(SCHEMA)
-            admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema))
-            admin.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+        admin = psycopg.connect(self.admin_dsn, autocommit=True)
+        self._admin = self._opened.enter_context(admin)
+        self.db_pid = postmaster_of(admin.info.backend_pid)
+        drop = sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA))
+        admin.execute(drop)
+        if not s.keep:
+            self._opened.callback(admin.execute, drop)
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCHEMA)))
         create_table(self.dsn, TABLE)
         expiry = dt.datetime.now(dt.UTC) + PRELOAD_LIFETIME
         with psycopg.connect(self.dsn, autocommit=True) as conn:
@@ -218,17 +217,8 @@ class WebBench:
         conn.execute("VACUUM (ANALYZE) django_session")
 
     def close(self) -> None:
-        """Stop Redis; drop the schema, unless asked to keep it."""
-        try:
-            if self.redis is not None:
-                self.redis.stop()
-        finally:
-            if self._wal_conn is not None:
-                self._wal_conn.close()
-        if not self.settings.keep:
-            with psycopg.connect(self.admin_dsn, autocommit=True) as admin:
-                schema = sql.Identifier(SCHEMA)
-                admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema))
+        """Drop the schema, unless asked to keep it; stop Redis."""
+        self._opened.close()
 
     def plan(self) -> list[tuple[str, str, int, int, WebContender]]:
         """Every measurement: frameworks, workloads, clients, rounds, the contenders rotated."""
@@ -241,24 +231,6 @@ class WebBench:
                 steps += interleave(cells, s.clients, s.rounds, mine)
         return steps
 
-    def measure(
-        self, contender: WebContender, workload: str, clients: int
-    ) -> tuple[Load, list[int]]:
-        """One measurement: start the contender's server, load it, stop it."""
-        s = self.settings
-        assert self._wal_conn is not None, "setup() first"
-        redis_url = self.redis.url if self.redis is not None and contender.redis else None
-        config = AppConfig(self.dsn, TABLE, s.pool, s.threads, redis_url)
-        with serving(contender, config) as server:
-            probe = Probe(self.db_pid, {"web": server.pid}, wal=self._wal_conn)
-            steps = steps_for(workload, contender.sessions)
-            load = asyncio.run(
-                run_load(
-                    server.port, steps, contender.sessions, clients, s.warmup, s.duration, probe
-                )
-            )
-        return load, server.processes
-
     def run(self, progress: Progress) -> dict[Key, list[Load]]:
         """Run the plan; a round with a noisy sample is run once more, all contenders."""
         s = self.settings
@@ -266,7 +238,14 @@ class WebBench:
 
         def one(step: tuple[Any, ...], attempt: int) -> bool:
             framework, workload, n, rnd, contender = step
-            load, processes = self.measure(contender, workload, n)
+            redis_url = self.redis.url if self.redis is not None and contender.redis else None
+            config = AppConfig(self.dsn, TABLE, s.pool, s.threads, redis_url)
+            with serving(contender, config) as server:  # started afresh for each measurement
+                probe = Probe(self.db_pid, {"web": server.pid}, wal=self._admin)
+                steps = steps_for(workload, contender.sessions)
+                args = (steps, contender.sessions, n, s.warmup, s.duration, probe)
+                load = asyncio.run(run_load(server.port, *args))
+            processes = server.processes
             samples.setdefault((framework, workload, contender.key, n), []).append(load)
             usage = load.sample.usage
             self.rounds.append(
@@ -316,13 +295,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the web benchmark; return the exit status."""
     parser = build_parser()
     args, settings = common.parse(parser, settings_from, argv)
-    missing = missing_requirements(settings.frameworks)
+    missing = wc.missing_requirements(settings.frameworks)
     if missing:
         parser.error(
             f"not installed: {', '.join(missing)}; install the bench extra "
             '(pip install -e ".[bench]") or choose --frameworks'
         )
-    if any(c.redis for f in settings.frameworks for c in of_framework(f)) and (
+    if any(c.redis for f in settings.frameworks for c in wc.of_framework(f)) and (
         settings.stores is None or "redis" in settings.stores
     ):
         # Before anything starts: a missing redis-server fails the run, with the command

@@ -21,17 +21,9 @@ GRACE = 10
 def _uvicorn(app: Any, sock: socket.socket) -> None:
     import uvicorn
 
-    config = uvicorn.Config(
-        app,
-        http="httptools",
-        loop="asyncio",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=GRACE,
-        timeout_keep_alive=60,
-    )
-    server = uvicorn.Server(config)
+    opts: dict[str, Any] = {"http": "httptools", "loop": "asyncio", "lifespan": "on"}
+    opts.update(log_level="warning", access_log=False, timeout_keep_alive=60)
+    server = uvicorn.Server(uvicorn.Config(app, timeout_graceful_shutdown=GRACE, **opts))
     server.run(sockets=[sock])
     if not server.started:
         raise SystemExit("uvicorn did not start (see its log above)")
@@ -67,17 +59,11 @@ def _gunicorn(load: Callable[[], tuple[Any, Callable[[], None]]], fd: int, threa
 
     class Application(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
-            for name, value in {
-                "bind": [f"fd://{fd}"],
-                "workers": 1,
-                "worker_class": "gthread",
-                "threads": threads,
-                "keepalive": 60,
-                "graceful_timeout": GRACE,
-                "accesslog": None,
-                "loglevel": "warning",
-                "worker_exit": worker_exit,
-            }.items():
+            settings = dict(bind=[f"fd://{fd}"], workers=1, worker_class="gthread", threads=threads)
+            settings.update(
+                keepalive=60, graceful_timeout=GRACE, accesslog=None, loglevel="warning"
+            )
+            for name, value in {**settings, "worker_exit": worker_exit}.items():
                 self.cfg.set(name, value)
 
         def load(self) -> Any:
