@@ -65,21 +65,11 @@ def names_list(text: str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
 
 def networks_list(text: str) -> tuple[float | None, ...]:
     """Parse ``"loopback,0.5"``: ``loopback`` (direct) or delays in ms each way (>= 0)."""
-    values: list[float | None] = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        if part == LOOPBACK:
-            values.append(None)
-            continue
-        try:
-            delay = float(part)
-        except ValueError:
-            raise ValueError(f"--network: {part!r} is neither loopback nor a delay in ms") from None
-        if not math.isfinite(delay) or delay < 0:
-            raise ValueError(f"--network: a delay must be a number of ms >= 0, got {part!r}")
-        values.append(delay)
-    if not values:
-        raise ValueError("--network: give loopback and/or delays in ms, comma-separated")
-    return tuple(values)
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    values = tuple(None if part == LOOPBACK else float(part) for part in parts)
+    if not values or any(v is not None and not (math.isfinite(v) and v >= 0) for v in values):
+        raise ValueError("--network: give loopback and/or delays in ms >= 0, comma-separated")
+    return values
 
 
 _TYPES: dict[str, Callable[[str], Any]] = {
@@ -202,7 +192,9 @@ def print_head(title: str, meta: dict[str, Any], server_is: str) -> None:
 
 
 def _finite(value: Any) -> Any:
-    """Replace NaN/inf (no latencies) with None, so the JSON is standard."""
+    """`value` for the JSON: dataclasses as dicts, NaN/inf (no latencies) as None."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _finite(dataclasses.asdict(value))
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
@@ -247,7 +239,6 @@ OPTIONS = f"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser."""
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Throughput and latency of sessionstore's Store and AsyncStore against "
@@ -269,10 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace) -> Settings:
     """Build the settings: defaults, then ``--quick``'s, then explicit options."""
     values: dict[str, Any] = dict(QUICK) if args.quick else {}
-    names = (
-        "rows payload concurrency rounds duration warmup table seed pgbench scale_rows max_steal"
-    )
-    values.update({n: getattr(args, n) for n in names.split() if getattr(args, n) is not None})
+    opts = "rows payload concurrency rounds duration warmup table seed pgbench scale_rows max_steal"
+    values.update({n: getattr(args, n) for n in opts.split() if getattr(args, n) is not None})
     if args.ops:
         values["ops"] = names_list(args.ops, OPS, "operation")
     if args.contenders:
@@ -341,25 +330,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             pgbench = PgbenchChoice(None)
             if "pgbench" in settings.contenders and not args.scale_only:
                 pgbench = find_pgbench(settings.pgbench, server)
-                if pgbench.path is None:
-                    say(f"{pgbench.reason}: running without pgbench")
-                else:
-                    say(f"pgbench: {pgbench.path} ({pgbench.version})")
+                found = f"pgbench: {pgbench.path} ({pgbench.version})"
+                say(found if pgbench.path else f"{pgbench.reason}: running without pgbench")
             meta = _meta(settings, source, dsn, pgbench)
             samples: dict[Key, list[Sample]] = {}
             if not args.scale_only:
-                bench = Bench(dsn, settings, pgbench.path)
-                try:
+                with contextlib.closing(Bench(dsn, settings, pgbench.path)) as bench:
                     bench.setup(say)
                     meta["server_pid_local"] = bench.server_pid is not None
-                    progress = Progress(len(bench.plan()) * len(settings.networks))
-                    try:
+                    steps = len(bench.plan()) * len(settings.networks)
+                    with contextlib.closing(Progress(steps)) as progress:
                         for delay in settings.networks:
                             samples.update(_run_network(bench, dsn, delay, progress, meta))
-                    finally:
-                        progress.close()
-                finally:
-                    bench.close()
             scale = run_scale(dsn, settings, say) if settings.scale else None
     except KeyboardInterrupt:
         say("\ninterrupted: pools closed, tables dropped, server stopped")
@@ -369,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _print_report(settings, meta, cells, time.monotonic() - started)
     if scale is not None:
         print("\n" + format_scale(scale))
-    write_json(args.json, {"meta": meta, "results": report.cells_json(cells), "scale": scale})
+    write_json(args.json, {"meta": meta, "results": cells, "scale": scale})
     if cells and not args.no_plot:
         if plot_missing:
             print(f"plot: not drawn: {plot_missing}")

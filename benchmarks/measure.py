@@ -131,25 +131,6 @@ def op_call(op: str, client: Any, inputs: Inputs, counter: Iterator[int]) -> Op:
     raise ValueError(f"unknown operation {op!r}")
 
 
-def _clock_thread(
-    win: Window, probe: Probe | None, marks: list[Snapshot]
-) -> tuple[threading.Event, threading.Thread | None]:
-    """Snapshot `probe` at the window's start and end from a thread; set the event to stop."""
-    stop = threading.Event()
-    if probe is None:
-        return stop, None
-
-    def clock() -> None:
-        for due in (win.start, win.end):
-            if stop.wait(max(0.0, due - time.perf_counter())):
-                return
-            marks.append(probe.snap())
-
-    thread = threading.Thread(target=clock, name="bench-clock", daemon=True)
-    thread.start()
-    return stop, thread
-
-
 def run_threads(call: Op, run: Run) -> Sample:
     """Make `call` from `run.concurrency` threads for its warm-up and duration."""
     win, concurrency, seed = window(run.warmup, run.duration), run.concurrency, run.seed
@@ -182,8 +163,16 @@ def run_threads(call: Op, run: Run) -> Sample:
         for i in range(concurrency)
     ]
     marks: list[Snapshot] = []
-    stop, clock = _clock_thread(win, run.probe, marks)
-    for thread in threads:
+    stop, probe = threading.Event(), run.probe
+
+    def snap_window() -> None:  # the probe's snapshots at the window's start and end
+        for due in (win.start, win.end):
+            if probe is None or stop.wait(max(0.0, due - time.perf_counter())):
+                return
+            marks.append(probe.snap())
+
+    clock = threading.Thread(target=snap_window, name="bench-clock", daemon=True)
+    for thread in [clock, *threads]:
         thread.start()
     try:
         for thread in threads:
@@ -194,12 +183,11 @@ def run_threads(call: Op, run: Run) -> Sample:
             thread.join()
         raise
     finally:
-        if clock is not None:
-            # Workers end just after the window: the clock's end snapshot is due now.
-            if not errors and not exhausted and win.end > 0:
-                clock.join()
-            stop.set()
+        # Workers end just after the window: the clock's end snapshot is due now.
+        if not errors and not exhausted and win.end > 0:
             clock.join()
+        stop.set()
+        clock.join()
     if errors:
         raise errors[0]
     return collect(win, results, min(exhausted) if exhausted else None, marks)

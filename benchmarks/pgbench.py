@@ -56,9 +56,7 @@ def _probe(path: str) -> tuple[str | None, str]:
     line = next(iter(out.stdout.strip().splitlines()), "")
     if out.returncode != 0:
         said = next(iter((out.stderr.strip() or out.stdout.strip()).splitlines()), "")
-        return None, f"`--version` exited with code {out.returncode}" + (
-            f": {said}" if said else ""
-        )
+        return None, f"`--version` exited with code {out.returncode}" + (said and f": {said}")
     if not _VERSION.search(line):
         return None, f"`--version` printed no version ({line[:80]!r})"
     return line, ""

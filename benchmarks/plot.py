@@ -79,12 +79,6 @@ def _tick_label(value: float, _position: float | None = None) -> str:
     return f"{value:g}"
 
 
-def output_paths(path: str | Path) -> tuple[Path, Path]:
-    """The PNG and SVG written for ``path`` (its suffix, if any, is replaced)."""
-    path = Path(path)
-    return path.with_suffix(".png"), path.with_suffix(".svg")
-
-
 def draw(
     cells: Sequence[Cell],
     ops: Sequence[str],
@@ -138,7 +132,7 @@ def draw(
             frameon=False,
             handlelength=3.5,  # long enough to show the dashes
         )
-        png, svg = output_paths(path)
+        png, svg = Path(path).with_suffix(".png"), Path(path).with_suffix(".svg")
         png.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(png, format="png", metadata={"Software": None})
         figure.savefig(svg, format="svg", metadata={"Date": None, "Title": TITLE})
@@ -179,11 +173,9 @@ def _panel(
         ax.plot(xs, ys, marker="s", markersize=5, label=BY_KEY[key].label, **line)
 
 
-def subtitle(meta: dict[str, object]) -> str:
+def subtitle(meta: dict[str, Any]) -> str:
     """The line under the title, from a run's ``meta`` (as written to the JSON)."""
     server, settings = meta["server"], meta["settings"]
-    assert isinstance(server, dict)
-    assert isinstance(settings, dict)
     return (
         f"PostgreSQL {str(server['server_version']).split()[0]}, {settings['rows']:,} rows, "
         f"{settings['payload']}-byte data, {meta['cpus']} CPUs, median of {settings['rounds']} "

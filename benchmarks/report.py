@@ -7,7 +7,6 @@ import dataclasses
 import statistics
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 from .contenders import BY_KEY
 from .measure import Sample, percentile
@@ -185,8 +184,8 @@ def compare(cells: Sequence[Cell]) -> list[str]:
                 if not any(row):
                     continue
                 parts = [
-                    "x raw " + " / ".join(_ratio(c.vs_raw if c else None) for c in row),
-                    "x pgbench " + " / ".join(_ratio(c.vs_pgbench if c else None) for c in row),
+                    "x raw " + " / ".join(ratio(c.vs_raw if c else None) for c in row),
+                    "x pgbench " + " / ".join(ratio(c.vs_pgbench if c else None) for c in row),
                 ]
                 if delay is not None:
                     shares = [
@@ -207,7 +206,8 @@ def compare(cells: Sequence[Cell]) -> list[str]:
     ]
 
 
-def _ratio(value: float | None) -> str:
+def ratio(value: float | None) -> str:
+    """A ratio as ``1.23x``, ``-`` for None."""
     return "-" if value is None else f"{value:.2f}x"
 
 
@@ -264,24 +264,19 @@ def format_table(cells: Sequence[Cell], ops: Sequence[str], rounds: int) -> str:
                 continue
             table = [HEADER.split("|")]
             for i, c in enumerate(rows):
+                n = "" if i and rows[i - 1].concurrency == c.concurrency else str(c.concurrency)
                 note = " *" if c.exhausted else ""
                 note += f" ({c.rounds_noisy} noisy left out)" if c.rounds_noisy else ""
+                rate = "missing" if c.missing else num(c.ops_per_s)
+                figures = [
+                    num(c.p50_ms, 3),
+                    num(c.p99_ms, 3),
+                    ratio(c.vs_raw),
+                    ratio(c.vs_pgbench),
+                ]
+                figures += [num(c.client_us_per_op), num(c.server_us_per_op)]
                 table.append(
-                    [
-                        ""
-                        if i and rows[i - 1].concurrency == c.concurrency
-                        else str(c.concurrency),
-                        c.label + note,
-                        "missing" if c.missing else num(c.ops_per_s),
-                        num(c.p50_ms, 3),
-                        num(c.p99_ms, 3),
-                        _ratio(c.vs_raw),
-                        _ratio(c.vs_pgbench),
-                        num(c.client_us_per_op),
-                        num(c.server_us_per_op),
-                        pct(c.steal_max),
-                        pct(c.others_median),
-                    ]
+                    [n, c.label + note, rate, *figures, pct(c.steal_max), pct(c.others_median)]
                 )
             title = OP_TITLES.get(op, op)
             if len(networks) > 1 or network != "loopback":
@@ -292,8 +287,3 @@ def format_table(cells: Sequence[Cell], ops: Sequence[str], rounds: int) -> str:
     if any(c.missing for c in cells):
         lines += ["", "missing: every round of the cell was noisy (see --max-steal)"]
     return "\n".join(lines)
-
-
-def cells_json(cells: Sequence[Any]) -> list[dict[str, Any]]:
-    """The cells (dataclasses) as JSON-ready dicts."""
-    return [dataclasses.asdict(c) for c in cells]

@@ -216,9 +216,8 @@ class Bench:
 
         where = "" if self.network == LOOPBACK else f" [{self.network}]"
         for op in s.ops:
-            run_rounds(
-                [step for step in self.plan() if step[0] == op], s.rounds, progress, one, where
-            )
+            mine = [step for step in self.plan() if step[0] == op]
+            run_rounds(mine, s.rounds, progress, one, where)
             if op == "delete":
                 self.after_deletes()
         return samples

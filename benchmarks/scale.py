@@ -154,42 +154,28 @@ def _walks(dsn: str, table: Table, rows: int, say: Callable[[str], None]) -> lis
         dsn, min_size=1, max_size=1, kwargs={"autocommit": True}, open=True
     ) as pool:
         store = Store(pool, table=table.name, cleanup=NoCleanup())
-        for method in WALKS:
-            say(f"scale: Store.{method}() over {rows:,} rows")
-            stats = _measure_walk(functools.partial(_walk_sync, store, method))
-            walks.append({"store": "Store", "method": method, "table_rows": rows, **stats})
+        stores = {"Store": functools.partial(_walk_sync, store)}
+        stores["AsyncStore"] = functools.partial(_walk_async, dsn, table)
+        for name, walk in stores.items():
+            for method in WALKS:
+                say(f"scale: {name}.{method}() over {rows:,} rows")
+                stats = _measure_walk(functools.partial(walk, method))
+                walks.append({"store": name, "method": method, "table_rows": rows, **stats})
         store.close()
-    for method in WALKS:
-        say(f"scale: AsyncStore.{method}() over {rows:,} rows")
-        stats = _measure_walk(functools.partial(_walk_async, dsn, table, method))
-        walks.append({"store": "AsyncStore", "method": method, "table_rows": rows, **stats})
     return walks
 
 
 def format_scale(result: dict[str, Any]) -> str:
     """Render the scale part as aligned text."""
     finds = [("rows", "contender", "ops/s", "p50 ms", "p99 ms")]
-    finds += [
-        (
-            f"{f['rows']:,}",
-            f["label"],
-            num(f["ops_per_s"]),
-            num(f["p50_ms"], 3),
-            num(f["p99_ms"], 3),
-        )
-        for f in result["find"]
-    ]
+    for f in result["find"]:
+        figures = (num(f["ops_per_s"]), num(f["p50_ms"], 3), num(f["p99_ms"], 3))
+        finds.append((f"{f['rows']:,}", f["label"], *figures))
     walks = [("method", "rows", "seconds", "tracemalloc peak MiB", "RSS growth MiB")]
     for w in result["walk"]:
         method = f"{w['store']}.{w['method']}()"
         memory = (num(w["tracemalloc_peak_mib"]), num(w["rss_peak_mib"]))
         walks.append((method, num(w["rows"]), num(w["seconds"], 2), *memory))
-    return "\n".join(
-        [
-            "scale: find at N=1 by table size (ops/s median of rounds; p50/p99 over all)",
-            *aligned(finds, 2),
-            "",
-            "scale: reading every live session",
-            *aligned(walks, 2),
-        ]
-    )
+    head = "scale: find at N=1 by table size (ops/s median of rounds; p50/p99 over all)"
+    lines = [head, *aligned(finds, 2), "", "scale: reading every live session", *aligned(walks, 2)]
+    return "\n".join(lines)

@@ -42,9 +42,7 @@ def token_sql(expr: str) -> str:
 
 def sample_ids(rows: int, limit: int, rng: random.Random) -> list[int]:
     """Return every row number below `rows`, or `limit` of them at random if there are more."""
-    if rows <= limit:
-        return list(range(rows))
-    return rng.sample(range(rows), limit)
+    return list(range(rows)) if rows <= limit else rng.sample(range(rows), limit)
 
 
 class Table:

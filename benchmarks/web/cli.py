@@ -28,7 +28,6 @@ from sessionstore._from_dsn import create_table
 from .. import cli as common
 from ..noise import Probe, postmaster_of
 from ..progress import Progress
-from ..report import cells_json
 from ..runner import PRELOAD_LIFETIME, interleave, run_rounds
 from ..workload import Table
 from . import contenders as wc
@@ -86,7 +85,6 @@ OPTIONS = f"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser."""
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.web",
         description="Requests/s, latency and WAL per request of views that read, or read and "
@@ -107,10 +105,8 @@ def settings_from(args: argparse.Namespace) -> WebSettings:
             values[name] = common.names_list(getattr(args, name), allowed, name[:-1])
     s = WebSettings(**values, keep=args.keep_tables)
     common.check_common(s)
-    if s.pool < 1 or s.threads < 1:
-        raise ValueError("--pool and --threads must be at least 1")
-    if not 0 <= s.max_others <= 1:
-        raise ValueError("--max-others must be a share of the CPU between 0 and 1")
+    if s.pool < 1 or s.threads < 1 or not 0 <= s.max_others <= 1:
+        raise ValueError("--pool and --threads must be at least 1, --max-others from 0 to 1")
     return s
 
 
@@ -197,14 +193,8 @@ class WebBench:
     def _django_table(self, conn: psycopg.Connection[Any], expiry: dt.datetime) -> None:
         """Create Django's session table with Django's own migration, and preload it."""
         s = self.settings
-        done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.web.serve", f"--migrate-django={self.dsn}"],
-            cwd=ROOT,
-            env=child_env(),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        command = [sys.executable, "-m", "benchmarks.web.serve", f"--migrate-django={self.dsn}"]
+        done = subprocess.run(command, cwd=ROOT, env=child_env(), capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"Django's migrate failed:\n{done.stdout}{done.stderr}")
         self.say(f"preloading {s.rows:,} sessions into django_session")
@@ -311,26 +301,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with common.database(args.dsn) as (dsn, source, _):
             common.say(f"server: {source}")
-            bench = WebBench(dsn, settings, common.say)
-            try:
+            with contextlib.closing(WebBench(dsn, settings, common.say)) as bench:
                 bench.setup()
                 meta = _meta(settings, source, dsn, bench)
-                progress = Progress(len(bench.plan()))
-                try:
+                with contextlib.closing(Progress(len(bench.plan()))) as progress:
                     samples = bench.run(progress)
-                finally:
-                    progress.close()
-            finally:
-                bench.close()
     except KeyboardInterrupt:
         common.say("\ninterrupted: servers stopped, schema dropped, database stopped")
         return 130
     common.warn_leftover_threads()
     cells: list[WebCell] = summarize(samples, settings.max_steal, settings.max_others)
     _print_report(settings, meta, cells, bench, time.monotonic() - started)
-    common.write_json(
-        args.output, {"meta": meta, "results": cells_json(cells), "rounds": bench.rounds}
-    )
+    common.write_json(args.output, {"meta": meta, "results": cells, "rounds": bench.rounds})
     return 0
 
 

@@ -53,11 +53,6 @@ class WebContender:
         """Whether it is one of sessionstore's variants."""
         return self.store in (SESSIONSTORE, EVERY_REQUEST)
 
-    @property
-    def server(self) -> str:
-        """What serves it."""
-        return SERVERS[self.framework][0]
-
 
 def _c(framework: str, store: str, label: str, default: bool = False) -> WebContender:
     return WebContender(f"{framework}_{store}", framework, store, label, default)

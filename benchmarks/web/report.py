@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
-from ..report import aligned, median, noise_line, num, pct, per_op, rates
+from ..report import aligned, median, noise_line, num, pct, per_op, rates, ratio
 from .client import Load
 from .contenders import BY_KEY, WORKLOADS, of_framework
 
@@ -82,24 +82,18 @@ def summarize(
             wal_bytes_per_request=median(load.wal_per_request for load in kept),
             reconnects=sum(load.reconnects for load in loads),
         )
-    for cell in cells.values():
-        if cell.missing:
-            continue
-        peers = [
-            other
-            for other in cells.values()
-            if (other.framework, other.workload, other.clients)
-            == (cell.framework, cell.workload, cell.clients)
-            and not other.missing
-        ]
-        default = next((other for other in peers if other.default), None)
-        redis = next((other for other in peers if other.store == "redis"), None)
-        # A reference that served nothing in its window (a window shorter than one
-        # request) gives no ratio.
-        if default is not None and default.requests_per_s > 0:
-            cell.vs_default = cell.requests_per_s / default.requests_per_s
-        if redis is not None and redis.requests_per_s > 0:
-            cell.vs_redis = cell.requests_per_s / redis.requests_per_s
+    # The references of each (framework, workload, clients); one that served nothing in
+    # its window (a window shorter than one request) gives no ratio.
+    refs: dict[tuple[str, str, int, str], float] = {}
+    for c in cells.values():
+        for role in ("default" if c.default else None, c.store):
+            if role and not c.missing and c.requests_per_s > 0:
+                refs[(c.framework, c.workload, c.clients, role)] = c.requests_per_s
+    for c in (c for c in cells.values() if not c.missing):
+        default = refs.get((c.framework, c.workload, c.clients, "default"))
+        redis = refs.get((c.framework, c.workload, c.clients, "redis"))
+        c.vs_default = None if default is None else c.requests_per_s / default
+        c.vs_redis = None if redis is None else c.requests_per_s / redis
     return list(cells.values())
 
 
@@ -149,24 +143,14 @@ def format_tables(
             label += f" ({c.rounds_noisy} noisy left out)" if c.rounds_noisy else ""
             label += f" ({c.reconnects} reconnects)" if c.reconnects else ""
             first = i == 0 or (c.workload, c.clients) != (rows[i - 1].workload, rows[i - 1].clients)
+            rate = "missing" if c.missing else num(c.requests_per_s)
+            ratios = [ratio(c.vs_default), ratio(c.vs_redis), num(c.wal_bytes_per_request)]
+            cpu = [num(c.client_us_per_request), pct(c.client_core), num(c.server_us_per_request)]
+            noise = [" ".join(map(pct, c.steal_by_round)), " ".join(map(pct, c.others_by_round))]
+            head = [c.workload, str(c.clients)] if first else ["", ""]
+            latency = [num(c.p50_ms, 2), num(c.p99_ms, 2)]
             table.append(
-                [
-                    c.workload if first else "",
-                    str(c.clients) if first else "",
-                    label,
-                    "missing" if c.missing else num(c.requests_per_s),
-                    num(c.p50_ms, 2),
-                    num(c.p99_ms, 2),
-                    "-" if c.vs_default is None else f"{c.vs_default:.2f}x",
-                    "-" if c.vs_redis is None else f"{c.vs_redis:.2f}x",
-                    num(c.wal_bytes_per_request),
-                    num(c.client_us_per_request),
-                    pct(c.client_core),
-                    num(c.server_us_per_request),
-                    num(c.db_us_per_request),
-                    " ".join(pct(s) for s in c.steal_by_round),
-                    " ".join(pct(o) for o in c.others_by_round),
-                ]
+                [*head, label, rate, *latency, *ratios, *cpu, num(c.db_us_per_request), *noise]
             )
         if rows:
             lines += aligned(table, 3)

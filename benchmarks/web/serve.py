@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .apps import AppConfig
-from .contenders import BY_KEY, WebContender
+from .contenders import BY_KEY, SERVERS, WebContender
 
 #: Requests in flight get this long at a graceful stop.
 GRACE = 10
@@ -80,7 +80,7 @@ def serve(contender: WebContender, config: AppConfig, fd: int) -> None:
     from . import apps
 
     store = contender.store
-    if contender.server == "gunicorn":
+    if SERVERS[contender.framework][0] == "gunicorn":
 
         def load() -> tuple[Any, Callable[[], None]]:
             if contender.framework == "flask":
