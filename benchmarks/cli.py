@@ -1,4 +1,4 @@
-"""The command line ``python -m benchmarks``, and what ``python -m benchmarks.web``'s shares
+"""The command line ``python -m benchmarks``, and what ``python -m benchmarks.web`` shares
 with it: the options both take, the database, the run's metadata, the JSON; see
 docs/performance.md."""
 

@@ -74,7 +74,6 @@ BY_KEY = {c.key: c for c in CONTENDERS}
 
 
 def pool_size(concurrency: int) -> int:
-    """The pool size for `concurrency` callers."""
     return max(1, min(concurrency, POOL_MAX))
 
 
@@ -87,8 +86,6 @@ class _Raw:
 
 
 class RawSync(_Raw):
-    """The plain sync pattern."""
-
     def find(self, token: str) -> object:
         with self._pool.connection() as conn:
             return conn.execute(self._find, (token,)).fetchone()
@@ -103,8 +100,6 @@ class RawSync(_Raw):
 
 
 class RawAsync(_Raw):
-    """The plain async pattern."""
-
     async def find(self, token: str) -> object:
         async with self._pool.connection() as conn:
             cur = await conn.execute(self._find, (token,))

@@ -125,13 +125,15 @@ def noise_line(
     others: Sequence[float | None],
     left_out: int,
     missing: int,
+    others_most: str = "",
 ) -> str:
     """One line on a run's noise: the host's steal (median and worst round), the other
-    processes' share of the machine (median), the rounds left out, the cells missing."""
+    processes' share of the machine (median, then `others_most`), the rounds left out,
+    the cells missing."""
     worst = max((v for v in steal_worst if v is not None), default=None)
     return (
         f"noise: CPU stolen by the host {pct(median(steal), 1)} median, {pct(worst, 1)} worst "
-        f"round; other processes {pct(median(others), 1)} of the machine (median); "
+        f"round; other processes {pct(median(others), 1)} of the machine (median){others_most}; "
         f"{left_out} noisy round(s) left out, {missing} cell(s) missing"
     )
 

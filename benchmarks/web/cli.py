@@ -44,10 +44,8 @@ SCHEMA = "sessionstore_webbench"
 TABLE = "web_sessions"
 DEFAULT_OUTPUT = Path("benchmarks") / "results" / "web.json"
 
-_VERSIONS = (
-    "litestar uvicorn httptools aiohttp aiohttp-session cryptography django gunicorn flask "
-    "werkzeug starlette starsessions quart quart-session redis hiredis flask-session"
-).split()
+_VERSIONS = """litestar uvicorn httptools aiohttp aiohttp-session cryptography django gunicorn
+flask werkzeug flask-session starlette starsessions quart quart-session redis hiredis""".split()
 
 
 @dataclasses.dataclass
@@ -129,10 +127,10 @@ def server_descriptions(settings: WebSettings) -> dict[str, str]:
     v = _version
     uvicorn = f"uvicorn {v('uvicorn')} (httptools {v('httptools')}, asyncio), 1 process"
     gunicorn = f"gunicorn {v('gunicorn')}, 1 gthread worker x {settings.threads} threads"
+    session = f"aiohttp-session {v('aiohttp-session')}"
     return {
         "litestar": f"Litestar {v('litestar')} on {uvicorn}",
-        "aiohttp": f"aiohttp {v('aiohttp')} AppRunner (aiohttp-session "
-        f"{v('aiohttp-session')}), 1 process",
+        "aiohttp": f"aiohttp {v('aiohttp')} AppRunner ({session}), 1 process",
         "django": f"Django {v('django')} on {gunicorn}",
         "flask": f"Flask {v('flask')} on {gunicorn}",
         "starlette": f"Starlette {v('starlette')} (starsessions {v('starsessions')}) on {uvicorn}",

@@ -168,7 +168,6 @@ class Connection(asyncio.Protocol):
 
     @classmethod
     async def open(cls, host: str, port: int, jar: Jar) -> Connection:
-        """Connect to `host`:`port`."""
         loop = asyncio.get_running_loop()
         _, protocol = await loop.create_connection(lambda: cls(f"{host}:{port}", jar), host, port)
         return protocol

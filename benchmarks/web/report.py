@@ -101,9 +101,9 @@ def run_noise(cells: Sequence[WebCell]) -> str:
     """The run's noise line, over every round, with the most the other processes used."""
     steals = [s for c in cells for s in c.steal_by_round]
     others = [o for c in cells for o in c.others_by_round if o is not None]
-    left_out = sum(c.rounds_noisy for c in cells)
-    text = noise_line(steals, steals, others, left_out, sum(1 for c in cells if c.missing))
-    return text + f"; other processes {pct(max(others, default=None), 1)} at most"
+    most = f", {pct(max(others, default=None), 1)} at most"
+    missing = sum(1 for c in cells if c.missing)
+    return noise_line(steals, steals, others, sum(c.rounds_noisy for c in cells), missing, most)
 
 
 HEADER = (
