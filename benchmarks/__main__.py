@@ -1,10 +1,7 @@
 """Run the benchmarks: ``python -m benchmarks --help``."""
 
-from __future__ import annotations
-
 import sys
 
 from .cli import main
 
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main())

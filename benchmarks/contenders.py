@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import itertools
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import psycopg
@@ -15,8 +17,7 @@ from sessionstore.cleanup import NoCleanup
 from sessionstore.crypto import Keyring
 
 from . import measure
-from .measure import Inputs, Sample
-from .noise import Probe
+from .measure import Inputs, Run, Sample
 from .workload import Table
 
 #: The largest pool a measurement uses: one connection per caller, at most 16 (callers
@@ -73,19 +74,18 @@ BY_KEY = {c.key: c for c in CONTENDERS}
 
 
 def pool_size(concurrency: int) -> int:
-    """The pool size for `concurrency` callers."""
     return max(1, min(concurrency, POOL_MAX))
 
 
-class RawSync:
-    """The plain sync pattern: borrow a connection, execute, fetch."""
+class _Raw:
+    """The plain pattern: borrow a connection, execute, fetch."""
 
-    def __init__(self, pool: ConnectionPool[Any], table: Table) -> None:
+    def __init__(self, pool: Any, table: Table) -> None:
         self._pool = pool
-        self._find = table.find_sql
-        self._commit = table.commit_sql
-        self._delete = table.delete_sql
+        self._find, self._commit, self._delete = table.find_sql, table.commit_sql, table.delete_sql
 
+
+class RawSync(_Raw):
     def find(self, token: str) -> object:
         with self._pool.connection() as conn:
             return conn.execute(self._find, (token,)).fetchone()
@@ -99,15 +99,7 @@ class RawSync:
             conn.execute(self._delete, (token,))
 
 
-class RawAsync:
-    """The plain async pattern: borrow a connection, execute, fetch."""
-
-    def __init__(self, pool: AsyncConnectionPool[Any], table: Table) -> None:
-        self._pool = pool
-        self._find = table.find_sql
-        self._commit = table.commit_sql
-        self._delete = table.delete_sql
-
+class RawAsync(_Raw):
     async def find(self, token: str) -> object:
         async with self._pool.connection() as conn:
             cur = await conn.execute(self._find, (token,))
@@ -120,20 +112,6 @@ class RawAsync:
     async def delete(self, token: str) -> None:
         async with self._pool.connection() as conn:
             await conn.execute(self._delete, (token,))
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-    """One measurement to make."""
-
-    dsn: str
-    table: Table
-    op: str
-    concurrency: int
-    warmup: float
-    duration: float
-    seed: int
-    probe: Probe | None = None
 
 
 def measure_python(contender: Contender, run: Run, inputs: Inputs) -> Sample:
@@ -150,43 +128,39 @@ def measure_python(contender: Contender, run: Run, inputs: Inputs) -> Sample:
         _wire.enabled = enabled
 
 
-def _keyring(contender: Contender) -> Keyring | None:
-    return KEYRING if contender.encrypted else None
+def _pool_options(contender: Contender, run: Run) -> dict[str, Any]:
+    size = pool_size(run.concurrency)
+    kwargs = {"autocommit": True} if contender.autocommit else {}
+    return dict(
+        min_size=size, max_size=size, kwargs=kwargs, open=False, name=f"bench-{contender.key}"
+    )
 
 
-def _pool_kwargs(contender: Contender) -> dict[str, Any]:
-    return {"autocommit": True} if contender.autocommit else {}
+def _store_options(run: Run, contender: Contender) -> dict[str, Any]:
+    keyring = KEYRING if contender.encrypted else None
+    return dict(table=run.table.name, cleanup=NoCleanup(), encryption=keyring)
+
+
+def _counted(sample: Sample, run: Run, counter: Iterator[int], inputs: Inputs) -> Sample:
+    """`sample` with the delete pool's rows it used."""
+    if run.op == "delete":
+        sample.consumed = min(next(counter), len(inputs.delete_tokens))
+    return sample
 
 
 def _measure_threads(contender: Contender, run: Run, inputs: Inputs) -> Sample:
-    size = pool_size(run.concurrency)
     pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-        run.dsn,
-        min_size=size,
-        max_size=size,
-        kwargs=_pool_kwargs(contender),
-        open=False,
-        name=f"bench-{contender.key}",
+        run.dsn, **_pool_options(contender, run)
     )
     try:  # open inside: a Ctrl-C while connecting must still close the pool
         pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT)
-        client: measure.SyncClient
-        store: Store | None = None
-        if contender.store:
-            client = store = Store(
-                pool, table=run.table.name, cleanup=NoCleanup(), encryption=_keyring(contender)
-            )
-        else:
-            client = RawSync(pool, run.table)
+        store = Store(pool, **_store_options(run, contender)) if contender.store else None
         try:
-            counter = measure.delete_counter()
-            op = measure.sync_op(run.op, client, inputs, counter)
-            sample = measure.run_threads(
-                op, run.concurrency, run.warmup, run.duration, run.seed, run.probe
-            )
-            if run.op == "delete":
-                sample.consumed = measure.consumed(counter, len(inputs.delete_tokens))
-            return sample
+            counter = itertools.count()
+            client = RawSync(pool, run.table) if store is None else store
+            op = measure.op_call(run.op, client, inputs, counter)
+            sample = measure.run_threads(op, run)
+            return _counted(sample, run, counter, inputs)
         finally:
             if store is not None:
                 store.close()
@@ -195,34 +169,18 @@ def _measure_threads(contender: Contender, run: Run, inputs: Inputs) -> Sample:
 
 
 async def _measure_tasks(contender: Contender, run: Run, inputs: Inputs) -> Sample:
-    size = pool_size(run.concurrency)
     pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
-        run.dsn,
-        min_size=size,
-        max_size=size,
-        kwargs=_pool_kwargs(contender),
-        open=False,
-        name=f"bench-{contender.key}",
+        run.dsn, **_pool_options(contender, run)
     )
     try:  # open inside: a Ctrl-C while connecting must still close the pool
         await pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT)
-        client: measure.AsyncClient
-        store: AsyncStore | None = None
-        if contender.store:
-            client = store = AsyncStore(
-                pool, table=run.table.name, cleanup=NoCleanup(), encryption=_keyring(contender)
-            )
-        else:
-            client = RawAsync(pool, run.table)
+        store = AsyncStore(pool, **_store_options(run, contender)) if contender.store else None
         try:
-            counter = measure.delete_counter()
-            op = measure.async_op(run.op, client, inputs, counter)
-            sample = await measure.run_tasks(
-                op, run.concurrency, run.warmup, run.duration, run.seed, run.probe
-            )
-            if run.op == "delete":
-                sample.consumed = measure.consumed(counter, len(inputs.delete_tokens))
-            return sample
+            counter = itertools.count()
+            client = RawAsync(pool, run.table) if store is None else store
+            op = measure.op_call(run.op, client, inputs, counter)
+            sample = await measure.run_tasks(op, run)
+            return _counted(sample, run, counter, inputs)
         finally:
             if store is not None:
                 await store.aclose()

@@ -5,17 +5,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import itertools
 import math
 import random
 import threading
 import time
 from array import array
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from .noise import Probe, Snapshot, Usage
-from .workload import LIFETIME
+from .workload import LIFETIME, Table
 
 #: The share of commits in the mix workload.
 MIX_COMMIT_SHARE = 0.1
@@ -25,32 +24,6 @@ OPS = ("find", "commit", "mix", "delete")
 
 class Exhausted(Exception):
     """The delete pool ran out during a measurement."""
-
-
-class SyncClient(Protocol):
-    """What a threaded contender offers: `sessionstore.Store` has exactly this."""
-
-    def find(self, token: str) -> object:
-        """Read a session."""
-
-    def commit(self, token: str, data: bytes, expiry: dt.datetime) -> None:
-        """Upsert a session."""
-
-    def delete(self, token: str) -> None:
-        """Delete a session."""
-
-
-class AsyncClient(Protocol):
-    """What an asyncio contender offers: `sessionstore.AsyncStore` has exactly this."""
-
-    async def find(self, token: str) -> object:
-        """Read a session."""
-
-    async def commit(self, token: str, data: bytes, expiry: dt.datetime) -> None:
-        """Upsert a session."""
-
-    async def delete(self, token: str) -> None:
-        """Delete a session."""
 
 
 @dataclasses.dataclass
@@ -80,6 +53,20 @@ class Sample:
         return self.ops / self.seconds if self.seconds > 0 else 0.0
 
 
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One measurement to make."""
+
+    dsn: str
+    table: Table
+    op: str
+    concurrency: int
+    warmup: float
+    duration: float
+    seed: int
+    probe: Probe | None = None
+
+
 @dataclasses.dataclass
 class Window:
     """When counting starts and ends (perf_counter seconds); `end` drops to stop early."""
@@ -94,105 +81,59 @@ def window(warmup: float, duration: float) -> Window:
     return Window(start, start + duration)
 
 
-def _collect(
+def collect(
     win: Window,
     results: Sequence[tuple[list[float], list[float]]],
     exhausted_at: float | None,
-    consumed: int,
     marks: Sequence[Snapshot] = (),
 ) -> Sample:
+    """The sample of the workers' (end times, latencies), counted up to the window's end."""
     end = win.end if exhausted_at is None else min(win.end, exhausted_at)
     latencies: array[float] = array("d")
     for ends, lats in results:
         latencies.extend(lat for t, lat in zip(ends, lats, strict=True) if t <= end)
     # A window cut short has no snapshot at its real end: no CPU figures then.
     usage = Probe.usage(marks[0], marks[1]) if len(marks) == 2 and exhausted_at is None else None
-    return Sample(
-        ops=len(latencies),
-        seconds=max(0.0, end - win.start),
-        latencies=latencies,
-        exhausted=exhausted_at is not None,
-        consumed=consumed,
-        usage=usage,
-        cpu_ops=len(latencies),
-    )
+    n, seconds = len(latencies), max(0.0, end - win.start)
+    return Sample(n, seconds, latencies, exhausted_at is not None, usage=usage, cpu_ops=n)
 
 
-def _clock_thread(
-    win: Window, probe: Probe | None, marks: list[Snapshot]
-) -> tuple[threading.Event, threading.Thread | None]:
-    """Snapshot `probe` at the window's start and end from a thread; set the event to stop."""
-    stop = threading.Event()
-    if probe is None:
-        return stop, None
-
-    def clock() -> None:
-        for due in (win.start, win.end):
-            if stop.wait(max(0.0, due - time.perf_counter())):
-                return
-            marks.append(probe.snap())
-
-    thread = threading.Thread(target=clock, name="bench-clock", daemon=True)
-    thread.start()
-    return stop, thread
+Op = Callable[[random.Random], Any]
 
 
-# --------------------------------------------------------------------------- threads
-
-SyncOp = Callable[[random.Random], None]
-
-
-def sync_op(op: str, client: SyncClient, inputs: Inputs, counter: Iterator[int]) -> SyncOp:
-    """Return a callable doing one `op` ("find", "commit", "mix", "delete") on `client`."""
-    tokens = inputs.tokens
-    n = len(tokens)
-    payload = inputs.payload
+def op_call(op: str, client: Any, inputs: Inputs, counter: Iterator[int]) -> Op:
+    """A callable doing one `op` on `client`, returning the call (awaitable for async clients)."""
+    tokens, n, payload = inputs.tokens, len(inputs.tokens), inputs.payload
     find, commit, delete = client.find, client.commit, client.delete
     now, utc = dt.datetime.now, dt.UTC
-
     if op == "find":
+        return lambda rng: find(tokens[rng.randrange(n)])
+    if op == "commit":
+        return lambda rng: commit(tokens[rng.randrange(n)], payload, now(utc) + LIFETIME)
+    if op == "mix":
 
-        def run(rng: random.Random) -> None:
-            find(tokens[rng.randrange(n)])
-
-    elif op == "commit":
-
-        def run(rng: random.Random) -> None:
-            commit(tokens[rng.randrange(n)], payload, now(utc) + LIFETIME)
-
-    elif op == "mix":
-
-        def run(rng: random.Random) -> None:
+        def mix(rng: random.Random) -> Any:
             if rng.random() < MIX_COMMIT_SHARE:
-                commit(tokens[rng.randrange(n)], payload, now(utc) + LIFETIME)
-            else:
-                find(tokens[rng.randrange(n)])
+                return commit(tokens[rng.randrange(n)], payload, now(utc) + LIFETIME)
+            return find(tokens[rng.randrange(n)])
 
-    elif op == "delete":
+        return mix
+    if op == "delete":
         doomed = inputs.delete_tokens
-        size = len(doomed)
 
-        def run(rng: random.Random) -> None:
+        def take(rng: random.Random) -> Any:
             i = next(counter)  # atomic under the GIL
-            if i >= size:
+            if i >= len(doomed):
                 raise Exhausted
-            delete(doomed[i])
+            return delete(doomed[i])
 
-    else:
-        raise ValueError(f"unknown operation {op!r}")
-    return run
+        return take
+    raise ValueError(f"unknown operation {op!r}")
 
 
-def run_threads(
-    run: SyncOp,
-    concurrency: int,
-    warmup: float,
-    duration: float,
-    seed: int,
-    probe: Probe | None = None,
-) -> Sample:
-    """Call `run` from `concurrency` threads for `warmup` + `duration` seconds."""
-    win = window(warmup, duration)
+def run_threads(call: Op, run: Run) -> Sample:
+    """Make `call` from `run.concurrency` threads for its warm-up and duration."""
+    win, concurrency, seed = window(run.warmup, run.duration), run.concurrency, run.seed
     results: list[tuple[list[float], list[float]]] = [([], []) for _ in range(concurrency)]
     errors: list[BaseException] = []
     exhausted: list[float] = []
@@ -204,7 +145,7 @@ def run_threads(
         try:
             while True:
                 t0 = clock()
-                run(rng)
+                call(rng)
                 t1 = clock()
                 if t1 >= win.start:
                     ends.append(t1)
@@ -222,8 +163,16 @@ def run_threads(
         for i in range(concurrency)
     ]
     marks: list[Snapshot] = []
-    stop, clock = _clock_thread(win, probe, marks)
-    for thread in threads:
+    stop, probe = threading.Event(), run.probe
+
+    def snap_window() -> None:  # the probe's snapshots at the window's start and end
+        for due in (win.start, win.end):
+            if probe is None or stop.wait(max(0.0, due - time.perf_counter())):
+                return
+            marks.append(probe.snap())
+
+    clock = threading.Thread(target=snap_window, name="bench-clock", daemon=True)
+    for thread in [clock, *threads]:
         thread.start()
     try:
         for thread in threads:
@@ -234,73 +183,19 @@ def run_threads(
             thread.join()
         raise
     finally:
-        if clock is not None:
-            # Workers end just after the window: the clock's end snapshot is due now.
-            if not errors and not exhausted and win.end > 0:
-                clock.join()
-            stop.set()
+        # Workers end just after the window: the clock's end snapshot is due now.
+        if not errors and not exhausted and win.end > 0:
             clock.join()
+        stop.set()
+        clock.join()
     if errors:
         raise errors[0]
-    return _collect(win, results, min(exhausted) if exhausted else None, 0, marks)
+    return collect(win, results, min(exhausted) if exhausted else None, marks)
 
 
-# --------------------------------------------------------------------------- asyncio
-
-AsyncOp = Callable[[random.Random], Awaitable[None]]
-
-
-def async_op(op: str, client: AsyncClient, inputs: Inputs, counter: Iterator[int]) -> AsyncOp:
-    """Return a coroutine function doing one `op` on `client` (see `sync_op`)."""
-    tokens = inputs.tokens
-    n = len(tokens)
-    payload = inputs.payload
-    find, commit, delete = client.find, client.commit, client.delete
-    now, utc = dt.datetime.now, dt.UTC
-
-    if op == "find":
-
-        async def run(rng: random.Random) -> None:
-            await find(tokens[rng.randrange(n)])
-
-    elif op == "commit":
-
-        async def run(rng: random.Random) -> None:
-            await commit(tokens[rng.randrange(n)], payload, now(utc) + LIFETIME)
-
-    elif op == "mix":
-
-        async def run(rng: random.Random) -> None:
-            if rng.random() < MIX_COMMIT_SHARE:
-                await commit(tokens[rng.randrange(n)], payload, now(utc) + LIFETIME)
-            else:
-                await find(tokens[rng.randrange(n)])
-
-    elif op == "delete":
-        doomed = inputs.delete_tokens
-        size = len(doomed)
-
-        async def run(rng: random.Random) -> None:
-            i = next(counter)
-            if i >= size:
-                raise Exhausted
-            await delete(doomed[i])
-
-    else:
-        raise ValueError(f"unknown operation {op!r}")
-    return run
-
-
-async def run_tasks(
-    run: AsyncOp,
-    concurrency: int,
-    warmup: float,
-    duration: float,
-    seed: int,
-    probe: Probe | None = None,
-) -> Sample:
-    """Await `run` from `concurrency` asyncio tasks for `warmup` + `duration` seconds."""
-    win = window(warmup, duration)
+async def run_tasks(call: Op, run: Run) -> Sample:
+    """Await `call` from `run.concurrency` asyncio tasks for its warm-up and duration."""
+    win, seed, probe = window(run.warmup, run.duration), run.seed, run.probe
     exhausted: list[float] = []
 
     async def worker(index: int) -> tuple[list[float], list[float]]:
@@ -311,7 +206,7 @@ async def run_tasks(
         try:
             while True:
                 t0 = clock()
-                await run(rng)
+                await call(rng)
                 t1 = clock()
                 if t1 >= win.start:
                     ends.append(t1)
@@ -324,12 +219,10 @@ async def run_tasks(
 
     marks: list[Snapshot] = []
     async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(worker(i)) for i in range(concurrency)]
+        tasks = [group.create_task(worker(i)) for i in range(run.concurrency)]
         if probe is not None:  # ends at the window's end, as the workers do
             group.create_task(snap_window(win, probe, marks))
-    return _collect(
-        win, [task.result() for task in tasks], min(exhausted) if exhausted else None, 0, marks
-    )
+    return collect(win, [t.result() for t in tasks], min(exhausted) if exhausted else None, marks)
 
 
 async def snap_window(win: Window, probe: Probe, marks: list[Snapshot]) -> None:
@@ -337,16 +230,6 @@ async def snap_window(win: Window, probe: Probe, marks: list[Snapshot]) -> None:
     for due in (win.start, win.end):
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
         marks.append(probe.snap())
-
-
-def delete_counter() -> Iterator[int]:
-    """A shared, thread-safe (under the GIL) source of delete-pool indexes."""
-    return itertools.count()
-
-
-def consumed(counter: Iterator[int], size: int) -> int:
-    """How many delete-pool rows `counter` handed out (at most `size`)."""
-    return min(next(counter), size)
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:

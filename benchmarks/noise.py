@@ -1,4 +1,5 @@
-"""What else the machine did during a measurement: CPU stolen by the host, and load."""
+"""What the machine did during a measurement: CPU stolen by the host, other processes'
+load, and the CPU of this process, the server and helper processes (docs/performance.md#noise)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 #: Clock ticks per second, the unit of /proc/stat and /proc/<pid>/stat.
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -24,88 +26,69 @@ def _cpu() -> tuple[int, int, int] | None:
 
 @dataclass(frozen=True)
 class Noise:
-    """The machine during one round."""
+    """The machine during one round, as shares of all its CPUs."""
 
     steal: float | None
     busy: float | None
     ours: float
     others: float | None = None
 
-    def noisy(self, threshold: float) -> bool:
-        """Whether the host stole more than `threshold` of the CPU."""
-        return self.steal is not None and self.steal > threshold
-
-    def describe(self) -> str:
-        """E.g. ``steal 1.2% busy 88% ours 41%``."""
-
-        def pct(value: float | None) -> str:
-            return "?" if value is None else f"{100 * value:.1f}%"
-
-        text = f"steal {pct(self.steal)} busy {pct(self.busy)} ours {pct(self.ours)}"
-        return text if self.others is None else f"{text} others {pct(self.others)}"
+    def noisy(self, max_steal: float, max_others: float = 1.0) -> bool:
+        """Whether the host stole more than `max_steal`, or others used more than `max_others`."""
+        return (self.steal is not None and self.steal > max_steal) or (
+            self.others is not None and self.others > max_others
+        )
 
 
-class Meter:
-    """Measures `Noise` from its creation to `read`."""
+def _read(path: str) -> str:
+    """The text of a /proc file, empty if it is gone."""
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
 
-    def __init__(self) -> None:
-        self._start = _cpu()
-        self._times = os.times()
 
-    def read(self) -> Noise:
-        """The noise since this meter was made."""
-        end, times = _cpu(), os.times()
-        ours_cpu = (times.user - self._times.user) + (times.system - self._times.system)
-        wall = times.elapsed - self._times.elapsed
-        ours = ours_cpu / (wall * (os.cpu_count() or 1)) if wall > 0 else 0.0
-        if self._start is None or end is None or end[2] == self._start[2]:
-            return Noise(None, None, ours)
-        total = end[2] - self._start[2]
-        steal = (end[0] - self._start[0]) / total
-        busy = 1 - (end[1] - self._start[1]) / total
-        return Noise(steal, busy, ours)
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/`pid`/stat after the command (state first), or None."""
+    text = _read(f"/proc/{pid}/stat")
+    return text[text.rindex(")") + 2 :].split() if text else None
 
 
 def _on_cpu(pid: int) -> float | None:
     """Nanosecond-exact CPU seconds of `pid`'s live threads, from /proc/<pid>/task/*/schedstat."""
     try:
-        threads = os.listdir(f"/proc/{pid}/task")
-    except OSError:
+        tasks = [Path(f"/proc/{pid}/task/{t}/schedstat") for t in os.listdir(f"/proc/{pid}/task")]
+        return sum(int(task.read_text().split()[0]) for task in tasks) / 1e9
+    except (OSError, IndexError, ValueError):
         return None
-    total = 0
-    for tid in threads:
-        try:
-            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
-        except (OSError, IndexError, ValueError):
-            return None
-    return total / 1e9
 
 
 def process_cpu(pid: int) -> float | None:
     """CPU seconds of process `pid` and of its reaped children, or None if it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    fields = proc_stat(pid)
+    if fields is None:
         return None
-    fields = text[text.rindex(")") + 2 :].split()
     # utime, stime, cutime, cstime: fields 14-17 of proc(5), 11-14 after the command.
     own = _on_cpu(pid)
-    if own is None:
-        own = (int(fields[11]) + int(fields[12])) / _TICK
+    own = (int(fields[11]) + int(fields[12])) / _TICK if own is None else own
     return own + (int(fields[13]) + int(fields[14])) / _TICK
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        threads = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return []
+def descendants(pid: int) -> list[int]:
+    """The live descendants of process `pid`, from /proc/<pid>/task/*/children."""
     found: list[int] = []
-    for tid in threads:
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
         try:
-            found += [int(c) for c in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+            threads = os.listdir(f"/proc/{parent}/task")
         except OSError:
             continue
+        for tid in threads:
+            children = map(int, _read(f"/proc/{parent}/task/{tid}/children").split())
+            new = [c for c in children if c not in found]
+            found += new
+            pending += new
     return found
 
 
@@ -114,33 +97,17 @@ def tree_cpu(pid: int) -> float | None:
     total = process_cpu(pid)
     if total is None:
         return None
-    pending = _children(pid)
-    while pending:
-        child = pending.pop()
-        cpu = process_cpu(child)
-        if cpu is not None:
-            total += cpu
-            pending += _children(child)
-    return total
+    return total + sum(process_cpu(child) or 0.0 for child in descendants(pid))
 
 
 def postmaster_of(backend_pid: int) -> int | None:
     """The postmaster of a local PostgreSQL backend, or None if the server is not local."""
-
-    def comm(pid: int) -> str:
-        try:
-            return Path(f"/proc/{pid}/comm").read_text().strip()
-        except OSError:
-            return ""
-
-    try:
-        text = Path(f"/proc/{backend_pid}/stat").read_text()
-    except OSError:
+    fields = proc_stat(backend_pid)
+    if fields is None or any(
+        _read(f"/proc/{p}/comm") != "postgres\n" for p in (backend_pid, fields[1])
+    ):
         return None
-    parent = int(text[text.rindex(")") + 2 :].split()[1])
-    if comm(backend_pid) != "postgres" or comm(parent) != "postgres":
-        return None
-    return parent
+    return int(fields[1])
 
 
 @dataclass(frozen=True)
@@ -152,6 +119,7 @@ class Snapshot:
     ours: float
     server: float | None
     helpers: Mapping[str, float | None]
+    wal: int | None = None
 
 
 @dataclass(frozen=True)
@@ -163,18 +131,30 @@ class Usage:
     client: float
     server: float | None
     helpers: Mapping[str, float | None] = field(default_factory=dict)
+    wal_bytes: int | None = None
 
 
 class Probe:
-    """Takes `Snapshot` s of the machine, the server and helper processes."""
+    """Takes `Snapshot` s of the machine, the server and helper processes, and the WAL
+    position of the server that `wal` (a psycopg connection) is connected to."""
 
-    def __init__(self, server_pid: int | None = None, helpers: Mapping[str, int] = {}) -> None:
+    def __init__(
+        self, server_pid: int | None = None, helpers: Mapping[str, int] = {}, wal: Any = None
+    ) -> None:
         self.server_pid = server_pid
         self.helpers = dict(helpers)
+        self.wal = wal
 
     def snap(self) -> Snapshot:
-        """The counters now."""
+        """The counters now, the WAL position first (its query is the slower part)."""
+        lsn = None
+        if self.wal is not None:
+            high, low = (
+                self.wal.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0].split("/")
+            )
+            lsn = int(high, 16) << 32 | int(low, 16)
         return Snapshot(
+            wal=lsn,
             cpu=_cpu(),
             wall=time.perf_counter(),
             ours=time.process_time(),
@@ -183,21 +163,25 @@ class Probe:
         )
 
     @staticmethod
-    def usage(start: Snapshot, end: Snapshot, extra_cpu: float = 0.0) -> Usage:
-        """What happened between two snapshots."""
+    def usage(start: Snapshot, end: Snapshot, child_cpu: float | None = None) -> Usage:
+        """What happened between two snapshots (`child_cpu`: a child's doing the client's work)."""
         wall = end.wall - start.wall
-        client = end.ours - start.ours
+        ours = end.ours - start.ours
+        client = ours if child_cpu is None else child_cpu
         server = None if start.server is None or end.server is None else end.server - start.server
         helpers: dict[str, float | None] = {}
         for name, before in start.helpers.items():
             after = end.helpers.get(name)
             helpers[name] = None if before is None or after is None else after - before
-        ours = client / (wall * (os.cpu_count() or 1)) if wall > 0 else 0.0
+        share = ours / (wall * (os.cpu_count() or 1)) if wall > 0 else 0.0
+        wal = None if start.wal is None or end.wal is None else end.wal - start.wal
         if start.cpu is None or end.cpu is None or end.cpu[2] == start.cpu[2]:
-            return Usage(Noise(None, None, ours), wall, client, server, helpers)
+            return Usage(Noise(None, None, share), wall, client, server, helpers, wal)
         total = end.cpu[2] - start.cpu[2]
         steal = (end.cpu[0] - start.cpu[0]) / total
         busy = 1 - (end.cpu[1] - start.cpu[1]) / total
-        known = client + (server or 0.0) + sum(v or 0.0 for v in helpers.values()) + extra_cpu
+        known = (
+            ours + (child_cpu or 0.0) + (server or 0.0) + sum(v or 0.0 for v in helpers.values())
+        )
         others = max(0.0, busy - steal - known * _TICK / total)
-        return Usage(Noise(steal, busy, ours, others), wall, client, server, helpers)
+        return Usage(Noise(steal, busy, share, others), wall, client, server, helpers, wal)

@@ -16,15 +16,10 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from sessionstore.testing import (
-    PostgresNotFoundError,
-    PostgresServer,
-    find_postgres_bindir,
-    server_binary,
-)
+from sessionstore import testing
 
 from .measure import MIX_COMMIT_SHARE, Sample
-from .noise import Probe, Usage
+from .noise import Probe
 from .workload import LIFETIME, Table, token_sql
 
 #: Seconds pgbench may take to connect its clients before the window would be short.
@@ -61,16 +56,14 @@ def _probe(path: str) -> tuple[str | None, str]:
     line = next(iter(out.stdout.strip().splitlines()), "")
     if out.returncode != 0:
         said = next(iter((out.stderr.strip() or out.stdout.strip()).splitlines()), "")
-        return None, f"`--version` exited with code {out.returncode}" + (
-            f": {said}" if said else ""
-        )
+        return None, f"`--version` exited with code {out.returncode}" + (said and f": {said}")
     if not _VERSION.search(line):
         return None, f"`--version` printed no version ({line[:80]!r})"
     return line, ""
 
 
 def find_pgbench(
-    explicit: str | None = None, server: PostgresServer | None = None
+    explicit: str | None = None, server: testing.PostgresServer | None = None
 ) -> PgbenchChoice:
     """Find a pgbench that works, preferring the one of the server's own install."""
     tried: list[str] = []
@@ -87,21 +80,21 @@ def find_pgbench(
 
 
 def _candidates(
-    explicit: str | None, server: PostgresServer | None, tried: list[str]
+    explicit: str | None, server: testing.PostgresServer | None, tried: list[str]
 ) -> Iterator[str]:
     """Yield pgbench paths in `find_pgbench`'s order, noting in ``tried`` places without one."""
     if explicit:
         yield explicit
         return
     if server is not None and server.bindir is not None:
-        own = server_binary(server, "pgbench")
+        own = testing.server_binary(server, "pgbench")
         if own is None:
             tried.append(f"{server.bindir / 'pgbench'} (not there)")
         else:
             yield str(own)
     try:
-        bindir, _ = find_postgres_bindir()
-    except PostgresNotFoundError:
+        bindir, _ = testing.find_postgres_bindir()
+    except testing.PostgresNotFoundError:
         tried.append("no PostgreSQL binaries found")
     else:
         yield str(bindir / "pgbench")
@@ -187,45 +180,29 @@ class Pgbench:
         seconds = max(1, math.ceil(warmup + duration + _CONNECT_MARGIN))
         threads = max(1, min(clients, os.cpu_count() or 1))
         logdir = Path(tempfile.mkdtemp(prefix="log-", dir=self.workdir))
-        cmd = [
-            self.path,
-            "--no-vacuum",
-            "--protocol=prepared",
-            f"--client={clients}",
-            f"--jobs={threads}",
-            f"--time={seconds}",
-            "--log",
-            f"--log-prefix={logdir / 'tx'}",
-            f"--define=rows={self.rows}",
-            f"--define=payload=\\x{self.payload.hex()}",
-        ]
+        cmd = [self.path, "--no-vacuum", "--protocol=prepared", "--log"]
+        cmd += [f"--client={clients}", f"--jobs={threads}", f"--time={seconds}"]
+        cmd += [f"--log-prefix={logdir / 'tx'}", f"--define=rows={self.rows}"]
+        cmd += [f"--define=payload=\\x{self.payload.hex()}"]
         commit_weight = round(MIX_COMMIT_SHARE * 100)
         if op == "mix":
-            cmd += [
-                f"--file={self.scripts['find']}@{100 - commit_weight}",
-                f"--file={self.scripts['commit']}@{commit_weight}",
-            ]
+            cmd += [f"--file={self.scripts['find']}@{100 - commit_weight}"]
+            cmd += [f"--file={self.scripts['commit']}@{commit_weight}"]
         elif op == "delete":
-            cmd += [
-                f"--file={self.scripts['delete']}",
-                f"--define=base={delete_base}",
-                f"--define=clients={clients}",
-                "--define=i=0",
-            ]
+            cmd += [f"--file={self.scripts['delete']}", "--define=i=0"]
+            cmd += [f"--define=base={delete_base}", f"--define=clients={clients}"]
         else:
             cmd.append(f"--file={self.scripts[op]}")
         try:
-            before = probe.snap() if probe is not None else None
+            before = None if probe is None else probe.snap()
             children = _children_cpu()
             self._run(cmd, seconds, dsn)
             spent = _children_cpu() - children
-            usage = None
-            if probe is not None and before is not None:
-                whole = probe.usage(before, probe.snap(), extra_cpu=spent)
-                # The client's CPU is pgbench's, not this process's (which only waited).
-                usage = Usage(whole.noise, whole.seconds, spent, whole.server, whole.helpers)
+            after = None if probe is None else probe.snap()
             sample = self._parse(logdir, warmup, duration, clients, op, delete_size)
-            sample.usage = usage
+            if before is not None and after is not None:
+                # The client's CPU is pgbench's, not this process's (which only waited).
+                sample.usage = Probe.usage(before, after, child_cpu=spent)
             return sample
         finally:
             shutil.rmtree(logdir, ignore_errors=True)
@@ -240,13 +217,9 @@ class Pgbench:
                 params.pop(name, None)
             env["PGDATABASE"] = make_conninfo("", **params)
         # Its own session: a terminal's Ctrl-C reaches us, and we stop pgbench.
+        pipe, devnull = subprocess.PIPE, subprocess.DEVNULL
         proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
+            cmd, stdout=pipe, stderr=pipe, stdin=devnull, env=env, start_new_session=True
         )
         try:
             _, err = proc.communicate(timeout=seconds + 60)
@@ -283,14 +256,9 @@ class Pgbench:
             "d", (lat for t, lat in zip(ends, lats, strict=True) if start <= t <= end)
         )
         consumed = clients * last_txn if op == "delete" else 0
-        return Sample(
-            ops=len(latencies),
-            seconds=max(0.0, end - start),
-            latencies=latencies,
-            exhausted=op == "delete" and consumed > delete_size,
-            consumed=consumed,
-            cpu_ops=len(ends),
-        )
+        exhausted = op == "delete" and consumed > delete_size
+        seconds = max(0.0, end - start)
+        return Sample(len(latencies), seconds, latencies, exhausted, consumed, cpu_ops=len(ends))
 
 
 def _children_cpu() -> float:

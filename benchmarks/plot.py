@@ -8,7 +8,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .contenders import BY_KEY
 from .report import OP_TITLES, Cell
@@ -79,16 +79,10 @@ def _tick_label(value: float, _position: float | None = None) -> str:
     return f"{value:g}"
 
 
-def output_paths(path: str | Path) -> tuple[Path, Path]:
-    """The PNG and SVG written for ``path`` (its suffix, if any, is replaced)."""
-    path = Path(path)
-    return path.with_suffix(".png"), path.with_suffix(".svg")
-
-
 def draw(
     cells: Sequence[Cell],
     ops: Sequence[str],
-    concurrency: Sequence[int],
+    levels: Sequence[int],
     subtitle: str,
     path: str | Path,
 ) -> tuple[Path, Path]:
@@ -125,7 +119,7 @@ def draw(
         for index, ax in enumerate(axes.flat):
             if index < len(ops):
                 op = ops[index]
-                _panel(ax, [c for c in cells if c.op == op], op, concurrency, keys)
+                _panel(ax, [c for c in cells if c.op == op], op, list(levels), keys)
             else:
                 ax.set_visible(False)  # an odd number of panels leaves one empty slot
 
@@ -138,7 +132,7 @@ def draw(
             frameon=False,
             handlelength=3.5,  # long enough to show the dashes
         )
-        png, svg = output_paths(path)
+        png, svg = Path(path).with_suffix(".png"), Path(path).with_suffix(".svg")
         png.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(png, format="png", metadata={"Software": None})
         figure.savefig(svg, format="svg", metadata={"Date": None, "Title": TITLE})
@@ -146,16 +140,11 @@ def draw(
 
 
 def _panel(
-    ax: Axes,
-    cells: Sequence[Cell],
-    op: str,
-    concurrency: Sequence[int],
-    keys: Sequence[str],
+    ax: Axes, cells: Sequence[Cell], op: str, levels: list[int], keys: Sequence[str]
 ) -> None:
     """One operation's panel: a line per contender over the concurrency levels."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
-    levels = list(concurrency)
     ax.set_title(OP_TITLES.get(op, op), loc="left", size=11)
     ax.set_title("ops/s (log)", loc="right", size=10, color=_GREY)
     ax.set_xlabel("concurrent callers (N)", color=_GREY)
@@ -172,30 +161,21 @@ def _panel(
         ax.spines[side].set_visible(False)
 
     for key in keys:
-        color, line_width, line_style = STYLES.get(key, _DEFAULT_STYLE)
+        color, width, style = STYLES.get(key, _DEFAULT_STYLE)
         points = sorted(
             (levels.index(c.concurrency), c.ops_per_s)
             for c in cells
             if c.contender == key and c.concurrency in levels and c.ops_per_s > 0
         )
+        xs, ys = [x for x, _ in points], [y for _, y in points]
         # Every contender gets a legend entry, even one with no point in this panel.
-        ax.plot(
-            [x for x, _ in points],
-            [y for _, y in points],
-            color=color,
-            linewidth=line_width,
-            linestyle=line_style,
-            marker="s",
-            markersize=5,
-            label=BY_KEY[key].label,
-        )
+        line: dict[str, Any] = {"color": color, "linewidth": width, "linestyle": style}
+        ax.plot(xs, ys, marker="s", markersize=5, label=BY_KEY[key].label, **line)
 
 
-def subtitle(meta: dict[str, object]) -> str:
+def subtitle(meta: dict[str, Any]) -> str:
     """The line under the title, from a run's ``meta`` (as written to the JSON)."""
     server, settings = meta["server"], meta["settings"]
-    assert isinstance(server, dict)
-    assert isinstance(settings, dict)
     return (
         f"PostgreSQL {str(server['server_version']).split()[0]}, {settings['rows']:,} rows, "
         f"{settings['payload']}-byte data, {meta['cpus']} CPUs, median of {settings['rounds']} "

@@ -13,7 +13,8 @@ def _clock(seconds: float) -> str:
 
 
 class Progress:
-    """Counts steps and shows how far along the run is."""
+    """Counts steps and shows how far along the run is: redrawn in place on a terminal,
+    a line every tenth of the run elsewhere."""
 
     def __init__(self, total: int, stream: TextIO | None = None, width: int = 30) -> None:
         self.total = max(1, total)
@@ -25,34 +26,25 @@ class Progress:
         self._last_tenth = -1
         self._drawn = 0
 
-    def show(self, label: str) -> None:
-        """Show the bar with `label` (what is running now) without counting a step."""
-        self._draw(label)
-
     def step(self, label: str = "") -> None:
         """Count one finished step and redraw."""
         self.done = min(self.total, self.done + 1)
-        self._draw(label)
+        self.show(label)
 
-    def _draw(self, label: str) -> None:
+    def show(self, label: str) -> None:
+        """Show the bar with `label` (what is running now) without counting a step."""
         elapsed = time.monotonic() - self.started
         fraction = self.done / self.total
         filled = int(self.width * fraction)
         bar = "#" * filled + "." * (self.width - filled)
         eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
-        line = (
-            f"[{bar}] {self.done}/{self.total} {_clock(elapsed)} elapsed, "
-            f"~{_clock(eta)} left  {label}"
-        )
+        line = f"[{bar}] {self.done}/{self.total} {_clock(elapsed)} elapsed, "
+        line += f"~{_clock(eta)} left  {label}"
         if self._tty:
-            pad = max(0, self._drawn - len(line))
-            self.stream.write("\r" + line + " " * pad)
+            self.stream.write("\r" + line + " " * max(0, self._drawn - len(line)))
             self._drawn = len(line)
-        else:
-            tenth = int(fraction * 10)
-            if tenth == self._last_tenth:
-                return
-            self._last_tenth = tenth
+        elif int(fraction * 10) != self._last_tenth:
+            self._last_tenth = int(fraction * 10)
             self.stream.write(line + "\n")
         self.stream.flush()
 

@@ -1,10 +1,12 @@
-"""The throughput part: set the table up, then measure every contender in rounds."""
+"""The throughput part: set the table up, then measure every contender in interleaved rounds
+(docs/performance.md#noise); the interleaving serves ``python -m benchmarks.web`` too."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import datetime as dt
+import itertools
 import math
 import random
 import subprocess
@@ -13,7 +15,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from subprocess import PIPE
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -23,10 +25,11 @@ from sessionstore import Store
 from sessionstore._from_dsn import create_table, distribute_table
 from sessionstore.cleanup import NoCleanup
 
-from .contenders import BY_KEY, CONTENDERS, KEYRING, Contender, Run, measure_python, pool_size
-from .measure import OPS, Inputs, Sample
+from .contenders import BY_KEY, CONTENDERS, KEYRING, Contender, measure_python, pool_size
+from .measure import OPS, Inputs, Run, Sample
 from .noise import Probe, postmaster_of
 from .pgbench import Pgbench
+from .progress import Progress
 from .workload import DeletePool, Table, sample_ids, token
 
 #: How many live tokens the workers pick from (all of them up to this many rows).
@@ -44,39 +47,19 @@ DELETE_RATE_CEILING = 50_000
 #: Expiry of the preloaded live sessions: well beyond any run.
 PRELOAD_LIFETIME = dt.timedelta(days=7)
 
+T = TypeVar("T")
 Key = tuple[str, str, str, int]  # (network, op, contender key, concurrency)
 
 #: The network label of direct connections (no proxy).
 LOOPBACK = "loopback"
 
-#: Rounds left out for noise are re-run at most this many times per cell round.
+#: A round in which a sample was noisy is measured again at most this many times.
 NOISY_RERUNS = 1
 
 
 def network_label(delay_ms: float | None) -> str:
     """``"loopback"`` for direct connections, else e.g. ``"0.5 ms"`` (the delay each way)."""
     return LOOPBACK if delay_ms is None else f"{delay_ms:g} ms"
-
-
-def networks_list(text: str) -> tuple[float | None, ...]:
-    """Parse ``"loopback,0.5"``: ``loopback`` (direct) or delays in ms each way (>= 0)."""
-    values: list[float | None] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        if part == LOOPBACK:
-            values.append(None)
-            continue
-        try:
-            delay = float(part)
-        except ValueError:
-            raise ValueError(f"--network: {part!r} is neither loopback nor a delay in ms") from None
-        if not math.isfinite(delay) or delay < 0:
-            raise ValueError(f"--network: a delay must be a number of ms >= 0, got {part!r}")
-        values.append(delay)
-    if not values:
-        raise ValueError("--network: give loopback and/or delays in ms, comma-separated")
-    return tuple(values)
 
 
 @dataclasses.dataclass
@@ -108,18 +91,6 @@ def delete_pool_size(settings: Settings) -> int:
     return max(1000, DELETE_RATE_CEILING * seconds)
 
 
-def server_info(dsn: str) -> dict[str, Any]:
-    """Describe the server: version and the settings that matter for throughput."""
-    info: dict[str, Any] = {}
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for (
-            name
-        ) in "server_version fsync synchronous_commit shared_buffers max_connections".split():
-            row = conn.execute(f"SHOW {name}".encode()).fetchone()
-            info[name] = row[0] if row else None
-    return info
-
-
 class Bench:
     """The throughput benchmark against one database."""
 
@@ -136,8 +107,8 @@ class Bench:
             self.contenders = [c for c in self.contenders if c.kind != "pgbench"]
         self._pgbench_path = pgbench_path
         self._pgbench: Pgbench | None = None
-        self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._admin: psycopg.Connection[Any] | None = None
+        self._opened = contextlib.ExitStack()  # what `close` undoes
         self._pool = DeletePool(self.table, settings.rows, self.payload)
         self.server_pid: int | None = None
         #: The DSN and probe of the network being measured (see `use_network`).
@@ -145,12 +116,12 @@ class Bench:
         self._dsn = dsn
         self._probe = Probe()
 
-    # ------------------------------------------------------------------ lifecycle
-
     def setup(self, say: Callable[[str], None] = lambda _: None) -> None:
         """Create the table with `Store.create_table`, preload it with COPY, check it."""
         s = self.settings
-        self._admin = admin = psycopg.connect(self.dsn, autocommit=True)
+        self._admin = admin = self._opened.enter_context(psycopg.connect(self.dsn, autocommit=True))
+        if not s.keep_table:
+            self._opened.callback(self.table.drop, admin)
         self.server_pid = postmaster_of(admin.info.backend_pid)
         self._probe = Probe(self.server_pid)
         self.table.drop(admin)
@@ -180,14 +151,9 @@ class Bench:
                 if tokens and store.find(tokens[0]) is None:
                     raise RuntimeError("the store does not find a preloaded session")
         if self._pgbench_path is not None:
-            self._workdir = tempfile.TemporaryDirectory(prefix="sessionstore-bench-")
+            workdir = Path(self._opened.enter_context(tempfile.TemporaryDirectory()))
             self._pgbench = Pgbench(
-                self._pgbench_path,
-                self.dsn,
-                self.table,
-                s.rows,
-                self.payload,
-                Path(self._workdir.name),
+                self._pgbench_path, self.dsn, self.table, s.rows, self.payload, workdir
             )
             dropped = self._pgbench.check()
             if dropped:
@@ -195,18 +161,7 @@ class Bench:
 
     def close(self) -> None:
         """Drop the table (unless asked to keep it) and close the admin connection."""
-        try:
-            if self._admin is not None and not self._admin.closed:
-                if not self.settings.keep_table:
-                    self.table.drop(self._admin)
-                self._admin.close()
-        finally:
-            self._admin = None
-            if self._workdir is not None:
-                self._workdir.cleanup()
-                self._workdir = None
-
-    # ------------------------------------------------------------------ measuring
+        self._opened.close()
 
     def use_network(self, label: str, dsn: str, helpers: dict[str, int] | None = None) -> None:
         """Measure from now on through `dsn` (e.g. a proxy's), labelled `label`."""
@@ -222,20 +177,14 @@ class Bench:
             delete_base, delete_tokens = self._pool.prepare(self._admin, delete_pool_size(s))
         if contender.kind == "pgbench":
             assert self._pgbench is not None
+            dsn = None if self._dsn == self.dsn else self._dsn
+            n, pool = len(delete_tokens), pool_size(concurrency)
             sample = self._pgbench.measure(
-                op,
-                pool_size(concurrency),
-                s.warmup,
-                s.duration,
-                delete_base=delete_base,
-                delete_size=len(delete_tokens),
-                dsn=None if self._dsn == self.dsn else self._dsn,
-                probe=self._probe,
+                op, pool, s.warmup, s.duration, delete_base, n, dsn, self._probe
             )
         else:
-            run = Run(
-                self._dsn, self.table, op, concurrency, s.warmup, s.duration, seed, self._probe
-            )
+            args = (op, concurrency, s.warmup, s.duration, seed, self._probe)
+            run = Run(self._dsn, self.table, *args)
             tokens = self.encrypted_tokens if contender.encrypted else self.tokens
             inputs = Inputs(tokens, self.payload, delete_tokens)
             sample = measure_python(contender, run, inputs)
@@ -251,67 +200,71 @@ class Bench:
     def plan(self) -> list[tuple[str, int, int, Contender]]:
         """Every measurement of one network, in order: ops, concurrency, rounds, contenders."""
         s = self.settings
-        steps = []
-        for op in s.ops:
-            for ci, n in enumerate(s.concurrency):
-                for rnd in range(s.rounds):
-                    shift = (rnd + ci) % len(self.contenders)
-                    for contender in self.contenders[shift:] + self.contenders[:shift]:
-                        steps.append((op, n, rnd, contender))
-        return steps
+        return interleave([(op,) for op in s.ops], s.concurrency, s.rounds, self.contenders)
 
-    def run(
-        self, on_step: Callable[[str], None], before_step: Callable[[str], None]
-    ) -> dict[Key, list[Sample]]:
+    def run(self, progress: Progress) -> dict[Key, list[Sample]]:
         """Run every measurement of `plan` on the current network."""
         s = self.settings
         samples: dict[Key, list[Sample]] = {}
-        steps = self.plan()
-        rounds: dict[tuple[str, int, int], list[Contender]] = {}
-        for op, n, rnd, contender in steps:
-            rounds.setdefault((op, n, rnd), []).append(contender)
-        index = 0
+        seeds = itertools.count(s.seed * 7919)
+
+        def one(step: tuple[Any, ...], attempt: int) -> bool:
+            op, n, _, contender = step
+            sample = self.measure(contender, op, n, next(seeds))
+            samples.setdefault((self.network, op, contender.key, n), []).append(sample)
+            return sample.usage is not None and sample.usage.noise.noisy(s.max_steal)
+
         where = "" if self.network == LOOPBACK else f" [{self.network}]"
-        for (op, n, rnd), order in rounds.items():
-            for attempt in range(1 + NOISY_RERUNS):
-                noisy = False
-                for contender in order:
-                    again = " (re-run: noisy)" if attempt else ""
-                    label = f"round {rnd + 1}/{s.rounds}{again}: {op}, N={n}, {contender.label}"
-                    before_step(label + where)
-                    seed = s.seed * 7919 + index + 100_000 * attempt
-                    sample = self.measure(contender, op, n, seed)
-                    samples.setdefault((self.network, op, contender.key, n), []).append(sample)
-                    noisy = noisy or (
-                        sample.usage is not None and sample.usage.noise.noisy(s.max_steal)
-                    )
-                    if not attempt:
-                        index += 1
-                        on_step(label + where)
-                if not noisy:
-                    break
-            if op == "delete" and (index == len(steps) or steps[index][0] != op):
+        for op in s.ops:
+            mine = [step for step in self.plan() if step[0] == op]
+            run_rounds(mine, s.rounds, progress, one, where)
+            if op == "delete":
                 self.after_deletes()
         return samples
 
 
-def concurrency_list(text: str) -> tuple[int, ...]:
-    """Parse ``"1,4,16"`` into positive ints."""
-    values = tuple(int(part) for part in text.split(",") if part.strip())
-    if not values or any(v < 1 for v in values):
-        raise ValueError("concurrency must be a comma-separated list of positive integers")
-    return values
+def interleave(
+    cells: Sequence[tuple[Any, ...]],
+    concurrency: Sequence[int],
+    rounds: int,
+    contenders: Sequence[T],
+) -> list[tuple[Any, ...]]:
+    """Every measurement of `cells` at each concurrency, a cell at a time: round 1 of every
+    contender, then round 2, ..., each round starting with another contender."""
+    steps: list[tuple[Any, ...]] = []
+    for cell in cells:
+        for ci, n in enumerate(concurrency):
+            for rnd in range(rounds):
+                shift = (rnd + ci) % len(contenders)
+                steps += [(*cell, n, rnd, c) for c in [*contenders[shift:], *contenders[:shift]]]
+    return steps
 
 
-def names_list(text: str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
-    """Parse a comma-separated list of names, checking each against `allowed`."""
-    values = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = [v for v in values if v not in allowed]
-    if unknown or not values:
-        raise ValueError(
-            f"unknown {what}: {', '.join(unknown) or '(none)'}; choose from " + ", ".join(allowed)
-        )
-    return values
+def run_rounds(
+    steps: Sequence[tuple[Any, ...]],
+    rounds: int,
+    progress: Progress,
+    measure: Callable[[tuple[Any, ...], int], bool],
+    where: str = "",
+) -> None:
+    """Measure `steps` (from `interleave`) round by round; `measure(step, attempt)` says
+    whether its sample was noisy, and a round with one is measured once more, every contender."""
+    grouped: dict[tuple[Any, ...], list[Any]] = {}
+    for *head, contender in steps:
+        grouped.setdefault(tuple(head), []).append(contender)
+    for (*cell, n, rnd), order in grouped.items():
+        for attempt in range(1 + NOISY_RERUNS):
+            noisy = False
+            for contender in order:
+                again = " (re-run: noisy)" if attempt else ""
+                what = ", ".join([*map(str, cell), f"N={n}", contender.label])
+                label = f"round {rnd + 1}/{rounds}{again}: {what}{where}"
+                progress.show(label)
+                noisy = measure((*cell, n, rnd, contender), attempt) or noisy
+                if not attempt:
+                    progress.step(label)
+            if not noisy:
+                break
 
 
 #: The network mode's proxy process: `sessionstore.testing.TcpProxy` in ``delay`` mode,

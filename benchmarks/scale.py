@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import functools
 import gc
 import os
 import random
-import statistics
 import threading
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -23,20 +21,19 @@ from sessionstore import AsyncStore, Store
 from sessionstore._from_dsn import create_table
 from sessionstore.cleanup import NoCleanup
 
-from .contenders import BY_KEY, Run, measure_python
-from .measure import Inputs, Sample, percentile
+from .contenders import BY_KEY, measure_python
+from .measure import Inputs, Run, Sample
+from .report import aligned, num, rates
 from .runner import PRELOAD_LIFETIME, Settings
 from .workload import Table, sample_ids, token
-
-#: The hook for the streaming walk: measured beside ``all()`` on `Store` and
-#: `AsyncStore` when they have a method of this name. It may return an iterator (an
-#: async iterator for `AsyncStore`), or a context manager yielding one.
-STREAMING_METHOD = "iter_all"
 
 #: The contenders whose find latency is measured at each size.
 FIND_CONTENDERS = ("store", "async_store", "raw_sync")
 
 _TOKEN_SAMPLE = 100_000
+
+#: The walks over every session, the streaming one first.
+WALKS = ("iter_all", "all")
 
 
 def _rss() -> int:
@@ -48,9 +45,36 @@ def _rss() -> int:
         return 0
 
 
-@contextlib.contextmanager
-def _rss_peak(result: dict[str, float]) -> Iterator[None]:
-    """Sample RSS in a thread while the block runs; store the peak growth in MiB."""
+def _walk_sync(store: Store, method: str) -> int:
+    if method == "all":
+        return len(store.all())
+    with store.iter_all() as sessions:
+        return sum(1 for _ in sessions)
+
+
+def _walk_async(dsn: str, table: Table, method: str) -> int:
+    async def walk() -> int:
+        async with AsyncConnectionPool(
+            dsn, min_size=1, max_size=1, kwargs={"autocommit": True}, open=False
+        ) as pool:
+            store = AsyncStore(pool, table=table.name, cleanup=NoCleanup())
+            try:
+                if method == "all":
+                    return len(await store.all())
+                count = 0
+                async with store.iter_all() as sessions:
+                    async for _ in sessions:
+                        count += 1
+                return count
+            finally:
+                await store.aclose()
+
+    return asyncio.run(walk())
+
+
+def _measure_walk(run_once: Callable[[], int]) -> dict[str, float]:
+    """Time one walk while a thread samples RSS for its peak growth, then trace a second
+    one with tracemalloc."""
     gc.collect()
     base = _rss()
     peak = [base]
@@ -63,61 +87,23 @@ def _rss_peak(result: dict[str, float]) -> Iterator[None]:
     sampler = threading.Thread(target=sample, name="bench-rss", daemon=True)
     sampler.start()
     try:
-        yield
+        started = time.perf_counter()
+        rows = run_once()
+        seconds = time.perf_counter() - started
     finally:
         done.set()
         sampler.join()
-        peak[0] = max(peak[0], _rss())
-        result["rss_peak_mib"] = (peak[0] - base) / 2**20
-
-
-def _walk_sync(walk: Callable[[], Any]) -> int:
-    result = walk()
-    if isinstance(result, dict):
-        return len(result)
-    if hasattr(result, "__enter__"):
-        with result as iterator:
-            return sum(1 for _ in iterator)
-    return sum(1 for _ in result)
-
-
-async def _walk_async(walk: Callable[[], Any]) -> int:
-    result = walk()
-    if hasattr(result, "__aenter__"):
-        async with result as iterator:
-            return await _count_async(iterator)
-    if hasattr(result, "__aiter__"):
-        return await _count_async(result)
-    result = await result
-    if isinstance(result, dict):
-        return len(result)
-    return sum(1 for _ in result)
-
-
-async def _count_async(iterator: AsyncIterator[Any]) -> int:
-    count = 0
-    async for _ in iterator:
-        count += 1
-    return count
-
-
-def _measure_walk(run_once: Callable[[], int]) -> dict[str, float]:
-    """Time one walk with RSS sampling, then trace a second one with tracemalloc."""
-    result: dict[str, float] = {}
-    with _rss_peak(result):
-        started = time.perf_counter()
-        result["rows"] = run_once()
-        result["seconds"] = time.perf_counter() - started
+    rss_growth = (max(peak[0], _rss()) - base) / 2**20
     gc.collect()
     tracemalloc.start()
     try:
         run_once()
-        _, peak = tracemalloc.get_traced_memory()
+        _, traced = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    result["tracemalloc_peak_mib"] = peak / 2**20
     gc.collect()
-    return result
+    memory = {"tracemalloc_peak_mib": traced / 2**20, "rss_peak_mib": rss_growth}
+    return {"rows": rows, "seconds": seconds, **memory}
 
 
 def run_scale(dsn: str, settings: Settings, say: Callable[[str], None]) -> dict[str, Any]:
@@ -149,114 +135,47 @@ def run_scale(dsn: str, settings: Settings, say: Callable[[str], None]) -> dict[
                             measure_python(BY_KEY[key], run, Inputs(tokens, payload))
                         )
                 for key, runs in samples.items():
-                    ordered = sorted(lat for sample in runs for lat in sample.latencies)
+                    rate, _, p50, p99, *_ = rates(runs, runs)
+                    figures = {"ops_per_s": rate, "p50_ms": p50, "p99_ms": p99}
                     finds.append(
-                        {
-                            "rows": size,
-                            "contender": key,
-                            "label": BY_KEY[key].label,
-                            "ops_per_s": statistics.median(s.ops_per_s for s in runs),
-                            "p50_ms": percentile(ordered, 0.5) * 1000,
-                            "p99_ms": percentile(ordered, 0.99) * 1000,
-                        }
+                        {"rows": size, "contender": key, "label": BY_KEY[key].label, **figures}
                     )
             walks = _walks(dsn, table, sizes[-1], say)
         finally:
             if not settings.keep_table:
                 table.drop(admin)
-    return {
-        "find": finds,
-        "walk": walks,
-        "streaming_method": STREAMING_METHOD,
-        "streaming_available": {
-            "Store": hasattr(Store, STREAMING_METHOD),
-            "AsyncStore": hasattr(AsyncStore, STREAMING_METHOD),
-        },
-    }
+    return {"find": finds, "walk": walks}
 
 
 def _walks(dsn: str, table: Table, rows: int, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Time `Store` and `AsyncStore`'s ``iter_all()`` and ``all()`` over the table."""
     walks: list[dict[str, Any]] = []
-    methods = [m for m in (STREAMING_METHOD, "all") if hasattr(Store, m)]
     with ConnectionPool(
         dsn, min_size=1, max_size=1, kwargs={"autocommit": True}, open=True
     ) as pool:
         store = Store(pool, table=table.name, cleanup=NoCleanup())
-        for method in methods:
-            say(f"scale: Store.{method}() over {rows:,} rows")
-            stats = _measure_walk(functools.partial(_walk_sync, getattr(store, method)))
-            walks.append({"store": "Store", "method": method, "table_rows": rows, **stats})
+        stores = {"Store": functools.partial(_walk_sync, store)}
+        stores["AsyncStore"] = functools.partial(_walk_async, dsn, table)
+        for name, walk in stores.items():
+            for method in WALKS:
+                say(f"scale: {name}.{method}() over {rows:,} rows")
+                stats = _measure_walk(functools.partial(walk, method))
+                walks.append({"store": name, "method": method, "table_rows": rows, **stats})
         store.close()
-    amethods = [m for m in (STREAMING_METHOD, "all") if hasattr(AsyncStore, m)]
-    for method in amethods:
-        say(f"scale: AsyncStore.{method}() over {rows:,} rows")
-        stats = _measure_walk(functools.partial(_run_async_walk, dsn, table, method))
-        walks.append({"store": "AsyncStore", "method": method, "table_rows": rows, **stats})
     return walks
-
-
-def _run_async_walk(dsn: str, table: Table, method: str) -> int:
-    return asyncio.run(_async_walk(dsn, table, method))
-
-
-async def _async_walk(dsn: str, table: Table, method: str) -> int:
-    async with AsyncConnectionPool(
-        dsn, min_size=1, max_size=1, kwargs={"autocommit": True}, open=False
-    ) as pool:
-        store = AsyncStore(pool, table=table.name, cleanup=NoCleanup())
-        try:
-            return await _walk_async(getattr(store, method))
-        finally:
-            await store.aclose()
 
 
 def format_scale(result: dict[str, Any]) -> str:
     """Render the scale part as aligned text."""
-    lines = ["scale: find at N=1 by table size (ops/s median of rounds; p50/p99 over all)"]
-    rows = [("rows", "contender", "ops/s", "p50 ms", "p99 ms")]
+    finds = [("rows", "contender", "ops/s", "p50 ms", "p99 ms")]
     for f in result["find"]:
-        rows.append(
-            (
-                f"{f['rows']:,}",
-                f["label"],
-                f"{f['ops_per_s']:,.0f}",
-                f"{f['p50_ms']:.3f}",
-                f"{f['p99_ms']:.3f}",
-            )
-        )
-    lines += _aligned(rows)
-    lines += ["", "scale: reading every live session"]
-    walk_rows = [("method", "rows", "seconds", "tracemalloc peak MiB", "RSS growth MiB")]
+        figures = (num(f["ops_per_s"]), num(f["p50_ms"], 3), num(f["p99_ms"], 3))
+        finds.append((f"{f['rows']:,}", f["label"], *figures))
+    walks = [("method", "rows", "seconds", "tracemalloc peak MiB", "RSS growth MiB")]
     for w in result["walk"]:
-        walk_rows.append(
-            (
-                f"{w['store']}.{w['method']}()",
-                f"{int(w['rows']):,}",
-                f"{w['seconds']:.2f}",
-                f"{w['tracemalloc_peak_mib']:,.0f}",
-                f"{w['rss_peak_mib']:,.0f}",
-            )
-        )
-    lines += _aligned(walk_rows)
-    missing = [name for name, ok in result["streaming_available"].items() if not ok]
-    if missing:
-        lines.append(
-            f"  ({' and '.join(missing)} have no {result['streaming_method']}() yet: "
-            "only all() was measured)"
-        )
+        method = f"{w['store']}.{w['method']}()"
+        memory = (num(w["tracemalloc_peak_mib"]), num(w["rss_peak_mib"]))
+        walks.append((method, num(w["rows"]), num(w["seconds"], 2), *memory))
+    head = "scale: find at N=1 by table size (ops/s median of rounds; p50/p99 over all)"
+    lines = [head, *aligned(finds, 2), "", "scale: reading every live session", *aligned(walks, 2)]
     return "\n".join(lines)
-
-
-def _aligned(rows: Sequence[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    out = []
-    for n, r in enumerate(rows):
-        out.append(
-            "  "
-            + "  ".join(
-                r[i].ljust(widths[i]) if i < 2 else r[i].rjust(widths[i]) for i in range(len(r))
-            ).rstrip()
-        )
-        if n == 0:
-            out.append("  " + "  ".join("-" * w for w in widths))
-    return out

@@ -42,9 +42,7 @@ def token_sql(expr: str) -> str:
 
 def sample_ids(rows: int, limit: int, rng: random.Random) -> list[int]:
     """Return every row number below `rows`, or `limit` of them at random if there are more."""
-    if rows <= limit:
-        return list(range(rows))
-    return rng.sample(range(rows), limit)
+    return list(range(rows)) if rows <= limit else rng.sample(range(rows), limit)
 
 
 class Table:
@@ -98,34 +96,10 @@ class Table:
                     )
                 )
 
-    def insert_generated(
-        self, conn: psycopg.Connection[Any], start: int, stop: int, payload: bytes
-    ) -> int:
-        """Insert rows `start` .. `stop`-1 computed server side, expiring in 2100."""
-        if stop <= start:
-            return 0
-        query = (
-            f"INSERT INTO {self.quoted} (token, data, expiry) "
-            f"SELECT {token_sql('g')}, %s, %s FROM generate_series(%s::int, %s::int) AS g "
-            "ON CONFLICT (token) DO NOTHING"
-        )
-        cur = conn.execute(query.encode(), (payload, POOL_EXPIRY, start, stop - 1))
-        return cur.rowcount
-
-    def delete_pool_rows(self, conn: psycopg.Connection[Any]) -> int:
-        """Delete every remaining delete-pool row (expiry in 2100); return how many."""
-        query = sql.SQL("DELETE FROM {} WHERE expiry >= %s").format(self.ident)
-        return conn.execute(query, (POOL_EXPIRY,)).rowcount
-
     def vacuum(self, conn: psycopg.Connection[Any], analyze: bool = False) -> None:
         """VACUUM the table (needs an autocommit connection)."""
         verb = "VACUUM (ANALYZE)" if analyze else "VACUUM"
         conn.execute(sql.SQL(verb + " {}").format(self.ident))
-
-    def count(self, conn: psycopg.Connection[Any]) -> int:
-        """Count the table's rows."""
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self.ident)).fetchone()
-        return int(row[0]) if row else 0
 
     def check_tokens(self, conn: psycopg.Connection[Any], ids: Sequence[int]) -> None:
         """Check that the server computes the same tokens as `token` (pgbench relies on it)."""
@@ -147,10 +121,16 @@ class DeletePool:
         self._tokens: list[str] = []
 
     def prepare(self, conn: psycopg.Connection[Any], size: int) -> tuple[int, list[str]]:
-        """Make rows ``next_id .. next_id+size-1`` exist."""
+        """Make rows ``next_id .. next_id+size-1`` exist (computed server side)."""
         base = self.next_id
         stop = base + size
-        self.table.insert_generated(conn, max(self._filled_to, base), stop, self.payload)
+        if stop > (start := max(self._filled_to, base)):
+            query = (
+                f"INSERT INTO {self.table.quoted} (token, data, expiry) "
+                f"SELECT {token_sql('g')}, %s, %s FROM generate_series(%s::int, %s::int) AS g "
+                "ON CONFLICT (token) DO NOTHING"
+            )
+            conn.execute(query.encode(), (self.payload, POOL_EXPIRY, start, stop - 1))
         self._filled_to = max(self._filled_to, stop)
         # Keep the tokens of rows not yet consumed; compute only the new ones.
         del self._tokens[: max(0, base - self._token_base)]
@@ -165,6 +145,7 @@ class DeletePool:
 
     def clear(self, conn: psycopg.Connection[Any]) -> None:
         """Delete every leftover pool row, and VACUUM what the deletes left behind."""
-        self.table.delete_pool_rows(conn)
+        query = sql.SQL("DELETE FROM {} WHERE expiry >= %s").format(self.table.ident)
+        conn.execute(query, (POOL_EXPIRY,))
         self.table.vacuum(conn)
         self._filled_to = self.next_id

@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from benchmarks.noise import Meter
+from benchmarks.noise import Probe
 from sessionstore import DatabaseError, Store
 from sessionstore._from_dsn import create_table
 from sessionstore.cleanup import NoCleanup
@@ -248,7 +248,8 @@ def _run_load(
     commits: list[list[Commit]] = [[] for _ in range(threads)]
     failures: list[list[Failure]] = [[] for _ in range(threads)]
     expiry = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
-    noise = Meter()
+    noise = Probe()
+    noise_start = noise.snap()
     with ConnectionPool(
         dsn,
         min_size=threads,
@@ -314,7 +315,7 @@ def _run_load(
         lost=[],
         threads_recovered=recovered(),
         threads=threads,
-        steal=noise.read().steal,
+        steal=Probe.usage(noise_start, noise.snap()).noise.steal,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +15,19 @@ SECRET = "sessionstore-web-benchmark-secret-not-for-production"
 
 @dataclasses.dataclass(frozen=True)
 class AppConfig:
-    """What an app is built with."""
+    """What an app is built with (passed to the server process as JSON)."""
 
     dsn: str
-    table: str
-    pool: int
-    workdir: Path
-    threads: int
+    table: str = "web_sessions"
+    pool: int = 16
+    threads: int = 16
     redis_url: str | None = None
+    workdir: str = "."
 
     def redis(self) -> str:
         """The Redis URL, which a Redis contender can't run without."""
         if self.redis_url is None:
-            raise ValueError("a Redis contender needs the benchmark's Redis (--redis-url)")
+            raise ValueError("a Redis contender needs the benchmark's Redis (redis_url)")
         return self.redis_url
 
 
@@ -38,7 +38,30 @@ def renew_after(store: str) -> float:
     return 0.0 if store == "sessionstore-every-request" else DEFAULT_RENEW_AFTER
 
 
-# --------------------------------------------------------------------------- Litestar
+def bump(session: MutableMapping[str, Any]) -> str:
+    """What ``/count`` does: add one to the session's integer, and answer it."""
+    session["count"] = n = int(session.get("count", 0)) + 1
+    return str(n)
+
+
+def peek(session: Mapping[str, Any]) -> str:
+    """What ``/read`` does: answer the session's integer."""
+    return str(int(session.get("count", 0)))
+
+
+def async_store(config: AppConfig) -> tuple[Any, Any]:
+    """An `AsyncStore` (no cleanup) on a closed autocommit pool, and the pool: the app
+    opens them in the loop that serves it."""
+    from psycopg_pool import AsyncConnectionPool
+
+    from sessionstore import AsyncStore
+    from sessionstore.cleanup import NoCleanup
+
+    size = config.pool
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        config.dsn, open=False, min_size=size, max_size=size, kwargs={"autocommit": True}
+    )
+    return AsyncStore(pool, table=config.table, cleanup=NoCleanup()), pool
 
 
 def litestar(store: str, config: AppConfig) -> Any:
@@ -54,44 +77,35 @@ def litestar(store: str, config: AppConfig) -> Any:
 
     @get("/count", media_type=MediaType.TEXT)
     async def count(request: Request[Any, Any, Any]) -> str:
-        n = int(request.session.get("count", 0)) + 1
-        request.session["count"] = n
-        return str(n)
+        return bump(request.session)
 
     @get("/read", media_type=MediaType.TEXT)
     async def read(request: Request[Any, Any, Any]) -> str:
-        return str(int(request.session.get("count", 0)))
+        return peek(request.session)
 
     if store == "none":
         return Litestar(route_handlers=[ping], debug=False, logging_config=None)
-    stores: dict[str, Store] = {}
-    middleware: Any
-    if store == "memory":
-        middleware = ServerSideSessionConfig().middleware  # app.stores' default: MemoryStore
-    elif store == "file":
-        stores["sessions"] = FileStore(config.workdir / "sessions", create_directories=True)
-        middleware = ServerSideSessionConfig().middleware
+    stores: dict[str, Store] = {}  # without "sessions", app.stores' default: MemoryStore
+    middleware: Any = ServerSideSessionConfig().middleware
+    if store == "file":
+        stores["sessions"] = FileStore(Path(config.workdir, "sessions"), create_directories=True)
     elif store == "redis":
         from litestar.stores.redis import RedisStore
 
         # As Litestar's docs set it up: the store owns its client and closes it at
         # the app's shutdown.
         stores["sessions"] = RedisStore.with_client(url=config.redis())
-        middleware = ServerSideSessionConfig().middleware
     elif store in ("sessionstore", "sessionstore-every-request"):
         from sessionstore.cleanup import NoCleanup
         from sessionstore.integrations.litestar import PostgresStore, SessionConfig
 
+        size = config.pool
         root = PostgresStore.from_dsn(
-            config.dsn,
-            min_size=config.pool,
-            max_size=config.pool,
-            table=config.table,
-            cleanup=NoCleanup(),
+            config.dsn, min_size=size, max_size=size, table=config.table, cleanup=NoCleanup()
         )
         stores["sessions"] = root.with_namespace("sessions")
         middleware = SessionConfig(secure=False, renew_after=renew_after(store)).middleware
-    else:
+    elif store != "memory":
         raise ValueError(f"Litestar has no store {store!r} here")
     return Litestar(
         route_handlers=[ping, count, read],
@@ -102,12 +116,10 @@ def litestar(store: str, config: AppConfig) -> Any:
     )
 
 
-# --------------------------------------------------------------------------- aiohttp
-
-
 def aiohttp(store: str, config: AppConfig) -> Any:
     """The aiohttp app of `store` (a ``web.Application``)."""
     from aiohttp import web
+    from aiohttp_session import get_session, setup
 
     # aiohttp-session 2.12 keys the request's session by str, which aiohttp 3.14
     # warns about on every request (the test suite ignores it likewise).
@@ -117,18 +129,10 @@ def aiohttp(store: str, config: AppConfig) -> Any:
         return web.Response(text="pong")
 
     async def count(request: web.Request) -> web.Response:
-        from aiohttp_session import get_session
-
-        session = await get_session(request)
-        n = int(session.get("count", 0)) + 1
-        session["count"] = n
-        return web.Response(text=str(n))
+        return web.Response(text=bump(await get_session(request)))
 
     async def read(request: web.Request) -> web.Response:
-        from aiohttp_session import get_session
-
-        session = await get_session(request)
-        return web.Response(text=str(int(session.get("count", 0))))
+        return web.Response(text=peek(await get_session(request)))
 
     app = web.Application()
     app.router.add_get("/ping", ping)
@@ -137,13 +141,11 @@ def aiohttp(store: str, config: AppConfig) -> Any:
     app.router.add_get("/count", count)
     app.router.add_get("/read", read)
     if store == "cookie":
-        from aiohttp_session import setup
         from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
         # 32 raw bytes: the storage base64-encodes them into a Fernet key.
         setup(app, EncryptedCookieStorage(SECRET.encode()[:32]))
     elif store == "redis":
-        from aiohttp_session import setup
         from aiohttp_session.redis_storage import RedisStorage
         from redis import asyncio as aioredis
 
@@ -159,20 +161,14 @@ def aiohttp(store: str, config: AppConfig) -> Any:
         from sessionstore.cleanup import NoCleanup
         from sessionstore.integrations.aiohttp import setup as postgres_setup
 
+        size = {"min_size": config.pool, "max_size": config.pool}
+        options = {"table": config.table, "cleanup": NoCleanup()}
         postgres_setup(
-            app,
-            config.dsn,
-            min_size=config.pool,
-            max_size=config.pool,
-            store_options={"table": config.table, "cleanup": NoCleanup()},
-            renew_after=renew_after(store),
+            app, config.dsn, **size, store_options=options, renew_after=renew_after(store)
         )
     else:
         raise ValueError(f"aiohttp has no store {store!r} here")
     return app
-
-
-# --------------------------------------------------------------------------- Starlette
 
 
 def starlette(store: str, config: AppConfig) -> Any:
@@ -187,12 +183,10 @@ def starlette(store: str, config: AppConfig) -> Any:
         return PlainTextResponse("pong")
 
     async def count(request: Request) -> PlainTextResponse:
-        n = int(request.session.get("count", 0)) + 1
-        request.session["count"] = n
-        return PlainTextResponse(str(n))
+        return PlainTextResponse(bump(request.session))
 
     async def read(request: Request) -> PlainTextResponse:
-        return PlainTextResponse(str(int(request.session.get("count", 0))))
+        return PlainTextResponse(peek(request.session))
 
     routes = [Route("/ping", ping)]
     if store == "none":
@@ -206,24 +200,16 @@ def starlette(store: str, config: AppConfig) -> Any:
     elif store in ("memory", "redis", "sessionstore", "sessionstore-every-request"):
         import starsessions
 
-        session: Middleware
-        if store == "memory":
-            session = Middleware(
-                starsessions.SessionMiddleware,
-                store=starsessions.InMemoryStore(),
-                cookie_https_only=False,
-            )
-        elif store == "redis":
+        backend: Any = starsessions.InMemoryStore()
+        session_middleware: Any = starsessions.SessionMiddleware
+        options: dict[str, Any] = {}
+        if store == "redis":
             from redis.asyncio import Redis
             from starsessions.stores.redis import RedisStore
 
             # starsessions' docs: a redis.asyncio connection (its url= is deprecated).
             client = Redis.from_url(config.redis())
-            session = Middleware(
-                starsessions.SessionMiddleware,
-                store=RedisStore(connection=client),
-                cookie_https_only=False,
-            )
+            backend = RedisStore(connection=client)
 
             @contextlib.asynccontextmanager
             async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -232,42 +218,26 @@ def starlette(store: str, config: AppConfig) -> Any:
                 finally:
                     await client.aclose()
 
-        else:
-            from psycopg_pool import AsyncConnectionPool
-
-            from sessionstore import AsyncStore
-            from sessionstore.cleanup import NoCleanup
+        elif store != "memory":
             from sessionstore.integrations import starlette as integration
-            from sessionstore.integrations.starlette import PostgresStore
 
-            pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                config.dsn,
-                open=False,
-                min_size=config.pool,
-                max_size=config.pool,
-                kwargs={"autocommit": True},
-            )
-            async_store = AsyncStore(pool, table=config.table, cleanup=NoCleanup())
-            session = Middleware(
-                integration.SessionMiddleware,  # the session manager's saves
-                store=PostgresStore(async_store),
-                cookie_https_only=False,
-                renew_after=renew_after(store),
-            )
+            postgres, pool = async_store(config)
+            backend = integration.PostgresStore(postgres)
+            # The integration's middleware: the session manager's saves.
+            session_middleware = integration.SessionMiddleware
+            options = {"renew_after": renew_after(store)}
 
             @contextlib.asynccontextmanager
             async def lifespan(app: Starlette) -> AsyncIterator[None]:
-                async with pool, async_store:  # opens the pool in the serving loop
+                async with pool, postgres:  # opens the pool in the serving loop
                     await pool.wait()
                     yield
 
+        session = Middleware(session_middleware, store=backend, cookie_https_only=False, **options)
         middleware = [session, Middleware(starsessions.SessionAutoloadMiddleware)]
     else:
         raise ValueError(f"Starlette has no store {store!r} here")
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
-
-
-# --------------------------------------------------------------------------- Flask
 
 
 def flask(store: str, config: AppConfig) -> tuple[Any, Callable[[], None]]:
@@ -287,13 +257,11 @@ def flask(store: str, config: AppConfig) -> tuple[Any, Callable[[], None]]:
 
     @app.get("/count")
     def count() -> str:
-        n = int(session.get("count", 0)) + 1
-        session["count"] = n
-        return str(n)
+        return bump(session)
 
     @app.get("/read")
     def read() -> str:
-        return str(int(session.get("count", 0)))
+        return peek(session)
 
     if store == "redis":
         import redis
@@ -312,12 +280,9 @@ def flask(store: str, config: AppConfig) -> tuple[Any, Callable[[], None]]:
         from sessionstore.cleanup import NoCleanup
         from sessionstore.integrations.flask import PostgresSessionInterface
 
+        size = config.pool
         pool: ConnectionPool[Any] = ConnectionPool(
-            config.dsn,
-            min_size=config.pool,
-            max_size=config.pool,
-            kwargs={"autocommit": True},
-            open=True,
+            config.dsn, min_size=size, max_size=size, kwargs={"autocommit": True}, open=True
         )
         pool.wait()
         sync_store = Store(pool, table=config.table, cleanup=NoCleanup())
@@ -332,3 +297,60 @@ def flask(store: str, config: AppConfig) -> tuple[Any, Callable[[], None]]:
     elif store != "cookie":
         raise ValueError(f"Flask has no store {store!r} here")
     return app, close
+
+
+def quart(store: str, config: AppConfig) -> Any:
+    """The Quart app of `store` (an ASGI app)."""
+    from quart import Quart, session
+
+    app = Quart("sessionstore_webbench")
+    app.secret_key = SECRET
+
+    @app.get("/ping")
+    async def ping() -> str:
+        return "pong"
+
+    if store == "none":
+        return app
+
+    @app.get("/count")
+    async def count() -> str:
+        return bump(session)
+
+    @app.get("/read")
+    async def read() -> str:
+        return peek(session)
+
+    if store == "redis":
+        from quart_session import Session
+
+        # Quart-Session's docs: SESSION_TYPE and SESSION_URI; it makes its redis.asyncio
+        # client when the app starts serving, and leaves closing it to the app.
+        app.config.update(SESSION_TYPE="redis", SESSION_URI=config.redis())
+        Session(app)
+
+        @app.after_serving
+        async def close_redis() -> None:
+            await app.session_interface.backend.aclose()  # type: ignore[attr-defined]
+
+    elif store in ("sessionstore", "sessionstore-every-request"):
+        from sessionstore.integrations.quart import PostgresSessionInterface
+
+        postgres, pool = async_store(config)
+        app.session_interface = PostgresSessionInterface(  # type: ignore[assignment]
+            postgres, renew_after=renew_after(store)
+        )
+
+        @app.before_serving
+        async def open_store() -> None:
+            await pool.open(wait=True)  # in the serving loop, as docs/integrations-quart.md says
+            await postgres.open()
+
+        @app.after_serving
+        async def close_store() -> None:
+            await postgres.aclose()
+            await pool.close()
+
+    elif store != "cookie":
+        raise ValueError(f"Quart has no store {store!r} here")
+    return app

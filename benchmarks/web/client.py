@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from typing import NamedTuple
 
-from ..measure import Sample, _collect, snap_window, window
+from ..measure import Sample, Window, collect, snap_window, window
 from ..noise import Probe, Snapshot
 
 #: A measurement that has not ended this long after its window did is stuck.
@@ -20,9 +21,8 @@ READ = "/read"
 READS_PER_WRITE = 9
 
 
-@dataclasses.dataclass(frozen=True)
-class Steps:
-    """What one client requests."""
+class Steps(NamedTuple):
+    """What one client requests: `first` once, then `cycle` over and over."""
 
     first: tuple[str, ...]
     cycle: tuple[str, ...]
@@ -51,8 +51,7 @@ class SessionLost(HttpError):
     """A ``/count`` answer was not the client's previous one plus one."""
 
 
-@dataclasses.dataclass
-class Response:
+class Response(NamedTuple):
     """What the client looks at in a response."""
 
     status: int
@@ -169,7 +168,6 @@ class Connection(asyncio.Protocol):
 
     @classmethod
     async def open(cls, host: str, port: int, jar: Jar) -> Connection:
-        """Connect to `host`:`port`."""
         loop = asyncio.get_running_loop()
         _, protocol = await loop.create_connection(lambda: cls(f"{host}:{port}", jar), host, port)
         return protocol
@@ -235,7 +233,11 @@ class Load:
 
     sample: Sample
     reconnects: int
-    wal_bytes: int | None = None
+
+    @property
+    def wal_bytes(self) -> int | None:
+        """WAL bytes PostgreSQL wrote in the window, if the probe read the WAL position."""
+        return None if self.sample.usage is None else self.sample.usage.wal_bytes
 
     @property
     def wal_per_request(self) -> float | None:
@@ -246,10 +248,9 @@ class Load:
 
 
 async def _client(
-    host: str, port: int, steps: Steps, counts: bool, deadline: list[float]
+    port: int, steps: Steps, counts: bool, win: Window
 ) -> tuple[list[float], list[float], int]:
-    win_start, win_end = deadline
-    jar = Jar()
+    host, jar = "127.0.0.1", Jar()
     conn = await Connection.open(host, port, jar)
     ends: list[float] = []
     lats: list[float] = []
@@ -276,10 +277,10 @@ async def _client(
                         f"session should hold {expected - (path == WRITE)}: its session was "
                         "lost or mixed up"
                     )
-            if t1 >= win_start:
+            if t1 >= win.start:
                 ends.append(t1)
                 lats.append(t1 - t0)
-            if t1 >= win_end:
+            if t1 >= win.end:
                 return ends, lats, reconnects
             if response.close:
                 await conn.aclose()
@@ -306,10 +307,7 @@ async def run_load(
 
     try:
         async with asyncio.timeout(warmup + duration + STUCK_AFTER), asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(_client("127.0.0.1", port, steps, counts, [win.start, win.end]))
-                for _ in range(clients)
-            ]
+            tasks = [group.create_task(_client(port, steps, counts, win)) for _ in range(clients)]
             if probe is not None:
                 group.create_task(snap_window(win, probe, marks))
     except BaseExceptionGroup as group_error:
@@ -319,5 +317,5 @@ async def run_load(
             first = first.exceptions[0]
         raise first from None
     results = [task.result() for task in tasks]
-    sample = _collect(win, [(ends, lats) for ends, lats, _ in results], None, 0, marks)
+    sample = collect(win, [(ends, lats) for ends, lats, _ in results], None, marks)
     return Load(sample, sum(r for _, _, r in results))

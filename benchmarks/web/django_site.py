@@ -8,9 +8,9 @@ import psycopg.conninfo
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
-from .apps import SECRET, AppConfig, renew_after
-from .contenders import DJANGO_INTEGRATION
+from .apps import SECRET, AppConfig, bump, peek, renew_after
 
+DJANGO_INTEGRATION = "sessionstore.integrations.django"
 ENGINES = {
     "db": "django.contrib.sessions.backends.db",
     "cached_db": "django.contrib.sessions.backends.cached_db",
@@ -20,11 +20,6 @@ ENGINES = {
 }
 
 DJANGO_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
-#: The session middleware of a contender, where it is not Django's own.
-MIDDLEWARE = {
-    "sessionstore": f"{DJANGO_INTEGRATION}.SessionMiddleware",
-    "sessionstore-every-request": f"{DJANGO_INTEGRATION}.SessionMiddleware",
-}
 
 #: libpq parameters passed on to Django's backend as OPTIONS (the search_path, TLS).
 _OPTIONS = ("options", "sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout")
@@ -33,12 +28,10 @@ _OPTIONS = ("options", "sslmode", "sslrootcert", "sslcert", "sslkey", "connect_t
 def database(dsn: str) -> dict[str, Any]:
     """Django's ``DATABASES["default"]`` for a libpq DSN."""
     params = psycopg.conninfo.conninfo_to_dict(dsn)
+    keys = {"NAME": "dbname", "USER": "user", "PASSWORD": "password", "HOST": "host"}
     return {
         "ENGINE": "django.db.backends.postgresql",
-        "NAME": params.get("dbname", ""),
-        "USER": params.get("user", ""),
-        "PASSWORD": params.get("password", ""),
-        "HOST": params.get("host", ""),
+        **{key: params.get(name, "") for key, name in keys.items()},
         "PORT": params.get("port", ""),
         "CONN_MAX_AGE": None,
         "OPTIONS": {name: params[name] for name in _OPTIONS if name in params},
@@ -52,6 +45,8 @@ def configure(store: str, config: AppConfig) -> None:
 
     if store != "none" and store not in ENGINES:
         raise ValueError(f"Django has no store {store!r} here")
+    ours = ENGINES.get(store) == DJANGO_INTEGRATION  # its own middleware: SCS's headers
+    middleware = f"{DJANGO_INTEGRATION}.SessionMiddleware" if ours else DJANGO_MIDDLEWARE
     cache: dict[str, Any] = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     if store == "redis":
         # Django imports the redis client on the first cache access, inside the first
@@ -70,7 +65,7 @@ def configure(store: str, config: AppConfig) -> None:
         ALLOWED_HOSTS=["127.0.0.1", "localhost"],
         ROOT_URLCONF=__name__,
         INSTALLED_APPS=["django.contrib.sessions"],
-        MIDDLEWARE=[] if store == "none" else [MIDDLEWARE.get(store, DJANGO_MIDDLEWARE)],
+        MIDDLEWARE=[] if store == "none" else [middleware],
         DATABASES={"default": database(config.dsn)},
         SESSION_ENGINE=ENGINES.get(store, ENGINES["db"]),
         SESSIONSTORE={
@@ -88,11 +83,10 @@ def configure(store: str, config: AppConfig) -> None:
 
 def migrate(dsn: str) -> None:
     """Create Django's session table (``manage.py migrate sessions``) in the benchmark's schema."""
-    from pathlib import Path
 
     from django.core.management import call_command
 
-    configure("db", AppConfig(dsn, "unused", 1, Path("."), 1))
+    configure("db", AppConfig(dsn))
     call_command("migrate", "sessions", verbosity=0)
 
 
@@ -101,13 +95,11 @@ def ping(request: HttpRequest) -> HttpResponse:
 
 
 def count(request: HttpRequest) -> HttpResponse:
-    n = int(request.session.get("count", 0)) + 1
-    request.session["count"] = n
-    return HttpResponse(str(n), content_type="text/plain")
+    return HttpResponse(bump(request.session), content_type="text/plain")
 
 
 def read(request: HttpRequest) -> HttpResponse:
-    return HttpResponse(str(int(request.session.get("count", 0))), content_type="text/plain")
+    return HttpResponse(peek(request.session), content_type="text/plain")
 
 
 urlpatterns = [path("ping", ping), path("count", count), path("read", read)]

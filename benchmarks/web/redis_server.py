@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
+
+from .server import stop
 
 #: Where Debian puts it, for a PATH without /usr/bin.
 DEBIAN_PATH = Path("/usr/bin/redis-server")
@@ -54,7 +52,7 @@ def _ping(port: int) -> bool:
 
 
 class RedisServer:
-    """One redis-server, as a context manager."""
+    """One redis-server: `start`, `preload`, `stop`."""
 
     def __init__(self) -> None:
         self.binary = find_redis_server()
@@ -68,22 +66,6 @@ class RedisServer:
         """The URL the apps connect to."""
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def __enter__(self) -> RedisServer:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def start(self) -> None:
         """Start it and wait until it answers PING."""
         self.version = subprocess.run(
@@ -93,24 +75,10 @@ class RedisServer:
         log = Path(self._dir.name) / "redis.log"
         for _ in range(PORT_ATTEMPTS):
             self.port = _free_port()
+            args = f"--port {self.port} --bind 127.0.0.1 --appendonly no --daemonize no".split()
+            args += ["--save", "", "--dir", self._dir.name, "--logfile", str(log)]
             self._proc = subprocess.Popen(
-                [
-                    self.binary,
-                    "--port",
-                    str(self.port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    self._dir.name,
-                    "--logfile",
-                    str(log),
-                    "--daemonize",
-                    "no",
-                ],
+                [self.binary, *args],
                 cwd=self._dir.name,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -124,7 +92,7 @@ class RedisServer:
                     return
                 time.sleep(0.05)
             text = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            self._kill()
+            stop(self._proc, STOP_TIMEOUT)
             if "Address already in use" not in text:
                 raise RedisError(f"redis-server did not start on port {self.port}:\n{text}")
         raise RedisError(f"redis-server found no free port in {PORT_ATTEMPTS} attempts")
@@ -133,35 +101,17 @@ class RedisServer:
         """Store `rows` keys of `payload` bytes each, as the sessions tables hold."""
         import redis
 
-        client = redis.Redis.from_url(self.url)
-        try:
-            value = b"x" * payload
-            pipe = client.pipeline(transaction=False)
-            for i in range(rows):
-                pipe.set(f"preload:{i}", value)
-                if i % 10_000 == 9_999:
-                    pipe.execute()
-            pipe.execute()
-        finally:
-            client.close()
-
-    def _kill(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()  # redis-server exits on SIGTERM (no save: none is configured)
-            try:
-                proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        with redis.Redis.from_url(self.url) as client:
+            for first in range(0, rows, 10_000):
+                keys = range(first, min(rows, first + 10_000))
+                client.mset({f"preload:{i}": b"x" * payload for i in keys})
 
     def stop(self) -> None:
-        """Stop it and remove its directory."""
+        """Stop it (SIGTERM: it has nothing to save) and remove its directory."""
+        proc, self._proc = self._proc, None
         try:
-            self._kill()
+            if proc is not None:
+                stop(proc, STOP_TIMEOUT)
         finally:
             if self._dir is not None:
                 self._dir.cleanup()

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from .apps import AppConfig
-from .contenders import BY_KEY, WebContender
+from .contenders import BY_KEY, SERVERS, WebContender
 
 #: Requests in flight get this long at a graceful stop.
 GRACE = 10
@@ -21,17 +21,9 @@ GRACE = 10
 def _uvicorn(app: Any, sock: socket.socket) -> None:
     import uvicorn
 
-    config = uvicorn.Config(
-        app,
-        http="httptools",
-        loop="asyncio",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=GRACE,
-        timeout_keep_alive=60,
-    )
-    server = uvicorn.Server(config)
+    opts: dict[str, Any] = {"http": "httptools", "loop": "asyncio", "lifespan": "on"}
+    opts.update(log_level="warning", access_log=False, timeout_keep_alive=60)
+    server = uvicorn.Server(uvicorn.Config(app, timeout_graceful_shutdown=GRACE, **opts))
     server.run(sockets=[sock])
     if not server.started:
         raise SystemExit("uvicorn did not start (see its log above)")
@@ -67,17 +59,11 @@ def _gunicorn(load: Callable[[], tuple[Any, Callable[[], None]]], fd: int, threa
 
     class Application(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
-            for name, value in {
-                "bind": [f"fd://{fd}"],
-                "workers": 1,
-                "worker_class": "gthread",
-                "threads": threads,
-                "keepalive": 60,
-                "graceful_timeout": GRACE,
-                "accesslog": None,
-                "loglevel": "warning",
-                "worker_exit": worker_exit,
-            }.items():
+            settings = dict(bind=[f"fd://{fd}"], workers=1, worker_class="gthread", threads=threads)
+            settings.update(
+                keepalive=60, graceful_timeout=GRACE, accesslog=None, loglevel="warning"
+            )
+            for name, value in {**settings, "worker_exit": worker_exit}.items():
                 self.cfg.set(name, value)
 
         def load(self) -> Any:
@@ -94,7 +80,7 @@ def serve(contender: WebContender, config: AppConfig, fd: int) -> None:
     from . import apps
 
     store = contender.store
-    if contender.server == "gunicorn":
+    if SERVERS[contender.framework][0] == "gunicorn":
 
         def load() -> tuple[Any, Callable[[], None]]:
             if contender.framework == "flask":
@@ -111,12 +97,9 @@ def serve(contender: WebContender, config: AppConfig, fd: int) -> None:
     sock = socket.socket(fileno=fd)
     if contender.framework == "aiohttp":
         _aiohttp(apps.aiohttp(store, config), sock)
-    elif contender.framework == "litestar":
-        _uvicorn(apps.litestar(store, config), sock)
-    elif contender.framework == "starlette":
-        _uvicorn(apps.starlette(store, config), sock)
     else:
-        raise ValueError(f"no server for {contender.key}")
+        asgi = {"litestar": apps.litestar, "starlette": apps.starlette, "quart": apps.quart}
+        _uvicorn(asgi[contender.framework](store, config), sock)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,22 +107,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.web.serve")
     p.add_argument("contender", nargs="?", choices=sorted(BY_KEY))
     p.add_argument("--fd", type=int, help="the listening socket, inherited")
-    p.add_argument("--dsn", required=True)
-    p.add_argument("--table", default="web_sessions")
-    p.add_argument("--pool", type=int, default=16)
-    p.add_argument("--threads", type=int, default=16)
-    p.add_argument("--workdir", type=Path, default=Path("."))
-    p.add_argument("--redis-url", help="the benchmark's Redis (the Redis contenders)")
-    p.add_argument("--migrate-django", action="store_true")
+    p.add_argument("--config", help="the AppConfig, as JSON")
+    p.add_argument("--migrate-django", metavar="DSN", help="create Django's table, and exit")
     args = p.parse_args(argv)
     if args.migrate_django:
         from . import django_site
 
-        django_site.migrate(args.dsn)
+        django_site.migrate(args.migrate_django)
         return 0
-    if args.contender is None or args.fd is None:
-        p.error("give a contender and --fd")
-    config = AppConfig(args.dsn, args.table, args.pool, args.workdir, args.threads, args.redis_url)
+    if args.contender is None or args.fd is None or args.config is None:
+        p.error("give a contender, --fd and --config")
+    config = AppConfig(**json.loads(args.config))
     serve(BY_KEY[args.contender], config, args.fd)
     return 0
 
