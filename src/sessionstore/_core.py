@@ -435,6 +435,8 @@ class SessionCore:
 
     def _rotations(self, old: str, grace: dt.timedelta, prefix: str) -> Steps:
         """The statements of `rotate_steps`, its arguments checked."""
+        if self.distributed:  # read when the steps start, as in `_purge_batches`
+            return (yield from self._distributed_rotations(old, grace, prefix))
         if self.encryption is not None:
             return (yield from self._encrypted_rotations(self.encryption, old, grace, prefix))
         for _ in range(FRESH_TOKEN_ATTEMPTS):
@@ -474,6 +476,27 @@ class SessionCore:
         raise ConcurrentUpdateError(
             f"the session was written {MAX_ROTATION_READS} times while it was being rotated"
         )
+
+    def _distributed_rotations(self, old: str, grace: dt.timedelta, prefix: str) -> Steps:
+        """`_rotations` on Citus: lock and read the old row, create the new one, cut the old."""
+        read: Result = yield Statement(_citus(self.sql.rotate_lock), (grace, old, grace))
+        if not read.rows:
+            return None
+        data, expiry, cut, *owner = read.rows[0]
+        plain = self.decode_data(old, data)
+        if plain is None:
+            return None
+        for _ in range(FRESH_TOKEN_ATTEMPTS):
+            token = prefix + new_token()
+            key = self._key(token)
+            sealed = plain
+            if self.encryption is not None:
+                sealed = self.encryption.encrypt(plain, key.encode())
+            created: Result = yield Statement(self.sql.create, (key, key, sealed, expiry, *owner))
+            if created.rowcount:
+                yield Statement(self.sql.touch, (cut, old))
+                return token
+        raise RuntimeError(f"no free session token after {FRESH_TOKEN_ATTEMPTS} attempts")
 
     # Batched deletes: each batch is one statement, hence its own transaction, so none
     # holds its locks or its WAL for long. Batch sizes are validated when the steps

@@ -197,6 +197,15 @@ _TEMPLATES = {
         "INSERT INTO {t} (token, data, expiry, owner) VALUES (%s, %s, %s, %s) "
         "ON CONFLICT (token) DO NOTHING"
     ),
+    # `rotate`, whose ON CONFLICT's WHERE Citus refuses too, is three statements in one
+    # transaction (`SessionCore._distributed_rotations`): this reads and locks the old
+    # row, with the expiry to cut it to; `create` inserts the new row; `touch` cuts the
+    # old one. A second rotation of the row waits on the lock, then finds at most the
+    # grace left, as in `rotate`.
+    "rotate_lock:citus": (
+        "SELECT data, expiry, LEAST(expiry, current_timestamp + %s){owner_column} FROM {t} "
+        "WHERE token = %s AND expiry > clock_timestamp() + %s FOR UPDATE"
+    ),
     # The purge lock of a distributed table, where every node's purge meets: on the
     # worker of the key '' (a router query, inside the distributed transaction), since
     # multi-shard DELETEs from two nodes deadlock (docs/scaling.md#citus).
@@ -303,6 +312,7 @@ class Statements:
     delete_prefix_batch: bytes
     reencrypt_batch: bytes
     # Only on a distributed table (each is None otherwise).
+    rotate_lock: bytes | None = None
     purge_lock: bytes | None = None
     delete_lock: bytes | None = None
     purge: bytes | None = None

@@ -211,12 +211,13 @@ class Store:
     def rotate(self, token: str, *, grace: dt.timedelta, prefix: str = "") -> str | None:
         """Move a live session to a new token; the old one lives on for at most `grace`."""
         steps = self._core.rotate_steps(token, grace, prefix)
+        self._learn_distribution()  # its form on Citus differs
         with measure(self._metrics, "rotate"):
             # Not `_query`: running it again after a lost reply could find the first
             # run's work and answer None, and lose the new token.
             try:
                 with self._pool.connection() as conn:
-                    token_or_none: str | None = self._drive(conn, steps, commit_each=True)
+                    token_or_none: str | None = self._drive_steps(conn, steps)
                     return token_or_none
             except psycopg.Error as exc:
                 raise DatabaseError("rotate", exc, self._core.failure_hint(exc)) from exc
@@ -297,7 +298,7 @@ class Store:
     def _purge(self, steps: Steps, cancel: Cancellation | None) -> int | None:
         try:
             with self._pool.connection() as conn, cancelling(cancel, conn.cancel):
-                deleted = self._drive_deletes(conn, steps)
+                deleted = self._drive_steps(conn, steps)
                 return None if deleted is None else int(deleted)
         except psycopg.Error as exc:
             raise DatabaseError("purge_expired", exc) from exc
@@ -539,10 +540,10 @@ class Store:
             return Store._query(self, operation, statement, fetch)
 
     def _batches(self, operation: str, steps: Steps) -> int:
-        """Drive batched deletes or rewrites (see `_drive_deletes`); return the count."""
+        """Drive batched deletes or rewrites (see `_drive_steps`); return the count."""
         try:
             with self._pool.connection() as conn:
-                return int(self._drive_deletes(conn, steps))
+                return int(self._drive_steps(conn, steps))
         except psycopg.Error as exc:
             raise DatabaseError(operation, exc) from exc
 
@@ -571,9 +572,9 @@ class Store:
         except psycopg.Error as exc:
             raise DatabaseError(operation, exc, hint(exc)) from exc
 
-    def _drive_deletes(self, conn: psycopg.Connection[Any], steps: Steps) -> Any:
-        """Drive batched deletes: a transaction per statement; on Citus, one for all."""
-        if self._core.distributed:  # the lock and the DELETE (see `SessionCore`)
+    def _drive_steps(self, conn: psycopg.Connection[Any], steps: Steps) -> Any:
+        """Drive batched deletes or a rotation: a transaction per statement; on Citus, one."""
+        if self._core.distributed:  # e.g. the lock and the DELETE (see `SessionCore`)
             with conn.transaction():
                 return self._drive(conn, steps, commit_each=False)
         return self._drive(conn, steps, commit_each=True)

@@ -310,12 +310,13 @@ class AsyncStore:
                 while it was being rotated.
         """
         steps = self._core.rotate_steps(token, grace, prefix)
+        await self._learn_distribution()  # its form on Citus differs
         with measure(self._metrics, "rotate"):
             # Not `_query`: running it again after a lost reply could find the first
             # run's work and answer None, and lose the new token.
             try:
                 async with self._pool.connection() as conn:
-                    token_or_none: str | None = await self._drive(conn, steps, commit_each=True)
+                    token_or_none: str | None = await self._drive_steps(conn, steps)
                     return token_or_none
             except psycopg.Error as exc:
                 raise DatabaseError("rotate", exc, self._core.failure_hint(exc)) from exc
@@ -446,7 +447,7 @@ class AsyncStore:
         try:
             async with self._pool.connection() as conn:
                 with cancelling(cancel, conn.cancel):
-                    deleted = await self._drive_deletes(conn, steps)
+                    deleted = await self._drive_steps(conn, steps)
                     return None if deleted is None else int(deleted)
         except psycopg.Error as exc:
             raise DatabaseError("purge_expired", exc) from exc
@@ -725,10 +726,10 @@ class AsyncStore:
             return await AsyncStore._query(self, operation, statement, fetch)
 
     async def _batches(self, operation: str, steps: Steps) -> int:
-        """Drive batched deletes or rewrites (see `_drive_deletes`); return the count."""
+        """Drive batched deletes or rewrites (see `_drive_steps`); return the count."""
         try:
             async with self._pool.connection() as conn:
-                return int(await self._drive_deletes(conn, steps))
+                return int(await self._drive_steps(conn, steps))
         except psycopg.Error as exc:
             raise DatabaseError(operation, exc) from exc
 
@@ -757,9 +758,9 @@ class AsyncStore:
         except psycopg.Error as exc:
             raise DatabaseError(operation, exc, hint(exc)) from exc
 
-    async def _drive_deletes(self, conn: psycopg.AsyncConnection[Any], steps: Steps) -> Any:
-        """Drive batched deletes: a transaction per statement; on Citus, one for all."""
-        if self._core.distributed:  # the lock and the DELETE (see `SessionCore`)
+    async def _drive_steps(self, conn: psycopg.AsyncConnection[Any], steps: Steps) -> Any:
+        """Drive batched deletes or a rotation: a transaction per statement; on Citus, one."""
+        if self._core.distributed:  # e.g. the lock and the DELETE (see `SessionCore`)
             async with conn.transaction():
                 return await self._drive(conn, steps, commit_each=False)
         return await self._drive(conn, steps, commit_each=True)
