@@ -159,6 +159,8 @@ class Store:
         owner: str | None = None,
     ) -> None:
         """Save a session, replacing any with the same token (last writer wins)."""
+        if self._core.distributed is None and self._core.capped(owner):
+            self._learn_distribution()  # a capped write takes another form on Citus
         self._commits.submit(self._core.commit(token, data, expiry, owner))
 
     def touch(self, token: str, expiry: dt.datetime) -> bool:
@@ -261,6 +263,8 @@ class Store:
 
     def set_owner(self, token: str, owner: str | None) -> bool:
         """Set the owner of a live session, or clear it with None; whether it was live."""
+        if self._core.distributed is None and self._core.capped(owner):
+            self._learn_distribution()  # as in `commit`
         statement = self._core.set_owner(token, owner)
         return bool(self._query("set_owner", statement, "count"))
 
@@ -488,6 +492,8 @@ class Store:
                         self._told_autocommit = True
                         logger.warning(NOT_AUTOCOMMIT, self._pool.name)
                     if statement.lock is not None:
+                        if statement.trim is not None:  # a capped write on Citus
+                            return self._trimmed(conn, statement, fetch)
                         return self._locked(conn, statement.lock, statement, fetch)
                     if direct(conn):  # on libpq, without a cursor: see `_wire`
                         with conn.lock:
@@ -533,6 +539,13 @@ class Store:
                 conn.rollback()
             raise
         return _fetched(cursor, fetch)
+
+    def _trimmed(self, conn: psycopg.Connection[Any], statement: Statement, fetch: Fetch) -> Any:
+        """Run a capped write on Citus (`SessionCore.capped_steps`) in one transaction."""
+        with conn.transaction():
+            steps = self._core.capped_steps(statement)
+            written = self._drive(conn, steps, commit_each=False)
+        return written if fetch == "count" else None
 
     def _timed_query(self, operation: str, statement: Statement, fetch: Fetch) -> Any:
         """`_query`, timed for the store's recorder (it replaces `_query` when there is one)."""

@@ -221,6 +221,8 @@ class AsyncStore:
         keeps the row's current owner. With `max_sessions_per_owner`, the owner's other
         sessions beyond the cap are deleted.
         """
+        if self._core.distributed is None and self._core.capped(owner):
+            await self._learn_distribution()  # a capped write takes another form on Citus
         await self._commits.submit(self._core.commit(token, data, expiry, owner))
 
     async def touch(self, token: str, expiry: dt.datetime) -> bool:
@@ -380,6 +382,8 @@ class AsyncStore:
 
         With `max_sessions_per_owner`, the owner's other sessions beyond the cap are deleted.
         """
+        if self._core.distributed is None and self._core.capped(owner):
+            await self._learn_distribution()  # as in `commit`
         statement = self._core.set_owner(token, owner)
         return bool(await self._query("set_owner", statement, "count"))
 
@@ -674,6 +678,8 @@ class AsyncStore:
                         self._told_autocommit = True
                         logger.warning(NOT_AUTOCOMMIT, self._pool.name)
                     if statement.lock is not None:
+                        if statement.trim is not None:  # a capped write on Citus
+                            return await self._trimmed(conn, statement, fetch)
                         return await self._locked(conn, statement.lock, statement, fetch)
                     if direct(conn):  # on libpq, without a cursor: see `_wire`
                         async with conn.lock:
@@ -719,6 +725,15 @@ class AsyncStore:
                 await conn.rollback()
             raise
         return await _fetched(cursor, fetch)
+
+    async def _trimmed(
+        self, conn: psycopg.AsyncConnection[Any], statement: Statement, fetch: Fetch
+    ) -> Any:
+        """Run a capped write on Citus (`SessionCore.capped_steps`) in one transaction."""
+        async with conn.transaction():
+            steps = self._core.capped_steps(statement)
+            written = await self._drive(conn, steps, commit_each=False)
+        return written if fetch == "count" else None
 
     async def _timed_query(self, operation: str, statement: Statement, fetch: Fetch) -> Any:
         """`_query`, timed for the store's recorder (it replaces `_query` when there is one)."""
