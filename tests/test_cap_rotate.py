@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 from _support import Both, db_now, in_, least_privileged_store, new_token, table_rows
+from psycopg import sql
 
 from sessionstore import AsyncStore
 from sessionstore._core import FRESH_TOKEN_ATTEMPTS, Result, SessionCore, hash_token
@@ -32,24 +33,29 @@ async def capped(open_store: Any, cap: int, **options: Any) -> Both:
     return store
 
 
-def live_keys(db: psycopg.Connection[Any], owner: str) -> set[str]:
-    rows = db.execute(
-        "SELECT token FROM sessions WHERE owner = %s AND current_timestamp < expiry", (owner,)
-    ).fetchall()
+def live_keys(db: psycopg.Connection[Any], owner: str, table: str = "sessions") -> set[str]:
+    query = "SELECT token FROM {} WHERE owner = %s AND current_timestamp < expiry"
+    rows = db.execute(sql.SQL(query).format(sql.Identifier(table)), (owner,)).fetchall()
     return {key for (key,) in rows}
 
 
-def owner_of(db: psycopg.Connection[Any], key: str) -> str | None:
-    row = db.execute("SELECT owner FROM sessions WHERE token = %s", (key,)).fetchone()
+def column(db: psycopg.Connection[Any], name: str, key: str, table: str = "sessions") -> Any:
+    """The `name` column of the row stored under `key`."""
+    query = sql.SQL("SELECT {} FROM {} WHERE token = %s").format(
+        sql.Identifier(name), sql.Identifier(table)
+    )
+    row = db.execute(query, (key,)).fetchone()
     assert row is not None
-    owner: str | None = row[0]
+    return row[0]
+
+
+def owner_of(db: psycopg.Connection[Any], key: str) -> str | None:
+    owner: str | None = column(db, "owner", key)
     return owner
 
 
 def stored_expiry(db: psycopg.Connection[Any], key: str) -> dt.datetime:
-    row = db.execute("SELECT expiry FROM sessions WHERE token = %s", (key,)).fetchone()
-    assert row is not None
-    expiry: dt.datetime = row[0]
+    expiry: dt.datetime = column(db, "expiry", key)
     return expiry
 
 
@@ -262,6 +268,11 @@ async def test_a_rotated_token_is_not_rotated_again(store: Both) -> None:
 async def test_concurrent_rotations_of_one_token_make_one_successor(
     store: Both, db: psycopg.Connection[Any]
 ) -> None:
+    await rotate_at_once(store, db)
+
+
+async def rotate_at_once(store: Both, db: psycopg.Connection[Any], table: str = "sessions") -> None:
+    """16 concurrent rotations of one session make one successor, and no other row."""
     old = new_token()
     await store.commit(old, b"data", in_(3600))
     count = 16
@@ -277,7 +288,7 @@ async def test_concurrent_rotations_of_one_token_make_one_successor(
             )
     winners = [new for new in results if new is not None]
     assert len(winners) == 1
-    assert {row[0] for row in table_rows(db)} == {old, winners[0]}
+    assert {row[0] for row in table_rows(db, table)} == {old, winners[0]}
     assert await store.find(winners[0]) == b"data"
 
 

@@ -9,23 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
+import random
 import secrets
 import subprocess
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from _support import Both, in_, new_token
+from _support import Both, db_now, in_, new_token, table_rows
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from test_cap_rotate import GRACE, column, live_keys, replay, rotate_at_once
 from test_cli import run
 
 from sessionstore import AsyncStore, Store
+from sessionstore._core import hash_token
 from sessionstore.cleanup import NoCleanup, TaskCleanup, ThreadCleanup
+from sessionstore.crypto import Keyring
 from sessionstore.schema import ddl
 from sessionstore.testing import PostgresServer, ephemeral_postgres, find_postgres_bindir
 
@@ -41,6 +47,16 @@ SETTINGS = {
     "citus.shard_count": "8",
     "max_connections": "300",
 }
+
+#: A log of the inserts into a distributed table, kept on each worker (`audited`):
+#: {0} names the log, its function and its trigger, {1} the table.
+AUDIT = (
+    "CREATE TABLE {0} (at timestamptz, token text, expiry timestamptz)",
+    "CREATE FUNCTION {0}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "INSERT INTO {0} VALUES (clock_timestamp(), NEW.token, NEW.expiry); "
+    "PERFORM pg_sleep(0.005); RETURN NULL; END $$",
+    "CREATE TRIGGER {0} AFTER INSERT ON {1} FOR EACH ROW EXECUTE FUNCTION {0}()",
+)
 
 HOW_TO_BUILD = """\
 Citus is not installed in {pkglibdir} (no citus.so), and `pytest -m citus` needs it.
@@ -240,6 +256,190 @@ async def test_concurrent_calls_are_right_and_not_combined_across_shards(make: A
             thread.join()
     assert sorted(f for f in found if f is not None) == sorted(t.encode() for t in tokens)
     assert len(await store.all()) == 200
+
+
+async def test_rotate_on_a_distributed_table(
+    make: Any, db: psycopg.Connection[Any], table: str
+) -> None:
+    for hashed in (False, True):
+        store: Both = make(owners=True, hash_tokens=hashed)
+        key = hash_token if hashed else str
+        old, expiry = "ns:" + new_token(), in_(3600)
+        await store.commit(old, b"data", expiry, owner="alice")
+        before = db_now(db)
+        new = await store.rotate(old, grace=GRACE, prefix="ns:")
+        after = db_now(db)
+        assert store.store.distributed is True  # asked before the first rotation
+        assert new is not None
+        assert new.startswith("ns:")
+        assert await store.find(new) == b"data"
+        assert await store.expiry(new) == expiry
+        assert column(db, "owner", key(new), table) == "alice"
+        assert await store.find(old) == b"data"  # still live, for the grace
+        assert before + GRACE <= column(db, "expiry", key(old), table) <= after + GRACE
+        assert await store.rotate(old, grace=GRACE) is None  # rotated already
+
+        newest = await store.rotate(new, grace=dt.timedelta(0))
+        assert newest is not None
+        assert await store.find(new) is None
+        assert await store.find(newest) == b"data"
+
+        expired, short = new_token(), new_token()
+        await store.commit(expired, b"", in_(-1))
+        await store.commit(short, b"", in_(30))  # no more than the grace left
+        rows = table_rows(db, table)
+        for token in (new_token(), expired, short):
+            assert await store.rotate(token, grace=GRACE) is None
+        assert table_rows(db, table) == rows
+        await store.clear()
+
+
+async def test_rotate_encrypted_on_a_distributed_table(
+    make: Any, db: psycopg.Connection[Any], table: str
+) -> None:
+    store: Both = make(owners=True, encryption=Keyring(Keyring.generate_key()))
+    old = new_token()
+    await store.commit(old, b"the cart", in_(600), owner="alice")
+    new = await store.rotate(old, grace=GRACE)
+    assert new is not None
+    assert await store.find(new) == b"the cart"
+    assert await store.find(old) == b"the cart"  # during the grace
+    sealed = [bytes(column(db, "data", token, table)) for token in (old, new)]
+    assert sealed[0] != sealed[1]  # each sealed for its own row
+    assert b"the cart" not in sealed[1]
+    assert await store.rotate(old, grace=GRACE) is None  # rotated already
+    assert [s.data for s in await store.sessions_of("alice")] == [b"the cart"] * 2
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+async def test_concurrent_rotations_of_one_token_make_one_successor(
+    make: Any, db: psycopg.Connection[Any], table: str, encrypted: bool
+) -> None:
+    options = {"encryption": Keyring(Keyring.generate_key())} if encrypted else {}
+    await rotate_at_once(make(**options), db, table)
+
+
+async def test_the_cap_on_a_distributed_table(
+    make: Any, db: psycopg.Connection[Any], table: str
+) -> None:
+    store: Both = make(owners=True, max_sessions_per_owner=3)
+    tokens = [new_token() for _ in range(5)]
+    for n, token in enumerate(tokens):
+        await store.commit(token, b"%d" % n, in_(600 + n), owner="alice")
+        assert token in live_keys(db, "alice", table)
+        assert len(live_keys(db, "alice", table)) == min(n + 1, 3)
+    assert store.store.distributed is True  # asked before the first capped write
+    assert live_keys(db, "alice", table) == set(tokens[2:])
+    assert await store.find(tokens[0]) is None
+
+    # The session just written stays, though it expires soonest.
+    written = new_token()
+    await store.commit(written, b"", in_(60), owner="alice")
+    assert live_keys(db, "alice", table) == {*tokens[3:], written}
+
+    # create and set_owner trim too; other owners are untouched.
+    bob = new_token()
+    await store.commit(bob, b"", in_(600), owner="bob")
+    created, anonymous = new_token(), new_token()
+    assert await store.create(created, b"", in_(900), owner="alice") is True
+    assert live_keys(db, "alice", table) == {*tokens[3:], created}
+    await store.commit(anonymous, b"", in_(900))
+    assert await store.set_owner(anonymous, "alice") is True
+    assert live_keys(db, "alice", table) == {tokens[4], created, anonymous}
+    assert live_keys(db, "bob", table) == {bob}
+
+    # A write that gives no owner, or writes nothing, trims nothing.
+    await store.commit(tokens[4], b"again", in_(600))
+    await store.commit(new_token(), b"", in_(600))
+    assert await store.update(tokens[4], b"again", in_(600)) is True
+    assert await store.set_owner(new_token(), "alice") is False  # no live session
+    assert await store.create(created, b"", in_(600), owner="alice") is False  # taken
+    assert live_keys(db, "alice", table) == {tokens[4], created, anonymous}
+
+
+async def test_the_cap_with_hashed_tokens_on_a_distributed_table(
+    make: Any, db: psycopg.Connection[Any], table: str
+) -> None:
+    store: Both = make(owners=True, max_sessions_per_owner=2, hash_tokens=True)
+    tokens = [new_token() for _ in range(4)]
+    for n, token in enumerate(tokens):
+        await store.create(token, b"", in_(600 + n), owner="alice")
+    assert live_keys(db, "alice", table) == {hash_token(token) for token in tokens[2:]}
+    assert [await store.find(token) for token in tokens] == [None, None, b"", b""]
+
+
+@contextlib.contextmanager
+def audited(
+    cluster: list[PostgresServer], db: psycopg.Connection[Any], table: str
+) -> Iterator[Callable[[], list[tuple[str, dt.datetime]]]]:
+    """Log every insert into `table`, on its shard's worker; yield what reads the log, in order.
+
+    The log holds when each insert happened (the nodes share this machine's clock), and
+    each insert sleeps a little, as a slow disk would, so concurrent writes overlap.
+    """
+    log = sql.Identifier("a_" + secrets.token_hex(4))
+    for worker in cluster[1:]:
+        with psycopg.connect(worker.dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL(AUDIT[0]).format(log))
+    db.execute("SET citus.enable_unsafe_triggers TO on")
+    for statement in AUDIT[1:]:
+        db.execute(sql.SQL(statement).format(log, sql.Identifier(table)))
+
+    def read() -> list[tuple[str, dt.datetime]]:
+        rows = []
+        for worker in cluster[1:]:
+            with psycopg.connect(worker.dsn, autocommit=True) as conn:
+                rows += conn.execute(sql.SQL("SELECT * FROM {}").format(log)).fetchall()
+        return [(token, expiry) for _, token, expiry in sorted(rows)]
+
+    try:
+        yield read
+    finally:
+        for worker in cluster[1:]:
+            with psycopg.connect(worker.dsn, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(log))
+        db.execute(sql.SQL("DROP FUNCTION IF EXISTS {} CASCADE").format(log))
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_concurrent_logins_through_every_node_keep_the_cap(
+    cluster: list[PostgresServer], db: psycopg.Connection[Any], table: str, kind: str
+) -> None:
+    """As on plain PostgreSQL (test_cap_rotate.py), with the logins spread over the nodes."""
+    count, cap = 32, 3
+    tokens = [new_token() for _ in range(count)]
+    # Expiries in no relation to the order of arrival, so the trim's order shows.
+    offsets = random.sample(range(count), count)
+    expiries = [in_(600 + offset) for offset in offsets]
+    options: dict[str, Any] = {"table": table, "cleanup": NoCleanup(), "owners": True}
+    options["max_sessions_per_owner"] = cap
+    kwargs = {"autocommit": True}
+
+    def login(stores: list[Any], n: int) -> Any:
+        # Half commit, half create: both give the new session its owner.
+        store = stores[n % len(stores)]
+        write = store.commit if n % 2 else store.create
+        return write(tokens[n], b"%d" % n, expiries[n], owner="alice")
+
+    with audited(cluster, db, table) as log:
+        async with contextlib.AsyncExitStack() as stack:
+            if kind == "sync":
+                pools = [ConnectionPool(node.dsn, max_size=12, kwargs=kwargs) for node in cluster]
+                stores = [Store(stack.enter_context(pool), **options) for pool in pools]
+                with ThreadPoolExecutor(count) as executor:
+                    list(executor.map(lambda n: login(stores, n), range(count)))
+            else:
+                apools = [AsyncConnectionPool(n.dsn, max_size=12, kwargs=kwargs) for n in cluster]
+                astores = [
+                    AsyncStore(await stack.enter_async_context(pool), **options) for pool in apools
+                ]
+                await asyncio.gather(*(login(astores, n) for n in range(count)))
+        ordered = log()
+    assert len(ordered) == count
+    survivors = live_keys(db, "alice", table)
+    assert len(survivors) == cap
+    assert ordered[-1][0] in survivors  # the last login stays
+    assert survivors == replay(ordered, cap)
 
 
 async def test_a_plain_table_beside_and_the_explicit_option(

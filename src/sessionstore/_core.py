@@ -69,12 +69,14 @@ Rows = list[tuple[Any, ...]]
 class Statement:
     """One statement for a facade to execute: rendered SQL (bytes) and its parameters.
 
-    `lock`, when set, is an advisory lock to run first, in one transaction with it.
+    `lock`, when set, is an advisory lock to run first, in one transaction with it;
+    `trim` makes it a capped write on Citus, run as `SessionCore.capped_steps`.
     """
 
     query: bytes
     params: Sequence[Any] = ()
     lock: Statement | None = None
+    trim: Statement | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,16 +250,17 @@ class SessionCore:
     ) -> Statement:
         """Upsert a session; with owners, a None owner keeps the row's (see `_capped`)."""
         saved = self._save(self.sql.commit, "commit", token, data, expiry, owner)
-        return self._capped(saved, self.sql.commit_capped, owner)
+        return self._capped(saved, self.sql.commit_capped, saved.params[0], owner)
 
     def create(
         self, token: str, data: Data, expiry: dt.datetime, owner: str | None = None
     ) -> Statement:
         """Insert a session unless a live one has the token (one row if created; `_capped`)."""
         saved = self._save(self.sql.create, "create", token, data, expiry, owner)
-        if self.distributed:  # the Citus form names the key twice (see `_sql`); no cap there
-            return Statement(saved.query, (saved.params[0], *saved.params))
-        return self._capped(saved, self.sql.create_capped, owner)
+        key = saved.params[0]
+        if self.distributed:  # the Citus form names the key twice (see `_sql`)
+            saved = Statement(saved.query, (key, *saved.params))
+        return self._capped(saved, self.sql.create_capped, key, owner)
 
     def update(
         self, token: str, data: Data, expiry: dt.datetime, owner: str | None = None
@@ -325,17 +328,45 @@ class SessionCore:
         saved = Statement(
             self.sql.set_owner, (None if owner is None else validate_owner(owner), key)
         )
-        return self._capped(saved, self.sql.set_owner_capped, owner)
+        return self._capped(saved, self.sql.set_owner_capped, key, owner)
 
-    def _capped(self, saved: Statement, capped: bytes, owner: str | None) -> Statement:
+    def _capped(self, saved: Statement, capped: bytes, key: str, owner: str | None) -> Statement:
         """`saved`, or with a cap and an owner, `capped`: it, then the trim, under the owner's lock.
 
-        Its rows count the sessions written (a facade reads the count as `saved`'s).
+        Its rows count the sessions written (a facade reads the count as `saved`'s). On
+        Citus, `saved` with the lock and the trim's read, for `capped_steps`.
         """
         if self.max_sessions_per_owner is None or owner is None:
             return saved
         lock = Statement(self.sql.owner_lock, (advisory_key("owner", self.qualified_name, owner),))
-        return Statement(capped, (*saved.params, self.max_sessions_per_owner - 1), lock)
+        kept = self.max_sessions_per_owner - 1
+        if self.distributed:
+            trim = Statement(_citus(self.sql.victims), (owner, key, kept))
+            return Statement(saved.query, saved.params, lock, trim)
+        return Statement(capped, (*saved.params, kept), lock)
+
+    def capped(self, owner: str | None) -> bool:
+        """Whether a write that gives a session `owner` trims the owner's sessions."""
+        return owner is not None and self.max_sessions_per_owner is not None
+
+    def capped_steps(self, write: Statement) -> Steps:
+        """The statements of a capped write `_capped` made on Citus; return its row count.
+
+        The owner's two locks (see `_sql`), the write, the read of the owner's other
+        sessions beyond the cap, then their delete if the write wrote and there are any;
+        a facade runs them in one transaction.
+        """
+        assert write.lock is not None
+        assert write.trim is not None
+        owner = write.trim.params[0]
+        anchor = advisory_key("owner-anchor", self.qualified_name, owner)
+        yield Statement(_citus(self.sql.owner_anchor), (anchor, owner))
+        yield write.lock
+        written: Result = yield Statement(write.query, write.params)
+        victims: Result = yield write.trim
+        if written.rowcount and victims.rows:
+            yield Statement(_citus(self.sql.trim), ([token for (token,) in victims.rows],))
+        return written.rowcount
 
     def sessions_of(self, owner: str) -> Statement:
         """Read an owner's live sessions, soonest to expire first (decode with `decode_owned`)."""
@@ -435,6 +466,8 @@ class SessionCore:
 
     def _rotations(self, old: str, grace: dt.timedelta, prefix: str) -> Steps:
         """The statements of `rotate_steps`, its arguments checked."""
+        if self.distributed:  # read when the steps start, as in `_purge_batches`
+            return (yield from self._distributed_rotations(old, grace, prefix))
         if self.encryption is not None:
             return (yield from self._encrypted_rotations(self.encryption, old, grace, prefix))
         for _ in range(FRESH_TOKEN_ATTEMPTS):
@@ -474,6 +507,27 @@ class SessionCore:
         raise ConcurrentUpdateError(
             f"the session was written {MAX_ROTATION_READS} times while it was being rotated"
         )
+
+    def _distributed_rotations(self, old: str, grace: dt.timedelta, prefix: str) -> Steps:
+        """`_rotations` on Citus: lock and read the old row, create the new one, cut the old."""
+        read: Result = yield Statement(_citus(self.sql.rotate_lock), (grace, old, grace))
+        if not read.rows:
+            return None
+        data, expiry, cut, *owner = read.rows[0]
+        plain = self.decode_data(old, data)
+        if plain is None:
+            return None
+        for _ in range(FRESH_TOKEN_ATTEMPTS):
+            token = prefix + new_token()
+            key = self._key(token)
+            sealed = plain
+            if self.encryption is not None:
+                sealed = self.encryption.encrypt(plain, key.encode())
+            created: Result = yield Statement(self.sql.create, (key, key, sealed, expiry, *owner))
+            if created.rowcount:
+                yield Statement(self.sql.touch, (cut, old))
+                return token
+        raise RuntimeError(f"no free session token after {FRESH_TOKEN_ATTEMPTS} attempts")
 
     # Batched deletes: each batch is one statement, hence its own transaction, so none
     # holds its locks or its WAL for long. Batch sizes are validated when the steps

@@ -197,6 +197,31 @@ _TEMPLATES = {
         "INSERT INTO {t} (token, data, expiry, owner) VALUES (%s, %s, %s, %s) "
         "ON CONFLICT (token) DO NOTHING"
     ),
+    # `rotate`, whose ON CONFLICT's WHERE Citus refuses too, is three statements in one
+    # transaction (`SessionCore._distributed_rotations`): this reads and locks the old
+    # row, with the expiry to cut it to; `create` inserts the new row; `touch` cuts the
+    # old one. A second rotation of the row waits on the lock, then finds at most the
+    # grace left, as in `rotate`.
+    "rotate_lock:citus": (
+        "SELECT data, expiry, LEAST(expiry, current_timestamp + %s){owner_column} FROM {t} "
+        "WHERE token = %s AND expiry > clock_timestamp() + %s FOR UPDATE"
+    ),
+    # The cap: Citus refuses `_TRIM`'s row locks across shards, so a capped write is
+    # steps in one transaction (`SessionCore.capped_steps`): this lock on the owner, on
+    # the worker of the key that is the owner's name, where logins through every node
+    # meet (as purges do below); `owner_lock` on the node the application is connected
+    # to, which Citus releases only after every worker committed (this one goes with its
+    # worker's commit, maybe before another's); the write; the read of the owner's other
+    # live sessions beyond the %s kept; and their delete, if any, on their shards.
+    "owner_anchor:citus": (
+        "SELECT pg_advisory_xact_lock(%s) FROM (SELECT count(*) FROM {t} WHERE token = %s) "
+        "AS anchor"
+    ),
+    "victims:citus": (
+        "SELECT token FROM {t} WHERE owner = %s AND token <> %s AND current_timestamp < expiry "
+        "ORDER BY expiry DESC, token DESC OFFSET %s"
+    ),
+    "trim:citus": "DELETE FROM {t} WHERE token = ANY(%s::text[])",
     # The purge lock of a distributed table, where every node's purge meets: on the
     # worker of the key '' (a router query, inside the distributed transaction), since
     # multi-shard DELETEs from two nodes deadlock (docs/scaling.md#citus).
@@ -303,6 +328,10 @@ class Statements:
     delete_prefix_batch: bytes
     reencrypt_batch: bytes
     # Only on a distributed table (each is None otherwise).
+    rotate_lock: bytes | None = None
+    owner_anchor: bytes | None = None
+    victims: bytes | None = None
+    trim: bytes | None = None
     purge_lock: bytes | None = None
     delete_lock: bytes | None = None
     purge: bytes | None = None

@@ -159,6 +159,8 @@ class Store:
         owner: str | None = None,
     ) -> None:
         """Save a session, replacing any with the same token (last writer wins)."""
+        if self._core.distributed is None and self._core.capped(owner):
+            self._learn_distribution()  # a capped write takes another form on Citus
         self._commits.submit(self._core.commit(token, data, expiry, owner))
 
     def touch(self, token: str, expiry: dt.datetime) -> bool:
@@ -211,12 +213,13 @@ class Store:
     def rotate(self, token: str, *, grace: dt.timedelta, prefix: str = "") -> str | None:
         """Move a live session to a new token; the old one lives on for at most `grace`."""
         steps = self._core.rotate_steps(token, grace, prefix)
+        self._learn_distribution()  # its form on Citus differs
         with measure(self._metrics, "rotate"):
             # Not `_query`: running it again after a lost reply could find the first
             # run's work and answer None, and lose the new token.
             try:
                 with self._pool.connection() as conn:
-                    token_or_none: str | None = self._drive(conn, steps, commit_each=True)
+                    token_or_none: str | None = self._drive_steps(conn, steps)
                     return token_or_none
             except psycopg.Error as exc:
                 raise DatabaseError("rotate", exc, self._core.failure_hint(exc)) from exc
@@ -260,6 +263,8 @@ class Store:
 
     def set_owner(self, token: str, owner: str | None) -> bool:
         """Set the owner of a live session, or clear it with None; whether it was live."""
+        if self._core.distributed is None and self._core.capped(owner):
+            self._learn_distribution()  # as in `commit`
         statement = self._core.set_owner(token, owner)
         return bool(self._query("set_owner", statement, "count"))
 
@@ -297,7 +302,7 @@ class Store:
     def _purge(self, steps: Steps, cancel: Cancellation | None) -> int | None:
         try:
             with self._pool.connection() as conn, cancelling(cancel, conn.cancel):
-                deleted = self._drive_deletes(conn, steps)
+                deleted = self._drive_steps(conn, steps)
                 return None if deleted is None else int(deleted)
         except psycopg.Error as exc:
             raise DatabaseError("purge_expired", exc) from exc
@@ -487,6 +492,8 @@ class Store:
                         self._told_autocommit = True
                         logger.warning(NOT_AUTOCOMMIT, self._pool.name)
                     if statement.lock is not None:
+                        if statement.trim is not None:  # a capped write on Citus
+                            return self._trimmed(conn, statement, fetch)
                         return self._locked(conn, statement.lock, statement, fetch)
                     if direct(conn):  # on libpq, without a cursor: see `_wire`
                         with conn.lock:
@@ -533,16 +540,23 @@ class Store:
             raise
         return _fetched(cursor, fetch)
 
+    def _trimmed(self, conn: psycopg.Connection[Any], statement: Statement, fetch: Fetch) -> Any:
+        """Run a capped write on Citus (`SessionCore.capped_steps`) in one transaction."""
+        with conn.transaction():
+            steps = self._core.capped_steps(statement)
+            written = self._drive(conn, steps, commit_each=False)
+        return written if fetch == "count" else None
+
     def _timed_query(self, operation: str, statement: Statement, fetch: Fetch) -> Any:
         """`_query`, timed for the store's recorder (it replaces `_query` when there is one)."""
         with measure(self._metrics, operation):
             return Store._query(self, operation, statement, fetch)
 
     def _batches(self, operation: str, steps: Steps) -> int:
-        """Drive batched deletes or rewrites (see `_drive_deletes`); return the count."""
+        """Drive batched deletes or rewrites (see `_drive_steps`); return the count."""
         try:
             with self._pool.connection() as conn:
-                return int(self._drive_deletes(conn, steps))
+                return int(self._drive_steps(conn, steps))
         except psycopg.Error as exc:
             raise DatabaseError(operation, exc) from exc
 
@@ -571,9 +585,9 @@ class Store:
         except psycopg.Error as exc:
             raise DatabaseError(operation, exc, hint(exc)) from exc
 
-    def _drive_deletes(self, conn: psycopg.Connection[Any], steps: Steps) -> Any:
-        """Drive batched deletes: a transaction per statement; on Citus, one for all."""
-        if self._core.distributed:  # the lock and the DELETE (see `SessionCore`)
+    def _drive_steps(self, conn: psycopg.Connection[Any], steps: Steps) -> Any:
+        """Drive batched deletes or a rotation: a transaction per statement; on Citus, one."""
+        if self._core.distributed:  # e.g. the lock and the DELETE (see `SessionCore`)
             with conn.transaction():
                 return self._drive(conn, steps, commit_each=False)
         return self._drive(conn, steps, commit_each=True)

@@ -221,6 +221,8 @@ class AsyncStore:
         keeps the row's current owner. With `max_sessions_per_owner`, the owner's other
         sessions beyond the cap are deleted.
         """
+        if self._core.distributed is None and self._core.capped(owner):
+            await self._learn_distribution()  # a capped write takes another form on Citus
         await self._commits.submit(self._core.commit(token, data, expiry, owner))
 
     async def touch(self, token: str, expiry: dt.datetime) -> bool:
@@ -310,12 +312,13 @@ class AsyncStore:
                 while it was being rotated.
         """
         steps = self._core.rotate_steps(token, grace, prefix)
+        await self._learn_distribution()  # its form on Citus differs
         with measure(self._metrics, "rotate"):
             # Not `_query`: running it again after a lost reply could find the first
             # run's work and answer None, and lose the new token.
             try:
                 async with self._pool.connection() as conn:
-                    token_or_none: str | None = await self._drive(conn, steps, commit_each=True)
+                    token_or_none: str | None = await self._drive_steps(conn, steps)
                     return token_or_none
             except psycopg.Error as exc:
                 raise DatabaseError("rotate", exc, self._core.failure_hint(exc)) from exc
@@ -379,6 +382,8 @@ class AsyncStore:
 
         With `max_sessions_per_owner`, the owner's other sessions beyond the cap are deleted.
         """
+        if self._core.distributed is None and self._core.capped(owner):
+            await self._learn_distribution()  # as in `commit`
         statement = self._core.set_owner(token, owner)
         return bool(await self._query("set_owner", statement, "count"))
 
@@ -446,7 +451,7 @@ class AsyncStore:
         try:
             async with self._pool.connection() as conn:
                 with cancelling(cancel, conn.cancel):
-                    deleted = await self._drive_deletes(conn, steps)
+                    deleted = await self._drive_steps(conn, steps)
                     return None if deleted is None else int(deleted)
         except psycopg.Error as exc:
             raise DatabaseError("purge_expired", exc) from exc
@@ -673,6 +678,8 @@ class AsyncStore:
                         self._told_autocommit = True
                         logger.warning(NOT_AUTOCOMMIT, self._pool.name)
                     if statement.lock is not None:
+                        if statement.trim is not None:  # a capped write on Citus
+                            return await self._trimmed(conn, statement, fetch)
                         return await self._locked(conn, statement.lock, statement, fetch)
                     if direct(conn):  # on libpq, without a cursor: see `_wire`
                         async with conn.lock:
@@ -719,16 +726,25 @@ class AsyncStore:
             raise
         return await _fetched(cursor, fetch)
 
+    async def _trimmed(
+        self, conn: psycopg.AsyncConnection[Any], statement: Statement, fetch: Fetch
+    ) -> Any:
+        """Run a capped write on Citus (`SessionCore.capped_steps`) in one transaction."""
+        async with conn.transaction():
+            steps = self._core.capped_steps(statement)
+            written = await self._drive(conn, steps, commit_each=False)
+        return written if fetch == "count" else None
+
     async def _timed_query(self, operation: str, statement: Statement, fetch: Fetch) -> Any:
         """`_query`, timed for the store's recorder (it replaces `_query` when there is one)."""
         with measure(self._metrics, operation):
             return await AsyncStore._query(self, operation, statement, fetch)
 
     async def _batches(self, operation: str, steps: Steps) -> int:
-        """Drive batched deletes or rewrites (see `_drive_deletes`); return the count."""
+        """Drive batched deletes or rewrites (see `_drive_steps`); return the count."""
         try:
             async with self._pool.connection() as conn:
-                return int(await self._drive_deletes(conn, steps))
+                return int(await self._drive_steps(conn, steps))
         except psycopg.Error as exc:
             raise DatabaseError(operation, exc) from exc
 
@@ -757,9 +773,9 @@ class AsyncStore:
         except psycopg.Error as exc:
             raise DatabaseError(operation, exc, hint(exc)) from exc
 
-    async def _drive_deletes(self, conn: psycopg.AsyncConnection[Any], steps: Steps) -> Any:
-        """Drive batched deletes: a transaction per statement; on Citus, one for all."""
-        if self._core.distributed:  # the lock and the DELETE (see `SessionCore`)
+    async def _drive_steps(self, conn: psycopg.AsyncConnection[Any], steps: Steps) -> Any:
+        """Drive batched deletes or a rotation: a transaction per statement; on Citus, one."""
+        if self._core.distributed:  # e.g. the lock and the DELETE (see `SessionCore`)
             async with conn.transaction():
                 return await self._drive(conn, steps, commit_each=False)
         return await self._drive(conn, steps, commit_each=True)
