@@ -38,7 +38,7 @@ class CleanupStrategy(Protocol):
     """What `Store` needs of a cleanup strategy."""
 
     def start(self, store: SyncPurger) -> None:
-        """Begin purging `store` on a schedule; called once, by the store."""
+        """Begin purging `store` on a schedule; the store calls this once per process."""
 
     def stop(self) -> None:
         """Stop purging; idempotent, returns once the worker has ended."""

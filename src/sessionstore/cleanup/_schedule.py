@@ -11,6 +11,7 @@ import logging
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -154,7 +155,7 @@ class Schedule:
         self.stop_timeout = to_seconds(stop_timeout, "stop_timeout")
         self._stats = CleanupStats()
         self._stats_lock = threading.Lock()
-        self._attached = False
+        self._store: weakref.ref[SyncPurger | AsyncPurger] | None = None
         self._attach_lock = threading.Lock()
 
     @property
@@ -162,15 +163,15 @@ class Schedule:
         """A snapshot of what this strategy has done."""
         return self._stats
 
-    def _attach(self) -> None:
-        """Claim this strategy for one store; a second claim is a mistake."""
+    def _attach(self, store: SyncPurger | AsyncPurger) -> None:
+        """Claim this strategy for `store`; a claim for another store is a mistake."""
         with self._attach_lock:
-            if self._attached:
+            if self._store is not None and self._store() is not store:
                 raise RuntimeError(
                     f"this {type(self).__name__} is already used by another store; "
                     "create one cleanup strategy per store"
                 )
-            self._attached = True
+            self._store = weakref.ref(store)
 
     def _next_delay(self) -> float:
         if not self.jitter:

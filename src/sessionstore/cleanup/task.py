@@ -45,7 +45,7 @@ class TaskCleanup(Schedule):
                 serves a store.
         """
         loop = asyncio.get_running_loop()
-        self._attach()
+        self._attach(store)
         name = store.name
         task = loop.create_task(
             self._run(weakref.ref(store), name), name=f"sessionstore-cleanup {name}"
