@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 import weakref
 from typing import TYPE_CHECKING
 
@@ -95,15 +94,15 @@ class ThreadCleanup(Schedule):
             if store.pool.closed:  # not open yet (or any more): nothing to purge with
                 logger.debug("%s: the pool is not open; purge skipped", name)
                 continue
-            started, t0 = self._clock()
+            clock = self._clock()
             try:
                 deleted = store.try_purge_expired(cancel=stopping)
             except Exception as exc:
                 if stopping.cancelled:
                     return  # the purge was cancelled by stop(): not a failure
-                self._record_error(name, started, time.perf_counter() - t0, exc)
+                self._record(name, clock, None, exc)
             else:
-                self._record(name, started, time.perf_counter() - t0, deleted)
+                self._record(name, clock, deleted)
             del store
 
     def _store_dropped(self, name: str) -> None:
