@@ -64,6 +64,31 @@ def test_store_defaults_to_a_five_minute_thread(pool: ConnectionPool[Any]) -> No
     assert cleanup_threads() == []
 
 
+def test_on_a_closed_pool_the_thread_starts_with_the_first_operation(
+    sessionstore_dsn: str,
+) -> None:
+    pool = ConnectionPool(sessionstore_dsn, open=False, kwargs={"autocommit": True})
+    with Store(pool) as store:
+        assert cleanup_threads() == []  # a fork here (gunicorn --preload) finds no thread
+        with pool:
+            assert cleanup_threads() == []
+            store.find(new_token())
+            assert [t.name for t in cleanup_threads()] == ['sessionstore-cleanup "sessions"']
+            store.find(new_token())
+            assert len(cleanup_threads()) == 1
+    assert cleanup_threads() == []
+
+
+def test_a_cleanup_stopped_before_the_first_operation_never_starts(
+    sessionstore_dsn: str,
+) -> None:
+    with ConnectionPool(sessionstore_dsn, open=False, kwargs={"autocommit": True}) as pool:
+        store = Store(pool, cleanup=ThreadCleanup())
+        store.stop_cleanup()
+        store.find(new_token())
+        assert cleanup_threads() == []
+
+
 def test_thread_cleanup_purges_expired_sessions(
     pool: ConnectionPool[Any], db: psycopg.Connection[Any]
 ) -> None:
@@ -220,23 +245,30 @@ def test_run_on_start_and_jitter(pool: ConnectionPool[Any], db: psycopg.Connecti
     assert table_rows(db) == []
 
 
-def test_under_preload_each_forked_child_purges_and_the_parent_waits(
+def test_under_preload_the_fork_finds_no_thread_and_each_child_starts_its_own(
     sessionstore_dsn: str, db: psycopg.Connection[Any]
 ) -> None:
-    """``gunicorn --preload``: the store (and its thread) is made before the fork."""
+    """``gunicorn --preload``: the store is made before the fork, its pool opened after."""
     pool = ConnectionPool(sessionstore_dsn, open=False, kwargs={"autocommit": True})
     cleanup = ThreadCleanup(interval=0.05)
     store = Store(pool, cleanup=cleanup)
+    assert cleanup_threads() == []  # nothing for Python 3.12+'s fork warning to find
     insert_expired(db, 3)
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: open the pool, let its own cleanup thread purge
+    if pid == 0:  # the child: open the pool; the first operation starts its own thread
         try:
             with pool:
+                before = len(cleanup_threads())
+                store.find(new_token())
                 deadline = time.monotonic() + 20
                 while cleanup.stats.rows_deleted < 3 and time.monotonic() < deadline:
                     time.sleep(0.01)
-                message = f"deleted {cleanup.stats.rows_deleted}, errors {cleanup.stats.errors}"
+                stats = cleanup.stats
+                message = (
+                    f"threads {before} then {len(cleanup_threads())}, "
+                    f"deleted {stats.rows_deleted}, errors {stats.errors}"
+                )
             store.close()
         except BaseException as exc:
             message = f"error: {exc!r}"
@@ -246,8 +278,7 @@ def test_under_preload_each_forked_child_purges_and_the_parent_waits(
     with os.fdopen(read) as pipe:
         message = pipe.read()
     os.waitpid(pid, 0)
-    assert message == "deleted 3, errors 0"
-    # The parent's pool never opened: its thread skipped every round, quietly.
-    assert cleanup.stats.errors == 0
+    assert message == "threads 0 then 1, deleted 3, errors 0"
+    assert cleanup_threads() == []  # the parent never used its store: no thread, no purge
     assert cleanup.stats.runs == 0
     store.close()

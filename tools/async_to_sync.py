@@ -44,7 +44,8 @@ TARGETS = [
         PACKAGE / "store.py",
         "The synchronous twin of `AsyncStore`, with the same methods, arguments and\n"
         "guarantees, documented there and in docs/usage.md. Its cleanup thread starts\n"
-        "in the constructor; `close` stops it.",
+        "with it on an open pool, else at its first operation in each process\n"
+        "(docs/cleanup.md); `close` stops it.",
     )
 ]
 
@@ -69,6 +70,7 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\basync for\b", "for"),
     (r"\bawait ", ""),
     (r"\basynccontextmanager\b", "contextmanager"),
+    (r"\bAbstractAsyncContextManager\b", "AbstractContextManager"),
     # The async twins of names.
     (r"\bAsyncIterator\b", "Iterator"),
     (r"\bAsyncConnectionPool\b", "ConnectionPool"),

@@ -1,33 +1,7 @@
-"""``python -m sessionstore demo``: the SCS README's example app, served for a browser.
+"""``python -m sessionstore demo``: the example app served for a browser (docs/demo.md).
 
-The app is the example app itself, imported from `sessionstore.examples` (the one
-copy of it; the repository's ``examples/`` launchers run the same modules): ``/put``
-stores "Hello from a session!" in the session, ``/get`` reads it back, ``/login``
-logs the session in (a new token, owned by the demo's user), ``/sessions`` lists that
-user's sessions, ``/logout-everywhere`` ends all of them but the caller's and
-``/logout`` deletes the session; ``/`` lists them. It
-runs on Starlette (starsessions and `AsyncStore`, served by uvicorn) by default, or on
-Flask (`Store`, served by werkzeug) with ``--framework flask``, or on Litestar
-(`PostgresStore` and `SessionConfig` on `AsyncStore`, served by uvicorn) with
-``--framework litestar``, or on aiohttp (aiohttp-session and `AsyncStore`, served
-by aiohttp's own runner) with ``--framework aiohttp``, on Quart
-(`PostgresSessionInterface` on `AsyncStore`, served by uvicorn) with ``--framework
-quart``, or on Django (the ``sessionstore.integrations.django`` session engine, async
-views on `AsyncStore`, served by uvicorn) with ``--framework django``. They all come
-with the ``test`` extra.
-
-Without a DSN it starts a throw-away PostgreSQL (`ephemeral_postgres`). It creates the
-table with the owner column (sessions per user; added to an existing table), prints
-the URLs to open and what serves them, and serves until SIGINT (Ctrl-C) or SIGTERM;
-then it stops the web server (uvicorn finishes the requests in flight), closes the
-pool, stops PostgreSQL and deletes its files, and exits 0.
-
-Starlette is the default because its shutdown is the cleanest: uvicorn runs in the
-main thread and owns the signals while it serves, so it stops the way it stops
-everywhere (stops accepting, closes idle keep-alive connections, waits for the
-requests in flight, runs the app's lifespan exit, which closes the pool; a second
-Ctrl-C forces it). werkzeug's development server handles no signals, so the demo
-waits for one and shuts it down, and it abandons its in-flight request threads.
+It serves `sessionstore.examples` on a throw-away PostgreSQL (or the one given) until
+SIGINT or SIGTERM, then stops the web server, the pool and PostgreSQL, and exits 0.
 """
 
 from __future__ import annotations
@@ -36,6 +10,7 @@ import contextlib
 import importlib
 import importlib.metadata
 import logging
+import re
 import signal
 import socket
 import sys
@@ -56,10 +31,46 @@ from .store import Store
 
 __all__ = ["DEFAULT_FRAMEWORK", "FRAMEWORKS", "run"]
 
-logger = logging.getLogger(__name__)
-
-#: The frameworks the demo can serve on, and the default.
-FRAMEWORKS = ("starlette", "flask", "litestar", "aiohttp", "quart", "django")
+#: Each framework's title, the modules it needs (its extra is named after it), and
+#: what serves it ("{dist}" stands for that distribution's version).
+_FRAMEWORKS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "starlette": (
+        "Starlette",
+        ("starlette", "starsessions", "uvicorn"),
+        "uvicorn {uvicorn}, serving Starlette {starlette} with starsessions {starsessions} "
+        "on AsyncStore",
+    ),
+    "flask": (
+        "Flask",
+        ("flask", "werkzeug"),
+        "werkzeug {werkzeug} (threaded), serving Flask {flask} with PostgresSessionInterface "
+        "on Store",
+    ),
+    "litestar": (
+        "Litestar",
+        ("litestar", "uvicorn"),
+        "uvicorn {uvicorn}, serving Litestar {litestar} with PostgresStore and SessionConfig "
+        "on AsyncStore",
+    ),
+    "aiohttp": (
+        "aiohttp",
+        ("aiohttp", "aiohttp_session"),
+        "aiohttp {aiohttp} (AppRunner), with aiohttp-session {aiohttp-session} and "
+        "PostgresStorage on AsyncStore",
+    ),
+    "quart": (
+        "Quart",
+        ("quart", "uvicorn"),
+        "uvicorn {uvicorn}, serving Quart {quart} with PostgresSessionInterface on AsyncStore",
+    ),
+    "django": (
+        "Django",
+        ("django", "uvicorn"),
+        "uvicorn {uvicorn}, serving Django {django} (async views) with the sessionstore "
+        "session engine",
+    ),
+}
+FRAMEWORKS = tuple(_FRAMEWORKS)
 DEFAULT_FRAMEWORK = "starlette"
 
 _CONNECT_TIMEOUT = 10
@@ -79,68 +90,71 @@ def _routes(message: str) -> tuple[tuple[str, str], ...]:
     )
 
 
+def _served_by(framework: str) -> str:
+    """What serves `framework`'s app, with the versions installed."""
+
+    def version(match: re.Match[str]) -> str:
+        try:
+            return importlib.metadata.version(match[1])
+        except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+            return "(unknown version)"
+
+    return re.sub(r"\{([\w-]+)\}", version, _FRAMEWORKS[framework][2])
+
+
 # --------------------------------------------------------------------------- the servers
 
-#: Serve the app on an already listening socket until a signal stops the server; call
-#: ``ready(description)`` once it serves. Raise RuntimeError if it fails.
-_Serve = Callable[[str, socket.socket, str, "str | None", "_Signals", Callable[[str], None]], None]
 
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
-        return "(unknown version)"
-
-
-def _serve_uvicorn(
+def _serve(
+    framework: str,
+    app_module: Any,
     dsn: str,
     sock: socket.socket,
     table: str,
     schema: str | None,
     signals: _Signals,
-    ready: Callable[[str], None],
+    ready: Callable[[], None],
 ) -> None:
-    """The Starlette example on uvicorn, in the main thread: uvicorn owns the signals.
+    """Serve the example app on `sock` until a signal stops it; call `ready` once it serves.
 
-    While it serves, uvicorn's own handlers take SIGINT and SIGTERM: it stops
-    accepting, closes idle keep-alive connections, gives the requests in flight
-    ``_STOP_TIMEOUT`` seconds, runs the lifespan exit (which closes the pool), then
-    raises the signal again, which lands in `signals`. A second Ctrl-C forces it.
+    Raises:
+        RuntimeError: If the web server fails to start, or stops by itself.
     """
-    from .examples.starlette_app import create_app
+    create_app = app_module.create_app
+    if framework == "flask":
+        _serve_werkzeug(create_app, dsn, sock, table, schema, signals, ready)
+    elif framework == "aiohttp":
+        _serve_aiohttp(create_app(dsn, table=table, schema=schema), sock, signals, ready)
+    elif framework == "litestar":
+        _uvicorn(create_app(dsn, table=table, schema=schema), sock, signals, ready)
+    elif framework == "django":
+        # Any Host header: the demo answers on whatever address it was told to listen on.
+        app = create_app(dsn, asgi=True, table=table, schema=schema, allowed_hosts=["*"])
+        _uvicorn(app, sock, signals, ready)
+    else:  # starlette, quart: their lifespan opens the pool (in the loop that serves it)
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            dsn, open=False, min_size=1, max_size=4, kwargs={"autocommit": True}
+        )
+        _uvicorn(create_app(pool, table=table, schema=schema), sock, signals, ready)
 
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        dsn, open=False, min_size=1, max_size=4, kwargs={"autocommit": True}
-    )
-    description = (
-        f"uvicorn {_version('uvicorn')}, serving Starlette {_version('starlette')} "
-        f"with starsessions {_version('starsessions')} on AsyncStore"
-    )
-    _uvicorn(create_app(pool, table=table, schema=schema), description, sock, signals, ready)
 
+def _uvicorn(app: Any, sock: socket.socket, signals: _Signals, ready: Callable[[], None]) -> None:
+    """Serve an ASGI app with uvicorn in the main thread, where it owns the signals.
 
-def _uvicorn(
-    app: Any,
-    description: str,
-    sock: socket.socket,
-    signals: _Signals,
-    ready: Callable[[str], None],
-) -> None:
-    """Serve an ASGI app with uvicorn on `sock` until a signal stops it (see above)."""
+    uvicorn's own handlers take SIGINT and SIGTERM while it serves: it stops accepting,
+    gives the requests in flight ``_STOP_TIMEOUT`` seconds, runs the lifespan exit (which
+    closes the pool), then raises the signal again, which lands in `signals`.
+    """
     import uvicorn
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)
             if self.started:
-                ready(description)
+                ready()
 
     config = uvicorn.Config(
-        app,
-        lifespan="on",
-        log_level="info",
-        timeout_graceful_shutdown=_STOP_TIMEOUT,
+        app, lifespan="on", log_level="info", timeout_graceful_shutdown=_STOP_TIMEOUT
     )
     server = Server(config)
     # A signal after this, before uvicorn has put its handlers in, must stop it too.
@@ -153,89 +167,25 @@ def _uvicorn(
         raise RuntimeError("the web server stopped unexpectedly")
 
 
-def _serve_litestar(
-    dsn: str,
-    sock: socket.socket,
-    table: str,
-    schema: str | None,
-    signals: _Signals,
-    ready: Callable[[str], None],
-) -> None:
-    """The Litestar example on uvicorn, in the main thread, as `_serve_uvicorn`.
-
-    Litestar enters the example's `PostgresStore` with the app: its pool opens in
-    the lifespan's startup and closes in its shutdown.
-    """
-    from .examples.litestar_app import create_app
-
-    description = (
-        f"uvicorn {_version('uvicorn')}, serving Litestar {_version('litestar')} "
-        "with PostgresStore and SessionConfig on AsyncStore"
-    )
-    _uvicorn(create_app(dsn, table=table, schema=schema), description, sock, signals, ready)
-
-
-def _serve_quart(
-    dsn: str,
-    sock: socket.socket,
-    table: str,
-    schema: str | None,
-    signals: _Signals,
-    ready: Callable[[str], None],
-) -> None:
-    """The Quart example on uvicorn, in the main thread, as `_serve_uvicorn`.
-
-    The app's before/after serving hooks (run by uvicorn's lifespan) open and close
-    the pool and the store.
-    """
-    from .examples.quart_app import create_app
-
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        dsn, open=False, min_size=1, max_size=4, kwargs={"autocommit": True}
-    )
-    description = (
-        f"uvicorn {_version('uvicorn')}, serving Quart {_version('quart')} "
-        "with PostgresSessionInterface on AsyncStore"
-    )
-    _uvicorn(create_app(pool, table=table, schema=schema), description, sock, signals, ready)
-
-
 def _serve_aiohttp(
-    dsn: str,
-    sock: socket.socket,
-    table: str,
-    schema: str | None,
-    signals: _Signals,
-    ready: Callable[[str], None],
+    app: Any, sock: socket.socket, signals: _Signals, ready: Callable[[], None]
 ) -> None:
-    """The aiohttp example on aiohttp's own server (AppRunner, SockSite), in the main thread.
-
-    The main thread's event loop polls for a signal, then cleans the runner up: the
-    site stops accepting, the requests in flight get ``_STOP_TIMEOUT`` seconds, and
-    the app's cleanup_ctx closes the pool.
-    """
+    """Serve on aiohttp's own server until a signal; its cleanup_ctx closes the pool."""
     import asyncio
     import warnings
 
     from aiohttp import web
-
-    from .examples.aiohttp_app import create_app
 
     # aiohttp-session 2.12 keys the request's storage by str, which aiohttp 3.14
     # warns about: not the demo user's business.
     warnings.filterwarnings("ignore", "It is recommended to use web.RequestKey", UserWarning)
 
     async def serve() -> None:
-        runner = web.AppRunner(
-            create_app(dsn, table=table, schema=schema), shutdown_timeout=_STOP_TIMEOUT
-        )
+        runner = web.AppRunner(app, shutdown_timeout=_STOP_TIMEOUT)
         await runner.setup()
         try:
             await web.SockSite(runner, sock).start()
-            ready(
-                f"aiohttp {_version('aiohttp')} (AppRunner), with aiohttp-session "
-                f"{_version('aiohttp-session')} and PostgresStorage on AsyncStore"
-            )
+            ready()
             signals.serving()
             # The signal handler may only set attributes (see _Signals): poll them.
             while not signals.received:  # noqa: ASYNC110
@@ -246,47 +196,21 @@ def _serve_aiohttp(
     asyncio.run(serve())
 
 
-def _serve_django(
-    dsn: str,
-    sock: socket.socket,
-    table: str,
-    schema: str | None,
-    signals: _Signals,
-    ready: Callable[[str], None],
-) -> None:
-    """The Django example's ASGI application on uvicorn, in the main thread, as `_serve_uvicorn`.
-
-    Django is configured in this process (once: the demo serves one app). The
-    application is wrapped in `with_lifespan`, so uvicorn's lifespan shutdown closes
-    the engine's pools.
-    """
-    from .examples.django_app import create_app
-
-    description = (
-        f"uvicorn {_version('uvicorn')}, serving Django {_version('django')} (async views) "
-        "with the sessionstore session engine"
-    )
-    # Any Host header: the demo answers on whatever address it was told to listen on.
-    app = create_app(dsn, asgi=True, table=table, schema=schema, allowed_hosts=["*"])
-    _uvicorn(app, description, sock, signals, ready)
-
-
 def _serve_werkzeug(
+    create_app: Callable[[Store], Any],
     dsn: str,
     sock: socket.socket,
     table: str,
     schema: str | None,
     signals: _Signals,
-    ready: Callable[[str], None],
+    ready: Callable[[], None],
 ) -> None:
-    """The Flask example on werkzeug's threaded development server, in a thread.
+    """Serve the Flask app on werkzeug's threaded server, in a thread.
 
-    werkzeug handles no signals, so the main thread waits for one and then shuts
-    the server down; the store and pool are closed after it stopped.
+    werkzeug handles no signals: the main thread waits for one and shuts it down
+    (abandoning requests in flight), then closes the store and pool.
     """
     from werkzeug.serving import make_server
-
-    from .examples.flask_app import create_app
 
     with (
         ConnectionPool(dsn, min_size=1, max_size=4, kwargs={"autocommit": True}) as pool,
@@ -299,10 +223,7 @@ def _serve_werkzeug(
         )
         try:
             thread.start()
-            ready(
-                f"werkzeug {_version('werkzeug')} (threaded), serving Flask "
-                f"{_version('flask')} with PostgresSessionInterface on Store"
-            )
+            ready()
             signals.serving()
             while not signals.wait(0.5):
                 if not thread.is_alive():
@@ -314,23 +235,6 @@ def _serve_werkzeug(
             server.server_close()
 
 
-_SERVERS: dict[str, _Serve] = {"starlette": _serve_uvicorn, "flask": _serve_werkzeug}
-_TITLES = {"starlette": "Starlette", "flask": "Flask"}
-_EXTRAS = {"starlette": ("starlette", "starsessions", "uvicorn"), "flask": ("flask", "werkzeug")}
-_SERVERS["litestar"] = _serve_litestar
-_TITLES["litestar"] = "Litestar"
-_EXTRAS["litestar"] = ("litestar", "uvicorn")
-_SERVERS["aiohttp"] = _serve_aiohttp
-_TITLES["aiohttp"] = "aiohttp"
-_EXTRAS["aiohttp"] = ("aiohttp", "aiohttp_session")
-_SERVERS["quart"] = _serve_quart
-_TITLES["quart"] = "Quart"
-_EXTRAS["quart"] = ("quart", "uvicorn")
-_SERVERS["django"] = _serve_django
-_TITLES["django"] = "Django"
-_EXTRAS["django"] = ("django", "uvicorn")
-
-
 # --------------------------------------------------------------------------- signals
 
 
@@ -339,12 +243,10 @@ class _Interrupted(BaseException):
 
 
 class _Signals:
-    """SIGINT and SIGTERM handling: interrupt while starting, then just record.
+    """SIGINT and SIGTERM: interrupt while starting, then only record (and poll).
 
-    The handler only sets attributes (no locks: it runs between two bytecodes of the
-    main thread, which may hold any lock), and the main loop polls them. While
-    uvicorn serves, its own handlers replace these; it raises the signal again once
-    it stopped, and that lands here.
+    The handler only sets attributes: it runs between two bytecodes of the main thread,
+    which may hold any lock. uvicorn's handlers replace these while it serves.
     """
 
     def __init__(self) -> None:
@@ -368,21 +270,15 @@ class _Signals:
         sys.unraisablehook = self._unraisable
 
     def _dropped(self, unraisable: Any) -> None:
-        """Keep quiet about an interrupt that landed where Python can't raise it.
+        """Keep quiet about an `_Interrupted` dropped in a weakref callback or ``__del__``.
 
-        A signal can arrive while the main thread runs a weakref callback or a
-        ``__del__``: the handler's `_Interrupted` is dropped there, with a traceback
-        on stderr. `received` is set all the same, so `serving` raises it again.
+        `received` is set all the same, so `serving` raises it again.
         """
         if not isinstance(unraisable.exc_value, _Interrupted):
             self._unraisable(unraisable)
 
     def serving(self, on_signal: Callable[[], None] | None = None) -> None:
-        """From now on a signal only asks the server to stop.
-
-        Args:
-            on_signal: Called from the handler on each signal (it must only set
-                attributes); None when the main loop polls `received`.
+        """From now on a signal only asks the server to stop (calling `on_signal`, if any).
 
         Raises:
             _Interrupted: If a signal arrived already.
@@ -423,16 +319,13 @@ def run(
     schema: str | None = None,
     out: TextIO = sys.stdout,
 ) -> int:
-    """Serve the demo until SIGINT or SIGTERM, then clean everything up.
-
-    Must run in the main thread (it handles the signals).
+    """Serve the demo until SIGINT or SIGTERM, then clean everything up; in the main thread.
 
     Args:
         dsn: The server to keep sessions in; None to start a throw-away PostgreSQL.
         host: The address to listen on.
         port: The port to listen on.
-        framework: One of `FRAMEWORKS`: ``"starlette"``, ``"flask"``, ``"litestar"``,
-            ``"aiohttp"``, ``"quart"``, ``"django"``.
+        framework: One of `FRAMEWORKS`.
         table: The sessions table (created if missing).
         schema: The table's schema, or None for the search_path.
         out: Where to print what is served and where.
@@ -446,7 +339,7 @@ def run(
             server cannot be reached or the web server fails to start.
         sessionstore.DatabaseError: If the table cannot be created.
     """
-    if framework not in _SERVERS:
+    if framework not in _FRAMEWORKS:
         raise ValueError(f"unknown framework {framework!r}; choose from {', '.join(FRAMEWORKS)}")
     _check_installed(framework)
     app_module = importlib.import_module(f"{__package__}.examples.{framework}_app")
@@ -459,7 +352,7 @@ def run(
     with _Signals() as signals:
         try:
             with contextlib.ExitStack() as stack:
-                say(f"sessionstore demo: the SCS example app on {_TITLES[framework]}")
+                say(f"sessionstore demo: the SCS example app on {_FRAMEWORKS[framework][0]}")
                 sock = _bind(host, port)  # first: a taken port fails before PostgreSQL starts
                 stack.callback(sock.close)
                 if dsn is None:
@@ -470,8 +363,8 @@ def run(
                 say(f"table:       {_create_table(dsn, table, schema)}")
                 netloc = _netloc(host, sock.getsockname()[1])
 
-                def ready(description: str) -> None:
-                    say(f"web server:  {description}")
+                def ready() -> None:
+                    say(f"web server:  {_served_by(framework)}")
                     say()
                     say(
                         "Open in a browser, or with curl and a cookie jar (curl -b jar -c jar URL):"
@@ -481,7 +374,7 @@ def run(
                     say()
                     say("Press Ctrl-C to stop.")
 
-                _SERVERS[framework](dsn, sock, table, schema, signals, ready)
+                _serve(framework, app_module, dsn, sock, table, schema, signals, ready)
                 say(f"\n{signals.name}: the web server stopped")
         except _Interrupted:
             say(f"\n{signals.name or 'interrupted'}: stopped while starting")
@@ -490,12 +383,11 @@ def run(
 
 
 def _check_installed(framework: str) -> None:
-    for module in _EXTRAS[framework]:
+    for module in _FRAMEWORKS[framework][1]:
         try:
             __import__(module)
         except ImportError as exc:
-            extra = framework  # each framework's extra is named after it
-            hint = '"sessionstore[test]"' if module == "uvicorn" else f'"sessionstore[{extra}]"'
+            hint = '"sessionstore[test]"' if module == "uvicorn" else f'"sessionstore[{framework}]"'
             raise RuntimeError(
                 f"the {framework} demo needs {module}, which is not installed: pip install {hint}"
             ) from exc

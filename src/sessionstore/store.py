@@ -37,6 +37,7 @@ from ._pool import MIN_RETRIES, NOT_AUTOCOMMIT, Fetch, binary_results, pool_type
 from ._validate import DEFAULT_MAX_DATA_SIZE, validate_batch_size
 from ._wire import direct, run
 from .cleanup import Cancellation, CleanupStrategy, ThreadCleanup, cancelling
+from .cleanup.thread import LazyStart
 from .errors import DatabaseError, should_retry
 from .metrics import OnOperation, measure, recorder_for
 from .schema import create_table_hint, create_table_steps, owner_index_steps
@@ -54,7 +55,8 @@ class Store:
 
     The synchronous twin of `AsyncStore`, with the same methods, arguments and
     guarantees, documented there and in docs/usage.md. Its cleanup thread starts
-    in the constructor; `close` stops it.
+    with it on an open pool, else at its first operation in each process
+    (docs/cleanup.md); `close` stops it.
     """
 
     def __init__(
@@ -96,7 +98,8 @@ class Store:
         self._start_batchers()
         _fork.track(self._after_fork_in_child)
         self._cleanup: CleanupStrategy = ThreadCleanup() if cleanup is None else cleanup
-        self._cleanup.start(self)
+        self._starter = LazyStart(self._cleanup, self)
+        self._starter.start_if_open()
 
     @property
     def name(self) -> str:
@@ -218,7 +221,7 @@ class Store:
             # Not `_query`: running it again after a lost reply could find the first
             # run's work and answer None, and lose the new token.
             try:
-                with self._pool.connection() as conn:
+                with self._connection() as conn:
                     token_or_none: str | None = self._drive_steps(conn, steps)
                     return token_or_none
             except psycopg.Error as exc:
@@ -249,7 +252,7 @@ class Store:
         statement = self._core.all()
         try:
             with (
-                self._pool.connection() as conn,
+                self._connection() as conn,
                 conn.transaction(),
                 conn.cursor("sessionstore_iter_all", binary=True, row_factory=tuple_row) as cursor,
             ):
@@ -301,7 +304,7 @@ class Store:
 
     def _purge(self, steps: Steps, cancel: Cancellation | None) -> int | None:
         try:
-            with self._pool.connection() as conn, cancelling(cancel, conn.cancel):
+            with self._connection() as conn, cancelling(cancel, conn.cancel):
                 deleted = self._drive_steps(conn, steps)
                 return None if deleted is None else int(deleted)
         except psycopg.Error as exc:
@@ -350,6 +353,7 @@ class Store:
 
     def stop_cleanup(self) -> None:
         """Stop the cleanup worker and wait for it (within its bound)."""
+        self._starter.stop()
         self._cleanup.stop()
 
     def close(self) -> None:
@@ -368,6 +372,12 @@ class Store:
         self.close()
 
     # Private: the only places that borrow connections.
+
+    def _connection(self) -> contextlib.AbstractContextManager[psycopg.Connection[Any]]:
+        """Borrow a pooled connection (the sync store's first starts its cleanup)."""
+        if self._starter.due:
+            self._starter.start()
+        return self._pool.connection()
 
     def _after_fork_in_child(self, stand_in: Any) -> None:
         """In a forked child, make every use raise `ForkedProcessError` (see `_fork`)."""
@@ -487,7 +497,7 @@ class Store:
         while True:
             conn = None
             try:
-                with self._pool.connection() as conn:
+                with self._connection() as conn:
                     if not conn.autocommit and not self._told_autocommit:
                         self._told_autocommit = True
                         logger.warning(NOT_AUTOCOMMIT, self._pool.name)
@@ -555,7 +565,7 @@ class Store:
     def _batches(self, operation: str, steps: Steps) -> int:
         """Drive batched deletes or rewrites (see `_drive_steps`); return the count."""
         try:
-            with self._pool.connection() as conn:
+            with self._connection() as conn:
                 return int(self._drive_steps(conn, steps))
         except psycopg.Error as exc:
             raise DatabaseError(operation, exc) from exc
@@ -565,7 +575,7 @@ class Store:
     ) -> Any:
         """Drive a multi-statement core generator inside one transaction."""
         try:
-            with self._pool.connection() as conn, conn.transaction():
+            with self._connection() as conn, conn.transaction():
                 return self._drive(conn, steps, commit_each=False)
         except psycopg.Error as exc:
             raise DatabaseError(operation, exc, hint(exc)) from exc
@@ -575,7 +585,7 @@ class Store:
     ) -> Any:
         """Drive a core generator on an autocommit connection (for CONCURRENTLY)."""
         try:
-            with self._pool.connection() as conn:
+            with self._connection() as conn:
                 autocommit = conn.autocommit
                 conn.set_autocommit(True)
                 try:

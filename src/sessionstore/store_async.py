@@ -39,6 +39,8 @@ from ._pool import MIN_RETRIES, NOT_AUTOCOMMIT, Fetch, binary_results, pool_type
 from ._validate import DEFAULT_MAX_DATA_SIZE, validate_batch_size
 from ._wire import direct, run
 from .cleanup import AsyncCleanupStrategy, Cancellation, TaskCleanup, cancelling
+
+# sync-only: from .cleanup.thread import LazyStart
 from .errors import DatabaseError, should_retry
 from .metrics import OnOperation, measure, recorder_for
 from .schema import create_table_hint, create_table_steps, owner_index_steps
@@ -141,7 +143,8 @@ class AsyncStore:
         # async-only: begin
         self._opened = False  # a task needs a running loop: the cleanup starts in open()
         # async-only: end
-        # sync-only: self._cleanup.start(self)
+        # sync-only: self._starter = LazyStart(self._cleanup, self)
+        # sync-only: self._starter.start_if_open()
 
     @property
     def name(self) -> str:
@@ -317,7 +320,7 @@ class AsyncStore:
             # Not `_query`: running it again after a lost reply could find the first
             # run's work and answer None, and lose the new token.
             try:
-                async with self._pool.connection() as conn:
+                async with self._connection() as conn:
                     token_or_none: str | None = await self._drive_steps(conn, steps)
                     return token_or_none
             except psycopg.Error as exc:
@@ -365,7 +368,7 @@ class AsyncStore:
         statement = self._core.all()
         try:
             async with (
-                self._pool.connection() as conn,
+                self._connection() as conn,
                 conn.transaction(),
                 conn.cursor("sessionstore_iter_all", binary=True, row_factory=tuple_row) as cursor,
             ):
@@ -449,7 +452,7 @@ class AsyncStore:
 
     async def _purge(self, steps: Steps, cancel: Cancellation | None) -> int | None:
         try:
-            async with self._pool.connection() as conn:
+            async with self._connection() as conn:
                 with cancelling(cancel, conn.cancel):
                     deleted = await self._drive_steps(conn, steps)
                     return None if deleted is None else int(deleted)
@@ -530,6 +533,7 @@ class AsyncStore:
 
         Idempotent and safe from any thread or task; the store's other methods go on working.
         """
+        # sync-only: self._starter.stop()
         await self._cleanup.astop()
 
     async def aclose(self) -> None:
@@ -551,6 +555,12 @@ class AsyncStore:
         await self.aclose()
 
     # Private: the only places that borrow connections.
+
+    def _connection(self) -> contextlib.AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        """Borrow a pooled connection (the sync store's first starts its cleanup)."""
+        # sync-only: if self._starter.due:
+        # sync-only:     self._starter.start()
+        return self._pool.connection()
 
     def _after_fork_in_child(self, stand_in: Any) -> None:
         """In a forked child, make every use raise `ForkedProcessError` (see `_fork`)."""
@@ -673,7 +683,7 @@ class AsyncStore:
         while True:
             conn = None
             try:
-                async with self._pool.connection() as conn:
+                async with self._connection() as conn:
                     if not conn.autocommit and not self._told_autocommit:
                         self._told_autocommit = True
                         logger.warning(NOT_AUTOCOMMIT, self._pool.name)
@@ -743,7 +753,7 @@ class AsyncStore:
     async def _batches(self, operation: str, steps: Steps) -> int:
         """Drive batched deletes or rewrites (see `_drive_steps`); return the count."""
         try:
-            async with self._pool.connection() as conn:
+            async with self._connection() as conn:
                 return int(await self._drive_steps(conn, steps))
         except psycopg.Error as exc:
             raise DatabaseError(operation, exc) from exc
@@ -753,7 +763,7 @@ class AsyncStore:
     ) -> Any:
         """Drive a multi-statement core generator inside one transaction."""
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            async with self._connection() as conn, conn.transaction():
                 return await self._drive(conn, steps, commit_each=False)
         except psycopg.Error as exc:
             raise DatabaseError(operation, exc, hint(exc)) from exc
@@ -763,7 +773,7 @@ class AsyncStore:
     ) -> Any:
         """Drive a core generator on an autocommit connection (for CONCURRENTLY)."""
         try:
-            async with self._pool.connection() as conn:
+            async with self._connection() as conn:
                 autocommit = conn.autocommit
                 await conn.set_autocommit(True)
                 try:

@@ -1,13 +1,7 @@
-"""Cleanup of expired sessions, as a strategy the store is given.
+"""Cleanup strategies: when a store purges its expired sessions (docs/cleanup.md).
 
-Strategies decide *when* to purge; the store decides *how* (`Store.purge_expired`).
-
-- `ThreadCleanup`: a daemon thread, the default for `Store`.
-- `TaskCleanup`: an asyncio task, the default for `AsyncStore`.
-- `NoCleanup`: never; purge from cron (``python -m sessionstore purge``) or by hand.
-
-Any object with the methods of `CleanupStrategy` (sync) or `AsyncCleanupStrategy`
-can be passed instead.
+`ThreadCleanup` (the default for `Store`), `TaskCleanup` (for `AsyncStore`), `NoCleanup`,
+or any object with the methods of `CleanupStrategy` or `AsyncCleanupStrategy`.
 """
 
 from __future__ import annotations
@@ -38,7 +32,7 @@ class CleanupStrategy(Protocol):
     """What `Store` needs of a cleanup strategy."""
 
     def start(self, store: SyncPurger) -> None:
-        """Begin purging `store` on a schedule; called once, by the store."""
+        """Begin purging `store` on a schedule; the store calls this once per process."""
 
     def stop(self) -> None:
         """Stop purging; idempotent, returns once the worker has ended."""

@@ -13,10 +13,8 @@ logger = logging.getLogger("sessionstore.cleanup")
 class Cancellation:
     """Ask a purge to stop: between batches, and by cancelling its running statement.
 
-    A cleanup strategy creates one and passes it to the store's purge; the store
-    registers a callback that cancels its connection's running statement on the
-    server for as long as that statement runs. `cancel` may be called from any
-    thread, any number of times.
+    A strategy passes one to the store's purge, which registers a callback that cancels
+    its running statement on the server. `cancel` is safe from any thread, many times.
     """
 
     def __init__(self) -> None:
@@ -40,26 +38,12 @@ class Cancellation:
             _run_quietly(callback)
 
     def wait(self, timeout: float) -> bool:
-        """Sleep until cancelled or until `timeout` seconds passed.
-
-        Args:
-            timeout: The longest wait, in seconds.
-
-        Returns:
-            True if cancelled.
-        """
+        """Sleep until cancelled (return True) or until `timeout` seconds passed."""
         return self._event.wait(timeout)
 
     @contextlib.contextmanager
     def on_cancel(self, callback: Callable[[], object]) -> Iterator[None]:
-        """Run `callback` if cancelled while the block runs (or at once, if already).
-
-        Args:
-            callback: What cancels the running work, e.g. ``conn.cancel_safe``.
-
-        Yields:
-            Nothing; leaving the block unregisters the callback.
-        """
+        """Run `callback` (e.g. ``conn.cancel``) if cancelled while the block runs, or at once."""
         with self._lock:
             already = self._event.is_set()
             if not already:
@@ -85,13 +69,5 @@ def _run_quietly(callback: Callable[[], object]) -> None:
 def cancelling(
     cancel: Cancellation | None, callback: Callable[[], object]
 ) -> contextlib.AbstractContextManager[None]:
-    """`cancel.on_cancel(callback)`, or nothing when there is no cancellation.
-
-    Args:
-        cancel: The cancellation, or None.
-        callback: What cancels the running work.
-
-    Returns:
-        A context manager for the block to cancel.
-    """
+    """`cancel.on_cancel(callback)`, or nothing when there is no cancellation."""
     return contextlib.nullcontext() if cancel is None else cancel.on_cancel(callback)

@@ -1,7 +1,4 @@
-"""What the cleanup strategies share: options, the schedule, and the record of runs.
-
-Strategies decide *when* to purge; stores decide *how*. Nothing here runs SQL.
-"""
+"""What the cleanup strategies share: options, the schedule, the record of runs (no SQL)."""
 
 from __future__ import annotations
 
@@ -11,6 +8,7 @@ import logging
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -91,18 +89,7 @@ class CleanupStats:
 
 
 def to_seconds(value: float | dt.timedelta, what: str) -> float:
-    """Convert an interval option to seconds.
-
-    Args:
-        value: Seconds, or a timedelta.
-        what: The option's name, for error messages.
-
-    Returns:
-        The value in seconds.
-
-    Raises:
-        TypeError: If it is neither a number nor a timedelta.
-    """
+    """An interval option (seconds or a timedelta) in seconds; TypeError if neither."""
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -111,20 +98,11 @@ def to_seconds(value: float | dt.timedelta, what: str) -> float:
 
 
 class Schedule:
-    """The options and the record shared by `ThreadCleanup` and `TaskCleanup`.
-
-    Args:
-        interval: Time between purges, in seconds or as a timedelta.
-        jitter: Spread each wait at random by up to this fraction of the interval
-            (0 to 1), so a fleet started together does not sweep together.
-        run_on_start: Purge as soon as the strategy starts, then every interval.
-        on_error: Called with the exception of each failed purge (after logging).
-        stop_timeout: How long stopping waits for the worker, in seconds.
+    """The options (see `ThreadCleanup`) and the record shared by both strategies.
 
     Raises:
         TypeError: If an option has the wrong type.
-        ValueError: If the interval is not positive (use `NoCleanup` to disable
-            cleanup) or the jitter is outside 0..1.
+        ValueError: If the interval is not positive or the jitter outside 0..1.
     """
 
     def __init__(
@@ -154,7 +132,7 @@ class Schedule:
         self.stop_timeout = to_seconds(stop_timeout, "stop_timeout")
         self._stats = CleanupStats()
         self._stats_lock = threading.Lock()
-        self._attached = False
+        self._store: weakref.ref[SyncPurger | AsyncPurger] | None = None
         self._attach_lock = threading.Lock()
 
     @property
@@ -162,15 +140,15 @@ class Schedule:
         """A snapshot of what this strategy has done."""
         return self._stats
 
-    def _attach(self) -> None:
-        """Claim this strategy for one store; a second claim is a mistake."""
+    def _attach(self, store: SyncPurger | AsyncPurger) -> None:
+        """Claim this strategy for `store`; a claim for another store is a mistake."""
         with self._attach_lock:
-            if self._attached:
+            if self._store is not None and self._store() is not store:
                 raise RuntimeError(
                     f"this {type(self).__name__} is already used by another store; "
                     "create one cleanup strategy per store"
                 )
-            self._attached = True
+            self._store = weakref.ref(store)
 
     def _next_delay(self) -> float:
         if not self.jitter:
@@ -179,46 +157,38 @@ class Schedule:
         return max(0.0, self.interval + random.uniform(-spread, spread))
 
     def _record(
-        self, store_name: str, started: dt.datetime, duration: float, deleted: int | None
+        self,
+        name: str,
+        clock: tuple[dt.datetime, float],
+        deleted: int | None,
+        exc: BaseException | None = None,
     ) -> None:
+        """Count a purge that started at `clock` (`_clock`): `deleted` rows, None if skipped."""
+        duration = time.perf_counter() - clock[1]
         with self._stats_lock:
             s = self._stats
             self._stats = dataclasses.replace(
                 s,
                 runs=s.runs + 1,
                 rows_deleted=s.rows_deleted + (deleted or 0),
-                skipped=s.skipped + (deleted is None),
-                last_run=started,
-                last_duration=duration,
-                last_error=None,
-            )
-        if deleted is None:
-            logger.debug("purge of %s skipped: another store is purging it", store_name)
-        elif deleted:
-            logger.info(
-                "purged %d expired sessions from %s in %.3f s", deleted, store_name, duration
-            )
-
-    def _record_error(
-        self, store_name: str, started: dt.datetime, duration: float, exc: BaseException
-    ) -> None:
-        with self._stats_lock:
-            s = self._stats
-            self._stats = dataclasses.replace(
-                s,
-                runs=s.runs + 1,
-                errors=s.errors + 1,
-                last_run=started,
+                skipped=s.skipped + (deleted is None and exc is None),
+                errors=s.errors + (exc is not None),
+                last_run=clock[0],
                 last_duration=duration,
                 last_error=exc,
             )
-        # The store's exceptions never carry tokens or payloads, so the message is safe.
-        logger.error("purge of %s failed, retrying in %g s: %s", store_name, self.interval, exc)
-        if self.on_error is not None:
-            try:
-                self.on_error(exc)
-            except Exception:
-                logger.exception("on_error callback of the %s cleanup raised", store_name)
+        if exc is not None:
+            # The store's exceptions never carry tokens or payloads: the message is safe.
+            logger.error("purge of %s failed, retrying in %g s: %s", name, self.interval, exc)
+            if self.on_error is not None:
+                try:
+                    self.on_error(exc)
+                except Exception:
+                    logger.exception("on_error callback of the %s cleanup raised", name)
+        elif deleted is None:
+            logger.debug("purge of %s skipped: another store is purging it", name)
+        elif deleted:
+            logger.info("purged %d expired sessions from %s in %.3f s", deleted, name, duration)
 
     @staticmethod
     def _clock() -> tuple[dt.datetime, float]:

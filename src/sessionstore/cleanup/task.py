@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
 import weakref
 
 from ._schedule import AsyncPurger, Schedule, logger
@@ -14,12 +13,10 @@ from ._schedule import AsyncPurger, Schedule, logger
 class TaskCleanup(Schedule):
     """Purge an `AsyncStore`'s expired sessions every `interval`, from an asyncio task.
 
-    The task starts when the store is opened (``async with store`` or
-    ``await store.open()``) on the running loop, and holds its store weakly: a
-    store dropped without closing lets the task end, with a warning in the log.
-    Stopping cancels the task, and with it any purge in flight (psycopg cancels
-    the statement on the server). A failed purge is logged, passed to `on_error`
-    and tried again at the next interval.
+    The task starts on the running loop when the store is opened (``async with store``
+    or ``await store.open()``) and holds its store weakly: a store dropped without
+    closing lets it end, with a warning in the log. A failed purge is logged, passed to
+    `on_error` and tried again at the next interval.
 
     Args:
         interval: Time between purges, in seconds or as a timedelta (default 5 min).
@@ -35,17 +32,14 @@ class TaskCleanup(Schedule):
     _task: asyncio.Task[None] | None = None
 
     def start(self, store: AsyncPurger) -> None:
-        """Start the cleanup task for `store` on the running loop. The store calls this.
-
-        Args:
-            store: The store to purge.
+        """Start the cleanup task for `store` on the running loop; the store calls this.
 
         Raises:
             RuntimeError: If no event loop is running, or this strategy already
                 serves a store.
         """
         loop = asyncio.get_running_loop()
-        self._attach()
+        self._attach(store)
         name = store.name
         task = loop.create_task(
             self._run(weakref.ref(store), name), name=f"sessionstore-cleanup {name}"
@@ -54,11 +48,10 @@ class TaskCleanup(Schedule):
         weakref.finalize(store, _store_dropped, loop, task, name)
 
     async def astop(self) -> None:
-        """Cancel the task and wait for it to end, up to `stop_timeout` seconds.
+        """Cancel the task, and any purge in flight with its statement on the server.
 
-        Cancelling the task cancels a purge in progress, its running statement on
-        the server too. Idempotent, and safe from many tasks at once, and from a
-        task on another thread's event loop.
+        Waits up to `stop_timeout` seconds for it to end. Idempotent, and safe from many
+        tasks at once and from a task on another thread's event loop.
         """
         task = self._task
         if task is None or task.done():
@@ -76,11 +69,7 @@ class TaskCleanup(Schedule):
             self._warn_still_running(task)
 
     def stop(self) -> None:
-        """Cancel the task from a thread that is not running its loop; wait within the bound.
-
-        Called from the loop's own thread it only requests the cancellation
-        (waiting there would block the loop the task needs to end).
-        """
+        """`astop` from a plain thread; from the loop's own thread it only asks to cancel."""
         task = self._task
         if task is None or task.done():
             return
@@ -90,7 +79,7 @@ class TaskCleanup(Schedule):
             in_loop = False
         if in_loop:
             task.cancel()
-            return
+            return  # waiting here would block the loop the task needs to end
         if not self._cancel_threadsafe(task).wait(self.stop_timeout):
             self._warn_still_running(task)
 
@@ -124,13 +113,13 @@ class TaskCleanup(Schedule):
             store = ref()
             if store is None:
                 return
-            started, t0 = self._clock()
+            clock = self._clock()
             try:
                 deleted = await store.try_purge_expired()
             except Exception as exc:
-                self._record_error(name, started, time.perf_counter() - t0, exc)
+                self._record(name, clock, None, exc)
             else:
-                self._record(name, started, time.perf_counter() - t0, deleted)
+                self._record(name, clock, deleted)
             del store
 
 

@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import threading
-import time
 import weakref
+from typing import TYPE_CHECKING
 
 from .. import _fork
 from ._cancel import Cancellation
-from ._schedule import Schedule, SyncPurger, logger
+from ._schedule import AsyncPurger, Schedule, SyncPurger, logger
+
+if TYPE_CHECKING:
+    from . import CleanupStrategy
 
 
 class ThreadCleanup(Schedule):
     """Purge a `Store`'s expired sessions every `interval`, from a daemon thread.
 
-    The thread holds its store weakly: a store dropped without `Store.close`
-    lets the thread end (with a warning in the log) instead of keeping it alive.
-    A failed purge is logged on ``sessionstore.cleanup``, passed to `on_error`,
-    and tried again at the next interval; it never ends the loop.
+    The store starts the thread (when: docs/cleanup.md). It holds its store weakly:
+    a store dropped without `Store.close` lets it end, with a warning in the log. A
+    failed purge is logged, passed to `on_error` and tried again at the next interval.
 
     Args:
         interval: Time between purges, in seconds or as a timedelta (default 5 min).
         jitter: Spread each wait at random by up to this fraction of the interval.
-        run_on_start: Purge as soon as the store is created.
+        run_on_start: Purge as soon as the thread starts.
         on_error: Called with each purge's exception, from the cleanup thread.
         stop_timeout: How long `stop` waits for the thread, in seconds.
 
@@ -31,60 +33,43 @@ class ThreadCleanup(Schedule):
     """
 
     _thread: threading.Thread | None = None
-    _stopping: Cancellation
-    _ref: weakref.ref[SyncPurger]
-    _dropped: weakref.finalize[[Cancellation, str], SyncPurger] | None = None
+    _stopping: Cancellation | None = None
+
+    def _attach(self, store: SyncPurger | AsyncPurger) -> None:
+        super()._attach(store)
+        if self._stopping is None:  # made with the store, so atexit runs it after close()
+            self._stopping = Cancellation()
+            weakref.finalize(store, self._store_dropped, store.name)
 
     def start(self, store: SyncPurger) -> None:
-        """Start the cleanup thread for `store`. The store calls this.
-
-        Args:
-            store: The store to purge.
+        """Start the cleanup thread for `store`: once per process, the store calls this.
 
         Raises:
-            RuntimeError: If this strategy already serves a store.
+            RuntimeError: If this strategy already serves another store.
         """
-        self._attach()
-        self._launch(store)
-        # A thread does not survive os.fork: see _after_fork_in_child.
-        _fork.track(self._after_fork_in_child)
-
-    def _launch(self, store: SyncPurger) -> None:
-        """Start the thread that purges `store`."""
-        self._stopping = Cancellation()
-        self._ref = ref = weakref.ref(store)
+        self._attach(store)
+        if self._thread is not None:  # a forked child's: the parent's may be held
+            self._stopping, self._stats_lock = Cancellation(), threading.Lock()
+        assert self._stopping is not None
         name = store.name
         self._thread = threading.Thread(
-            target=self._run, args=(ref, name), name=f"sessionstore-cleanup {name}", daemon=True
+            target=self._run,
+            args=(weakref.ref(store), name, self._stopping),
+            name=f"sessionstore-cleanup {name}",
+            daemon=True,
         )
-        if self._dropped is not None:  # the parent's, inherited through a fork
-            self._dropped.detach()
-        self._dropped = weakref.finalize(store, _store_dropped, self._stopping, name)
         self._thread.start()
-
-    def _after_fork_in_child(self, _stand_in: object) -> None:
-        """Start the cleanup again in a child whose store works (its pool was not open).
-
-        ``gunicorn --preload`` makes the store in the master, whose thread stays
-        there; each worker opens the pool and gets a thread of its own.
-        """
-        store = self._ref()
-        if store is not None and not self._stopping.cancelled and store.pool.closed:
-            self._launch(store)
 
     def stop(self) -> None:
         """Stop the thread and wait for it, up to `stop_timeout` seconds.
 
-        A purge in progress is cancelled, its running statement on the server too,
-        so this returns at once rather than after the purge. Idempotent, and safe
-        to call from any thread, many at once. A thread still alive at the bound
-        is logged (it is a daemon, and ends when its statement does).
+        A purge in progress is cancelled, its statement on the server too. Idempotent
+        and safe from any thread; a thread still alive at the bound is logged and left.
         """
         thread = self._thread
-        if thread is None:
-            return
-        self._stopping.cancel()
-        if thread is threading.current_thread():
+        if self._stopping is not None:
+            self._stopping.cancel()
+        if thread is None or thread is threading.current_thread():
             return
         thread.join(self.stop_timeout)
         if thread.is_alive():
@@ -99,9 +84,9 @@ class ThreadCleanup(Schedule):
         """Whether the cleanup thread is alive."""
         return self._thread is not None and self._thread.is_alive()
 
-    def _run(self, ref: weakref.ref[SyncPurger], name: str) -> None:
+    def _run(self, ref: weakref.ref[SyncPurger], name: str, stopping: Cancellation) -> None:
         delay = 0.0 if self.run_on_start else self._next_delay()
-        while not self._stopping.wait(delay):
+        while not stopping.wait(delay):
             delay = self._next_delay()  # rescheduled first: a failure can't end the loop
             store = ref()
             if store is None:
@@ -109,19 +94,66 @@ class ThreadCleanup(Schedule):
             if store.pool.closed:  # not open yet (or any more): nothing to purge with
                 logger.debug("%s: the pool is not open; purge skipped", name)
                 continue
-            started, t0 = self._clock()
+            clock = self._clock()
             try:
-                deleted = store.try_purge_expired(cancel=self._stopping)
+                deleted = store.try_purge_expired(cancel=stopping)
             except Exception as exc:
-                if self._stopping.cancelled:
+                if stopping.cancelled:
                     return  # the purge was cancelled by stop(): not a failure
-                self._record_error(name, started, time.perf_counter() - t0, exc)
+                self._record(name, clock, None, exc)
             else:
-                self._record(name, started, time.perf_counter() - t0, deleted)
+                self._record(name, clock, deleted)
             del store
 
+    def _store_dropped(self, name: str) -> None:
+        stopping = self._stopping
+        if stopping is not None and not stopping.cancelled:
+            stopping.cancel()
+            logger.warning(
+                "store for %s was garbage-collected without close(); cleanup stopped", name
+            )
 
-def _store_dropped(stopping: Cancellation, name: str) -> None:
-    if not stopping.cancelled:
-        stopping.cancel()
-        logger.warning("store for %s was garbage-collected without close(); cleanup stopped", name)
+
+class LazyStart:
+    """Starts a `Store`'s cleanup: at once if its pool is open, else at its first operation.
+
+    On a closed pool (``open=False``, as under ``gunicorn --preload``) a thread started
+    with the store would run in the process that forks (Python 3.12+ warns of forking
+    with threads) and be missing from the children; each forked child whose store works
+    starts its own. The store's hot path reads only `due`.
+    """
+
+    def __init__(self, strategy: CleanupStrategy, store: SyncPurger) -> None:
+        if isinstance(strategy, Schedule):
+            strategy._attach(store)  # a strategy given to a second store fails here
+        self.due = True
+        self._strategy = strategy
+        self._store = weakref.ref(store)
+        self._stopped = False
+        self._lock = threading.Lock()
+        _fork.track(self._after_fork_in_child)
+
+    def start_if_open(self) -> None:
+        """Start now if the pool is open (it runs threads of its own already)."""
+        store = self._store()
+        if store is not None and not store.pool.closed:
+            self.start()
+
+    def start(self) -> None:
+        """Start the strategy, unless started in this process or stopped."""
+        with self._lock:
+            store = self._store()
+            if self.due and store is not None:
+                self.due = False
+                self._strategy.start(store)
+
+    def stop(self) -> None:
+        """Never start again: the store stopped its cleanup."""
+        with self._lock:
+            self.due, self._stopped = False, True
+
+    def _after_fork_in_child(self, _stand_in: object) -> None:
+        """Start again at the child's first operation, if its store works (its pool was closed)."""
+        store = self._store()
+        self._lock = threading.Lock()
+        self.due = not self._stopped and store is not None and store.pool.closed

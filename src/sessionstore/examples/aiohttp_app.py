@@ -3,23 +3,15 @@
     pip install "sessionstore[aiohttp,testing]"
     python -m sessionstore.examples.aiohttp_app
 
-Then open http://127.0.0.1:4000/put and http://127.0.0.1:4000/get. The server is a
-throw-away PostgreSQL started for the run (the ``testing`` extra brings its binaries)
-and deleted on Ctrl-C; aiohttp's own server serves the app. Under a server of your
-own, ``app`` is the application on ``$SESSIONSTORE_DSN``::
+Then open http://127.0.0.1:4000/put and /get: on ``$SESSIONSTORE_DSN``, or a throw-away
+PostgreSQL deleted on Ctrl-C; aiohttp's own server serves it. A server of your own loads `app` (on
+``$SESSIONSTORE_DSN``)::
 
     gunicorn --preload -k aiohttp.GunicornWebWorker sessionstore.examples.aiohttp_app:app
 
-Beyond the Go example's ``/put`` and ``/get``: ``/login`` logs the session in as
-"alice" (a new token, the session owned by her: what a real login does after checking
-the password), ``/sessions`` lists her sessions (each by its opaque id, never a
-token: when it began and was last seen, its device if recorded, its expiry),
-``/logout-everywhere`` ends all of them but this one, and ``/logout`` deletes the
-session. Log in from two browsers (or two cookie jars) to see both listed.
-
-A real app would take ``/login``, ``/logout`` and ``/logout-everywhere`` as POSTs
-(with CSRF protection); they are GETs here so that a browser's address bar and curl
-can drive them.
+``/login`` logs the session in as "alice" (a new token), ``/sessions`` lists her
+sessions, ``/logout-everywhere`` ends all but this one, and ``/logout`` this one. They
+are GETs for the address bar; a real app takes POSTs.
 """
 
 from __future__ import annotations
@@ -64,11 +56,10 @@ def create_app(
     timeout: float = 30.0,
     **store_options: Any,
 ) -> web.Application:
-    """Build the app: the routes `index` lists, its sessions in PostgreSQL at `dsn`.
+    """The app, its sessions in PostgreSQL at `dsn`.
 
-    Nothing connects before the app starts: its ``cleanup_ctx`` opens the pool, then
-    creates the table if missing (with the owner column, added if the table lacks
-    it); at cleanup the pool closes.
+    Its ``cleanup_ctx`` opens the pool and creates the table (with the owner column);
+    at cleanup the pool closes.
 
     Args:
         dsn: The PostgreSQL server.
@@ -84,9 +75,6 @@ def create_app(
         schema: The table's schema, or None for the search_path.
         timeout: How long a request waits for a database connection.
         **store_options: More `AsyncStore` options (e.g. ``hash_tokens``).
-
-    Returns:
-        The aiohttp app.
     """
     routes = web.RouteTableDef()
 
@@ -174,8 +162,7 @@ def listed(each: UserSession) -> str:
 
 
 def __getattr__(name: str) -> Any:
-    # `gunicorn ...aiohttp_app:app`: made on first access, not at import, so that
-    # importing the module (the demo, the tests) needs no $SESSIONSTORE_DSN.
+    # Made on first access, not at import: importing the module needs no DSN.
     if name == "app":
         app = create_app(os.environ["SESSIONSTORE_DSN"])
         globals()[name] = app
@@ -185,8 +172,7 @@ def __getattr__(name: str) -> Any:
 
 def main() -> None:
     """Serve the app on port 4000 until Ctrl-C (or SIGTERM)."""
-    # aiohttp's run_app stops on either signal and runs the app's cleanup (closing the
-    # pool); then the with-block stops and deletes PostgreSQL.
+    # run_app stops on either signal and closes the pool; then PostgreSQL is deleted.
     with ephemeral_postgres() as server:
         print(f"PostgreSQL: {server.source}")
         web.run_app(create_app(server.dsn), host=HOST, port=PORT)

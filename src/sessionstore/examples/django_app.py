@@ -3,35 +3,20 @@
     pip install "sessionstore[django,testing]" uvicorn
     python -m sessionstore.examples.django_app
 
-Then open http://127.0.0.1:4000/put and http://127.0.0.1:4000/get. The server is a
-throw-away PostgreSQL started for the run (the ``testing`` extra brings its binaries)
-and deleted on Ctrl-C; uvicorn serves the app.
-
-A whole Django project in one file: `configure` calls ``settings.configure`` (the
-session engine is ``sessionstore.integrations.django``, the middleware its
-``SessionMiddleware``; no ORM database, no installed apps), and `create_app` returns
-the WSGI or the ASGI application. Under a server of your own, the DSN comes from
-``$SESSIONSTORE_DSN`` (the table must exist: ``python -m sessionstore migrate
---owners``)::
+Then open http://127.0.0.1:4000/put and /get: on ``$SESSIONSTORE_DSN``, or a throw-away
+PostgreSQL deleted on Ctrl-C; uvicorn serves it. A whole project in one file: `configure`
+calls ``settings.configure`` (the session engine, its middleware, no ORM database), and
+`create_app` returns the WSGI application (sync views) or the ASGI one (async views, on
+`AsyncStore`). A server of your own loads them (the table must exist: ``python -m
+sessionstore migrate --owners``)::
 
     gunicorn --preload --workers 2 sessionstore.examples.django_app:application
     uvicorn sessionstore.examples.django_app:asgi_application
 
-The WSGI application has sync views (``request.session["message"]``); the ASGI one
-has async views on Django's async session methods (``await
-request.session.aget("message")``), which run on `AsyncStore`.
-
-Beyond the Go example's ``/put`` and ``/get``: ``/login`` logs the session in as
-"alice" (a new key, the session owned by her: what ``django.contrib.auth.login`` does
-to the session after checking the password), ``/sessions`` lists her sessions (each
-by its opaque id, never a key: when it began and was last seen, its device if
-recorded, its expiry), ``/logout-everywhere`` ends all of them but this one, and
-``/logout`` deletes the session (``flush``, as ``logout`` does). Log in from
-two browsers (or two cookie jars) to see both listed.
-
-A real app would take ``/login``, ``/logout`` and ``/logout-everywhere`` as POSTs
-(with CSRF protection); they are GETs here so that a browser's address bar and curl
-can drive them.
+``/login`` logs the session in as "alice" (a new key, as ``django.contrib.auth.login``
+does), ``/sessions`` lists her sessions, ``/logout-everywhere`` ends all but this one,
+and ``/logout`` this one (``flush``). They are GETs for the address bar; a real app
+takes POSTs.
 """
 
 from __future__ import annotations
@@ -285,16 +270,10 @@ def configure(
 
 
 def create_app(dsn: str | None = None, *, asgi: bool = False, **options: Any) -> Any:
-    """Configure Django (see `configure`) and return the WSGI or ASGI application.
+    """Configure Django (see `configure`) and return the WSGI application.
 
-    Args:
-        dsn: The PostgreSQL server; None for ``$SESSIONSTORE_DSN``.
-        asgi: Return the ASGI application (async views; its pools close when the
-            server stops, through `with_lifespan`) instead of the WSGI one.
-        **options: `configure`'s other options.
-
-    Returns:
-        The application.
+    With `asgi`, the ASGI one: async views, its pools closed by `with_lifespan` when the
+    server stops.
     """
     configure(dsn, asgi=asgi, **options)
     if asgi:
@@ -307,9 +286,7 @@ def create_app(dsn: str | None = None, *, asgi: bool = False, **options: Any) ->
 
 
 def __getattr__(name: str) -> Any:
-    # `gunicorn ...django_app:application` and `uvicorn ...django_app:asgi_application`:
-    # made on first access, not at import, so that importing the module (the demo, the
-    # tests) configures nothing.
+    # Made on first access, not at import: importing the module configures nothing.
     if name in ("application", "asgi_application"):
         app = create_app(asgi=name == "asgi_application")
         globals()[name] = app
@@ -323,8 +300,7 @@ def main() -> None:
 
     from sessionstore.testing import ephemeral_postgres
 
-    # uvicorn stops gracefully on either signal, then raises it again: turn that into
-    # exceptions that unwind the with-block, so PostgreSQL is stopped and deleted.
+    # uvicorn stops on either signal, then raises it again: unwind, deleting PostgreSQL.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     with contextlib.suppress(KeyboardInterrupt), ephemeral_postgres() as server:
         print(f"PostgreSQL: {server.source}")

@@ -3,28 +3,15 @@
     pip install "sessionstore[flask,testing]"
     python -m sessionstore.examples.flask_app
 
-Then open http://127.0.0.1:4000/put and http://127.0.0.1:4000/get. The server is the one
-named by ``$SESSIONSTORE_DSN``, or else a throw-away PostgreSQL started for the run (the
-``testing`` extra brings its binaries) and deleted on Ctrl-C.
-
-Under a server of your own, `app` is the application, on ``$SESSIONSTORE_DSN`` (the
-table must exist: ``python -m sessionstore migrate --owners``)::
+Then open http://127.0.0.1:4000/put and /get: on ``$SESSIONSTORE_DSN``, or a throw-away
+PostgreSQL deleted on Ctrl-C. A server of your own loads `app` (the table must exist:
+``python -m sessionstore migrate --owners``)::
 
     gunicorn --preload --workers 2 sessionstore.examples.flask_app:app
 
-Its pool is made closed and opened by each worker on its first request, never
-before the fork.
-
-Beyond the Go example's ``/put`` and ``/get``: ``/login`` logs the session in as
-"alice" (a new token, the session owned by her: what a real login does after checking
-the password), ``/sessions`` lists her sessions (an opaque id, never a token; when it
-began and was last seen; its device; its expiry), ``/revoke?id=ID`` ends one of them,
-``/logout-everywhere`` ends all of them but this one, and ``/logout`` deletes the
-session. Log in from two browsers (or two cookie jars) to see both listed.
-
-A real app would take ``/login``, ``/logout``, ``/revoke`` and ``/logout-everywhere``
-as POSTs (with CSRF protection); they are GETs here so that a browser's address bar and
-curl can drive them.
+``/login`` logs the session in as "alice" (a new token), ``/sessions`` lists her
+sessions, ``/revoke?id=ID`` ends one, ``/logout-everywhere`` all but this one, and
+``/logout`` this one. They are GETs for the address bar; a real app takes POSTs.
 """
 
 from __future__ import annotations
@@ -65,16 +52,7 @@ def when(moment: dt.datetime | None) -> str:
 
 
 def create_app(store: Store, *, lifetime: dt.timedelta = dt.timedelta(hours=24)) -> Flask:
-    """Build the app: the routes `index` lists, on `store`.
-
-    Args:
-        store: The store for the sessions, with ``owners=True`` (for ``/sessions``
-            and ``/logout-everywhere``).
-        lifetime: How long a session lives (SCS's ``Lifetime``).
-
-    Returns:
-        The Flask app.
-    """
+    """The app on `store` (``owners=True``); a session lives `lifetime` (SCS's ``Lifetime``)."""
     app = Flask(__name__)
     app.config["PERMANENT_SESSION_LIFETIME"] = lifetime  # like SCS's Lifetime
     # For /sessions: each session's IP address and user agent (personal data: off by
@@ -142,14 +120,13 @@ def create_app(store: Store, *, lifetime: dt.timedelta = dt.timedelta(hours=24))
 
 
 def __getattr__(name: str) -> Any:
-    # `gunicorn ...flask_app:app`: made on first access, not at import, so that
-    # importing the module (the demo, the tests) makes no pool.
+    # Made on first access, not at import: importing the module makes no pool.
     if name == "app":
         dsn = os.environ.get("SESSIONSTORE_DSN")
         if not dsn:
             raise RuntimeError("no DSN: set $SESSIONSTORE_DSN")
+        # Closed: each worker opens it (open_pool), and starts its own cleanup thread.
         pool = ConnectionPool(dsn, open=False, kwargs={"autocommit": True})
-        # Under --preload each worker gets its own cleanup thread (see the Flask page).
         store = Store(pool, owners=True)
         atexit.register(pool.close)
         atexit.register(store.close)  # runs first: atexit calls in reverse order

@@ -3,24 +3,16 @@
     pip install "sessionstore[litestar,testing]"
     python -m sessionstore.examples.litestar_app
 
-Then open http://127.0.0.1:4000/put and http://127.0.0.1:4000/get. The server is a
-throw-away PostgreSQL started for the run (the ``testing`` extra brings its binaries)
-and deleted on Ctrl-C; uvicorn serves the app.
+Then open http://127.0.0.1:4000/put and /get: on ``$SESSIONSTORE_DSN``, or a throw-away
+PostgreSQL deleted on Ctrl-C; uvicorn serves it. A server of your own loads `app` (on
+``$SESSIONSTORE_DSN``); nothing connects at import, Litestar opens each worker's pool at
+its startup::
 
-A server can load the module's `app` (on ``$SESSIONSTORE_DSN``), e.g.
-``gunicorn --preload -k uvicorn_worker.UvicornWorker sessionstore.examples.litestar_app:app``:
-nothing connects at import, Litestar opens each worker's pool at its startup.
+    gunicorn --preload -k uvicorn_worker.UvicornWorker sessionstore.examples.litestar_app:app
 
-Beyond the Go example's ``/put`` and ``/get``: ``/login`` logs the session in as
-"alice" (a new token, the session owned by her: what a real login does after checking
-the password), ``/sessions`` lists her sessions (each one's id, when it began and was
-last seen, its browser and IP address, its expiry), ``/revoke?id=<id>`` ends one of
-them, ``/logout-everywhere`` ends all of them but this one, and ``/logout`` deletes
-the session. Log in from two browsers (or two cookie jars) to see both listed.
-
-A real app would take ``/login``, ``/logout``, ``/revoke`` and ``/logout-everywhere``
-as POSTs (with CSRF protection); they are GETs here so that a browser's address bar
-and curl can drive them.
+``/login`` logs the session in as "alice" (a new token), ``/sessions`` lists her
+sessions, ``/revoke?id=ID`` ends one, ``/logout-everywhere`` all but this one, and
+``/logout`` this one. They are GETs for the address bar; a real app takes POSTs.
 """
 
 from __future__ import annotations
@@ -85,11 +77,10 @@ def create_app(
     schema: str | None = None,
     **store_options: Any,
 ) -> Litestar:
-    """Build the app: the routes `index` lists, its sessions in PostgreSQL at `dsn`.
+    """The app, its sessions in PostgreSQL at `dsn`.
 
-    Nothing connects before the app starts: Litestar enters the registered store at
-    startup (its pool opens), an on_startup hook creates the table if missing (with the
-    owner column, added if the table lacks it), and at shutdown the pool closes.
+    Litestar enters the registered store at startup (its pool opens), an on_startup
+    hook creates the table (with the owner column), and at shutdown the pool closes.
 
     Args:
         dsn: The PostgreSQL server.
@@ -103,9 +94,6 @@ def create_app(
         schema: The table's schema, or None for the search_path.
         **store_options: More `AsyncStore` options (e.g. ``hash_tokens``,
             ``max_sessions_per_owner``).
-
-    Returns:
-        The Litestar app.
     """
 
     @get("/")
@@ -191,8 +179,7 @@ def main() -> None:
     """Serve the app on port 4000 until Ctrl-C (or SIGTERM)."""
     from sessionstore.testing import ephemeral_postgres  # the testing extra: only here
 
-    # uvicorn stops gracefully on either signal, then raises it again: turn that into
-    # exceptions that unwind the with-block, so PostgreSQL is stopped and deleted.
+    # uvicorn stops on either signal, then raises it again: unwind, deleting PostgreSQL.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     with contextlib.suppress(KeyboardInterrupt), ephemeral_postgres() as server:
         print(f"PostgreSQL: {server.source}")

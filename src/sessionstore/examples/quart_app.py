@@ -3,27 +3,16 @@
     pip install "sessionstore[quart,testing]"
     python -m sessionstore.examples.quart_app
 
-Then open http://127.0.0.1:4000/put and http://127.0.0.1:4000/get. The server is the one
-named by ``$SESSIONSTORE_DSN``, or else a throw-away PostgreSQL started for the run (the
-``testing`` extra brings its binaries) and deleted on Ctrl-C. Hypercorn (which comes
-with Quart) serves it.
-
-Under a server of your own, `app` is the application, on ``$SESSIONSTORE_DSN``; each
-process opens its pool when it starts serving (Quart's ``before_serving``)::
+Then open http://127.0.0.1:4000/put and /get: on ``$SESSIONSTORE_DSN``, or a throw-away
+PostgreSQL deleted on Ctrl-C; Hypercorn (which comes with Quart) serves it. A server of
+your own loads `app`; each process opens its pool when it starts serving::
 
     gunicorn --preload --workers 2 -k uvicorn_worker.UvicornWorker \
         sessionstore.examples.quart_app:app
 
-Beyond the Go example's ``/put`` and ``/get``: ``/login`` logs the session in as
-"alice" (a new token, the session owned by her: what a real login does after checking
-the password), ``/sessions`` lists her sessions (an opaque id, never a token; when it
-began and was last seen; its device; its expiry), ``/revoke?id=ID`` ends one of them,
-``/logout-everywhere`` ends all of them but this one, and ``/logout`` deletes the
-session. Log in from two browsers (or two cookie jars) to see both listed.
-
-A real app would take ``/login``, ``/logout``, ``/revoke`` and ``/logout-everywhere``
-as POSTs (with CSRF protection); they are GETs here so that a browser's address bar and
-curl can drive them.
+``/login`` logs the session in as "alice" (a new token), ``/sessions`` lists her
+sessions, ``/revoke?id=ID`` ends one, ``/logout-everywhere`` all but this one, and
+``/logout`` this one. They are GETs for the address bar; a real app takes POSTs.
 """
 
 from __future__ import annotations
@@ -71,21 +60,10 @@ def create_app(
     table: str = "sessions",
     schema: str | None = None,
 ) -> Quart:
-    """Build the app: the routes `index` lists, on `pool`.
+    """The app on `pool` (``open=False``: an async pool opens in the loop that serves it).
 
-    The app opens `pool` before serving (an async pool must be opened in the loop
-    that serves it), creates the table if missing (with the owner column, added if
-    the table lacks it), runs the store's cleanup task, and closes both after
-    serving.
-
-    Args:
-        pool: The pool for the store, not opened yet (``open=False``).
-        lifetime: How long a session lives (SCS's ``Lifetime``).
-        table: The sessions table.
-        schema: The table's schema, or None for the search_path.
-
-    Returns:
-        The Quart app.
+    Before serving it opens the pool, creates the table (with the owner column) and
+    starts the cleanup task; after serving it closes both. A session lives `lifetime`.
     """
     store = AsyncStore(pool, table=table, schema=schema, owners=True)
     app = Quart(__name__)
@@ -165,8 +143,7 @@ def create_app(
 
 
 def __getattr__(name: str) -> Any:
-    # `gunicorn ...quart_app:app`: made on first access, not at import, so that
-    # importing the module (the demo, the tests) makes no pool.
+    # Made on first access, not at import: importing the module makes no pool.
     if name == "app":
         dsn = os.environ.get("SESSIONSTORE_DSN")
         if not dsn:

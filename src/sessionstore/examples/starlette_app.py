@@ -3,24 +3,15 @@
     pip install "sessionstore[starlette,testing]" uvicorn
     python -m sessionstore.examples.starlette_app
 
-Then open http://127.0.0.1:4000/put and http://127.0.0.1:4000/get. The server is the one
-named by ``$SESSIONSTORE_DSN``, or else a throw-away PostgreSQL started for the run (the
-``testing`` extra brings its binaries) and deleted on Ctrl-C.
+Then open http://127.0.0.1:4000/put and /get: on ``$SESSIONSTORE_DSN``, or a throw-away
+PostgreSQL deleted on Ctrl-C. A server of your own loads `app` (on ``$SESSIONSTORE_DSN``);
+nothing connects at import, each worker opens its own pool in its lifespan::
 
-A server can load the module's `app` (on ``$SESSIONSTORE_DSN``), e.g.
-``gunicorn --preload -k uvicorn_worker.UvicornWorker sessionstore.examples.starlette_app:app``:
-nothing connects at import, each worker opens its own pool in its lifespan.
+    gunicorn --preload -k uvicorn_worker.UvicornWorker sessionstore.examples.starlette_app:app
 
-Beyond the Go example's ``/put`` and ``/get``: ``/login`` logs the session in as
-"alice" (a new token, the session owned by her: what a real login does after checking
-the password), ``/sessions`` lists her sessions (each one's id, when it began and was
-last seen, its browser and IP address, its expiry), ``/revoke?id=<id>`` ends one of
-them, ``/logout-everywhere`` ends all of them but this one, and ``/logout`` deletes
-the session. Log in from two browsers (or two cookie jars) to see both listed.
-
-A real app would take ``/login``, ``/logout``, ``/revoke`` and ``/logout-everywhere``
-as POSTs (with CSRF protection); they are GETs here so that a browser's address bar
-and curl can drive them.
+``/login`` logs the session in as "alice" (a new token), ``/sessions`` lists her
+sessions, ``/revoke?id=ID`` ends one, ``/logout-everywhere`` all but this one, and
+``/logout`` this one. They are GETs for the address bar; a real app takes POSTs.
 """
 
 from __future__ import annotations
@@ -82,23 +73,19 @@ def create_app(
     schema: str | None = None,
     **store_options: Any,
 ) -> Starlette:
-    """Build the app: the routes `index` lists, on `pool`.
+    """The app on `pool` (``open=False``: an async pool opens in the loop that serves it).
 
-    The app's lifespan opens `pool` (an async pool must be opened in the loop that
-    serves it), creates the table if missing (with the owner column, added if the
-    table lacks it) and runs the store's cleanup task.
+    Its lifespan opens the pool, creates the table (with the owner column) and runs the
+    cleanup task.
 
     Args:
-        pool: The pool for the store, not opened yet (``open=False``).
+        pool: The pool for the store.
         lifetime: The idle timeout (SCS's ``IdleTimeout``).
         absolute_lifetime: When a session ends however busy (SCS's ``Lifetime``).
         renew_after: The share of `lifetime` after which a read moves the expiry.
         table: The sessions table.
         schema: The table's schema, or None for the search_path.
         **store_options: More `AsyncStore` options (e.g. ``max_sessions_per_owner``).
-
-    Returns:
-        The Starlette app.
     """
     store = AsyncStore(pool, table=table, schema=schema, owners=True, **store_options)
 
@@ -186,8 +173,7 @@ def main() -> None:
     """Serve the app on port 4000 until Ctrl-C (or SIGTERM)."""
     from sessionstore.testing import ephemeral_postgres  # the testing extra: only here
 
-    # uvicorn stops gracefully on either signal, then raises it again: turn that into
-    # exceptions that unwind the with-block, so PostgreSQL is stopped and deleted.
+    # uvicorn stops on either signal, then raises it again: unwind, deleting PostgreSQL.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     with contextlib.suppress(KeyboardInterrupt), ephemeral_postgres() as server:
         print(f"PostgreSQL: {server.source}")

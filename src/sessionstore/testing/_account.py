@@ -1,12 +1,6 @@
-"""The unprivileged account that throw-away servers run as, when this process is root.
+"""The unprivileged account throw-away servers run as when this process is root.
 
-PostgreSQL refuses to run as root (``initdb: cannot be run as root``). When this process
-is root, `_unprivileged_account` names the ``postgres`` account (else ``nobody``);
-`_run_as_kwargs` makes a subprocess run as it (no supplementary groups), and
-`_account_tmpdir` makes the temporary directory for a server's data and socket, under
-``/tmp`` and owned by that account (pytest's own 0700 temporary directories are not
-reachable by it). When this process is not root, there is no such account: everything
-runs as the current user.
+PostgreSQL refuses to run as root; without root there is no such account (None).
 """
 
 from __future__ import annotations
@@ -50,7 +44,8 @@ def _run_as_kwargs(account: _Account | None) -> dict[str, Any]:
 
 
 def _account_tmpdir(account: _Account | None, prefix: str) -> Path:
-    """Create a temporary directory under ``/tmp`` (if there is one) owned by ``account``."""
+    """A new directory under ``/tmp`` owned by ``account``."""
+    # Not under pytest's temporary directories: they are 0700, out of the account's reach.
     tmp_parent = "/tmp" if os.path.isdir("/tmp") else None
     tmpdir = Path(tempfile.mkdtemp(prefix=prefix, dir=tmp_parent))
     try:

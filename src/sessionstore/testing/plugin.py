@@ -1,23 +1,8 @@
 """The sessionstore pytest plugin, registered for every install through ``pytest11``.
 
-This module imports nothing optional, so a project that installed sessionstore
-without the ``testing`` extra sees no error at all. When the extra is installed the
-real fixtures (`sessionstore.testing.fixtures`) are registered; otherwise stand-ins
-with the same names raise one clear error when a test asks for them.
-
-Fixtures:
-    sessionstore_server: (session) the `PostgresServer` used by the run: the
-        ``SESSIONSTORE_TEST_DSN`` server if set, else a private ephemeral one.
-    sessionstore_proc: (session) pytest-postgresql's `NoopExecutor` for it, with a
-        template database holding the sessions table.
-    sessionstore_postgresql: a psycopg connection to a fresh database cloned
-        from that template for each test.
-    sessionstore_dsn: the DSN of that per-test database.
-    session_store: a ready `Store` on it (cleanup off; pool closed after).
-    async_session_store: a ready `AsyncStore` on it (cleanup off; pool closed after).
-    sessionstore_proxy: a started `TcpProxy` in front of the server, in ``pass``
-        mode, closed after the test: cut, delay or black-hole the connection.
-    sessionstore_proxy_dsn: the DSN of the test's database through that proxy.
+It imports nothing optional: with the ``testing`` extra it registers the fixtures of
+`sessionstore.testing.fixtures`, without it stand-ins that say what to install
+(docs/testing.md).
 """
 
 from __future__ import annotations
@@ -47,10 +32,10 @@ def _missing() -> list[str]:
 
 
 def _unavailable(missing: list[str]) -> types.ModuleType:
-    """A plugin module of stand-in fixtures that explain what to install.
+    """A plugin of stand-in fixtures that say what to install.
 
-    A module, because pytest collects fixtures from a plugin's attributes by
-    looking at its type's namespace for classes, which instance attributes miss.
+    A module: pytest finds a plugin's fixtures in its type's namespace for classes,
+    which instance attributes miss.
     """
     message = f"{EXTRA_HINT} (missing: {', '.join(missing)})"
     plugin = types.ModuleType("sessionstore.testing._unavailable")
