@@ -1,7 +1,7 @@
 """The session manager: one session's life, written once for every integration.
 
 Framework-free and I/O-free like `_core`: each decision is a generator that yields
-store calls (`Step`) and is sent their results; `run` drives one on a `Store`, `arun`
+store calls (`Call`) and is sent their results; `run` drives one on a `Store`, `arun`
 on an `AsyncStore`. See docs/sessions.md.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import datetime as dt
 import hmac
 import logging
@@ -86,86 +85,17 @@ MAX_MERGES = 16
 T = TypeVar("T")
 
 
-# The store calls a decision needs; each is sent its result.
+class Call:
+    """A store call a decision yields, ``store.<method>(*args, **kwargs)``; sent its result."""
+
+    __slots__ = ("args", "kwargs", "method")
+
+    def __init__(self, method: str, *args: Any, **kwargs: Any) -> None:
+        self.method, self.args, self.kwargs = method, args, kwargs
 
 
-@dataclass(frozen=True, slots=True)
-class Find:
-    """``find_versioned(token)``; sent a `Versioned` or None."""
-
-    token: str
-
-
-@dataclass(frozen=True, slots=True)
-class Update:
-    """``update_versioned(...)``; ``update(...)`` if `version` is None. Sent whether it wrote."""
-
-    token: str
-    data: bytes
-    expiry: dt.datetime
-    version: int | None
-    owner: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Touch:
-    """``touch(token, expiry)``; sent whether the row was live."""
-
-    token: str
-    expiry: dt.datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Create:
-    """``create(token, ...)``; sent whether it created (False: the token was taken)."""
-
-    token: str
-    data: bytes
-    expiry: dt.datetime
-    owner: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Rotate:
-    """``rotate(token, grace=grace)``; sent the new token or None."""
-
-    token: str
-    grace: dt.timedelta
-
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    """``delete(token)``; sent None."""
-
-    token: str
-
-
-@dataclass(frozen=True, slots=True)
-class SessionsOf:
-    """``sessions_of(owner)``; sent the `OwnedSession` list."""
-
-    owner: str
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteOwned:
-    """``delete_owned(owner, keep=keep)``; sent how many were deleted."""
-
-    owner: str
-    keep: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Revoke:
-    """``revoke(owner, key)``; sent whether it was the owner's."""
-
-    owner: str
-    key: str
-
-
-Step = Find | Update | Touch | Create | Rotate | Delete | SessionsOf | DeleteOwned | Revoke
 #: A decision: yields store calls, is sent their results, returns T.
-Steps = Generator[Step, Any, T]
+Steps = Generator[Call, Any, T]
 
 
 @dataclass(slots=True)
@@ -295,7 +225,7 @@ class SessionManager:
         loaded = Loaded(token, cookie is not None)
         if token is None:
             return loaded
-        row: Versioned | None = yield Find(token)
+        row: Versioned | None = yield Call("find_versioned", token)
         if row is None:
             logger.debug("no live session for the cookie's token; new session")
             return loaded
@@ -305,7 +235,7 @@ class SessionManager:
             return loaded
         if self._past_lifetime(data):
             # Its row may outlive it (made under a longer lifetime setting): end it.
-            yield Delete(token)
+            yield Call("delete", token)
             logger.debug("session past its lifetime: deleted; new session")
             return loaded
         loaded.found = True
@@ -341,7 +271,7 @@ class SessionManager:
         data = dict(data)
         if not data.keys() - _BOOKKEEPING:  # emptied, or never filled
             if loaded.found and loaded.token is not None:
-                yield Delete(loaded.token)
+                yield Call("delete", loaded.token)
                 logger.debug("session emptied: row deleted")
             # A cookie that names no live session is deleted, never left to linger.
             return Outcome(delete_cookie=loaded.had_cookie)
@@ -375,13 +305,13 @@ class SessionManager:
         payload = self._dumps(data)  # before the delete: bad data loses nothing
         if loaded.token is not None and loaded.found:
             # First: if the create then fails, the old token is dead all the same.
-            yield Delete(loaded.token)
+            yield Call("delete", loaded.token)
             logger.debug("new token for the session: old row deleted")
         expiry = self._expiry(data, now)
         # `create` never overwrites a live session: a taken token is replaced by another.
         for _ in range(FRESH_TOKEN_ATTEMPTS):
             token = new_token()
-            if (yield Create(token, payload, expiry, owner_of(data))):
+            if (yield Call("create", token, payload, expiry, owner=owner_of(data))):
                 return Outcome(token, set_cookie=True, expiry=expiry)
             logger.warning("a freshly generated session token was already taken; trying another")
         raise RuntimeError(f"no free session token after {FRESH_TOKEN_ATTEMPTS} attempts")
@@ -397,12 +327,13 @@ class SessionManager:
         if self.rotate_every is not None:
             # A touch checks no version, so it would give back the full idle timeout
             # to an old token that a rotation has just cut to its grace.
-            if (yield Update(loaded.token, loaded.raw, expiry, loaded.version, owner_of(data))):
+            args = (loaded.token, loaded.raw, expiry, loaded.version)
+            if (yield Call("update_versioned", *args, owner=owner_of(data))):
                 return Outcome(loaded.token, set_cookie=True, expiry=expiry)
             # Written meanwhile (which renewed it), moved, or gone.
-            row: Versioned | None = yield Find(loaded.token)
+            row: Versioned | None = yield Call("find_versioned", loaded.token)
             return self._gone() if row is None else Outcome(loaded.token, expiry=row.expiry)
-        if not (yield Touch(loaded.token, expiry)):
+        if not (yield Call("touch", loaded.token, expiry)):
             return self._gone()
         return Outcome(loaded.token, set_cookie=True, expiry=expiry)
 
@@ -414,9 +345,10 @@ class SessionManager:
         base: dict[str, Any] | None = None  # decoded on the first conflict only
         version = loaded.version
         for _ in range(MAX_MERGES):
-            if (yield Update(loaded.token, raw, expiry, version, owner_of(data))):
+            args = (loaded.token, raw, expiry, version)
+            if (yield Call("update_versioned", *args, owner=owner_of(data))):
                 return data
-            row: Versioned | None = yield Find(loaded.token)
+            row: Versioned | None = yield Call("find_versioned", loaded.token)
             theirs = None if row is None else self._decode(row.data)
             if row is None or theirs is None:
                 return self._gone()
@@ -457,11 +389,11 @@ class SessionManager:
             return written
         del written[MOVED_KEY]
         payload, owner = self._dumps(written), owner_of(written)
-        token: str | None = yield Rotate(loaded.token, self.rotate_grace)
+        token: str | None = yield Call("rotate", loaded.token, grace=self.rotate_grace)
         if token is None:  # it expired meanwhile
-            yield Update(loaded.token, payload, expiry, None, owner)
+            yield Call("update", loaded.token, payload, expiry, owner=owner)
             return Outcome(loaded.token, set_cookie=True, expiry=expiry)
-        yield Update(token, payload, expiry, None, owner)
+        yield Call("update", token, payload, expiry, owner=owner)
         logger.debug("session token rotated")
         return Outcome(token, set_cookie=True, expiry=expiry)
 
@@ -531,7 +463,7 @@ class SessionManager:
         """
         if owner is None:
             return []
-        owned: list[OwnedSession] = yield SessionsOf(owner)
+        owned: list[OwnedSession] = yield Call("sessions_of", owner)
         now = self._clock()
         listed = []
         for each in owned:
@@ -574,7 +506,7 @@ class SessionManager:
         """End every session of `owner` but the one of `keep`; how many ended (0 for nobody)."""
         if owner is None:
             return 0
-        count: int = yield DeleteOwned(owner, keep)
+        count: int = yield Call("delete_owned", owner, keep=keep)
         return count
 
     @staticmethod
@@ -592,10 +524,10 @@ class SessionManager:
             raise TypeError(
                 f"session must be a listed session id (str), not {type(session).__name__}"
             )
-        owned: list[OwnedSession] = yield SessionsOf(owner)
+        owned: list[OwnedSession] = yield Call("sessions_of", owner)
         for each in owned:
             if hmac.compare_digest(session_id(each.key), session):
-                revoked: bool = yield Revoke(owner, each.key)
+                revoked: bool = yield Call("revoke", owner, each.key)
                 return revoked
         return False
 
@@ -673,28 +605,9 @@ async def arun(steps: Steps[T], store: AsyncStore) -> T:
             result = await _call(step, store)
 
 
-def _call(step: Step, store: Store | AsyncStore) -> Any:
-    """One store call: its result on a `Store`, its awaitable on an `AsyncStore`."""
-    if not store.owners and isinstance(step, Update | Create):
-        step = dataclasses.replace(step, owner=None)  # no owner column to write
-    match step:
-        case Find(token):
-            return store.find_versioned(token)
-        case Update(token, data, expiry, None, owner):
-            return store.update(token, data, expiry, owner=owner)
-        case Update(token, data, expiry, int(version), owner):
-            return store.update_versioned(token, data, expiry, version, owner=owner)
-        case Touch(token, expiry):
-            return store.touch(token, expiry)
-        case Create(token, data, expiry, owner):
-            return store.create(token, data, expiry, owner=owner)
-        case Rotate(token, grace):
-            return store.rotate(token, grace=grace)
-        case Delete(token):
-            return store.delete(token)
-        case SessionsOf(owner):
-            return store.sessions_of(owner)
-        case DeleteOwned(owner, keep):
-            return store.delete_owned(owner, keep=keep)
-        case Revoke(owner, key):
-            return store.revoke(owner, key)
+def _call(call: Call, store: Store | AsyncStore) -> Any:
+    """The store call: its result on a `Store`, its awaitable on an `AsyncStore`."""
+    kwargs = call.kwargs
+    if not store.owners and "owner" in kwargs:
+        kwargs = {**kwargs, "owner": None}  # no owner column to write
+    return getattr(store, call.method)(*call.args, **kwargs)
