@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Callable
-from typing import Any
+from types import MethodType
+from typing import Any, cast
 
 from .errors import ForkedProcessError
 
-#: What each store asked to run in a forked child; weak, so a store can go away.
-_hooks: set[weakref.WeakMethod[Callable[[Any], None]]] = set()
+#: What each store asked to run in a forked child, by store; weak, so a store can go away.
+_hooks: weakref.WeakKeyDictionary[Any, Callable[[Any, Any], None]] = weakref.WeakKeyDictionary()
 
 
 class ForkedPool:
@@ -40,15 +41,16 @@ class ForkedPool:
 
 def track(hook: Callable[[Any], None]) -> None:
     """Have the bound method `hook` called with a `ForkedPool` in a forked child (held weakly)."""
-    _hooks.add(weakref.WeakMethod(hook, _hooks.discard))
+    # Not a WeakMethod: its callback can run at interpreter exit after the WeakMethod
+    # itself is gone, and print an "Exception ignored" traceback.
+    method = cast("MethodType", hook)
+    _hooks[method.__self__] = method.__func__
 
 
 def _after_fork_in_child() -> None:
     stand_in = ForkedPool(os.getppid())
-    for ref in list(_hooks):
-        hook = ref()
-        if hook is not None:
-            hook(stand_in)
+    for owner, hook in list(_hooks.items()):
+        hook(owner, stand_in)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,19 +1,14 @@
 """The session manager: one session's life, written once for every integration.
 
-SCS splits the job in two, the store and the ``SessionManager``; this is the latter,
-framework-free and I/O-free like `_core`. It loads a session and decides its save:
-what to write, which cookie to set or delete. Each decision is a generator that
-yields store calls (`Step`) and is sent their results, as psycopg's generators yield
-where they must wait; `run` drives one on a `Store`, `arun` on an `AsyncStore`. An
-integration is an adapter: its framework's session object and cookie API in, the
-manager's `Outcome` out. See docs/sessions.md for what it guarantees.
+Framework-free and I/O-free like `_core`: each decision is a generator that yields
+store calls (`Call`) and is sent their results; `run` drives one on a `Store`, `arun`
+on an `AsyncStore`. See docs/sessions.md.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import datetime as dt
 import hmac
 import logging
@@ -22,13 +17,11 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from ._core import OwnedSession, Versioned, validate_owner
+from ._core import FRESH_TOKEN_ATTEMPTS, OwnedSession, Versioned, new_token, validate_owner
 from .errors import ConcurrentUpdateError
 from .integrations._common import (
     OWNER_KEY,
     UserSession,
-    create_fresh,
-    create_fresh_sync,
     is_current,
     is_token,
     owner_of,
@@ -53,23 +46,21 @@ __all__ = [
 
 logger = logging.getLogger("sessionstore.manager")
 
-#: The key under which a session's data holds when it was created (Unix seconds):
-#: the start of its absolute lifetime, kept across token renewals.
+#: Where a session's data keeps when it was created (Unix seconds): the start of its
+#: absolute lifetime, kept across token renewals.
 CREATED_KEY = "_session_created"
 
-#: The key under which a session's data holds when its user last signed in (Unix
-#: seconds), for pages that ask for the password again (`signed_in_within`).
+#: When its user last signed in (Unix seconds), for `signed_in_within`.
 SIGNED_IN_KEY = "_session_signed_in"
 
-#: The key under which a session's data holds when its token was last rotated.
+#: When its token was last rotated.
 ROTATED_KEY = "_session_rotated"
 
 #: Set on the old token's row while it is rotated: its requests in flight are served,
 #: but their saves write nothing (the session lives on under the new token).
 MOVED_KEY = "_session_moved"
 
-#: The key under which a session's data holds the device it was signed in from
-#: (``record_devices``): ``{"ip": ..., "user_agent": ...}``.
+#: The device it was signed in from (``record_devices``): ``{"ip": ..., "user_agent": ...}``.
 DEVICE_KEY = "_session_device"
 
 #: Keys the manager keeps for itself: a session holding only these is empty (the
@@ -87,121 +78,33 @@ DEFAULT_ROTATE_GRACE = dt.timedelta(seconds=30)
 #: session's expiry is moved again.
 DEFAULT_RENEW_AFTER = 0.1
 
-#: How many times a save re-reads a row another request changed and merges, before
-#: it gives up. Each retry follows a write that succeeded, so only a session
-#: written this many times during one save runs out.
+#: How many times a save re-reads and merges a row other requests changed before it
+#: gives up; each retry follows another request's successful write.
 MAX_MERGES = 16
 
 T = TypeVar("T")
 
 
-# The store calls a decision needs; each is sent its result.
+class Call:
+    """A store call a decision yields, ``store.<method>(*args, **kwargs)``; sent its result."""
+
+    __slots__ = ("args", "kwargs", "method")
+
+    def __init__(self, method: str, *args: Any, **kwargs: Any) -> None:
+        self.method, self.args, self.kwargs = method, args, kwargs
 
 
-@dataclass(frozen=True, slots=True)
-class Find:
-    """``find_versioned(token)``; sent a `Versioned` or None."""
-
-    token: str
-
-
-@dataclass(frozen=True, slots=True)
-class Update:
-    """``update_versioned(...)``; sent whether it wrote."""
-
-    token: str
-    data: bytes
-    expiry: dt.datetime
-    version: int
-    owner: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Touch:
-    """``touch(token, expiry)``; sent whether the row was live."""
-
-    token: str
-    expiry: dt.datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Create:
-    """``create`` under a fresh token; sent that token."""
-
-    data: bytes
-    expiry: dt.datetime
-    owner: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Rotate:
-    """``rotate(token, grace=grace)``; sent the new token or None."""
-
-    token: str
-    grace: dt.timedelta
-
-
-@dataclass(frozen=True, slots=True)
-class Rewrite:
-    """``update(token, data, expiry, owner=owner)``: no version checked; sent whether live."""
-
-    token: str
-    data: bytes
-    expiry: dt.datetime
-    owner: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    """``delete(token)``; sent None."""
-
-    token: str
-
-
-@dataclass(frozen=True, slots=True)
-class SessionsOf:
-    """``sessions_of(owner)``; sent the `OwnedSession` list."""
-
-    owner: str
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteOwned:
-    """``delete_owned(owner, keep=keep)``; sent how many were deleted."""
-
-    owner: str
-    keep: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Revoke:
-    """``revoke(owner, key)``; sent whether it was the owner's."""
-
-    owner: str
-    key: str
-
-
-Step = (
-    Find | Update | Touch | Create | Rotate | Rewrite | Delete | SessionsOf | DeleteOwned | Revoke
-)
 #: A decision: yields store calls, is sent their results, returns T.
-Steps = Generator[Step, Any, T]
+Steps = Generator[Call, Any, T]
 
 
 @dataclass(slots=True)
 class Loaded:
-    """What a request loaded: give `data` to the framework's session object.
+    """What a request loaded: give `data`, the request's own copy, to its session object.
 
-    Attributes:
-        token: The token the request's cookie held, if it has the shape of one.
-        had_cookie: Whether the request sent a session cookie at all.
-        data: The session's data, the request's own copy (empty for a new session).
-        found: Whether the token named a live session.
-        version: The row's version when it was read (for the save).
-        expiry: The row's expiry when it was read.
-        raw: The stored bytes as read (what "unchanged" is compared with).
-        moved: The token was rotated while this request was in flight: the
-            request is served, its save writes nothing.
+    `token` is the cookie's, if it has the shape of one, and `found` whether it named
+    a live session; `version`, `expiry` and `raw` are the row as read; `moved` means a
+    rotation moved the session while the request was in flight: its save writes nothing.
     """
 
     token: str | None
@@ -216,13 +119,7 @@ class Loaded:
 
 @dataclass(frozen=True, slots=True)
 class Device:
-    """The client a request came from, recorded when a session gets a token.
-
-    Attributes:
-        ip: The client's IP address as the application sees it (behind a proxy,
-            whatever the application trusts, e.g. the first ``X-Forwarded-For``).
-        user_agent: The ``User-Agent`` header.
-    """
+    """The client a request came from (IP address and ``User-Agent``), for `record_devices`."""
 
     ip: str | None
     user_agent: str | None
@@ -232,11 +129,9 @@ class Device:
 class Outcome:
     """What the save decided for the response.
 
-    Attributes:
-        token: The token the session is stored under now (None: no session).
-        set_cookie: Set the session cookie to `token`, expiring at `expiry`.
-        delete_cookie: Delete the session cookie.
-        expiry: When the row expires (the cookie must not outlive it).
+    `token` is what the session is stored under now (None: no session); `set_cookie`
+    sets the cookie to it, expiring at `expiry` (the row's, which the cookie must not
+    outlive); `delete_cookie` deletes the cookie.
     """
 
     token: str | None = None
@@ -249,36 +144,28 @@ class Outcome:
         """Whether the response sets or deletes the cookie (send ``no-cache="Set-Cookie"``)."""
         return self.set_cookie or self.delete_cookie
 
-
-_NOTHING = Outcome()
+    @property
+    def max_age(self) -> int | None:
+        """The cookie's ``Max-Age``: the whole seconds the row has left, rounded down."""
+        if self.expiry is None:
+            return None
+        return max(0, int((self.expiry - dt.datetime.now(dt.UTC)).total_seconds()))
 
 
 class SessionManager:
-    """The rules of a session's life, for one integration's settings.
+    """The rules of a session's life (docs/sessions.md), for one integration's settings.
 
-    Args:
-        dumps: Serialises a session's data (the framework's serializer).
-        loads: Deserialises stored data; returns None (or raises ValueError) for
-            data it can't read, which then counts as no session.
-        idle_timeout: A session ends this long after its last request (a
-            timedelta or seconds).
-        lifetime: A session ends this long after it was created, whatever
-            happens (None: no absolute lifetime).
-        renew_after: The share of `idle_timeout` (0 to 1) that must pass since
-            the last renewal before an unchanged session's expiry is moved; 0
-            renews on every request.
-        rotate_every: Give an active session a new token this often (None: never);
-            the old token keeps working for `rotate_grace`.
-        rotate_grace: How long an old token keeps working after a rotation; shorter
-            than `idle_timeout`.
-        record_devices: Keep the client's IP address and user agent in the session
-            when it gets a token (off by default: they are personal data).
-        clock: The current time, timezone-aware (for tests).
+    `loads` returns None (or raises ValueError) for data it can't read: no session.
+    A session ends `idle_timeout` after its last renewal and `lifetime` (None: never)
+    after its creation; `renew_after` is the share of `idle_timeout` that must pass
+    before an unchanged session's expiry moves again (0: every request). Its token
+    rotates every `rotate_every` (None: never), the old one working `rotate_grace`
+    more. `record_devices` keeps the client's IP address and user agent (personal
+    data); `clock` is the time, timezone-aware, for tests.
 
     Raises:
-        TypeError: If a duration or `renew_after` has the wrong type.
-        ValueError: If a duration is not positive, `renew_after` not in [0, 1], or
-            `rotate_grace` not shorter than `idle_timeout`.
+        TypeError, ValueError: If a setting has the wrong type or is out of range
+            (`renew_after` in [0, 1], `rotate_grace` shorter than `idle_timeout`).
     """
 
     def __init__(
@@ -327,10 +214,7 @@ class SessionManager:
         return None
 
     def load(self, cookie: str | None) -> Steps[Loaded]:
-        """Load the session a request's cookie names.
-
-        Args:
-            cookie: The session cookie's value, or None without one.
+        """Load the session a request's cookie (None: no cookie) names.
 
         Returns:
             A decision that returns what was loaded: a new, empty session if the
@@ -341,7 +225,7 @@ class SessionManager:
         loaded = Loaded(token, cookie is not None)
         if token is None:
             return loaded
-        row: Versioned | None = yield Find(token)
+        row: Versioned | None = yield Call("find_versioned", token)
         if row is None:
             logger.debug("no live session for the cookie's token; new session")
             return loaded
@@ -351,7 +235,7 @@ class SessionManager:
             return loaded
         if self._past_lifetime(data):
             # Its row may outlive it (made under a longer lifetime setting): end it.
-            yield Delete(token)
+            yield Call("delete", token)
             logger.debug("session past its lifetime: deleted; new session")
             return loaded
         loaded.found = True
@@ -368,32 +252,12 @@ class SessionManager:
         renew: bool = False,
         device: Device | None = None,
     ) -> Steps[Outcome]:
-        """Decide what a request's end writes, and what becomes of the cookie.
+        """Decide what the request of `loaded` writes for `data`, and what becomes of the cookie.
 
-        - emptied: the row and the cookie are deleted;
-        - new, or `renew` (a new token asked for, e.g. at login, or the session
-          cleared and filled again): saved under a fresh token, the old row deleted;
-        - changed: written only if the row is still as it was read; if another
-          request wrote it meanwhile, the keys this request set or removed are
-          applied to the row as it is now (the other keys keep the other request's
-          values) and the write is tried again;
-        - unchanged: the expiry is moved only when renewal is due (`renew_after`);
-          most requests write nothing;
-        - due for rotation (`rotate_every`): saved as changed, then moved to a new
-          token; the old one works for `rotate_grace` more, for requests in flight,
-          whose saves write nothing;
-        - gone since it was read (a logout, a revoke, the expiry): nothing is
-          written and the cookie is deleted; a session is never brought back.
-
-        Args:
-            loaded: What `load` returned for this request.
-            data: The session's data at the end of the request.
-            renew: Save under a fresh token and delete the old row.
-            device: The request's client, kept when the session gets a token and
-                `record_devices` is on.
-
-        Returns:
-            A decision that returns the `Outcome`.
+        By docs/sessions.md: emptied, deleted; new or `renew` (login), a fresh token; a
+        change, written over the row as read (merged per key on a conflict); unchanged,
+        renewed when due; gone since read, stays gone. `device` is kept with
+        `record_devices`.
 
         Raises:
             ConcurrentUpdateError: If other requests kept writing the session
@@ -407,7 +271,7 @@ class SessionManager:
         data = dict(data)
         if not data.keys() - _BOOKKEEPING:  # emptied, or never filled
             if loaded.found and loaded.token is not None:
-                yield Delete(loaded.token)
+                yield Call("delete", loaded.token)
                 logger.debug("session emptied: row deleted")
             # A cookie that names no live session is deleted, never left to linger.
             return Outcome(delete_cookie=loaded.had_cookie)
@@ -441,11 +305,16 @@ class SessionManager:
         payload = self._dumps(data)  # before the delete: bad data loses nothing
         if loaded.token is not None and loaded.found:
             # First: if the create then fails, the old token is dead all the same.
-            yield Delete(loaded.token)
+            yield Call("delete", loaded.token)
             logger.debug("new token for the session: old row deleted")
         expiry = self._expiry(data, now)
-        token: str = yield Create(payload, expiry, owner_of(data))
-        return Outcome(token, set_cookie=True, expiry=expiry)
+        # `create` never overwrites a live session: a taken token is replaced by another.
+        for _ in range(FRESH_TOKEN_ATTEMPTS):
+            token = new_token()
+            if (yield Call("create", token, payload, expiry, owner=owner_of(data))):
+                return Outcome(token, set_cookie=True, expiry=expiry)
+            logger.warning("a freshly generated session token was already taken; trying another")
+        raise RuntimeError(f"no free session token after {FRESH_TOKEN_ATTEMPTS} attempts")
 
     def _renew(self, loaded: Loaded, data: dict[str, Any], now: dt.datetime) -> Steps[Outcome]:
         """An unchanged session: move its expiry if renewal is due, else do nothing."""
@@ -458,30 +327,28 @@ class SessionManager:
         if self.rotate_every is not None:
             # A touch checks no version, so it would give back the full idle timeout
             # to an old token that a rotation has just cut to its grace.
-            if (yield Update(loaded.token, loaded.raw, expiry, loaded.version, owner_of(data))):
+            args = (loaded.token, loaded.raw, expiry, loaded.version)
+            if (yield Call("update_versioned", *args, owner=owner_of(data))):
                 return Outcome(loaded.token, set_cookie=True, expiry=expiry)
             # Written meanwhile (which renewed it), moved, or gone.
-            row: Versioned | None = yield Find(loaded.token)
+            row: Versioned | None = yield Call("find_versioned", loaded.token)
             return self._gone() if row is None else Outcome(loaded.token, expiry=row.expiry)
-        if not (yield Touch(loaded.token, expiry)):
+        if not (yield Call("touch", loaded.token, expiry)):
             return self._gone()
         return Outcome(loaded.token, set_cookie=True, expiry=expiry)
 
     def _write(
         self, loaded: Loaded, data: dict[str, Any], raw: bytes, expiry: dt.datetime
     ) -> Steps[dict[str, Any] | Outcome]:
-        """Write changed data if the row is unchanged since read, else merge and retry.
-
-        Returns the data written, or the `Outcome` when it can't be: the session is
-        gone, or moved to a new token by a rotation.
-        """
+        """Write over the row as read, else merge and retry; the data, or the `Outcome`."""
         assert loaded.token is not None
         base: dict[str, Any] | None = None  # decoded on the first conflict only
         version = loaded.version
         for _ in range(MAX_MERGES):
-            if (yield Update(loaded.token, raw, expiry, version, owner_of(data))):
+            args = (loaded.token, raw, expiry, version)
+            if (yield Call("update_versioned", *args, owner=owner_of(data))):
                 return data
-            row: Versioned | None = yield Find(loaded.token)
+            row: Versioned | None = yield Call("find_versioned", loaded.token)
             theirs = None if row is None else self._decode(row.data)
             if row is None or theirs is None:
                 return self._gone()
@@ -508,17 +375,12 @@ class SessionManager:
         return due and self._expiry(data, now) - now > self.rotate_grace
 
     def _rotate(self, loaded: Loaded, data: dict[str, Any], now: dt.datetime) -> Steps[Outcome]:
-        """Move the session to a new token; the old one works for `rotate_grace` more.
-
-        Three statements, once per `rotate_every`: mark the old row moved (as a
-        changed save, merging what other requests wrote), copy it to a new token
-        while cutting the old one's expiry to the grace (the store's atomic
-        `rotate`), then take the mark off the new row, which nobody else knows yet.
-        The mark stops the old token's requests in flight from writing: their
-        writes would be lost with it, and a renewal would give it back a full
-        idle timeout.
-        """
+        """Move the session to a new token; the old one works for `rotate_grace` more."""
         assert loaded.token is not None
+        # Mark the old row moved (a changed save, merged), copy it to a new token while
+        # cutting the old one to the grace, unmark the new row. The mark keeps the old
+        # token's requests in flight from writing: their writes would be lost with it,
+        # and a renewal would give it back a full idle timeout.
         data[ROTATED_KEY] = now.timestamp()
         expiry = self._expiry(data, now)
         marked = {**data, MOVED_KEY: True}
@@ -527,11 +389,11 @@ class SessionManager:
             return written
         del written[MOVED_KEY]
         payload, owner = self._dumps(written), owner_of(written)
-        token: str | None = yield Rotate(loaded.token, self.rotate_grace)
+        token: str | None = yield Call("rotate", loaded.token, grace=self.rotate_grace)
         if token is None:  # it expired meanwhile
-            yield Rewrite(loaded.token, payload, expiry, owner)
+            yield Call("update", loaded.token, payload, expiry, owner=owner)
             return Outcome(loaded.token, set_cookie=True, expiry=expiry)
-        yield Rewrite(token, payload, expiry, owner)
+        yield Call("update", token, payload, expiry, owner=owner)
         logger.debug("session token rotated")
         return Outcome(token, set_cookie=True, expiry=expiry)
 
@@ -564,15 +426,17 @@ class SessionManager:
             return None
         return data if isinstance(data, dict) else None
 
-    # Sessions per user: the store's owner column (``owners=True``).
+    # Sessions per user (docs/users.md): the store's owner column (``owners=True``).
+    # The integrations' per-user helpers apply these to the request's session; None
+    # as the owner means nobody is logged in.
 
     @staticmethod
     def log_in(data: dict[str, Any], owner: str) -> None:
-        """Make the session `owner`'s, signed in now; the caller saves it under a fresh token.
+        """Make the session `owner`'s (the user id, as text), signed in now; save it with ``renew``.
 
         Raises:
-            TypeError: If `owner` is not a str.
-            ValueError: If `owner` is empty, too long, or holds NUL or lone surrogates.
+            TypeError, ValueError: If `owner` is not a str, or empty, too long, or
+                holds NUL or lone surrogates.
         """
         data[OWNER_KEY] = validate_owner(owner)
         data[SIGNED_IN_KEY] = time.time()
@@ -580,11 +444,8 @@ class SessionManager:
     def signed_in_within(self, data: Mapping[str, Any], within: dt.timedelta | float) -> bool:
         """Whether the session's user signed in (`log_in`) no longer than `within` ago.
 
-        For pages that ask for the password again before a sensitive change.
-
         Raises:
-            TypeError: If `within` is neither a timedelta nor a number of seconds.
-            ValueError: If `within` is not positive.
+            TypeError, ValueError: If `within` is not a positive timedelta or seconds.
         """
         limit = to_timedelta(within, "within").total_seconds()
         at = data.get(SIGNED_IN_KEY)
@@ -592,9 +453,17 @@ class SessionManager:
             return False
         return self._clock().timestamp() - at <= limit
 
-    def sessions(self, owner: str, token: str | None) -> Steps[list[UserSession]]:
-        """List `owner`'s live sessions, soonest to expire first, `token`'s marked current."""
-        owned: list[OwnedSession] = yield SessionsOf(owner)
+    def sessions(self, owner: str | None, token: str | None) -> Steps[list[UserSession]]:
+        """List `owner`'s live sessions, soonest to expire first, `token`'s marked current.
+
+        None for nobody. No token is in them: a `UserSession.id` names one for `revoke`.
+
+        Raises:
+            sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
+        """
+        if owner is None:
+            return []
+        owned: list[OwnedSession] = yield Call("sessions_of", owner)
         now = self._clock()
         listed = []
         for each in owned:
@@ -633,26 +502,32 @@ class SessionManager:
         )
 
     @staticmethod
-    def log_out_everywhere(owner: str, keep: str | None) -> Steps[int]:
-        """End every session of `owner` but the one of `keep`; return how many ended."""
-        count: int = yield DeleteOwned(owner, keep)
+    def log_out_everywhere(owner: str | None, keep: str | None) -> Steps[int]:
+        """End every session of `owner` but the one of `keep`; how many ended (0 for nobody)."""
+        if owner is None:
+            return 0
+        count: int = yield Call("delete_owned", owner, keep=keep)
         return count
 
     @staticmethod
-    def revoke(owner: str, session: str) -> Steps[bool]:
+    def revoke(owner: str | None, session: str) -> Steps[bool]:
         """End one of `owner`'s sessions by its listed `UserSession.id`; whether it was theirs.
+
+        False for nobody, another user's id, a token or a stale id.
 
         Raises:
             TypeError: If `session` is not a str.
         """
+        if owner is None:
+            return False
         if not isinstance(session, str):
             raise TypeError(
                 f"session must be a listed session id (str), not {type(session).__name__}"
             )
-        owned: list[OwnedSession] = yield SessionsOf(owner)
+        owned: list[OwnedSession] = yield Call("sessions_of", owner)
         for each in owned:
             if hmac.compare_digest(session_id(each.key), session):
-                revoked: bool = yield Revoke(owner, each.key)
+                revoked: bool = yield Call("revoke", owner, each.key)
                 return revoked
         return False
 
@@ -669,13 +544,10 @@ _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
 def secure_by_default(host: str | None) -> bool:
-    """Whether a cookie is ``Secure`` when the application has not said: yes, but locally.
+    """Whether a cookie is ``Secure`` when the application has not said.
 
-    Args:
-        host: The request's host (a ``Host`` header value, with or without port).
-
-    Returns:
-        False for localhost, loopback addresses and ``*.localhost``; True otherwise.
+    False for a `host` (a ``Host`` header value, with or without port) of localhost,
+    a loopback address or ``*.localhost``; True otherwise.
     """
     if not host:
         return True
@@ -722,11 +594,7 @@ def run(steps: Steps[T], store: Store) -> T:
 
 
 async def arun(steps: Steps[T], store: AsyncStore) -> T:
-    """Run a decision's store calls on an `AsyncStore` and return its result.
-
-    Raises:
-        sessionstore.DatabaseError: If the store failed.
-    """
+    """`run` on an `AsyncStore`."""
     with contextlib.closing(steps):
         result: Any = None
         while True:
@@ -734,61 +602,12 @@ async def arun(steps: Steps[T], store: AsyncStore) -> T:
                 step = steps.send(result)
             except StopIteration as done:
                 return cast(T, done.value)
-            result = await _acall(step, store)
+            result = await _call(step, store)
 
 
-def _call(step: Step, store: Store) -> Any:
-    """One store call, on a `Store` (the twin of `_acall`)."""
-    match _owned(step, store.owners):
-        case Find(token):
-            return store.find_versioned(token)
-        case Update(token, data, expiry, version, owner):
-            return store.update_versioned(token, data, expiry, version, owner=owner)
-        case Touch(token, expiry):
-            return store.touch(token, expiry)
-        case Create(data, expiry, owner):
-            return create_fresh_sync(lambda token: store.create(token, data, expiry, owner=owner))
-        case Rotate(token, grace):
-            return store.rotate(token, grace=grace)
-        case Rewrite(token, data, expiry, owner):
-            return store.update(token, data, expiry, owner=owner)
-        case Delete(token):
-            return store.delete(token)
-        case SessionsOf(owner):
-            return store.sessions_of(owner)
-        case DeleteOwned(owner, keep):
-            return store.delete_owned(owner, keep=keep)
-        case Revoke(owner, key):
-            return store.revoke(owner, key)
-
-
-def _owned(step: Step, owners: bool) -> Step:
-    """The step as a store without the owner column takes it (no owner to write)."""
-    if not owners and isinstance(step, Update | Create | Rewrite) and step.owner is not None:
-        return dataclasses.replace(step, owner=None)
-    return step
-
-
-async def _acall(step: Step, store: AsyncStore) -> Any:
-    """One store call, on an `AsyncStore` (the twin of `_call`)."""
-    match _owned(step, store.owners):
-        case Find(token):
-            return await store.find_versioned(token)
-        case Update(token, data, expiry, version, owner):
-            return await store.update_versioned(token, data, expiry, version, owner=owner)
-        case Touch(token, expiry):
-            return await store.touch(token, expiry)
-        case Create(data, expiry, owner):
-            return await create_fresh(lambda token: store.create(token, data, expiry, owner=owner))
-        case Rotate(token, grace):
-            return await store.rotate(token, grace=grace)
-        case Rewrite(token, data, expiry, owner):
-            return await store.update(token, data, expiry, owner=owner)
-        case Delete(token):
-            return await store.delete(token)
-        case SessionsOf(owner):
-            return await store.sessions_of(owner)
-        case DeleteOwned(owner, keep):
-            return await store.delete_owned(owner, keep=keep)
-        case Revoke(owner, key):
-            return await store.revoke(owner, key)
+def _call(call: Call, store: Store | AsyncStore) -> Any:
+    """The store call: its result on a `Store`, its awaitable on an `AsyncStore`."""
+    kwargs = call.kwargs
+    if not store.owners and "owner" in kwargs:
+        kwargs = {**kwargs, "owner": None}  # no owner column to write
+    return getattr(store, call.method)(*call.args, **kwargs)

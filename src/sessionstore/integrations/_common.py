@@ -5,13 +5,12 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._core import FRESH_TOKEN_ATTEMPTS, hash_token, new_token
+from .._core import hash_token
 
 #: Tokens as SCS issues them: 32 random bytes in url-safe base64 without padding.
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -20,32 +19,19 @@ _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 #: runs: the server never learns when the browser closes.
 DEFAULT_SESSION_ONLY_TTL = dt.timedelta(hours=24)
 
-#: The key under which a session's data holds its owner (the user id given at login).
-#: Every save passes it to the store, so a row is owned whichever request writes it,
-#: and the "log out everywhere" helpers know whose sessions to end without asking.
+#: Where a session's data keeps its owner (the user id given at login): every save
+#: passes it to the store, so a row is owned whichever request writes it.
 OWNER_KEY = "_session_owner"
-
-logger = logging.getLogger("sessionstore.integrations")
 
 
 @dataclass(frozen=True)
 class UserSession:
-    """One of a user's live sessions, as a "where am I signed in" page lists it.
+    """One of a user's live sessions, as "where am I signed in" lists it (docs/users.md).
 
-    It holds no token: `id` names the session for `revoke` and nothing else.
-
-    Attributes:
-        id: An opaque id, derived from the stored key by a one-way hash: never a
-            usable token, whatever the store's ``hash_tokens``.
-        current: Whether it is the session of the request that asked.
-        created: When the session began (kept across token renewals), if known.
-        last_seen: When it was last used, to within the renewal interval
-            (``renew_after`` of the idle timeout): no write per request records it.
-        expiry: When it expires, timezone-aware, in UTC.
-        signed_in: When its user last signed in, if known.
-        ip: The client's IP address when it got its token (``record_devices``).
-        user_agent: The client's user agent then (``record_devices``).
-        data: The session's data, decoded; empty if it does not decode.
+    It holds no token: `id`, a one-way hash of the stored key, names the session for
+    `revoke` and nothing else. `last_seen` is known to within the renewal interval;
+    `ip` and `user_agent` are the client's when it got its token (``record_devices``);
+    `data` is the session's, decoded (empty if it does not decode).
     """
 
     id: str
@@ -60,11 +46,9 @@ class UserSession:
 
 
 def is_current(key: str, token: str | None) -> bool:
-    """Whether a stored key is `token`'s, with or without ``hash_tokens``.
-
-    Both forms are checked, so no knowledge of the store's setting is needed: a raw
-    token equal to the hash of another would be a SHA-256 preimage.
-    """
+    """Whether a stored key is `token`'s, with or without ``hash_tokens``."""
+    # Both forms, whatever the store's setting: a raw token equal to the hash of
+    # another would be a SHA-256 preimage.
     return token is not None and key in (token, hash_token(token))
 
 
@@ -83,49 +67,17 @@ def owner_of(data: object) -> str | None:
     return None
 
 
-async def create_fresh(create: Callable[[str], Awaitable[bool]]) -> str:
-    """Save a new session under a fresh token with `create` (False: taken); the token.
-
-    `create` never overwrites a live session, so a token that happens to be taken
-    leaves the other session alone and is replaced by another.
-
-    Raises:
-        RuntimeError: If every attempt collided (a broken random source).
-    """
-    for _ in range(FRESH_TOKEN_ATTEMPTS):
-        token = new_token()
-        if await create(token):
-            return token
-        logger.warning("a freshly generated session token was already taken; trying another")
-    raise RuntimeError(f"no free session token after {FRESH_TOKEN_ATTEMPTS} attempts")
-
-
-def create_fresh_sync(create: Callable[[str], bool]) -> str:
-    """`create_fresh` for a synchronous `create`."""
-    for _ in range(FRESH_TOKEN_ATTEMPTS):
-        token = new_token()
-        if create(token):
-            return token
-        logger.warning("a freshly generated session token was already taken; trying another")
-    raise RuntimeError(f"no free session token after {FRESH_TOKEN_ATTEMPTS} attempts")
-
-
 def is_token(value: object) -> bool:
     """Whether a cookie value has the shape of a token this library issues.
 
-    Anything else (empty, tampered, another library's ID) is never looked up: it can
-    name no session, and the check keeps odd input away from the database.
+    Anything else (empty, tampered, another library's ID) can name no session, and is
+    never looked up.
     """
     return isinstance(value, str) and _TOKEN_RE.fullmatch(value) is not None
 
 
 def to_timedelta(value: dt.timedelta | float, name: str) -> dt.timedelta:
-    """A positive duration given in seconds or as a timedelta.
-
-    Raises:
-        TypeError: If it is neither a number nor a timedelta.
-        ValueError: If it is not positive.
-    """
+    """A positive duration given in seconds or as a timedelta; TypeError, ValueError if not."""
     if isinstance(value, bool) or not isinstance(value, dt.timedelta | int | float):
         raise TypeError(f"{name} must be a timedelta or a number of seconds")
     delta = value if isinstance(value, dt.timedelta) else dt.timedelta(seconds=value)
@@ -148,6 +100,18 @@ def missing_extra(module: str, extra: str, exc: ImportError) -> ImportError:
 #: What SCS adds to the Cache-Control of a response that sets or clears the session
 #: cookie: a shared cache may keep the page, never the cookie.
 NO_CACHE_SET_COOKIE = 'no-cache="Set-Cookie"'
+
+
+def merge_header(headers: Any, name: str, merge: Callable[[list[str]], str | None]) -> None:
+    """Set header `name` to what `merge` makes of all its values, if that changes it.
+
+    `headers` are a framework's multi-valued headers (``getlist`` or ``getall``).
+    """
+    # All the values: werkzeug's response.vary, say, reads only the first Vary header.
+    values = headers.getlist(name) if hasattr(headers, "getlist") else headers.getall(name, [])
+    value = merge(values)
+    if value is not None:
+        headers[name] = value
 
 
 def vary_with_cookie(values: list[str]) -> str | None:

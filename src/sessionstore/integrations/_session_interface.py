@@ -1,10 +1,7 @@
-"""What the Flask and Quart integrations share: Flask's session API on the `SessionManager`.
+"""Flask's session API on the `SessionManager`, for Flask and Quart (docs/integrations-quart.md).
 
-Quart's session API is Flask's (its ``SessionMixin`` is Flask's own, its responses
-are werkzeug's), so one session class and one adapter serve both. The adapter decides
-nothing itself: the session is loaded by ``SessionManager.load`` and saved by
-``SessionManager.save``, run by `run` (Flask, on a `Store`) or `arun` (Quart, on an
-`AsyncStore`); what is left here is Flask's settings in, cookie and headers out.
+Quart's session API is Flask's (its ``SessionMixin``, werkzeug's responses), so one
+session class and one adapter serve both.
 """
 
 from __future__ import annotations
@@ -35,13 +32,13 @@ from ..store_async import AsyncStore
 from ._common import (
     DEFAULT_SESSION_ONLY_TTL,
     cache_control_with_no_cache_set_cookie,
+    merge_header,
     owner_of,
     to_timedelta,
     vary_with_cookie,
 )
 
 _Interface = TypeVar("_Interface")
-_T = TypeVar("_T")
 _Store = TypeVar("_Store", Store, AsyncStore)
 
 #: The ``app.config`` keys that override the constructor's keywords (`SessionManager`'s).
@@ -57,11 +54,9 @@ SETTINGS = {
 class ServerSideSession(SessionMixin):
     """The session of one request (``flask.session``): a mapping loaded on first use.
 
-    Args:
-        load: Runs ``SessionManager.load`` (Flask's reads the store then; Quart's
-            hands over what was read when the request started).
-        token: The token the request's cookie holds, if it has the shape of one.
-        had_cookie: Whether the request sent a session cookie at all.
+    `load` runs ``SessionManager.load`` (Flask's reads the store then; Quart's hands
+    over what was read when the request started); `token` is the cookie's, if it has
+    the shape of one.
     """
 
     def __init__(
@@ -96,22 +91,11 @@ class ServerSideSession(SessionMixin):
 
     @property
     def owner(self) -> str | None:
-        """The user this session belongs to (set by ``login_session``), or None.
-
-        Raises:
-            sessionstore.DatabaseError: If the session's data could not be read.
-        """
+        """The user this session belongs to (set by ``login_session``), or None."""
         return owner_of(self._ensure())
 
     def renew_token(self) -> None:
-        """Save the session under a new token at the response, deleting the old row.
-
-        Call it on login and any change of privilege, as SCS's ``RenewToken``: a
-        token planted or seen before (session fixation) is worthless afterwards.
-
-        Raises:
-            sessionstore.DatabaseError: If the session's data could not be read.
-        """
+        """Save the session under a new token at the response, deleting the old row."""
         self._ensure()
         self._renew = True
         self.modified = True
@@ -176,8 +160,8 @@ class ServerSideSession(SessionMixin):
 class ServerSideInterface(Generic[_Store]):
     """The half of a ``PostgresSessionInterface`` that Flask and Quart share.
 
-    Mixed in after the framework's ``SessionInterface``, which provides the
-    ``get_cookie_*`` methods it uses. The subclass documents the constructor.
+    Mixed in after the framework's ``SessionInterface``, which has the ``get_cookie_*``
+    methods it uses.
     """
 
     session_class = ServerSideSession
@@ -235,10 +219,6 @@ class ServerSideInterface(Generic[_Store]):
     def manager(self, app: Any, permanent: bool = True) -> SessionManager:
         """The `SessionManager` for `app`'s settings and a (non-)permanent session.
 
-        Args:
-            app: The application.
-            permanent: Whether the session is permanent (``session.permanent``).
-
         Raises:
             TypeError, ValueError: If a setting is of the wrong type or out of range.
         """
@@ -268,11 +248,9 @@ class ServerSideInterface(Generic[_Store]):
         return data
 
     def _loaded(self, loaded: Loaded) -> Loaded:
-        """Compare later saves with the data as this serializer writes it, not as stored.
-
-        A row written in another layout (another serializer's key order or spacing)
-        would otherwise count as changed on every request and be rewritten.
-        """
+        """Compare later saves with the data as this serializer writes it, not as stored."""
+        # A row in another layout (another serializer's key order or spacing) would
+        # otherwise count as changed on every request and be rewritten.
         if loaded.found:
             loaded.raw = self._dumps(loaded.data)
         return loaded
@@ -280,20 +258,13 @@ class ServerSideInterface(Generic[_Store]):
     def _save(
         self, app: Any, session: SessionMixin, response: Response | None, request: Request
     ) -> Steps[Outcome] | None:
-        """The manager's save for this request, or None when there is nothing to decide.
-
-        The request's client is the address the framework reports (``remote_addr``:
-        behind a proxy, what its proxy-headers support, e.g. ``ProxyFix``, makes of it).
-
-        Raises:
-            TypeError: If `session` is not a `ServerSideSession`.
-        """
+        """The manager's save for this request; None when there is nothing to decide."""
         if not isinstance(session, ServerSideSession):
             raise TypeError(f"not a session of this interface: {type(session).__name__}")
         # Whether the request used the data, not ``accessed``: Quart 0.23 sets that on
         # every request when it saves (its ``ctx.session`` property marks it).
         if session.loaded and response is not None:
-            merge_header(response, "Vary", vary_with_cookie)
+            merge_header(response.headers, "Vary", vary_with_cookie)
         loaded, data = session._loaded, session._data
         if loaded is None or data is None:
             return None  # untouched: nothing read, so nothing to write
@@ -329,9 +300,9 @@ class ServerSideInterface(Generic[_Store]):
             response.set_cookie(name, outcome.token, expires=expires, **options)
         else:
             response.delete_cookie(name, **options)
-        merge_header(response, "Vary", vary_with_cookie)
+        merge_header(response.headers, "Vary", vary_with_cookie)
         # A shared cache may keep the page, never the cookie.
-        merge_header(response, "Cache-Control", cache_control_with_no_cache_set_cookie)
+        merge_header(response.headers, "Cache-Control", cache_control_with_no_cache_set_cookie)
 
     def _cookie_options(self, app: Any, host: str | None) -> dict[str, Any]:
         """The cookie attributes: the app's ``SESSION_COOKIE_*``, then the safe defaults."""
@@ -351,28 +322,9 @@ class ServerSideInterface(Generic[_Store]):
 
 
 def log_in(session: ServerSideSession, owner: str) -> None:
-    """What ``login_session`` does: make `owner` the session's, under a new token.
-
-    Raises:
-        TypeError: If `owner` is not a str.
-        ValueError: If `owner` is empty, too long, or holds NUL or lone surrogates.
-        sessionstore.DatabaseError: If the session's data could not be read.
-    """
+    """What ``login_session`` does: `SessionManager.log_in`, under a new token."""
     SessionManager.log_in(session._ensure(), owner)
     session.renew_token()
-
-
-def for_owner(
-    session: ServerSideSession, default: _T, steps: Callable[[str], Steps[_T]]
-) -> Steps[_T]:
-    """The store calls `steps` makes for the session's owner; `default` if nobody logged in.
-
-    `steps` is called once the session is loaded (`live_token` is known then).
-    """
-    owner = session.owner
-    if owner is None:
-        return default
-    return (yield from steps(owner))
 
 
 def live_token(session: ServerSideSession) -> str | None:
@@ -391,11 +343,3 @@ def current(
             f"{caller}() needs app.session_interface = PostgresSessionInterface(store)"
         )
     return interface, session
-
-
-def merge_header(response: Response, name: str, merge: Callable[[list[str]], str | None]) -> None:
-    """Set header `name` to what `merge` makes of all its values, if that changes it."""
-    # Not werkzeug's response.vary: it reads only the first Vary header, drops the others.
-    value = merge(response.headers.getlist(name))
-    if value is not None:
-        response.headers[name] = value

@@ -1,8 +1,4 @@
-"""aiohttp sessions in PostgreSQL: an aiohttp-session storage driven by `SessionManager`.
-
-``setup(app, dsn, max_age=3600)`` installs it; handlers keep aiohttp-session's API
-(``await get_session(request)``). See docs/integrations-aiohttp.md.
-"""
+"""aiohttp sessions in PostgreSQL, an aiohttp-session storage: docs/integrations-aiohttp.md."""
 
 from __future__ import annotations
 
@@ -30,6 +26,7 @@ from ._common import (
     DEFAULT_SESSION_ONLY_TTL,
     UserSession,
     cache_control_with_no_cache_set_cookie,
+    merge_header,
     missing_extra,
     owner_of,
     to_timedelta,
@@ -88,40 +85,9 @@ _current: contextvars.ContextVar[_State | None] = contextvars.ContextVar(
 class PostgresStorage(AbstractStorage):
     """An aiohttp-session storage that keeps sessions in PostgreSQL.
 
-    Pass it to aiohttp-session's ``setup(app, storage)``, or let `setup` make it.
-    The `AsyncStore` is the application's to open and close (`postgres_context`).
-
-    Args:
-        store: The store to keep sessions in.
-        cookie_name: The cookie's name.
-        domain: The cookie's Domain.
-        max_age: The idle timeout in seconds: a session ends this long after its
-            last request, and its cookie with it. None: a cookie that lasts until
-            the browser closes, the row `session_only_ttl` after the last request.
-        path: The cookie's Path.
-        secure: Whether the cookie is Secure; None (the default): Secure unless the
-            request's host is local (``localhost``, a loopback address).
-        httponly: Whether the cookie is HttpOnly.
-        samesite: The cookie's SameSite.
-        session_only_ttl: The idle timeout without `max_age` (default 24 hours).
-        lifetime: A session ends this long after it was created, whatever happens
-            (seconds or a timedelta; None: no absolute lifetime).
-        renew_after: The share of the idle timeout that must pass before an
-            unchanged session's expiry is moved again (0: every request).
-        rotate_every: Give an active session a new token this often (seconds or a
-            timedelta; None: never); the old token keeps working for `rotate_grace`.
-        rotate_grace: How long an old token keeps working after a rotation (shorter
-            than the idle timeout).
-        record_devices: Keep the client's address (``request.remote``) and user agent
-            in the session when it gets a token, for `user_sessions` (personal data:
-            off by default).
-        encoder: Turns aiohttp-session's session layout into text (default JSON).
-        decoder: Turns it back.
-
-    Raises:
-        TypeError: If `store` is not an `AsyncStore`, or a duration has the wrong type.
-        ValueError: If a duration is not positive, `renew_after` not in [0, 1], or
-            `rotate_grace` not shorter than the idle timeout.
+    Its options are in docs/integrations-aiohttp.md: `max_age` is the idle timeout
+    (None: a browser-session cookie, the row idling out after `session_only_ttl`). A
+    bad one (or `store`) raises TypeError or ValueError.
     """
 
     def __init__(
@@ -215,11 +181,7 @@ class PostgresStorage(AbstractStorage):
     async def save_session(
         self, request: web.Request, response: web.StreamResponse, session: Session
     ) -> None:
-        """Save the session as the manager decides, and set or delete its cookie.
-
-        Raises:
-            ValueError: If the session is larger than the store's ``max_data_size``.
-        """
+        """Save the session as the manager decides, and set or delete its cookie."""
         state = _current.get()
         if state is None or state.storage is not self:  # saved without being loaded
             state = _State(self, Loaded(None, self.load_cookie(request) is not None))
@@ -238,41 +200,26 @@ class PostgresStorage(AbstractStorage):
         if outcome.delete_cookie:
             response.del_cookie(self.cookie_name, domain=params["domain"], path=params["path"])
         elif outcome.set_cookie and outcome.token is not None:
-            if self.max_age is not None and outcome.expiry is not None:
-                # Whole seconds, rounded down: the cookie never outlives the row.
-                left = int(outcome.expiry.timestamp() - time.time())
-                params["max_age"] = max(left, 0)
+            if self.max_age is not None and outcome.max_age is not None:
+                params["max_age"] = outcome.max_age
                 params["expires"] = time.strftime(
                     "%a, %d-%b-%Y %T GMT", time.gmtime(time.time() + params["max_age"])
                 )
             response.set_cookie(self.cookie_name, outcome.token, **params)
         if outcome.cookie_changed:
-            merged = cache_control_with_no_cache_set_cookie(
-                response.headers.getall("Cache-Control", [])
-            )
-            if merged is not None:
-                response.headers["Cache-Control"] = merged
+            merge_header(response.headers, "Cache-Control", cache_control_with_no_cache_set_cookie)
 
 
 async def vary_cookie(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare`` signal: ``Vary: Cookie`` if the request used the session.
-
-    `setup` installs it; with aiohttp-session's own ``setup``, add it yourself.
-    """
+    """``on_response_prepare`` signal: ``Vary: Cookie`` if the request used the session."""
     if request.get(SESSION_KEY) is not None:
-        merged = vary_with_cookie(response.headers.getall("Vary", []))
-        if merged is not None:
-            response.headers["Vary"] = merged
+        merge_header(response.headers, "Vary", vary_with_cookie)
 
 
 def postgres_context(
     pool: AsyncConnectionPool[Any], store: AsyncStore
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A ``cleanup_ctx`` entry: open the pool and the store with the app, close after.
-
-    The pool (made with ``open=False``) opens in the process that serves, after a
-    ``--preload`` fork.
-    """
+    """A ``cleanup_ctx`` entry: open the pool and the store in the serving process; close after."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         await pool.open(wait=True)
@@ -297,20 +244,9 @@ def setup(
 ) -> PostgresStorage:
     """Keep the app's aiohttp sessions in PostgreSQL: pool, store, storage, middleware.
 
-    Nothing connects before the app starts (the pool opens in `postgres_context`,
-    in each worker), so it is safe at import under ``gunicorn --preload``.
-
-    Args:
-        app: The application (before it starts).
-        dsn: The PostgreSQL connection string.
-        min_size: The pool's minimum size.
-        max_size: The pool's maximum size.
-        timeout: How long a request waits for a connection.
-        store_options: `AsyncStore`'s options (``table``, ``owners``, ...).
-        **storage_options: `PostgresStorage`'s options.
-
-    Returns:
-        The storage (its ``store`` is the `AsyncStore`).
+    Nothing connects before the app starts (`postgres_context`). `min_size`,
+    `max_size` and `timeout` are the pool's, `store_options` the `AsyncStore`'s,
+    `storage_options` the `PostgresStorage`'s; returns the storage.
     """
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         dsn,
@@ -343,13 +279,7 @@ def _state(storage: PostgresStorage) -> _State | None:
 
 
 async def renew_token(request: web.Request) -> Session:
-    """Have the session saved under a new token at the response; the old row goes then.
-
-    Call it on login (session fixation); `login_session` does.
-
-    Raises:
-        RuntimeError: Without aiohttp-session's middleware on a `PostgresStorage`.
-    """
+    """Have the response save the session under a new token, deleting the old row."""
     storage = _storage(request, "renew_token")
     session = await get_session(request)
     state = _state(storage)
@@ -360,15 +290,7 @@ async def renew_token(request: web.Request) -> Session:
 
 
 async def login_session(request: web.Request, owner: str) -> Session:
-    """Log the session in as `owner` (the user id): a new token, the row owned, signed in now.
-
-    Needs ``owners=True``; the owner is kept in the session (``"_session_owner"``), and
-    the time for `signed_in_within`.
-
-    Raises:
-        TypeError, ValueError: If `owner` is not a valid owner id.
-        RuntimeError: Without aiohttp-session's middleware on a `PostgresStorage`.
-    """
+    """`SessionManager.log_in` for the request's session, under a new token."""
     owned: dict[str, Any] = {}
     SessionManager.log_in(owned, owner)
     session = await renew_token(request)
@@ -377,81 +299,38 @@ async def login_session(request: web.Request, owner: str) -> Session:
 
 
 async def session_owner(request: web.Request) -> str | None:
-    """The user the request's session belongs to (set by `login_session`), or None.
-
-    Raises:
-        RuntimeError: Without aiohttp-session's middleware on a `PostgresStorage`.
-    """
+    """The user the request's session belongs to (set by `login_session`), or None."""
     _storage(request, "session_owner")
     return owner_of(dict(await get_session(request)))
 
 
 async def user_sessions(request: web.Request) -> list[UserSession]:
-    """List the live sessions of the request's owner, soonest to expire first.
-
-    Returns:
-        The sessions, the current one marked (none for an anonymous session).
-
-    Raises:
-        RuntimeError: Without aiohttp-session's middleware on a `PostgresStorage`.
-        sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
-    """
+    """`SessionManager.sessions` for the request's session's owner."""
     storage = _storage(request, "user_sessions")
-    owner = await session_owner(request)
-    if owner is None:
-        return []
-    listed = await arun(storage.manager.sessions(owner, _live_token(storage)), storage.store)
+    steps = storage.manager.sessions(await session_owner(request), _live_token(storage))
     return [
         dataclasses.replace(s, data={k: v for k, v in s.data.items() if k != CREATED_KEY})
-        for s in listed
+        for s in await arun(steps, storage.store)
     ]
 
 
 async def logout_everywhere(request: web.Request) -> int:
-    """End every other session of the request's owner at once; this one stays.
-
-    Returns:
-        How many sessions were deleted (0 for an anonymous session).
-
-    Raises:
-        RuntimeError: Without aiohttp-session's middleware on a `PostgresStorage`.
-        sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
-    """
+    """`SessionManager.log_out_everywhere` for the request's session's owner, but this one."""
     storage = _storage(request, "logout_everywhere")
-    owner = await session_owner(request)
-    if owner is None:
-        return 0
-    steps = storage.manager.log_out_everywhere(owner, _live_token(storage))
+    steps = storage.manager.log_out_everywhere(await session_owner(request), _live_token(storage))
     return await arun(steps, storage.store)
 
 
 async def revoke(request: web.Request, session_id: str) -> bool:
-    """End one of the request's owner's sessions by its listed `UserSession.id`.
-
-    Returns:
-        True if it was the owner's session and is gone (False for an anonymous session).
-
-    Raises:
-        TypeError: If `session_id` is not a str.
-        RuntimeError: Without aiohttp-session's middleware on a `PostgresStorage`.
-        sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
-    """
+    """`SessionManager.revoke` for the request's session's owner."""
     storage = _storage(request, "revoke")
-    owner = await session_owner(request)
-    if owner is None:
-        return False
-    return await arun(SessionManager.revoke(owner, session_id), storage.store)
+    return await arun(
+        SessionManager.revoke(await session_owner(request), session_id), storage.store
+    )
 
 
 async def signed_in_within(request: web.Request, within: dt.timedelta | float) -> bool:
-    """Whether the session's user signed in (`login_session`) no longer than `within` ago.
-
-    For a handler that asks for the password again before a sensitive change.
-
-    Raises:
-        TypeError, ValueError: If `within` is not a positive duration.
-        RuntimeError: Without aiohttp-session's middleware on a `PostgresStorage`.
-    """
+    """`SessionManager.signed_in_within` for the request's session."""
     storage = _storage(request, "signed_in_within")
     return storage.manager.signed_in_within(dict(await get_session(request)), within)
 

@@ -1,8 +1,4 @@
-"""Django sessions in PostgreSQL: a session engine driven by `SessionManager`.
-
-``SESSION_ENGINE = "sessionstore.integrations.django"`` with this module's
-`SessionMiddleware`; views keep ``request.session``. See docs/integrations-django.md.
-"""
+"""Django sessions in PostgreSQL, a session engine: see docs/integrations-django.md."""
 
 from __future__ import annotations
 
@@ -356,20 +352,12 @@ setting_changed.connect(_on_setting_changed)
 
 
 def store() -> Store:
-    """This process's `Store` (the sync methods'), opened on first use.
-
-    Raises:
-        ImproperlyConfigured: If ``settings.SESSIONSTORE`` is invalid.
-    """
+    """This process's `Store` (the sync methods'), opened on first use."""
     return _stores.sync()
 
 
 async def astore() -> AsyncStore:
-    """The running event loop's `AsyncStore` (the async methods'), opened on first use.
-
-    Raises:
-        ImproperlyConfigured: If ``settings.SESSIONSTORE`` is invalid.
-    """
+    """The running event loop's `AsyncStore` (the async methods'), opened on first use."""
     return await _stores.for_loop()
 
 
@@ -391,12 +379,8 @@ _ASGIApp = Callable[[dict[str, Any], _Receive, _Send], Awaitable[None]]
 def with_lifespan(application: _ASGIApp) -> _ASGIApp:
     """Wrap Django's ASGI application so that the server's shutdown closes the pools.
 
-    Args:
-        application: ``get_asgi_application()``.
-
-    Returns:
-        An ASGI application that answers the lifespan protocol (`aclose` at
-            shutdown) and passes every other scope to `application`.
+    The wrapper answers the lifespan protocol (`aclose` at shutdown) and passes every
+    other scope to `application`.
     """
 
     async def app(scope: dict[str, Any], receive: _Receive, send: _Send) -> None:
@@ -463,16 +447,10 @@ class _Manager(SessionManager):
 class SessionStore(SessionBase):
     """Django's session engine on sessionstore (``SESSION_ENGINE`` names this module).
 
-    Django's ``SessionMiddleware`` makes one per request; views use it as
-    ``request.session``. Loading goes through `SessionManager.load` (the `Loaded` is
-    kept on the instance), every save through `SessionManager.save`, and this
-    module's `SessionMiddleware` applies the save's `Outcome`. Each method has its
-    ``a``-prefixed twin on the running loop's `AsyncStore`. A database failure raises
-    `sessionstore.DatabaseError`.
-
-    Args:
-        session_key: The key from the session cookie, or None (also for a value
-            that is not shaped like a key).
+    Loading goes through `SessionManager.load` (the `Loaded` kept on the instance),
+    every save through `SessionManager.save`; this module's `SessionMiddleware` applies
+    the save's `Outcome`. Each method has its ``a``-prefixed twin on the running
+    loop's `AsyncStore`.
     """
 
     # SessionBase's own private helpers, which django-stubs leaves out.
@@ -608,14 +586,10 @@ class SessionStore(SessionBase):
         self.modified = True
 
     def save(self, must_create: bool = False) -> None:
-        """Save the session as the manager decides (the middleware does, at the response).
-
-        Args:
-            must_create: Save under a new key, whatever key the session has.
+        """Save the session as the manager decides; `must_create`: under a new key.
 
         Raises:
-            UpdateError: If the session was deleted or expired since it was read
-                (it is not brought back).
+            UpdateError: If the session was deleted or expired since it was read.
         """
         self._raise_if_gone(self._save(must_create))
 
@@ -661,12 +635,7 @@ class SessionStore(SessionBase):
 class SessionMiddleware(_DjangoSessionMiddleware):
     """Django's ``SessionMiddleware``, applying the session manager's decision.
 
-    Put it in ``MIDDLEWARE`` in place of Django's. A request that used the session
-    saves it as `SessionManager.save` decides: a read-only request writes nothing and
-    sends no cookie until renewal is due; a session deleted since it was read (a
-    logout that raced this request) gets its cookie deleted, not Django's
-    ``SessionInterrupted``. ``Vary: Cookie`` as Django sends it, and ``no-cache=
-    "Set-Cookie"`` merged into ``Cache-Control`` when the cookie is set or deleted.
+    Put it in ``MIDDLEWARE`` in place of Django's (docs/integrations-django.md).
     """
 
     def process_request(self, request: HttpRequest) -> None:
@@ -677,18 +646,7 @@ class SessionMiddleware(_DjangoSessionMiddleware):
             request.session.device = Device(meta.get("REMOTE_ADDR"), meta.get("HTTP_USER_AGENT"))
 
     def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
-        """Save the session and set, keep or delete its cookie.
-
-        Args:
-            request: The request.
-            response: The response.
-
-        Returns:
-            The response.
-
-        Raises:
-            sessionstore.DatabaseError: If the database failed (Django answers 500).
-        """
+        """Save the session and set, keep or delete its cookie."""
         session = getattr(request, "session", None)
         name = settings.SESSION_COOKIE_NAME
         if (
@@ -723,15 +681,10 @@ def _apply(response: HttpResponse, session: SessionStore, outcome: Outcome) -> N
             samesite=settings.SESSION_COOKIE_SAMESITE,
         )
     elif outcome.set_cookie and outcome.token is not None:
-        max_age = None
-        if outcome.expiry is not None and not session.get_expire_at_browser_close():
-            # Whole seconds, rounded down: the cookie never outlives the row.
-            left = (outcome.expiry - dt.datetime.now(dt.UTC)).total_seconds()
-            max_age = max(int(left), 0)
         response.set_cookie(
             name,
             outcome.token,
-            max_age=max_age,
+            max_age=None if session.get_expire_at_browser_close() else outcome.max_age,
             domain=settings.SESSION_COOKIE_DOMAIN,
             path=settings.SESSION_COOKIE_PATH,
             secure=bool(settings.SESSION_COOKIE_SECURE),
@@ -770,18 +723,12 @@ def _listing(listed: list[UserSession]) -> list[UserSession]:
 
 
 def sessions_of(user: object, current: SessionBase | str | None = None) -> list[UserSession]:
-    """List a user's live sessions, soonest to expire first; needs ``owners=True``.
+    """`SessionManager.sessions` of `user`, `current` (a session or its key) marked.
 
-    Args:
-        user: A user model instance (``request.user``) or the owner id as text.
-        current: The session to mark as `UserSession.current`, or its key.
-
-    Returns:
-        The sessions (none for an anonymous user), each named by an opaque `UserSession.id`.
+    `user` is a user model instance or the owner id as text, here and below.
 
     Raises:
         TypeError: If `user` is neither a model instance nor a str.
-        sessionstore.OwnersNotEnabledError: Without ``owners=True``.
     """
     owner = _owner_of(user)
     if owner is None:
@@ -800,18 +747,10 @@ async def asessions_of(user: object, current: SessionBase | str | None = None) -
 
 
 def logout_everywhere(user: object, keep: SessionBase | str | None = None) -> int:
-    """End every session of a user at once but `keep`; needs ``owners=True``.
-
-    Args:
-        user: A user model instance or the owner id as text.
-        keep: The session to leave logged in (``request.session``), or its key.
-
-    Returns:
-        How many sessions were deleted (0 for an anonymous user).
+    """`SessionManager.log_out_everywhere` of `user` but `keep` (a session or its key).
 
     Raises:
         TypeError: If `user` is neither a model instance nor a str.
-        sessionstore.OwnersNotEnabledError: Without ``owners=True``.
     """
     owner = _owner_of(user)
     if owner is None:
@@ -828,18 +767,10 @@ async def alogout_everywhere(user: object, keep: SessionBase | str | None = None
 
 
 def revoke(user: object, session_id: str) -> bool:
-    """End one of a user's sessions by the `UserSession.id` `sessions_of` listed.
-
-    Args:
-        user: A user model instance or the owner id.
-        session_id: The listed id (another user's session's id ends nothing).
-
-    Returns:
-        True if it was the user's session and is gone.
+    """`SessionManager.revoke` of `user`.
 
     Raises:
         TypeError, ValueError: If an argument is invalid.
-        sessionstore.OwnersNotEnabledError: Without ``owners=True``.
     """
     owner = _owner_of(user)
     return owner is not None and run(SessionManager.revoke(owner, session_id), _stores.sync())
@@ -872,18 +803,7 @@ def _session_of(current: SessionBase | HttpRequest) -> SessionBase:
 
 
 def signed_in_within(current: SessionBase | HttpRequest, within: dt.timedelta | float) -> bool:
-    """Whether the session's user signed in (``login``) no longer than `within` ago.
-
-    For a view that asks for the password again before a sensitive change; a login
-    (``login``/``alogin``, through ``user_logged_in``) records the time.
-
-    Args:
-        current: ``request.session``, or the request.
-        within: Seconds, or a timedelta.
-
-    Raises:
-        TypeError, ValueError: If `within` is not a positive duration.
-    """
+    """`SessionManager.signed_in_within` for ``request.session`` (or the request)."""
     data = dict(_session_of(current).items())
     return SessionStore()._manager().signed_in_within(data, within)
 

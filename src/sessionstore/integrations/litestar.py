@@ -1,9 +1,4 @@
-"""Litestar stores and server-side sessions in PostgreSQL, on `AsyncStore`.
-
-`PostgresStore` is a Litestar ``Store`` for ``Litestar(stores=...)``; `SessionConfig`
-is Litestar's ``ServerSideSessionConfig`` with `SessionManager` deciding every load and
-save. See docs/integrations-litestar.md.
-"""
+"""Litestar stores and server-side sessions in PostgreSQL: docs/integrations-litestar.md."""
 
 from __future__ import annotations
 
@@ -27,6 +22,7 @@ from ..manager import (
 from ._common import (
     UserSession,
     cache_control_with_no_cache_set_cookie,
+    merge_header,
     missing_extra,
     owner_of,
     vary_with_cookie,
@@ -103,17 +99,9 @@ class _Lifecycle:
 class PostgresStore(NamespacedStore):
     """A Litestar key/value store in the sessions table of an `AsyncStore`.
 
-    Register it (or namespaces of it) in ``Litestar(stores=...)``; keys are stored as
-    ``"<namespace>:<key>"``. The `AsyncStore` and its pool are the application's to
-    open (`from_dsn`: Litestar opens and closes its own pool with the app).
-
-    Args:
-        store: The store to keep the values in.
-        namespace: The keys' namespace; None for none (then no `delete_all`).
-
-    Raises:
-        TypeError: If `store` is not an `AsyncStore`, or `namespace` not a str.
-        ValueError: If `namespace` is empty or holds ``":"`` or ``"/"``.
+    Keys are stored as ``"<namespace>:<key>"``; without a namespace, no `delete_all`.
+    A namespace that is not a str, or empty, or holds ``":"`` or ``"/"`` raises
+    TypeError or ValueError.
     """
 
     __slots__ = ("_life", "store")
@@ -138,13 +126,7 @@ class PostgresStore(NamespacedStore):
     ) -> PostgresStore:
         """A store with its own pool, opened when Litestar enters the store (not before a fork).
 
-        Args:
-            dsn: The PostgreSQL connection string.
-            namespace: As for the constructor.
-            min_size: The pool's minimum size.
-            max_size: The pool's maximum size.
-            timeout: How long a request waits for a connection.
-            **options: `AsyncStore`'s options (``owners``, ``hash_tokens``, ...).
+        `min_size`, `max_size` and `timeout` are the pool's; `options` the `AsyncStore`'s.
         """
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             dsn, open=False, min_size=min_size, max_size=max_size, timeout=timeout,
@@ -184,9 +166,8 @@ class PostgresStore(NamespacedStore):
             raise TypeError(f"key must be a str, not {type(key).__name__}")
         return key if self.namespace is None else f"{self.namespace}{_KEY_SEPARATOR}{key}"
 
-    # Litestar's Store API: see litestar.stores.base.Store for each method's contract.
-    # Each raises TypeError or ValueError for an invalid argument, and
-    # sessionstore.DatabaseError if the database failed.
+    # Litestar's Store API (litestar.stores.base.Store). Each raises TypeError or
+    # ValueError for an invalid argument, and sessionstore.DatabaseError.
 
     async def set(
         self,
@@ -222,8 +203,7 @@ class PostgresStore(NamespacedStore):
         """Delete every value of this namespace and of those nested in it.
 
         Raises:
-            ImproperlyConfiguredException: Without a namespace, or with
-                ``hash_tokens=True`` (a hashed key keeps no namespace to match).
+            ImproperlyConfiguredException: Without a namespace, or with ``hash_tokens``.
         """
         if self.namespace is None:
             raise ImproperlyConfiguredException(
@@ -379,7 +359,6 @@ class PostgresSessionBackend(ServerSideSessionBackend):
 
         Raises:
             ImproperlyConfiguredException: If the registered store is not a `PostgresStore`.
-            sessionstore.DatabaseError: If the store failed.
         """
         store = self.config.get_store_from_app(connection.scope["app"])
         if not isinstance(store, PostgresStore):
@@ -397,12 +376,7 @@ class PostgresSessionBackend(ServerSideSessionBackend):
     async def store_in_message(
         self, scope_session: ScopeSession, message: Message, connection: _Connection
     ) -> None:
-        """Save the session as the response starts; set or delete its cookie, add the headers.
-
-        Raises:
-            ValueError: If the session is larger than the store's ``max_data_size``.
-            sessionstore.DatabaseError: If the store failed (Litestar answers 500).
-        """
+        """Save the session as the response starts; set or delete its cookie, add the headers."""
         state = _state(connection, "SessionConfig")
         data = scope_session if isinstance(scope_session, dict) else {}
         client = connection.client
@@ -410,12 +384,10 @@ class PostgresSessionBackend(ServerSideSessionBackend):
         save = self.config.manager.save(state.loaded, data, renew=state.renew, device=device)
         outcome = await arun(save, state.sessions())
         headers = MutableScopeHeaders.from_message(message)
-        _merge(headers, "Vary", vary_with_cookie)
+        merge_header(headers, "Vary", vary_with_cookie)
         if not outcome.cookie_changed:
             return
-        max_age = 0
-        if outcome.set_cookie and outcome.expiry is not None:  # never outlives the row
-            max_age = max(0, int((outcome.expiry - dt.datetime.now(dt.UTC)).total_seconds()))
+        max_age = (outcome.set_cookie and outcome.max_age) or 0
         config = self.config
         secure = config.secure
         if secure is None:
@@ -425,40 +397,16 @@ class PostgresSessionBackend(ServerSideSessionBackend):
             domain=config.domain, secure=secure, httponly=config.httponly, samesite=config.samesite,
         )  # fmt: skip
         headers.add("Set-Cookie", cookie.to_header(header=""))
-        _merge(headers, "Cache-Control", cache_control_with_no_cache_set_cookie)
-
-
-def _merge(headers: MutableScopeHeaders, name: str, merge: Any) -> None:
-    """Set header `name` to what `merge` makes of its values, if that changes it."""
-    value = merge(headers.getall(name, []))
-    if value is not None:
-        headers[name] = value
+        merge_header(headers, "Cache-Control", cache_control_with_no_cache_set_cookie)
 
 
 @dataclass
 class SessionConfig(ServerSideSessionConfig):
     """Litestar's ``ServerSideSessionConfig``, with `PostgresSessionBackend` as backend.
 
-    Use its ``middleware``; the store registered under ``store`` (default
-    ``"sessions"``) must be a `PostgresStore`. Litestar's options apply: ``max_age``
-    is the idle timeout (seconds), ``key``, ``path``, ``domain``, ``httponly``,
-    ``samesite`` and ``secure`` the cookie's. ``renew_on_access`` and
-    ``session_id_bytes`` are ignored (renewal is when due; tokens are SCS's).
-
-    Attributes:
-        secure: Whether the cookie is ``Secure``; None (the default): yes, except
-            for requests to localhost (`secure_by_default`).
-        absolute_max_age: A session ends this many seconds after it was created,
-            however busy; None: no such limit.
-        renew_after: The share of ``max_age`` (0 to 1) that must pass before a
-            request that changes nothing moves the expiry; 0 renews every time.
-        rotate_every: Give an active session a new token this often (seconds or a
-            timedelta; None: never).
-        rotate_grace: How long the old token keeps working after a rotation, for
-            requests in flight; shorter than ``max_age``.
-        record_devices: Keep the client's IP address (``request.client.host``) and
-            user agent in the session when it gets a token, for `user_sessions`.
-            Off by default: they are personal data.
+    The store registered under ``store`` must be a `PostgresStore`. ``max_age`` is the
+    idle timeout, ``absolute_max_age`` the lifetime, ``secure=None`` means
+    `secure_by_default`; the other fields are in docs/integrations-litestar.md.
     """
 
     # Litestar's is a bool defaulting to False; None here means "by the request's host".
@@ -506,49 +454,25 @@ def _session(connection: _Connection) -> dict[str, Any]:
 
 
 def renew_token(connection: _Connection) -> None:
-    """Have the response save the session under a new token and delete the old row.
-
-    Raises:
-        RuntimeError: If the app has no `SessionConfig` middleware.
-    """
+    """Have the response save the session under a new token, deleting the old row."""
     _state(connection, "renew_token").renew = True
 
 
 def login_session(connection: _Connection, owner: str) -> None:
-    """Log the session in as `owner`: a new token, and the row owned by the user.
-
-    The owner (the user id, as text) is kept in the session, so every save keeps the
-    row owned (an `AsyncStore` with ``owners=True``); clearing the session drops it.
-
-    Raises:
-        TypeError: If `owner` is not a str.
-        ValueError: If `owner` is empty, too long, or holds NUL or lone surrogates.
-        RuntimeError: If the app has no `SessionConfig` middleware.
-    """
+    """`SessionManager.log_in` for the request's session, under a new token."""
     validate_owner(owner)
     _state(connection, "login_session").renew = True
     SessionManager.log_in(_session(connection), owner)
 
 
 def session_owner(connection: _Connection) -> str | None:
-    """The user the session belongs to (set by `login_session`), or None.
-
-    Raises:
-        RuntimeError: If the app has no `SessionConfig` middleware.
-    """
+    """The user the request's session belongs to (set by `login_session`), or None."""
     _state(connection, "session_owner")
     return owner_of(_session(connection))
 
 
 def signed_in_within(connection: _Connection, within: dt.timedelta | float) -> bool:
-    """Whether the session's user signed in (`login_session`) no longer than `within` ago.
-
-    For pages that ask for the password again before a sensitive change.
-
-    Raises:
-        TypeError, ValueError: If `within` is not a positive timedelta or number of seconds.
-        RuntimeError: If the app has no `SessionConfig` middleware.
-    """
+    """`SessionManager.signed_in_within` for the request's session."""
     state = _state(connection, "signed_in_within")
     return state.manager.signed_in_within(_session(connection), within)
 
@@ -556,57 +480,29 @@ def signed_in_within(connection: _Connection, within: dt.timedelta | float) -> b
 async def _owners(
     connection: _Connection,
     caller: str,
-    steps: Callable[[SessionManager, str, str | None], Steps[T]],
-    nobody: T,
+    steps: Callable[[SessionManager, str | None, str | None], Steps[T]],
 ) -> T:
-    """Run a decision on the session's owner and stored key; `nobody` if nobody is logged in."""
+    """Run a per-user decision on the session's owner and stored key."""
     state, owner = _state(connection, caller), session_owner(connection)
-    if owner is None:
-        return nobody
     key = None if state.token is None else state.store.key(state.token)
     return await arun(steps(state.manager, owner, key), state.sessions())
 
 
 async def user_sessions(connection: _Connection) -> list[UserSession]:
-    """List the live sessions of the session's owner in this store's namespace.
+    """`SessionManager.sessions` for the session's owner, in this store's namespace.
 
-    Returns:
-        The sessions, soonest to expire first, this one marked `current`; empty if
-        nobody is logged in. None holds a token: `UserSession.id` names one for
-        `revoke`. With ``hash_tokens`` the namespace can't be told from a stored
-        key: every namespace's sessions of the owner are listed.
-
-    Raises:
-        RuntimeError: If the app has no `SessionConfig` middleware.
-        sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
+    With ``hash_tokens`` a stored key keeps no namespace: every namespace's are listed.
     """
-    return await _owners(connection, "user_sessions", lambda m, o, k: m.sessions(o, k), [])
+    return await _owners(connection, "user_sessions", lambda m, o, k: m.sessions(o, k))
 
 
 async def revoke(connection: _Connection, session_id: str) -> bool:
-    """End one of the owner's sessions by its listed `UserSession.id` ("log out that device").
-
-    Returns:
-        Whether it was a live session of the session's owner (only theirs end);
-        False if nobody is logged in.
-
-    Raises:
-        TypeError: If `session_id` is not a str.
-        RuntimeError: If the app has no `SessionConfig` middleware.
-        sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
-    """
-    return await _owners(connection, "revoke", lambda m, o, k: m.revoke(o, session_id), False)
+    """`SessionManager.revoke` for the request's session's owner."""
+    return await _owners(connection, "revoke", lambda m, o, k: m.revoke(o, session_id))
 
 
 async def logout_everywhere(connection: _Connection) -> int:
-    """End every other session of the session's owner now; this one stays.
-
-    Returns:
-        How many sessions were deleted; 0 if nobody is logged in.
-
-    Raises:
-        RuntimeError: If the app has no `SessionConfig` middleware.
-        sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
-    """
-    steps = SessionManager.log_out_everywhere
-    return await _owners(connection, "logout_everywhere", lambda m, o, k: steps(o, k), 0)
+    """`SessionManager.log_out_everywhere` for the request's session's owner, but this one."""
+    return await _owners(
+        connection, "logout_everywhere", lambda m, o, k: m.log_out_everywhere(o, k)
+    )

@@ -1,9 +1,4 @@
-"""Starlette and FastAPI sessions in PostgreSQL, through starsessions' API.
-
-`SessionMiddleware` is starsessions' middleware with `SessionManager` deciding every
-load and save; ``request.session``, ``load_session`` and the cookie options stay
-starsessions'. See docs/integrations-starlette.md.
-"""
+"""Starlette and FastAPI sessions in PostgreSQL via starsessions: docs/integrations-starlette.md."""
 
 from __future__ import annotations
 
@@ -29,6 +24,7 @@ from ._common import (
     DEFAULT_SESSION_ONLY_TTL,
     UserSession,
     cache_control_with_no_cache_set_cookie,
+    merge_header,
     missing_extra,
     owner_of,
     to_timedelta,
@@ -70,18 +66,8 @@ T = TypeVar("T")
 class PostgresStore(SessionStore):
     """Where `SessionMiddleware` keeps sessions: ``store=PostgresStore(async_store)``.
 
-    The `AsyncStore` (and its pool) is the application's to open and close, e.g. in
-    its lifespan.
-
-    Args:
-        store: The store to keep sessions in.
-        session_only_ttl: The idle timeout of sessions whose cookie lasts until the
-            browser closes (``lifetime=0``): a `datetime.timedelta` or seconds.
-
-    Raises:
-        TypeError: If `store` is not an `AsyncStore`, or `session_only_ttl` is
-            neither a timedelta nor a number.
-        ValueError: If `session_only_ttl` is not positive.
+    `session_only_ttl` is the idle timeout of sessions whose cookie lasts until the
+    browser closes (``lifetime=0``). A bad argument raises TypeError or ValueError.
     """
 
     def __init__(
@@ -120,40 +106,8 @@ _WRONG_MIDDLEWARE = "PostgresStore needs sessionstore's SessionMiddleware, not s
 class SessionMiddleware(starsessions.SessionMiddleware):
     """starsessions' ``SessionMiddleware``, its loads and saves decided by `SessionManager`.
 
-    Same options as starsessions', plus two::
-
-        Middleware(SessionMiddleware, store=PostgresStore(store), lifetime=3600)
-
-    Args:
-        app: The ASGI app.
-        store: The `PostgresStore`.
-        lifetime: The idle timeout in seconds (or a timedelta); 0 (the default)
-            makes a cookie that lasts until the browser closes, the row then idling
-            out after the store's ``session_only_ttl``.
-        rolling: Ignored: the idle timeout always slides.
-        cookie_name: The cookie's name.
-        cookie_same_site: The cookie's ``SameSite``.
-        cookie_https_only: Whether the cookie is ``Secure``; None (the default):
-            yes, except for requests to localhost (`secure_by_default`).
-        cookie_domain: The cookie's ``Domain``.
-        cookie_path: The cookie's ``Path`` (default: the app's root path).
-        serializer: Turns the session into bytes (default: starsessions' JSON).
-        absolute_lifetime: A session ends this long after it was created, however
-            busy (seconds or a timedelta; None: no such limit).
-        renew_after: The share of the idle timeout (0 to 1) that must pass before
-            a request that changes nothing moves the expiry; 0 renews every time.
-        rotate_every: Give an active session a new token this often (seconds or a
-            timedelta; None: never).
-        rotate_grace: How long the old token keeps working after a rotation, for
-            requests in flight; shorter than the idle timeout.
-        record_devices: Keep the client's IP address (``request.client.host``) and
-            user agent in the session when it gets a token, for `user_sessions`.
-            Off by default: they are personal data.
-
-    Raises:
-        TypeError: If `store` is not a `PostgresStore`, or an option has the wrong type.
-        ValueError: If a duration is not positive, `renew_after` not in [0, 1], or
-            `rotate_grace` not shorter than the idle timeout.
+    starsessions' options (``cookie_https_only=None``: `secure_by_default`), then the
+    manager's (docs/integrations-starlette.md); a bad one raises TypeError or ValueError.
     """
 
     def __init__(
@@ -218,10 +172,10 @@ class SessionMiddleware(starsessions.SessionMiddleware):
                 outcome = await arun(save, self.sessions)
                 handler.session_id = outcome.token
                 headers = MutableHeaders(scope=message)
-                _merge(headers, "Vary", vary_with_cookie)
+                merge_header(headers, "Vary", vary_with_cookie)
                 if outcome.cookie_changed:
                     headers.append("Set-Cookie", self._cookie(outcome, connection))
-                    _merge(headers, "Cache-Control", cache_control_with_no_cache_set_cookie)
+                    merge_header(headers, "Cache-Control", cache_control_with_no_cache_set_cookie)
             await send(message)
 
         await self.app(scope, receive, send_saving)
@@ -237,9 +191,8 @@ class SessionMiddleware(starsessions.SessionMiddleware):
             ]
         else:
             parts = [f"{self.cookie_name}={outcome.token}", f"path={path}"]
-            if self.lifetime > 0 and outcome.expiry is not None:  # never outlives the row
-                left = (outcome.expiry - dt.datetime.now(dt.UTC)).total_seconds()
-                parts.append(f"max-age={max(0, int(left))}")
+            if self.lifetime > 0 and outcome.max_age is not None:
+                parts.append(f"max-age={outcome.max_age}")
         if self.cookie_domain:
             parts.append(f"domain={self.cookie_domain}")
         parts.append(f"httponly; samesite={self.cookie_same_site}")
@@ -289,13 +242,6 @@ class _Handler(SessionHandler):
         return ""  # the new token exists only once the save has created it
 
 
-def _merge(headers: MutableHeaders, name: str, merge: Callable[[list[str]], str | None]) -> None:
-    """Set header `name` to what `merge` makes of its values, if that changes it."""
-    value = merge(headers.getlist(name))
-    if value is not None:
-        headers[name] = value
-
-
 async def _loaded(connection: HTTPConnection, caller: str) -> _Handler:
     """The request's handler, its session loaded; checked."""
     handler = connection.scope.get("session_handler")
@@ -306,28 +252,12 @@ async def _loaded(connection: HTTPConnection, caller: str) -> _Handler:
 
 
 async def renew_token(connection: HTTPConnection) -> None:
-    """Give the session a new token when the response saves it, keeping its data.
-
-    The old token's row is deleted then. `login_session` does this for you.
-
-    Raises:
-        RuntimeError: Without this package's ``SessionMiddleware``.
-    """
+    """Have the response save the session under a new token, deleting the old row."""
     (await _loaded(connection, "renew_token")).renew = True
 
 
 async def login_session(connection: HTTPConnection, owner: str) -> None:
-    """Log the session in as `owner`: a new token, and the row owned by the user.
-
-    The owner (the user id, as text) is kept in the session, so every save keeps the
-    row owned (an `AsyncStore` with ``owners=True``); ``request.session.clear()``
-    drops it. Each helper loads the request's session if it was not.
-
-    Raises:
-        TypeError: If `owner` is not a str.
-        ValueError: If `owner` is empty, too long, or holds NUL or lone surrogates.
-        RuntimeError: Without this package's ``SessionMiddleware``.
-    """
+    """`SessionManager.log_in` for the request's session, under a new token."""
     validate_owner(owner)
     handler = await _loaded(connection, "login_session")
     handler.middleware.manager.log_in(connection.session, owner)
@@ -335,24 +265,13 @@ async def login_session(connection: HTTPConnection, owner: str) -> None:
 
 
 async def session_owner(connection: HTTPConnection) -> str | None:
-    """The user the session belongs to (set by `login_session`), or None.
-
-    Raises:
-        RuntimeError: Without this package's ``SessionMiddleware``.
-    """
+    """The user the request's session belongs to (set by `login_session`), or None."""
     await _loaded(connection, "session_owner")
     return owner_of(connection.session)
 
 
 async def signed_in_within(connection: HTTPConnection, within: dt.timedelta | float) -> bool:
-    """Whether the session's user signed in (`login_session`) no longer than `within` ago.
-
-    For pages that ask for the password again before a sensitive change.
-
-    Raises:
-        TypeError, ValueError: If `within` is not a positive timedelta or number of seconds.
-        RuntimeError: Without this package's ``SessionMiddleware``.
-    """
+    """`SessionManager.signed_in_within` for the request's session."""
     handler = await _loaded(connection, "signed_in_within")
     return handler.middleware.manager.signed_in_within(connection.session, within)
 
@@ -360,57 +279,26 @@ async def signed_in_within(connection: HTTPConnection, within: dt.timedelta | fl
 async def _owners(
     connection: HTTPConnection,
     caller: str,
-    steps: Callable[[SessionManager, str, str | None], Steps[T]],
-    nobody: T,
+    steps: Callable[[SessionManager, str | None, str | None], Steps[T]],
 ) -> T:
-    """Run a decision on the session's owner and token; `nobody` if nobody is logged in."""
+    """Run a per-user decision on the session's owner and token."""
     handler = await _loaded(connection, caller)
-    owner = owner_of(connection.session)
-    if owner is None:
-        return nobody
-    middleware = handler.middleware
+    middleware, owner = handler.middleware, owner_of(connection.session)
     return await arun(steps(middleware.manager, owner, handler.session_id), middleware.sessions)
 
 
 async def user_sessions(connection: HTTPConnection) -> list[UserSession]:
-    """List the live sessions of the session's owner ("where am I logged in").
-
-    Returns:
-        The sessions, soonest to expire first, this one marked `current`; empty if
-        nobody is logged in. None holds a token: `UserSession.id` names one for
-        `revoke`.
-
-    Raises:
-        RuntimeError: Without this package's ``SessionMiddleware``.
-        sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
-    """
-    return await _owners(connection, "user_sessions", lambda m, o, t: m.sessions(o, t), [])
+    """`SessionManager.sessions` for the request's session's owner."""
+    return await _owners(connection, "user_sessions", lambda m, o, t: m.sessions(o, t))
 
 
 async def revoke(connection: HTTPConnection, session_id: str) -> bool:
-    """End one of the owner's sessions by its listed `UserSession.id` ("log out that device").
-
-    Returns:
-        Whether it was a live session of the session's owner (only theirs end);
-        False if nobody is logged in.
-
-    Raises:
-        TypeError: If `session_id` is not a str.
-        RuntimeError: Without this package's ``SessionMiddleware``.
-        sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
-    """
-    return await _owners(connection, "revoke", lambda m, o, t: m.revoke(o, session_id), False)
+    """`SessionManager.revoke` for the request's session's owner."""
+    return await _owners(connection, "revoke", lambda m, o, t: m.revoke(o, session_id))
 
 
 async def logout_everywhere(connection: HTTPConnection) -> int:
-    """End every other session of the session's owner now; this one stays.
-
-    Returns:
-        How many sessions were deleted; 0 if nobody is logged in.
-
-    Raises:
-        RuntimeError: Without this package's ``SessionMiddleware``.
-        sessionstore.OwnersNotEnabledError: If the store lacks ``owners=True``.
-    """
-    steps = SessionManager.log_out_everywhere
-    return await _owners(connection, "logout_everywhere", lambda m, o, t: steps(o, t), 0)
+    """`SessionManager.log_out_everywhere` for the request's session's owner, but this one."""
+    return await _owners(
+        connection, "logout_everywhere", lambda m, o, t: m.log_out_everywhere(o, t)
+    )
