@@ -140,26 +140,23 @@ def logout(request: HttpRequest) -> HttpResponse:
 
 
 # --------------------------------------------------------------------------- async views (ASGI)
+# The same routes as the sync views, on the session's async methods.
 
 
 async def aindex(request: HttpRequest) -> HttpResponse:
-    """Async ``/``: the routes."""
     return _text(ROUTES)
 
 
 async def aput(request: HttpRequest) -> HttpResponse:
-    """Async ``/put``: store the message in the session."""
     await request.session.aset("message", MESSAGE)
     return _text(STORED)
 
 
 async def aget(request: HttpRequest) -> HttpResponse:
-    """Async ``/get``: show the stored message."""
     return _text(str(await request.session.aget("message", "")) + "\n")
 
 
 async def alogin(request: HttpRequest) -> HttpResponse:
-    """Async ``/login``: log the session in as `USER`, under a new key."""
     await request.session.acycle_key()  # as django.contrib.auth.alogin
     await request.session.aset(SESSION_KEY, USER)
     await user_logged_in.asend(sender=None, request=request, user=USER)
@@ -167,7 +164,6 @@ async def alogin(request: HttpRequest) -> HttpResponse:
 
 
 async def asessions(request: HttpRequest) -> HttpResponse:
-    """Async ``/sessions``: list the user's sessions (403 if not logged in)."""
     owner = await request.session.aget(SESSION_KEY)
     if owner is None:
         return _text(NOT_LOGGED_IN, 403)
@@ -175,7 +171,6 @@ async def asessions(request: HttpRequest) -> HttpResponse:
 
 
 async def alogout_everywhere_view(request: HttpRequest) -> HttpResponse:
-    """Async ``/logout-everywhere``: end the user's other sessions (403 if not logged in)."""
     owner = await request.session.aget(SESSION_KEY)
     if owner is None:
         return _text(NOT_LOGGED_IN, 403)
@@ -183,29 +178,17 @@ async def alogout_everywhere_view(request: HttpRequest) -> HttpResponse:
 
 
 async def alogout(request: HttpRequest) -> HttpResponse:
-    """Async ``/logout``: delete the session, its row and its cookie."""
     await request.session.aflush()
     return _text(LOGGED_OUT)
 
 
-_SYNC_URLS = [
-    path("", index),
-    path("put", put),
-    path("get", get),
-    path("login", login),
-    path("sessions", sessions),
-    path("logout-everywhere", logout_everywhere_view),
-    path("logout", logout),
-]
-_ASYNC_URLS = [
-    path("", aindex),
-    path("put", aput),
-    path("get", aget),
-    path("login", alogin),
-    path("sessions", asessions),
-    path("logout-everywhere", alogout_everywhere_view),
-    path("logout", alogout),
-]
+_PATHS = ("", "put", "get", "login", "sessions", "logout-everywhere", "logout")
+_SYNC_URLS = list(
+    map(path, _PATHS, (index, put, get, login, sessions, logout_everywhere_view, logout))
+)
+_ASYNC_URLS = list(
+    map(path, _PATHS, (aindex, aput, aget, alogin, asessions, alogout_everywhere_view, alogout))
+)
 
 #: This module is the project's URLconf (``ROOT_URLCONF``): `configure` fills it with
 #: the sync views or the async ones.
