@@ -140,23 +140,26 @@ def logout(request: HttpRequest) -> HttpResponse:
 
 
 # --------------------------------------------------------------------------- async views (ASGI)
-# The same routes as the sync views, on the session's async methods.
 
 
 async def aindex(request: HttpRequest) -> HttpResponse:
+    """Async ``/``: the routes."""
     return _text(ROUTES)
 
 
 async def aput(request: HttpRequest) -> HttpResponse:
+    """Async ``/put``: store the message in the session."""
     await request.session.aset("message", MESSAGE)
     return _text(STORED)
 
 
 async def aget(request: HttpRequest) -> HttpResponse:
+    """Async ``/get``: show the stored message."""
     return _text(str(await request.session.aget("message", "")) + "\n")
 
 
 async def alogin(request: HttpRequest) -> HttpResponse:
+    """Async ``/login``: log the session in as `USER`, under a new key."""
     await request.session.acycle_key()  # as django.contrib.auth.alogin
     await request.session.aset(SESSION_KEY, USER)
     await user_logged_in.asend(sender=None, request=request, user=USER)
@@ -164,6 +167,7 @@ async def alogin(request: HttpRequest) -> HttpResponse:
 
 
 async def asessions(request: HttpRequest) -> HttpResponse:
+    """Async ``/sessions``: list the user's sessions (403 if not logged in)."""
     owner = await request.session.aget(SESSION_KEY)
     if owner is None:
         return _text(NOT_LOGGED_IN, 403)
@@ -171,6 +175,7 @@ async def asessions(request: HttpRequest) -> HttpResponse:
 
 
 async def alogout_everywhere_view(request: HttpRequest) -> HttpResponse:
+    """Async ``/logout-everywhere``: end the user's other sessions (403 if not logged in)."""
     owner = await request.session.aget(SESSION_KEY)
     if owner is None:
         return _text(NOT_LOGGED_IN, 403)
@@ -178,6 +183,7 @@ async def alogout_everywhere_view(request: HttpRequest) -> HttpResponse:
 
 
 async def alogout(request: HttpRequest) -> HttpResponse:
+    """Async ``/logout``: delete the session, its row and its cookie."""
     await request.session.aflush()
     return _text(LOGGED_OUT)
 
