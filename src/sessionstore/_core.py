@@ -56,8 +56,8 @@ DEFAULT_TABLE = "sessions"
 #: Where a purge's walk along the expiry index starts.
 _BEGINNING_OF_TIME = dt.datetime.min.replace(tzinfo=dt.UTC)
 
-#: How many fresh tokens to try before giving up (`rotate_steps`, the integrations'
-#: ``create_fresh``). A collision of two 256-bit random tokens never happens in
+#: How many fresh tokens to try before giving up (`rotate_steps`, the manager's
+#: ``_create``). A collision of two 256-bit random tokens never happens in
 #: practice; a second one in a row means a broken random source.
 FRESH_TOKEN_ATTEMPTS = 3
 

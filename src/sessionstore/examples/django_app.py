@@ -188,24 +188,13 @@ async def alogout(request: HttpRequest) -> HttpResponse:
     return _text(LOGGED_OUT)
 
 
-_SYNC_URLS = [
-    path("", index),
-    path("put", put),
-    path("get", get),
-    path("login", login),
-    path("sessions", sessions),
-    path("logout-everywhere", logout_everywhere_view),
-    path("logout", logout),
-]
-_ASYNC_URLS = [
-    path("", aindex),
-    path("put", aput),
-    path("get", aget),
-    path("login", alogin),
-    path("sessions", asessions),
-    path("logout-everywhere", alogout_everywhere_view),
-    path("logout", alogout),
-]
+_PATHS = ("", "put", "get", "login", "sessions", "logout-everywhere", "logout")
+_SYNC_URLS = list(
+    map(path, _PATHS, (index, put, get, login, sessions, logout_everywhere_view, logout))
+)
+_ASYNC_URLS = list(
+    map(path, _PATHS, (aindex, aput, aget, alogin, asessions, alogout_everywhere_view, alogout))
+)
 
 #: This module is the project's URLconf (``ROOT_URLCONF``): `configure` fills it with
 #: the sync views or the async ones.

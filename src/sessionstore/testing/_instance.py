@@ -168,17 +168,8 @@ class _Instance:
         return kwargs
 
     def _initdb(self, bindir: Path, datadir: Path) -> None:
-        cmd = [
-            str(bindir / "initdb"),
-            "-D",
-            str(datadir),
-            "-U",
-            _SUPERUSER,
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ]
+        cmd = [str(bindir / "initdb"), "-D", str(datadir), "-U", _SUPERUSER, "--auth=trust"]
+        cmd += ["-E", "UTF8", "--locale=C"]
         if not self.durable:
             cmd.append("--no-sync")
         self._run_setup("initdb", cmd)
@@ -373,12 +364,15 @@ def _children(pid: int) -> set[int]:
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return set()
-    children = set()
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1] == str(pid):
-            children.add(int(parts[0]))
-    return children
+    rows = (line.split() for line in out.splitlines())
+    return {int(row[0]) for row in rows if len(row) == 2 and row[1] == str(pid)}
+
+
+def _cwd(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:  # gone, a zombie, or not ours to look at
+        return None
 
 
 def _survivors(children: set[int], datadir: Path) -> set[int]:
@@ -387,17 +381,8 @@ def _survivors(children: set[int], datadir: Path) -> set[int]:
         # Every PostgreSQL process runs in its data directory; orphans are reparented,
         # so their parent pid no longer tells.
         target = str(datadir.resolve())
-        found = set()
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                cwd = os.readlink(f"/proc/{entry.name}/cwd")
-            except OSError:  # gone, a zombie, or not ours to look at
-                continue
-            if cwd == target:
-                found.add(int(entry.name))
-        return found
+        pids = (int(entry.name) for entry in os.scandir("/proc") if entry.name.isdigit())
+        return {pid for pid in pids if _cwd(pid) == target}
     alive = set()
     for pid in children:
         try:

@@ -58,9 +58,7 @@ class Standby:
     def in_recovery(self) -> bool:
         """Whether the server is still a standby (``pg_is_in_recovery()``): True until promoted."""
         with psycopg.connect(self.server.dsn, autocommit=True, connect_timeout=5) as conn:
-            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
-        assert row is not None
-        return bool(row[0])
+            return _fetch_bool(conn, "SELECT pg_is_in_recovery()", ())
 
     def wait_for_replay(self, timeout: float = _REPLICATION_TIMEOUT) -> None:
         """Wait up to `timeout` seconds until the standby replayed what the primary committed.
@@ -294,19 +292,9 @@ class _StandbyInstance(_Instance):
                 f"no pg_basebackup beside the primary's postgres in {bindir}: a standby "
                 "needs the PostgreSQL client programs of the same install"
             )
-        cmd = [
-            str(exe),
-            "--pgdata",
-            str(datadir),
-            "--dbname",
-            self._primary_conninfo,
-            "--wal-method=stream",
-            "--checkpoint=fast",
-            "--create-slot",
-            "--slot",
-            self._slot,
-            "--no-password",
-        ]
+        cmd = [str(exe), "--pgdata", str(datadir), "--dbname", self._primary_conninfo]
+        cmd += ["--wal-method=stream", "--checkpoint=fast", "--create-slot", "--slot", self._slot]
+        cmd.append("--no-password")
         if not self.durable:
             cmd.append("--no-sync")
         self._run_setup("pg_basebackup", cmd)
