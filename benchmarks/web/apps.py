@@ -331,12 +331,16 @@ def quart(store: str, config: AppConfig) -> Any:
 
         @app.after_serving
         async def close_redis() -> None:
+            # Quart types session_interface as its own interface; Quart-Session's
+            # (untyped) keeps its redis client in `backend`.
             await app.session_interface.backend.aclose()  # type: ignore[attr-defined]
 
     elif store in ("sessionstore", "sessionstore-every-request"):
         from sessionstore.integrations.quart import PostgresSessionInterface
 
         postgres, pool = async_store(config)
+        # Quart declares session_interface as SecureCookieSessionInterface (see
+        # docs/integrations-quart.md), so any other interface needs this ignore.
         app.session_interface = PostgresSessionInterface(  # type: ignore[assignment]
             postgres, renew_after=renew_after(store)
         )
