@@ -3,15 +3,9 @@
     pip install "sessionstore[aiohttp,testing]"
     python -m sessionstore.examples.aiohttp_app
 
-Then open http://127.0.0.1:4000/put and /get: on ``$SESSIONSTORE_DSN``, or a throw-away
-PostgreSQL deleted on Ctrl-C; aiohttp's own server serves it. A server of your own loads `app` (on
-``$SESSIONSTORE_DSN``)::
-
-    gunicorn --preload -k aiohttp.GunicornWebWorker sessionstore.examples.aiohttp_app:app
-
-``/login`` logs the session in as "alice" (a new token), ``/sessions`` lists her
-sessions, ``/logout-everywhere`` ends all but this one, and ``/logout`` this one. They
-are GETs for the address bar; a real app takes POSTs.
+Then open http://127.0.0.1:4000/put and /get (on ``$SESSIONSTORE_DSN``, or a throw-away
+PostgreSQL; aiohttp's own server serves it); ``/`` lists the routes of login and sessions
+per user. A server of your own loads `app` (docs/integrations-aiohttp.md).
 """
 
 from __future__ import annotations
@@ -49,32 +43,16 @@ def create_app(
     *,
     idle_timeout: dt.timedelta | float = dt.timedelta(hours=24),
     lifetime: dt.timedelta | float | None = None,
-    renew_after: float | None = None,
+    renew_after: float = 0.1,
     storage_options: dict[str, Any] | None = None,
-    table: str = "sessions",
-    schema: str | None = None,
     timeout: float = 30.0,
     **store_options: Any,
 ) -> web.Application:
-    """The app, its sessions in PostgreSQL at `dsn`.
+    """The app, its sessions in PostgreSQL at `dsn` (its table made at startup).
 
-    Its ``cleanup_ctx`` opens the pool and creates the table (with the owner column);
-    at cleanup the pool closes.
-
-    Args:
-        dsn: The PostgreSQL server.
-        idle_timeout: A session ends this long after its last request (SCS's
-            ``IdleTimeout``; the storage's ``max_age``).
-        lifetime: A session ends this long after it was created (SCS's
-            ``Lifetime``); None for none.
-        renew_after: The share of `idle_timeout` after which an unchanged
-            session's expiry moves again; None for the default.
-        storage_options: More `PostgresStorage` options (``rotate_every``,
-            ``record_devices``, ...).
-        table: The sessions table.
-        schema: The table's schema, or None for the search_path.
-        timeout: How long a request waits for a database connection.
-        **store_options: More `AsyncStore` options (e.g. ``hash_tokens``).
+    `idle_timeout` and `lifetime` are SCS's ``IdleTimeout`` and ``Lifetime`` (the
+    storage's ``max_age`` and ``lifetime``); `storage_options` go to `PostgresStorage`,
+    `timeout` to the pool, `store_options` (``table``, ...) to the `AsyncStore`.
     """
     routes = web.RouteTableDef()
 
@@ -103,8 +81,7 @@ def create_app(
         owner = await session_owner(request)
         if owner is None:
             return web.Response(text="Not logged in: /login first.\n", status=403)
-        lines = [f"Sessions of {owner}:"]
-        lines += [listed(each) for each in await user_sessions(request)]
+        lines = [f"Sessions of {owner}:", *map(listed, await user_sessions(request))]
         return web.Response(text="\n".join(lines) + "\n")
 
     @routes.get("/logout-everywhere")
@@ -120,22 +97,18 @@ def create_app(
         session.invalidate()  # the row and the cookie are deleted
         return web.Response(text="Logged out; your session is gone.\n")
 
-    idle = (
-        idle_timeout
-        if isinstance(idle_timeout, dt.timedelta)
-        else dt.timedelta(seconds=idle_timeout)
-    )
-    renewal: dict[str, Any] = {} if renew_after is None else {"renew_after": renew_after}
+    if isinstance(idle_timeout, dt.timedelta):
+        idle_timeout = idle_timeout.total_seconds()
     app = web.Application()
     storage = setup(
         app,
         dsn,
         max_size=4,
         timeout=timeout,
-        store_options={"table": table, "schema": schema, "owners": True, **store_options},
-        max_age=int(idle.total_seconds()),  # the idle timeout
+        store_options={"owners": True, **store_options},
+        max_age=int(idle_timeout),
         lifetime=lifetime,
-        **renewal,
+        renew_after=renew_after,
         **(storage_options or {}),
     )
 

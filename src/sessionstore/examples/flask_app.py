@@ -3,15 +3,9 @@
     pip install "sessionstore[flask,testing]"
     python -m sessionstore.examples.flask_app
 
-Then open http://127.0.0.1:4000/put and /get: on ``$SESSIONSTORE_DSN``, or a throw-away
-PostgreSQL deleted on Ctrl-C. A server of your own loads `app` (the table must exist:
-``python -m sessionstore migrate --owners``)::
-
-    gunicorn --preload --workers 2 sessionstore.examples.flask_app:app
-
-``/login`` logs the session in as "alice" (a new token), ``/sessions`` lists her
-sessions, ``/revoke?id=ID`` ends one, ``/logout-everywhere`` all but this one, and
-``/logout`` this one. They are GETs for the address bar; a real app takes POSTs.
+Then open http://127.0.0.1:4000/put and /get (on ``$SESSIONSTORE_DSN``, or a throw-away
+PostgreSQL); ``/`` lists the routes of login and sessions per user. A server of your own
+loads `app` (docs/integrations-flask.md).
 """
 
 from __future__ import annotations
@@ -55,8 +49,7 @@ def create_app(store: Store, *, lifetime: dt.timedelta = dt.timedelta(hours=24))
     """The app on `store` (``owners=True``); a session lives `lifetime` (SCS's ``Lifetime``)."""
     app = Flask(__name__)
     app.config["PERMANENT_SESSION_LIFETIME"] = lifetime  # like SCS's Lifetime
-    # For /sessions: each session's IP address and user agent (personal data: off by
-    # default). Behind a proxy, set up the framework's proxy-headers support.
+    # For /sessions (personal data, so off by default; behind a proxy, see the docs).
     app.config["SESSION_RECORD_DEVICES"] = True
     app.session_interface = PostgresSessionInterface(store)
 

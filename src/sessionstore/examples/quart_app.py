@@ -3,16 +3,9 @@
     pip install "sessionstore[quart,testing]"
     python -m sessionstore.examples.quart_app
 
-Then open http://127.0.0.1:4000/put and /get: on ``$SESSIONSTORE_DSN``, or a throw-away
-PostgreSQL deleted on Ctrl-C; Hypercorn (which comes with Quart) serves it. A server of
-your own loads `app`; each process opens its pool when it starts serving::
-
-    gunicorn --preload --workers 2 -k uvicorn_worker.UvicornWorker \
-        sessionstore.examples.quart_app:app
-
-``/login`` logs the session in as "alice" (a new token), ``/sessions`` lists her
-sessions, ``/revoke?id=ID`` ends one, ``/logout-everywhere`` all but this one, and
-``/logout`` this one. They are GETs for the address bar; a real app takes POSTs.
+Then open http://127.0.0.1:4000/put and /get (on ``$SESSIONSTORE_DSN``, or a throw-away
+PostgreSQL; Hypercorn serves it); ``/`` lists the routes of login and sessions per user.
+A server of your own loads `app` (docs/integrations-quart.md).
 """
 
 from __future__ import annotations
@@ -60,16 +53,11 @@ def create_app(
     table: str = "sessions",
     schema: str | None = None,
 ) -> Quart:
-    """The app on `pool` (``open=False``: an async pool opens in the loop that serves it).
-
-    Before serving it opens the pool, creates the table (with the owner column) and
-    starts the cleanup task; after serving it closes both. A session lives `lifetime`.
-    """
+    """The app on `pool` (``open=False``: an async pool opens in the loop that serves it)."""
     store = AsyncStore(pool, table=table, schema=schema, owners=True)
     app = Quart(__name__)
     app.config["PERMANENT_SESSION_LIFETIME"] = lifetime  # like SCS's Lifetime
-    # For /sessions: each session's IP address and user agent (personal data: off by
-    # default). Behind a proxy, set up the framework's proxy-headers support.
+    # For /sessions (personal data, so off by default; behind a proxy, see the docs).
     app.config["SESSION_RECORD_DEVICES"] = True
     # Quart's stubs type the attribute as its cookie interface, not as SessionInterface.
     app.session_interface = PostgresSessionInterface(store)  # type: ignore[assignment]
