@@ -3,16 +3,9 @@
     pip install "sessionstore[litestar,testing]"
     python -m sessionstore.examples.litestar_app
 
-Then open http://127.0.0.1:4000/put and /get: on ``$SESSIONSTORE_DSN``, or a throw-away
-PostgreSQL deleted on Ctrl-C; uvicorn serves it. A server of your own loads `app` (on
-``$SESSIONSTORE_DSN``); nothing connects at import, Litestar opens each worker's pool at
-its startup::
-
-    gunicorn --preload -k uvicorn_worker.UvicornWorker sessionstore.examples.litestar_app:app
-
-``/login`` logs the session in as "alice" (a new token), ``/sessions`` lists her
-sessions, ``/revoke?id=ID`` ends one, ``/logout-everywhere`` all but this one, and
-``/logout`` this one. They are GETs for the address bar; a real app takes POSTs.
+Then open http://127.0.0.1:4000/put and /get (on ``$SESSIONSTORE_DSN``, or a throw-away
+PostgreSQL; uvicorn serves it); ``/`` lists the routes of login and sessions per user.
+A server of your own loads `app` (docs/integrations-litestar.md).
 """
 
 from __future__ import annotations
@@ -26,7 +19,6 @@ from typing import Any
 
 import uvicorn
 from litestar import Litestar, Request, Response, get
-from litestar.stores.base import Store
 
 from sessionstore.integrations.litestar import (
     PostgresStore,
@@ -72,28 +64,13 @@ def create_app(
     renew_after: float = 0.1,
     rotate_every: dt.timedelta | None = None,
     rotate_grace: dt.timedelta = DEFAULT_ROTATE_GRACE,
-    record_devices: bool = True,
-    table: str = "sessions",
-    schema: str | None = None,
+    record_devices: bool = True,  # for /sessions (personal data: off by default)
     **store_options: Any,
 ) -> Litestar:
-    """The app, its sessions in PostgreSQL at `dsn`.
+    """The app, its sessions in PostgreSQL at `dsn` (the pool opens at startup).
 
-    Litestar enters the registered store at startup (its pool opens), an on_startup
-    hook creates the table (with the owner column), and at shutdown the pool closes.
-
-    Args:
-        dsn: The PostgreSQL server.
-        lifetime: The idle timeout (SCS's ``IdleTimeout``).
-        absolute_lifetime: When a session ends however busy (SCS's ``Lifetime``).
-        renew_after: The share of `lifetime` after which a read moves the expiry.
-        rotate_every: How often an active session gets a new token (None: never).
-        rotate_grace: How long an old token keeps working after a rotation.
-        record_devices: Keep each session's IP address and browser, for ``/sessions``.
-        table: The sessions table.
-        schema: The table's schema, or None for the search_path.
-        **store_options: More `AsyncStore` options (e.g. ``hash_tokens``,
-            ``max_sessions_per_owner``).
+    `lifetime` and `absolute_lifetime` are SCS's ``IdleTimeout`` and ``Lifetime``; the
+    other options are `SessionConfig`'s, `store_options` (``table``, ...) the `AsyncStore`'s.
     """
 
     @get("/")
@@ -142,27 +119,22 @@ def create_app(
         return _text("Logged out; your session is gone.\n")
 
     absolute = None if absolute_lifetime is None else int(absolute_lifetime.total_seconds())
-    root = PostgresStore.from_dsn(
-        dsn, table=table, schema=schema, owners=True, min_size=1, max_size=4, **store_options
-    )
-    stores: dict[str, Store] = {"sessions": root.with_namespace("sessions")}
+    root = PostgresStore.from_dsn(dsn, owners=True, min_size=1, max_size=4, **store_options)
 
     async def create_table() -> None:
         await root.store.create_table()  # on_startup runs after the stores were entered
 
     return Litestar(
         route_handlers=[index, put, get_message, login, sessions, revoke_one, logout_all, logout],
-        stores=stores,
+        stores={"sessions": root.with_namespace("sessions")},
         on_startup=[create_table],
         middleware=[
             SessionConfig(
                 max_age=int(lifetime.total_seconds()),  # the idle timeout
                 absolute_max_age=absolute,  # the lifetime, however busy
                 renew_after=renew_after,
-                rotate_every=rotate_every,  # a new token this often, for an active session
+                rotate_every=rotate_every,
                 rotate_grace=rotate_grace,
-                # For /sessions: the client's address and browser (personal data;
-                # behind a proxy, run uvicorn with --proxy-headers).
                 record_devices=record_devices,
                 # Secure unless served as localhost: leave secure unset.
             ).middleware

@@ -3,15 +3,9 @@
     pip install "sessionstore[starlette,testing]" uvicorn
     python -m sessionstore.examples.starlette_app
 
-Then open http://127.0.0.1:4000/put and /get: on ``$SESSIONSTORE_DSN``, or a throw-away
-PostgreSQL deleted on Ctrl-C. A server of your own loads `app` (on ``$SESSIONSTORE_DSN``);
-nothing connects at import, each worker opens its own pool in its lifespan::
-
-    gunicorn --preload -k uvicorn_worker.UvicornWorker sessionstore.examples.starlette_app:app
-
-``/login`` logs the session in as "alice" (a new token), ``/sessions`` lists her
-sessions, ``/revoke?id=ID`` ends one, ``/logout-everywhere`` all but this one, and
-``/logout`` this one. They are GETs for the address bar; a real app takes POSTs.
+Then open http://127.0.0.1:4000/put and /get (on ``$SESSIONSTORE_DSN``, or a throw-away
+PostgreSQL); ``/`` lists the routes of login and sessions per user. A server of your own
+loads `app` (docs/integrations-starlette.md).
 """
 
 from __future__ import annotations
@@ -69,25 +63,14 @@ def create_app(
     lifetime: dt.timedelta = dt.timedelta(hours=24),
     absolute_lifetime: dt.timedelta | None = dt.timedelta(days=7),
     renew_after: float = 0.1,
-    table: str = "sessions",
-    schema: str | None = None,
     **store_options: Any,
 ) -> Starlette:
     """The app on `pool` (``open=False``: an async pool opens in the loop that serves it).
 
-    Its lifespan opens the pool, creates the table (with the owner column) and runs the
-    cleanup task.
-
-    Args:
-        pool: The pool for the store.
-        lifetime: The idle timeout (SCS's ``IdleTimeout``).
-        absolute_lifetime: When a session ends however busy (SCS's ``Lifetime``).
-        renew_after: The share of `lifetime` after which a read moves the expiry.
-        table: The sessions table.
-        schema: The table's schema, or None for the search_path.
-        **store_options: More `AsyncStore` options (e.g. ``max_sessions_per_owner``).
+    `lifetime` and `absolute_lifetime` are SCS's ``IdleTimeout`` and ``Lifetime``;
+    `store_options` (``table``, ...) go to the `AsyncStore`.
     """
-    store = AsyncStore(pool, table=table, schema=schema, owners=True, **store_options)
+    store = AsyncStore(pool, owners=True, **store_options)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -151,9 +134,7 @@ def create_app(
                 lifetime=lifetime,  # the idle timeout; the cookie outlives the browser
                 absolute_lifetime=absolute_lifetime,
                 renew_after=renew_after,
-                # For /sessions: the client's address and browser (personal data;
-                # behind a proxy, run uvicorn with --proxy-headers).
-                record_devices=True,
+                record_devices=True,  # for /sessions (personal data: off by default)
                 # Secure unless served as localhost: leave cookie_https_only unset.
             ),
             Middleware(SessionAutoloadMiddleware),
