@@ -3,20 +3,11 @@
     pip install "sessionstore[django,testing]" uvicorn
     python -m sessionstore.examples.django_app
 
-Then open http://127.0.0.1:4000/put and /get: on ``$SESSIONSTORE_DSN``, or a throw-away
-PostgreSQL deleted on Ctrl-C; uvicorn serves it. A whole project in one file: `configure`
-calls ``settings.configure`` (the session engine, its middleware, no ORM database), and
-`create_app` returns the WSGI application (sync views) or the ASGI one (async views, on
-`AsyncStore`). A server of your own loads them (the table must exist: ``python -m
-sessionstore migrate --owners``)::
-
-    gunicorn --preload --workers 2 sessionstore.examples.django_app:application
-    uvicorn sessionstore.examples.django_app:asgi_application
-
-``/login`` logs the session in as "alice" (a new key, as ``django.contrib.auth.login``
-does), ``/sessions`` lists her sessions, ``/logout-everywhere`` ends all but this one,
-and ``/logout`` this one (``flush``). They are GETs for the address bar; a real app
-takes POSTs.
+Then open http://127.0.0.1:4000/put and /get (on ``$SESSIONSTORE_DSN``, or a throw-away
+PostgreSQL; uvicorn serves it); ``/`` lists the routes of login and sessions per user.
+A whole project in one file: `configure` sets Django up, `create_app` returns the WSGI
+application (sync views) or the ASGI one (async views); a server of your own loads them
+(docs/integrations-django.md).
 """
 
 from __future__ import annotations
@@ -60,6 +51,7 @@ STORED = "Stored a message in your session.\n"
 LOGGED_IN = f"Logged in as {USER}; your session has a new token.\n"
 NOT_LOGGED_IN = "Not logged in: /login first.\n"
 LOGGED_OUT = "Logged out; your session is gone.\n"
+ENDED = "Logged out {} other session(s); this one stays.\n"
 
 
 def _text(body: str, status: int = 200) -> HttpResponse:
@@ -80,10 +72,6 @@ def listed(each: UserSession) -> str:
         f"  expires {each.expiry.isoformat(timespec='seconds')}"
         + ("  (this one)" if each.current else "")
     )
-
-
-def _ended(count: int) -> HttpResponse:
-    return _text(f"Logged out {count} other session(s); this one stays.\n")
 
 
 # --------------------------------------------------------------------------- sync views (WSGI)
@@ -107,10 +95,8 @@ def get(request: HttpRequest) -> HttpResponse:
 
 def login(request: HttpRequest) -> HttpResponse:
     """``/login``: log the session in as `USER`, under a new key."""
-    # What django.contrib.auth.login(request, user) does to the session: a new key
-    # (the old row is deleted, the data kept), the user's id under SESSION_KEY, which
-    # the engine saves as the row's owner, and the signal by which it records the
-    # sign-in time.
+    # What django.contrib.auth.login does to the session: a new key, the user's id
+    # (the engine saves it as the row's owner), the signal (it records the sign-in time).
     request.session.cycle_key()
     request.session[SESSION_KEY] = USER
     user_logged_in.send(sender=None, request=request, user=USER)
@@ -130,7 +116,7 @@ def logout_everywhere_view(request: HttpRequest) -> HttpResponse:
     owner = request.session.get(SESSION_KEY)
     if owner is None:
         return _text(NOT_LOGGED_IN, 403)
-    return _ended(logout_everywhere(owner, keep=request.session))  # this one stays
+    return _text(ENDED.format(logout_everywhere(owner, keep=request.session)))
 
 
 def logout(request: HttpRequest) -> HttpResponse:
@@ -179,7 +165,7 @@ async def alogout_everywhere_view(request: HttpRequest) -> HttpResponse:
     owner = await request.session.aget(SESSION_KEY)
     if owner is None:
         return _text(NOT_LOGGED_IN, 403)
-    return _ended(await alogout_everywhere(owner, keep=request.session))
+    return _text(ENDED.format(await alogout_everywhere(owner, keep=request.session)))
 
 
 async def alogout(request: HttpRequest) -> HttpResponse:
@@ -213,33 +199,19 @@ def configure(
 ) -> None:
     """Configure Django for the example (once per process: Django's settings are global).
 
-    Args:
-        dsn: The PostgreSQL server; None for ``$SESSIONSTORE_DSN``.
-        idle_timeout: A session ends this long after its last request (SCS's
-            ``IdleTimeout``; Django's ``SESSION_COOKIE_AGE``): a timedelta or seconds.
-        lifetime: A session ends this long after it was created (SCS's
-            ``Lifetime``; ``SESSIONSTORE["lifetime"]``); None for none.
-        asgi: Serve the async views (for an ASGI server) instead of the sync ones.
-        secret_key: Django's ``SECRET_KEY``, which signs the session data; None for
-            ``$DJANGO_SECRET_KEY`` or else a random one. Processes that share sessions
-            need the same one: configure before the fork (``gunicorn --preload``) or
-            set it.
-        allowed_hosts: Django's ``ALLOWED_HOSTS``.
-        **sessionstore: More ``SESSIONSTORE`` settings (``table``, ``schema``,
-            ``hash_tokens``, ``timeout``, ``renew_after``, ``rotate_every``,
-            ``record_devices``, ...); ``owners`` is always on.
-
-    Raises:
-        RuntimeError: If Django is configured already, or there is no DSN.
+    `dsn` defaults to ``$SESSIONSTORE_DSN``; `idle_timeout` and `lifetime` are SCS's
+    ``IdleTimeout`` and ``Lifetime`` (``SESSION_COOKIE_AGE``, ``SESSIONSTORE["lifetime"]``);
+    `sessionstore` holds more ``SESSIONSTORE`` settings. `secret_key` defaults to
+    ``$DJANGO_SECRET_KEY``, else a random key: processes that share sessions need the
+    same one, so configure before the fork (``gunicorn --preload``) or set it.
     """
     if settings.configured:
         raise RuntimeError("Django is configured already: one example app per process")
     dsn = dsn if dsn is not None else os.environ.get("SESSIONSTORE_DSN")
     if not dsn:
         raise RuntimeError("no DSN: pass one, or set $SESSIONSTORE_DSN")
-    seconds = (
-        idle_timeout.total_seconds() if isinstance(idle_timeout, dt.timedelta) else idle_timeout
-    )
+    if isinstance(idle_timeout, dt.timedelta):
+        idle_timeout = idle_timeout.total_seconds()
     urlpatterns[:] = _ASYNC_URLS if asgi else _SYNC_URLS
     settings.configure(
         DEBUG=False,
@@ -250,8 +222,7 @@ def configure(
         DATABASES={},  # no ORM here: the sessions go through sessionstore
         MIDDLEWARE=["sessionstore.integrations.django.SessionMiddleware"],
         SESSION_ENGINE="sessionstore.integrations.django",
-        SESSION_COOKIE_AGE=int(seconds),
-        # owners for /sessions
+        SESSION_COOKIE_AGE=int(idle_timeout),
         SESSIONSTORE={"dsn": dsn, "lifetime": lifetime, **sessionstore, "owners": True},
         USE_TZ=True,
     )
@@ -259,11 +230,7 @@ def configure(
 
 
 def create_app(dsn: str | None = None, *, asgi: bool = False, **options: Any) -> Any:
-    """Configure Django (see `configure`) and return the WSGI application.
-
-    With `asgi`, the ASGI one: async views, its pools closed by `with_lifespan` when the
-    server stops.
-    """
+    """Configure Django (see `configure`); the WSGI application, or with `asgi` the ASGI one."""
     configure(dsn, asgi=asgi, **options)
     if asgi:
         from django.core.asgi import get_asgi_application
