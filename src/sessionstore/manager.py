@@ -233,7 +233,8 @@ class SessionManager:
         if data is None:
             logger.warning("stored session data does not decode; starting a new session")
             return loaded
-        if self._past_lifetime(data):
+        now = self._clock()
+        if self._expiry(data, now) <= now:
             # Its row may outlive it (made under a longer lifetime setting): end it.
             yield Call("delete", token)
             logger.debug("session past its lifetime: deleted; new session")
@@ -254,10 +255,7 @@ class SessionManager:
     ) -> Steps[Outcome]:
         """Decide what the request of `loaded` writes for `data`, and what becomes of the cookie.
 
-        By docs/sessions.md: emptied, deleted; new or `renew` (login), a fresh token; a
-        change, written over the row as read (merged per key on a conflict); unchanged,
-        renewed when due; gone since read, stays gone. `device` is kept with
-        `record_devices`.
+        `renew` (login) saves under a fresh token; `device` is kept with `record_devices`.
 
         Raises:
             ConcurrentUpdateError: If other requests kept writing the session
@@ -377,10 +375,7 @@ class SessionManager:
     def _rotate(self, loaded: Loaded, data: dict[str, Any], now: dt.datetime) -> Steps[Outcome]:
         """Move the session to a new token; the old one works for `rotate_grace` more."""
         assert loaded.token is not None
-        # Mark the old row moved (a changed save, merged), copy it to a new token while
-        # cutting the old one to the grace, unmark the new row. The mark keeps the old
-        # token's requests in flight from writing: their writes would be lost with it,
-        # and a renewal would give it back a full idle timeout.
+        # The mark keeps the old token's requests in flight from writing (docs/sessions.md).
         data[ROTATED_KEY] = now.timestamp()
         expiry = self._expiry(data, now)
         marked = {**data, MOVED_KEY: True}
@@ -411,12 +406,6 @@ class SessionManager:
             end = dt.datetime.fromtimestamp(created, dt.UTC) + self.lifetime
             expiry = min(expiry, end)
         return expiry
-
-    def _past_lifetime(self, data: Mapping[str, Any]) -> bool:
-        created = data.get(CREATED_KEY)
-        if self.lifetime is None or not isinstance(created, int | float):
-            return False
-        return self._clock().timestamp() >= created + self.lifetime.total_seconds()
 
     def _decode(self, raw: bytes) -> dict[str, Any] | None:
         """Decode stored data; None if it is not a mapping."""
@@ -477,18 +466,13 @@ class SessionManager:
     ) -> UserSession:
         """One listed session; no token in it."""
         created = _moment(data.get(CREATED_KEY))
-        # Every renewal sets the expiry to its time plus the idle timeout, so the
-        # expiry tells when the session was last seen, to within the renewal
-        # interval, without a write per request.
+        # The last renewal set the expiry to its time plus the idle timeout.
         seen = min(owned.expiry - self.idle_timeout, now)
         if created is not None:
             seen = max(seen, created)
         device = data.get(DEVICE_KEY)
-        ip, agent = (
-            (device.get("ip"), device.get("user_agent"))
-            if isinstance(device, dict)
-            else (None, None)
-        )
+        device = device if isinstance(device, dict) else {}
+        ip, agent = device.get("ip"), device.get("user_agent")
         return UserSession(
             id=session_id(owned.key),
             current=is_current(owned.key, token),

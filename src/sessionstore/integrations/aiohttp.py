@@ -158,8 +158,8 @@ class PostgresStorage(AbstractStorage):
 
     async def new_session(self) -> Session:
         """A new, empty session (aiohttp-session's ``new_session``); the loaded row goes now."""
-        state = _current.get()
-        if state is not None and state.storage is self:
+        state = _state(self)
+        if state is not None:
             await arun(self.manager.save(state.loaded, {}), self.store)  # deletes the row
             state.loaded, state.renew = Loaded(None, state.loaded.had_cookie), False
         session = Session(None, data=None, new=True, max_age=self.max_age)
@@ -182,9 +182,8 @@ class PostgresStorage(AbstractStorage):
         self, request: web.Request, response: web.StreamResponse, session: Session
     ) -> None:
         """Save the session as the manager decides, and set or delete its cookie."""
-        state = _current.get()
-        if state is None or state.storage is not self:  # saved without being loaded
-            state = _State(self, Loaded(None, self.load_cookie(request) is not None))
+        # Or saved without being loaded:
+        state = _state(self) or _State(self, Loaded(None, self.load_cookie(request) is not None))
         data = dict(session)
         if CREATED_KEY in state.loaded.data:
             data[CREATED_KEY] = state.loaded.data[CREATED_KEY]

@@ -273,14 +273,25 @@ def _expiry(expires_in: object) -> dt.datetime:
 # --------------------------------------------------------------------------- sessions
 
 
+#: The store calls the manager makes with a session's token first: keyed in the namespace.
+_BY_TOKEN = frozenset({"find_versioned", "update_versioned", "touch", "update", "create", "delete"})
+
+
 class _Namespaced:
     """The `AsyncStore` as the manager drives it, a session's token keyed in the namespace."""
 
     def __init__(self, store: PostgresStore) -> None:
         self.key, self.inner = store.key, store.store
 
-    def __getattr__(self, name: str) -> Any:  # by owner, or a stored key: as they are
-        return getattr(self.inner, name)
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+        if name not in _BY_TOKEN:
+            return method  # by owner, or a stored key: as they are
+
+        async def keyed(token: str, *args: Any, **kwargs: Any) -> Any:
+            return await method(self.key(token), *args, **kwargs)
+
+        return keyed
 
     async def sessions_of(self, owner: str) -> list[OwnedSession]:
         """The owner's sessions in this namespace (in every one with ``hash_tokens``)."""
@@ -288,28 +299,10 @@ class _Namespaced:
         prefix = self.key("")
         return [s for s in owned if self.inner.hash_tokens or s.key.startswith(prefix)]
 
-    async def find_versioned(self, token: str) -> Any:
-        return await self.inner.find_versioned(self.key(token))
-
-    async def update_versioned(self, token: str, *args: Any, **kwargs: Any) -> bool:
-        return await self.inner.update_versioned(self.key(token), *args, **kwargs)
-
-    async def touch(self, token: str, expiry: dt.datetime) -> bool:
-        return await self.inner.touch(self.key(token), expiry)
-
-    async def update(self, token: str, *args: Any, **kwargs: Any) -> bool:
-        return await self.inner.update(self.key(token), *args, **kwargs)
-
     async def rotate(self, token: str, *, grace: dt.timedelta) -> str | None:
         prefix = self.key("")  # the new token in the namespace too
         new = await self.inner.rotate(prefix + token, grace=grace, prefix=prefix)
         return None if new is None else new.removeprefix(prefix)
-
-    async def create(self, token: str, *args: Any, **kwargs: Any) -> bool:
-        return await self.inner.create(self.key(token), *args, **kwargs)
-
-    async def delete(self, token: str) -> None:
-        await self.inner.delete(self.key(token))
 
 
 #: Where the backend keeps a request's session state, in the ASGI scope.
@@ -402,12 +395,7 @@ class PostgresSessionBackend(ServerSideSessionBackend):
 
 @dataclass
 class SessionConfig(ServerSideSessionConfig):
-    """Litestar's ``ServerSideSessionConfig``, with `PostgresSessionBackend` as backend.
-
-    The store registered under ``store`` must be a `PostgresStore`. ``max_age`` is the
-    idle timeout, ``absolute_max_age`` the lifetime, ``secure=None`` means
-    `secure_by_default`; the other fields are in docs/integrations-litestar.md.
-    """
+    """Litestar's ``ServerSideSessionConfig`` on a `PostgresStore`: docs/integrations-litestar.md."""
 
     # Litestar's is a bool defaulting to False; None here means "by the request's host".
     secure: bool | None = None  # type: ignore[assignment]
