@@ -395,7 +395,7 @@ class PostgresSessionBackend(ServerSideSessionBackend):
 
 @dataclass
 class SessionConfig(ServerSideSessionConfig):
-    """Litestar's ``ServerSideSessionConfig`` on a `PostgresStore` (integrations-litestar.md)."""
+    """Litestar's server-side session config on a `PostgresStore`: docs/integrations-litestar.md."""
 
     # Litestar's is a bool defaulting to False; None here means "by the request's host".
     secure: bool | None = None  # type: ignore[assignment]
