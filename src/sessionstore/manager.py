@@ -216,10 +216,8 @@ class SessionManager:
     def load(self, cookie: str | None) -> Steps[Loaded]:
         """Load the session a request's cookie (None: no cookie) names.
 
-        Returns:
-            A decision that returns what was loaded: a new, empty session if the
-            cookie names no live session, its data does not decode, or its lifetime
-            is over.
+        A new, empty session if the cookie names no live session, its data does not
+        decode, or its lifetime is over.
         """
         token = self.token_of(cookie)
         loaded = Loaded(token, cookie is not None)

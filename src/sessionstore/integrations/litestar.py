@@ -181,7 +181,9 @@ class PostgresStore(NamespacedStore):
 
         `owner` (a store with ``owners=True``) is who it belongs to; None keeps the row's.
         """
-        await self.store.commit(self.key(key), _bytes(value), _expiry(expires_in), owner=owner)
+        stored, data, delta = self.key(key), _bytes(value), _seconds(expires_in, "expires_in")
+        expiry = NO_EXPIRY if delta is None else dt.datetime.now(dt.UTC) + delta
+        await self.store.commit(stored, data, expiry, owner=owner)
 
     async def get(self, key: str, renew_for: int | dt.timedelta | None = None) -> bytes | None:
         """A live value, or None; with `renew_for`, its expiry (if it has one) moved first."""
@@ -262,12 +264,6 @@ def _seconds(value: object, name: str) -> dt.timedelta | None:
     if delta < dt.timedelta(0):
         raise ValueError(f"{name} must not be negative")
     return delta or None
-
-
-def _expiry(expires_in: object) -> dt.datetime:
-    """The row's expiry for an ``expires_in``."""
-    delta = _seconds(expires_in, "expires_in")
-    return NO_EXPIRY if delta is None else dt.datetime.now(dt.UTC) + delta
 
 
 # --------------------------------------------------------------------------- sessions
