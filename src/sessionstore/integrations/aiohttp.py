@@ -85,9 +85,7 @@ _current: contextvars.ContextVar[_State | None] = contextvars.ContextVar(
 class PostgresStorage(AbstractStorage):
     """An aiohttp-session storage that keeps sessions in PostgreSQL.
 
-    Its options are in docs/integrations-aiohttp.md: `max_age` is the idle timeout
-    (None: a browser-session cookie, the row idling out after `session_only_ttl`). A
-    bad one (or `store`) raises TypeError or ValueError.
+    Its options are in docs/integrations-aiohttp.md; a bad one raises TypeError or ValueError.
     """
 
     def __init__(

@@ -435,12 +435,10 @@ class _Manager(SessionManager):
 
 
 class SessionStore(SessionBase):
-    """Django's session engine on sessionstore (``SESSION_ENGINE`` names this module).
+    """Django's session engine on the session manager (``SESSION_ENGINE`` names this module).
 
-    Loading goes through `SessionManager.load` (the `Loaded` kept on the instance),
-    every save through `SessionManager.save`; this module's `SessionMiddleware` applies
-    the save's `Outcome`. Each method has its ``a``-prefixed twin on the running
-    loop's `AsyncStore`.
+    The `Loaded` of `SessionManager.load` is kept on the instance; each method has its
+    ``a``-prefixed twin on the running loop's `AsyncStore`.
     """
 
     # SessionBase's own private helpers, which django-stubs leaves out.
@@ -574,11 +572,7 @@ class SessionStore(SessionBase):
         self.modified = True
 
     def save(self, must_create: bool = False) -> None:
-        """Save the session as the manager decides; `must_create`: under a new key.
-
-        Raises:
-            UpdateError: If the session was deleted or expired since it was read.
-        """
+        """Save as the manager decides (`must_create`: under a new key); UpdateError if gone."""
         self._raise_if_gone(self._save(must_create))
 
     async def asave(self, must_create: bool = False) -> None:
@@ -621,10 +615,7 @@ class SessionStore(SessionBase):
 
 
 class SessionMiddleware(_DjangoSessionMiddleware):
-    """Django's ``SessionMiddleware``, applying the session manager's decision.
-
-    Put it in ``MIDDLEWARE`` in place of Django's (docs/integrations-django.md).
-    """
+    """Django's ``SessionMiddleware`` (in its place), applying the session manager's decision."""
 
     def process_request(self, request: HttpRequest) -> None:
         """Make the request's session, knowing its client (``REMOTE_ADDR``, ``User-Agent``)."""

@@ -99,9 +99,7 @@ class _Lifecycle:
 class PostgresStore(NamespacedStore):
     """A Litestar key/value store in the sessions table of an `AsyncStore`.
 
-    Keys are stored as ``"<namespace>:<key>"``; without a namespace, no `delete_all`.
-    A namespace that is not a str, or empty, or holds ``":"`` or ``"/"`` raises
-    TypeError or ValueError.
+    A namespace must be a non-empty str without ``":"`` or ``"/"``.
     """
 
     __slots__ = ("_life", "store")
@@ -202,11 +200,7 @@ class PostgresStore(NamespacedStore):
         await self.store.delete(self.key(key))
 
     async def delete_all(self) -> None:
-        """Delete every value of this namespace and of those nested in it.
-
-        Raises:
-            ImproperlyConfiguredException: Without a namespace, or with ``hash_tokens``.
-        """
+        """Delete every value of this namespace and of those nested in it (not with hash_tokens)."""
         if self.namespace is None:
             raise ImproperlyConfiguredException(
                 "delete_all needs a namespace: without one it would empty the whole table"
@@ -344,11 +338,7 @@ class PostgresSessionBackend(ServerSideSessionBackend):
         return state.token if isinstance(state, _State) else None
 
     async def load_from_connection(self, connection: _Connection) -> dict[str, Any]:
-        """Load the session the cookie names; an empty one if there is none.
-
-        Raises:
-            ImproperlyConfiguredException: If the registered store is not a `PostgresStore`.
-        """
+        """Load the session the cookie names; an empty one if there is none."""
         store = self.config.get_store_from_app(connection.scope["app"])
         if not isinstance(store, PostgresStore):
             raise ImproperlyConfiguredException(
