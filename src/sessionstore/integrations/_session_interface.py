@@ -123,12 +123,6 @@ class ServerSideSession(SessionMixin):
         self.accessed = True
         return self._data
 
-    def _adopt(self, outcome: Outcome) -> None:
-        """Record what the save did: the token the session is stored under now."""
-        self._token = outcome.token
-        self._found = outcome.token is not None
-        self._renew = False
-
     # The mapping: every access goes through _ensure, so the first one loads.
 
     def __getitem__(self, key: str) -> Any:
@@ -290,7 +284,8 @@ class ServerSideInterface(Generic[_Store]):
         request: Request,
     ) -> None:
         """Set or delete the cookie as the save decided, with SCS's headers."""
-        session._adopt(outcome)
+        session._token, session._found = outcome.token, outcome.token is not None
+        session._renew = False
         if response is None or not outcome.cookie_changed:
             return
         name, options = self.get_cookie_name(app), self._cookie_options(app, request.host)

@@ -34,8 +34,6 @@ __all__ = [
     "user_sessions",
 ]
 
-logger = logging.getLogger(__name__)
-
 
 class PostgresSessionInterface(SessionInterface, ServerSideInterface[AsyncStore]):
     """Quart's session interface on an `AsyncStore`, for ``app.session_interface``.
@@ -44,7 +42,7 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface[AsyncStore]
     raises TypeError or ValueError.
     """
 
-    _logger = logger
+    _logger = logging.getLogger(__name__)
     _store_type = AsyncStore
 
     async def open_session(
