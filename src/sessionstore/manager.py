@@ -526,11 +526,7 @@ _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
 def secure_by_default(host: str | None) -> bool:
-    """Whether a cookie is ``Secure`` when the application has not said.
-
-    False for a `host` (a ``Host`` header value, with or without port) of localhost,
-    a loopback address or ``*.localhost``; True otherwise.
-    """
+    """Whether a cookie is ``Secure`` when the app has not said: not for a local `host` header."""
     if not host:
         return True
     name = host.lower()
@@ -544,11 +540,7 @@ def secure_by_default(host: str | None) -> bool:
 def merge(
     base: Mapping[str, Any], mine: Mapping[str, Any], theirs: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Apply what this request changed (from `base` to `mine`) on top of `theirs`.
-
-    Keys the request set or removed take its values; every other key keeps the
-    value another request wrote meanwhile.
-    """
+    """Apply what this request changed (from `base` to `mine`) on top of `theirs`, key by key."""
     merged = copy.copy(dict(theirs))
     for key, value in mine.items():
         if key not in base or base[key] != value:
@@ -560,11 +552,7 @@ def merge(
 
 
 def run(steps: Steps[T], store: Store) -> T:
-    """Run a decision's store calls on a `Store` and return its result.
-
-    Raises:
-        sessionstore.DatabaseError: If the store failed.
-    """
+    """Run a decision's store calls on a `Store` and return its result."""
     with contextlib.closing(steps):
         result: Any = None
         while True:

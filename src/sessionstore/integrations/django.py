@@ -548,8 +548,7 @@ class SessionStore(SessionBase):
 
     async def aload(self) -> dict[str, Any]:
         """`load` on the running loop's `AsyncStore`."""
-        steps = self._manager().load(self.session_key)
-        return self._use(await arun(steps, await astore()))
+        return self._use(await arun(self._manager().load(self.session_key), await astore()))
 
     def exists(self, session_key: str | None) -> bool:
         """Whether a live session has the key."""
@@ -651,24 +650,20 @@ class SessionMiddleware(_DjangoSessionMiddleware):
 
 def _apply(response: HttpResponse, session: SessionStore, outcome: Outcome) -> None:
     """Set or delete the session cookie as `outcome` says, with Django's cookie settings."""
-    name = settings.SESSION_COOKIE_NAME
+    name, path = settings.SESSION_COOKIE_NAME, settings.SESSION_COOKIE_PATH
+    domain, samesite = settings.SESSION_COOKIE_DOMAIN, settings.SESSION_COOKIE_SAMESITE
     if outcome.delete_cookie:
-        response.delete_cookie(
-            name,
-            path=settings.SESSION_COOKIE_PATH,
-            domain=settings.SESSION_COOKIE_DOMAIN,
-            samesite=settings.SESSION_COOKIE_SAMESITE,
-        )
+        response.delete_cookie(name, path=path, domain=domain, samesite=samesite)
     elif outcome.set_cookie and outcome.token is not None:
         response.set_cookie(
             name,
             outcome.token,
             max_age=None if session.get_expire_at_browser_close() else outcome.max_age,
-            domain=settings.SESSION_COOKIE_DOMAIN,
-            path=settings.SESSION_COOKIE_PATH,
+            domain=domain,
+            path=path,
             secure=bool(settings.SESSION_COOKIE_SECURE),
             httponly=bool(settings.SESSION_COOKIE_HTTPONLY),
-            samesite=settings.SESSION_COOKIE_SAMESITE,
+            samesite=samesite,
         )
 
 
