@@ -142,9 +142,6 @@ class ServerSideSession(SessionMixin):
     def __len__(self) -> int:
         return len(self._ensure())
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._ensure()
-
     def __repr__(self) -> str:
         # Never the token: reprs end up in logs and error pages.
         data = "(not loaded)" if self._data is None else repr(self._data)
@@ -328,11 +325,12 @@ def live_token(session: ServerSideSession) -> str | None:
 
 
 def current(
-    caller: str, active: bool, interface: object, session: object, expected: type[_Interface]
+    caller: str, active: bool, framework: Any, expected: type[_Interface]
 ) -> tuple[_Interface, ServerSideSession]:
-    """The app's session interface and the request's session; RuntimeError if none."""
+    """`framework`'s app's session interface and request's session; RuntimeError if none."""
     if not active:
         raise RuntimeError(f"{caller}() works only during a request")
+    interface, session = framework.current_app.session_interface, framework.session
     if not isinstance(interface, expected) or not isinstance(session, ServerSideSession):
         raise RuntimeError(
             f"{caller}() needs app.session_interface = PostgresSessionInterface(store)"

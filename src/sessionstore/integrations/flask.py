@@ -98,10 +98,7 @@ else:
 
 def _current(caller: str) -> tuple[PostgresSessionInterface, ServerSideSession]:
     """The app's session interface and the request's session, checked."""
-    if not flask.has_request_context():
-        return current(caller, False, None, None, PostgresSessionInterface)
-    interface = flask.current_app.session_interface
-    return current(caller, True, interface, flask.session, PostgresSessionInterface)
+    return current(caller, flask.has_request_context(), flask, PostgresSessionInterface)
 
 
 def renew_token() -> None:

@@ -80,10 +80,8 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface[AsyncStore]
 
 def _current(caller: str) -> tuple[PostgresSessionInterface, ServerSideSession]:
     """The app's session interface and the request's session, checked."""
-    if not (quart.has_request_context() or quart.has_websocket_context()):
-        return current(caller, False, None, None, PostgresSessionInterface)
-    interface = quart.current_app.session_interface
-    return current(caller, True, interface, quart.session, PostgresSessionInterface)
+    active = quart.has_request_context() or quart.has_websocket_context()
+    return current(caller, active, quart, PostgresSessionInterface)
 
 
 def renew_token() -> None:
