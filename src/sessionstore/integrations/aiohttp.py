@@ -241,9 +241,7 @@ def setup(
 ) -> PostgresStorage:
     """Keep the app's aiohttp sessions in PostgreSQL: pool, store, storage, middleware.
 
-    Nothing connects before the app starts (`postgres_context`). `min_size`,
-    `max_size` and `timeout` are the pool's, `store_options` the `AsyncStore`'s,
-    `storage_options` the `PostgresStorage`'s; returns the storage.
+    Nothing connects before the app starts (`postgres_context`); returns the storage.
     """
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         dsn,
