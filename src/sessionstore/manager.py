@@ -216,10 +216,8 @@ class SessionManager:
     def load(self, cookie: str | None) -> Steps[Loaded]:
         """Load the session a request's cookie (None: no cookie) names.
 
-        Returns:
-            A decision that returns what was loaded: a new, empty session if the
-            cookie names no live session, its data does not decode, or its lifetime
-            is over.
+        A new, empty session if the cookie names no live session, its data does not
+        decode, or its lifetime is over.
         """
         token = self.token_of(cookie)
         loaded = Loaded(token, cookie is not None)
@@ -233,7 +231,8 @@ class SessionManager:
         if data is None:
             logger.warning("stored session data does not decode; starting a new session")
             return loaded
-        if self._past_lifetime(data):
+        now = self._clock()
+        if self._expiry(data, now) <= now:
             # Its row may outlive it (made under a longer lifetime setting): end it.
             yield Call("delete", token)
             logger.debug("session past its lifetime: deleted; new session")
@@ -254,10 +253,7 @@ class SessionManager:
     ) -> Steps[Outcome]:
         """Decide what the request of `loaded` writes for `data`, and what becomes of the cookie.
 
-        By docs/sessions.md: emptied, deleted; new or `renew` (login), a fresh token; a
-        change, written over the row as read (merged per key on a conflict); unchanged,
-        renewed when due; gone since read, stays gone. `device` is kept with
-        `record_devices`.
+        `renew` (login) saves under a fresh token; `device` is kept with `record_devices`.
 
         Raises:
             ConcurrentUpdateError: If other requests kept writing the session
@@ -377,10 +373,7 @@ class SessionManager:
     def _rotate(self, loaded: Loaded, data: dict[str, Any], now: dt.datetime) -> Steps[Outcome]:
         """Move the session to a new token; the old one works for `rotate_grace` more."""
         assert loaded.token is not None
-        # Mark the old row moved (a changed save, merged), copy it to a new token while
-        # cutting the old one to the grace, unmark the new row. The mark keeps the old
-        # token's requests in flight from writing: their writes would be lost with it,
-        # and a renewal would give it back a full idle timeout.
+        # The mark keeps the old token's requests in flight from writing (docs/sessions.md).
         data[ROTATED_KEY] = now.timestamp()
         expiry = self._expiry(data, now)
         marked = {**data, MOVED_KEY: True}
@@ -411,12 +404,6 @@ class SessionManager:
             end = dt.datetime.fromtimestamp(created, dt.UTC) + self.lifetime
             expiry = min(expiry, end)
         return expiry
-
-    def _past_lifetime(self, data: Mapping[str, Any]) -> bool:
-        created = data.get(CREATED_KEY)
-        if self.lifetime is None or not isinstance(created, int | float):
-            return False
-        return self._clock().timestamp() >= created + self.lifetime.total_seconds()
 
     def _decode(self, raw: bytes) -> dict[str, Any] | None:
         """Decode stored data; None if it is not a mapping."""
@@ -477,18 +464,13 @@ class SessionManager:
     ) -> UserSession:
         """One listed session; no token in it."""
         created = _moment(data.get(CREATED_KEY))
-        # Every renewal sets the expiry to its time plus the idle timeout, so the
-        # expiry tells when the session was last seen, to within the renewal
-        # interval, without a write per request.
+        # The last renewal set the expiry to its time plus the idle timeout.
         seen = min(owned.expiry - self.idle_timeout, now)
         if created is not None:
             seen = max(seen, created)
         device = data.get(DEVICE_KEY)
-        ip, agent = (
-            (device.get("ip"), device.get("user_agent"))
-            if isinstance(device, dict)
-            else (None, None)
-        )
+        device = device if isinstance(device, dict) else {}
+        ip, agent = device.get("ip"), device.get("user_agent")
         return UserSession(
             id=session_id(owned.key),
             current=is_current(owned.key, token),
@@ -544,11 +526,7 @@ _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
 def secure_by_default(host: str | None) -> bool:
-    """Whether a cookie is ``Secure`` when the application has not said.
-
-    False for a `host` (a ``Host`` header value, with or without port) of localhost,
-    a loopback address or ``*.localhost``; True otherwise.
-    """
+    """Whether a cookie is ``Secure`` when the app has not said: not for a local `host` header."""
     if not host:
         return True
     name = host.lower()
@@ -562,11 +540,7 @@ def secure_by_default(host: str | None) -> bool:
 def merge(
     base: Mapping[str, Any], mine: Mapping[str, Any], theirs: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Apply what this request changed (from `base` to `mine`) on top of `theirs`.
-
-    Keys the request set or removed take its values; every other key keeps the
-    value another request wrote meanwhile.
-    """
+    """Apply what this request changed (from `base` to `mine`) on top of `theirs`, key by key."""
     merged = copy.copy(dict(theirs))
     for key, value in mine.items():
         if key not in base or base[key] != value:
@@ -578,11 +552,7 @@ def merge(
 
 
 def run(steps: Steps[T], store: Store) -> T:
-    """Run a decision's store calls on a `Store` and return its result.
-
-    Raises:
-        sessionstore.DatabaseError: If the store failed.
-    """
+    """Run a decision's store calls on a `Store` and return its result."""
     with contextlib.closing(steps):
         result: Any = None
         while True:

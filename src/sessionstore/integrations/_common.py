@@ -28,10 +28,7 @@ OWNER_KEY = "_session_owner"
 class UserSession:
     """One of a user's live sessions, as "where am I signed in" lists it (docs/users.md).
 
-    It holds no token: `id`, a one-way hash of the stored key, names the session for
-    `revoke` and nothing else. `last_seen` is known to within the renewal interval;
-    `ip` and `user_agent` are the client's when it got its token (``record_devices``);
-    `data` is the session's, decoded (empty if it does not decode).
+    It holds no token; `data` is the session's, decoded (empty if it does not decode).
     """
 
     id: str
@@ -68,11 +65,7 @@ def owner_of(data: object) -> str | None:
 
 
 def is_token(value: object) -> bool:
-    """Whether a cookie value has the shape of a token this library issues.
-
-    Anything else (empty, tampered, another library's ID) can name no session, and is
-    never looked up.
-    """
+    """Whether a cookie value has the shape of a token this library issues (else no lookup)."""
     return isinstance(value, str) and _TOKEN_RE.fullmatch(value) is not None
 
 
@@ -103,10 +96,7 @@ NO_CACHE_SET_COOKIE = 'no-cache="Set-Cookie"'
 
 
 def merge_header(headers: Any, name: str, merge: Callable[[list[str]], str | None]) -> None:
-    """Set header `name` to what `merge` makes of all its values, if that changes it.
-
-    `headers` are a framework's multi-valued headers (``getlist`` or ``getall``).
-    """
+    """Set header `name` of a framework's headers to what `merge` makes of all its values."""
     # All the values: werkzeug's response.vary, say, reads only the first Vary header.
     values = headers.getlist(name) if hasattr(headers, "getlist") else headers.getall(name, [])
     value = merge(values)
@@ -115,10 +105,7 @@ def merge_header(headers: Any, name: str, merge: Callable[[list[str]], str | Non
 
 
 def vary_with_cookie(values: list[str]) -> str | None:
-    """The one ``Vary`` value with ``Cookie`` merged into `values`; None if it is there.
-
-    `values` may be several headers, each a comma-separated list; ``*`` covers it.
-    """
+    """The one ``Vary`` value with ``Cookie`` merged into `values`; None if covered (``*``)."""
     names = [name.strip() for value in values for name in value.split(",") if name.strip()]
     if any(name == "*" or name.lower() == "cookie" for name in names):
         return None
@@ -126,11 +113,7 @@ def vary_with_cookie(values: list[str]) -> str | None:
 
 
 def cache_control_with_no_cache_set_cookie(values: list[str]) -> str | None:
-    """The one ``Cache-Control`` value with ``no-cache="Set-Cookie"`` merged in.
-
-    None when nothing changes: the directive, or a plain ``no-cache`` or ``no-store``
-    (which covers it), is there already.
-    """
+    """The one ``Cache-Control`` value with ``no-cache="Set-Cookie"`` merged in; None if covered."""
     directives = [d.strip() for value in values for d in value.split(",") if d.strip()]
     for directive in directives:
         name, _, argument = directive.partition("=")

@@ -123,12 +123,6 @@ class ServerSideSession(SessionMixin):
         self.accessed = True
         return self._data
 
-    def _adopt(self, outcome: Outcome) -> None:
-        """Record what the save did: the token the session is stored under now."""
-        self._token = outcome.token
-        self._found = outcome.token is not None
-        self._renew = False
-
     # The mapping: every access goes through _ensure, so the first one loads.
 
     def __getitem__(self, key: str) -> Any:
@@ -147,9 +141,6 @@ class ServerSideSession(SessionMixin):
 
     def __len__(self) -> int:
         return len(self._ensure())
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._ensure()
 
     def __repr__(self) -> str:
         # Never the token: reprs end up in logs and error pages.
@@ -290,7 +281,8 @@ class ServerSideInterface(Generic[_Store]):
         request: Request,
     ) -> None:
         """Set or delete the cookie as the save decided, with SCS's headers."""
-        session._adopt(outcome)
+        session._token, session._found = outcome.token, outcome.token is not None
+        session._renew = False
         if response is None or not outcome.cookie_changed:
             return
         name, options = self.get_cookie_name(app), self._cookie_options(app, request.host)
@@ -333,11 +325,12 @@ def live_token(session: ServerSideSession) -> str | None:
 
 
 def current(
-    caller: str, active: bool, interface: object, session: object, expected: type[_Interface]
+    caller: str, active: bool, framework: Any, expected: type[_Interface]
 ) -> tuple[_Interface, ServerSideSession]:
-    """The app's session interface and the request's session; RuntimeError if none."""
+    """`framework`'s app's session interface and request's session; RuntimeError if none."""
     if not active:
         raise RuntimeError(f"{caller}() works only during a request")
+    interface, session = framework.current_app.session_interface, framework.session
     if not isinstance(interface, expected) or not isinstance(session, ServerSideSession):
         raise RuntimeError(
             f"{caller}() needs app.session_interface = PostgresSessionInterface(store)"

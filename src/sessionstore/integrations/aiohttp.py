@@ -85,9 +85,7 @@ _current: contextvars.ContextVar[_State | None] = contextvars.ContextVar(
 class PostgresStorage(AbstractStorage):
     """An aiohttp-session storage that keeps sessions in PostgreSQL.
 
-    Its options are in docs/integrations-aiohttp.md: `max_age` is the idle timeout
-    (None: a browser-session cookie, the row idling out after `session_only_ttl`). A
-    bad one (or `store`) raises TypeError or ValueError.
+    Its options are in docs/integrations-aiohttp.md; a bad one raises TypeError or ValueError.
     """
 
     def __init__(
@@ -158,8 +156,8 @@ class PostgresStorage(AbstractStorage):
 
     async def new_session(self) -> Session:
         """A new, empty session (aiohttp-session's ``new_session``); the loaded row goes now."""
-        state = _current.get()
-        if state is not None and state.storage is self:
+        state = _state(self)
+        if state is not None:
             await arun(self.manager.save(state.loaded, {}), self.store)  # deletes the row
             state.loaded, state.renew = Loaded(None, state.loaded.had_cookie), False
         session = Session(None, data=None, new=True, max_age=self.max_age)
@@ -182,9 +180,8 @@ class PostgresStorage(AbstractStorage):
         self, request: web.Request, response: web.StreamResponse, session: Session
     ) -> None:
         """Save the session as the manager decides, and set or delete its cookie."""
-        state = _current.get()
-        if state is None or state.storage is not self:  # saved without being loaded
-            state = _State(self, Loaded(None, self.load_cookie(request) is not None))
+        # Or saved without being loaded:
+        state = _state(self) or _State(self, Loaded(None, self.load_cookie(request) is not None))
         data = dict(session)
         if CREATED_KEY in state.loaded.data:
             data[CREATED_KEY] = state.loaded.data[CREATED_KEY]
@@ -244,9 +241,7 @@ def setup(
 ) -> PostgresStorage:
     """Keep the app's aiohttp sessions in PostgreSQL: pool, store, storage, middleware.
 
-    Nothing connects before the app starts (`postgres_context`). `min_size`,
-    `max_size` and `timeout` are the pool's, `store_options` the `AsyncStore`'s,
-    `storage_options` the `PostgresStorage`'s; returns the storage.
+    Nothing connects before the app starts (`postgres_context`); returns the storage.
     """
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         dsn,

@@ -12,7 +12,7 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeGuard
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -225,9 +225,6 @@ class _LoopStore:
 class _Stores:
     """This process's stores, made on first use: one `Store`, one `AsyncStore` per loop."""
 
-    # After a fork the child starts afresh: the parent's pools are the parent's, and
-    # closing them from the child would close the parent's connections.
-
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -303,11 +300,8 @@ class _Stores:
         for loop, entry in loops.items():
             if entry.store is None:
                 continue
-            # An async pool closes in its own loop: at once if the loop is idle; if
-            # it runs in another thread, there, waited for; if it runs this very
-            # thread (a settings change inside async code), soon, as a task: waiting
-            # would block the loop. A closed loop took its pool's tasks with it; the
-            # sockets go with the process.
+            # In its own loop (docs/integrations-django.md); not waited for in the loop's
+            # own thread (a settings change inside async code): that would block it.
             if loop.is_running():
                 closing = asyncio.run_coroutine_threadsafe(entry.store.pool.close(), loop)
                 if _running_loop() is not loop:
@@ -377,11 +371,7 @@ _ASGIApp = Callable[[dict[str, Any], _Receive, _Send], Awaitable[None]]
 
 
 def with_lifespan(application: _ASGIApp) -> _ASGIApp:
-    """Wrap Django's ASGI application so that the server's shutdown closes the pools.
-
-    The wrapper answers the lifespan protocol (`aclose` at shutdown) and passes every
-    other scope to `application`.
-    """
+    """Wrap Django's ASGI application so that the server's shutdown (lifespan) closes the pools."""
 
     async def app(scope: dict[str, Any], receive: _Receive, send: _Send) -> None:
         if scope["type"] != "lifespan":
@@ -445,12 +435,10 @@ class _Manager(SessionManager):
 
 
 class SessionStore(SessionBase):
-    """Django's session engine on sessionstore (``SESSION_ENGINE`` names this module).
+    """Django's session engine on the session manager (``SESSION_ENGINE`` names this module).
 
-    Loading goes through `SessionManager.load` (the `Loaded` kept on the instance),
-    every save through `SessionManager.save`; this module's `SessionMiddleware` applies
-    the save's `Outcome`. Each method has its ``a``-prefixed twin on the running
-    loop's `AsyncStore`.
+    The `Loaded` of `SessionManager.load` is kept on the instance; each method has its
+    ``a``-prefixed twin on the running loop's `AsyncStore`.
     """
 
     # SessionBase's own private helpers, which django-stubs leaves out.
@@ -464,7 +452,7 @@ class SessionStore(SessionBase):
         #: The request's client (set by `SessionMiddleware`), kept with ``record_devices``.
         self.device: Device | None = None
 
-    def _validate_session_key(self, key: str | None) -> bool:
+    def _validate_session_key(self, key: str | None) -> TypeGuard[str]:
         return isinstance(key, str) and _KEY_RE.fullmatch(key) is not None
 
     def _manager(
@@ -550,7 +538,7 @@ class SessionStore(SessionBase):
         """What `delete` deletes: the row of `session_key`, this session's if None."""
         if session_key is None or session_key == self.session_key:
             session_key, self._loaded = self.session_key, None  # new from now on
-        if session_key is None or not self._validate_session_key(session_key):
+        if not self._validate_session_key(session_key):
             return None
         return Loaded(session_key, True, found=True)
 
@@ -560,18 +548,15 @@ class SessionStore(SessionBase):
 
     async def aload(self) -> dict[str, Any]:
         """`load` on the running loop's `AsyncStore`."""
-        steps = self._manager().load(self.session_key)
-        return self._use(await arun(steps, await astore()))
+        return self._use(await arun(self._manager().load(self.session_key), await astore()))
 
     def exists(self, session_key: str | None) -> bool:
         """Whether a live session has the key."""
-        if session_key is None or not self._validate_session_key(session_key):
-            return False
-        return _stores.sync().exists(session_key)
+        return self._validate_session_key(session_key) and _stores.sync().exists(session_key)
 
     async def aexists(self, session_key: str | None) -> bool:
         """`exists` on the running loop's `AsyncStore`."""
-        if session_key is None or not self._validate_session_key(session_key):
+        if not self._validate_session_key(session_key):
             return False
         return await (await astore()).exists(session_key)
 
@@ -586,11 +571,7 @@ class SessionStore(SessionBase):
         self.modified = True
 
     def save(self, must_create: bool = False) -> None:
-        """Save the session as the manager decides; `must_create`: under a new key.
-
-        Raises:
-            UpdateError: If the session was deleted or expired since it was read.
-        """
+        """Save as the manager decides (`must_create`: under a new key); UpdateError if gone."""
         self._raise_if_gone(self._save(must_create))
 
     async def asave(self, must_create: bool = False) -> None:
@@ -633,10 +614,7 @@ class SessionStore(SessionBase):
 
 
 class SessionMiddleware(_DjangoSessionMiddleware):
-    """Django's ``SessionMiddleware``, applying the session manager's decision.
-
-    Put it in ``MIDDLEWARE`` in place of Django's (docs/integrations-django.md).
-    """
+    """Django's ``SessionMiddleware`` (in its place), applying the session manager's decision."""
 
     def process_request(self, request: HttpRequest) -> None:
         """Make the request's session, knowing its client (``REMOTE_ADDR``, ``User-Agent``)."""
@@ -672,24 +650,20 @@ class SessionMiddleware(_DjangoSessionMiddleware):
 
 def _apply(response: HttpResponse, session: SessionStore, outcome: Outcome) -> None:
     """Set or delete the session cookie as `outcome` says, with Django's cookie settings."""
-    name = settings.SESSION_COOKIE_NAME
+    name, path = settings.SESSION_COOKIE_NAME, settings.SESSION_COOKIE_PATH
+    domain, samesite = settings.SESSION_COOKIE_DOMAIN, settings.SESSION_COOKIE_SAMESITE
     if outcome.delete_cookie:
-        response.delete_cookie(
-            name,
-            path=settings.SESSION_COOKIE_PATH,
-            domain=settings.SESSION_COOKIE_DOMAIN,
-            samesite=settings.SESSION_COOKIE_SAMESITE,
-        )
+        response.delete_cookie(name, path=path, domain=domain, samesite=samesite)
     elif outcome.set_cookie and outcome.token is not None:
         response.set_cookie(
             name,
             outcome.token,
             max_age=None if session.get_expire_at_browser_close() else outcome.max_age,
-            domain=settings.SESSION_COOKIE_DOMAIN,
-            path=settings.SESSION_COOKIE_PATH,
+            domain=domain,
+            path=path,
             secure=bool(settings.SESSION_COOKIE_SECURE),
             httponly=bool(settings.SESSION_COOKIE_HTTPONLY),
-            samesite=settings.SESSION_COOKIE_SAMESITE,
+            samesite=samesite,
         )
 
 
@@ -725,10 +699,7 @@ def _listing(listed: list[UserSession]) -> list[UserSession]:
 def sessions_of(user: object, current: SessionBase | str | None = None) -> list[UserSession]:
     """`SessionManager.sessions` of `user`, `current` (a session or its key) marked.
 
-    `user` is a user model instance or the owner id as text, here and below.
-
-    Raises:
-        TypeError: If `user` is neither a model instance nor a str.
+    `user` is a user model instance or the owner id as text (else TypeError), here and below.
     """
     owner = _owner_of(user)
     if owner is None:
@@ -747,11 +718,7 @@ async def asessions_of(user: object, current: SessionBase | str | None = None) -
 
 
 def logout_everywhere(user: object, keep: SessionBase | str | None = None) -> int:
-    """`SessionManager.log_out_everywhere` of `user` but `keep` (a session or its key).
-
-    Raises:
-        TypeError: If `user` is neither a model instance nor a str.
-    """
+    """`SessionManager.log_out_everywhere` of `user` but `keep` (a session or its key)."""
     owner = _owner_of(user)
     if owner is None:
         return 0
@@ -767,11 +734,7 @@ async def alogout_everywhere(user: object, keep: SessionBase | str | None = None
 
 
 def revoke(user: object, session_id: str) -> bool:
-    """`SessionManager.revoke` of `user`.
-
-    Raises:
-        TypeError, ValueError: If an argument is invalid.
-    """
+    """`SessionManager.revoke` of `user`."""
     owner = _owner_of(user)
     return owner is not None and run(SessionManager.revoke(owner, session_id), _stores.sync())
 
@@ -779,9 +742,9 @@ def revoke(user: object, session_id: str) -> bool:
 async def arevoke(user: object, session_id: str) -> bool:
     """`revoke` on the running loop's `AsyncStore`."""
     owner = _owner_of(user)
-    if owner is None:
-        return False
-    return await arun(SessionManager.revoke(owner, session_id), await astore())
+    return owner is not None and await arun(
+        SessionManager.revoke(owner, session_id), await astore()
+    )
 
 
 def _signed_in(sender: object, request: HttpRequest, user: object, **_: Any) -> None:

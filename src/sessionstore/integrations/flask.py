@@ -35,8 +35,6 @@ __all__ = [
     "user_sessions",
 ]
 
-logger = logging.getLogger(__name__)
-
 
 class PostgresSessionInterface(SessionInterface, ServerSideInterface[Store]):
     """Flask's session interface on a `Store`, for ``app.session_interface``.
@@ -45,7 +43,7 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface[Store]):
     docs/integrations-flask.md; a bad one (or `store`) raises TypeError or ValueError.
     """
 
-    _logger = logger
+    _logger = logging.getLogger(__name__)
     _store_type = Store
 
     def open_session(self, app: flask.Flask, request: Request) -> ServerSideSession:
@@ -69,10 +67,8 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface[Store]):
 
 def _flask_login_session(app: flask.Flask) -> ServerSideSession | None:
     """The request's session, if `app` keeps it through this integration."""
-    session = flask.session
-    if isinstance(app.session_interface, PostgresSessionInterface):
-        return session if isinstance(session, ServerSideSession) else None
-    return None
+    session, ours = flask.session, isinstance(app.session_interface, PostgresSessionInterface)
+    return session if ours and isinstance(session, ServerSideSession) else None
 
 
 def _on_login(sender: flask.Flask, **extra: Any) -> None:
@@ -102,10 +98,7 @@ else:
 
 def _current(caller: str) -> tuple[PostgresSessionInterface, ServerSideSession]:
     """The app's session interface and the request's session, checked."""
-    if not flask.has_request_context():
-        return current(caller, False, None, None, PostgresSessionInterface)
-    interface = flask.current_app.session_interface
-    return current(caller, True, interface, flask.session, PostgresSessionInterface)
+    return current(caller, flask.has_request_context(), flask, PostgresSessionInterface)
 
 
 def renew_token() -> None:

@@ -99,9 +99,7 @@ class _Lifecycle:
 class PostgresStore(NamespacedStore):
     """A Litestar key/value store in the sessions table of an `AsyncStore`.
 
-    Keys are stored as ``"<namespace>:<key>"``; without a namespace, no `delete_all`.
-    A namespace that is not a str, or empty, or holds ``":"`` or ``"/"`` raises
-    TypeError or ValueError.
+    A namespace must be a non-empty str without ``":"`` or ``"/"``.
     """
 
     __slots__ = ("_life", "store")
@@ -181,7 +179,9 @@ class PostgresStore(NamespacedStore):
 
         `owner` (a store with ``owners=True``) is who it belongs to; None keeps the row's.
         """
-        await self.store.commit(self.key(key), _bytes(value), _expiry(expires_in), owner=owner)
+        stored, data, delta = self.key(key), _bytes(value), _seconds(expires_in, "expires_in")
+        expiry = NO_EXPIRY if delta is None else dt.datetime.now(dt.UTC) + delta
+        await self.store.commit(stored, data, expiry, owner=owner)
 
     async def get(self, key: str, renew_for: int | dt.timedelta | None = None) -> bytes | None:
         """A live value, or None; with `renew_for`, its expiry (if it has one) moved first."""
@@ -200,11 +200,7 @@ class PostgresStore(NamespacedStore):
         await self.store.delete(self.key(key))
 
     async def delete_all(self) -> None:
-        """Delete every value of this namespace and of those nested in it.
-
-        Raises:
-            ImproperlyConfiguredException: Without a namespace, or with ``hash_tokens``.
-        """
+        """Delete every value of this namespace and of those nested in it (not with hash_tokens)."""
         if self.namespace is None:
             raise ImproperlyConfiguredException(
                 "delete_all needs a namespace: without one it would empty the whole table"
@@ -264,13 +260,11 @@ def _seconds(value: object, name: str) -> dt.timedelta | None:
     return delta or None
 
 
-def _expiry(expires_in: object) -> dt.datetime:
-    """The row's expiry for an ``expires_in``."""
-    delta = _seconds(expires_in, "expires_in")
-    return NO_EXPIRY if delta is None else dt.datetime.now(dt.UTC) + delta
-
-
 # --------------------------------------------------------------------------- sessions
+
+
+#: The store calls the manager makes with a session's token first: keyed in the namespace.
+_BY_TOKEN = frozenset({"find_versioned", "update_versioned", "touch", "update", "create", "delete"})
 
 
 class _Namespaced:
@@ -279,8 +273,15 @@ class _Namespaced:
     def __init__(self, store: PostgresStore) -> None:
         self.key, self.inner = store.key, store.store
 
-    def __getattr__(self, name: str) -> Any:  # by owner, or a stored key: as they are
-        return getattr(self.inner, name)
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+        if name not in _BY_TOKEN:
+            return method  # by owner, or a stored key: as they are
+
+        async def keyed(token: str, *args: Any, **kwargs: Any) -> Any:
+            return await method(self.key(token), *args, **kwargs)
+
+        return keyed
 
     async def sessions_of(self, owner: str) -> list[OwnedSession]:
         """The owner's sessions in this namespace (in every one with ``hash_tokens``)."""
@@ -288,28 +289,10 @@ class _Namespaced:
         prefix = self.key("")
         return [s for s in owned if self.inner.hash_tokens or s.key.startswith(prefix)]
 
-    async def find_versioned(self, token: str) -> Any:
-        return await self.inner.find_versioned(self.key(token))
-
-    async def update_versioned(self, token: str, *args: Any, **kwargs: Any) -> bool:
-        return await self.inner.update_versioned(self.key(token), *args, **kwargs)
-
-    async def touch(self, token: str, expiry: dt.datetime) -> bool:
-        return await self.inner.touch(self.key(token), expiry)
-
-    async def update(self, token: str, *args: Any, **kwargs: Any) -> bool:
-        return await self.inner.update(self.key(token), *args, **kwargs)
-
     async def rotate(self, token: str, *, grace: dt.timedelta) -> str | None:
         prefix = self.key("")  # the new token in the namespace too
         new = await self.inner.rotate(prefix + token, grace=grace, prefix=prefix)
         return None if new is None else new.removeprefix(prefix)
-
-    async def create(self, token: str, *args: Any, **kwargs: Any) -> bool:
-        return await self.inner.create(self.key(token), *args, **kwargs)
-
-    async def delete(self, token: str) -> None:
-        await self.inner.delete(self.key(token))
 
 
 #: Where the backend keeps a request's session state, in the ASGI scope.
@@ -355,11 +338,7 @@ class PostgresSessionBackend(ServerSideSessionBackend):
         return state.token if isinstance(state, _State) else None
 
     async def load_from_connection(self, connection: _Connection) -> dict[str, Any]:
-        """Load the session the cookie names; an empty one if there is none.
-
-        Raises:
-            ImproperlyConfiguredException: If the registered store is not a `PostgresStore`.
-        """
+        """Load the session the cookie names; an empty one if there is none."""
         store = self.config.get_store_from_app(connection.scope["app"])
         if not isinstance(store, PostgresStore):
             raise ImproperlyConfiguredException(
@@ -402,12 +381,7 @@ class PostgresSessionBackend(ServerSideSessionBackend):
 
 @dataclass
 class SessionConfig(ServerSideSessionConfig):
-    """Litestar's ``ServerSideSessionConfig``, with `PostgresSessionBackend` as backend.
-
-    The store registered under ``store`` must be a `PostgresStore`. ``max_age`` is the
-    idle timeout, ``absolute_max_age`` the lifetime, ``secure=None`` means
-    `secure_by_default`; the other fields are in docs/integrations-litestar.md.
-    """
+    """Litestar's server-side session config on a `PostgresStore`: docs/integrations-litestar.md."""
 
     # Litestar's is a bool defaulting to False; None here means "by the request's host".
     secure: bool | None = None  # type: ignore[assignment]

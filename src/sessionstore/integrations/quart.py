@@ -34,8 +34,6 @@ __all__ = [
     "user_sessions",
 ]
 
-logger = logging.getLogger(__name__)
-
 
 class PostgresSessionInterface(SessionInterface, ServerSideInterface[AsyncStore]):
     """Quart's session interface on an `AsyncStore`, for ``app.session_interface``.
@@ -44,7 +42,7 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface[AsyncStore]
     raises TypeError or ValueError.
     """
 
-    _logger = logger
+    _logger = logging.getLogger(__name__)
     _store_type = AsyncStore
 
     async def open_session(
@@ -82,10 +80,8 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface[AsyncStore]
 
 def _current(caller: str) -> tuple[PostgresSessionInterface, ServerSideSession]:
     """The app's session interface and the request's session, checked."""
-    if not (quart.has_request_context() or quart.has_websocket_context()):
-        return current(caller, False, None, None, PostgresSessionInterface)
-    interface = quart.current_app.session_interface
-    return current(caller, True, interface, quart.session, PostgresSessionInterface)
+    active = quart.has_request_context() or quart.has_websocket_context()
+    return current(caller, active, quart, PostgresSessionInterface)
 
 
 def renew_token() -> None:

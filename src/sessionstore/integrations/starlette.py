@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .._core import validate_owner
 from ..manager import (
@@ -84,23 +84,14 @@ class PostgresStore(SessionStore):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.store.name}>"
 
-    # starsessions' store API, which only starsessions' own middleware calls: that one
-    # would bypass the session manager, so it is refused.
+    async def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        """Refuse: only starsessions' own middleware calls these, bypassing the manager."""
+        raise RuntimeError(
+            "PostgresStore needs sessionstore's SessionMiddleware, not starsessions' own"
+        )
 
-    async def read(self, session_id: str, lifetime: int) -> bytes:
-        """Refuse (see above)."""
-        raise RuntimeError(_WRONG_MIDDLEWARE)
-
-    async def write(self, session_id: str, data: bytes, lifetime: int, ttl: int) -> str:
-        """Refuse (see above)."""
-        raise RuntimeError(_WRONG_MIDDLEWARE)
-
-    async def remove(self, session_id: str) -> None:
-        """Refuse (see above)."""
-        raise RuntimeError(_WRONG_MIDDLEWARE)
-
-
-_WRONG_MIDDLEWARE = "PostgresStore needs sessionstore's SessionMiddleware, not starsessions' own"
+    # starsessions' store API.
+    read = write = remove = _refuse
 
 
 class SessionMiddleware(starsessions.SessionMiddleware):
@@ -196,10 +187,8 @@ class SessionMiddleware(starsessions.SessionMiddleware):
         if self.cookie_domain:
             parts.append(f"domain={self.cookie_domain}")
         parts.append(f"httponly; samesite={self.cookie_same_site}")
-        secure = self.cookie_https_only
-        if secure is None:
-            secure = secure_by_default(connection.headers.get("host"))
-        if secure:
+        https_only = self.cookie_https_only
+        if https_only or (https_only is None and secure_by_default(connection.headers.get("host"))):
             parts.append("secure")
         return "; ".join(parts)
 
