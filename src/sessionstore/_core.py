@@ -657,6 +657,20 @@ class SessionCore:
         return [found.get(find.params[0]) for find in finds]
 
     @staticmethod
+    def decode_nothing(statement: Statement, result: None) -> None:
+        """A commit's result: nothing."""
+
+    @staticmethod
+    def decode_commit_many(commits: Sequence[Statement], result: None) -> list[None]:
+        """Each combined commit's result: nothing."""
+        return [None] * len(commits)
+
+    @staticmethod
+    def decode_written(statement: Statement, rowcount: int) -> bool:
+        """Whether a write (a touch, an update) wrote, from its row count."""
+        return bool(rowcount)
+
+    @staticmethod
     def decode_touch_many(touches: Sequence[Statement], rows: Rows) -> list[bool]:
         """Each combined touch's result: whether its session was live."""
         touched = {row[0] for row in rows}

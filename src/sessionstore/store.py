@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from psycopg.rows import tuple_row
@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("sessionstore.store")
 
 __all__ = ["Store"]
+
+T = TypeVar("T")
 
 
 class Store:
@@ -220,12 +222,9 @@ class Store:
         with measure(self._metrics, "rotate"):
             # Not `_query`: running it again after a lost reply could find the first
             # run's work and answer None, and lose the new token.
-            try:
-                with self._connection() as conn:
-                    token_or_none: str | None = self._drive_steps(conn, steps)
-                    return token_or_none
-            except psycopg.Error as exc:
-                raise DatabaseError("rotate", exc, self._core.failure_hint(exc)) from exc
+            with self._borrowed("rotate", self._core.failure_hint) as conn:
+                token_or_none: str | None = self._drive_steps(conn, steps)
+                return token_or_none
 
     def delete(self, token: str) -> None:
         """Delete a session; a missing token is not an error."""
@@ -250,19 +249,16 @@ class Store:
         """Walk every live session without loading them all: a server-side cursor."""
         validate_batch_size(batch_size)
         statement = self._core.all()
-        try:
-            with (
-                self._connection() as conn,
-                conn.transaction(),
-                conn.cursor("sessionstore_iter_all", binary=True, row_factory=tuple_row) as cursor,
-            ):
-                cursor.itersize = batch_size
-                cursor.execute(statement.query)
-                # Rows that do not decrypt are left out, as `all` leaves them out.
-                opened = ((key, self._core.decode_data(key, data)) for key, data in cursor)
-                yield ((key, data) for key, data in opened if data is not None)
-        except psycopg.Error as exc:
-            raise DatabaseError("iter_all", exc) from exc
+        with (
+            self._borrowed("iter_all") as conn,
+            conn.transaction(),
+            conn.cursor("sessionstore_iter_all", binary=True, row_factory=tuple_row) as cursor,
+        ):
+            cursor.itersize = batch_size
+            cursor.execute(statement.query)
+            # Rows that do not decrypt are left out, as `all` leaves them out.
+            opened = ((key, self._core.decode_data(key, data)) for key, data in cursor)
+            yield ((key, data) for key, data in opened if data is not None)
 
     def set_owner(self, token: str, owner: str | None) -> bool:
         """Set the owner of a live session, or clear it with None; whether it was live."""
@@ -303,12 +299,9 @@ class Store:
             return deleted
 
     def _purge(self, steps: Steps, cancel: Cancellation | None) -> int | None:
-        try:
-            with self._connection() as conn, cancelling(cancel, conn.cancel):
-                deleted = self._drive_steps(conn, steps)
-                return None if deleted is None else int(deleted)
-        except psycopg.Error as exc:
-            raise DatabaseError("purge_expired", exc) from exc
+        with self._borrowed("purge_expired") as conn, cancelling(cancel, conn.cancel):
+            deleted = self._drive_steps(conn, steps)
+            return None if deleted is None else int(deleted)
 
     def clear(self, *, batch_size: int | None = None) -> int:
         """Delete every session in the table, live or expired, in batches; return how many."""
@@ -335,20 +328,7 @@ class Store:
         with measure(self._metrics, "create_table"):
             created, index_pending = self._run("create_table", steps, create_table_hint)
             if index_pending:
-                try:
-                    self._run_outside_transaction(
-                        "create_table", owner_index_steps(self._core), create_table_hint
-                    )
-                except DatabaseError as exc:
-                    # Two processes building the index at once (workers starting
-                    # together) deadlock: each CONCURRENTLY build waits for the
-                    # other's snapshot. The one PostgreSQL cancels finds the index
-                    # there the second time (IF NOT EXISTS) and goes on.
-                    if exc.sqlstate != "40P01":
-                        raise
-                    self._run_outside_transaction(
-                        "create_table", owner_index_steps(self._core), create_table_hint
-                    )
+                self._build_owner_index()
         return bool(created)
 
     def stop_cleanup(self) -> None:
@@ -379,6 +359,17 @@ class Store:
             self._starter.start()
         return self._pool.connection()
 
+    @contextlib.contextmanager
+    def _borrowed(
+        self, operation: str, hint: Callable[[psycopg.Error], str] = lambda _: ""
+    ) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection, in whose block a psycopg error raises `DatabaseError`."""
+        try:
+            with self._connection() as conn:
+                yield conn
+        except psycopg.Error as exc:
+            raise DatabaseError(operation, exc, hint(exc)) from exc
+
     def _after_fork_in_child(self, stand_in: Any) -> None:
         """In a forked child, make every use raise `ForkedProcessError` (see `_fork`)."""
         # A pool not open at the fork holds nothing of the parent's: the child may open
@@ -388,30 +379,50 @@ class Store:
         self._start_batchers()  # a parent thread may have held a batcher's lock
 
     def _start_batchers(self) -> None:
-        # One `Depth`: one path to the server, whatever the operation.
-        shared = (SessionCore.payload_size, self._pool_size, self._pool_timeout, Depth())
-        self._finds = Batcher("find", self._find_one, self._find_many, *shared)
-        self._commits = Batcher("commit", self._commit_one, self._commit_many, *shared)
-        self._touches = Batcher("touch", self._touch_one, self._touch_many, *shared)
-        self._versioned_finds = Batcher(
-            "find_versioned", self._find_versioned_one, self._find_versioned_many, *shared
-        )
-        self._versioned_updates = Batcher(
-            "update_versioned", self._update_versioned_one, self._update_versioned_many, *shared
-        )
+        core = self._core
+        self._depth = Depth()  # one for every operation: one path to the server
+        self._finds = self._batcher("find", "one", core.decode_find)
+        self._commits = self._batcher("commit", "none", core.decode_nothing)
+        self._touches = self._batcher("touch", "count", core.decode_written)
+        self._versioned_finds = self._batcher("find_versioned", "one", core.decode_versioned)
+        self._versioned_updates = self._batcher("update_versioned", "count", core.decode_written)
         self._set_combining()
+
+    def _batcher(
+        self, operation: str, fetch: Fetch, decode: Callable[[Statement, Any], T]
+    ) -> Batcher[T]:
+        """Calls of `operation`: one alone, as `decode` reads it, or combined by the core."""
+
+        def single(statement: Statement) -> T:
+            return decode(statement, self._query(operation, statement, fetch))
+
+        def combined(statements: Sequence[Statement]) -> list[T]:
+            self._learn_distribution()  # the batch may have been taken before the answer
+            if self._core.distributed:  # not combined on Citus: each runs alone
+                return [single(statement) for statement in statements]
+            if self._metrics is not None:
+                self._metrics.batch(operation, len(statements))
+            statement = getattr(self._core, f"{operation}_many")(statements)
+            rows = self._query(operation, statement, "none" if fetch == "none" else "all")
+            decoded: list[T] = getattr(self._core, f"decode_{operation}_many")(statements, rows)
+            return decoded
+
+        size = SessionCore.payload_size
+        return Batcher(
+            operation, single, combined, size, self._pool_size, self._pool_timeout, self._depth
+        )
 
     def _set_combining(self) -> None:
         """Combine concurrent calls, unless Citus distributes the table (docs/scaling.md#citus)."""
-        combine = not self._core.distributed
-        for batcher in (
+        batchers = (
             self._finds,
             self._commits,
             self._touches,
             self._versioned_finds,
             self._versioned_updates,
-        ):
-            batcher.combine = combine
+        )
+        for batcher in batchers:
+            batcher.combine = not self._core.distributed
 
     def _learn_distribution(self) -> None:
         """Ask the catalogs whether Citus distributes the table, unless known."""
@@ -421,21 +432,6 @@ class Store:
                 self._core.use_distributed(distributed)
                 self._set_combining()
 
-    def _combining(self, operation: str, count: int) -> bool:
-        """Whether a batch of `count` calls runs as one statement (recorded if so): not on Citus."""
-        self._learn_distribution()  # the batch may have been taken before the answer
-        if self._core.distributed:
-            return False
-        if self._metrics is not None:
-            self._metrics.batch(operation, count)
-        return True
-
-    def _each_alone(
-        self, single: Callable[[Statement], Any], statements: Sequence[Statement]
-    ) -> list[Any]:
-        """Run the statements a combined one was to serve, each alone (`_combining`)."""
-        return [single(statement) for statement in statements]
-
     def _pool_size(self) -> int:
         """The most statements a batcher may run at once: the pool's size."""
         return max(1, self._pool.max_size)
@@ -443,53 +439,6 @@ class Store:
     def _pool_timeout(self) -> float:
         """How long a call may wait for a connection, in the pool or in a batcher."""
         return float(self._pool.timeout)
-
-    def _find_one(self, statement: Statement) -> bytes | None:
-        return self._core.decode_find(statement, self._query("find", statement, "one"))
-
-    def _find_many(self, finds: Sequence[Statement]) -> list[bytes | None]:
-        if not self._combining("find", len(finds)):
-            return self._each_alone(self._find_one, finds)
-        rows = self._query("find", self._core.find_many(finds), "all")
-        return self._core.decode_find_many(finds, rows)
-
-    def _commit_one(self, statement: Statement) -> None:
-        self._query("commit", statement, "none")
-
-    def _commit_many(self, commits: Sequence[Statement]) -> list[None]:
-        if not self._combining("commit", len(commits)):
-            return self._each_alone(self._commit_one, commits)
-        self._query("commit", self._core.commit_many(commits), "none")
-        return [None] * len(commits)
-
-    def _touch_one(self, statement: Statement) -> bool:
-        return bool(self._query("touch", statement, "count"))
-
-    def _touch_many(self, touches: Sequence[Statement]) -> list[bool]:
-        if not self._combining("touch", len(touches)):
-            return self._each_alone(self._touch_one, touches)
-        rows = self._query("touch", self._core.touch_many(touches), "all")
-        return self._core.decode_touch_many(touches, rows)
-
-    def _find_versioned_one(self, statement: Statement) -> Versioned | None:
-        row = self._query("find_versioned", statement, "one")
-        return self._core.decode_versioned(statement, row)
-
-    def _find_versioned_many(self, finds: Sequence[Statement]) -> list[Versioned | None]:
-        if not self._combining("find_versioned", len(finds)):
-            return self._each_alone(self._find_versioned_one, finds)
-        rows = self._query("find_versioned", self._core.find_versioned_many(finds), "all")
-        return self._core.decode_find_versioned_many(finds, rows)
-
-    def _update_versioned_one(self, statement: Statement) -> bool:
-        return bool(self._query("update_versioned", statement, "count"))
-
-    def _update_versioned_many(self, updates: Sequence[Statement]) -> list[bool]:
-        if not self._combining("update_versioned", len(updates)):
-            return self._each_alone(self._update_versioned_one, updates)
-        statement = self._core.update_versioned_many(updates)
-        rows = self._query("update_versioned", statement, "all")
-        return self._core.decode_update_versioned_many(updates, rows)
 
     def _query(self, operation: str, statement: Statement, fetch: Fetch) -> Any:
         """Run one statement on a pooled connection; again if it broke (docs/usage.md#retries)."""
@@ -564,36 +513,35 @@ class Store:
 
     def _batches(self, operation: str, steps: Steps) -> int:
         """Drive batched deletes or rewrites (see `_drive_steps`); return the count."""
-        try:
-            with self._connection() as conn:
-                return int(self._drive_steps(conn, steps))
-        except psycopg.Error as exc:
-            raise DatabaseError(operation, exc) from exc
+        with self._borrowed(operation) as conn:
+            return int(self._drive_steps(conn, steps))
 
     def _run(
         self, operation: str, steps: Steps, hint: Callable[[psycopg.Error], str] = lambda _: ""
     ) -> Any:
         """Drive a multi-statement core generator inside one transaction."""
-        try:
-            with self._connection() as conn, conn.transaction():
-                return self._drive(conn, steps, commit_each=False)
-        except psycopg.Error as exc:
-            raise DatabaseError(operation, exc, hint(exc)) from exc
+        with self._borrowed(operation, hint) as conn, conn.transaction():
+            return self._drive(conn, steps, commit_each=False)
 
-    def _run_outside_transaction(
-        self, operation: str, steps: Steps, hint: Callable[[psycopg.Error], str]
-    ) -> Any:
-        """Drive a core generator on an autocommit connection (for CONCURRENTLY)."""
-        try:
-            with self._connection() as conn:
-                autocommit = conn.autocommit
-                conn.set_autocommit(True)
-                try:
-                    return self._drive(conn, steps, commit_each=False)
-                finally:
-                    conn.set_autocommit(autocommit)
-        except psycopg.Error as exc:
-            raise DatabaseError(operation, exc, hint(exc)) from exc
+    def _build_owner_index(self) -> None:
+        """Build the owner index CONCURRENTLY, hence on an autocommit connection."""
+        for attempt in (1, 2):
+            try:
+                with self._borrowed("create_table", create_table_hint) as conn:
+                    autocommit = conn.autocommit
+                    conn.set_autocommit(True)
+                    try:
+                        self._drive(conn, owner_index_steps(self._core), commit_each=False)
+                        return
+                    finally:
+                        conn.set_autocommit(autocommit)
+            except DatabaseError as exc:
+                # Two processes building the index at once (workers starting together)
+                # deadlock: each CONCURRENTLY build waits for the other's snapshot. The
+                # one PostgreSQL cancels finds the index there the second time (IF NOT
+                # EXISTS) and goes on.
+                if exc.sqlstate != "40P01" or attempt == 2:
+                    raise
 
     def _drive_steps(self, conn: psycopg.Connection[Any], steps: Steps) -> Any:
         """Drive batched deletes or a rotation: a transaction per statement; on Citus, one."""
