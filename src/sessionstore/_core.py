@@ -266,11 +266,7 @@ class SessionCore:
         self, token: str, data: Data, expiry: dt.datetime, owner: str | None = None
     ) -> Statement:
         """Rewrite a live session, leaving a missing or expired one alone (one row if live)."""
-        saved = self._save(self.sql.update, "update", token, data, expiry, owner)
-        # _save orders the parameters as the inserts take them (key first); the
-        # UPDATE names the key last.
-        key, *rest = saved.params
-        return Statement(saved.query, (*rest, key))
+        return self._save(self.sql.update, "update", token, data, expiry, owner, key_last=True)
 
     def touch(self, token: str, expiry: dt.datetime) -> Statement:
         """Move a live session's expiry (one row affected if it was live)."""
@@ -286,13 +282,10 @@ class SessionCore:
     ) -> Statement:
         """Rewrite a live session only if its row is still at `version`."""
         validate_int(version, "version")
-        saved = self._save(
-            self.sql.update_versioned, "update_versioned", token, data, expiry, owner
-        )
-        # As the SQL names them: the key and version last, where the combined
-        # statement reads them.
-        key, *values = saved.params
-        return Statement(saved.query, (*values, key, version))
+        query = self.sql.update_versioned
+        saved = self._save(query, "update_versioned", token, data, expiry, owner, key_last=True)
+        # The version last, as the SQL names it, where the combined statement reads it.
+        return Statement(query, (*saved.params, version))
 
     def _save(
         self,
@@ -302,18 +295,25 @@ class SessionCore:
         data: Data,
         expiry: dt.datetime,
         owner: str | None,
+        *,
+        key_last: bool = False,
     ) -> Statement:
-        """Validate a write's arguments into `query`'s (key, data, expiry[, owner])."""
+        """Validate a write's arguments into `query`'s (key, data, expiry[, owner]).
+
+        With `key_last`, the key goes after the others, as an UPDATE's WHERE names it.
+        """
         key = self._stored(token)
         payload = validate_data(data, self.max_data_size)  # the limit is on the plaintext
-        params = (key, payload, validate_expiry(expiry))
-        if self.encryption is not None:
-            params = (key, self.encryption.encrypt(payload, key.encode()), params[2])
-        if not self.owners:
-            if owner is not None:
-                raise OwnersNotEnabledError(f"{operation}(owner=...)")
-            return Statement(query, params)
-        return Statement(query, (*params, None if owner is None else validate_owner(owner)))
+        values: tuple[Any, ...] = (self._seal(key, payload), validate_expiry(expiry))
+        if self.owners:
+            values += (None if owner is None else validate_owner(owner),)
+        elif owner is not None:
+            raise OwnersNotEnabledError(f"{operation}(owner=...)")
+        return Statement(query, (*values, key) if key_last else (key, *values))
+
+    def _seal(self, key: str, plain: Data) -> Data:
+        """`plain` as the row under `key` stores it: encrypted for the key, with a keyring."""
+        return plain if self.encryption is None else self.encryption.encrypt(plain, key.encode())
 
     # Sessions per owner: only on a table with the owner column (``owners``).
 
@@ -520,10 +520,8 @@ class SessionCore:
         for _ in range(FRESH_TOKEN_ATTEMPTS):
             token = prefix + new_token()
             key = self._key(token)
-            sealed = plain
-            if self.encryption is not None:
-                sealed = self.encryption.encrypt(plain, key.encode())
-            created: Result = yield Statement(self.sql.create, (key, key, sealed, expiry, *owner))
+            params = (key, key, self._seal(key, plain), expiry, *owner)
+            created: Result = yield Statement(self.sql.create, params)
             if created.rowcount:
                 yield Statement(self.sql.touch, (cut, old))
                 return token
@@ -544,21 +542,19 @@ class SessionCore:
         # is distributed after it made them (and validated their arguments).
         if self.distributed:
             return (yield from self._purge_distributed(should_stop))
-        deleted, since = 0, _BEGINNING_OF_TIME
-        first = True
+        deleted: int | None = None  # None until a batch held the purge lock
+        since = _BEGINNING_OF_TIME
         while not should_stop():
             result: Result = yield Statement(
                 self.sql.purge_batch, (self.purge_key, since, batch_size)
             )
-            held, count, newest = result.rows[0]
+            held, count, since = result.rows[0]
             if not held:
-                return None if first else deleted
-            first = False
-            deleted += count
+                return deleted
+            deleted = (deleted or 0) + count
             if count < batch_size:
                 break
-            since = newest
-        return deleted
+        return deleted or 0
 
     def _purge_distributed(self, should_stop: Callable[[], bool]) -> Steps:
         """On Citus: the purge lock, then one DELETE on every shard; run in one transaction."""

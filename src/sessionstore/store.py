@@ -222,9 +222,8 @@ class Store:
         with measure(self._metrics, "rotate"):
             # Not `_query`: running it again after a lost reply could find the first
             # run's work and answer None, and lose the new token.
-            with self._borrowed("rotate", self._core.failure_hint) as conn:
-                token_or_none: str | None = self._drive_steps(conn, steps)
-                return token_or_none
+            token_or_none: str | None = self._steps("rotate", steps, self._core.failure_hint)
+            return token_or_none
 
     def delete(self, token: str) -> None:
         """Delete a session; a missing token is not an error."""
@@ -308,19 +307,19 @@ class Store:
         steps = self._core.clear_steps(batch_size)
         self._learn_distribution()
         with measure(self._metrics, "clear"):
-            return self._batches("clear", steps)
+            return int(self._steps("clear", steps))
 
     def delete_prefix(self, prefix: str, *, batch_size: int | None = None) -> int:
         """Delete every session whose key starts with `prefix`, live or expired; return how many."""
         steps = self._core.delete_prefix_steps(prefix, batch_size)
         self._learn_distribution()
-        return self._batches("delete_prefix", steps)
+        return int(self._steps("delete_prefix", steps))
 
     def reencrypt(self, *, batch_size: int | None = None) -> int:
         """Rewrite every live session that is not under the keyring's first key; return how many."""
         steps = self._core.reencrypt_steps(batch_size)
         with measure(self._metrics, "reencrypt"):
-            return self._batches("reencrypt", steps)
+            return int(self._steps("reencrypt", steps))
 
     def create_table(self) -> bool:
         """Create the schema, table and index if missing; whether anything was created."""
@@ -511,10 +510,12 @@ class Store:
         with measure(self._metrics, operation):
             return Store._query(self, operation, statement, fetch)
 
-    def _batches(self, operation: str, steps: Steps) -> int:
-        """Drive batched deletes or rewrites (see `_drive_steps`); return the count."""
-        with self._borrowed(operation) as conn:
-            return int(self._drive_steps(conn, steps))
+    def _steps(
+        self, operation: str, steps: Steps, hint: Callable[[psycopg.Error], str] = lambda _: ""
+    ) -> Any:
+        """Drive batched deletes or rewrites, or a rotation (see `_drive_steps`)."""
+        with self._borrowed(operation, hint) as conn:
+            return self._drive_steps(conn, steps)
 
     def _run(
         self, operation: str, steps: Steps, hint: Callable[[psycopg.Error], str] = lambda _: ""

@@ -321,9 +321,8 @@ class AsyncStore:
         with measure(self._metrics, "rotate"):
             # Not `_query`: running it again after a lost reply could find the first
             # run's work and answer None, and lose the new token.
-            async with self._borrowed("rotate", self._core.failure_hint) as conn:
-                token_or_none: str | None = await self._drive_steps(conn, steps)
-                return token_or_none
+            token_or_none: str | None = await self._steps("rotate", steps, self._core.failure_hint)
+            return token_or_none
 
     async def delete(self, token: str) -> None:
         """Delete a session; a missing token is not an error."""
@@ -462,7 +461,7 @@ class AsyncStore:
         steps = self._core.clear_steps(batch_size)
         await self._learn_distribution()
         with measure(self._metrics, "clear"):
-            return await self._batches("clear", steps)
+            return int(await self._steps("clear", steps))
 
     async def delete_prefix(self, prefix: str, *, batch_size: int | None = None) -> int:
         """Delete every session whose key starts with `prefix`, live or expired; return how many.
@@ -476,7 +475,7 @@ class AsyncStore:
         """
         steps = self._core.delete_prefix_steps(prefix, batch_size)
         await self._learn_distribution()
-        return await self._batches("delete_prefix", steps)
+        return int(await self._steps("delete_prefix", steps))
 
     async def reencrypt(self, *, batch_size: int | None = None) -> int:
         """Rewrite every live session that is not under the keyring's first key; return how many.
@@ -491,7 +490,7 @@ class AsyncStore:
         """
         steps = self._core.reencrypt_steps(batch_size)
         with measure(self._metrics, "reencrypt"):
-            return await self._batches("reencrypt", steps)
+            return int(await self._steps("reencrypt", steps))
 
     async def create_table(self) -> bool:
         """Create the schema, table and index if missing; whether anything was created.
@@ -699,10 +698,12 @@ class AsyncStore:
         with measure(self._metrics, operation):
             return await AsyncStore._query(self, operation, statement, fetch)
 
-    async def _batches(self, operation: str, steps: Steps) -> int:
-        """Drive batched deletes or rewrites (see `_drive_steps`); return the count."""
-        async with self._borrowed(operation) as conn:
-            return int(await self._drive_steps(conn, steps))
+    async def _steps(
+        self, operation: str, steps: Steps, hint: Callable[[psycopg.Error], str] = lambda _: ""
+    ) -> Any:
+        """Drive batched deletes or rewrites, or a rotation (see `_drive_steps`)."""
+        async with self._borrowed(operation, hint) as conn:
+            return await self._drive_steps(conn, steps)
 
     async def _run(
         self, operation: str, steps: Steps, hint: Callable[[psycopg.Error], str] = lambda _: ""
