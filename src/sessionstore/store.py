@@ -222,8 +222,8 @@ class Store:
         with measure(self._metrics, "rotate"):
             # Not `_query`: running it again after a lost reply could find the first
             # run's work and answer None, and lose the new token.
-            token_or_none: str | None = self._steps("rotate", steps, self._core.failure_hint)
-            return token_or_none
+            new: str | None = self._steps("rotate", steps, hint=self._core.failure_hint)
+            return new
 
     def delete(self, token: str) -> None:
         """Delete a session; a missing token is not an error."""
@@ -293,14 +293,9 @@ class Store:
         self._learn_distribution()
         with measure(self._metrics, "purge") as measured:
             # measured.steps counts the purge's statements (when measured).
-            deleted = self._purge(measured.steps(steps), cancel)
+            deleted: int | None = self._steps("purge_expired", measured.steps(steps), cancel)
             measured.purged(deleted)
             return deleted
-
-    def _purge(self, steps: Steps, cancel: Cancellation | None) -> int | None:
-        with self._borrowed("purge_expired") as conn, cancelling(cancel, conn.cancel):
-            deleted = self._drive_steps(conn, steps)
-            return None if deleted is None else int(deleted)
 
     def clear(self, *, batch_size: int | None = None) -> int:
         """Delete every session in the table, live or expired, in batches; return how many."""
@@ -511,10 +506,14 @@ class Store:
             return Store._query(self, operation, statement, fetch)
 
     def _steps(
-        self, operation: str, steps: Steps, hint: Callable[[psycopg.Error], str] = lambda _: ""
+        self,
+        operation: str,
+        steps: Steps,
+        cancel: Cancellation | None = None,
+        hint: Callable[[psycopg.Error], str] = lambda _: "",
     ) -> Any:
         """Drive batched deletes or rewrites, or a rotation (see `_drive_steps`)."""
-        with self._borrowed(operation, hint) as conn:
+        with self._borrowed(operation, hint) as conn, cancelling(cancel, conn.cancel):
             return self._drive_steps(conn, steps)
 
     def _run(

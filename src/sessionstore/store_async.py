@@ -321,8 +321,8 @@ class AsyncStore:
         with measure(self._metrics, "rotate"):
             # Not `_query`: running it again after a lost reply could find the first
             # run's work and answer None, and lose the new token.
-            token_or_none: str | None = await self._steps("rotate", steps, self._core.failure_hint)
-            return token_or_none
+            new: str | None = await self._steps("rotate", steps, hint=self._core.failure_hint)
+            return new
 
     async def delete(self, token: str) -> None:
         """Delete a session; a missing token is not an error."""
@@ -441,15 +441,9 @@ class AsyncStore:
         await self._learn_distribution()
         with measure(self._metrics, "purge") as measured:
             # measured.steps counts the purge's statements (when measured).
-            deleted = await self._purge(measured.steps(steps), cancel)
+            deleted: int | None = await self._steps("purge_expired", measured.steps(steps), cancel)
             measured.purged(deleted)
             return deleted
-
-    async def _purge(self, steps: Steps, cancel: Cancellation | None) -> int | None:
-        async with self._borrowed("purge_expired") as conn:
-            with cancelling(cancel, conn.cancel):
-                deleted = await self._drive_steps(conn, steps)
-                return None if deleted is None else int(deleted)
 
     async def clear(self, *, batch_size: int | None = None) -> int:
         """Delete every session in the table, live or expired, in batches; return how many.
@@ -699,11 +693,16 @@ class AsyncStore:
             return await AsyncStore._query(self, operation, statement, fetch)
 
     async def _steps(
-        self, operation: str, steps: Steps, hint: Callable[[psycopg.Error], str] = lambda _: ""
+        self,
+        operation: str,
+        steps: Steps,
+        cancel: Cancellation | None = None,
+        hint: Callable[[psycopg.Error], str] = lambda _: "",
     ) -> Any:
         """Drive batched deletes or rewrites, or a rotation (see `_drive_steps`)."""
         async with self._borrowed(operation, hint) as conn:
-            return await self._drive_steps(conn, steps)
+            with cancelling(cancel, conn.cancel):
+                return await self._drive_steps(conn, steps)
 
     async def _run(
         self, operation: str, steps: Steps, hint: Callable[[psycopg.Error], str] = lambda _: ""
