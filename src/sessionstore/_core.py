@@ -331,11 +331,7 @@ class SessionCore:
         return self._capped(saved, self.sql.set_owner_capped, key, owner)
 
     def _capped(self, saved: Statement, capped: bytes, key: str, owner: str | None) -> Statement:
-        """`saved`, or with a cap and an owner, `capped`: it, then the trim, under the owner's lock.
-
-        Its rows count the sessions written (a facade reads the count as `saved`'s). On
-        Citus, `saved` with the lock and the trim's read, for `capped_steps`.
-        """
+        """`saved`, or with a cap and an owner, `capped` (a row per session written), locked."""
         if self.max_sessions_per_owner is None or owner is None:
             return saved
         lock = Statement(self.sql.owner_lock, (advisory_key("owner", self.qualified_name, owner),))
@@ -350,12 +346,7 @@ class SessionCore:
         return owner is not None and self.max_sessions_per_owner is not None
 
     def capped_steps(self, write: Statement) -> Steps:
-        """The statements of a capped write `_capped` made on Citus; return its row count.
-
-        The owner's two locks (see `_sql`), the write, the read of the owner's other
-        sessions beyond the cap, then their delete if the write wrote and there are any;
-        a facade runs them in one transaction.
-        """
+        """The statements of a capped write on Citus (`_capped`, `_sql`), for one transaction."""
         assert write.lock is not None
         assert write.trim is not None
         owner = write.trim.params[0]
@@ -452,12 +443,7 @@ class SessionCore:
         return 0
 
     def rotate_steps(self, token: str, grace: dt.timedelta, prefix: str = "") -> Steps:
-        """Copy a live session to a fresh token, the old one kept for `grace`; return the token.
-
-        The fresh token is `prefix` followed by a new random one. None if the old
-        token names no session with more than `grace` left. A fresh token that a live
-        session holds is replaced by another, as `create` callers do.
-        """
+        """Copy a live session to a fresh token, the old one kept for `grace` (see `rotate`)."""
         old = self._key(validate_token(token))
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
@@ -568,8 +554,6 @@ class SessionCore:
 
     def _delete_distributed(self, query: bytes | None, params: tuple[str, ...]) -> Steps:
         """On Citus: wait for the purge lock, then one DELETE on every shard (one transaction)."""
-        # Two multi-shard DELETEs sent through two nodes deadlock; the lock, on one
-        # worker whichever node sends them, keeps them in turn.
         yield Statement(_citus(self.sql.delete_lock), (self.purge_key,))
         deleted: Result = yield Statement(_citus(query), params)
         return deleted.rowcount
