@@ -586,9 +586,14 @@ class AsyncStore:
             decoded: list[T] = getattr(self._core, f"decode_{operation}_many")(statements, rows)
             return decoded
 
-        size = SessionCore.payload_size
         return AsyncBatcher(
-            operation, single, combined, size, self._pool_size, self._pool_timeout, self._depth
+            operation,
+            single,
+            combined,
+            SessionCore.payload_size,
+            lambda: max(1, self._pool.max_size),  # the most statements at once
+            lambda: float(self._pool.timeout),  # the longest wait for a connection
+            self._depth,
         )
 
     def _set_combining(self) -> None:
@@ -611,14 +616,6 @@ class AsyncStore:
                 self._core.use_distributed(distributed)
                 self._set_combining()
 
-    def _pool_size(self) -> int:
-        """The most statements a batcher may run at once: the pool's size."""
-        return max(1, self._pool.max_size)
-
-    def _pool_timeout(self) -> float:
-        """How long a call may wait for a connection, in the pool or in a batcher."""
-        return float(self._pool.timeout)
-
     async def _query(self, operation: str, statement: Statement, fetch: Fetch) -> Any:
         """Run one statement on a pooled connection; again if it broke (docs/usage.md#retries)."""
         retries = 0
@@ -630,9 +627,7 @@ class AsyncStore:
                         self._told_autocommit = True
                         logger.warning(NOT_AUTOCOMMIT, self._pool.name)
                     if statement.lock is not None:
-                        if statement.trim is not None:  # a capped write on Citus
-                            return await self._trimmed(conn, statement, fetch)
-                        return await self._locked(conn, statement.lock, statement, fetch)
+                        return await self._locked(conn, statement, fetch)
                     if direct(conn):  # on libpq, without a cursor: see `_wire`
                         async with conn.lock:
                             return await conn.wait(run(conn, statement, fetch))
@@ -651,17 +646,18 @@ class AsyncStore:
                 await self._pool.check()  # drop the other dead connections first
 
     async def _locked(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        lock: Statement,
-        statement: Statement,
-        fetch: Fetch,
+        self, conn: psycopg.AsyncConnection[Any], statement: Statement, fetch: Fetch
     ) -> Any:
-        """Run `lock`, then `statement`, in one transaction and one round trip."""
-        # Pipeline mode sends BEGIN, both statements and COMMIT at once and reads the
-        # results together: one round trip, where `conn.transaction()` would wait for
-        # each of the four. A connection outside autocommit begins the transaction
-        # itself (psycopg waits for that BEGIN).
+        """Run `statement.lock`, then `statement`, in one transaction and one round trip."""
+        if statement.trim is not None:  # a capped write on Citus: `SessionCore.capped_steps`
+            async with conn.transaction():
+                steps = self._core.capped_steps(statement)
+                written = await self._drive(conn, steps, commit_each=False)
+            return written if fetch == "count" else None
+        lock = statement.lock
+        assert lock is not None
+        # A pipeline sends BEGIN, both statements and COMMIT at once (one round trip, where
+        # `conn.transaction()` waits for each); outside autocommit, psycopg sends the BEGIN.
         try:
             async with conn.pipeline():
                 if conn.autocommit:
@@ -677,15 +673,6 @@ class AsyncStore:
                 await conn.rollback()
             raise
         return await _fetched(cursor, fetch)
-
-    async def _trimmed(
-        self, conn: psycopg.AsyncConnection[Any], statement: Statement, fetch: Fetch
-    ) -> Any:
-        """Run a capped write on Citus (`SessionCore.capped_steps`) in one transaction."""
-        async with conn.transaction():
-            steps = self._core.capped_steps(statement)
-            written = await self._drive(conn, steps, commit_each=False)
-        return written if fetch == "count" else None
 
     async def _timed_query(self, operation: str, statement: Statement, fetch: Fetch) -> Any:
         """`_query`, timed for the store's recorder (it replaces `_query` when there is one)."""
