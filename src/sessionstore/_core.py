@@ -126,10 +126,6 @@ Steps = Generator[Statement, Result, Any]
 Data = bytes | bytearray | memoryview
 
 
-def _unchanged(token: str) -> str:
-    return token
-
-
 def _plain(key: str, data: bytes) -> bytes:
     """A row's data as stored, on a store without encryption."""
     return bytes(data)
@@ -189,7 +185,7 @@ class SessionCore:
         self.owners = bool(owners)
         self.max_sessions_per_owner = validate_max_sessions(max_sessions_per_owner, self.owners)
         self.hash_tokens = bool(hash_tokens)
-        self._key: Callable[[str], str] = hash_token if hash_tokens else _unchanged
+        self._key: Callable[[str], str] = hash_token if hash_tokens else str  # str: as it is
         self.table = validate_identifier(table, "table")
         self.schema = None if schema is None else validate_identifier(schema, "schema")
         self.max_data_size = validate_max_data_size(max_data_size)
