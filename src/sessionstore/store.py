@@ -94,8 +94,7 @@ class Store:
         )
         self._metrics = recorder_for(on_operation, self._core.schema, self._core.table)
         if self._metrics is not None:
-            # Timed only when something records: without a recorder, the hot path
-            # is the plain `_query`, with not even a check added.
+            # Only then: without a recorder the hot path is the plain `_query`, no check added.
             self._query = self._timed_query  # type: ignore[method-assign]
         self._start_batchers()
         _fork.track(self._after_fork_in_child)
@@ -200,8 +199,7 @@ class Store:
         """Save a new session, unless a live session has the token; whether it was created."""
         if self._core.distributed is None:
             self._learn_distribution()
-        statement = self._core.create(token, data, expiry, owner)
-        return bool(self._query("create", statement, "count"))
+        return bool(self._query("create", self._core.create(token, data, expiry, owner), "count"))
 
     def update(
         self,
@@ -212,8 +210,7 @@ class Store:
         owner: str | None = None,
     ) -> bool:
         """Rewrite a live session's data and expiry, never reviving one; whether it was live."""
-        statement = self._core.update(token, data, expiry, owner)
-        return bool(self._query("update", statement, "count"))
+        return bool(self._query("update", self._core.update(token, data, expiry, owner), "count"))
 
     def rotate(self, token: str, *, grace: dt.timedelta, prefix: str = "") -> str | None:
         """Move a live session to a new token; the old one lives on for at most `grace`."""
@@ -235,13 +232,11 @@ class Store:
 
     def expiry(self, token: str) -> dt.datetime | None:
         """Return when a live session expires (aware, in UTC), or None if missing or expired."""
-        row = self._query("expiry", self._core.expiry(token), "one")
-        return self._core.decode_expiry(row)
+        return self._core.decode_expiry(self._query("expiry", self._core.expiry(token), "one"))
 
     def all(self) -> dict[str, bytes]:
         """Return a new dict of every live session's token and data (``{}`` if none)."""
-        rows = self._query("all", self._core.all(), "all")
-        return self._core.decode_all(rows)
+        return self._core.decode_all(self._query("all", self._core.all(), "all"))
 
     @contextlib.contextmanager
     def iter_all(self, *, batch_size: int = 1000) -> Iterator[Iterator[tuple[str, bytes]]]:
@@ -263,8 +258,7 @@ class Store:
         """Set the owner of a live session, or clear it with None; whether it was live."""
         if self._core.distributed is None and self._core.capped(owner):
             self._learn_distribution()  # as in `commit`
-        statement = self._core.set_owner(token, owner)
-        return bool(self._query("set_owner", statement, "count"))
+        return bool(self._query("set_owner", self._core.set_owner(token, owner), "count"))
 
     def sessions_of(self, owner: str) -> list[OwnedSession]:
         """List an owner's live sessions ("where you are logged in"), soonest to expire first."""
@@ -273,8 +267,7 @@ class Store:
 
     def delete_owned(self, owner: str, *, keep: str | None = None) -> int:
         """Delete every session of an owner ("log out everywhere"); return how many."""
-        statement = self._core.delete_owned(owner, keep)
-        return int(self._query("delete_owned", statement, "count"))
+        return int(self._query("delete_owned", self._core.delete_owned(owner, keep), "count"))
 
     def revoke(self, owner: str, key: str) -> bool:
         """Delete an owner's session by its `sessions_of` key; whether it was theirs and is gone."""

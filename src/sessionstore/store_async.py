@@ -136,8 +136,7 @@ class AsyncStore:
         )
         self._metrics = recorder_for(on_operation, self._core.schema, self._core.table)
         if self._metrics is not None:
-            # Timed only when something records: without a recorder, the hot path
-            # is the plain `_query`, with not even a check added.
+            # Only then: without a recorder the hot path is the plain `_query`, no check added.
             self._query = self._timed_query  # type: ignore[method-assign]
         self._start_batchers()
         _fork.track(self._after_fork_in_child)
@@ -278,8 +277,9 @@ class AsyncStore:
         """
         if self._core.distributed is None:
             await self._learn_distribution()
-        statement = self._core.create(token, data, expiry, owner)
-        return bool(await self._query("create", statement, "count"))
+        return bool(
+            await self._query("create", self._core.create(token, data, expiry, owner), "count")
+        )
 
     async def update(
         self,
@@ -295,8 +295,9 @@ class AsyncStore:
         expired, purged) stays deleted, e.g. for Django's ``UpdateError``. `owner` as for
         `commit`.
         """
-        statement = self._core.update(token, data, expiry, owner)
-        return bool(await self._query("update", statement, "count"))
+        return bool(
+            await self._query("update", self._core.update(token, data, expiry, owner), "count")
+        )
 
     async def rotate(self, token: str, *, grace: dt.timedelta, prefix: str = "") -> str | None:
         """Move a live session to a new token; the old one lives on for at most `grace`.
@@ -334,16 +335,16 @@ class AsyncStore:
 
     async def expiry(self, token: str) -> dt.datetime | None:
         """Return when a live session expires (aware, in UTC), or None if missing or expired."""
-        row = await self._query("expiry", self._core.expiry(token), "one")
-        return self._core.decode_expiry(row)
+        return self._core.decode_expiry(
+            await self._query("expiry", self._core.expiry(token), "one")
+        )
 
     async def all(self) -> dict[str, bytes]:
         """Return a new dict of every live session's token and data (``{}`` if none).
 
         With ``hash_tokens=True`` the keys are the stored hashes.
         """
-        rows = await self._query("all", self._core.all(), "all")
-        return self._core.decode_all(rows)
+        return self._core.decode_all(await self._query("all", self._core.all(), "all"))
 
     @contextlib.asynccontextmanager
     async def iter_all(
@@ -382,8 +383,7 @@ class AsyncStore:
         """
         if self._core.distributed is None and self._core.capped(owner):
             await self._learn_distribution()  # as in `commit`
-        statement = self._core.set_owner(token, owner)
-        return bool(await self._query("set_owner", statement, "count"))
+        return bool(await self._query("set_owner", self._core.set_owner(token, owner), "count"))
 
     async def sessions_of(self, owner: str) -> list[OwnedSession]:
         """List an owner's live sessions ("where you are logged in"), soonest to expire first.
@@ -400,8 +400,7 @@ class AsyncStore:
         `keep` is the caller's own raw token, to stay logged in here. The count includes the
         owner's expired sessions.
         """
-        statement = self._core.delete_owned(owner, keep)
-        return int(await self._query("delete_owned", statement, "count"))
+        return int(await self._query("delete_owned", self._core.delete_owned(owner, keep), "count"))
 
     async def revoke(self, owner: str, key: str) -> bool:
         """Delete an owner's session by its `sessions_of` key; whether it was theirs and is gone.
