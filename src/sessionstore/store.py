@@ -197,9 +197,9 @@ class Store:
         owner: str | None = None,
     ) -> bool:
         """Save a new session, unless a live session has the token; whether it was created."""
-        if self._core.distributed is None:
-            self._learn_distribution()
-        return bool(self._query("create", self._core.create(token, data, expiry, owner), "count"))
+        self._learn_distribution()  # its form on Citus differs
+        statement = self._core.create(token, data, expiry, owner)
+        return bool(self._query("create", statement, "count"))
 
     def update(
         self,
@@ -210,7 +210,8 @@ class Store:
         owner: str | None = None,
     ) -> bool:
         """Rewrite a live session's data and expiry, never reviving one; whether it was live."""
-        return bool(self._query("update", self._core.update(token, data, expiry, owner), "count"))
+        statement = self._core.update(token, data, expiry, owner)
+        return bool(self._query("update", statement, "count"))
 
     def rotate(self, token: str, *, grace: dt.timedelta, prefix: str = "") -> str | None:
         """Move a live session to a new token; the old one lives on for at most `grace`."""
@@ -232,7 +233,8 @@ class Store:
 
     def expiry(self, token: str) -> dt.datetime | None:
         """Return when a live session expires (aware, in UTC), or None if missing or expired."""
-        return self._core.decode_expiry(self._query("expiry", self._core.expiry(token), "one"))
+        row = self._query("expiry", self._core.expiry(token), "one")
+        return self._core.decode_expiry(row)
 
     def all(self) -> dict[str, bytes]:
         """Return a new dict of every live session's token and data (``{}`` if none)."""
@@ -516,10 +518,8 @@ class Store:
                     finally:
                         conn.set_autocommit(autocommit)
             except DatabaseError as exc:
-                # Two processes building the index at once (workers starting together)
-                # deadlock: each CONCURRENTLY build waits for the other's snapshot. The
-                # one PostgreSQL cancels finds the index there the second time (IF NOT
-                # EXISTS) and goes on.
+                # Two builds at once deadlock; the one cancelled finds the index next time
+                # (docs/users.md#adding-the-column).
                 if exc.sqlstate != "40P01" or attempt == 2:
                     raise
 

@@ -275,11 +275,9 @@ class AsyncStore:
         nothing; for a token just generated it is a collision: pick another. `owner` as for
         `commit`.
         """
-        if self._core.distributed is None:
-            await self._learn_distribution()
-        return bool(
-            await self._query("create", self._core.create(token, data, expiry, owner), "count")
-        )
+        await self._learn_distribution()  # its form on Citus differs
+        statement = self._core.create(token, data, expiry, owner)
+        return bool(await self._query("create", statement, "count"))
 
     async def update(
         self,
@@ -295,9 +293,8 @@ class AsyncStore:
         expired, purged) stays deleted, e.g. for Django's ``UpdateError``. `owner` as for
         `commit`.
         """
-        return bool(
-            await self._query("update", self._core.update(token, data, expiry, owner), "count")
-        )
+        statement = self._core.update(token, data, expiry, owner)
+        return bool(await self._query("update", statement, "count"))
 
     async def rotate(self, token: str, *, grace: dt.timedelta, prefix: str = "") -> str | None:
         """Move a live session to a new token; the old one lives on for at most `grace`.
@@ -335,9 +332,8 @@ class AsyncStore:
 
     async def expiry(self, token: str) -> dt.datetime | None:
         """Return when a live session expires (aware, in UTC), or None if missing or expired."""
-        return self._core.decode_expiry(
-            await self._query("expiry", self._core.expiry(token), "one")
-        )
+        row = await self._query("expiry", self._core.expiry(token), "one")
+        return self._core.decode_expiry(row)
 
     async def all(self) -> dict[str, bytes]:
         """Return a new dict of every live session's token and data (``{}`` if none).
@@ -710,10 +706,8 @@ class AsyncStore:
                     finally:
                         await conn.set_autocommit(autocommit)
             except DatabaseError as exc:
-                # Two processes building the index at once (workers starting together)
-                # deadlock: each CONCURRENTLY build waits for the other's snapshot. The
-                # one PostgreSQL cancels finds the index there the second time (IF NOT
-                # EXISTS) and goes on.
+                # Two builds at once deadlock; the one cancelled finds the index next time
+                # (docs/users.md#adding-the-column).
                 if exc.sqlstate != "40P01" or attempt == 2:
                     raise
 
