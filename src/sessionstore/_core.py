@@ -509,9 +509,8 @@ class SessionCore:
                 return token
         raise RuntimeError(f"no free session token after {FRESH_TOKEN_ATTEMPTS} attempts")
 
-    # Batched deletes: each batch is one statement, hence its own transaction, so none
-    # holds its locks or its WAL for long. Batch sizes are validated when the steps
-    # are made, so bad input fails before any SQL.
+    # Batched deletes (docs/cleanup.md#how-a-purge-runs); batch sizes are validated when
+    # the steps are made, so bad input fails before any SQL.
 
     def purge_steps(
         self, batch_size: int | None = None, should_stop: Callable[[], bool] = lambda: False

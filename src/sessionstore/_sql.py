@@ -138,11 +138,8 @@ _TEMPLATES = {
         "WHERE s.token = v.token AND s.xmin::text::bigint = v.version "
         "AND current_timestamp < s.expiry RETURNING s.token"
     ),
-    # One purge batch is one statement, hence one transaction, so its try-lock on the
-    # table's purge key works through PgBouncer's transaction pooling too. It walks the
-    # expiry index from where the last batch ended, skips rows others hold (SKIP LOCKED:
-    # it never waits, never deadlocks, never takes a session just extended) and deletes
-    # by token, as ctid repeats across partitions (docs/cleanup.md#how-a-purge-runs).
+    # One purge batch (docs/cleanup.md#how-a-purge-runs): the table's purge try-lock, then
+    # the next expired rows along the expiry index, skipping locked ones, deleted by token.
     "purge_batch": (
         "WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(%s) AS held), "
         "deleted AS (DELETE FROM {t} WHERE token = ANY(ARRAY("

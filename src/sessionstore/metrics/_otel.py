@@ -82,14 +82,7 @@ class OpenTelemetryRecorder(Recorder):
         self._attributes: dict[str, Mapping[str, str]] = {}
 
     def for_store(self, collection: str) -> OpenTelemetryRecorder:
-        """This recorder's instruments, labelled with `collection`.
-
-        Args:
-            collection: The store's table, schema-qualified if a schema is set.
-
-        Returns:
-            A recorder for that store.
-        """
+        """A recorder for one store: these instruments, labelled with its table `collection`."""
         bound = object.__new__(OpenTelemetryRecorder)
         bound.__dict__.update(self.__dict__)
         bound._collection = collection
