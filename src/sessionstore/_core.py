@@ -300,7 +300,8 @@ class SessionCore:
         """
         key = self._stored(token)
         payload = validate_data(data, self.max_data_size)  # the limit is on the plaintext
-        values: tuple[Any, ...] = (self._seal(key, payload), validate_expiry(expiry))
+        expires = validate_expiry(expiry)
+        values: tuple[Any, ...] = (self._seal(key, payload), expires)
         if self.owners:
             values += (None if owner is None else validate_owner(owner),)
         elif owner is not None:

@@ -593,14 +593,13 @@ class AsyncStore:
 
     def _set_combining(self) -> None:
         """Combine concurrent calls, unless Citus distributes the table (docs/scaling.md#citus)."""
-        batchers = (
+        for batcher in (
             self._finds,
             self._commits,
             self._touches,
             self._versioned_finds,
             self._versioned_updates,
-        )
-        for batcher in batchers:
+        ):
             batcher.combine = not self._core.distributed
 
     async def _learn_distribution(self) -> None:
