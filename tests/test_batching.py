@@ -41,17 +41,16 @@ def test_find_many_gives_each_find_its_own_answer() -> None:
     assert core.decode_find_many(finds, [("a", b"x")]) == [b"x", None, b"x"]
 
 
-def count_calls(store: Any, name: str) -> list[int]:
-    """Count a store's combined-statement calls (a spy: the real method still runs)."""
+def count_calls(batcher: Any) -> list[int]:
+    """Count a batcher's combined-statement calls (a spy: the real one still runs)."""
     calls = [0]
-    real = getattr(store, name)
+    real = batcher._combined
 
     def spy(statements: Sequence[Statement]) -> Any:
         calls[0] += 1
         return real(statements)
 
-    setattr(store, name, spy)
-    store._start_batchers()
+    batcher._combined = spy
     return calls
 
 
@@ -62,8 +61,8 @@ def test_many_threads_get_their_own_results_through_combined_statements(
         sessionstore_dsn, min_size=4, max_size=4, kwargs={"autocommit": True}
     ) as pool:
         store = Store(pool, cleanup=NoCleanup())
-        combined = count_calls(store, "_commit_many")
-        combined_finds = count_calls(store, "_find_many")
+        combined = count_calls(store._commits)
+        combined_finds = count_calls(store._finds)
         errors: list[BaseException] = []
         barrier = threading.Barrier(32)
 
@@ -106,7 +105,7 @@ def test_a_failing_call_in_a_combined_commit_fails_alone(
         psycopg.connect(sessionstore_dsn) as locker,
     ):
         store = Store(pool, cleanup=NoCleanup())
-        combined = count_calls(store, "_commit_many")
+        combined = count_calls(store._commits)
         locker.execute("SELECT 1 FROM sessions WHERE token = %s FOR UPDATE", (locked,))
         outcomes: dict[str, BaseException | None] = {}
         tokens = [locked, *(new_token() for _ in range(15))]
@@ -141,7 +140,7 @@ async def test_async_many_tasks_get_their_own_results(sessionstore_dsn: str) -> 
         sessionstore_dsn, min_size=2, max_size=4, kwargs={"autocommit": True}
     ) as apool:
         store = AsyncStore(apool, cleanup=NoCleanup())
-        combined = count_calls(store, "_find_many")
+        combined = count_calls(store._finds)
 
         async def work(i: int) -> None:
             for round_ in range(10):

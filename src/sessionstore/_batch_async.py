@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
@@ -26,15 +27,13 @@ T = TypeVar("T")
 _LEAD: Any = object()
 
 
+@dataclasses.dataclass(slots=True, eq=False)
 class _Request:
     """One queued call: its statement, the future its caller awaits, its deadline."""
 
-    __slots__ = ("deadline", "future", "statement")
-
-    def __init__(self, statement: Statement, future: asyncio.Future[Any], deadline: float) -> None:
-        self.statement = statement
-        self.future = future
-        self.deadline = deadline  # on the loop's clock
+    statement: Statement
+    future: asyncio.Future[Any]
+    deadline: float  # on the loop's clock
 
 
 class AsyncBatcher(Generic[T]):

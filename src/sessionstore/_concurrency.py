@@ -181,22 +181,12 @@ def take_batch(
 
 
 def fails_all(exc: DatabaseError) -> bool:
-    """Whether a failed combined statement fails all its calls at once, none retried alone.
-
-    When the server answered with an error, one call may be the cause, so each runs again
-    alone; when none answered (no SQLSTATE, or class 08), waiting out the same failure
-    once per call would only delay them all.
-    """
+    """Whether a failed combined statement fails all its calls at once: no server answered."""
     return exc.sqlstate is None or exc.sqlstate.startswith("08")
 
 
 def queue_timeout(operation: str, seconds: float) -> DatabaseError:
-    """The error of a call that waited in a batcher's queue for the pool's timeout.
-
-    A queued call is waiting for a connection, so it is bounded and fails as
-    ``pool.connection()`` would, with a `DatabaseError` caused by
-    `psycopg_pool.PoolTimeout`, rather than hang behind a statement that hangs.
-    """
+    """The error of a call queued in a batcher for the pool's timeout, as the pool's would be."""
     cause = PoolTimeout(
         f"couldn't get a connection after {seconds:.2f} sec "
         "(queued behind the store's running statements)"

@@ -126,10 +126,6 @@ Steps = Generator[Statement, Result, Any]
 Data = bytes | bytearray | memoryview
 
 
-def _unchanged(token: str) -> str:
-    return token
-
-
 def _plain(key: str, data: bytes) -> bytes:
     """A row's data as stored, on a store without encryption."""
     return bytes(data)
@@ -189,7 +185,7 @@ class SessionCore:
         self.owners = bool(owners)
         self.max_sessions_per_owner = validate_max_sessions(max_sessions_per_owner, self.owners)
         self.hash_tokens = bool(hash_tokens)
-        self._key: Callable[[str], str] = hash_token if hash_tokens else _unchanged
+        self._key: Callable[[str], str] = hash_token if hash_tokens else str  # str: as it is
         self.table = validate_identifier(table, "table")
         self.schema = None if schema is None else validate_identifier(schema, "schema")
         self.max_data_size = validate_max_data_size(max_data_size)
@@ -266,11 +262,7 @@ class SessionCore:
         self, token: str, data: Data, expiry: dt.datetime, owner: str | None = None
     ) -> Statement:
         """Rewrite a live session, leaving a missing or expired one alone (one row if live)."""
-        saved = self._save(self.sql.update, "update", token, data, expiry, owner)
-        # _save orders the parameters as the inserts take them (key first); the
-        # UPDATE names the key last.
-        key, *rest = saved.params
-        return Statement(saved.query, (*rest, key))
+        return self._save(self.sql.update, "update", token, data, expiry, owner, key_last=True)
 
     def touch(self, token: str, expiry: dt.datetime) -> Statement:
         """Move a live session's expiry (one row affected if it was live)."""
@@ -286,13 +278,10 @@ class SessionCore:
     ) -> Statement:
         """Rewrite a live session only if its row is still at `version`."""
         validate_int(version, "version")
-        saved = self._save(
-            self.sql.update_versioned, "update_versioned", token, data, expiry, owner
-        )
-        # As the SQL names them: the key and version last, where the combined
-        # statement reads them.
-        key, *values = saved.params
-        return Statement(saved.query, (*values, key, version))
+        query = self.sql.update_versioned
+        saved = self._save(query, "update_versioned", token, data, expiry, owner, key_last=True)
+        # The version last, as the SQL names it, where the combined statement reads it.
+        return Statement(query, (*saved.params, version))
 
     def _save(
         self,
@@ -302,18 +291,26 @@ class SessionCore:
         data: Data,
         expiry: dt.datetime,
         owner: str | None,
+        *,
+        key_last: bool = False,
     ) -> Statement:
-        """Validate a write's arguments into `query`'s (key, data, expiry[, owner])."""
+        """Validate a write's arguments into `query`'s (key, data, expiry[, owner]).
+
+        With `key_last`, the key goes after the others, as an UPDATE's WHERE names it.
+        """
         key = self._stored(token)
         payload = validate_data(data, self.max_data_size)  # the limit is on the plaintext
-        params = (key, payload, validate_expiry(expiry))
-        if self.encryption is not None:
-            params = (key, self.encryption.encrypt(payload, key.encode()), params[2])
-        if not self.owners:
-            if owner is not None:
-                raise OwnersNotEnabledError(f"{operation}(owner=...)")
-            return Statement(query, params)
-        return Statement(query, (*params, None if owner is None else validate_owner(owner)))
+        expires = validate_expiry(expiry)
+        values: tuple[Any, ...] = (self._seal(key, payload), expires)
+        if self.owners:
+            values += (None if owner is None else validate_owner(owner),)
+        elif owner is not None:
+            raise OwnersNotEnabledError(f"{operation}(owner=...)")
+        return Statement(query, (*values, key) if key_last else (key, *values))
+
+    def _seal(self, key: str, plain: Data) -> Data:
+        """`plain` as the row under `key` stores it: encrypted for the key, with a keyring."""
+        return plain if self.encryption is None else self.encryption.encrypt(plain, key.encode())
 
     # Sessions per owner: only on a table with the owner column (``owners``).
 
@@ -331,11 +328,7 @@ class SessionCore:
         return self._capped(saved, self.sql.set_owner_capped, key, owner)
 
     def _capped(self, saved: Statement, capped: bytes, key: str, owner: str | None) -> Statement:
-        """`saved`, or with a cap and an owner, `capped`: it, then the trim, under the owner's lock.
-
-        Its rows count the sessions written (a facade reads the count as `saved`'s). On
-        Citus, `saved` with the lock and the trim's read, for `capped_steps`.
-        """
+        """`saved`, or with a cap and an owner, `capped` (a row per session written), locked."""
         if self.max_sessions_per_owner is None or owner is None:
             return saved
         lock = Statement(self.sql.owner_lock, (advisory_key("owner", self.qualified_name, owner),))
@@ -350,12 +343,7 @@ class SessionCore:
         return owner is not None and self.max_sessions_per_owner is not None
 
     def capped_steps(self, write: Statement) -> Steps:
-        """The statements of a capped write `_capped` made on Citus; return its row count.
-
-        The owner's two locks (see `_sql`), the write, the read of the owner's other
-        sessions beyond the cap, then their delete if the write wrote and there are any;
-        a facade runs them in one transaction.
-        """
+        """The statements of a capped write on Citus (`_capped`, `_sql`), for one transaction."""
         assert write.lock is not None
         assert write.trim is not None
         owner = write.trim.params[0]
@@ -452,12 +440,7 @@ class SessionCore:
         return 0
 
     def rotate_steps(self, token: str, grace: dt.timedelta, prefix: str = "") -> Steps:
-        """Copy a live session to a fresh token, the old one kept for `grace`; return the token.
-
-        The fresh token is `prefix` followed by a new random one. None if the old
-        token names no session with more than `grace` left. A fresh token that a live
-        session holds is replaced by another, as `create` callers do.
-        """
+        """Copy a live session to a fresh token, the old one kept for `grace` (see `rotate`)."""
         old = self._key(validate_token(token))
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
@@ -520,18 +503,15 @@ class SessionCore:
         for _ in range(FRESH_TOKEN_ATTEMPTS):
             token = prefix + new_token()
             key = self._key(token)
-            sealed = plain
-            if self.encryption is not None:
-                sealed = self.encryption.encrypt(plain, key.encode())
-            created: Result = yield Statement(self.sql.create, (key, key, sealed, expiry, *owner))
+            params = (key, key, self._seal(key, plain), expiry, *owner)
+            created: Result = yield Statement(self.sql.create, params)
             if created.rowcount:
                 yield Statement(self.sql.touch, (cut, old))
                 return token
         raise RuntimeError(f"no free session token after {FRESH_TOKEN_ATTEMPTS} attempts")
 
-    # Batched deletes: each batch is one statement, hence its own transaction, so none
-    # holds its locks or its WAL for long. Batch sizes are validated when the steps
-    # are made, so bad input fails before any SQL.
+    # Batched deletes (docs/cleanup.md#how-a-purge-runs); batch sizes are validated when
+    # the steps are made, so bad input fails before any SQL.
 
     def purge_steps(
         self, batch_size: int | None = None, should_stop: Callable[[], bool] = lambda: False
@@ -544,21 +524,19 @@ class SessionCore:
         # is distributed after it made them (and validated their arguments).
         if self.distributed:
             return (yield from self._purge_distributed(should_stop))
-        deleted, since = 0, _BEGINNING_OF_TIME
-        first = True
+        deleted: int | None = None  # None until a batch held the purge lock
+        since = _BEGINNING_OF_TIME
         while not should_stop():
             result: Result = yield Statement(
                 self.sql.purge_batch, (self.purge_key, since, batch_size)
             )
-            held, count, newest = result.rows[0]
+            held, count, since = result.rows[0]
             if not held:
-                return None if first else deleted
-            first = False
-            deleted += count
+                return deleted
+            deleted = (deleted or 0) + count
             if count < batch_size:
                 break
-            since = newest
-        return deleted
+        return deleted or 0
 
     def _purge_distributed(self, should_stop: Callable[[], bool]) -> Steps:
         """On Citus: the purge lock, then one DELETE on every shard; run in one transaction."""
@@ -572,8 +550,6 @@ class SessionCore:
 
     def _delete_distributed(self, query: bytes | None, params: tuple[str, ...]) -> Steps:
         """On Citus: wait for the purge lock, then one DELETE on every shard (one transaction)."""
-        # Two multi-shard DELETEs sent through two nodes deadlock; the lock, on one
-        # worker whichever node sends them, keeps them in turn.
         yield Statement(_citus(self.sql.delete_lock), (self.purge_key,))
         deleted: Result = yield Statement(_citus(query), params)
         return deleted.rowcount
@@ -655,6 +631,20 @@ class SessionCore:
         """Each combined find's result, as `decode_find` gives it."""
         found = {token: self.decode_data(token, data) for token, data in rows}
         return [found.get(find.params[0]) for find in finds]
+
+    @staticmethod
+    def decode_nothing(statement: Statement, result: None) -> None:
+        """A commit's result: nothing."""
+
+    @staticmethod
+    def decode_commit_many(commits: Sequence[Statement], result: None) -> list[None]:
+        """Each combined commit's result: nothing."""
+        return [None] * len(commits)
+
+    @staticmethod
+    def decode_written(statement: Statement, rowcount: int) -> bool:
+        """Whether a write (a touch, an update) wrote, from its row count."""
+        return bool(rowcount)
 
     @staticmethod
     def decode_touch_many(touches: Sequence[Statement], rows: Rows) -> list[bool]:

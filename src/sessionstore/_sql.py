@@ -64,14 +64,10 @@ _TEMPLATES = {
         "WHERE token = %s AND current_timestamp < expiry"
     ),
     "delete": "DELETE FROM {t} WHERE token = %s",
-    # Rotation: a new key gets the old row's data, expiry (and owner), and the old
-    # row keeps at most the grace. No column marks a rotated row (the table is SCS's,
-    # shared with Go apps), so a row with at most the grace left counts as rotated:
-    # of two rotations of one row, the second waits on the row lock, then re-checks
-    # its WHERE on the row the first left (READ COMMITTED), with clock_timestamp()
-    # read after the first committed, finds at most the grace left and does nothing.
-    # A new key that a live row holds is left alone (no row in "new"): the first
-    # column tells the caller whether the old row was there, to try another key.
+    # Rotation (docs/users.md#a-cap-per-user-and-token-rotation): of two rotations of a
+    # row, the second waits on the row lock, then re-checks its WHERE on the row the first
+    # left (READ COMMITTED), finds at most the grace left and does nothing. A new key a
+    # live row holds is left alone: the first column says whether the old row was there.
     "rotate": _ROTATE.replace("<old>", "data, ").replace("<version>", "").replace("<data>", "data"),
     # With encryption the data is bound to its row's key, so it can't be copied as it
     # is: the store reads it (with the row's version), encrypts it for the new key,
@@ -142,11 +138,8 @@ _TEMPLATES = {
         "WHERE s.token = v.token AND s.xmin::text::bigint = v.version "
         "AND current_timestamp < s.expiry RETURNING s.token"
     ),
-    # One purge batch is one statement, hence one transaction, so its try-lock on the
-    # table's purge key works through PgBouncer's transaction pooling too. It walks the
-    # expiry index from where the last batch ended, skips rows others hold (SKIP LOCKED:
-    # it never waits, never deadlocks, never takes a session just extended) and deletes
-    # by token, as ctid repeats across partitions (docs/cleanup.md#how-a-purge-runs).
+    # One purge batch (docs/cleanup.md#how-a-purge-runs): the table's purge try-lock, then
+    # the next expired rows along the expiry index, skipping locked ones, deleted by token.
     "purge_batch": (
         "WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(%s) AS held), "
         "deleted AS (DELETE FROM {t} WHERE token = ANY(ARRAY("
@@ -183,11 +176,8 @@ _TEMPLATES = {
         ")) RETURNING token) SELECT count(*), max(token) FROM deleted"
     ),
     # On a table Citus distributes, a "NAME:citus" template replaces NAME's (and
-    # "NAME:owners:citus" NAME:owners'): each is routed to the token's shard or runs on
-    # all shards without row locks, which Citus refuses there (docs/scaling.md#citus).
-    # Citus wants an immutable WHERE on ON CONFLICT, so `create` deletes an expired row
-    # first, in a CTE Citus runs before the insert (plain PostgreSQL would run it
-    # after); the key is passed twice.
+    # "NAME:owners:citus" NAME:owners'); why each differs is in docs/scaling.md#citus.
+    # `create` deletes an expired row first, in a CTE, so the key is passed twice.
     "create:citus": (
         "WITH gone AS (DELETE FROM {t} WHERE token = %s AND expiry <= current_timestamp) "
         "INSERT INTO {t} (token, data, expiry) VALUES (%s, %s, %s) ON CONFLICT (token) DO NOTHING"
@@ -197,22 +187,16 @@ _TEMPLATES = {
         "INSERT INTO {t} (token, data, expiry, owner) VALUES (%s, %s, %s, %s) "
         "ON CONFLICT (token) DO NOTHING"
     ),
-    # `rotate`, whose ON CONFLICT's WHERE Citus refuses too, is three statements in one
-    # transaction (`SessionCore._distributed_rotations`): this reads and locks the old
-    # row, with the expiry to cut it to; `create` inserts the new row; `touch` cuts the
-    # old one. A second rotation of the row waits on the lock, then finds at most the
-    # grace left, as in `rotate`.
+    # `rotate` is three statements (`SessionCore._distributed_rotations`): this reads
+    # and locks the old row, with the expiry to cut it to; then `create` and `touch`.
     "rotate_lock:citus": (
         "SELECT data, expiry, LEAST(expiry, current_timestamp + %s){owner_column} FROM {t} "
         "WHERE token = %s AND expiry > clock_timestamp() + %s FOR UPDATE"
     ),
-    # The cap: Citus refuses `_TRIM`'s row locks across shards, so a capped write is
-    # steps in one transaction (`SessionCore.capped_steps`): this lock on the owner, on
-    # the worker of the key that is the owner's name, where logins through every node
-    # meet (as purges do below); `owner_lock` on the node the application is connected
-    # to, which Citus releases only after every worker committed (this one goes with its
-    # worker's commit, maybe before another's); the write; the read of the owner's other
-    # live sessions beyond the %s kept; and their delete, if any, on their shards.
+    # A capped write is steps (`SessionCore.capped_steps`): this lock on the worker of
+    # the key that is the owner's name, then `owner_lock`, the write, the read of the
+    # owner's other live sessions beyond the %s kept and their delete ("The cap's two
+    # locks" in docs/scaling.md).
     "owner_anchor:citus": (
         "SELECT pg_advisory_xact_lock(%s) FROM (SELECT count(*) FROM {t} WHERE token = %s) "
         "AS anchor"
@@ -222,9 +206,8 @@ _TEMPLATES = {
         "ORDER BY expiry DESC, token DESC OFFSET %s"
     ),
     "trim:citus": "DELETE FROM {t} WHERE token = ANY(%s::text[])",
-    # The purge lock of a distributed table, where every node's purge meets: on the
-    # worker of the key '' (a router query, inside the distributed transaction), since
-    # multi-shard DELETEs from two nodes deadlock (docs/scaling.md#citus).
+    # The purge lock of a distributed table, on the worker of the key '', where every
+    # node's purge meets (docs/scaling.md#a-fleet-on-several-coordinators-the-cleanup).
     "purge_lock:citus": (
         "SELECT pg_try_advisory_xact_lock(%s) FROM (SELECT count(*) FROM {t} WHERE token = '') "
         "AS anchor"
@@ -234,8 +217,7 @@ _TEMPLATES = {
         "SELECT pg_advisory_xact_lock(%s) FROM (SELECT count(*) FROM {t} WHERE token = '') "
         "AS anchor"
     ),
-    # Then one DELETE, which Citus runs on every shard in parallel, each shard deleting
-    # its own rows (no batches: a LIMIT across shards would be merged on the coordinator).
+    # Then one DELETE on every shard: a LIMIT across shards would be merged on the coordinator.
     "purge:citus": "DELETE FROM {t} WHERE expiry < current_timestamp",
     "clear:citus": "DELETE FROM {t}",
     "delete_prefix:citus": "DELETE FROM {t} WHERE starts_with(token, %s)",
@@ -251,16 +233,12 @@ DETECT_DISTRIBUTED = (
     b"SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = to_regclass(%s))"
 )
 
-# The cap on an owner's sessions (`max_sessions_per_owner`): a write that gives a
-# session an owner, as the CTE "written" (returning its key and owner), and the trim
-# of that owner's other live sessions beyond the %s kept (the cap less one, for the
-# written row), those that expire soonest first; the written key is never a victim.
-# Under READ COMMITTED the trim sees what was committed when this statement began,
-# never a concurrent login's insert; so the same transaction first takes the owner's
-# advisory lock (`owner_lock`, its own statement, as `SessionCore._capped` pairs
-# them), and this statement starts after every earlier login of the owner committed.
-# Victims are locked in key order, as combined commits lock rows, so the two can't
-# deadlock over them; a victim deleted meanwhile is skipped.
+# The cap (docs/users.md#a-cap-per-user-and-token-rotation): a write that gives a session
+# an owner, as the CTE "written", then the trim of the owner's other live sessions beyond
+# the %s kept (the cap less one). The trim sees what was committed when the statement
+# began, so the transaction first takes the owner's lock (`owner_lock`, as
+# `SessionCore._capped` pairs them). Victims are locked in key order, as combined commits
+# lock rows, so the two can't deadlock; a victim deleted meanwhile is skipped.
 _TRIM = (
     "victims AS (SELECT o.token FROM {t} AS o JOIN written AS w "
     "ON o.owner = w.owner AND o.token <> w.token WHERE current_timestamp < o.expiry "

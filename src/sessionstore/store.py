@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from psycopg.rows import tuple_row
@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("sessionstore.store")
 
 __all__ = ["Store"]
+
+T = TypeVar("T")
 
 
 class Store:
@@ -92,8 +94,7 @@ class Store:
         )
         self._metrics = recorder_for(on_operation, self._core.schema, self._core.table)
         if self._metrics is not None:
-            # Timed only when something records: without a recorder, the hot path
-            # is the plain `_query`, with not even a check added.
+            # Only then: without a recorder the hot path is the plain `_query`, no check added.
             self._query = self._timed_query  # type: ignore[method-assign]
         self._start_batchers()
         _fork.track(self._after_fork_in_child)
@@ -196,8 +197,7 @@ class Store:
         owner: str | None = None,
     ) -> bool:
         """Save a new session, unless a live session has the token; whether it was created."""
-        if self._core.distributed is None:
-            self._learn_distribution()
+        self._learn_distribution()  # its form on Citus differs
         statement = self._core.create(token, data, expiry, owner)
         return bool(self._query("create", statement, "count"))
 
@@ -220,12 +220,8 @@ class Store:
         with measure(self._metrics, "rotate"):
             # Not `_query`: running it again after a lost reply could find the first
             # run's work and answer None, and lose the new token.
-            try:
-                with self._connection() as conn:
-                    token_or_none: str | None = self._drive_steps(conn, steps)
-                    return token_or_none
-            except psycopg.Error as exc:
-                raise DatabaseError("rotate", exc, self._core.failure_hint(exc)) from exc
+            new: str | None = self._steps("rotate", steps, hint=self._core.failure_hint)
+            return new
 
     def delete(self, token: str) -> None:
         """Delete a session; a missing token is not an error."""
@@ -242,34 +238,29 @@ class Store:
 
     def all(self) -> dict[str, bytes]:
         """Return a new dict of every live session's token and data (``{}`` if none)."""
-        rows = self._query("all", self._core.all(), "all")
-        return self._core.decode_all(rows)
+        return self._core.decode_all(self._query("all", self._core.all(), "all"))
 
     @contextlib.contextmanager
     def iter_all(self, *, batch_size: int = 1000) -> Iterator[Iterator[tuple[str, bytes]]]:
         """Walk every live session without loading them all: a server-side cursor."""
         validate_batch_size(batch_size)
         statement = self._core.all()
-        try:
-            with (
-                self._connection() as conn,
-                conn.transaction(),
-                conn.cursor("sessionstore_iter_all", binary=True, row_factory=tuple_row) as cursor,
-            ):
-                cursor.itersize = batch_size
-                cursor.execute(statement.query)
-                # Rows that do not decrypt are left out, as `all` leaves them out.
-                opened = ((key, self._core.decode_data(key, data)) for key, data in cursor)
-                yield ((key, data) for key, data in opened if data is not None)
-        except psycopg.Error as exc:
-            raise DatabaseError("iter_all", exc) from exc
+        with (
+            self._borrowed("iter_all") as conn,
+            conn.transaction(),
+            conn.cursor("sessionstore_iter_all", binary=True, row_factory=tuple_row) as cursor,
+        ):
+            cursor.itersize = batch_size
+            cursor.execute(statement.query)
+            # Rows that do not decrypt are left out, as `all` leaves them out.
+            opened = ((key, self._core.decode_data(key, data)) for key, data in cursor)
+            yield ((key, data) for key, data in opened if data is not None)
 
     def set_owner(self, token: str, owner: str | None) -> bool:
         """Set the owner of a live session, or clear it with None; whether it was live."""
         if self._core.distributed is None and self._core.capped(owner):
             self._learn_distribution()  # as in `commit`
-        statement = self._core.set_owner(token, owner)
-        return bool(self._query("set_owner", statement, "count"))
+        return bool(self._query("set_owner", self._core.set_owner(token, owner), "count"))
 
     def sessions_of(self, owner: str) -> list[OwnedSession]:
         """List an owner's live sessions ("where you are logged in"), soonest to expire first."""
@@ -278,8 +269,7 @@ class Store:
 
     def delete_owned(self, owner: str, *, keep: str | None = None) -> int:
         """Delete every session of an owner ("log out everywhere"); return how many."""
-        statement = self._core.delete_owned(owner, keep)
-        return int(self._query("delete_owned", statement, "count"))
+        return int(self._query("delete_owned", self._core.delete_owned(owner, keep), "count"))
 
     def revoke(self, owner: str, key: str) -> bool:
         """Delete an owner's session by its `sessions_of` key; whether it was theirs and is gone."""
@@ -298,36 +288,28 @@ class Store:
         self._learn_distribution()
         with measure(self._metrics, "purge") as measured:
             # measured.steps counts the purge's statements (when measured).
-            deleted = self._purge(measured.steps(steps), cancel)
+            deleted: int | None = self._steps("purge_expired", measured.steps(steps), cancel)
             measured.purged(deleted)
             return deleted
-
-    def _purge(self, steps: Steps, cancel: Cancellation | None) -> int | None:
-        try:
-            with self._connection() as conn, cancelling(cancel, conn.cancel):
-                deleted = self._drive_steps(conn, steps)
-                return None if deleted is None else int(deleted)
-        except psycopg.Error as exc:
-            raise DatabaseError("purge_expired", exc) from exc
 
     def clear(self, *, batch_size: int | None = None) -> int:
         """Delete every session in the table, live or expired, in batches; return how many."""
         steps = self._core.clear_steps(batch_size)
         self._learn_distribution()
         with measure(self._metrics, "clear"):
-            return self._batches("clear", steps)
+            return int(self._steps("clear", steps))
 
     def delete_prefix(self, prefix: str, *, batch_size: int | None = None) -> int:
         """Delete every session whose key starts with `prefix`, live or expired; return how many."""
         steps = self._core.delete_prefix_steps(prefix, batch_size)
         self._learn_distribution()
-        return self._batches("delete_prefix", steps)
+        return int(self._steps("delete_prefix", steps))
 
     def reencrypt(self, *, batch_size: int | None = None) -> int:
         """Rewrite every live session that is not under the keyring's first key; return how many."""
         steps = self._core.reencrypt_steps(batch_size)
         with measure(self._metrics, "reencrypt"):
-            return self._batches("reencrypt", steps)
+            return int(self._steps("reencrypt", steps))
 
     def create_table(self) -> bool:
         """Create the schema, table and index if missing; whether anything was created."""
@@ -335,20 +317,7 @@ class Store:
         with measure(self._metrics, "create_table"):
             created, index_pending = self._run("create_table", steps, create_table_hint)
             if index_pending:
-                try:
-                    self._run_outside_transaction(
-                        "create_table", owner_index_steps(self._core), create_table_hint
-                    )
-                except DatabaseError as exc:
-                    # Two processes building the index at once (workers starting
-                    # together) deadlock: each CONCURRENTLY build waits for the
-                    # other's snapshot. The one PostgreSQL cancels finds the index
-                    # there the second time (IF NOT EXISTS) and goes on.
-                    if exc.sqlstate != "40P01":
-                        raise
-                    self._run_outside_transaction(
-                        "create_table", owner_index_steps(self._core), create_table_hint
-                    )
+                self._build_owner_index()
         return bool(created)
 
     def stop_cleanup(self) -> None:
@@ -379,6 +348,17 @@ class Store:
             self._starter.start()
         return self._pool.connection()
 
+    @contextlib.contextmanager
+    def _borrowed(
+        self, operation: str, hint: Callable[[psycopg.Error], str] = lambda _: ""
+    ) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection, in whose block a psycopg error raises `DatabaseError`."""
+        try:
+            with self._connection() as conn:
+                yield conn
+        except psycopg.Error as exc:
+            raise DatabaseError(operation, exc, hint(exc)) from exc
+
     def _after_fork_in_child(self, stand_in: Any) -> None:
         """In a forked child, make every use raise `ForkedProcessError` (see `_fork`)."""
         # A pool not open at the fork holds nothing of the parent's: the child may open
@@ -388,22 +368,46 @@ class Store:
         self._start_batchers()  # a parent thread may have held a batcher's lock
 
     def _start_batchers(self) -> None:
-        # One `Depth`: one path to the server, whatever the operation.
-        shared = (SessionCore.payload_size, self._pool_size, self._pool_timeout, Depth())
-        self._finds = Batcher("find", self._find_one, self._find_many, *shared)
-        self._commits = Batcher("commit", self._commit_one, self._commit_many, *shared)
-        self._touches = Batcher("touch", self._touch_one, self._touch_many, *shared)
-        self._versioned_finds = Batcher(
-            "find_versioned", self._find_versioned_one, self._find_versioned_many, *shared
-        )
-        self._versioned_updates = Batcher(
-            "update_versioned", self._update_versioned_one, self._update_versioned_many, *shared
-        )
+        core = self._core
+        self._depth = Depth()  # one for every operation: one path to the server
+        self._finds = self._batcher("find", "one", core.decode_find)
+        self._commits = self._batcher("commit", "none", core.decode_nothing)
+        self._touches = self._batcher("touch", "count", core.decode_written)
+        self._versioned_finds = self._batcher("find_versioned", "one", core.decode_versioned)
+        self._versioned_updates = self._batcher("update_versioned", "count", core.decode_written)
         self._set_combining()
+
+    def _batcher(
+        self, operation: str, fetch: Fetch, decode: Callable[[Statement, Any], T]
+    ) -> Batcher[T]:
+        """Calls of `operation`: one alone, as `decode` reads it, or combined by the core."""
+
+        def single(statement: Statement) -> T:
+            return decode(statement, self._query(operation, statement, fetch))
+
+        def combined(statements: Sequence[Statement]) -> list[T]:
+            self._learn_distribution()  # the batch may have been taken before the answer
+            if self._core.distributed:  # not combined on Citus: each runs alone
+                return [single(statement) for statement in statements]
+            if self._metrics is not None:
+                self._metrics.batch(operation, len(statements))
+            statement = getattr(self._core, f"{operation}_many")(statements)
+            rows = self._query(operation, statement, "none" if fetch == "none" else "all")
+            decoded: list[T] = getattr(self._core, f"decode_{operation}_many")(statements, rows)
+            return decoded
+
+        return Batcher(
+            operation,
+            single,
+            combined,
+            SessionCore.payload_size,
+            lambda: max(1, self._pool.max_size),  # the most statements at once
+            lambda: float(self._pool.timeout),  # the longest wait for a connection
+            self._depth,
+        )
 
     def _set_combining(self) -> None:
         """Combine concurrent calls, unless Citus distributes the table (docs/scaling.md#citus)."""
-        combine = not self._core.distributed
         for batcher in (
             self._finds,
             self._commits,
@@ -411,7 +415,7 @@ class Store:
             self._versioned_finds,
             self._versioned_updates,
         ):
-            batcher.combine = combine
+            batcher.combine = not self._core.distributed
 
     def _learn_distribution(self) -> None:
         """Ask the catalogs whether Citus distributes the table, unless known."""
@@ -420,76 +424,6 @@ class Store:
             if distributed is not None:  # None: no table yet; ask again next time
                 self._core.use_distributed(distributed)
                 self._set_combining()
-
-    def _combining(self, operation: str, count: int) -> bool:
-        """Whether a batch of `count` calls runs as one statement (recorded if so): not on Citus."""
-        self._learn_distribution()  # the batch may have been taken before the answer
-        if self._core.distributed:
-            return False
-        if self._metrics is not None:
-            self._metrics.batch(operation, count)
-        return True
-
-    def _each_alone(
-        self, single: Callable[[Statement], Any], statements: Sequence[Statement]
-    ) -> list[Any]:
-        """Run the statements a combined one was to serve, each alone (`_combining`)."""
-        return [single(statement) for statement in statements]
-
-    def _pool_size(self) -> int:
-        """The most statements a batcher may run at once: the pool's size."""
-        return max(1, self._pool.max_size)
-
-    def _pool_timeout(self) -> float:
-        """How long a call may wait for a connection, in the pool or in a batcher."""
-        return float(self._pool.timeout)
-
-    def _find_one(self, statement: Statement) -> bytes | None:
-        return self._core.decode_find(statement, self._query("find", statement, "one"))
-
-    def _find_many(self, finds: Sequence[Statement]) -> list[bytes | None]:
-        if not self._combining("find", len(finds)):
-            return self._each_alone(self._find_one, finds)
-        rows = self._query("find", self._core.find_many(finds), "all")
-        return self._core.decode_find_many(finds, rows)
-
-    def _commit_one(self, statement: Statement) -> None:
-        self._query("commit", statement, "none")
-
-    def _commit_many(self, commits: Sequence[Statement]) -> list[None]:
-        if not self._combining("commit", len(commits)):
-            return self._each_alone(self._commit_one, commits)
-        self._query("commit", self._core.commit_many(commits), "none")
-        return [None] * len(commits)
-
-    def _touch_one(self, statement: Statement) -> bool:
-        return bool(self._query("touch", statement, "count"))
-
-    def _touch_many(self, touches: Sequence[Statement]) -> list[bool]:
-        if not self._combining("touch", len(touches)):
-            return self._each_alone(self._touch_one, touches)
-        rows = self._query("touch", self._core.touch_many(touches), "all")
-        return self._core.decode_touch_many(touches, rows)
-
-    def _find_versioned_one(self, statement: Statement) -> Versioned | None:
-        row = self._query("find_versioned", statement, "one")
-        return self._core.decode_versioned(statement, row)
-
-    def _find_versioned_many(self, finds: Sequence[Statement]) -> list[Versioned | None]:
-        if not self._combining("find_versioned", len(finds)):
-            return self._each_alone(self._find_versioned_one, finds)
-        rows = self._query("find_versioned", self._core.find_versioned_many(finds), "all")
-        return self._core.decode_find_versioned_many(finds, rows)
-
-    def _update_versioned_one(self, statement: Statement) -> bool:
-        return bool(self._query("update_versioned", statement, "count"))
-
-    def _update_versioned_many(self, updates: Sequence[Statement]) -> list[bool]:
-        if not self._combining("update_versioned", len(updates)):
-            return self._each_alone(self._update_versioned_one, updates)
-        statement = self._core.update_versioned_many(updates)
-        rows = self._query("update_versioned", statement, "all")
-        return self._core.decode_update_versioned_many(updates, rows)
 
     def _query(self, operation: str, statement: Statement, fetch: Fetch) -> Any:
         """Run one statement on a pooled connection; again if it broke (docs/usage.md#retries)."""
@@ -502,9 +436,7 @@ class Store:
                         self._told_autocommit = True
                         logger.warning(NOT_AUTOCOMMIT, self._pool.name)
                     if statement.lock is not None:
-                        if statement.trim is not None:  # a capped write on Citus
-                            return self._trimmed(conn, statement, fetch)
-                        return self._locked(conn, statement.lock, statement, fetch)
+                        return self._locked(conn, statement, fetch)
                     if direct(conn):  # on libpq, without a cursor: see `_wire`
                         with conn.lock:
                             return conn.wait(run(conn, statement, fetch))
@@ -522,18 +454,17 @@ class Store:
                 logger.warning("%s: connection lost (%s), retrying", operation, type(exc).__name__)
                 self._pool.check()  # drop the other dead connections first
 
-    def _locked(
-        self,
-        conn: psycopg.Connection[Any],
-        lock: Statement,
-        statement: Statement,
-        fetch: Fetch,
-    ) -> Any:
-        """Run `lock`, then `statement`, in one transaction and one round trip."""
-        # Pipeline mode sends BEGIN, both statements and COMMIT at once and reads the
-        # results together: one round trip, where `conn.transaction()` would wait for
-        # each of the four. A connection outside autocommit begins the transaction
-        # itself (psycopg waits for that BEGIN).
+    def _locked(self, conn: psycopg.Connection[Any], statement: Statement, fetch: Fetch) -> Any:
+        """Run `statement.lock`, then `statement`, in one transaction and one round trip."""
+        if statement.trim is not None:  # a capped write on Citus: `SessionCore.capped_steps`
+            with conn.transaction():
+                steps = self._core.capped_steps(statement)
+                written = self._drive(conn, steps, commit_each=False)
+            return written if fetch == "count" else None
+        lock = statement.lock
+        assert lock is not None
+        # A pipeline sends BEGIN, both statements and COMMIT at once (one round trip, where
+        # `conn.transaction()` waits for each); outside autocommit, psycopg sends the BEGIN.
         try:
             with conn.pipeline():
                 if conn.autocommit:
@@ -550,50 +481,46 @@ class Store:
             raise
         return _fetched(cursor, fetch)
 
-    def _trimmed(self, conn: psycopg.Connection[Any], statement: Statement, fetch: Fetch) -> Any:
-        """Run a capped write on Citus (`SessionCore.capped_steps`) in one transaction."""
-        with conn.transaction():
-            steps = self._core.capped_steps(statement)
-            written = self._drive(conn, steps, commit_each=False)
-        return written if fetch == "count" else None
-
     def _timed_query(self, operation: str, statement: Statement, fetch: Fetch) -> Any:
         """`_query`, timed for the store's recorder (it replaces `_query` when there is one)."""
         with measure(self._metrics, operation):
             return Store._query(self, operation, statement, fetch)
 
-    def _batches(self, operation: str, steps: Steps) -> int:
-        """Drive batched deletes or rewrites (see `_drive_steps`); return the count."""
-        try:
-            with self._connection() as conn:
-                return int(self._drive_steps(conn, steps))
-        except psycopg.Error as exc:
-            raise DatabaseError(operation, exc) from exc
+    def _steps(
+        self,
+        operation: str,
+        steps: Steps,
+        cancel: Cancellation | None = None,
+        hint: Callable[[psycopg.Error], str] = lambda _: "",
+    ) -> Any:
+        """Drive batched deletes or rewrites, or a rotation (see `_drive_steps`)."""
+        with self._borrowed(operation, hint) as conn, cancelling(cancel, conn.cancel):
+            return self._drive_steps(conn, steps)
 
     def _run(
         self, operation: str, steps: Steps, hint: Callable[[psycopg.Error], str] = lambda _: ""
     ) -> Any:
         """Drive a multi-statement core generator inside one transaction."""
-        try:
-            with self._connection() as conn, conn.transaction():
-                return self._drive(conn, steps, commit_each=False)
-        except psycopg.Error as exc:
-            raise DatabaseError(operation, exc, hint(exc)) from exc
+        with self._borrowed(operation, hint) as conn, conn.transaction():
+            return self._drive(conn, steps, commit_each=False)
 
-    def _run_outside_transaction(
-        self, operation: str, steps: Steps, hint: Callable[[psycopg.Error], str]
-    ) -> Any:
-        """Drive a core generator on an autocommit connection (for CONCURRENTLY)."""
-        try:
-            with self._connection() as conn:
-                autocommit = conn.autocommit
-                conn.set_autocommit(True)
-                try:
-                    return self._drive(conn, steps, commit_each=False)
-                finally:
-                    conn.set_autocommit(autocommit)
-        except psycopg.Error as exc:
-            raise DatabaseError(operation, exc, hint(exc)) from exc
+    def _build_owner_index(self) -> None:
+        """Build the owner index CONCURRENTLY, hence on an autocommit connection."""
+        for attempt in (1, 2):
+            try:
+                with self._borrowed("create_table", create_table_hint) as conn:
+                    autocommit = conn.autocommit
+                    conn.set_autocommit(True)
+                    try:
+                        self._drive(conn, owner_index_steps(self._core), commit_each=False)
+                        return
+                    finally:
+                        conn.set_autocommit(autocommit)
+            except DatabaseError as exc:
+                # Two builds at once deadlock; the one cancelled finds the index next time
+                # (docs/users.md#adding-the-column).
+                if exc.sqlstate != "40P01" or attempt == 2:
+                    raise
 
     def _drive_steps(self, conn: psycopg.Connection[Any], steps: Steps) -> Any:
         """Drive batched deletes or a rotation: a transaction per statement; on Citus, one."""

@@ -64,37 +64,25 @@ class OpenTelemetryRecorder(Recorder):
             description="Concurrent calls served by one combined statement.",
             explicit_bucket_boundaries_advisory=[float(b) for b in BATCH_BUCKETS],
         )
-        self._retries = meter.create_counter(
-            "sessionstore.retries",
-            unit="{retry}",
-            description="Statements run again after a broken connection.",
+        counters = (
+            ("sessionstore.retries", "{retry}", "Statements run again after a broken connection."),
+            ("sessionstore.purge.rows", "{row}", "Expired sessions purged."),
+            ("sessionstore.purge.rounds", "{statement}", "Purge statements run."),
+            (
+                "sessionstore.purge.skips",
+                "{purge}",
+                "Purges left to another purge of the same table.",
+            ),
         )
-        self._purge_rows = meter.create_counter(
-            "sessionstore.purge.rows", unit="{row}", description="Expired sessions purged."
-        )
-        self._purge_rounds = meter.create_counter(
-            "sessionstore.purge.rounds",
-            unit="{statement}",
-            description="Purge statements run.",
-        )
-        self._purge_skips = meter.create_counter(
-            "sessionstore.purge.skips",
-            unit="{purge}",
-            description="Purges left to another purge of the same table.",
+        self._retries, self._purge_rows, self._purge_rounds, self._purge_skips = (
+            meter.create_counter(name, unit=unit, description=text) for name, unit, text in counters
         )
         self._base: dict[str, str] = {}
         # Per operation: its attributes, built once (an operation name is one of a few).
         self._attributes: dict[str, Mapping[str, str]] = {}
 
     def for_store(self, collection: str) -> OpenTelemetryRecorder:
-        """This recorder's instruments, labelled with `collection`.
-
-        Args:
-            collection: The store's table, schema-qualified if a schema is set.
-
-        Returns:
-            A recorder for that store.
-        """
+        """A recorder for one store: these instruments, labelled with its table `collection`."""
         bound = object.__new__(OpenTelemetryRecorder)
         bound.__dict__.update(self.__dict__)
         bound._collection = collection
