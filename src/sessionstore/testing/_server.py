@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -64,15 +63,13 @@ class PostgresServer:
         """A DSN for `psycopg.connect`: the one given, or a libpq conninfo string."""
         if self.raw_dsn is not None:
             return self.raw_dsn
-        params: dict[str, Any] = {
-            "host": self.host,
-            "port": self.port,
-            "user": self.user,
-            "dbname": self.dbname,
-        }
-        if self.password is not None:
-            params["password"] = self.password
-        return make_conninfo(**params)
+        return make_conninfo(  # a None password is left out
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            dbname=self.dbname,
+            password=self.password,
+        )
 
     @property
     def instance(self) -> _Instance | None:
@@ -171,10 +168,8 @@ def ephemeral_postgres(
 ) -> Iterator[PostgresServer]:
     """Yield a PostgreSQL server: the one named by ``$env_var``, or a fresh throw-away one.
 
-    The throw-away one is made by ``initdb`` in a temporary directory and listens on a
-    random free port of 127.0.0.1 (superuser ``postgres``, database ``postgres``, trust
-    authentication). Leaving the block, or the interpreter's exit, stops it and deletes
-    the directory.
+    The throw-away one (docs/testing.md#which-server) is stopped and deleted on leaving the
+    block, or at the interpreter's exit.
 
     Args:
         env_var: Environment variable that may hold the DSN of a running server to use
