@@ -103,10 +103,6 @@ class TcpProxy:
         target_port: The target's port.
         listen_host: The address to listen on.
         listen_port: The port to listen on; 0 picks a free one.
-
-    Attributes:
-        target_host: Where connections are forwarded to.
-        target_port: The target's port.
     """
 
     def __init__(
@@ -144,18 +140,15 @@ class TcpProxy:
         failure: list[BaseException] = []
 
         def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
+            self._loop = loop = asyncio.new_event_loop()
             try:
                 loop.run_until_complete(self._open())
             except BaseException as exc:  # reported to start() below
                 failure.append(exc)
-                ready.set()
-                loop.close()
-                return
             ready.set()
             try:
-                loop.run_forever()
+                if not failure:
+                    loop.run_forever()
             finally:
                 loop.run_until_complete(loop.shutdown_asyncgens())
                 loop.close()
@@ -227,28 +220,25 @@ class TcpProxy:
 
     def passthrough(self) -> None:
         """Forward everything as it comes (and deliver what a blackhole held)."""
-        self._set_mode(ProxyMode("pass"))
+        self._call(self._apply_mode(ProxyMode("pass")))
 
     def delay(self, seconds: float) -> None:
-        """Forward every chunk `seconds` late, in each direction.
-
-        Args:
-            seconds: The added one-way latency.
+        """Forward every chunk `seconds` late, in each direction (the added one-way latency).
 
         Raises:
             ValueError: If `seconds` is negative or not finite.
         """
         if not (math.isfinite(seconds) and seconds >= 0):
             raise ValueError(f"delay must be a finite number of seconds >= 0, got {seconds}")
-        self._set_mode(ProxyMode("delay", float(seconds)))
+        self._call(self._apply_mode(ProxyMode("delay", float(seconds))))
 
     def blackhole(self) -> None:
         """Keep every connection, accept new ones, and forward nothing until further notice."""
-        self._set_mode(ProxyMode("blackhole"))
+        self._call(self._apply_mode(ProxyMode("blackhole")))
 
     def reset(self) -> None:
         """Reset every open connection, and every new one as soon as it is accepted."""
-        self._set_mode(ProxyMode("reset"))
+        self._call(self._apply_mode(ProxyMode("reset")))
 
     def reset_connections(self) -> int:
         """Reset the connections open now, once, and return how many; the mode stays."""
@@ -268,9 +258,6 @@ class TcpProxy:
             coro.close()
             raise RuntimeError(_NOT_STARTED)
         return asyncio.run_coroutine_threadsafe(coro, loop).result(_CALL_TIMEOUT)
-
-    def _set_mode(self, mode: ProxyMode) -> None:
-        self._call(self._apply_mode(mode))
 
     async def _apply_mode(self, mode: ProxyMode) -> None:
         assert self._flowing is not None
