@@ -141,9 +141,8 @@ def _serve(
 def _uvicorn(app: Any, sock: socket.socket, signals: _Signals, ready: Callable[[], None]) -> None:
     """Serve an ASGI app with uvicorn in the main thread, where it owns the signals.
 
-    uvicorn's own handlers take SIGINT and SIGTERM while it serves: it stops accepting,
-    gives the requests in flight ``_STOP_TIMEOUT`` seconds, runs the lifespan exit (which
-    closes the pool), then raises the signal again, which lands in `signals`.
+    Its handlers stop it as docs/demo.md#stopping says, then raise the signal again, into
+    `signals`.
     """
     import uvicorn
 
@@ -205,11 +204,7 @@ def _serve_werkzeug(
     signals: _Signals,
     ready: Callable[[], None],
 ) -> None:
-    """Serve the Flask app on werkzeug's threaded server, in a thread.
-
-    werkzeug handles no signals: the main thread waits for one and shuts it down
-    (abandoning requests in flight), then closes the store and pool.
-    """
+    """Serve the Flask app on werkzeug's threaded server, in a thread: it handles no signals."""
     from werkzeug.serving import make_server
 
     with (
@@ -296,12 +291,10 @@ class _Signals:
         return self.received
 
     def _handle(self, signum: int, frame: types.FrameType | None) -> None:
-        first = not self.received
-        self.received = True
-        if first:
-            self.name = signal.Signals(signum).name
-        if self._raising and first:
-            raise _Interrupted
+        if not self.received:
+            self.received, self.name = True, signal.Signals(signum).name
+            if self._raising:
+                raise _Interrupted
         if self._on_signal is not None:
             self._on_signal()
 
@@ -321,14 +314,8 @@ def run(
 ) -> int:
     """Serve the demo until SIGINT or SIGTERM, then clean everything up; in the main thread.
 
-    Args:
-        dsn: The server to keep sessions in; None to start a throw-away PostgreSQL.
-        host: The address to listen on.
-        port: The port to listen on.
-        framework: One of `FRAMEWORKS`.
-        table: The sessions table (created if missing).
-        schema: The table's schema, or None for the search_path.
-        out: Where to print what is served and where.
+    The arguments are the command's options (docs/demo.md#options); ``dsn=None`` starts a
+    throw-away PostgreSQL, and ``out`` is where to print what is served and where.
 
     Returns:
         0 once stopped by a signal.
