@@ -36,12 +36,7 @@ _LINGER_RST = struct.pack("ii", 1, 0)
 
 @dataclass(frozen=True, slots=True)
 class ProxyMode:
-    """What the proxy does to the bytes it carries.
-
-    Attributes:
-        name: ``"pass"``, ``"delay"``, ``"blackhole"`` or ``"reset"``.
-        seconds: The added latency per direction (``delay`` only; else 0).
-    """
+    """What the proxy does to the bytes it carries: its mode, and ``delay``'s added latency."""
 
     name: ModeName
     seconds: float = 0.0
@@ -49,13 +44,7 @@ class ProxyMode:
 
 @dataclass(frozen=True, slots=True)
 class ProxyStats:
-    """Counters of a proxy, since it started.
-
-    Attributes:
-        accepted: Connections accepted from clients.
-        open: Connections open now.
-        reset: Connections closed with a RST by the proxy.
-    """
+    """Connections the proxy accepted, has open now, and closed with a RST, since it started."""
 
     accepted: int
     open: int
