@@ -31,41 +31,35 @@ from .store import Store
 
 __all__ = ["DEFAULT_FRAMEWORK", "FRAMEWORKS", "run"]
 
-#: Each framework's title, the modules it needs (its extra is named after it), and
-#: what serves it ("{dist}" stands for that distribution's version).
-_FRAMEWORKS: dict[str, tuple[str, tuple[str, ...], str]] = {
+#: Each framework's title and what serves it: each "{dist}" stands for that distribution's
+#: version, and its module is needed (the framework's extra brings it).
+_FRAMEWORKS: dict[str, tuple[str, str]] = {
     "starlette": (
         "Starlette",
-        ("starlette", "starsessions", "uvicorn"),
         "uvicorn {uvicorn}, serving Starlette {starlette} with starsessions {starsessions} "
         "on AsyncStore",
     ),
     "flask": (
         "Flask",
-        ("flask", "werkzeug"),
         "werkzeug {werkzeug} (threaded), serving Flask {flask} with PostgresSessionInterface "
         "on Store",
     ),
     "litestar": (
         "Litestar",
-        ("litestar", "uvicorn"),
         "uvicorn {uvicorn}, serving Litestar {litestar} with PostgresStore and SessionConfig "
         "on AsyncStore",
     ),
     "aiohttp": (
         "aiohttp",
-        ("aiohttp", "aiohttp_session"),
         "aiohttp {aiohttp} (AppRunner), with aiohttp-session {aiohttp-session} and "
         "PostgresStorage on AsyncStore",
     ),
     "quart": (
         "Quart",
-        ("quart", "uvicorn"),
         "uvicorn {uvicorn}, serving Quart {quart} with PostgresSessionInterface on AsyncStore",
     ),
     "django": (
         "Django",
-        ("django", "uvicorn"),
         "uvicorn {uvicorn}, serving Django {django} (async views) with the sessionstore "
         "session engine",
     ),
@@ -73,6 +67,7 @@ _FRAMEWORKS: dict[str, tuple[str, tuple[str, ...], str]] = {
 FRAMEWORKS = tuple(_FRAMEWORKS)
 DEFAULT_FRAMEWORK = "starlette"
 
+_DIST = re.compile(r"\{([\w-]+)\}")
 _CONNECT_TIMEOUT = 10
 _STOP_TIMEOUT = 10  # requests in flight get this long to finish
 _POLL = 0.05
@@ -99,7 +94,7 @@ def _served_by(framework: str) -> str:
         except importlib.metadata.PackageNotFoundError:  # pragma: no cover
             return "(unknown version)"
 
-    return re.sub(r"\{([\w-]+)\}", version, _FRAMEWORKS[framework][2])
+    return _DIST.sub(version, _FRAMEWORKS[framework][1])
 
 
 # --------------------------------------------------------------------------- the servers
@@ -255,7 +250,6 @@ class _Signals:
     def __enter__(self) -> _Signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._saved[sig] = signal.signal(sig, self._handle)
-        self._unraisable = sys.unraisablehook
         sys.unraisablehook = self._dropped
         return self
 
@@ -370,7 +364,8 @@ def run(
 
 
 def _check_installed(framework: str) -> None:
-    for module in _FRAMEWORKS[framework][1]:
+    served = _FRAMEWORKS[framework][1]
+    for module in sorted(dist.replace("-", "_") for dist in _DIST.findall(served)):
         try:
             __import__(module)
         except ImportError as exc:
