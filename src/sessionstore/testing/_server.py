@@ -120,8 +120,7 @@ class PostgresServer:
     def crash(self) -> None:
         """Kill the postmaster with ``SIGKILL`` and leave the server down (for failover tests).
 
-        Nothing of PostgreSQL gets to react; this returns once its orphaned backends are
-        gone too. `restart` with ``crash=True`` kills it and starts it again.
+        This returns once its orphaned backends are gone too.
 
         Raises:
             RuntimeError: If the server was not started here (see `restartable`) or
@@ -192,19 +191,17 @@ def ephemeral_postgres(
         RuntimeError: initdb failed, or the server did not start (with the end of its log).
         ValueError: ``settings`` names a managed setting.
     """
-    if env_var:
-        dsn = os.environ.get(env_var, "")
-        if dsn:
-            server = _server_from_dsn(dsn, f"{env_var} from the environment")
-            logger.info(
-                "Using the PostgreSQL server named by $%s (host=%s port=%s dbname=%s)",
-                env_var,
-                server.host,
-                server.port,
-                server.dbname,
-            )
-            yield server
-            return
+    if env_var and (dsn := os.environ.get(env_var)):
+        server = _server_from_dsn(dsn, f"{env_var} from the environment")
+        logger.info(
+            "Using the PostgreSQL server named by $%s (host=%s port=%s dbname=%s)",
+            env_var,
+            server.host,
+            server.port,
+            server.dbname,
+        )
+        yield server
+        return
 
     all_settings = _server_settings(durable=durable, settings=settings)
     if bindir is None:
