@@ -110,11 +110,7 @@ def _serve(
     signals: _Signals,
     ready: Callable[[], None],
 ) -> None:
-    """Serve the example app on `sock` until a signal stops it; call `ready` once it serves.
-
-    Raises:
-        RuntimeError: If the web server fails to start, or stops by itself.
-    """
+    """Serve the example app on `sock` until a signal stops it; call `ready` once it serves."""
     create_app = app_module.create_app
     if framework == "flask":
         _serve_werkzeug(create_app, dsn, sock, table, schema, signals, ready)
@@ -134,11 +130,7 @@ def _serve(
 
 
 def _uvicorn(app: Any, sock: socket.socket, signals: _Signals, ready: Callable[[], None]) -> None:
-    """Serve an ASGI app with uvicorn in the main thread, where it owns the signals.
-
-    Its handlers stop it as docs/demo.md#stopping says, then raise the signal again, into
-    `signals`.
-    """
+    """Serve an ASGI app with uvicorn in the main thread, where its handlers own the signals."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -259,19 +251,12 @@ class _Signals:
         sys.unraisablehook = self._unraisable
 
     def _dropped(self, unraisable: Any) -> None:
-        """Keep quiet about an `_Interrupted` dropped in a weakref callback or ``__del__``.
-
-        `received` is set all the same, so `serving` raises it again.
-        """
+        """Hide an `_Interrupted` lost in a callback or ``__del__`` (`serving` raises it again)."""
         if not isinstance(unraisable.exc_value, _Interrupted):
             self._unraisable(unraisable)
 
     def serving(self, on_signal: Callable[[], None] | None = None) -> None:
-        """From now on a signal only asks the server to stop (calling `on_signal`, if any).
-
-        Raises:
-            _Interrupted: If a signal arrived already.
-        """
+        """From now on a signal only asks the server to stop; `_Interrupted` if one came already."""
         self._raising = False
         self._on_signal = on_signal
         if self.received:

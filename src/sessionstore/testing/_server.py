@@ -36,11 +36,8 @@ class PostgresServer:
     """Where to reach a PostgreSQL server, and where it came from.
 
     Attributes:
-        host: Host name or address to connect to.
-        port: TCP port.
-        user: User name to connect as (a superuser for servers started here).
-        password: Password, or None (servers started here use trust authentication).
-        dbname: Database to connect to.
+        user: A superuser for servers started here.
+        password: None for servers started here (trust authentication).
         source: Where it came from, e.g. ``"PostgreSQL 15 binaries in /usr/lib/postgresql/15/bin"``
             or ``"SESSIONSTORE_DSN from the environment"``.
         raw_dsn: The DSN as given, for a server named by an environment variable; else None.
