@@ -87,12 +87,7 @@ def to_seconds(value: float | dt.timedelta, what: str) -> float:
 
 
 class Schedule:
-    """The options (see `ThreadCleanup`) and the record shared by both strategies.
-
-    Raises:
-        TypeError: If an option has the wrong type.
-        ValueError: If the interval is not positive or the jitter outside 0..1.
-    """
+    """The options (docs/cleanup.md#options, with their errors) and the record of a strategy."""
 
     def __init__(
         self,
