@@ -85,13 +85,9 @@ def _abort_with_rst(writer: asyncio.StreamWriter) -> None:
 
 
 class TcpProxy:
-    """A TCP forwarder on 127.0.0.1 whose network conditions can be switched at run time.
+    """A TCP forwarder to ``target_host:target_port``, its network switchable at run time.
 
-    Args:
-        target_host: Where to forward connections to.
-        target_port: The target's port.
-        listen_host: The address to listen on.
-        listen_port: The port to listen on; 0 picks a free one.
+    ``listen_port=0`` picks a free port.
     """
 
     def __init__(
