@@ -346,12 +346,10 @@ class TcpProxy:
         async def write_side() -> None:
             while True:
                 due, data = await queue.get()
-                while True:
-                    await flowing.wait()
-                    wait = due - loop.time()
-                    if wait <= 0:
-                        break
+                await flowing.wait()
+                while (wait := due - loop.time()) > 0:
                     await asyncio.sleep(wait)
+                    await flowing.wait()
                 if not data:
                     if writer.can_write_eof():
                         writer.write_eof()
@@ -361,10 +359,7 @@ class TcpProxy:
 
         tasks = {asyncio.create_task(read_side()), asyncio.create_task(write_side())}
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()  # raise what failed: the caller resets the link
-            await asyncio.gather(*tasks)
+            await asyncio.gather(*tasks)  # raises what fails first: the caller resets the link
         finally:
             for task in tasks:
                 task.cancel()
