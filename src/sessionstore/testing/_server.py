@@ -102,12 +102,7 @@ class PostgresServer:
 
     @contextlib.contextmanager
     def stopped(self, *, immediate: bool = False, crash: bool = False) -> Iterator[None]:
-        """Stop the server for a ``with`` block, then start it again (as `restart`), also on errors.
-
-        Raises:
-            RuntimeError: If the server was not started here (see `restartable`),
-                is no longer running, or did not come back.
-        """
+        """Stop the server for a ``with`` block and start it again, even on errors; as `restart`."""
         self._require_instance().pause(immediate=immediate, crash=crash)
         try:
             yield
