@@ -15,7 +15,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -207,9 +206,10 @@ def _serve_werkzeug(
             thread.start()
             ready()
             signals.serving()
-            while not signals.wait(0.5):
+            while not signals.received:
                 if not thread.is_alive():
                     raise RuntimeError("the web server stopped unexpectedly")
+                thread.join(_POLL)
         finally:
             if thread.is_alive():
                 server.shutdown()
@@ -261,13 +261,6 @@ class _Signals:
         self._on_signal = on_signal
         if self.received:
             raise _Interrupted
-
-    def wait(self, timeout: float) -> bool:
-        """Sleep until a signal arrived or `timeout` passed; tell whether one did."""
-        deadline = time.monotonic() + timeout
-        while not self.received and time.monotonic() < deadline:
-            time.sleep(_POLL)
-        return self.received
 
     def _handle(self, signum: int, frame: types.FrameType | None) -> None:
         if not self.received:
