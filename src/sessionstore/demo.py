@@ -66,6 +66,7 @@ _FRAMEWORKS: dict[str, tuple[str, str]] = {
 FRAMEWORKS = tuple(_FRAMEWORKS)
 DEFAULT_FRAMEWORK = "starlette"
 
+_POOL_ARGS: dict[str, Any] = {"min_size": 1, "max_size": 4, "kwargs": {"autocommit": True}}
 _DIST = re.compile(r"\{([\w-]+)\}")
 _CONNECT_TIMEOUT = 10
 _STOP_TIMEOUT = 10  # requests in flight get this long to finish
@@ -112,7 +113,11 @@ def _serve(
     """Serve the example app on `sock` until a signal stops it; call `ready` once it serves."""
     create_app = app_module.create_app
     if framework == "flask":
-        _serve_werkzeug(create_app, dsn, sock, table, schema, signals, ready)
+        with (
+            ConnectionPool(dsn, **_POOL_ARGS) as sync_pool,
+            Store(sync_pool, table=table, schema=schema, owners=True) as store,
+        ):
+            _serve_werkzeug(create_app(store), sock, signals, ready)
     elif framework == "aiohttp":
         _serve_aiohttp(create_app(dsn, table=table, schema=schema), sock, signals, ready)
     elif framework == "litestar":
@@ -122,9 +127,7 @@ def _serve(
         app = create_app(dsn, asgi=True, table=table, schema=schema, allowed_hosts=["*"])
         _uvicorn(app, sock, signals, ready)
     else:  # starlette, quart: their lifespan opens the pool (in the loop that serves it)
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            dsn, open=False, min_size=1, max_size=4, kwargs={"autocommit": True}
-        )
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(dsn, open=False, **_POOL_ARGS)
         _uvicorn(create_app(pool, table=table, schema=schema), sock, signals, ready)
 
 
@@ -182,39 +185,29 @@ def _serve_aiohttp(
 
 
 def _serve_werkzeug(
-    create_app: Callable[[Store], Any],
-    dsn: str,
-    sock: socket.socket,
-    table: str,
-    schema: str | None,
-    signals: _Signals,
-    ready: Callable[[], None],
+    app: Any, sock: socket.socket, signals: _Signals, ready: Callable[[], None]
 ) -> None:
-    """Serve the Flask app on werkzeug's threaded server, in a thread: it handles no signals."""
+    """Serve a WSGI app on werkzeug's threaded server, in a thread: it handles no signals."""
     from werkzeug.serving import make_server
 
-    with (
-        ConnectionPool(dsn, min_size=1, max_size=4, kwargs={"autocommit": True}) as pool,
-        Store(pool, table=table, schema=schema, owners=True) as store,
-    ):
-        host, port = sock.getsockname()[:2]
-        server = make_server(host, port, create_app(store), threaded=True, fd=sock.fileno())
-        thread = threading.Thread(
-            target=server.serve_forever, name="sessionstore-demo-werkzeug", daemon=True
-        )
-        try:
-            thread.start()
-            ready()
-            signals.serving()
-            while not signals.received:
-                if not thread.is_alive():
-                    raise RuntimeError("the web server stopped unexpectedly")
-                thread.join(_POLL)
-        finally:
-            if thread.is_alive():
-                server.shutdown()
-                thread.join(_STOP_TIMEOUT)
-            server.server_close()
+    host, port = sock.getsockname()[:2]
+    server = make_server(host, port, app, threaded=True, fd=sock.fileno())
+    thread = threading.Thread(
+        target=server.serve_forever, name="sessionstore-demo-werkzeug", daemon=True
+    )
+    try:
+        thread.start()
+        ready()
+        signals.serving()
+        while not signals.received:
+            if not thread.is_alive():
+                raise RuntimeError("the web server stopped unexpectedly")
+            thread.join(_POLL)
+    finally:
+        if thread.is_alive():
+            server.shutdown()
+            thread.join(_STOP_TIMEOUT)
+        server.server_close()
 
 
 # --------------------------------------------------------------------------- signals
