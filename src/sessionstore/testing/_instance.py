@@ -21,7 +21,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from ._account import _account_tmpdir, _run_as_kwargs, _unprivileged_account
-from ._binaries import _same_dir, _usable_bindir
+from ._binaries import _output, _same_dir, _usable_bindir
 
 logger = logging.getLogger("sessionstore.testing")
 
@@ -345,13 +345,7 @@ def _children(pid: int) -> set[int]:
     """The pids whose parent is ``pid`` (best effort: for systems without ``/proc``)."""
     if _PROC_CWD:
         return set()  # _survivors finds them by working directory, also once orphaned
-    try:
-        out = subprocess.run(
-            ["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True, timeout=30
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return set()
-    rows = (line.split() for line in out.splitlines())
+    rows = (line.split() for line in _output("ps", "-A", "-o", "pid=,ppid=").splitlines())
     return {int(row[0]) for row in rows if len(row) == 2 and row[1] == str(pid)}
 
 

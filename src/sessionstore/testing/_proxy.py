@@ -65,13 +65,10 @@ class _Link:
         if self.closed:
             return
         self.closed = True
+        close = _abort_with_rst if rst else asyncio.StreamWriter.close
         for writer in (self.client, self.upstream):
-            if writer is None:
-                continue
-            if rst:
-                _abort_with_rst(writer)
-            else:
-                writer.close()
+            if writer is not None:
+                close(writer)
         for task in self.tasks:
             task.cancel()
 

@@ -72,11 +72,10 @@ class Standby:
             row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
         assert row is not None
         target = row[0]
+        query = "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn"
         with psycopg.connect(self.server.dsn, autocommit=True, connect_timeout=5) as conn:
             _poll(
-                lambda: _fetch_bool(
-                    conn, "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)
-                ),
+                lambda: _fetch_bool(conn, query, (target,)),
                 timeout,
                 f"the standby did not replay the primary's WAL up to {target}",
             )
