@@ -60,13 +60,10 @@ class TaskCleanup(Schedule):
         task = self._task
         if task is None or task.done():
             return
-        try:
-            in_loop = asyncio.get_running_loop() is task.get_loop()
-        except RuntimeError:
-            in_loop = False
-        if in_loop:
-            task.cancel()
-            return  # waiting here would block the loop the task needs to end
+        with contextlib.suppress(RuntimeError):  # no running loop: from a plain thread
+            if asyncio.get_running_loop() is task.get_loop():
+                task.cancel()
+                return  # waiting here would block the loop the task needs to end
         if not self._cancel_threadsafe(task).wait(self.stop_timeout):
             self._warn_still_running(task)
 
