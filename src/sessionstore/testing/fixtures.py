@@ -1,8 +1,4 @@
-"""The fixtures of the sessionstore pytest plugin (docs/testing.md).
-
-One server per test session (per xdist worker); the sessions table is made once in a
-template database that each test gets a fresh clone of.
-"""
+"""The fixtures of the sessionstore pytest plugin (docs/testing.md#fixtures)."""
 
 from __future__ import annotations
 
@@ -26,8 +22,7 @@ from ..store_async import AsyncStore
 from ._proxy import TcpProxy
 from ._server import PostgresServer, ephemeral_postgres
 
-#: The environment variable naming an existing server for the tests (its user
-#: needs CREATEDB); without it each test session starts its own server.
+#: The environment variable naming an existing server for the tests (docs/testing.md#which-server).
 TEST_DSN_ENV = "SESSIONSTORE_TEST_DSN"
 
 #: The pools of the ready-made stores: small, since each test has its own database.
