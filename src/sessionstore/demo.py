@@ -15,7 +15,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,41 +30,35 @@ from .store import Store
 
 __all__ = ["DEFAULT_FRAMEWORK", "FRAMEWORKS", "run"]
 
-#: Each framework's title, the modules it needs (its extra is named after it), and
-#: what serves it ("{dist}" stands for that distribution's version).
-_FRAMEWORKS: dict[str, tuple[str, tuple[str, ...], str]] = {
+#: Each framework's title and what serves it: each "{dist}" stands for that distribution's
+#: version, and its module is needed (the framework's extra brings it).
+_FRAMEWORKS: dict[str, tuple[str, str]] = {
     "starlette": (
         "Starlette",
-        ("starlette", "starsessions", "uvicorn"),
         "uvicorn {uvicorn}, serving Starlette {starlette} with starsessions {starsessions} "
         "on AsyncStore",
     ),
     "flask": (
         "Flask",
-        ("flask", "werkzeug"),
         "werkzeug {werkzeug} (threaded), serving Flask {flask} with PostgresSessionInterface "
         "on Store",
     ),
     "litestar": (
         "Litestar",
-        ("litestar", "uvicorn"),
         "uvicorn {uvicorn}, serving Litestar {litestar} with PostgresStore and SessionConfig "
         "on AsyncStore",
     ),
     "aiohttp": (
         "aiohttp",
-        ("aiohttp", "aiohttp_session"),
         "aiohttp {aiohttp} (AppRunner), with aiohttp-session {aiohttp-session} and "
         "PostgresStorage on AsyncStore",
     ),
     "quart": (
         "Quart",
-        ("quart", "uvicorn"),
         "uvicorn {uvicorn}, serving Quart {quart} with PostgresSessionInterface on AsyncStore",
     ),
     "django": (
         "Django",
-        ("django", "uvicorn"),
         "uvicorn {uvicorn}, serving Django {django} (async views) with the sessionstore "
         "session engine",
     ),
@@ -73,6 +66,8 @@ _FRAMEWORKS: dict[str, tuple[str, tuple[str, ...], str]] = {
 FRAMEWORKS = tuple(_FRAMEWORKS)
 DEFAULT_FRAMEWORK = "starlette"
 
+_POOL_ARGS: dict[str, Any] = {"min_size": 1, "max_size": 4, "kwargs": {"autocommit": True}}
+_DIST = re.compile(r"\{([\w-]+)\}")
 _CONNECT_TIMEOUT = 10
 _STOP_TIMEOUT = 10  # requests in flight get this long to finish
 _POLL = 0.05
@@ -99,7 +94,7 @@ def _served_by(framework: str) -> str:
         except importlib.metadata.PackageNotFoundError:  # pragma: no cover
             return "(unknown version)"
 
-    return re.sub(r"\{([\w-]+)\}", version, _FRAMEWORKS[framework][2])
+    return _DIST.sub(version, _FRAMEWORKS[framework][1])
 
 
 # --------------------------------------------------------------------------- the servers
@@ -115,14 +110,14 @@ def _serve(
     signals: _Signals,
     ready: Callable[[], None],
 ) -> None:
-    """Serve the example app on `sock` until a signal stops it; call `ready` once it serves.
-
-    Raises:
-        RuntimeError: If the web server fails to start, or stops by itself.
-    """
+    """Serve the example app on `sock` until a signal stops it; call `ready` once it serves."""
     create_app = app_module.create_app
     if framework == "flask":
-        _serve_werkzeug(create_app, dsn, sock, table, schema, signals, ready)
+        with (
+            ConnectionPool(dsn, **_POOL_ARGS) as sync_pool,
+            Store(sync_pool, table=table, schema=schema, owners=True) as store,
+        ):
+            _serve_werkzeug(create_app(store), sock, signals, ready)
     elif framework == "aiohttp":
         _serve_aiohttp(create_app(dsn, table=table, schema=schema), sock, signals, ready)
     elif framework == "litestar":
@@ -132,19 +127,12 @@ def _serve(
         app = create_app(dsn, asgi=True, table=table, schema=schema, allowed_hosts=["*"])
         _uvicorn(app, sock, signals, ready)
     else:  # starlette, quart: their lifespan opens the pool (in the loop that serves it)
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            dsn, open=False, min_size=1, max_size=4, kwargs={"autocommit": True}
-        )
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(dsn, open=False, **_POOL_ARGS)
         _uvicorn(create_app(pool, table=table, schema=schema), sock, signals, ready)
 
 
 def _uvicorn(app: Any, sock: socket.socket, signals: _Signals, ready: Callable[[], None]) -> None:
-    """Serve an ASGI app with uvicorn in the main thread, where it owns the signals.
-
-    uvicorn's own handlers take SIGINT and SIGTERM while it serves: it stops accepting,
-    gives the requests in flight ``_STOP_TIMEOUT`` seconds, runs the lifespan exit (which
-    closes the pool), then raises the signal again, which lands in `signals`.
-    """
+    """Serve an ASGI app with uvicorn in the main thread, where its handlers own the signals."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -197,42 +185,29 @@ def _serve_aiohttp(
 
 
 def _serve_werkzeug(
-    create_app: Callable[[Store], Any],
-    dsn: str,
-    sock: socket.socket,
-    table: str,
-    schema: str | None,
-    signals: _Signals,
-    ready: Callable[[], None],
+    app: Any, sock: socket.socket, signals: _Signals, ready: Callable[[], None]
 ) -> None:
-    """Serve the Flask app on werkzeug's threaded server, in a thread.
-
-    werkzeug handles no signals: the main thread waits for one and shuts it down
-    (abandoning requests in flight), then closes the store and pool.
-    """
+    """Serve a WSGI app on werkzeug's threaded server, in a thread: it handles no signals."""
     from werkzeug.serving import make_server
 
-    with (
-        ConnectionPool(dsn, min_size=1, max_size=4, kwargs={"autocommit": True}) as pool,
-        Store(pool, table=table, schema=schema, owners=True) as store,
-    ):
-        host, port = sock.getsockname()[:2]
-        server = make_server(host, port, create_app(store), threaded=True, fd=sock.fileno())
-        thread = threading.Thread(
-            target=server.serve_forever, name="sessionstore-demo-werkzeug", daemon=True
-        )
-        try:
-            thread.start()
-            ready()
-            signals.serving()
-            while not signals.wait(0.5):
-                if not thread.is_alive():
-                    raise RuntimeError("the web server stopped unexpectedly")
-        finally:
-            if thread.is_alive():
-                server.shutdown()
-                thread.join(_STOP_TIMEOUT)
-            server.server_close()
+    host, port = sock.getsockname()[:2]
+    server = make_server(host, port, app, threaded=True, fd=sock.fileno())
+    thread = threading.Thread(
+        target=server.serve_forever, name="sessionstore-demo-werkzeug", daemon=True
+    )
+    try:
+        thread.start()
+        ready()
+        signals.serving()
+        while not signals.received:
+            if not thread.is_alive():
+                raise RuntimeError("the web server stopped unexpectedly")
+            thread.join(_POLL)
+    finally:
+        if thread.is_alive():
+            server.shutdown()
+            thread.join(_STOP_TIMEOUT)
+        server.server_close()
 
 
 # --------------------------------------------------------------------------- signals
@@ -260,7 +235,6 @@ class _Signals:
     def __enter__(self) -> _Signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._saved[sig] = signal.signal(sig, self._handle)
-        self._unraisable = sys.unraisablehook
         sys.unraisablehook = self._dropped
         return self
 
@@ -270,38 +244,22 @@ class _Signals:
         sys.unraisablehook = self._unraisable
 
     def _dropped(self, unraisable: Any) -> None:
-        """Keep quiet about an `_Interrupted` dropped in a weakref callback or ``__del__``.
-
-        `received` is set all the same, so `serving` raises it again.
-        """
+        """Hide an `_Interrupted` lost in a callback or ``__del__`` (`serving` raises it again)."""
         if not isinstance(unraisable.exc_value, _Interrupted):
             self._unraisable(unraisable)
 
     def serving(self, on_signal: Callable[[], None] | None = None) -> None:
-        """From now on a signal only asks the server to stop (calling `on_signal`, if any).
-
-        Raises:
-            _Interrupted: If a signal arrived already.
-        """
+        """From now on a signal only asks the server to stop; `_Interrupted` if one came already."""
         self._raising = False
         self._on_signal = on_signal
         if self.received:
             raise _Interrupted
 
-    def wait(self, timeout: float) -> bool:
-        """Sleep until a signal arrived or `timeout` passed; tell whether one did."""
-        deadline = time.monotonic() + timeout
-        while not self.received and time.monotonic() < deadline:
-            time.sleep(_POLL)
-        return self.received
-
     def _handle(self, signum: int, frame: types.FrameType | None) -> None:
-        first = not self.received
-        self.received = True
-        if first:
-            self.name = signal.Signals(signum).name
-        if self._raising and first:
-            raise _Interrupted
+        if not self.received:
+            self.received, self.name = True, signal.Signals(signum).name
+            if self._raising:
+                raise _Interrupted
         if self._on_signal is not None:
             self._on_signal()
 
@@ -321,14 +279,8 @@ def run(
 ) -> int:
     """Serve the demo until SIGINT or SIGTERM, then clean everything up; in the main thread.
 
-    Args:
-        dsn: The server to keep sessions in; None to start a throw-away PostgreSQL.
-        host: The address to listen on.
-        port: The port to listen on.
-        framework: One of `FRAMEWORKS`.
-        table: The sessions table (created if missing).
-        schema: The table's schema, or None for the search_path.
-        out: Where to print what is served and where.
+    The arguments are the command's options (docs/demo.md#options); ``dsn=None`` starts a
+    throw-away PostgreSQL, and ``out`` is where to print what is served and where.
 
     Returns:
         0 once stopped by a signal.
@@ -383,7 +335,8 @@ def run(
 
 
 def _check_installed(framework: str) -> None:
-    for module in _FRAMEWORKS[framework][1]:
+    served = _FRAMEWORKS[framework][1]
+    for module in sorted(dist.replace("-", "_") for dist in _DIST.findall(served)):
         try:
             __import__(module)
         except ImportError as exc:

@@ -66,18 +66,7 @@ class AsyncPurger(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class CleanupStats:
-    """What a cleanup strategy has done so far.
-
-    Attributes:
-        runs: Purges attempted (successful, skipped or failed).
-        rows_deleted: Expired sessions deleted, over all runs.
-        skipped: Runs that found another store purging the table, and left it to it.
-        errors: Purges that failed.
-        last_run: When the last purge started (UTC), or None.
-        last_duration: How long the last purge took, in seconds, or None.
-        last_error: The exception of the last failed purge, or None if the last
-            purge succeeded.
-    """
+    """What a cleanup strategy has done so far; the fields: docs/cleanup.md#statistics."""
 
     runs: int = 0
     rows_deleted: int = 0
@@ -98,12 +87,7 @@ def to_seconds(value: float | dt.timedelta, what: str) -> float:
 
 
 class Schedule:
-    """The options (see `ThreadCleanup`) and the record shared by both strategies.
-
-    Raises:
-        TypeError: If an option has the wrong type.
-        ValueError: If the interval is not positive or the jitter outside 0..1.
-    """
+    """The options (docs/cleanup.md#options, with their errors) and the record of a strategy."""
 
     def __init__(
         self,

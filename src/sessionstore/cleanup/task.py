@@ -13,17 +13,8 @@ from ._schedule import AsyncPurger, Schedule, logger
 class TaskCleanup(Schedule):
     """Purge an `AsyncStore`'s expired sessions every `interval`, from an asyncio task.
 
-    The task starts on the running loop when the store is opened (``async with store``
-    or ``await store.open()``) and holds its store weakly: a store dropped without
-    closing lets it end, with a warning in the log. A failed purge is logged, passed to
-    `on_error` and tried again at the next interval.
-
-    Args:
-        interval: Time between purges, in seconds or as a timedelta (default 5 min).
-        jitter: Spread each wait at random by up to this fraction of the interval.
-        run_on_start: Purge as soon as the store is opened.
-        on_error: Called with each purge's exception, from the task.
-        stop_timeout: How long `astop` waits for the task to end, in seconds.
+    When the store starts it, its options, its failures and a store dropped without
+    closing: docs/cleanup.md.
 
     Raises:
         ValueError: If `interval` is not positive (use `NoCleanup` instead).
@@ -48,11 +39,7 @@ class TaskCleanup(Schedule):
         weakref.finalize(store, _store_dropped, loop, task, name)
 
     async def astop(self) -> None:
-        """Cancel the task, and any purge in flight with its statement on the server.
-
-        Waits up to `stop_timeout` seconds for it to end. Idempotent, and safe from many
-        tasks at once and from a task on another thread's event loop.
-        """
+        """Cancel the task and any purge in flight; wait up to `stop_timeout` seconds."""
         task = self._task
         if task is None or task.done():
             return
@@ -73,13 +60,10 @@ class TaskCleanup(Schedule):
         task = self._task
         if task is None or task.done():
             return
-        try:
-            in_loop = asyncio.get_running_loop() is task.get_loop()
-        except RuntimeError:
-            in_loop = False
-        if in_loop:
-            task.cancel()
-            return  # waiting here would block the loop the task needs to end
+        with contextlib.suppress(RuntimeError):  # no running loop: from a plain thread
+            if asyncio.get_running_loop() is task.get_loop():
+                task.cancel()
+                return  # waiting here would block the loop the task needs to end
         if not self._cancel_threadsafe(task).wait(self.stop_timeout):
             self._warn_still_running(task)
 

@@ -17,16 +17,8 @@ if TYPE_CHECKING:
 class ThreadCleanup(Schedule):
     """Purge a `Store`'s expired sessions every `interval`, from a daemon thread.
 
-    The store starts the thread (when: docs/cleanup.md). It holds its store weakly:
-    a store dropped without `Store.close` lets it end, with a warning in the log. A
-    failed purge is logged, passed to `on_error` and tried again at the next interval.
-
-    Args:
-        interval: Time between purges, in seconds or as a timedelta (default 5 min).
-        jitter: Spread each wait at random by up to this fraction of the interval.
-        run_on_start: Purge as soon as the thread starts.
-        on_error: Called with each purge's exception, from the cleanup thread.
-        stop_timeout: How long `stop` waits for the thread, in seconds.
+    When the store starts it, its options, its failures and a store dropped without
+    `Store.close`: docs/cleanup.md.
 
     Raises:
         ValueError: If `interval` is not positive (use `NoCleanup` instead).
@@ -61,11 +53,7 @@ class ThreadCleanup(Schedule):
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread and wait for it, up to `stop_timeout` seconds.
-
-        A purge in progress is cancelled, its statement on the server too. Idempotent
-        and safe from any thread; a thread still alive at the bound is logged and left.
-        """
+        """Stop the thread, cancelling a purge in progress, and wait up to `stop_timeout` s."""
         thread = self._thread
         if self._stopping is not None:
             self._stopping.cancel()
@@ -117,10 +105,7 @@ class ThreadCleanup(Schedule):
 class LazyStart:
     """Starts a `Store`'s cleanup: at once if its pool is open, else at its first operation.
 
-    On a closed pool (``open=False``, as under ``gunicorn --preload``) a thread started
-    with the store would run in the process that forks (Python 3.12+ warns of forking
-    with threads) and be missing from the children; each forked child whose store works
-    starts its own. The store's hot path reads only `due`.
+    Why: docs/cleanup.md#threadcleanup. The store's hot path reads only `due`.
     """
 
     def __init__(self, strategy: CleanupStrategy, store: SyncPurger) -> None:

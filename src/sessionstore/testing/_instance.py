@@ -1,9 +1,4 @@
-"""`_Instance`: one throw-away server's directory and process, from ``initdb`` to deletion.
-
-It starts ``postgres`` on a free port (another, if that one was taken meanwhile), stops
-it (fast or immediate shutdown, ``SIGKILL`` last), and stops and starts it again on
-the same port and data for `PostgresServer.restart`. Deleted also from an `atexit` hook.
-"""
+"""`_Instance`: one throw-away server's directory and process, from ``initdb`` to deletion."""
 
 from __future__ import annotations
 
@@ -26,7 +21,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from ._account import _account_tmpdir, _run_as_kwargs, _unprivileged_account
-from ._binaries import _same_dir, _usable_bindir
+from ._binaries import _output, _same_dir, _usable_bindir
 
 logger = logging.getLogger("sessionstore.testing")
 
@@ -163,9 +158,7 @@ class _Instance:
     # ---------------------------------------------------------------- steps
 
     def _subprocess_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"env": self._env, "cwd": self._tmpdir}
-        kwargs.update(_run_as_kwargs(self._account))
-        return kwargs
+        return {"env": self._env, "cwd": self._tmpdir, **_run_as_kwargs(self._account)}
 
     def _initdb(self, bindir: Path, datadir: Path) -> None:
         cmd = [str(bindir / "initdb"), "-D", str(datadir), "-U", _SUPERUSER, "--auth=trust"]
@@ -341,30 +334,18 @@ def _pidfile_ready(datadir: Path, elapsed: float) -> bool:
 def _rmtree(path: Path) -> None:
     # After a SIGKILL, backends may still be exiting and writing: retry a few times.
     for _ in range(10):
-        try:
-            shutil.rmtree(path)
-        except OSError:
-            if not path.exists():
-                return
-            time.sleep(0.2)
-        else:
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
             return
-    shutil.rmtree(path, ignore_errors=True)
-    if path.exists():
-        logger.warning("Could not delete %s", path)
+        time.sleep(0.2)
+    logger.warning("Could not delete %s", path)
 
 
 def _children(pid: int) -> set[int]:
     """The pids whose parent is ``pid`` (best effort: for systems without ``/proc``)."""
     if _PROC_CWD:
         return set()  # _survivors finds them by working directory, also once orphaned
-    try:
-        out = subprocess.run(
-            ["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True, timeout=30
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return set()
-    rows = (line.split() for line in out.splitlines())
+    rows = (line.split() for line in _output("ps", "-A", "-o", "pid=,ppid=").splitlines())
     return {int(row[0]) for row in rows if len(row) == 2 and row[1] == str(pid)}
 
 

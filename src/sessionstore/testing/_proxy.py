@@ -36,12 +36,7 @@ _LINGER_RST = struct.pack("ii", 1, 0)
 
 @dataclass(frozen=True, slots=True)
 class ProxyMode:
-    """What the proxy does to the bytes it carries.
-
-    Attributes:
-        name: ``"pass"``, ``"delay"``, ``"blackhole"`` or ``"reset"``.
-        seconds: The added latency per direction (``delay`` only; else 0).
-    """
+    """What the proxy does to the bytes it carries: its mode, and ``delay``'s added latency."""
 
     name: ModeName
     seconds: float = 0.0
@@ -49,13 +44,7 @@ class ProxyMode:
 
 @dataclass(frozen=True, slots=True)
 class ProxyStats:
-    """Counters of a proxy, since it started.
-
-    Attributes:
-        accepted: Connections accepted from clients.
-        open: Connections open now.
-        reset: Connections closed with a RST by the proxy.
-    """
+    """Connections the proxy accepted, has open now, and closed with a RST, since it started."""
 
     accepted: int
     open: int
@@ -76,13 +65,10 @@ class _Link:
         if self.closed:
             return
         self.closed = True
+        close = _abort_with_rst if rst else asyncio.StreamWriter.close
         for writer in (self.client, self.upstream):
-            if writer is None:
-                continue
-            if rst:
-                _abort_with_rst(writer)
-            else:
-                writer.close()
+            if writer is not None:
+                close(writer)
         for task in self.tasks:
             task.cancel()
 
@@ -96,17 +82,9 @@ def _abort_with_rst(writer: asyncio.StreamWriter) -> None:
 
 
 class TcpProxy:
-    """A TCP forwarder on 127.0.0.1 whose network conditions can be switched at run time.
+    """A TCP forwarder to ``target_host:target_port``, its network switchable at run time.
 
-    Args:
-        target_host: Where to forward connections to.
-        target_port: The target's port.
-        listen_host: The address to listen on.
-        listen_port: The port to listen on; 0 picks a free one.
-
-    Attributes:
-        target_host: Where connections are forwarded to.
-        target_port: The target's port.
+    ``listen_port=0`` picks a free port.
     """
 
     def __init__(
@@ -144,18 +122,15 @@ class TcpProxy:
         failure: list[BaseException] = []
 
         def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
+            self._loop = loop = asyncio.new_event_loop()
             try:
                 loop.run_until_complete(self._open())
             except BaseException as exc:  # reported to start() below
                 failure.append(exc)
-                ready.set()
-                loop.close()
-                return
             ready.set()
             try:
-                loop.run_forever()
+                if not failure:
+                    loop.run_forever()
             finally:
                 loop.run_until_complete(loop.shutdown_asyncgens())
                 loop.close()
@@ -227,28 +202,25 @@ class TcpProxy:
 
     def passthrough(self) -> None:
         """Forward everything as it comes (and deliver what a blackhole held)."""
-        self._set_mode(ProxyMode("pass"))
+        self._call(self._apply_mode(ProxyMode("pass")))
 
     def delay(self, seconds: float) -> None:
-        """Forward every chunk `seconds` late, in each direction.
-
-        Args:
-            seconds: The added one-way latency.
+        """Forward every chunk `seconds` late, in each direction (the added one-way latency).
 
         Raises:
             ValueError: If `seconds` is negative or not finite.
         """
         if not (math.isfinite(seconds) and seconds >= 0):
             raise ValueError(f"delay must be a finite number of seconds >= 0, got {seconds}")
-        self._set_mode(ProxyMode("delay", float(seconds)))
+        self._call(self._apply_mode(ProxyMode("delay", float(seconds))))
 
     def blackhole(self) -> None:
         """Keep every connection, accept new ones, and forward nothing until further notice."""
-        self._set_mode(ProxyMode("blackhole"))
+        self._call(self._apply_mode(ProxyMode("blackhole")))
 
     def reset(self) -> None:
         """Reset every open connection, and every new one as soon as it is accepted."""
-        self._set_mode(ProxyMode("reset"))
+        self._call(self._apply_mode(ProxyMode("reset")))
 
     def reset_connections(self) -> int:
         """Reset the connections open now, once, and return how many; the mode stays."""
@@ -268,9 +240,6 @@ class TcpProxy:
             coro.close()
             raise RuntimeError(_NOT_STARTED)
         return asyncio.run_coroutine_threadsafe(coro, loop).result(_CALL_TIMEOUT)
-
-    def _set_mode(self, mode: ProxyMode) -> None:
-        self._call(self._apply_mode(mode))
 
     async def _apply_mode(self, mode: ProxyMode) -> None:
         assert self._flowing is not None
@@ -374,12 +343,10 @@ class TcpProxy:
         async def write_side() -> None:
             while True:
                 due, data = await queue.get()
-                while True:
-                    await flowing.wait()
-                    wait = due - loop.time()
-                    if wait <= 0:
-                        break
+                await flowing.wait()
+                while (wait := due - loop.time()) > 0:
                     await asyncio.sleep(wait)
+                    await flowing.wait()
                 if not data:
                     if writer.can_write_eof():
                         writer.write_eof()
@@ -389,10 +356,7 @@ class TcpProxy:
 
         tasks = {asyncio.create_task(read_side()), asyncio.create_task(write_side())}
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()  # raise what failed: the caller resets the link
-            await asyncio.gather(*tasks)
+            await asyncio.gather(*tasks)  # raises what fails first: the caller resets the link
         finally:
             for task in tasks:
                 task.cancel()

@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -37,11 +36,8 @@ class PostgresServer:
     """Where to reach a PostgreSQL server, and where it came from.
 
     Attributes:
-        host: Host name or address to connect to.
-        port: TCP port.
-        user: User name to connect as (a superuser for servers started here).
-        password: Password, or None (servers started here use trust authentication).
-        dbname: Database to connect to.
+        user: A superuser for servers started here.
+        password: None for servers started here (trust authentication).
         source: Where it came from, e.g. ``"PostgreSQL 15 binaries in /usr/lib/postgresql/15/bin"``
             or ``"SESSIONSTORE_DSN from the environment"``.
         raw_dsn: The DSN as given, for a server named by an environment variable; else None.
@@ -64,15 +60,13 @@ class PostgresServer:
         """A DSN for `psycopg.connect`: the one given, or a libpq conninfo string."""
         if self.raw_dsn is not None:
             return self.raw_dsn
-        params: dict[str, Any] = {
-            "host": self.host,
-            "port": self.port,
-            "user": self.user,
-            "dbname": self.dbname,
-        }
-        if self.password is not None:
-            params["password"] = self.password
-        return make_conninfo(**params)
+        return make_conninfo(  # a None password is left out
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            dbname=self.dbname,
+            password=self.password,
+        )
 
     @property
     def instance(self) -> _Instance | None:
@@ -108,12 +102,7 @@ class PostgresServer:
 
     @contextlib.contextmanager
     def stopped(self, *, immediate: bool = False, crash: bool = False) -> Iterator[None]:
-        """Stop the server for a ``with`` block, then start it again (as `restart`), also on errors.
-
-        Raises:
-            RuntimeError: If the server was not started here (see `restartable`),
-                is no longer running, or did not come back.
-        """
+        """Stop the server for a ``with`` block and start it again, even on errors; as `restart`."""
         self._require_instance().pause(immediate=immediate, crash=crash)
         try:
             yield
@@ -123,8 +112,7 @@ class PostgresServer:
     def crash(self) -> None:
         """Kill the postmaster with ``SIGKILL`` and leave the server down (for failover tests).
 
-        Nothing of PostgreSQL gets to react; this returns once its orphaned backends are
-        gone too. `restart` with ``crash=True`` kills it and starts it again.
+        This returns once its orphaned backends are gone too.
 
         Raises:
             RuntimeError: If the server was not started here (see `restartable`) or
@@ -171,10 +159,8 @@ def ephemeral_postgres(
 ) -> Iterator[PostgresServer]:
     """Yield a PostgreSQL server: the one named by ``$env_var``, or a fresh throw-away one.
 
-    The throw-away one is made by ``initdb`` in a temporary directory and listens on a
-    random free port of 127.0.0.1 (superuser ``postgres``, database ``postgres``, trust
-    authentication). Leaving the block, or the interpreter's exit, stops it and deletes
-    the directory.
+    The throw-away one (docs/testing.md#which-server) is stopped and deleted on leaving the
+    block, or at the interpreter's exit.
 
     Args:
         env_var: Environment variable that may hold the DSN of a running server to use
@@ -197,19 +183,17 @@ def ephemeral_postgres(
         RuntimeError: initdb failed, or the server did not start (with the end of its log).
         ValueError: ``settings`` names a managed setting.
     """
-    if env_var:
-        dsn = os.environ.get(env_var, "")
-        if dsn:
-            server = _server_from_dsn(dsn, f"{env_var} from the environment")
-            logger.info(
-                "Using the PostgreSQL server named by $%s (host=%s port=%s dbname=%s)",
-                env_var,
-                server.host,
-                server.port,
-                server.dbname,
-            )
-            yield server
-            return
+    if env_var and (dsn := os.environ.get(env_var)):
+        server = _server_from_dsn(dsn, f"{env_var} from the environment")
+        logger.info(
+            "Using the PostgreSQL server named by $%s (host=%s port=%s dbname=%s)",
+            env_var,
+            server.host,
+            server.port,
+            server.dbname,
+        )
+        yield server
+        return
 
     all_settings = _server_settings(durable=durable, settings=settings)
     if bindir is None:

@@ -72,11 +72,10 @@ class Standby:
             row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
         assert row is not None
         target = row[0]
+        query = "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn"
         with psycopg.connect(self.server.dsn, autocommit=True, connect_timeout=5) as conn:
             _poll(
-                lambda: _fetch_bool(
-                    conn, "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)
-                ),
+                lambda: _fetch_bool(conn, query, (target,)),
                 timeout,
                 f"the standby did not replay the primary's WAL up to {target}",
             )
@@ -131,10 +130,9 @@ def multi_host_dsn(
         "user": first.user,
         "dbname": first.dbname,
         "target_session_attrs": target_session_attrs,
+        "password": first.password,  # left out if None
+        **params,
     }
-    if first.password is not None:
-        conn_params["password"] = first.password
-    conn_params.update(params)
     return make_conninfo(**conn_params)
 
 
@@ -149,10 +147,7 @@ def streaming_standby(
 ) -> Iterator[Standby]:
     """Start a hot standby streaming from ``primary``; stop and delete it on leaving the block.
 
-    A ``pg_basebackup`` of the primary over a replication slot, made and run with the
-    primary's own binaries and settings (plus ``settings``). The block is entered once the
-    primary reports it ``streaming`` (and ``sync``); leaving it resets the primary's
-    ``synchronous_standby_names`` and drops the slot, if the primary still runs.
+    How it is made and undone: docs/reliability.md#the-test-tools.
 
     Args:
         primary: A running server started by `ephemeral_postgres`.

@@ -1,8 +1,4 @@
-"""The fixtures of the sessionstore pytest plugin (docs/testing.md).
-
-One server per test session (per xdist worker); the sessions table is made once in a
-template database that each test gets a fresh clone of.
-"""
+"""The fixtures of the sessionstore pytest plugin (docs/testing.md#fixtures)."""
 
 from __future__ import annotations
 
@@ -26,12 +22,11 @@ from ..store_async import AsyncStore
 from ._proxy import TcpProxy
 from ._server import PostgresServer, ephemeral_postgres
 
-#: The environment variable naming an existing server for the tests (its user
-#: needs CREATEDB); without it each test session starts its own server.
+#: The environment variable naming an existing server for the tests (docs/testing.md#which-server).
 TEST_DSN_ENV = "SESSIONSTORE_TEST_DSN"
 
-#: Pool sizes of the ready-made stores: small, since each test has its own database.
-_POOL_MAX = 4
+#: The pools of the ready-made stores: small, since each test has its own database.
+_POOL_ARGS: dict[str, Any] = {"min_size": 1, "max_size": 4, "kwargs": {"autocommit": True}}
 
 
 def create_sessions_table(
@@ -95,9 +90,7 @@ def sessionstore_dsn(sessionstore_postgresql: psycopg.Connection[Any]) -> str:
 def session_store(sessionstore_dsn: str) -> Iterator[Store]:
     """A `Store` on this test's database, cleanup off; its pool is closed afterwards."""
     with (
-        ConnectionPool(
-            sessionstore_dsn, min_size=1, max_size=_POOL_MAX, kwargs={"autocommit": True}
-        ) as pool,
+        ConnectionPool(sessionstore_dsn, **_POOL_ARGS) as pool,
         Store(pool, cleanup=NoCleanup()) as store,
     ):
         yield store
@@ -107,9 +100,7 @@ def session_store(sessionstore_dsn: str) -> Iterator[Store]:
 async def async_session_store(sessionstore_dsn: str) -> AsyncIterator[AsyncStore]:
     """An `AsyncStore` on this test's database, cleanup off; its pool is closed afterwards."""
     async with (
-        AsyncConnectionPool(
-            sessionstore_dsn, min_size=1, max_size=_POOL_MAX, kwargs={"autocommit": True}
-        ) as pool,
+        AsyncConnectionPool(sessionstore_dsn, **_POOL_ARGS) as pool,
         AsyncStore(pool, cleanup=NoCleanup()) as store,
     ):
         yield store

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import types
-from collections.abc import Callable
 
 import pytest
 
@@ -27,10 +26,6 @@ FIXTURE_NAMES = (
 )
 
 
-def _missing() -> list[str]:
-    return [name for name in _NEEDED if importlib.util.find_spec(name) is None]
-
-
 def _unavailable(missing: list[str]) -> types.ModuleType:
     """A plugin of stand-in fixtures that say what to install.
 
@@ -40,20 +35,17 @@ def _unavailable(missing: list[str]) -> types.ModuleType:
     message = f"{EXTRA_HINT} (missing: {', '.join(missing)})"
     plugin = types.ModuleType("sessionstore.testing._unavailable")
     for name in FIXTURE_NAMES:
-        setattr(plugin, name, pytest.fixture(name=name)(_failing(message)))
+        # A function of its own each: older pytest refuses to make one a fixture twice.
+        def unavailable() -> None:
+            pytest.fail(message, pytrace=False)
+
+        setattr(plugin, name, pytest.fixture(name=name)(unavailable))
     return plugin
-
-
-def _failing(message: str) -> Callable[[], None]:
-    def unavailable() -> None:
-        pytest.fail(message, pytrace=False)
-
-    return unavailable
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the real fixtures, or the stand-ins that say what is missing."""
-    missing = _missing()
+    missing = [name for name in _NEEDED if importlib.util.find_spec(name) is None]
     if missing:
         config.pluginmanager.register(_unavailable(missing), "sessionstore.fixtures")
     else:
