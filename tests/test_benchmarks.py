@@ -634,6 +634,10 @@ def test_web_benchmark_options(bench: Any) -> None:
     assert (settings.rounds, settings.duration) == (3, 2.0)
     assert settings.workloads == ("write", "read", "mostly")
     assert settings.stores is None
+    assert (settings.min_pool, settings.pool) == (1, 16)  # the integrations' pools start small
+    assert settings_from(parser.parse_args(["--min-pool", "16"])).min_pool == 16
+    with pytest.raises(ValueError, match="--min-pool must be from 0 to --pool"):
+        settings_from(parser.parse_args(["--min-pool", "17"]))
     chosen = settings_from(parser.parse_args(["--workloads", "read", "--stores", "redis,cookie"]))
     assert (chosen.workloads, chosen.stores) == (("read",), ("redis", "cookie"))
     with pytest.raises(ValueError, match="unknown framework: bottle"):

@@ -20,6 +20,7 @@ class AppConfig:
     dsn: str
     table: str = "web_sessions"
     pool: int = 16
+    min_pool: int = 1
     threads: int = 16
     redis_url: str | None = None
     workdir: str = "."
@@ -57,9 +58,12 @@ def async_store(config: AppConfig) -> tuple[Any, Any]:
     from sessionstore import AsyncStore
     from sessionstore.cleanup import NoCleanup
 
-    size = config.pool
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        config.dsn, open=False, min_size=size, max_size=size, kwargs={"autocommit": True}
+        config.dsn,
+        min_size=config.min_pool,
+        max_size=config.pool,
+        open=False,
+        kwargs={"autocommit": True},
     )
     return AsyncStore(pool, table=config.table, cleanup=NoCleanup()), pool
 
@@ -99,9 +103,12 @@ def litestar(store: str, config: AppConfig) -> Any:
         from sessionstore.cleanup import NoCleanup
         from sessionstore.integrations.litestar import PostgresStore, SessionConfig
 
-        size = config.pool
         root = PostgresStore.from_dsn(
-            config.dsn, min_size=size, max_size=size, table=config.table, cleanup=NoCleanup()
+            config.dsn,
+            min_size=config.min_pool,
+            max_size=config.pool,
+            table=config.table,
+            cleanup=NoCleanup(),
         )
         stores["sessions"] = root.with_namespace("sessions")
         middleware = SessionConfig(secure=False, renew_after=renew_after(store)).middleware
@@ -161,7 +168,7 @@ def aiohttp(store: str, config: AppConfig) -> Any:
         from sessionstore.cleanup import NoCleanup
         from sessionstore.integrations.aiohttp import setup as postgres_setup
 
-        size = {"min_size": config.pool, "max_size": config.pool}
+        size = {"min_size": config.min_pool, "max_size": config.pool}
         options = {"table": config.table, "cleanup": NoCleanup()}
         postgres_setup(
             app, config.dsn, **size, store_options=options, renew_after=renew_after(store)
@@ -280,9 +287,12 @@ def flask(store: str, config: AppConfig) -> tuple[Any, Callable[[], None]]:
         from sessionstore.cleanup import NoCleanup
         from sessionstore.integrations.flask import PostgresSessionInterface
 
-        size = config.pool
         pool: ConnectionPool[Any] = ConnectionPool(
-            config.dsn, min_size=size, max_size=size, kwargs={"autocommit": True}, open=True
+            config.dsn,
+            min_size=config.min_pool,
+            max_size=config.pool,
+            kwargs={"autocommit": True},
+            open=True,
         )
         pool.wait()
         sync_store = Store(pool, table=config.table, cleanup=NoCleanup())

@@ -62,6 +62,7 @@ class WebSettings:
     rows: int = 100_000
     payload: int = 200
     pool: int = 16
+    min_pool: int = 1
     threads: int = 16
     max_steal: float = 0.10
     max_others: float = 0.25
@@ -74,7 +75,8 @@ OPTIONS = f"""
 --workloads str comma-separated, of {", ".join(WORKLOADS)} (default all)
 --stores str comma-separated, of {", ".join(STORES)} (default all)
 --clients ints concurrent clients, comma-separated
---pool int connections per sessionstore app
+--pool int connections per sessionstore app at most
+--min-pool int connections a sessionstore pool opens at start (default 1, as the integrations)
 --threads int threads of the WSGI worker
 --max-others float leave out rounds where other processes used more than this share of the CPU
 --output path JSON output (default {DEFAULT_OUTPUT})
@@ -96,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from(args: argparse.Namespace) -> WebSettings:
     """The settings: defaults, then the options given."""
-    names = "clients rounds duration warmup rows pool threads max_steal max_others".split()
+    names = "clients rounds duration warmup rows pool min_pool threads max_steal max_others".split()
     values: dict[str, Any] = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     for name, allowed in (("frameworks", FRAMEWORKS), ("workloads", WORKLOADS), ("stores", STORES)):
         if getattr(args, name):
@@ -105,6 +107,8 @@ def settings_from(args: argparse.Namespace) -> WebSettings:
     common.check_common(s)
     if s.pool < 1 or s.threads < 1 or not 0 <= s.max_others <= 1:
         raise ValueError("--pool and --threads must be at least 1, --max-others from 0 to 1")
+    if not 0 <= s.min_pool <= s.pool:
+        raise ValueError("--min-pool must be from 0 to --pool")
     return s
 
 
@@ -227,7 +231,7 @@ class WebBench:
         def one(step: tuple[Any, ...], attempt: int) -> bool:
             framework, workload, n, rnd, contender = step
             redis_url = self.redis.url if self.redis is not None and contender.redis else None
-            config = AppConfig(self.dsn, TABLE, s.pool, s.threads, redis_url)
+            config = AppConfig(self.dsn, TABLE, s.pool, s.min_pool, s.threads, redis_url)
             with serving(contender, config) as server:  # started afresh for each measurement
                 probe = Probe(self.db_pid, {"web": server.pid}, wal=self._admin)
                 steps = steps_for(workload, contender.sessions)

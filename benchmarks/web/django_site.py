@@ -71,7 +71,7 @@ def configure(store: str, config: AppConfig) -> None:
         SESSIONSTORE={
             "dsn": config.dsn,
             "table": config.table,
-            "min_size": config.pool,
+            "min_size": config.min_pool,
             "max_size": config.pool,
             "renew_after": renew_after(store),
         },
