@@ -124,8 +124,12 @@ class Schedule:
         """A snapshot of what this strategy has done."""
         return self._stats
 
-    def _attach(self, store: SyncPurger | AsyncPurger) -> None:
-        """Claim this strategy for `store`; a claim for another store is a mistake."""
+    def attach(self, store: SyncPurger | AsyncPurger) -> None:
+        """Claim this strategy for `store` (the store does, when it is made).
+
+        Raises:
+            RuntimeError: If this strategy already serves another store.
+        """
         with self._attach_lock:
             if self._store is not None and self._store() is not store:
                 raise RuntimeError(

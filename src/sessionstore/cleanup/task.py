@@ -30,7 +30,7 @@ class TaskCleanup(Schedule):
                 serves a store.
         """
         loop = asyncio.get_running_loop()
-        self._attach(store)
+        self.attach(store)
         name = store.name
         task = loop.create_task(
             self._run(weakref.ref(store), name), name=f"sessionstore-cleanup {name}"

@@ -27,8 +27,9 @@ class ThreadCleanup(Schedule):
     _thread: threading.Thread | None = None
     _stopping: Cancellation | None = None
 
-    def _attach(self, store: SyncPurger | AsyncPurger) -> None:
-        super()._attach(store)
+    def attach(self, store: SyncPurger | AsyncPurger) -> None:
+        """Claim this strategy for `store`, and stop its thread when `store` is dropped."""
+        super().attach(store)
         if self._stopping is None:  # made with the store, so atexit runs it after close()
             self._stopping = Cancellation()
             weakref.finalize(store, self._store_dropped, store.name)
@@ -39,7 +40,7 @@ class ThreadCleanup(Schedule):
         Raises:
             RuntimeError: If this strategy already serves another store.
         """
-        self._attach(store)
+        self.attach(store)
         if self._thread is not None:  # a forked child's: the parent's may be held
             self._stopping, self._stats_lock = Cancellation(), threading.Lock()
         assert self._stopping is not None
@@ -110,7 +111,7 @@ class LazyStart:
 
     def __init__(self, strategy: CleanupStrategy, store: SyncPurger) -> None:
         if isinstance(strategy, Schedule):
-            strategy._attach(store)  # a strategy given to a second store fails here
+            strategy.attach(store)  # a strategy given to a second store fails here
         self.due = True
         self._strategy = strategy
         self._store = weakref.ref(store)
