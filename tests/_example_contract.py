@@ -22,8 +22,7 @@ from _http import Client, issued_token, listed
 from _support import new_token, table_rows, wait_until
 
 from sessionstore import Store
-from sessionstore.integrations._common import session_id
-from sessionstore.manager import CREATED_KEY, DEVICE_KEY
+from sessionstore.manager import CREATED_KEY, DEVICE_KEY, session_id
 
 MESSAGE = "Hello from a session!"
 USER = "alice"  # whom the examples' /login logs in

@@ -21,7 +21,7 @@ from psycopg import sql
 from sessionstore import AsyncStore
 from sessionstore._core import FRESH_TOKEN_ATTEMPTS, Result, SessionCore, hash_token
 from sessionstore.cli import main
-from sessionstore.integrations._common import is_token
+from sessionstore.manager import is_token
 
 GRACE = dt.timedelta(seconds=60)
 

@@ -30,7 +30,7 @@ import pytest
 from _support import table_rows
 
 from sessionstore.demo import FRAMEWORKS
-from sessionstore.integrations._common import session_id
+from sessionstore.manager import session_id
 
 MESSAGE = "Hello from a session!"
 START_TIMEOUT = 120.0  # initdb included; CI machines are slow and shared

@@ -40,7 +40,6 @@ from aiohttp_session import get_session, new_session
 from sessionstore import AsyncStore
 from sessionstore._core import hash_token
 from sessionstore.examples.aiohttp_app import STORAGE, create_app
-from sessionstore.integrations._common import session_id
 from sessionstore.integrations.aiohttp import (
     PostgresStorage,
     login_session,
@@ -51,6 +50,7 @@ from sessionstore.integrations.aiohttp import (
     signed_in_within,
     user_sessions,
 )
+from sessionstore.manager import session_id
 from sessionstore.testing import TcpProxy
 
 MESSAGE = "Hello from a session!"

@@ -47,9 +47,8 @@ from sessionstore import DatabaseError, OwnersNotEnabledError
 from sessionstore._core import hash_token
 from sessionstore._from_dsn import create_table
 from sessionstore.integrations import django as engine
-from sessionstore.integrations._common import session_id
 from sessionstore.integrations.django import SessionStore
-from sessionstore.manager import CREATED_KEY, DEVICE_KEY, SIGNED_IN_KEY
+from sessionstore.manager import CREATED_KEY, DEVICE_KEY, SIGNED_IN_KEY, session_id
 
 MESSAGE = "Hello from a session!"
 USER = "alice"  # whom the example's /login logs in

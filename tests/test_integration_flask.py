@@ -36,7 +36,6 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from sessionstore import OwnersNotEnabledError, Store
 from sessionstore._core import hash_token
 from sessionstore.cleanup import NoCleanup
-from sessionstore.integrations._common import session_id
 from sessionstore.integrations.flask import (
     PostgresSessionInterface,
     ServerSideSession,
@@ -48,7 +47,7 @@ from sessionstore.integrations.flask import (
     signed_in_within,
     user_sessions,
 )
-from sessionstore.manager import CREATED_KEY, DEVICE_KEY
+from sessionstore.manager import CREATED_KEY, DEVICE_KEY, session_id
 
 MESSAGE = "Hello from a session!"
 USER = "alice"  # whom the example's /login logs in

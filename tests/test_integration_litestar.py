@@ -44,7 +44,6 @@ from sessionstore import AsyncStore
 from sessionstore._core import hash_token
 from sessionstore.cleanup import NoCleanup
 from sessionstore.examples.litestar_app import create_app
-from sessionstore.integrations._common import session_id
 from sessionstore.integrations.litestar import (
     NO_EXPIRY,
     PostgresStore,
@@ -56,7 +55,7 @@ from sessionstore.integrations.litestar import (
     signed_in_within,
     user_sessions,
 )
-from sessionstore.manager import CREATED_KEY, DEVICE_KEY
+from sessionstore.manager import CREATED_KEY, DEVICE_KEY, session_id
 from sessionstore.testing import TcpProxy
 
 MESSAGE = "Hello from a session!"

@@ -7,27 +7,28 @@ on an `AsyncStore`. See docs/sessions.md.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import datetime as dt
+import hashlib
 import hmac
 import logging
+import re
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from ._core import FRESH_TOKEN_ATTEMPTS, OwnedSession, Versioned, new_token, validate_owner
-from .errors import ConcurrentUpdateError
-from .integrations._common import (
-    OWNER_KEY,
-    UserSession,
-    is_current,
-    is_token,
-    owner_of,
-    session_id,
-    to_timedelta,
+from ._core import (
+    FRESH_TOKEN_ATTEMPTS,
+    OwnedSession,
+    Versioned,
+    hash_token,
+    new_token,
+    validate_owner,
 )
+from .errors import ConcurrentUpdateError
 from .store import Store
 from .store_async import AsyncStore
 
@@ -39,10 +40,74 @@ __all__ = [
     "Loaded",
     "Outcome",
     "SessionManager",
+    "UserSession",
     "arun",
     "run",
     "secure_by_default",
 ]
+
+#: Tokens as SCS issues them: 32 random bytes in url-safe base64 without padding.
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
+
+#: Where a session's data keeps its owner (the user id given at login): every save
+#: passes it to the store, so a row is owned whichever request writes it.
+OWNER_KEY = "_session_owner"
+
+
+@dataclass(frozen=True)
+class UserSession:
+    """One of a user's live sessions, as "where am I signed in" lists it (docs/users.md).
+
+    It holds no token; `data` is the session's, decoded (empty if it does not decode).
+    """
+
+    id: str
+    current: bool
+    created: dt.datetime | None
+    last_seen: dt.datetime
+    expiry: dt.datetime
+    signed_in: dt.datetime | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    data: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+def is_current(key: str, token: str | None) -> bool:
+    """Whether a stored key is `token`'s, with or without ``hash_tokens``."""
+    # Both forms, whatever the store's setting: a raw token equal to the hash of
+    # another would be a SHA-256 preimage.
+    return token is not None and key in (token, hash_token(token))
+
+
+def session_id(key: str) -> str:
+    """The listed id of the session stored under `key`: 128 bits of a one-way hash."""
+    digest = hashlib.sha256(b"sessionstore session id\0" + key.encode()).digest()
+    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
+
+
+def owner_of(data: object) -> str | None:
+    """The owner a session's decoded data holds, or None for an anonymous session."""
+    if isinstance(data, dict):
+        owner = data.get(OWNER_KEY)
+        if isinstance(owner, str) and owner:
+            return owner
+    return None
+
+
+def is_token(value: object) -> bool:
+    """Whether a cookie value has the shape of a token this library issues (else no lookup)."""
+    return isinstance(value, str) and _TOKEN_RE.fullmatch(value) is not None
+
+
+def to_timedelta(value: dt.timedelta | float, name: str) -> dt.timedelta:
+    """A positive duration given in seconds or as a timedelta; TypeError, ValueError if not."""
+    if isinstance(value, bool) or not isinstance(value, dt.timedelta | int | float):
+        raise TypeError(f"{name} must be a timedelta or a number of seconds")
+    delta = value if isinstance(value, dt.timedelta) else dt.timedelta(seconds=value)
+    if delta <= dt.timedelta(0):
+        raise ValueError(f"{name} must be positive")
+    return delta
+
 
 logger = logging.getLogger("sessionstore.manager")
 

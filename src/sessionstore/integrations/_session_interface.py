@@ -25,7 +25,9 @@ from ..manager import (
     Outcome,
     SessionManager,
     Steps,
+    owner_of,
     secure_by_default,
+    to_timedelta,
 )
 from ..store import Store
 from ..store_async import AsyncStore
@@ -33,8 +35,6 @@ from ._common import (
     DEFAULT_SESSION_ONLY_TTL,
     cache_control_with_no_cache_set_cookie,
     merge_header,
-    owner_of,
-    to_timedelta,
     vary_with_cookie,
 )
 

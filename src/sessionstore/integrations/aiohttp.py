@@ -19,17 +19,17 @@ from ..manager import (
     Loaded,
     Outcome,
     SessionManager,
+    UserSession,
     arun,
+    owner_of,
+    to_timedelta,
 )
 from ..manager import secure_by_default as _secure_by_default
 from ._common import (
     DEFAULT_SESSION_ONLY_TTL,
-    UserSession,
     cache_control_with_no_cache_set_cookie,
     merge_header,
     missing_extra,
-    owner_of,
-    to_timedelta,
     vary_with_cookie,
 )
 

@@ -22,23 +22,20 @@ from ..cleanup import NoCleanup
 from ..manager import (
     CREATED_KEY,
     DEFAULT_ROTATE_GRACE,
+    OWNER_KEY,
     Device,
     Loaded,
     Outcome,
     SessionManager,
     Steps,
+    UserSession,
     arun,
     run,
+    to_timedelta,
 )
 from ..store import Store
 from ..store_async import AsyncStore
-from ._common import (
-    OWNER_KEY,
-    UserSession,
-    cache_control_with_no_cache_set_cookie,
-    missing_extra,
-    to_timedelta,
-)
+from ._common import cache_control_with_no_cache_set_cookie, missing_extra
 
 try:
     from django.conf import settings

@@ -7,7 +7,7 @@ import importlib
 import logging
 from typing import Any
 
-from ._common import UserSession, missing_extra
+from ._common import missing_extra
 
 try:
     import flask
@@ -17,9 +17,8 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra(__name__, "flask", exc) from exc
 
 from .._core import validate_owner
-from ..manager import SIGNED_IN_KEY, Loaded, SessionManager, run
+from ..manager import OWNER_KEY, SIGNED_IN_KEY, Loaded, SessionManager, UserSession, run
 from ..store import Store
-from ._common import OWNER_KEY
 from ._session_interface import ServerSideInterface, ServerSideSession, current, live_token, log_in
 
 __all__ = [

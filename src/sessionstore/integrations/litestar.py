@@ -16,15 +16,15 @@ from ..manager import (
     Loaded,
     SessionManager,
     Steps,
+    UserSession,
     arun,
+    owner_of,
     secure_by_default,
 )
 from ._common import (
-    UserSession,
     cache_control_with_no_cache_set_cookie,
     merge_header,
     missing_extra,
-    owner_of,
     vary_with_cookie,
 )
 

@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 
 from ..errors import DatabaseError
-from ._common import UserSession, missing_extra
+from ._common import missing_extra
 
 try:
     import quart
@@ -17,7 +17,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra(__name__, "quart", exc) from exc
 
 from .._core import validate_owner
-from ..manager import Loaded, SessionManager, arun
+from ..manager import Loaded, SessionManager, UserSession, arun
 from ..store_async import AsyncStore
 from ._session_interface import ServerSideInterface, ServerSideSession, current, live_token, log_in
 

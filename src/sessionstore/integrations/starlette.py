@@ -17,17 +17,17 @@ from ..manager import (
     Outcome,
     SessionManager,
     Steps,
+    UserSession,
     arun,
+    owner_of,
     secure_by_default,
+    to_timedelta,
 )
 from ._common import (
     DEFAULT_SESSION_ONLY_TTL,
-    UserSession,
     cache_control_with_no_cache_set_cookie,
     merge_header,
     missing_extra,
-    owner_of,
-    to_timedelta,
     vary_with_cookie,
 )
 
