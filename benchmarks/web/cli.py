@@ -231,7 +231,14 @@ class WebBench:
         def one(step: tuple[Any, ...], attempt: int) -> bool:
             framework, workload, n, rnd, contender = step
             redis_url = self.redis.url if self.redis is not None and contender.redis else None
-            config = AppConfig(self.dsn, TABLE, s.pool, s.min_pool, s.threads, redis_url)
+            config = AppConfig(
+                self.dsn,
+                TABLE,
+                pool=s.pool,
+                min_pool=s.min_pool,
+                threads=s.threads,
+                redis_url=redis_url,
+            )
             with serving(contender, config) as server:  # started afresh for each measurement
                 probe = Probe(self.db_pid, {"web": server.pid}, wal=self._admin)
                 steps = steps_for(workload, contender.sessions)

@@ -91,6 +91,7 @@ def _served_by(framework: str) -> str:
     def version(match: re.Match[str]) -> str:
         try:
             return importlib.metadata.version(match[1])
+        # Importable without its metadata (a vendored copy): the banner only says less.
         except importlib.metadata.PackageNotFoundError:  # pragma: no cover
             return "(unknown version)"
 

@@ -52,6 +52,11 @@ __all__ = ["Store"]
 T = TypeVar("T")
 
 
+def _no_hint(exc: psycopg.Error) -> str:
+    """No hint for a failure's message (the operations whose failures need none)."""
+    return ""
+
+
 class Store:
     """A PostgreSQL session store for threads, the Python port of SCS's pgxstore.
 
@@ -350,7 +355,7 @@ class Store:
 
     @contextlib.contextmanager
     def _borrowed(
-        self, operation: str, hint: Callable[[psycopg.Error], str] = lambda _: ""
+        self, operation: str, hint: Callable[[psycopg.Error], str] = _no_hint
     ) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection, in whose block a psycopg error raises `DatabaseError`."""
         try:
@@ -491,14 +496,14 @@ class Store:
         operation: str,
         steps: Steps,
         cancel: Cancellation | None = None,
-        hint: Callable[[psycopg.Error], str] = lambda _: "",
+        hint: Callable[[psycopg.Error], str] = _no_hint,
     ) -> Any:
         """Drive batched deletes or rewrites, or a rotation (see `_drive_steps`)."""
         with self._borrowed(operation, hint) as conn, cancelling(cancel, conn.cancel):
             return self._drive_steps(conn, steps)
 
     def _run(
-        self, operation: str, steps: Steps, hint: Callable[[psycopg.Error], str] = lambda _: ""
+        self, operation: str, steps: Steps, hint: Callable[[psycopg.Error], str] = _no_hint
     ) -> Any:
         """Drive a multi-statement core generator inside one transaction."""
         with self._borrowed(operation, hint) as conn, conn.transaction():

@@ -55,6 +55,11 @@ __all__ = ["AsyncStore"]
 T = TypeVar("T")
 
 
+def _no_hint(exc: psycopg.Error) -> str:
+    """No hint for a failure's message (the operations whose failures need none)."""
+    return ""
+
+
 class AsyncStore:
     """A PostgreSQL session store for asyncio, the Python port of SCS's pgxstore.
 
@@ -532,7 +537,7 @@ class AsyncStore:
 
     @contextlib.asynccontextmanager
     async def _borrowed(
-        self, operation: str, hint: Callable[[psycopg.Error], str] = lambda _: ""
+        self, operation: str, hint: Callable[[psycopg.Error], str] = _no_hint
     ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A pooled connection, in whose block a psycopg error raises `DatabaseError`."""
         try:
@@ -678,7 +683,7 @@ class AsyncStore:
         operation: str,
         steps: Steps,
         cancel: Cancellation | None = None,
-        hint: Callable[[psycopg.Error], str] = lambda _: "",
+        hint: Callable[[psycopg.Error], str] = _no_hint,
     ) -> Any:
         """Drive batched deletes or rewrites, or a rotation (see `_drive_steps`)."""
         async with self._borrowed(operation, hint) as conn:
@@ -686,7 +691,7 @@ class AsyncStore:
                 return await self._drive_steps(conn, steps)
 
     async def _run(
-        self, operation: str, steps: Steps, hint: Callable[[psycopg.Error], str] = lambda _: ""
+        self, operation: str, steps: Steps, hint: Callable[[psycopg.Error], str] = _no_hint
     ) -> Any:
         """Drive a multi-statement core generator inside one transaction."""
         async with self._borrowed(operation, hint) as conn, conn.transaction():
