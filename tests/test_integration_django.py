@@ -294,6 +294,34 @@ async def test_a_session_under_a_django_key_still_loads(
     assert await mode(SessionStore(key), "load") == {"a": 1, "b": 2}
 
 
+async def test_data_the_request_did_not_change_is_not_signed_again(
+    sessions: None, mode: Mode, db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signing is most of an encoding's cost: a save signs only data that changed."""
+    key = (await mode.saved(cart=[1])).session_key
+    assert key is not None
+    signed: list[str] = []
+    sign = signing.Signer.sign
+    monkeypatch.setattr(
+        signing.Signer, "sign", lambda self, value: signed.append(value) or sign(self, value)
+    )
+    before = rows(db)[key][0]
+
+    unchanged = SessionStore(key)
+    assert (await unchanged.aget("cart") if mode.is_async else unchanged["cart"]) == [1]
+    await mode(unchanged, "save")
+    assert signed == []
+    assert rows(db)[key][0] == before
+
+    # Changed in place (Django's `modified` stays False): signed once, then stored.
+    changed = SessionStore(key)
+    (await changed.aget("cart") if mode.is_async else changed["cart"]).append(2)
+    await mode(changed, "save")
+    assert len(signed) == 1
+    assert await mode(SessionStore(key), "load") == {"cart": [1, 2]}
+    assert rows(db)[key][0] != before
+
+
 async def test_an_emptied_session_is_deleted(
     sessions: None, mode: Mode, db: psycopg.Connection[Any]
 ) -> None:

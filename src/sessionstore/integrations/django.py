@@ -402,6 +402,10 @@ def _aware(expiry: dt.datetime) -> dt.datetime:
 _MIN_IDLE = dt.timedelta(microseconds=1)
 
 
+#: How many payloads a session instance keeps the signed bytes of (`SessionStore._dumps`).
+_SIGNED_KEPT = 8
+
+
 class _StableSigner(signing.TimestampSigner):
     """Django's session signing with a fixed timestamp: the same data, the same bytes."""
 
@@ -417,6 +421,11 @@ def _owned(data: dict[str, Any]) -> dict[str, Any]:
     if user is not None and user != "":
         data[OWNER_KEY] = str(user)
     return data
+
+
+def _stored(data: dict[str, Any]) -> dict[str, Any]:
+    """What is signed and stored of `data`: its keys sorted, without the owner (a column)."""
+    return {key: value for key, value in sorted(data.items()) if key != OWNER_KEY}
 
 
 def _public(data: dict[str, Any]) -> dict[str, Any]:
@@ -446,6 +455,8 @@ class SessionStore(SessionBase):
         super().__init__(session_key)
         self._loaded: Loaded | None = None
         self._renew = False
+        #: The signed bytes of the data (as serialized) this instance encoded or decoded.
+        self._signed: dict[bytes, bytes] = {}
         #: The request's client (set by `SessionMiddleware`), kept with ``record_devices``.
         self.device: Device | None = None
 
@@ -467,10 +478,17 @@ class SessionStore(SessionBase):
         return _Manager(self._dumps, self._loads, idle_timeout=idle, **options)
 
     def _dumps(self, data: dict[str, Any]) -> bytes:
-        """Django's signed encoding, byte for byte the same for the same data."""
-        stored = {key: value for key, value in sorted(data.items()) if key != OWNER_KEY}
-        signer = _StableSigner(salt=self.key_salt)
-        return signer.sign_object(stored, serializer=self.serializer, compress=True).encode()
+        """Django's signed encoding: equal data, equal bytes (as loaded, if it was)."""
+        stored = _stored(data)
+        serialized = self.serializer().dumps(stored)
+        raw = self._signed.get(serialized)
+        if raw is None:
+            # Signing (zlib and an HMAC) is most of an encoding's cost: data this
+            # request read or encoded before keeps the bytes it had.
+            signer = _StableSigner(salt=self.key_salt)
+            raw = signer.sign_object(stored, serializer=self.serializer, compress=True).encode()
+            self._remember(serialized, raw)
+        return raw
 
     def _loads(self, raw: bytes) -> dict[str, Any] | None:
         """Decode as Django does; None for data corrupt or signed with another key."""
@@ -481,7 +499,18 @@ class SessionStore(SessionBase):
             return None
         except Exception:  # the serializer's errors, as Django's decode catches them
             return None
-        return _owned(data) if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            return None
+        self._remember(self.serializer().dumps(_stored(data)), raw)
+        return _owned(data)
+
+    def _remember(self, serialized: bytes, raw: bytes) -> None:
+        """Keep `raw` as the signed bytes of `serialized`, for a few payloads."""
+        # A request needs two (as read, as saved), a save that merges a few more; an
+        # instance kept for many saves must not grow without bound.
+        if len(self._signed) >= _SIGNED_KEPT:
+            self._signed.clear()
+        self._signed[serialized] = raw
 
     def _use(self, loaded: Loaded) -> dict[str, Any]:
         """Keep what was loaded; forget the key if it named no live session."""
