@@ -238,14 +238,6 @@ class ServerSideInterface(Generic[_Store]):
         data: dict[str, Any] | None = self.serializer.loads(raw.decode())
         return data
 
-    def _loaded(self, loaded: Loaded) -> Loaded:
-        """Compare later saves with the data as this serializer writes it, not as stored."""
-        # A row in another layout (another serializer's key order or spacing) would
-        # otherwise count as changed on every request and be rewritten.
-        if loaded.found:
-            loaded.raw = self._dumps(loaded.data)
-        return loaded
-
     def _save(
         self, app: Any, session: SessionMixin, response: Response | None, request: Request
     ) -> Steps[Outcome] | None:

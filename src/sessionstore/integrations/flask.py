@@ -51,7 +51,7 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface[Store]):
         manager = self.manager(app)
 
         def load() -> Loaded:
-            return self._loaded(run(manager.load(cookie), self.store))
+            return run(manager.load(cookie), self.store)
 
         return self.session_class(load, manager.token_of(cookie), had_cookie=cookie is not None)
 

@@ -53,7 +53,7 @@ class PostgresSessionInterface(SessionInterface, ServerSideInterface[AsyncStore]
         manager = self.manager(app)
         token = manager.token_of(cookie)
         try:
-            loaded = self._loaded(await arun(manager.load(cookie), self.store))
+            loaded = await arun(manager.load(cookie), self.store)
         except DatabaseError as exc:
             # Quart opens the session before its error handling starts: raised here,
             # the failure would skip the app's error handlers and its 500 page.
