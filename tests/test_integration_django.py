@@ -302,9 +302,12 @@ async def test_data_the_request_did_not_change_is_not_signed_again(
     assert key is not None
     signed: list[str] = []
     sign = signing.Signer.sign
-    monkeypatch.setattr(
-        signing.Signer, "sign", lambda self, value: signed.append(value) or sign(self, value)
-    )
+
+    def counted(self: signing.Signer, value: str) -> str:
+        signed.append(value)
+        return sign(self, value)
+
+    monkeypatch.setattr(signing.Signer, "sign", counted)
     before = rows(db)[key][0]
 
     unchanged = SessionStore(key)
@@ -315,7 +318,9 @@ async def test_data_the_request_did_not_change_is_not_signed_again(
 
     # Changed in place (Django's `modified` stays False): signed once, then stored.
     changed = SessionStore(key)
-    (await changed.aget("cart") if mode.is_async else changed["cart"]).append(2)
+    cart = await changed.aget("cart") if mode.is_async else changed["cart"]
+    assert isinstance(cart, list)
+    cart.append(2)
     await mode(changed, "save")
     assert len(signed) == 1
     assert await mode(SessionStore(key), "load") == {"cart": [1, 2]}
