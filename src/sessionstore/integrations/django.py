@@ -499,15 +499,12 @@ class SessionStore(SessionBase):
             return None
         except Exception:  # the serializer's errors, as Django's decode catches them
             return None
-        if not isinstance(data, dict):
-            return None
-        self._remember(self.serializer().dumps(_stored(data)), raw)
-        return _owned(data)
+        return _owned(data) if isinstance(data, dict) else None
 
     def _remember(self, serialized: bytes, raw: bytes) -> None:
         """Keep `raw` as the signed bytes of `serialized`, for a few payloads."""
-        # A request needs two (as read, as saved), a save that merges a few more; an
-        # instance kept for many saves must not grow without bound.
+        # A request needs two (as read, as saved), a save that merges more; an instance
+        # kept for many saves must not grow without bound.
         if len(self._signed) >= _SIGNED_KEPT:
             self._signed.clear()
         self._signed[serialized] = raw
@@ -515,7 +512,9 @@ class SessionStore(SessionBase):
     def _use(self, loaded: Loaded) -> dict[str, Any]:
         """Keep what was loaded; forget the key if it named no live session."""
         self._loaded = loaded
-        if not loaded.found:
+        if loaded.found:  # its bytes, for a save that changes nothing (`_dumps`)
+            self._remember(self.serializer().dumps(_stored(loaded.data)), loaded.raw)
+        else:
             self._session_key = None
         return _public(loaded.data)
 
